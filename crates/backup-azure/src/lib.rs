@@ -1,0 +1,1 @@
+//! Azure Blob sink: filled by its own issue.

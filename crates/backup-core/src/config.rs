@@ -1,0 +1,597 @@
+//! The TOML configuration file: what to back up, how, and where.
+//!
+//! Everything is validated at load time. A bad label, an unknown key or a bad
+//! value is rejected with the file, the line and a hint, so a typo never turns
+//! into a silently skipped database.
+//!
+//! Relative paths (database paths, `local.root`, `local.cold`) are resolved
+//! against the folder that holds the config file, so a daemon started from
+//! any working directory finds the same files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::compress::{Compression, Format};
+use crate::naming::Template;
+
+/// A config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}{}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// A secret string (access key, SAS token). Its `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which integrity check runs right after each backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckLevel {
+    /// `PRAGMA quick_check`: skips index-content cross checks, ~2× faster.
+    #[default]
+    QuickCheck,
+    /// `PRAGMA integrity_check`: the full check.
+    IntegrityCheck,
+}
+
+/// How the consistent image is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethod {
+    /// SQLite's online backup API, one read transaction for the whole copy.
+    #[default]
+    Backup,
+    /// `VACUUM INTO`: smaller and defragmented, but rewrites every page.
+    VacuumInto,
+}
+
+/// One database to back up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Database {
+    /// Lowercase, hyphen-separated name used in artifact names.
+    pub label: String,
+    /// The live database file.
+    pub path: PathBuf,
+    /// Tables that must exist in every backup.
+    pub required_tables: Vec<String>,
+    /// Queries that must each return true (a non-zero integer).
+    pub checks: Vec<String>,
+    /// Command run after a restore (the application's own audit check).
+    pub post_restore: Option<String>,
+    /// Tags whose backups also go to the cold tier (e.g. `phase1`).
+    pub cold_tags: Vec<String>,
+}
+
+/// Where local tiers live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Local {
+    /// Hot and warm tiers.
+    pub root: PathBuf,
+    /// Optional off-host cold tier.
+    pub cold: Option<PathBuf>,
+    /// Artifact name template inside `root` / `cold`.
+    pub template: Template,
+}
+
+/// Azure Blob settings. Credentials may also come from `AZURE_STORAGE_*`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Azure {
+    /// Storage account name (else `AZURE_STORAGE_ACCOUNT_NAME`).
+    pub account: Option<String>,
+    /// Access key (else `AZURE_STORAGE_ACCOUNT_KEY`). Prefer the variable.
+    pub access_key: Option<Secret>,
+    /// SAS token (else `AZURE_STORAGE_SAS_KEY`).
+    pub sas_token: Option<Secret>,
+    /// Container name (must exist).
+    pub container: String,
+    /// Path prefix inside the container.
+    #[serde(default = "default_azure_prefix")]
+    pub prefix: String,
+    /// Object name template below the prefix.
+    #[serde(default = "default_azure_template")]
+    pub template: String,
+    /// Talk to the Azurite emulator (`AZURITE_BLOB_STORAGE_URL`, default 127.0.0.1:10000).
+    #[serde(default)]
+    pub use_emulator: bool,
+    /// Endpoint override, e.g. `http://127.0.0.1:10000/devstoreaccount1`.
+    pub endpoint: Option<String>,
+    /// Accept a template that lets two runs of one day overwrite each other.
+    #[serde(default)]
+    pub allow_overwrite: bool,
+    /// Retries for transient errors.
+    #[serde(default = "default_retries")]
+    pub max_retries: usize,
+    /// Upload part size in MiB (memory per upload is about 2× this).
+    #[serde(default = "default_part_mib")]
+    pub part_size_mib: usize,
+}
+
+fn default_azure_prefix() -> String {
+    "sqlite".into()
+}
+fn default_azure_template() -> String {
+    "{date}/{label}-{time}{ext}".into()
+}
+fn default_retries() -> usize {
+    5
+}
+fn default_part_mib() -> usize {
+    8
+}
+
+/// Retention policy settings (see `retention`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep every snapshot this many days.
+    #[serde(default = "default_hot_days")]
+    pub hot_days: u32,
+    /// Keep one per round (or per day) until this many days.
+    #[serde(default = "default_warm_days")]
+    pub warm_days: u32,
+    /// Keep `premigrate` snapshots this many days.
+    #[serde(default = "default_premigrate_days")]
+    pub premigrate_days: u32,
+    /// restic-style: always keep the newest N.
+    #[serde(default)]
+    pub keep_last: u32,
+    /// restic-style: newest per hour for N hours.
+    #[serde(default)]
+    pub keep_hourly: u32,
+    /// restic-style: newest per day for N days.
+    #[serde(default)]
+    pub keep_daily: u32,
+    /// restic-style: newest per ISO week for N weeks.
+    #[serde(default)]
+    pub keep_weekly: u32,
+    /// restic-style: newest per month for N months.
+    #[serde(default)]
+    pub keep_monthly: u32,
+}
+
+fn default_hot_days() -> u32 {
+    7
+}
+fn default_warm_days() -> u32 {
+    30
+}
+fn default_premigrate_days() -> u32 {
+    30
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// Failure alerts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Slack-compatible webhook URL (`{"text": …}` POST).
+    pub webhook: Option<Secret>,
+    /// Command run with details in `SQLITE_BACKUP_*` variables.
+    pub command: Option<String>,
+    /// Consecutive failed runs before the alert goes out.
+    #[serde(default = "default_after_failures")]
+    pub after_failures: u32,
+}
+
+fn default_after_failures() -> u32 {
+    3
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Databases, in file order.
+    pub databases: Vec<Database>,
+    /// Compression of new artifacts.
+    pub compression: Compression,
+    /// Local tiers.
+    pub local: Local,
+    /// Azure Blob, when configured.
+    pub azure: Option<Azure>,
+    /// Retention policy.
+    pub retention: Retention,
+    /// Alerts.
+    pub alerts: Option<Alerts>,
+    /// Check run right after each backup.
+    pub verify_level: CheckLevel,
+    /// How snapshots are taken.
+    pub snapshot_method: SnapshotMethod,
+    /// Where run state (failure counts, locks) is kept.
+    pub state_dir: PathBuf,
+    /// `status` exits non-zero when a database's newest backup is older.
+    pub max_age_hours: u32,
+}
+
+// ---- raw, as written in the file ------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    database: Vec<Spanned<RawDatabase>>,
+    #[serde(default)]
+    compression: Option<RawCompression>,
+    #[serde(default)]
+    local: Option<RawLocal>,
+    azure: Option<Spanned<Azure>>,
+    retention: Option<Retention>,
+    alerts: Option<Alerts>,
+    #[serde(default)]
+    verify: Option<RawVerify>,
+    #[serde(default)]
+    snapshot: Option<RawSnapshot>,
+    state_dir: Option<String>,
+    max_age_hours: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    label: Spanned<String>,
+    path: String,
+    #[serde(default)]
+    required_tables: Vec<String>,
+    #[serde(default)]
+    checks: Vec<String>,
+    post_restore: Option<String>,
+    #[serde(default)]
+    cold_tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompression {
+    format: Option<Format>,
+    level: Option<Spanned<i32>>,
+    threads: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    root: Option<String>,
+    cold: Option<String>,
+    template: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    level: Option<CheckLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    method: Option<SnapshotMethod>,
+}
+
+/// Default local artifact template.
+pub const DEFAULT_LOCAL_TEMPLATE: &str = "{label}-{tag}-{yyyymmdd}-{time}{ext}";
+
+/// Check a database label: lowercase ASCII letters and digits in
+/// hyphen-separated words.
+///
+/// ```
+/// use backup_core::config::validate_label;
+/// assert!(validate_label("mission-control").is_ok());
+/// assert!(validate_label("Mission Control").is_err());
+/// assert!(validate_label("../etc").is_err());
+/// ```
+pub fn validate_label(label: &str) -> Result<(), String> {
+    let ok_word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if label.len() > 64 {
+        return Err(format!("label {label:?} is longer than 64 characters"));
+    }
+    if label.split('-').all(ok_word) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {label:?} must be lowercase letters and digits in hyphen-separated words"
+        ))
+    }
+}
+
+/// Check a tag (`r75`, `session`, `phase1`): same alphabet as labels.
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    validate_label(tag).map_err(|_| {
+        format!("tag {tag:?} must be lowercase letters and digits in hyphen-separated words")
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            message: format!("cannot read config: {e}"),
+            hint: Some(
+                "pass --config PATH, set SQLITE_BACKUP_CONFIG, or create ./sqlite-backup.toml"
+                    .into(),
+            ),
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parse and validate config text; `file` names it in errors and anchors
+    /// relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let err = |offset: Option<usize>, message: String, hint: Option<&str>| ConfigError {
+            file: file.to_path_buf(),
+            line: offset.map(|o| line_of(text, o)),
+            message,
+            hint: hint.map(str::to_string),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let hint = if message.contains("unknown field") {
+                Some("check the spelling; the README's config reference lists every key")
+            } else if message.contains("unknown variant") {
+                Some("use one of the values listed above")
+            } else {
+                None
+            };
+            err(e.span().map(|s| s.start), message, hint)
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+
+        let mut databases = Vec::new();
+        let mut seen = BTreeMap::new();
+        for spanned in raw.database {
+            let start = spanned.span().start;
+            let db = spanned.into_inner();
+            let label_at = db.label.span().start;
+            let label = db.label.into_inner();
+            validate_label(&label).map_err(|m| {
+                err(
+                    Some(label_at),
+                    m,
+                    Some("e.g. label = \"mission-control\" (no spaces, no upper case, no `/`)"),
+                )
+            })?;
+            if let Some(first) = seen.insert(label.clone(), label_at) {
+                return Err(err(
+                    Some(label_at),
+                    format!(
+                        "duplicate label {label:?} (first used on line {})",
+                        line_of(text, first)
+                    ),
+                    Some("every database needs its own label"),
+                ));
+            }
+            if db.path.trim().is_empty() {
+                return Err(err(
+                    Some(start),
+                    format!("database {label:?} has an empty path"),
+                    None,
+                ));
+            }
+            for tag in &db.cold_tags {
+                validate_tag(tag).map_err(|m| err(Some(start), m, None))?;
+            }
+            databases.push(Database {
+                label,
+                path: resolve(&db.path),
+                required_tables: db.required_tables,
+                checks: db.checks,
+                post_restore: db.post_restore,
+                cold_tags: db.cold_tags,
+            });
+        }
+
+        let mut compression = Compression::default();
+        if let Some(c) = raw.compression {
+            compression = Compression::new(c.format.unwrap_or(Format::Zstd));
+            if let Some(level) = c.level {
+                let at = level.span().start;
+                let level = level.into_inner();
+                let range = match compression.format {
+                    Format::Zstd => 1..=19,
+                    Format::Gzip => 1..=9,
+                    Format::None => 0..=0,
+                };
+                if !range.contains(&level) && compression.format != Format::None {
+                    return Err(err(
+                        Some(at),
+                        format!(
+                            "compression level {level} is out of range for {}",
+                            compression.format.as_str()
+                        ),
+                        Some("zstd takes 1-19 (3 is a good default), gzip 1-9 (6)"),
+                    ));
+                }
+                compression.level = level;
+            }
+            compression.threads = c.threads.unwrap_or(0);
+        }
+
+        let raw_local = raw.local.unwrap_or(RawLocal {
+            root: None,
+            cold: None,
+            template: None,
+        });
+        let template = match raw_local.template {
+            Some(t) => {
+                let at = t.span().start;
+                Template::parse(t.get_ref(), false).map_err(|m| {
+                    err(
+                        Some(at),
+                        m,
+                        Some("placeholders: {label} {tag} {date} {time} {ext}"),
+                    )
+                })?
+            }
+            None => Template::parse(DEFAULT_LOCAL_TEMPLATE, false).expect("default template"),
+        };
+        let local = Local {
+            root: resolve(raw_local.root.as_deref().unwrap_or("data/backups")),
+            cold: raw_local.cold.as_deref().map(resolve),
+            template,
+        };
+
+        let azure = match raw.azure {
+            Some(a) => {
+                let at = a.span().start;
+                let a = a.into_inner();
+                Template::parse(&a.template, a.allow_overwrite).map_err(|m| {
+                    err(
+                        Some(at),
+                        format!("[azure] template: {m}"),
+                        Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
+                    )
+                })?;
+                if !a.prefix.is_empty() {
+                    crate::sink::validate_key(a.prefix.trim_end_matches('/'))
+                        .map_err(|e| err(Some(at), format!("[azure] prefix: {e}"), None))?;
+                }
+                Some(a)
+            }
+            None => None,
+        };
+
+        for db in &databases {
+            for root in std::iter::once(&local.root).chain(local.cold.as_ref()) {
+                if db.path.starts_with(root) {
+                    return Err(err(
+                        None,
+                        format!(
+                            "database {:?} lives inside the backup folder {}",
+                            db.label,
+                            root.display()
+                        ),
+                        Some("never back up the backup folder into itself"),
+                    ));
+                }
+            }
+        }
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            databases,
+            compression,
+            local,
+            azure,
+            retention: raw.retention.unwrap_or_default(),
+            alerts: raw.alerts,
+            verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
+            snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
+            state_dir: raw
+                .state_dir
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| base.join(".sqlite-backup-state")),
+            max_age_hours: raw.max_age_hours.unwrap_or(26),
+        })
+    }
+
+    /// The database with this label.
+    pub fn database(&self, label: &str) -> Option<&Database> {
+        self.databases.iter().find(|d| d.label == label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/sb/sqlite-backup.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n").unwrap();
+        assert_eq!(c.databases[0].path, Path::new("/etc/sb/app.db"));
+        assert_eq!(c.local.root, Path::new("/etc/sb/data/backups"));
+        assert_eq!(c.compression.format, Format::Zstd);
+        assert_eq!(c.compression.level, 3);
+        assert_eq!(c.retention.hot_days, 7);
+        assert_eq!(c.retention.warm_days, 30);
+    }
+
+    #[test]
+    fn bad_label_names_the_line() {
+        let e = parse("[[database]]\nlabel = \"ok\"\npath = \"a.db\"\n\n[[database]]\nlabel = \"Bad Label\"\npath = \"b.db\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("Bad Label"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_line() {
+        let e = parse("[compression]\nformat = \"zstd\"\nlevle = 3\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("levle"), "{e}");
+    }
+
+    #[test]
+    fn overwriting_azure_template_is_refused() {
+        let e =
+            parse("[azure]\ncontainer = \"c\"\ntemplate = \"{date}/{label}.db.gz\"\n").unwrap_err();
+        assert!(e.message.contains("overwrite"), "{e}");
+        parse("[azure]\ncontainer = \"c\"\ntemplate = \"{date}/{label}.db.gz\"\nallow_overwrite = true\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn source_inside_backup_root_is_refused() {
+        let e = parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"b/x.db\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("inside the backup folder"), "{e}");
+    }
+}

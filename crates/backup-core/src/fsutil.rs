@@ -1,0 +1,70 @@
+//! Durable file-system steps shared by the local sink and restore.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Flush a directory entry to disk so a rename inside it survives a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// A temporary name beside `target` that marks its owner process, so a later
+/// run can tell leftovers of a killed process from work in progress.
+pub fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// If `file_name` is a partial file left by a process that no longer runs,
+/// return true (it is safe to delete).
+pub fn is_stale_partial(file_name: &str) -> bool {
+    let Some((_, pid)) = file_name.rsplit_once(".partial-") else {
+        return false;
+    };
+    match pid.parse::<u32>() {
+        Ok(pid) => !pid_alive(pid),
+        Err(_) => false,
+    }
+}
+
+/// Whether a process with this id is running (Linux: `/proc`; elsewhere we
+/// assume it is, and leave the file alone).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// Write `data` to `target` atomically: a partial file beside it, fsync,
+/// rename over the target, fsync the directory.
+pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = partial_path(target);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)?;
+        fsync_dir(target.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,255 @@
+//! Run manifests: the catalog of what each run wrote to a sink.
+//!
+//! A run writes one manifest per sink, `manifests/<run id>.json`, **last**,
+//! after every artifact and sidecar it lists is durably stored. An artifact
+//! that no manifest lists is not a backup (an interrupted run), so `list`
+//! and `restore` never offer it. Reading the catalog costs one listing of
+//! the `manifests/` folder plus one read per run, never a listing of every
+//! object.
+//!
+//! Manifests are chained: each names the SHA-256 of the previous manifest
+//! of the same sink (`previous`), so a deleted or altered manifest breaks the
+//! chain visibly.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::compress::Format;
+use crate::config::CheckLevel;
+use crate::digest::Sha256;
+use crate::sink::{Placement, Sink, SinkError, get_bytes};
+
+/// `format` field of every manifest.
+pub const FORMAT: &str = "sqlite-backup/manifest";
+/// Current manifest version; readers reject newer major versions.
+pub const VERSION: u32 = 1;
+/// Folder of manifests inside a sink.
+pub const MANIFEST_DIR: &str = "manifests";
+
+/// One run's record for one sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`] at write time.
+    pub version: u32,
+    /// Unique, time-sortable run id (`20261123T130812Z-1a2b`).
+    pub run_id: String,
+    /// Name of the sink this manifest describes.
+    pub sink: String,
+    /// `sqlite-backup` version that wrote it.
+    pub tool_version: String,
+    /// Run start.
+    pub started_at: Timestamp,
+    /// Run end (when the manifest was written).
+    pub finished_at: Timestamp,
+    /// SHA-256 of the previous manifest's bytes in this sink, if any.
+    pub previous: Option<String>,
+    /// Artifacts written by this run.
+    pub entries: Vec<Entry>,
+    /// Artifacts of earlier runs deleted by `prune` in this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<Pruned>,
+}
+
+/// One artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Database label.
+    pub label: String,
+    /// Trigger tag (`r75`, `session`, `premigrate`, `phase1`), if any.
+    pub tag: Option<String>,
+    /// Artifact key in the sink.
+    pub key: String,
+    /// Sidecar key in the sink.
+    pub sidecar_key: String,
+    /// Compression format.
+    pub compression: Format,
+    /// Artifact size in bytes.
+    pub size: u64,
+    /// SHA-256 of the artifact (equals the sidecar).
+    pub sha256: String,
+    /// Decompressed database size in bytes.
+    pub db_size: u64,
+    /// SHA-256 of the decompressed database.
+    pub db_sha256: String,
+    /// Source page size.
+    pub page_size: u64,
+    /// Source page count.
+    pub page_count: u64,
+    /// SHA-256 of the schema.
+    pub schema_sha256: String,
+    /// Row counts of the required tables.
+    pub row_counts: BTreeMap<String, u64>,
+    /// Start of the snapshot's read transaction.
+    pub snapshot_at: Timestamp,
+    /// Snapshot wall time in milliseconds.
+    pub snapshot_ms: u64,
+    /// The check run right after the backup (it passed, or there would be
+    /// no entry).
+    pub verified_with: CheckLevel,
+    /// Source path at backup time.
+    pub source: String,
+}
+
+/// A record that a prune deleted an artifact listed by an earlier manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Run id of the manifest that listed it.
+    pub run_id: String,
+    /// Artifact key.
+    pub key: String,
+    /// Why it was deleted.
+    pub reason: String,
+}
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Sink failure.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A manifest that is not valid JSON of our format.
+    #[error("manifest {key} is unreadable: {message}")]
+    Malformed {
+        /// Manifest key.
+        key: String,
+        /// Parser message.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// The key this manifest is stored under.
+    pub fn key(&self) -> String {
+        manifest_key(&self.run_id)
+    }
+
+    /// Serialize (pretty, stable field order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parse and check format and version.
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<Self, CatalogError> {
+        let malformed = |message: String| CatalogError::Malformed {
+            key: key.to_string(),
+            message,
+        };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        if m.format != FORMAT {
+            return Err(malformed(format!(
+                "format is {:?}, expected {FORMAT:?}",
+                m.format
+            )));
+        }
+        if m.version > VERSION {
+            return Err(malformed(format!(
+                "version {} is newer than this tool understands ({VERSION})",
+                m.version
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// `manifests/<run id>.json`.
+pub fn manifest_key(run_id: &str) -> String {
+    format!("{MANIFEST_DIR}/{run_id}.json")
+}
+
+/// A new run id from a time: sortable, unique enough across hosts.
+pub fn new_run_id(at: Timestamp) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(at.as_nanosecond() as u128);
+    h.write_u32(std::process::id());
+    let z = at;
+    format!("{}-{:04x}", z.strftime("%Y%m%dT%H%M%SZ"), h.finish() as u16)
+}
+
+/// A manifest as stored: its key, raw bytes and parsed form.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Manifest key.
+    pub key: String,
+    /// SHA-256 of the stored bytes (what the next manifest's `previous` names).
+    pub sha256: String,
+    /// Parsed manifest.
+    pub manifest: Manifest,
+}
+
+/// Read every manifest of a sink, oldest first. Unreadable manifests are
+/// returned as errors beside the good ones, so one bad file does not hide
+/// the rest of the catalog.
+pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), SinkError> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for key in sink.list(MANIFEST_DIR)? {
+        if !key.ends_with(".json") {
+            continue;
+        }
+        match get_bytes(sink, &key) {
+            Ok(bytes) => match Manifest::from_bytes(&key, &bytes) {
+                Ok(manifest) => good.push(Stored {
+                    sha256: Sha256::hex_of(&bytes),
+                    key,
+                    manifest,
+                }),
+                Err(e) => bad.push(e),
+            },
+            Err(e) if e.is_not_found() => {}
+            Err(e) => bad.push(e.into()),
+        }
+    }
+    good.sort_by(|a, b| a.manifest.run_id.cmp(&b.manifest.run_id));
+    Ok((good, bad))
+}
+
+/// SHA-256 of the newest manifest's bytes: the chain head.
+pub fn head(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
+    let keys = sink.list(MANIFEST_DIR)?;
+    match keys.iter().filter(|k| k.ends_with(".json")).max() {
+        Some(k) => Ok(Some(Sha256::hex_of(&get_bytes(sink, k)?))),
+        None => Ok(None),
+    }
+}
+
+/// An artifact as found in the catalog.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Sink name.
+    pub sink: String,
+    /// Sink placement (local / remote / cold).
+    pub placement: Placement,
+    /// Run id.
+    pub run_id: String,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// Every artifact still listed (not pruned) in a sink's catalog, newest first.
+pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
+    let pruned: std::collections::BTreeSet<&str> = stored
+        .iter()
+        .flat_map(|s| s.manifest.pruned.iter().map(|p| p.key.as_str()))
+        .collect();
+    let mut out: Vec<Listed> = stored
+        .iter()
+        .flat_map(|s| {
+            s.manifest.entries.iter().map(move |e| Listed {
+                sink: sink.name().to_string(),
+                placement: sink.placement(),
+                run_id: s.manifest.run_id.clone(),
+                entry: e.clone(),
+            })
+        })
+        .filter(|l| !pruned.contains(l.entry.key.as_str()))
+        .collect();
+    out.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    out
+}

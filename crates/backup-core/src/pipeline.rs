@@ -1,0 +1,627 @@
+//! The backup pipeline: snapshot → compress + digest (one streaming pass) →
+//! every sink at once → sidecars → manifest, last.
+//!
+//! A run is planned first ([`plan`]), so `--dry-run` can print exactly what
+//! [`execute`] would do, with the same names.
+//!
+//! Per database:
+//! 1. Snapshot into a private scratch file (one pinned read transaction).
+//! 2. One thread runs the post-backup check on the scratch file while the
+//!    main thread streams it through the raw-database digest, the compressor
+//!    (zstd workers on every core) and the artifact digest into every sink.
+//! 3. Only when the check passed are the uploads finished (made visible);
+//!    then each stored size is compared and the sidecars written.
+//! 4. After all databases, each sink gets one manifest listing what it holds.
+//!    Until then nothing of the run is a backup.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use crate::compress::{Compress, Compression};
+use crate::config::{CheckLevel, Database, SnapshotMethod};
+use crate::digest::{Digest, HashingReader, Sha256, Sidecar};
+use crate::fsutil;
+use crate::manifest::{self, Entry, Manifest};
+use crate::naming::{self, NameContext, Template};
+use crate::sink::{Sink, SinkWriter};
+use crate::snapshot::{OnlineBackup, Snapshot, VacuumInto};
+use crate::verify::{self, Checks};
+
+/// A sink and the template naming artifacts in it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+    /// Artifact names.
+    pub template: Template,
+    /// Only used for cold-tier backups (`--tier cold` or a cold tag).
+    pub cold_only: bool,
+}
+
+/// How a run backs up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Trigger tag for every database of the run.
+    pub tag: Option<String>,
+    /// Also send to cold-only targets.
+    pub cold: bool,
+    /// Compression.
+    pub compression: Compression,
+    /// Post-backup check.
+    pub verify_level: CheckLevel,
+    /// Snapshot method.
+    pub snapshot_method: SnapshotMethod,
+    /// Private folder for snapshot scratch files (same file system as the
+    /// local tier is best; never inside a source's folder).
+    pub scratch_dir: PathBuf,
+}
+
+/// One artifact a run will write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedArtifact {
+    /// Index into the targets.
+    pub target: usize,
+    /// Sink name.
+    pub sink: String,
+    /// Artifact key.
+    pub key: String,
+    /// Sidecar key.
+    pub sidecar_key: String,
+}
+
+/// What a run does with one database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Back it up to these artifacts.
+    Backup(Vec<PlannedArtifact>),
+    /// Skip it (a WARN, not a failure): the source does not exist.
+    Skip(String),
+}
+
+/// One database of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanItem {
+    /// The database.
+    pub database: Database,
+    /// What happens to it.
+    pub action: Action,
+}
+
+/// A resolved run, ready to print or execute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Run id (also the manifest name).
+    pub run_id: String,
+    /// Planned start; artifact names use it.
+    pub started_at: Timestamp,
+    /// Per database.
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// Objects a fully successful run writes: artifact + sidecar per
+    /// artifact, plus one manifest per sink used.
+    pub fn expected_objects(&self) -> usize {
+        let mut sinks = std::collections::BTreeSet::new();
+        let mut n = 0;
+        for item in &self.items {
+            if let Action::Backup(arts) = &item.action {
+                n += 2 * arts.len();
+                sinks.extend(arts.iter().map(|a| a.target));
+            }
+        }
+        n + sinks.len()
+    }
+}
+
+/// Resolve which artifacts each database gets, without touching anything
+/// but `stat` of the sources.
+pub fn plan(databases: &[Database], targets: &[Target], opts: &Options, now: Timestamp) -> Plan {
+    let run_id = manifest::new_run_id(now);
+    let items = databases
+        .iter()
+        .map(|db| {
+            let action = if !db.path.exists() {
+                Action::Skip(format!("source {} does not exist", db.path.display()))
+            } else {
+                let cold = opts.cold || opts.tag.as_ref().is_some_and(|t| db.cold_tags.contains(t));
+                let ext = format!(".db{}", opts.compression.extension());
+                Action::Backup(
+                    targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| cold || !t.cold_only)
+                        .map(|(i, t)| {
+                            let key = t.template.render(&NameContext {
+                                label: &db.label,
+                                tag: opts.tag.as_deref(),
+                                time: now,
+                                run_id: &run_id,
+                                ext: &ext,
+                            });
+                            PlannedArtifact {
+                                target: i,
+                                sink: t.sink.name().to_string(),
+                                sidecar_key: naming::sidecar_key(&key),
+                                key,
+                            }
+                        })
+                        .collect(),
+                )
+            };
+            PlanItem {
+                database: db.clone(),
+                action,
+            }
+        })
+        .collect();
+    Plan {
+        run_id,
+        started_at: now,
+        items,
+    }
+}
+
+/// The result for one database.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Label.
+    pub label: String,
+    /// Skip reason, when skipped.
+    pub skipped: Option<String>,
+    /// Entries written, with their sink name.
+    pub written: Vec<(String, Entry)>,
+    /// Errors (any error makes the database count as failed).
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    /// Backed up to every planned sink.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.skipped.is_none()
+    }
+    /// At least one error.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Per database, in plan order.
+    pub outcomes: Vec<Outcome>,
+    /// Manifests written: (sink, key, sha256 = new chain head).
+    pub manifests: Vec<(String, String, String)>,
+    /// Objects a fully successful run would have written.
+    pub expected_objects: usize,
+    /// Objects actually written and recorded.
+    pub written_objects: usize,
+}
+
+impl RunReport {
+    /// Databases backed up everywhere.
+    pub fn ok_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.ok()).count()
+    }
+    /// Databases with at least one error.
+    pub fn failed_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.failed()).count()
+    }
+}
+
+fn snapshotter(method: SnapshotMethod) -> Box<dyn Snapshot> {
+    match method {
+        SnapshotMethod::Backup => Box::new(OnlineBackup::default()),
+        SnapshotMethod::VacuumInto => Box::new(VacuumInto),
+    }
+}
+
+/// Carry out a plan.
+pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
+    info!(
+        "backup phase start run={} databases={}",
+        plan.run_id,
+        plan.items.len()
+    );
+    clean_leftovers(targets, &opts.scratch_dir);
+    let mut outcomes = Vec::new();
+    for item in &plan.items {
+        let label = item.database.label.clone();
+        let outcome = match &item.action {
+            Action::Skip(reason) => {
+                warn!("skipping label={label}: {reason}");
+                Outcome {
+                    label,
+                    skipped: Some(reason.clone()),
+                    written: vec![],
+                    errors: vec![],
+                }
+            }
+            Action::Backup(artifacts) => backup_one(
+                &item.database,
+                artifacts,
+                targets,
+                opts,
+                &plan.run_id,
+                plan.started_at,
+            ),
+        };
+        for e in &outcome.errors {
+            tracing::error!("backup failed label={}: {e}", outcome.label);
+        }
+        outcomes.push(outcome);
+    }
+
+    // Manifests last, one per sink that received anything.
+    let mut manifests = Vec::new();
+    let finished_at = Timestamp::now();
+    for (i, target) in targets.iter().enumerate() {
+        let sink_name = target.sink.name();
+        let entries: Vec<Entry> = outcomes
+            .iter()
+            .flat_map(|o| o.written.iter())
+            .filter(|(s, _)| s == sink_name)
+            .map(|(_, e)| e.clone())
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        match write_manifest(
+            target.sink.as_ref(),
+            &plan.run_id,
+            plan.started_at,
+            finished_at,
+            entries,
+            vec![],
+        ) {
+            Ok((key, head)) => {
+                info!("manifest written sink={sink_name} key={key} head={head}");
+                manifests.push((sink_name.to_string(), key, head));
+            }
+            Err(e) => {
+                // Without a manifest nothing of this run counts in that sink.
+                for o in outcomes.iter_mut() {
+                    if o.written.iter().any(|(s, _)| s == sink_name) {
+                        o.errors.push(format!("manifest to sink {sink_name}: {e}"));
+                        o.written.retain(|(s, _)| s != sink_name);
+                    }
+                }
+                let _ = i;
+            }
+        }
+    }
+    let written_objects =
+        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + manifests.len();
+    let report = RunReport {
+        run_id: plan.run_id.clone(),
+        expected_objects: plan.expected_objects(),
+        written_objects,
+        outcomes,
+        manifests,
+    };
+    info!(
+        "backup phase end ok={} failed={} skipped={} objects={}/{}",
+        report.ok_count(),
+        report.failed_count(),
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.skipped.is_some())
+            .count(),
+        report.written_objects,
+        report.expected_objects
+    );
+    report
+}
+
+/// Write a manifest to a sink, chained to the sink's current head.
+/// Returns its key and the SHA-256 of its bytes (the new head).
+pub fn write_manifest(
+    sink: &dyn Sink,
+    run_id: &str,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    entries: Vec<Entry>,
+    pruned: Vec<manifest::Pruned>,
+) -> Result<(String, String), crate::sink::SinkError> {
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        run_id: run_id.to_string(),
+        sink: sink.name().to_string(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started_at,
+        finished_at,
+        previous: manifest::head(sink)?,
+        entries,
+        pruned,
+    };
+    let bytes = m.to_bytes();
+    sink.put(&m.key(), &bytes)?;
+    Ok((m.key(), Sha256::hex_of(&bytes)))
+}
+
+fn clean_leftovers(targets: &[Target], scratch: &Path) {
+    for t in targets {
+        match t.sink.clean_incomplete() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "removed {n} leftover partial upload(s) in sink {}",
+                t.sink.name()
+            ),
+            Err(e) => warn!("cleaning partial uploads in sink {}: {e}", t.sink.name()),
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(scratch) {
+        for f in dir.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if fsutil::is_stale_partial(&name) && std::fs::remove_file(f.path()).is_ok() {
+                info!("removed leftover scratch file {name}");
+            }
+        }
+    }
+}
+
+/// Deletes the scratch snapshot (and any `-wal`/`-shm` beside it) on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes every chunk to all live sink writers; a sink that fails is
+/// dropped from the fan-out and reported, the others carry on.
+struct FanOut {
+    writers: Vec<(usize, Option<Box<dyn SinkWriter>>)>,
+    failures: Vec<(usize, String)>,
+    digest: Sha256,
+    bytes: u64,
+}
+
+impl Write for FanOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.digest.update(buf);
+        self.bytes += buf.len() as u64;
+        let mut live = 0;
+        for (i, slot) in self.writers.iter_mut() {
+            if let Some(w) = slot {
+                if let Err(e) = w.write_all(buf) {
+                    self.failures.push((*i, e.to_string()));
+                    if let Some(w) = slot.take() {
+                        w.abort();
+                    }
+                } else {
+                    live += 1;
+                }
+            }
+        }
+        if live == 0 {
+            return Err(io::Error::other("every sink failed"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn backup_one(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    opts: &Options,
+    run_id: &str,
+    run_started: Timestamp,
+) -> Outcome {
+    let mut outcome = Outcome {
+        label: db.label.clone(),
+        skipped: None,
+        written: vec![],
+        errors: vec![],
+    };
+    match backup_streams(db, artifacts, targets, opts, run_id, run_started) {
+        Ok((written, errors)) => {
+            outcome.written = written;
+            outcome.errors = errors;
+        }
+        Err(e) => outcome.errors.push(e),
+    }
+    outcome
+}
+
+type Written = Vec<(String, Entry)>;
+
+fn backup_streams(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    opts: &Options,
+    run_id: &str,
+    _run_started: Timestamp,
+) -> Result<(Written, Vec<String>), String> {
+    std::fs::create_dir_all(&opts.scratch_dir).map_err(|e| {
+        format!(
+            "creating scratch folder {}: {e}",
+            opts.scratch_dir.display()
+        )
+    })?;
+    let scratch = Scratch(fsutil::partial_path(
+        &opts.scratch_dir.join(format!("{}-{run_id}.db", db.label)),
+    ));
+
+    let stats = snapshotter(opts.snapshot_method)
+        .take(&db.path, &scratch.0, &mut |_, _| {})
+        .map_err(|e| e.to_string())?;
+    info!(
+        "snapshot done label={} pages={} bytes={} ms={}",
+        db.label,
+        stats.page_count,
+        stats.page_count * stats.page_size,
+        stats.elapsed.as_millis()
+    );
+
+    // Check the snapshot on another core while the main thread compresses.
+    let checks = Checks::for_database(db, opts.verify_level);
+    let check_path = scratch.0.clone();
+    let checker = std::thread::spawn(move || verify::check_file(&check_path, &checks));
+
+    let mut errors = Vec::new();
+    let mut writers = Vec::new();
+    for a in artifacts {
+        match targets[a.target].sink.create(&a.key) {
+            Ok(w) => writers.push((a.target, Some(w))),
+            Err(e) => errors.push(format!("sink {}: {e}", a.sink)),
+        }
+    }
+    if writers.is_empty() {
+        let _ = checker.join();
+        return Err(errors.join("; "));
+    }
+    let mut fan = FanOut {
+        writers,
+        failures: vec![],
+        digest: Sha256::new(),
+        bytes: 0,
+    };
+    let started = Instant::now();
+    let streamed = (|| -> io::Result<(String, u64)> {
+        let mut raw = HashingReader::new(File::open(&scratch.0)?);
+        let mut enc = opts.compression.encoder(Box::new(&mut fan))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = raw.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            enc.write_all(&buf[..n])?;
+        }
+        enc.finish()?;
+        Ok(raw.finish())
+    })();
+    let report = checker
+        .join()
+        .map_err(|_| "post-backup check panicked".to_string())?;
+    let abort_all = |fan: FanOut| {
+        for (_, w) in fan.writers {
+            if let Some(w) = w {
+                w.abort();
+            }
+        }
+    };
+    let (db_sha256, db_size) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            let detail = fan
+                .failures
+                .iter()
+                .map(|(i, m)| format!("sink {}: {m}", targets[*i].sink.name()))
+                .collect::<Vec<_>>();
+            abort_all(fan);
+            return Err(format!(
+                "streaming the snapshot: {e}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", detail.join("; "))
+                }
+            ));
+        }
+    };
+    if !report.ok() {
+        abort_all(fan);
+        let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        return Err(format!(
+            "the snapshot failed its post-backup check, nothing was stored: {}",
+            problems.join("; ")
+        ));
+    }
+    let facts = report.facts.unwrap_or_default();
+    let sha256 = fan.digest.clone().finish_hex_owned();
+    let size = fan.bytes;
+    for (i, msg) in &fan.failures {
+        errors.push(format!("sink {}: {msg}", targets[*i].sink.name()));
+    }
+    let mut written = Vec::new();
+    for (i, w) in fan.writers {
+        let Some(w) = w else { continue };
+        let a = artifacts.iter().find(|a| a.target == i).expect("planned");
+        let sink = targets[i].sink.as_ref();
+        let stored = w.finish().and_then(|n| {
+            if n != size {
+                let _ = sink.delete(&a.key);
+                return Err(crate::sink::SinkError::Remote {
+                    op: "verify size of",
+                    key: a.key.clone(),
+                    message: format!("stored {n} bytes, sent {size}"),
+                });
+            }
+            sink.put(
+                &a.sidecar_key,
+                Sidecar::new(&sha256, naming::file_name(&a.key))
+                    .render()
+                    .as_bytes(),
+            )
+        });
+        match stored {
+            Ok(()) => {
+                info!(
+                    "upload done label={} sink={} key={} bytes={} ms={}",
+                    db.label,
+                    a.sink,
+                    a.key,
+                    size,
+                    started.elapsed().as_millis()
+                );
+                written.push((
+                    a.sink.clone(),
+                    Entry {
+                        label: db.label.clone(),
+                        tag: opts.tag.clone(),
+                        key: a.key.clone(),
+                        sidecar_key: a.sidecar_key.clone(),
+                        compression: opts.compression.format,
+                        size,
+                        sha256: sha256.clone(),
+                        db_size,
+                        db_sha256: db_sha256.clone(),
+                        page_size: facts.page_size,
+                        page_count: facts.page_count,
+                        schema_sha256: facts.schema_sha256.clone(),
+                        row_counts: facts.row_counts.clone(),
+                        snapshot_at: stats.taken_at,
+                        snapshot_ms: stats.elapsed.as_millis() as u64,
+                        verified_with: opts.verify_level,
+                        source: db.path.display().to_string(),
+                    },
+                ));
+            }
+            Err(e) => {
+                let _ = sink.delete(&a.key);
+                errors.push(format!("sink {}: {e}", a.sink));
+            }
+        }
+    }
+    Ok((written, errors))
+}
+
+impl Sha256 {
+    /// Finish a clone-able hasher by value.
+    pub fn finish_hex_owned(self) -> String {
+        Box::new(self).finish_hex()
+    }
+}

@@ -1,0 +1,468 @@
+//! The checks a careful operator runs by hand, on live databases, snapshots
+//! and artifacts: `integrity_check` is exactly `ok`, `foreign_key_check` is
+//! empty, required tables exist, configured check queries return true, and
+//! for artifacts, the sidecar digest matches and the stream decompresses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, types::Value};
+use serde::{Deserialize, Serialize};
+
+use crate::compress::Compress;
+use crate::config::CheckLevel;
+use crate::digest::{HashingReader, HashingWriter};
+
+/// What to check in a database.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// `quick_check` or the full `integrity_check`.
+    pub level: CheckLevel,
+    /// Tables (or views) that must exist.
+    pub required_tables: Vec<String>,
+    /// Queries that must each return a non-zero integer.
+    pub queries: Vec<String>,
+}
+
+impl Checks {
+    /// Full checks for a configured database.
+    pub fn for_database(db: &crate::config::Database, level: CheckLevel) -> Self {
+        Self {
+            level,
+            required_tables: db.required_tables.clone(),
+            queries: db.checks.clone(),
+        }
+    }
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// The file could not be opened or read as SQLite.
+    Unreadable {
+        /// SQLite's message.
+        error: String,
+    },
+    /// `integrity_check` / `quick_check` returned something other than `ok`.
+    Integrity {
+        /// The first lines it printed.
+        lines: Vec<String>,
+    },
+    /// `foreign_key_check` returned rows.
+    ForeignKeys {
+        /// How many violations.
+        count: usize,
+        /// The first one, as `table(rowid) -> parent`.
+        first: String,
+    },
+    /// A required table is absent.
+    MissingTable {
+        /// Its name.
+        table: String,
+    },
+    /// A check query returned something other than true.
+    CheckFailed {
+        /// The query.
+        query: String,
+        /// What it returned.
+        got: String,
+    },
+    /// The artifact's SHA-256 differs from the expected one.
+    DigestMismatch {
+        /// Which digest (`sidecar`, `manifest`, `database`).
+        against: String,
+        /// Expected hex.
+        expected: String,
+        /// Actual hex.
+        actual: String,
+    },
+    /// The sidecar is missing or malformed.
+    Sidecar {
+        /// What is wrong.
+        error: String,
+    },
+    /// The compressed stream is corrupt or truncated.
+    Decompress {
+        /// The decoder's message.
+        error: String,
+    },
+    /// The stored size differs from the recorded one.
+    SizeMismatch {
+        /// Expected bytes.
+        expected: u64,
+        /// Actual bytes.
+        actual: u64,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { error } => write!(f, "not a readable SQLite database: {error}"),
+            Self::Integrity { lines } => {
+                write!(f, "integrity check is not `ok`: {}", lines.join("; "))
+            }
+            Self::ForeignKeys { count, first } => {
+                write!(
+                    f,
+                    "foreign_key_check found {count} violation(s), first: {first}"
+                )
+            }
+            Self::MissingTable { table } => write!(f, "required table `{table}` is missing"),
+            Self::CheckFailed { query, got } => {
+                write!(f, "check `{query}` returned {got}, expected true")
+            }
+            Self::DigestMismatch {
+                against,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "SHA-256 does not match the {against}: expected {expected}, got {actual}"
+            ),
+            Self::Sidecar { error } => write!(f, "sidecar: {error}"),
+            Self::Decompress { error } => {
+                write!(f, "cannot decompress (corrupt or truncated): {error}")
+            }
+            Self::SizeMismatch { expected, actual } => {
+                write!(f, "stored size is {actual} bytes, recorded {expected}")
+            }
+        }
+    }
+}
+
+/// Facts about a database recorded in manifests and compared on restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbFacts {
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Number of pages.
+    pub page_count: u64,
+    /// SHA-256 over the schema (`type`, `name`, `sql` of `sqlite_schema`, sorted).
+    pub schema_sha256: String,
+    /// Row counts of the required tables.
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+/// The outcome of checking one database file.
+#[derive(Debug, Clone, Default)]
+pub struct DbReport {
+    /// Facts, when the file could be read.
+    pub facts: Option<DbFacts>,
+    /// Everything found wrong; empty means it passed.
+    pub problems: Vec<Problem>,
+}
+
+impl DbReport {
+    /// True when nothing was found wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Open a live database read-only (readers and writers carry on).
+pub fn open_live(path: &Path) -> rusqlite::Result<Connection> {
+    crate::snapshot::open_source(path)
+}
+
+/// Open a private snapshot file that nothing else touches: `immutable=1`
+/// means no locks and no `-wal`/`-shm` files are created beside it, so
+/// checking it can never change its bytes.
+pub fn open_private(path: &Path) -> rusqlite::Result<Connection> {
+    let uri = format!("file:{}?immutable=1", percent_path(&path.to_string_lossy()));
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+fn percent_path(p: &str) -> String {
+    p.bytes()
+        .map(|b| match b {
+            b'?' | b'#' | b'%' => format!("%{b:02X}"),
+            _ => (b as char).to_string(),
+        })
+        .collect()
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Run every check on an open connection.
+pub fn check_connection(conn: &Connection, checks: &Checks) -> DbReport {
+    let mut report = DbReport::default();
+    let unreadable = |e: rusqlite::Error| Problem::Unreadable {
+        error: e.to_string(),
+    };
+
+    // Integrity first: if the file is not a database at all, stop there.
+    let pragma = match checks.level {
+        CheckLevel::QuickCheck => "PRAGMA quick_check(100)",
+        CheckLevel::IntegrityCheck => "PRAGMA integrity_check(100)",
+    };
+    let lines: rusqlite::Result<Vec<String>> = conn
+        .prepare(pragma)
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect());
+    match lines {
+        Ok(lines) if lines == ["ok"] => {}
+        Ok(lines) => report.problems.push(Problem::Integrity { lines }),
+        Err(e) => {
+            report.problems.push(match &e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    unreadable(e)
+                }
+                _ => Problem::Integrity {
+                    lines: vec![e.to_string()],
+                },
+            });
+            return report;
+        }
+    }
+
+    let fk: rusqlite::Result<Vec<String>> =
+        conn.prepare("PRAGMA foreign_key_check").and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(format!(
+                    "{}({}) -> {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?
+                        .map_or("?".into(), |v| v.to_string()),
+                    r.get::<_, String>(2)?
+                ))
+            })?
+            .collect()
+        });
+    match fk {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => report.problems.push(Problem::ForeignKeys {
+            count: rows.len(),
+            first: rows[0].clone(),
+        }),
+        Err(e) => report.problems.push(unreadable(e)),
+    }
+
+    let mut facts = DbFacts::default();
+    match conn.query_row(
+        "SELECT page_size, page_count FROM pragma_page_size, pragma_page_count",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    ) {
+        Ok((size, count)) => {
+            facts.page_size = size as u64;
+            facts.page_count = count as u64;
+        }
+        Err(e) => report.problems.push(unreadable(e)),
+    }
+    match schema_sha256(conn) {
+        Ok(h) => facts.schema_sha256 = h,
+        Err(e) => report.problems.push(unreadable(e)),
+    }
+
+    for table in &checks.required_tables {
+        let exists = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type IN ('table','view') AND name = ?1",
+                [table],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            > 0;
+        if !exists {
+            report.problems.push(Problem::MissingTable {
+                table: table.clone(),
+            });
+            continue;
+        }
+        match conn.query_row(
+            &format!("SELECT count(*) FROM {}", quote_ident(table)),
+            [],
+            |r| r.get::<_, i64>(0),
+        ) {
+            Ok(n) => {
+                facts.row_counts.insert(table.clone(), n as u64);
+            }
+            Err(e) => report.problems.push(Problem::Integrity {
+                lines: vec![format!("counting rows of `{table}`: {e}")],
+            }),
+        }
+    }
+
+    for query in &checks.queries {
+        let got = conn.query_row(query, [], |r| r.get::<_, Value>(0));
+        let passed = matches!(got, Ok(Value::Integer(n)) if n != 0);
+        if !passed {
+            report.problems.push(Problem::CheckFailed {
+                query: query.clone(),
+                got: match got {
+                    Ok(v) => format!("{v:?}"),
+                    Err(e) => format!("an error: {e}"),
+                },
+            });
+        }
+    }
+    report.facts = Some(facts);
+    report
+}
+
+/// Hash of the schema: independent of page layout, changes with any DDL.
+pub fn schema_sha256(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name",
+    )?;
+    let mut hasher = crate::digest::Sha256::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        for i in 0..4 {
+            let s: String = r.get(i)?;
+            crate::digest::Digest::update(&mut hasher, s.as_bytes());
+            crate::digest::Digest::update(&mut hasher, b"\0");
+        }
+        crate::digest::Digest::update(&mut hasher, b"\n");
+    }
+    Ok(crate::digest::Digest::finish_hex(Box::new(hasher)))
+}
+
+/// Check a database file that nothing else is using (a snapshot, a
+/// decompressed candidate).
+pub fn check_file(path: &Path, checks: &Checks) -> DbReport {
+    match open_private(path) {
+        Ok(conn) => check_connection(&conn, checks),
+        Err(e) => DbReport {
+            facts: None,
+            problems: vec![Problem::Unreadable {
+                error: e.to_string(),
+            }],
+        },
+    }
+}
+
+/// The outcome of verifying one artifact.
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactReport {
+    /// SHA-256 of the artifact bytes as read.
+    pub sha256: String,
+    /// Artifact bytes read.
+    pub size: u64,
+    /// SHA-256 of the decompressed database.
+    pub db_sha256: String,
+    /// Decompressed bytes.
+    pub db_size: u64,
+    /// Database checks (empty when the stream itself was bad).
+    pub db: DbReport,
+    /// Stream-level problems (digest, decompression, size).
+    pub problems: Vec<Problem>,
+}
+
+impl ArtifactReport {
+    /// All problems, stream-level first.
+    pub fn all_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().chain(&self.db.problems)
+    }
+    /// True when nothing was found wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && self.db.ok()
+    }
+}
+
+/// What an artifact is expected to be.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// SHA-256 from the sidecar.
+    pub sidecar_sha256: Option<String>,
+    /// SHA-256 recorded in the manifest.
+    pub manifest_sha256: Option<String>,
+    /// Decompressed SHA-256 recorded in the manifest.
+    pub db_sha256: Option<String>,
+    /// Artifact size recorded in the manifest.
+    pub size: Option<u64>,
+}
+
+/// Stream an artifact once: hash it, decompress it into `scratch` (a new
+/// file), hash the database bytes, then run `checks` on the result when the
+/// stream itself was sound. Memory stays bounded by the decoder's window.
+pub fn verify_stream(
+    input: Box<dyn Read + Send>,
+    compression: &dyn Compress,
+    expected: &Expected,
+    scratch: &Path,
+    checks: &Checks,
+) -> io::Result<ArtifactReport> {
+    let mut report = ArtifactReport::default();
+    let mut hashing_in = HashingReader::new(input);
+    let out = File::options().write(true).create_new(true).open(scratch)?;
+    let mut hashing_out = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
+    let copy = {
+        let mut decoder = compression.decoder(Box::new(&mut hashing_in))?;
+        io::copy(&mut decoder, &mut hashing_out)
+    };
+    // Drain the rest so the artifact digest covers every byte even when the
+    // decoder stopped early (trailing garbage).
+    let drained = io::copy(&mut hashing_in, &mut io::sink());
+    if let Err(e) = copy {
+        report.problems.push(Problem::Decompress {
+            error: e.to_string(),
+        });
+    }
+    if let Err(e) = drained {
+        return Err(e);
+    }
+    let (w, db_sha, db_size) = hashing_out.finish();
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let (sha, size) = hashing_in.finish();
+    report.sha256 = sha;
+    report.size = size;
+    report.db_sha256 = db_sha;
+    report.db_size = db_size;
+
+    let mut compare = |against: &str, want: &Option<String>, got: &str| {
+        if let Some(want) = want
+            && want != got
+        {
+            report.problems.push(Problem::DigestMismatch {
+                against: against.into(),
+                expected: want.clone(),
+                actual: got.to_string(),
+            });
+        }
+    };
+    compare("sidecar", &expected.sidecar_sha256, &report.sha256.clone());
+    compare(
+        "manifest",
+        &expected.manifest_sha256,
+        &report.sha256.clone(),
+    );
+    if let Some(want) = expected.size
+        && want != report.size
+    {
+        report.problems.push(Problem::SizeMismatch {
+            expected: want,
+            actual: report.size,
+        });
+    }
+    if report.problems.is_empty() {
+        let db_sha = report.db_sha256.clone();
+        let mut p = Vec::new();
+        if let Some(want) = &expected.db_sha256
+            && *want != db_sha
+        {
+            p.push(Problem::DigestMismatch {
+                against: "manifest's database digest".into(),
+                expected: want.clone(),
+                actual: db_sha,
+            });
+        }
+        report.problems.extend(p);
+        report.db = check_file(scratch, checks);
+    }
+    Ok(report)
+}
