@@ -1,1 +1,41 @@
-fn main() {}
+//! `sqlite-backup`: the command-line face of backup-core. It parses flags,
+//! resolves them with the config file and hands the work to the libraries;
+//! it formats results and turns errors into exit codes (0 ok, 1 failed,
+//! 2 bad usage or config).
+
+mod args;
+mod cmd;
+mod logging;
+mod output;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command ended, as an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything succeeded.
+    Ok = 0,
+    /// Some database failed, or corruption was found.
+    Failed = 1,
+    /// Bad usage or config.
+    Usage = 2,
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    logging::init(cli.log_format, cli.quiet);
+    let result = cmd::run(&cli);
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            let usage = e.downcast_ref::<settings::UsageError>().is_some();
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("error: {e:#}");
+            if usage { Exit::Usage } else { Exit::Failed }
+        }
+    };
+    ExitCode::from(exit as u8)
+}

@@ -18,6 +18,7 @@
 //!     verify_level: config.verify_level,
 //!     snapshot_method: config.snapshot_method,
 //!     scratch_dir: std::env::temp_dir(),
+//!     observer: Arc::new(pipeline::Silent),
 //! };
 //! let plan = pipeline::plan(&config.databases, &targets, &opts, jiff::Timestamp::now());
 //! let report = pipeline::execute(&plan, &targets, &opts);
@@ -28,6 +29,7 @@
 
 pub mod compress;
 pub mod config;
+pub mod demo;
 pub mod digest;
 pub mod fsutil;
 pub mod manifest;

@@ -253,3 +253,26 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
     out.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
     out
 }
+
+/// The catalog of several sinks together: every listed artifact, newest
+/// first (ties keep the sinks' order, so put the preferred sink first), and
+/// the problems met reading it (an unreadable sink or manifest).
+pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut problems = Vec::new();
+    for sink in sinks {
+        match read_all(*sink) {
+            Ok((stored, bad)) => {
+                problems.extend(
+                    bad.into_iter()
+                        .map(|e| format!("sink {}: {e}", sink.name())),
+                );
+                all.extend(listed(*sink, &stored));
+            }
+            Err(e) => problems.push(format!("sink {}: {e}", sink.name())),
+        }
+    }
+    // Stable sort: equal times keep sink order.
+    all.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    (all, problems)
+}

@@ -44,8 +44,25 @@ pub struct Target {
     pub cold_only: bool,
 }
 
+/// Hooks for progress display (the CLI draws bars with them). Every method
+/// has a no-op default; calls come from the backup thread.
+pub trait Observer: Send + Sync {
+    /// Snapshot progress in pages.
+    fn snapshot_progress(&self, _label: &str, _done: u64, _total: u64) {}
+    /// Compress + upload progress in database bytes read.
+    fn stream_progress(&self, _label: &str, _done: u64, _total: u64) {}
+    /// The database is finished (successfully or not).
+    fn database_done(&self, _label: &str) {}
+}
+
+/// An observer that shows nothing.
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {}
+
 /// How a run backs up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Trigger tag for every database of the run.
     pub tag: Option<String>,
@@ -60,6 +77,21 @@ pub struct Options {
     /// Private folder for snapshot scratch files (same file system as the
     /// local tier is best; never inside a source's folder).
     pub scratch_dir: PathBuf,
+    /// Progress hooks.
+    pub observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("tag", &self.tag)
+            .field("cold", &self.cold)
+            .field("compression", &self.compression)
+            .field("verify_level", &self.verify_level)
+            .field("snapshot_method", &self.snapshot_method)
+            .field("scratch_dir", &self.scratch_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One artifact a run will write.
@@ -465,7 +497,9 @@ fn backup_streams(
     ));
 
     let stats = snapshotter(opts.snapshot_method)
-        .take(&db.path, &scratch.0, &mut |_, _| {})
+        .take(&db.path, &scratch.0, &mut |done, total| {
+            opts.observer.snapshot_progress(&db.label, done, total)
+        })
         .map_err(|e| e.to_string())?;
     info!(
         "snapshot done label={} pages={} bytes={} ms={}",
@@ -500,15 +534,20 @@ fn backup_streams(
     };
     let started = Instant::now();
     let streamed = (|| -> io::Result<(String, u64)> {
-        let mut raw = HashingReader::new(File::open(&scratch.0)?);
+        let file = File::open(&scratch.0)?;
+        let total = file.metadata()?.len();
+        let mut raw = HashingReader::new(file);
         let mut enc = opts.compression.encoder(Box::new(&mut fan))?;
         let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
         loop {
             let n = raw.read(&mut buf)?;
             if n == 0 {
                 break;
             }
             enc.write_all(&buf[..n])?;
+            done += n as u64;
+            opts.observer.stream_progress(&db.label, done, total);
         }
         enc.finish()?;
         Ok(raw.finish())

@@ -466,3 +466,92 @@ pub fn verify_stream(
     }
     Ok(report)
 }
+
+/// Why an artifact could not be verified at all (as opposed to being found bad).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading from the sink failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// Local scratch I/O failed.
+    #[error("scratch file {path}: {source}")]
+    Scratch {
+        /// Scratch path.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Read and parse a sidecar; a missing or malformed one becomes a problem.
+pub fn read_sidecar(
+    sink: &dyn crate::sink::Sink,
+    key: &str,
+) -> Result<Result<crate::digest::Sidecar, Problem>, crate::sink::SinkError> {
+    match crate::sink::get_bytes(sink, key) {
+        Ok(bytes) => Ok(String::from_utf8(bytes)
+            .map_err(|_| Problem::Sidecar {
+                error: format!("{key} is not UTF-8 text"),
+            })
+            .and_then(|t| {
+                crate::digest::Sidecar::parse(&t).map_err(|e| Problem::Sidecar {
+                    error: format!("{key}: {e}"),
+                })
+            })),
+        Err(e) if e.is_not_found() => Ok(Err(Problem::Sidecar {
+            error: format!("{key} is missing"),
+        })),
+        Err(e) => Err(e),
+    }
+}
+
+/// Verify one catalogued artifact of a sink: sidecar, manifest digests and
+/// size, decompression into `scratch` (a new file), and `checks`.
+pub fn verify_entry(
+    sink: &dyn crate::sink::Sink,
+    entry: &crate::manifest::Entry,
+    scratch: &Path,
+    checks: &Checks,
+) -> Result<ArtifactReport, VerifyError> {
+    let mut pre = Vec::new();
+    let sidecar = match read_sidecar(sink, &entry.sidecar_key)? {
+        Ok(s) => {
+            if s.file_name != crate::naming::file_name(&entry.key) {
+                pre.push(Problem::Sidecar {
+                    error: format!(
+                        "names {:?}, expected {:?}",
+                        s.file_name,
+                        crate::naming::file_name(&entry.key)
+                    ),
+                });
+            }
+            Some(s.sha256)
+        }
+        Err(p) => {
+            pre.push(p);
+            None
+        }
+    };
+    let compression = crate::compress::Compression::new(entry.compression);
+    let expected = Expected {
+        sidecar_sha256: sidecar,
+        manifest_sha256: Some(entry.sha256.clone()),
+        db_sha256: Some(entry.db_sha256.clone()),
+        size: Some(entry.size),
+    };
+    let input = sink.get(&entry.key)?;
+    let mut report =
+        verify_stream(input, &compression, &expected, scratch, checks).map_err(|source| {
+            VerifyError::Scratch {
+                path: scratch.display().to_string(),
+                source,
+            }
+        })?;
+    if !pre.is_empty() {
+        pre.append(&mut report.problems);
+        report.problems = pre;
+        report.db = DbReport::default();
+    }
+    Ok(report)
+}

@@ -1,0 +1,285 @@
+//! Command-line arguments as typed (the "low-level" stage). `settings.rs`
+//! resolves them with the config file into what the engine runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// WAL-safe online backups of live SQLite databases: snapshot, compress,
+/// checksum, ship to local tiers and Azure Blob, verify, restore.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sqlite-backup",
+    version,
+    after_help = "Examples:\n  sqlite-backup demo                          try it: back up a demo database, no setup\n  sqlite-backup backup                        back up every configured database\n  sqlite-backup backup --label app --tag r75  one database, tagged with its round\n  sqlite-backup list                          what backups exist, per database\n  sqlite-backup verify --latest app           full check of the newest backup\n  sqlite-backup restore app --dry-run         show the restore plan, change nothing\n\nConfig: --config, else $SQLITE_BACKUP_CONFIG, else ./sqlite-backup.toml.\nExit codes: 0 success, 1 a database failed or corruption was found, 2 bad usage or config."
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "SQLITE_BACKUP_CONFIG",
+        default_value = "sqlite-backup.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Only warnings and errors on stderr; no progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up databases now.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup backup\n  sqlite-backup backup --label mission-control --label costs\n  sqlite-backup backup --tag premigrate          before a destructive migration\n  sqlite-backup backup --tag phase1 --tier cold  a phase seal, also copied off-host\n  sqlite-backup backup --dry-run                 print planned paths; no snapshot, no upload\n\nEach database is snapshotted once (one read transaction; writers keep going),\ncompressed and hashed in one pass, sent to every sink, checked, and recorded in\na manifest written last. A missing source file is a warning, not a failure."
+    )]
+    Backup(BackupArgs),
+    /// List backups recorded in the catalogs, newest first.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup list\n  sqlite-backup list --label mission-control\n  sqlite-backup list --json | jq '.[0]'\n\nReads the manifests (one listing of manifests/ per sink), never every object."
+    )]
+    List(ListArgs),
+    /// Verify a backup artifact: digest, decompression, integrity, schema, checks.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup verify data/backups/app-r75-20260416-130812.db.zst\n  sqlite-backup verify --latest app\n\nChecks: SHA-256 against the sidecar (and the manifest when known), the stream\ndecompresses, PRAGMA integrity_check is exactly `ok`, foreign_key_check is\nempty, required tables exist, configured check queries return true."
+    )]
+    Verify(VerifyArgs),
+    /// Check a live database in place (read-only), exit 1 on corruption.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup check /srv/app/mission-control.db\n  sqlite-backup check data/colibri.db --quick\n\nRuns PRAGMA integrity_check (or quick_check) and foreign_key_check on a\nread-only connection; in WAL mode writers are not blocked. If the path belongs\nto a configured database, its required tables and checks run too."
+    )]
+    Check(CheckArgs),
+    /// Restore a database from its newest good backup, never destroying the live file.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup restore mission-control --dry-run     print the plan, change nothing\n  sqlite-backup restore mission-control               newest backup that passes every check\n  sqlite-backup restore colibri --tag r75             newest backup tagged r75\n  sqlite-backup restore colibri --date 2026-04-16     newest backup of that UTC day\n  sqlite-backup restore app --to /tmp/app-copy.db     restore a copy elsewhere\n\nEach candidate is downloaded, its digest checked, decompressed beside the\ntarget and fully verified; a failing candidate makes the restore walk back to\nthe next older one (hot, warm, then cold), saying what each step loses. The live\ndatabase is moved aside as <name>.broken-YYYYMMDD-HHMMSS, never deleted."
+    )]
+    Restore(RestoreArgs),
+    /// Delete backups the retention policy no longer keeps.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup prune --dry-run     the keep/delete table with reasons; nothing deleted\n  sqlite-backup prune --label app\n\nThe newest verified backup of a database is never deleted."
+    )]
+    Prune(PruneArgs),
+    /// Per database: last success, its age, size, failure count; health-check exit code.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup status\n  sqlite-backup status --json\n  sqlite-backup status --reset-failures\n\nExits 1 when a database's newest backup is older than max_age_hours."
+    )]
+    Status(StatusArgs),
+    /// Run backups on a schedule (or once, for cron and timers).
+    #[command(
+        after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers"
+    )]
+    Daemon(DaemonArgs),
+    /// Print service files for systemd timers or launchd.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// The hash-chained catalog: print or anchor its head.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Create a demo WAL database with a busy writer, back it up, verify it.
+    #[command(
+        after_help = "Example:\n  sqlite-backup demo            # writes ./sqlite-backup-demo/\n  cd sqlite-backup-demo && sqlite-backup list"
+    )]
+    Demo(DemoArgs),
+}
+
+/// `backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Only these databases (repeatable). Default: all.
+    #[arg(long = "label", short = 'l', value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Trigger tag recorded in the name and manifest: r75, session, premigrate, phase1 …
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Also copy to this tier (`cold`: the off-host folder of [local] cold).
+    #[arg(long, value_enum)]
+    pub tier: Option<TierArg>,
+    /// Print the planned artifact paths; take no snapshot, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Extra tier for a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    /// The off-host cold tier.
+    Cold,
+}
+
+/// `list` arguments.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this database.
+    #[arg(long, short = 'l')]
+    pub label: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Path of an artifact file (its `.sha256` sidecar must sit beside it).
+    #[arg(required_unless_present_any = ["latest", "catalog"], conflicts_with_all = ["latest", "catalog"])]
+    pub artifact: Option<PathBuf>,
+    /// Verify the newest backup of this database instead.
+    #[arg(long, value_name = "LABEL")]
+    pub latest: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Walk the hash-chained catalog of every sink instead.
+    #[arg(long, conflicts_with = "latest")]
+    pub catalog: bool,
+    /// With --catalog: the append-only anchor file to compare the heads with.
+    #[arg(long, requires = "catalog", value_name = "FILE")]
+    pub anchor: Option<PathBuf>,
+    /// With --catalog: also re-hash every artifact.
+    #[arg(long, requires = "catalog")]
+    pub deep: bool,
+}
+
+/// `restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The database to restore.
+    pub label: String,
+    /// Restore to this path instead of the configured database path.
+    #[arg(long, value_name = "PATH")]
+    pub to: Option<PathBuf>,
+    /// Which snapshot: `latest` (default).
+    #[arg(long, value_name = "latest", conflicts_with_all = ["date", "tag", "id"])]
+    pub at: Option<String>,
+    /// Newest snapshot taken on this UTC day (YYYY-MM-DD).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// Newest snapshot with this tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The snapshot of this run id (see `list`).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Only consider this sink (`local`, `cold`, `azure`).
+    #[arg(long, value_name = "SINK")]
+    pub from: Option<String>,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore even if another process has the database open (it is still moved aside, not deleted).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `prune` arguments.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this database.
+    #[arg(long, short = 'l')]
+    pub label: Option<String>,
+    /// Print the keep/delete table; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Reset every consecutive-failure counter to zero.
+    #[arg(long)]
+    pub reset_failures: bool,
+}
+
+/// `daemon` arguments.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Time between runs: 4h, 30m, 90s.
+    #[arg(long, default_value = "4h")]
+    pub interval: String,
+    /// Run once and exit (for cron / systemd timers / launchd).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `schedule` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Print a systemd service + timer pair or a launchd plist.
+    Print(SchedulePrintArgs),
+}
+
+/// `schedule print` arguments.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SchedulePrintArgs {
+    /// systemd service and timer units.
+    #[arg(long)]
+    pub systemd: bool,
+    /// A launchd plist (StartInterval).
+    #[arg(long)]
+    pub launchd: bool,
+    /// Interval between runs.
+    #[arg(long, default_value = "4h")]
+    pub interval: String,
+}
+
+/// `catalog` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Print the chain head (SHA-256 of the newest manifest) of every sink.
+    Head,
+    /// Append a line (time, sink, head) per sink to an append-only file you keep elsewhere.
+    Anchor(AnchorArgs),
+}
+
+/// `catalog anchor` arguments.
+#[derive(Debug, Args)]
+pub struct AnchorArgs {
+    /// The anchor file.
+    #[arg(long, value_name = "FILE")]
+    pub append: PathBuf,
+}
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The live database file.
+    pub db_path: PathBuf,
+    /// Run quick_check instead of the full integrity_check.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo database, config and backups.
+    #[arg(long, default_value = "sqlite-backup-demo")]
+    pub dir: PathBuf,
+    /// Approximate size of the demo database in MB.
+    #[arg(long, default_value_t = 20)]
+    pub size_mb: u64,
+}

@@ -1,0 +1,67 @@
+//! `sqlite-backup check`.
+
+use anyhow::{Context, Result};
+use backup_core::config::CheckLevel;
+use backup_core::verify::{self, Checks};
+
+use crate::Exit;
+use crate::args::{CheckArgs, Cli};
+use crate::settings::{self, UsageError};
+
+pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
+    if !args.db_path.is_file() {
+        return Err(UsageError(format!("{} is not a file", args.db_path.display())).into());
+    }
+    let level = if args.quick {
+        CheckLevel::QuickCheck
+    } else {
+        CheckLevel::IntegrityCheck
+    };
+    // If the path is a configured database, run its own checks too.
+    let config = settings::load_optional_config(&cli.config)?;
+    let canonical = std::fs::canonicalize(&args.db_path).ok();
+    let db = config.as_ref().and_then(|c| {
+        c.databases
+            .iter()
+            .find(|d| std::fs::canonicalize(&d.path).ok() == canonical)
+            .cloned()
+    });
+    let checks = match &db {
+        Some(db) => Checks::for_database(db, level),
+        None => Checks {
+            level,
+            ..Checks::default()
+        },
+    };
+    let conn = verify::open_live(&args.db_path)
+        .with_context(|| format!("opening {}", args.db_path.display()))?;
+    let report = verify::check_connection(&conn, &checks);
+    let what = match level {
+        CheckLevel::QuickCheck => "quick_check",
+        CheckLevel::IntegrityCheck => "integrity_check",
+    };
+    println!(
+        "{}{}",
+        args.db_path.display(),
+        db.map(|d| format!(" (database {})", d.label))
+            .unwrap_or_default()
+    );
+    if let Some(f) = &report.facts {
+        println!("  {} pages of {} bytes", f.page_count, f.page_size);
+        for (t, n) in &f.row_counts {
+            println!("  table {t}: {n} rows");
+        }
+    }
+    for p in &report.problems {
+        println!("  FAIL  {p}");
+    }
+    if report.ok() {
+        println!("OK: {what} is `ok`, no foreign key violations");
+        Ok(Exit::Ok)
+    } else {
+        println!(
+            "CORRUPT: restore from a backup (`sqlite-backup restore LABEL`); do not repair in place"
+        );
+        Ok(Exit::Failed)
+    }
+}

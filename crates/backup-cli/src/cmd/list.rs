@@ -1,0 +1,105 @@
+//! `sqlite-backup list`.
+
+use anyhow::Result;
+use backup_core::manifest::{self, Listed};
+use backup_core::sink::Placement;
+use jiff::Timestamp;
+
+use crate::Exit;
+use crate::args::{Cli, ListArgs};
+use crate::output::{Table, age, size, time};
+use crate::settings;
+
+/// The tier a listed backup is in now: local ones are hot until `hot_days`,
+/// then warm; the cold folder is cold; object storage is named by its sink.
+pub fn tier(l: &Listed, hot_days: u32, now: Timestamp) -> String {
+    match l.placement {
+        Placement::Local => {
+            let days = now.duration_since(l.entry.snapshot_at).as_hours() / 24;
+            if days < i64::from(hot_days) {
+                "hot"
+            } else {
+                "warm"
+            }
+            .into()
+        }
+        Placement::Cold => "cold".into(),
+        Placement::Remote => l.sink.clone(),
+    }
+}
+
+pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
+    let config = settings::load_config(&cli.config)?;
+    if let Some(l) = &args.label {
+        settings::select(&config, std::slice::from_ref(l))?;
+    }
+    let sinks = settings::sinks(&config)?;
+    let refs: Vec<&dyn backup_core::sink::Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let (mut all, problems) = manifest::collect(&refs);
+    if let Some(l) = &args.label {
+        all.retain(|x| &x.entry.label == l);
+    }
+    for p in &problems {
+        tracing::warn!("{p}");
+    }
+    let now = Timestamp::now();
+    if args.json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "label": l.entry.label,
+                    "id": l.run_id,
+                    "sink": l.sink,
+                    "tier": tier(l, config.retention.hot_days, now),
+                    "snapshot_at": l.entry.snapshot_at.to_string(),
+                    "tag": l.entry.tag,
+                    "key": l.entry.key,
+                    "size": l.entry.size,
+                    "db_size": l.entry.db_size,
+                    "sha256": l.entry.sha256,
+                    "verified_with": l.entry.verified_with,
+                    "row_counts": l.entry.row_counts,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if all.is_empty() {
+        println!("No backups recorded yet. Run `sqlite-backup backup`.");
+    } else {
+        let mut t = Table::new(&[
+            "LABEL",
+            "TAKEN (UTC)",
+            "AGE",
+            "TAG",
+            "TIER",
+            "SINK",
+            "SIZE",
+            "VERIFIED",
+            "ID",
+            "KEY",
+        ]);
+        for l in &all {
+            t.row(vec![
+                l.entry.label.clone(),
+                time(l.entry.snapshot_at),
+                age(l.entry.snapshot_at, now),
+                l.entry.tag.clone().unwrap_or_else(|| "-".into()),
+                tier(l, config.retention.hot_days, now),
+                l.sink.clone(),
+                size(l.entry.size),
+                format!("{:?}", l.entry.verified_with)
+                    .replace("Check", "_check")
+                    .to_lowercase(),
+                l.run_id.clone(),
+                l.entry.key.clone(),
+            ]);
+        }
+        print!("{t}");
+    }
+    Ok(if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}

@@ -1,0 +1,197 @@
+//! `sqlite-backup verify`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use backup_core::compress::{Compression, Format};
+use backup_core::config::{CheckLevel, Config};
+use backup_core::digest::Sidecar;
+use backup_core::manifest::{self, Entry};
+use backup_core::verify::{self, ArtifactReport, Checks, Expected, Problem};
+
+use crate::Exit;
+use crate::args::{Cli, VerifyArgs};
+use crate::output::size;
+use crate::settings::{self, UsageError};
+
+pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
+    let scratch_dir = tempfile::tempdir().context("creating a scratch folder")?;
+    let scratch = scratch_dir.path().join("candidate.db");
+    let (subject, report) = match (&args.artifact, &args.latest) {
+        (_, Some(label)) => {
+            let config = settings::load_config(&cli.config)?;
+            let db = settings::select(&config, std::slice::from_ref(label))?.remove(0);
+            let sinks = settings::sinks(&config)?;
+            let refs: Vec<&dyn backup_core::sink::Sink> =
+                sinks.iter().map(|s| s.as_ref()).collect();
+            let (all, _) = manifest::collect(&refs);
+            let Some(latest) = all.into_iter().find(|l| &l.entry.label == label) else {
+                bail!("no backup of {label:?} is recorded in any catalog");
+            };
+            let sink = sinks
+                .iter()
+                .find(|s| s.name() == latest.sink)
+                .expect("listed sink");
+            let checks = Checks::for_database(&db, CheckLevel::IntegrityCheck);
+            let report = verify::verify_entry(sink.as_ref(), &latest.entry, &scratch, &checks)?;
+            (
+                format!(
+                    "{} ({} in sink {})",
+                    latest.entry.key, latest.run_id, latest.sink
+                ),
+                report,
+            )
+        }
+        (Some(path), None) => {
+            let config = settings::load_optional_config(&cli.config)?;
+            let report = verify_file(path, config.as_ref(), &scratch)?;
+            (path.display().to_string(), report)
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let ok = report.ok();
+    if args.json {
+        let problems: Vec<&Problem> = report.all_problems().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "artifact": subject,
+                "ok": ok,
+                "sha256": report.sha256,
+                "size": report.size,
+                "db_sha256": report.db_sha256,
+                "db_size": report.db_size,
+                "problems": problems,
+                "row_counts": report.db.facts.as_ref().map(|f| &f.row_counts),
+            }))?
+        );
+    } else {
+        println!("{subject}");
+        println!(
+            "  artifact  {} ({}), sha256 {}",
+            size(report.size),
+            report.size,
+            report.sha256
+        );
+        if report.db_size > 0 {
+            println!(
+                "  database  {} decompressed, sha256 {}",
+                size(report.db_size),
+                report.db_sha256
+            );
+        }
+        if let Some(f) = &report.db.facts {
+            for (t, n) in &f.row_counts {
+                println!("  table     {t}: {n} rows");
+            }
+        }
+        for p in report.all_problems() {
+            println!("  FAIL      {p}");
+        }
+        println!(
+            "{}",
+            if ok {
+                "OK: every check passed"
+            } else {
+                "CORRUPT: do not restore from this artifact"
+            }
+        );
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// Verify an artifact file by path, with its sidecar beside it and, when it
+/// lives in the configured local root, its manifest entry.
+fn verify_file(path: &Path, config: Option<&Config>, scratch: &Path) -> Result<ArtifactReport> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| UsageError(format!("{} is not a file name", path.display())))?;
+    let format = Format::from_file_name(name).ok_or_else(|| {
+        UsageError(format!(
+            "{name}: unknown artifact type (expected .db, .db.gz or .db.zst)"
+        ))
+    })?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut pre = Vec::new();
+    let sidecar_path = PathBuf::from(format!("{}.sha256", path.display()));
+    let sidecar = match std::fs::read_to_string(&sidecar_path) {
+        Ok(text) => match Sidecar::parse(&text) {
+            Ok(s) if s.file_name == name => Some(s.sha256),
+            Ok(s) => {
+                pre.push(Problem::Sidecar {
+                    error: format!("names {:?}, expected {name:?}", s.file_name),
+                });
+                Some(s.sha256)
+            }
+            Err(e) => {
+                pre.push(Problem::Sidecar {
+                    error: e.to_string(),
+                });
+                None
+            }
+        },
+        Err(e) => {
+            pre.push(Problem::Sidecar {
+                error: format!("{}: {e}", sidecar_path.display()),
+            });
+            None
+        }
+    };
+    let entry = config.and_then(|c| find_entry(c, path));
+    let db = config.and_then(|c| {
+        let label = entry.as_ref().map(|e| e.label.clone());
+        c.databases
+            .iter()
+            .find(|d| {
+                Some(&d.label) == label.as_ref() || name.starts_with(&format!("{}-", d.label))
+            })
+            .cloned()
+    });
+    let checks = match &db {
+        Some(db) => Checks::for_database(db, CheckLevel::IntegrityCheck),
+        None => Checks {
+            level: CheckLevel::IntegrityCheck,
+            ..Checks::default()
+        },
+    };
+    let expected = Expected {
+        sidecar_sha256: sidecar,
+        manifest_sha256: entry.as_ref().map(|e| e.sha256.clone()),
+        db_sha256: entry.as_ref().map(|e| e.db_sha256.clone()),
+        size: entry.as_ref().map(|e| e.size),
+    };
+    let mut report = verify::verify_stream(
+        Box::new(std::io::BufReader::new(file)),
+        &Compression::new(format),
+        &expected,
+        scratch,
+        &checks,
+    )?;
+    if !pre.is_empty() {
+        pre.append(&mut report.problems);
+        report.problems = pre;
+        report.db = Default::default();
+    }
+    Ok(report)
+}
+
+fn find_entry(config: &Config, path: &Path) -> Option<Entry> {
+    let abs = std::fs::canonicalize(path).ok()?;
+    let root = std::fs::canonicalize(&config.local.root).ok()?;
+    let key = abs
+        .strip_prefix(&root)
+        .ok()?
+        .to_string_lossy()
+        .replace('\\', "/");
+    let sink = backup_local::LocalSink::new(
+        "local",
+        &config.local.root,
+        backup_core::sink::Placement::Local,
+    );
+    let (stored, _) = manifest::read_all(&sink).ok()?;
+    manifest::listed(&sink, &stored)
+        .into_iter()
+        .find(|l| l.entry.key == key)
+        .map(|l| l.entry)
+}

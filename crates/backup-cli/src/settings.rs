@@ -1,0 +1,117 @@
+//! Resolve arguments + config file into what the engine runs (the
+//! "high-level" stage): sinks, targets, options, selected databases.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use backup_core::config::{Config, Database};
+use backup_core::pipeline::{Options, Target};
+use backup_core::sink::{Placement, Sink};
+use backup_local::LocalSink;
+
+/// A bad invocation or config: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Load the config; any problem is a usage error (exit 2).
+pub fn load_config(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Load the config if the file exists (for commands that work without one).
+pub fn load_optional_config(path: &Path) -> Result<Option<Config>> {
+    if path.exists() {
+        load_config(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Every configured sink, as backup targets, in restore preference order:
+/// local (hot/warm), remote, cold.
+pub fn targets(config: &Config) -> Result<Vec<Target>> {
+    let mut out = vec![Target {
+        sink: Arc::new(LocalSink::new(
+            "local",
+            &config.local.root,
+            Placement::Local,
+        )),
+        template: config.local.template.clone(),
+        cold_only: false,
+    }];
+    if config.azure.is_some() {
+        return Err(UsageError(
+            "the [azure] sink is not available in this build yet".into(),
+        ))
+        .context("configuring the Azure sink");
+    }
+    if let Some(cold) = &config.local.cold {
+        out.push(Target {
+            sink: Arc::new(LocalSink::new("cold", cold, Placement::Cold)),
+            template: config.local.template.clone(),
+            cold_only: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Just the sinks.
+pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>> {
+    Ok(targets(config)?.into_iter().map(|t| t.sink).collect())
+}
+
+/// Scratch folder for snapshots: inside the local root, so it is on the
+/// same disk as the hot tier and cleaned by the next run after a crash.
+pub fn scratch_dir(config: &Config) -> PathBuf {
+    config.local.root.join(".tmp")
+}
+
+/// Backup options from config and flags.
+pub fn options(config: &Config, tag: Option<String>, cold: bool) -> Result<Options> {
+    if let Some(t) = &tag {
+        backup_core::config::validate_tag(t).map_err(UsageError)?;
+    }
+    if cold && config.local.cold.is_none() {
+        return Err(UsageError(
+            "--tier cold needs a cold folder: set `cold = \"/mnt/offsite/sqlite\"` under [local]"
+                .into(),
+        )
+        .into());
+    }
+    Ok(Options {
+        tag,
+        cold,
+        compression: config.compression,
+        verify_level: config.verify_level,
+        snapshot_method: config.snapshot_method,
+        scratch_dir: scratch_dir(config),
+        observer: Arc::new(backup_core::pipeline::Silent),
+    })
+}
+
+/// The databases named by `--label` (all when none); unknown labels are usage errors.
+pub fn select(config: &Config, labels: &[String]) -> Result<Vec<Database>> {
+    if labels.is_empty() {
+        return Ok(config.databases.clone());
+    }
+    labels
+        .iter()
+        .map(|l| {
+            config.database(l).cloned().ok_or_else(|| {
+                let known: Vec<&str> = config.databases.iter().map(|d| d.label.as_str()).collect();
+                UsageError(format!(
+                    "no database labelled {l:?} in {} (known: {})",
+                    config.file.display(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .into()
+            })
+        })
+        .collect()
+}
