@@ -295,3 +295,28 @@ fn usage_errors_exit_2() {
     let out = p.run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_embedding_example_runs() {
+    // Examples are built by `cargo test`; run this one for real.
+    let exe = {
+        let mut d = std::env::current_exe().unwrap();
+        d.pop();
+        if d.ends_with("deps") {
+            d.pop();
+        }
+        d.join("examples/embed")
+    };
+    assert!(
+        exe.exists(),
+        "{} is not built: run `cargo test --workspace`, which builds the examples",
+        exe.display()
+    );
+    let out = std::process::Command::new(exe).output().unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("app: ok=true") && text.contains(": verified"),
+        "{text}"
+    );
+}
