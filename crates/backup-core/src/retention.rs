@@ -328,6 +328,9 @@ fn newest<'a>(snapshots: &[Backup], members: impl IntoIterator<Item = &'a usize>
         .max_by_key(|&i| (snapshots[i].at, i))
 }
 
+/// Names the calendar bucket of a group member, for the count rules.
+type BucketOf<'a> = dyn Fn(usize) -> String + 'a;
+
 fn evaluate_group(
     snaps: &[Backup],
     members: &[usize],
@@ -471,7 +474,7 @@ fn evaluate_group(
         );
     }
     let civil = |i: usize| snaps[i].at.to_zoned_datetime(TimeZone::UTC).date();
-    let rules: [(CountRule, u32, &dyn Fn(usize) -> String); 4] = [
+    let rules: [(CountRule, u32, &BucketOf); 4] = [
         (CountRule::Hourly, p.keep_hourly, &|i| {
             snaps[i].at.strftime("%Y-%m-%d %H:00").to_string()
         }),
