@@ -151,32 +151,39 @@ fn default_part_mib() -> usize {
     8
 }
 
-/// Retention policy settings (see `retention`).
+/// Retention policy settings, the `[retention]` table. The rules and how
+/// they combine are in [`crate::retention`]; `prune` applies them per
+/// database and sink. Every field is optional; zero turns a rule off.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    /// Keep every snapshot this many days.
+    /// Hot tier: keep every snapshot younger than this many days (default 7).
     #[serde(default = "default_hot_days")]
     pub hot_days: u32,
-    /// Keep one per round (or per day) until this many days.
+    /// Warm tier: from `hot_days` until this many days (default 30), keep
+    /// the newest verified snapshot of each round (tag `r<N>`) and, for other
+    /// snapshots, of each UTC day. Older snapshots go unless another rule
+    /// keeps them. Phase seals (`phase<N>`, or anything in the cold tier)
+    /// are kept forever regardless.
     #[serde(default = "default_warm_days")]
     pub warm_days: u32,
-    /// Keep `premigrate` snapshots this many days.
+    /// Keep `premigrate` snapshots this many days (default 30).
     #[serde(default = "default_premigrate_days")]
     pub premigrate_days: u32,
-    /// restic-style: always keep the newest N.
+    /// restic-style: also keep the newest N verified snapshots.
     #[serde(default)]
     pub keep_last: u32,
-    /// restic-style: newest per hour for N hours.
+    /// restic-style: also keep the newest verified snapshot of each of the
+    /// newest N UTC hours that have one.
     #[serde(default)]
     pub keep_hourly: u32,
-    /// restic-style: newest per day for N days.
+    /// restic-style: the same per UTC day, for N days.
     #[serde(default)]
     pub keep_daily: u32,
-    /// restic-style: newest per ISO week for N weeks.
+    /// restic-style: the same per ISO week, for N weeks.
     #[serde(default)]
     pub keep_weekly: u32,
-    /// restic-style: newest per month for N months.
+    /// restic-style: the same per calendar month (UTC), for N months.
     #[serde(default)]
     pub keep_monthly: u32,
 }

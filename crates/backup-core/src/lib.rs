@@ -35,6 +35,8 @@ pub mod fsutil;
 pub mod manifest;
 pub mod naming;
 pub mod pipeline;
+pub mod prune;
+pub mod retention;
 pub mod sink;
 pub mod snapshot;
 pub mod verify;

@@ -1,0 +1,472 @@
+//! `prune`: apply the [retention policy](crate::retention) to every sink.
+//!
+//! Two steps, so `--dry-run` prints exactly what a real run would do:
+//! [`plan`] reads each sink's catalog and decides keep / delete for every
+//! artifact it lists (its `Display` is the table `prune` prints);
+//! [`apply`] carries out the deletions.
+//!
+//! Per sink, `apply` deletes the artifact and then its sidecar of every
+//! planned deletion, and finally appends **one** manifest to the sink's
+//! chain whose `pruned` list names what went and why. Old manifests are
+//! never rewritten or deleted, so the hash chain stays whole and the catalog
+//! (`manifest::listed`) stops listing the pruned artifacts. Only deletions
+//! that fully succeeded are recorded: an interrupted or failed prune leaves
+//! entries still listed whose objects may already be gone, and the next prune
+//! plans them again (deleting an absent object is not an error) and records
+//! them then.
+//!
+//! A sink whose catalog cannot be read whole (listing fails, or a manifest is
+//! unreadable) is left untouched and reported in [`PrunePlan::skipped`]: a
+//! policy evaluated on part of the history could delete what the missing part
+//! makes precious.
+//!
+//! Every artifact a manifest lists passed its post-backup check, so catalog
+//! entries reach the policy as verified.
+//!
+//! ```
+//! use backup_core::{config::Retention, prune, sink::{MemorySink, Sink}};
+//!
+//! let local = MemorySink::new("local");
+//! let sinks: [&dyn Sink; 1] = [&local];
+//! let plan = prune::plan(&sinks, &[], jiff::Timestamp::now(), &Retention::default());
+//! println!("{plan}"); // the --dry-run table
+//! let report = prune::apply(&plan, &sinks);
+//! assert!(report.ok() && report.deleted_count() == 0);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use crate::config::Retention;
+use crate::manifest::{self, Entry, Pruned};
+use crate::pipeline;
+use crate::retention::{self, Backup, Decision, Reason};
+use crate::sink::{Placement, Sink, SinkError};
+
+/// One artifact of the catalog and what the policy decided for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanItem {
+    /// Sink name.
+    pub sink: String,
+    /// Sink placement.
+    pub placement: Placement,
+    /// Run id of the manifest that lists it.
+    pub run_id: String,
+    /// The catalog entry.
+    pub entry: Entry,
+    /// Keep or delete, and why.
+    pub decision: Decision,
+}
+
+/// A sink `prune` will not touch, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedSink {
+    /// Sink name.
+    pub sink: String,
+    /// What went wrong reading its catalog.
+    pub reason: String,
+}
+
+/// What a prune will do; `Display` renders the keep / delete table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrunePlan {
+    /// The clock the policy was evaluated against.
+    pub now: Timestamp,
+    /// The policy.
+    pub policy: Retention,
+    /// Every listed artifact of the selected labels, by label, sink and
+    /// newest first.
+    pub items: Vec<PlanItem>,
+    /// Sinks left alone because their catalog could not be read.
+    pub skipped: Vec<SkippedSink>,
+}
+
+impl PrunePlan {
+    /// The planned deletions.
+    pub fn deletions(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.decision.keep)
+    }
+    /// How many artifacts will be deleted.
+    pub fn delete_count(&self) -> usize {
+        self.deletions().count()
+    }
+    /// How many artifacts are kept.
+    pub fn keep_count(&self) -> usize {
+        self.items.len() - self.delete_count()
+    }
+    /// Bytes the deletions free (artifact sizes).
+    pub fn reclaimed_bytes(&self) -> u64 {
+        self.deletions().map(|i| i.entry.size).sum()
+    }
+}
+
+/// Read the catalog of every sink and apply the policy to the artifacts of
+/// `labels` (all labels when empty). Reads only; changes nothing.
+pub fn plan(
+    sinks: &[&dyn Sink],
+    labels: &[String],
+    now: Timestamp,
+    policy: &Retention,
+) -> PrunePlan {
+    let mut listed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = BTreeSet::new();
+    for sink in sinks {
+        let name = sink.name().to_string();
+        if !seen.insert(name.clone()) {
+            skipped.push(SkippedSink {
+                sink: name,
+                reason: "another sink has the same name".into(),
+            });
+            continue;
+        }
+        match manifest::read_all(*sink) {
+            Err(e) => skipped.push(SkippedSink {
+                sink: name,
+                reason: format!("cannot list its manifests: {e}"),
+            }),
+            Ok((_, bad)) if !bad.is_empty() => skipped.push(SkippedSink {
+                sink: name,
+                reason: format!("{} unreadable manifest(s), first: {}", bad.len(), bad[0]),
+            }),
+            Ok((stored, _)) => listed.extend(
+                manifest::listed(*sink, &stored)
+                    .into_iter()
+                    .filter(|l| labels.is_empty() || labels.contains(&l.entry.label)),
+            ),
+        }
+    }
+    for s in &skipped {
+        warn!("prune skips sink {}: {}", s.sink, s.reason);
+    }
+
+    let backups: Vec<Backup> = listed
+        .iter()
+        .map(|l| Backup {
+            id: l.entry.key.clone(),
+            label: l.entry.label.clone(),
+            sink: l.sink.clone(),
+            placement: l.placement,
+            at: l.entry.snapshot_at,
+            tag: l.entry.tag.clone(),
+            verified: true,
+        })
+        .collect();
+    let decisions = retention::evaluate(&backups, now, policy);
+    let mut items: Vec<PlanItem> = listed
+        .into_iter()
+        .zip(decisions)
+        .map(|(l, decision)| PlanItem {
+            sink: l.sink,
+            placement: l.placement,
+            run_id: l.run_id,
+            entry: l.entry,
+            decision,
+        })
+        .collect();
+
+    // An overwriting name template can store two snapshots under one key:
+    // deleting the older one's object would delete the kept newer one.
+    let mut by_key: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        by_key
+            .entry((item.sink.clone(), item.entry.key.clone()))
+            .or_default()
+            .push(i);
+    }
+    for sharers in by_key.values() {
+        if sharers.len() > 1 && sharers.iter().any(|&i| items[i].decision.keep) {
+            for &i in sharers {
+                if !items[i].decision.keep {
+                    items[i].decision = Decision {
+                        keep: true,
+                        reason: Reason::SharedArtifact,
+                    };
+                }
+            }
+        }
+    }
+
+    items.sort_by(|a, b| {
+        (&a.entry.label, &a.sink)
+            .cmp(&(&b.entry.label, &b.sink))
+            .then(b.entry.snapshot_at.cmp(&a.entry.snapshot_at))
+            .then(b.run_id.cmp(&a.run_id))
+    });
+    PrunePlan {
+        now,
+        policy: policy.clone(),
+        items,
+        skipped,
+    }
+}
+
+/// What [`apply`] did in one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkReport {
+    /// Sink name.
+    pub sink: String,
+    /// Deleted artifacts (sidecars went with them), as recorded in the manifest.
+    pub deleted: Vec<Pruned>,
+    /// Bytes freed (artifact sizes).
+    pub bytes: u64,
+    /// The appended manifest: (key, SHA-256 = new chain head).
+    pub manifest: Option<(String, String)>,
+    /// Deletions or the manifest write that failed.
+    pub errors: Vec<String>,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PruneReport {
+    /// One per sink that had something to delete.
+    pub sinks: Vec<SinkReport>,
+}
+
+impl PruneReport {
+    /// Artifacts deleted and recorded, over all sinks.
+    pub fn deleted_count(&self) -> usize {
+        self.sinks.iter().map(|s| s.deleted.len()).sum()
+    }
+    /// Bytes freed over all sinks.
+    pub fn bytes(&self) -> u64 {
+        self.sinks.iter().map(|s| s.bytes).sum()
+    }
+    /// Nothing failed.
+    pub fn ok(&self) -> bool {
+        self.sinks.iter().all(|s| s.errors.is_empty())
+    }
+}
+
+/// Carry out a plan: per sink, delete artifact and sidecar of each planned
+/// deletion, then append one manifest recording them. A failure in one sink
+/// does not stop the others; it is in the report.
+pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
+    let mut by_sink: BTreeMap<&str, Vec<&PlanItem>> = BTreeMap::new();
+    for item in plan.deletions() {
+        by_sink.entry(item.sink.as_str()).or_default().push(item);
+    }
+    info!(
+        "prune phase start deletions={} sinks={}",
+        plan.delete_count(),
+        by_sink.len()
+    );
+    let mut report = PruneReport::default();
+    for (name, items) in by_sink {
+        let mut sr = SinkReport {
+            sink: name.to_string(),
+            deleted: vec![],
+            bytes: 0,
+            manifest: None,
+            errors: vec![],
+        };
+        let Some(sink) = sinks.iter().find(|s| s.name() == name) else {
+            sr.errors
+                .push(format!("sink {name} is in the plan but was not given"));
+            report.sinks.push(sr);
+            continue;
+        };
+        let started = Timestamp::now();
+        let mut gone: BTreeSet<&str> = BTreeSet::new();
+        for item in items {
+            let e = &item.entry;
+            let deleted = gone.contains(e.key.as_str())
+                || sink
+                    .delete(&e.key)
+                    .and_then(|()| sink.delete(&e.sidecar_key))
+                    .map_err(|err| {
+                        sr.errors.push(format!("deleting {}: {err}", e.key));
+                    })
+                    .is_ok();
+            if !deleted {
+                continue;
+            }
+            if gone.insert(e.key.as_str()) {
+                sr.bytes += e.size;
+            }
+            info!(
+                "pruned label={} sink={name} key={} reason={}",
+                e.label, e.key, item.decision.reason
+            );
+            sr.deleted.push(Pruned {
+                run_id: item.run_id.clone(),
+                key: e.key.clone(),
+                reason: item.decision.reason.to_string(),
+            });
+        }
+        if !sr.deleted.is_empty() {
+            let written = next_run_id(*sink, started).and_then(|run_id| {
+                pipeline::write_manifest(
+                    *sink,
+                    &run_id,
+                    started,
+                    Timestamp::now(),
+                    vec![],
+                    sr.deleted.clone(),
+                )
+            });
+            match written {
+                Ok((key, head)) => {
+                    info!("manifest written sink={name} key={key} head={head}");
+                    sr.manifest = Some((key, head));
+                }
+                Err(e) => {
+                    // The objects are gone but still listed; the next prune
+                    // plans them again and records them.
+                    sr.errors
+                        .push(format!("writing the prune manifest to {name}: {e}"));
+                }
+            }
+        }
+        for e in &sr.errors {
+            tracing::error!("prune failed sink={name}: {e}");
+        }
+        report.sinks.push(sr);
+    }
+    info!(
+        "prune phase end deleted={} bytes={} ok={}",
+        report.deleted_count(),
+        report.bytes(),
+        report.ok()
+    );
+    report
+}
+
+/// A run id that sorts after every manifest already in the sink, so the new
+/// manifest becomes the chain head even if this host's clock is behind.
+fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
+    let newest = sink
+        .list(manifest::MANIFEST_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .max();
+    let mut at = at;
+    if let Some(key) = &newest {
+        let stem = key
+            .trim_start_matches(manifest::MANIFEST_DIR)
+            .trim_start_matches('/');
+        let stamp = stem.split('-').next().unwrap_or_default();
+        if let Ok(t) = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+            .and_then(|dt| dt.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+            .map(|z| z.timestamp())
+            && t.as_second() >= at.as_second()
+        {
+            at = Timestamp::from_second(t.as_second() + 1).unwrap_or(at);
+        }
+    }
+    Ok(manifest::new_run_id(at))
+}
+
+/// `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl fmt::Display for PrunePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEAD: [&str; 7] = [
+            "label",
+            "sink",
+            "snapshot (UTC)",
+            "tag",
+            "size",
+            "action",
+            "reason",
+        ];
+        let rows: Vec<[String; 7]> = self
+            .items
+            .iter()
+            .map(|i| {
+                [
+                    i.entry.label.clone(),
+                    i.sink.clone(),
+                    i.entry
+                        .snapshot_at
+                        .strftime("%Y-%m-%d %H:%M:%S")
+                        .to_string(),
+                    i.entry.tag.clone().unwrap_or_else(|| "-".into()),
+                    human_bytes(i.entry.size),
+                    i.decision.action().to_string(),
+                    i.decision.reason.to_string(),
+                ]
+            })
+            .collect();
+        let mut width = HEAD.map(str::len);
+        for r in &rows {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 7]| -> fmt::Result {
+            let mut s = String::new();
+            for (k, c) in cells.iter().enumerate() {
+                if k == 4 {
+                    s.push_str(&format!("{c:>w$}  ", w = width[k]));
+                } else if k == 6 {
+                    s.push_str(c);
+                } else {
+                    s.push_str(&format!("{c:<w$}  ", w = width[k]));
+                }
+            }
+            writeln!(f, "{}", s.trim_end())
+        };
+        line(f, HEAD)?;
+        let rule = width.iter().sum::<usize>() + 2 * (HEAD.len() - 1);
+        writeln!(f, "{}", "-".repeat(rule))?;
+        for r in &rows {
+            line(f, std::array::from_fn(|k| r[k].as_str()))?;
+        }
+        writeln!(f, "{}", "-".repeat(rule))?;
+        writeln!(
+            f,
+            "{} snapshot(s): keep {}, delete {} ({} freed)",
+            self.items.len(),
+            self.keep_count(),
+            self.delete_count(),
+            human_bytes(self.reclaimed_bytes())
+        )?;
+        for s in &self.skipped {
+            writeln!(f, "sink {} left untouched: {}", s.sink, s.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sinks.is_empty() {
+            return writeln!(f, "nothing to prune");
+        }
+        for s in &self.sinks {
+            write!(
+                f,
+                "{}: deleted {} snapshot(s), {} freed",
+                s.sink,
+                s.deleted.len(),
+                human_bytes(s.bytes)
+            )?;
+            if let Some((key, _)) = &s.manifest {
+                write!(f, ", recorded in {key}")?;
+            }
+            writeln!(f)?;
+            for e in &s.errors {
+                writeln!(f, "  error: {e}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,544 @@
+//! The retention policy as a pure function: snapshots, a clock and a
+//! [`Retention`] in, one keep / delete [`Decision`] with a human reason per
+//! snapshot out. It knows nothing of sinks, manifests or files;
+//! [`crate::prune`] feeds it the catalog and carries out its decisions.
+//!
+//! # The rules
+//!
+//! Snapshots are evaluated in groups of one database (label) in one sink:
+//! every sink, local or Azure, keeps its own history under the same rules.
+//! Ages are `now - snapshot time`; calendar buckets (days, weeks, months)
+//! are UTC. A snapshot is **kept when any rule keeps it** (the rules are a
+//! union), and deleted otherwise:
+//!
+//! 1. **Newest verified.** The newest verified snapshot of a group is never
+//!    deleted, whatever the other rules say.
+//! 2. **Cold.** A phase seal (tag `phase<N>`) is kept forever, one per seal:
+//!    if a seal was taken twice, the newest verified copy (else the newest)
+//!    is the one kept. In a sink with [`Placement::Cold`] every snapshot is a
+//!    seal: it is named by its tag, or by its own time when untagged.
+//! 3. **Hot.** Every snapshot younger than `hot_days` is kept, verified or
+//!    not.
+//! 4. **Pre-migration.** A `premigrate` snapshot is kept until it is
+//!    `premigrate_days` old. It never takes a warm slot.
+//! 5. **Warm.** From `hot_days` to `warm_days`, the newest verified snapshot
+//!    of each round (tag `r<N>`) is kept; every other snapshot (untagged,
+//!    `session`, any other tag) counts in its UTC day, and the newest verified
+//!    one per day is kept. A bucket with no verified snapshot keeps nothing.
+//! 6. **Counts** (restic-style, all off by default). `keep_last = n` keeps
+//!    the newest n verified snapshots; `keep_hourly`, `keep_daily`,
+//!    `keep_weekly` (ISO weeks) and `keep_monthly = n` each keep the newest
+//!    verified snapshot of each of the newest n hours / days / weeks / months
+//!    that have one. Like restic, each count rule is applied on its own over
+//!    the whole group, regardless of age or tier.
+//!
+//! Anything else is deleted: older than `warm_days` and not kept by a rule
+//! above, superseded by a newer snapshot of its round or day, a duplicate of
+//! a newer seal, or a failed (unverified) snapshot past the hot window.
+//!
+//! Because every rule picks "the newest (verified) of a bucket" or depends
+//! on age alone, applying the decisions and evaluating again at the same
+//! time deletes nothing more.
+//!
+//! ```
+//! use backup_core::config::Retention;
+//! use backup_core::retention::{Backup, evaluate};
+//! use backup_core::sink::Placement;
+//! use jiff::Timestamp;
+//!
+//! let now: Timestamp = "2026-03-01T00:00:00Z".parse()?;
+//! let day = |d: i64| Timestamp::from_second(now.as_second() - d * 86_400).unwrap();
+//! let snap = |id: &str, at, tag: Option<&str>| Backup {
+//!     id: id.into(),
+//!     label: "app".into(),
+//!     sink: "local".into(),
+//!     placement: Placement::Local,
+//!     at,
+//!     tag: tag.map(str::to_string),
+//!     verified: true,
+//! };
+//! let snaps = [
+//!     snap("a", day(1), None),
+//!     snap("b", day(40), Some("phase1")),
+//!     snap("c", day(45), Some("r12")),
+//! ];
+//! let d = evaluate(&snaps, now, &Retention::default());
+//! assert!(d[0].keep && d[0].reason.to_string() == "hot: younger than 7 days");
+//! assert!(d[1].keep && d[1].reason.to_string() == "cold: phase seal phase1, kept forever");
+//! assert!(!d[2].keep && d[2].reason.to_string() == "expired: older than 30 days");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::config::Retention;
+use crate::sink::Placement;
+
+const DAY: i64 = 86_400;
+
+/// One snapshot as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// Caller's identifier (an artifact key); only echoed in output.
+    pub id: String,
+    /// Database label.
+    pub label: String,
+    /// Sink name: snapshots are evaluated per (label, sink).
+    pub sink: String,
+    /// Where the sink sits; [`Placement::Cold`] makes every snapshot a seal.
+    pub placement: Placement,
+    /// When the snapshot was taken.
+    pub at: Timestamp,
+    /// Trigger tag (`r75`, `session`, `premigrate`, `phase1`), if any.
+    pub tag: Option<String>,
+    /// It passed its integrity check.
+    pub verified: bool,
+}
+
+/// A restic-style count rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CountRule {
+    /// `keep_last`.
+    Last,
+    /// `keep_hourly`.
+    Hourly,
+    /// `keep_daily`.
+    Daily,
+    /// `keep_weekly`.
+    Weekly,
+    /// `keep_monthly`.
+    Monthly,
+}
+
+impl CountRule {
+    /// The config key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Last => "keep_last",
+            Self::Hourly => "keep_hourly",
+            Self::Daily => "keep_daily",
+            Self::Weekly => "keep_weekly",
+            Self::Monthly => "keep_monthly",
+        }
+    }
+}
+
+/// Why a snapshot is kept or deleted. `Display` gives the sentence shown by
+/// `prune` and recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Kept: a phase seal (or any snapshot of the cold tier).
+    ColdSeal {
+        /// Seal name: the tag, or the snapshot time for an untagged cold copy.
+        seal: String,
+        /// No verified copy of this seal exists; this one is kept anyway.
+        unverified: bool,
+    },
+    /// Kept: younger than `hot_days`.
+    Hot {
+        /// The setting.
+        hot_days: u32,
+    },
+    /// Kept: a pre-migration snapshot younger than `premigrate_days`.
+    Premigrate {
+        /// The setting.
+        premigrate_days: u32,
+    },
+    /// Kept: newest verified snapshot of its warm bucket.
+    Warm {
+        /// `round r75` or `2026-01-03`.
+        bucket: Bucket,
+    },
+    /// Kept by a count rule.
+    Count {
+        /// Which rule.
+        rule: CountRule,
+        /// The rule's bucket (`2026-01-03`, `2026-W01`…), empty for `keep_last`.
+        bucket: String,
+    },
+    /// Kept: the newest verified snapshot of the database in this sink,
+    /// which no other rule kept.
+    NewestVerified {
+        /// Database label.
+        label: String,
+    },
+    /// Kept: another kept snapshot is stored under the same artifact key
+    /// (an overwriting name template), so deleting this one would delete it.
+    /// Set by [`crate::prune`], never by [`evaluate`].
+    SharedArtifact,
+    /// Deleted: a newer snapshot holds the same seal.
+    ColdDuplicate {
+        /// Seal name.
+        seal: String,
+    },
+    /// Deleted: a newer verified snapshot holds its warm bucket.
+    WarmSuperseded {
+        /// The bucket.
+        bucket: Bucket,
+    },
+    /// Deleted: past the hot window and it failed verification.
+    Unverified,
+    /// Deleted: a pre-migration snapshot older than `premigrate_days`.
+    PremigrateExpired {
+        /// The setting.
+        premigrate_days: u32,
+    },
+    /// Deleted: older than `warm_days`.
+    Expired {
+        /// The setting.
+        warm_days: u32,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ColdSeal {
+                seal,
+                unverified: false,
+            } => write!(f, "cold: phase seal {seal}, kept forever"),
+            Self::ColdSeal {
+                seal,
+                unverified: true,
+            } => write!(
+                f,
+                "cold: phase seal {seal}, kept forever (no verified copy exists)"
+            ),
+            Self::Hot { hot_days } => write!(f, "hot: younger than {hot_days} days"),
+            Self::Premigrate { premigrate_days } => {
+                write!(f, "premigrate: younger than {premigrate_days} days")
+            }
+            Self::Warm { bucket } => write!(f, "warm: newest of {bucket}"),
+            Self::Count { rule, bucket } if bucket.is_empty() => write!(f, "{}", rule.key()),
+            Self::Count { rule, bucket } => write!(f, "{}: newest of {bucket}", rule.key()),
+            Self::NewestVerified { label } => write!(f, "newest verified backup of {label}"),
+            Self::SharedArtifact => {
+                write!(f, "shares its artifact with a kept snapshot (same key)")
+            }
+            Self::ColdDuplicate { seal } => {
+                write!(f, "cold: a newer snapshot holds phase seal {seal}")
+            }
+            Self::WarmSuperseded { bucket } => {
+                write!(f, "warm: a newer snapshot holds {bucket}")
+            }
+            Self::Unverified => write!(f, "failed verification, past the hot window"),
+            Self::PremigrateExpired { premigrate_days } => {
+                write!(f, "premigrate: older than {premigrate_days} days")
+            }
+            Self::Expired { warm_days } => write!(f, "expired: older than {warm_days} days"),
+        }
+    }
+}
+
+/// A warm-tier bucket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bucket {
+    /// A round tag (`r75`).
+    Round(String),
+    /// A UTC day (`2026-01-03`).
+    Day(String),
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Round(r) => write!(f, "round {r}"),
+            Self::Day(d) => write!(f, "day {d}"),
+        }
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Keep it (else delete it).
+    pub keep: bool,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl Decision {
+    /// `keep` or `delete`.
+    pub fn action(&self) -> &'static str {
+        if self.keep { "keep" } else { "delete" }
+    }
+}
+
+/// `r` followed by digits: an end-of-round tag.
+///
+/// ```
+/// use backup_core::retention::is_round_tag;
+/// assert!(is_round_tag("r75"));
+/// assert!(!is_round_tag("r") && !is_round_tag("rx1") && !is_round_tag("session"));
+/// ```
+pub fn is_round_tag(tag: &str) -> bool {
+    numbered(tag, "r")
+}
+
+/// `phase` followed by digits: a phase-seal tag (cold tier).
+///
+/// ```
+/// use backup_core::retention::is_phase_tag;
+/// assert!(is_phase_tag("phase1"));
+/// assert!(!is_phase_tag("phase") && !is_phase_tag("premigrate"));
+/// ```
+pub fn is_phase_tag(tag: &str) -> bool {
+    numbered(tag, "phase")
+}
+
+/// The tag of pre-migration snapshots.
+pub const PREMIGRATE_TAG: &str = "premigrate";
+
+fn numbered(tag: &str, prefix: &str) -> bool {
+    tag.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Decide keep / delete for every snapshot; the result is parallel to
+/// `snapshots`. See the module doc for the rules.
+pub fn evaluate(snapshots: &[Backup], now: Timestamp, policy: &Retention) -> Vec<Decision> {
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, s) in snapshots.iter().enumerate() {
+        groups
+            .entry((s.label.as_str(), s.sink.as_str()))
+            .or_default()
+            .push(i);
+    }
+    let mut out: Vec<Option<Decision>> = vec![None; snapshots.len()];
+    for members in groups.values() {
+        for (i, d) in evaluate_group(snapshots, members, now, policy) {
+            out[i] = Some(d);
+        }
+    }
+    out.into_iter()
+        .map(|d| d.expect("every snapshot is in a group"))
+        .collect()
+}
+
+/// The newest member of `members` (ties broken by input order, later wins
+/// so that the result does not depend on sorting stability).
+fn newest<'a>(snapshots: &[Backup], members: impl IntoIterator<Item = &'a usize>) -> Option<usize> {
+    members
+        .into_iter()
+        .copied()
+        .max_by_key(|&i| (snapshots[i].at, i))
+}
+
+/// Names the calendar bucket of a group member, for the count rules.
+type BucketOf<'a> = dyn Fn(usize) -> String + 'a;
+
+fn evaluate_group(
+    snaps: &[Backup],
+    members: &[usize],
+    now: Timestamp,
+    p: &Retention,
+) -> Vec<(usize, Decision)> {
+    let age = |i: usize| now.as_second().saturating_sub(snaps[i].at.as_second());
+    let younger = |i: usize, days: u32| age(i) < i64::from(days) * DAY;
+    let tag = |i: usize| snaps[i].tag.as_deref();
+    let day_of = |i: usize| snaps[i].at.strftime("%Y-%m-%d").to_string();
+
+    // Every rule that keeps something writes its reason here; the first
+    // writer wins, so rules run in the order their reasons are most telling.
+    let mut kept: BTreeMap<usize, Reason> = BTreeMap::new();
+    let keep = |i: usize, r: Reason, kept: &mut BTreeMap<usize, Reason>| {
+        kept.entry(i).or_insert(r);
+    };
+    let mut deleted: BTreeMap<usize, Reason> = BTreeMap::new();
+
+    // Cold: one per seal, forever.
+    let mut seals: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in members {
+        let seal = match tag(i) {
+            Some(t) if is_phase_tag(t) => Some(t.to_string()),
+            Some(t) if snaps[i].placement == Placement::Cold => Some(t.to_string()),
+            None if snaps[i].placement == Placement::Cold => Some(
+                snaps[i]
+                    .at
+                    .strftime("untagged %Y-%m-%d %H:%M:%S")
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(seal) = seal {
+            seals.entry(seal).or_default().push(i);
+        }
+    }
+    for (seal, copies) in &seals {
+        let verified = newest(snaps, copies.iter().filter(|&&i| snaps[i].verified));
+        let chosen = verified
+            .or_else(|| newest(snaps, copies))
+            .expect("non-empty");
+        keep(
+            chosen,
+            Reason::ColdSeal {
+                seal: seal.clone(),
+                unverified: verified.is_none(),
+            },
+            &mut kept,
+        );
+        for &i in copies.iter().filter(|&&i| i != chosen) {
+            deleted.insert(i, Reason::ColdDuplicate { seal: seal.clone() });
+        }
+    }
+
+    // Hot: everything young.
+    for &i in members {
+        if younger(i, p.hot_days) {
+            keep(
+                i,
+                Reason::Hot {
+                    hot_days: p.hot_days,
+                },
+                &mut kept,
+            );
+        }
+    }
+
+    // Pre-migration snapshots, for their own time.
+    for &i in members {
+        if tag(i) == Some(PREMIGRATE_TAG) {
+            if younger(i, p.premigrate_days) {
+                keep(
+                    i,
+                    Reason::Premigrate {
+                        premigrate_days: p.premigrate_days,
+                    },
+                    &mut kept,
+                );
+            } else {
+                deleted.entry(i).or_insert(Reason::PremigrateExpired {
+                    premigrate_days: p.premigrate_days,
+                });
+            }
+        }
+    }
+
+    // Warm: newest verified per round / per UTC day, from hot_days to warm_days.
+    let mut warm: BTreeMap<Bucket, Vec<usize>> = BTreeMap::new();
+    for &i in members {
+        let eligible = !younger(i, p.hot_days)
+            && younger(i, p.warm_days)
+            && tag(i) != Some(PREMIGRATE_TAG)
+            && !tag(i).is_some_and(is_phase_tag);
+        if eligible {
+            let bucket = match tag(i) {
+                Some(t) if is_round_tag(t) => Bucket::Round(t.to_string()),
+                _ => Bucket::Day(day_of(i)),
+            };
+            warm.entry(bucket).or_default().push(i);
+        }
+    }
+    for (bucket, list) in &warm {
+        let chosen = newest(snaps, list.iter().filter(|&&i| snaps[i].verified));
+        if let Some(c) = chosen {
+            keep(
+                c,
+                Reason::Warm {
+                    bucket: bucket.clone(),
+                },
+                &mut kept,
+            );
+        }
+        for &i in list.iter().filter(|&&i| Some(i) != chosen) {
+            let r = if snaps[i].verified {
+                Reason::WarmSuperseded {
+                    bucket: bucket.clone(),
+                }
+            } else {
+                Reason::Unverified
+            };
+            deleted.entry(i).or_insert(r);
+        }
+    }
+
+    // Count rules, over the verified snapshots of the group.
+    let mut verified: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| snaps[i].verified)
+        .collect();
+    verified.sort_by_key(|&i| std::cmp::Reverse((snaps[i].at, i)));
+    for &i in verified.iter().take(p.keep_last as usize) {
+        keep(
+            i,
+            Reason::Count {
+                rule: CountRule::Last,
+                bucket: String::new(),
+            },
+            &mut kept,
+        );
+    }
+    let civil = |i: usize| snaps[i].at.to_zoned_datetime(TimeZone::UTC).date();
+    let rules: [(CountRule, u32, &BucketOf); 4] = [
+        (CountRule::Hourly, p.keep_hourly, &|i| {
+            snaps[i].at.strftime("%Y-%m-%d %H:00").to_string()
+        }),
+        (CountRule::Daily, p.keep_daily, &|i| day_of(i)),
+        (CountRule::Weekly, p.keep_weekly, &|i| {
+            let w = civil(i).iso_week_date();
+            format!("{:04}-W{:02}", w.year(), w.week())
+        }),
+        (CountRule::Monthly, p.keep_monthly, &|i| {
+            civil(i).strftime("%Y-%m").to_string()
+        }),
+    ];
+    for (rule, n, bucket_of) in rules {
+        let mut taken = 0;
+        let mut last: Option<String> = None;
+        // Newest first: the first snapshot of each new bucket is its newest.
+        for &i in &verified {
+            if taken >= n {
+                break;
+            }
+            let b = bucket_of(i);
+            if last.as_ref() != Some(&b) {
+                keep(
+                    i,
+                    Reason::Count {
+                        rule,
+                        bucket: b.clone(),
+                    },
+                    &mut kept,
+                );
+                taken += 1;
+                last = Some(b);
+            }
+        }
+    }
+
+    // Never the newest verified one.
+    if let Some(i) = verified.first() {
+        keep(
+            *i,
+            Reason::NewestVerified {
+                label: snaps[*i].label.clone(),
+            },
+            &mut kept,
+        );
+    }
+
+    members
+        .iter()
+        .map(|&i| {
+            let d = match kept.remove(&i) {
+                Some(reason) => Decision { keep: true, reason },
+                None => Decision {
+                    keep: false,
+                    reason: deleted.remove(&i).unwrap_or(if snaps[i].verified {
+                        Reason::Expired {
+                            warm_days: p.warm_days,
+                        }
+                    } else {
+                        Reason::Unverified
+                    }),
+                },
+            };
+            (i, d)
+        })
+        .collect()
+}
