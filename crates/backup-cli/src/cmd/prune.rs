@@ -1,10 +1,34 @@
 //! `sqlite-backup prune`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use backup_core::prune;
+use backup_core::sink::Sink;
 
 use crate::Exit;
 use crate::args::{Cli, PruneArgs};
+use crate::settings;
 
-pub fn run(_cli: &Cli, _args: &PruneArgs) -> Result<Exit> {
-    bail!("`prune` is not implemented yet")
+pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
+    let config = settings::load_config(&cli.config)?;
+    let labels: Vec<String> = args.label.iter().cloned().collect();
+    settings::select(&config, &labels)?;
+    let sinks = settings::sinks(&config)?;
+    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let plan = prune::plan(&refs, &labels, jiff::Timestamp::now(), &config.retention);
+    print!("{plan}");
+    if args.dry_run {
+        println!("Dry run: nothing was deleted.");
+        return Ok(if plan.skipped.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
+    }
+    let report = prune::apply(&plan, &refs);
+    print!("{report}");
+    Ok(if report.ok() && plan.skipped.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }
