@@ -7,3 +7,4 @@
 //! never skips a test.
 
 pub mod testkit;
+pub mod faults;
