@@ -386,8 +386,20 @@ pub fn write_manifest(
         pruned,
     };
     let bytes = m.to_bytes();
-    sink.put(&m.key(), &bytes)?;
-    Ok((m.key(), Sha256::hex_of(&bytes)))
+    let key = m.key();
+    let sha = Sha256::hex_of(&bytes);
+    // Its sidecar first, the manifest last: a crash between the two leaves
+    // a sidecar without a manifest, which lists nothing.
+    let sidecar = manifest::sidecar_key(&key);
+    sink.put(
+        &sidecar,
+        Sidecar::new(&sha, naming::file_name(&key)).render().as_bytes(),
+    )?;
+    if let Err(e) = sink.put(&key, &bytes) {
+        let _ = sink.delete(&sidecar);
+        return Err(e);
+    }
+    Ok((key, sha))
 }
 
 fn clean_leftovers(targets: &[Target], scratch: &Path) {
