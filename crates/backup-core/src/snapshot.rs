@@ -14,6 +14,14 @@
 //!   waits (up to its busy timeout) until the copy ends, about as long as
 //!   reading the file once. Use WAL for busy databases.
 //!
+//! What the source file sees: nothing. Connections are read-only; the main
+//! file's bytes and mtime never change, and a rollback-journal database
+//! gets no companion file. One SQLite rule applies to every reader of a WAL
+//! database: when no other connection has it open, reading creates the
+//! wal-index (`-shm`) and an empty `-wal`, which a read-only connection
+//! cannot remove again (<https://sqlite.org/wal.html#readonly>); they hold
+//! no data and the application's next connection uses them as its own.
+//!
 //! Getting the read lock in the first place is bounded too: the source
 //! connection retries every millisecond for about 30 s (see
 //! [`BUSY_RETRIES`]), which finds the short gaps between a busy
