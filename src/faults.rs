@@ -126,12 +126,7 @@ pub fn all_files(dir: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push(
-                    p.strip_prefix(dir)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
             }
         }
     }

@@ -91,7 +91,11 @@ fn seeded_flips_and_truncations_are_all_rejected() {
         let (key, entry) = match kind {
             "artifact" | "sidecar" => {
                 let e = &entries[rng.below(3) as usize];
-                let k = if kind == "artifact" { &e.key } else { &e.sidecar_key };
+                let k = if kind == "artifact" {
+                    &e.key
+                } else {
+                    &e.sidecar_key
+                };
                 (k.clone(), Some(e))
             }
             _ => {
@@ -181,7 +185,11 @@ fn the_cli_rejects_damaged_artifacts_and_manifests() {
         }
         .apply(&bytes);
         std::fs::write(cases.join(name), damaged).unwrap();
-        std::fs::copy(dir.join(&e.sidecar_key), cases.join(format!("{name}.sha256"))).unwrap();
+        std::fs::copy(
+            dir.join(&e.sidecar_key),
+            cases.join(format!("{name}.sha256")),
+        )
+        .unwrap();
         let out = p.run(&["verify", cases.join(name).to_str().unwrap()]);
         let text = output_text(&out);
         assert_eq!(out.status.code(), Some(1), "{text}");
@@ -196,7 +204,11 @@ fn the_cli_rejects_damaged_artifacts_and_manifests() {
     let text = String::from_utf8(get_bytes(&sink, &newest.key).unwrap()).unwrap();
     let at = text.find("\"size\": ").unwrap() + 8;
     let mut altered = text.into_bytes();
-    altered[at] = if altered[at] == b'9' { b'1' } else { altered[at] + 1 };
+    altered[at] = if altered[at] == b'9' {
+        b'1'
+    } else {
+        altered[at] + 1
+    };
     assert!(manifest::Manifest::from_bytes(&newest.key, &altered).is_ok());
     std::fs::write(dir.join(&newest.key), &altered).unwrap();
     let hidden = &newest.manifest.entries[0].key;
@@ -207,19 +219,35 @@ fn the_cli_rejects_damaged_artifacts_and_manifests() {
         text.contains(&newest.key) && text.contains("does not match its sidecar"),
         "{text}"
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(hidden.as_str()), "{text}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(hidden.as_str()),
+        "{text}"
+    );
     let out = p.run(&["verify", "--latest", "app"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(!text.contains(hidden.as_str()), "offered an entry of a bad manifest: {text}");
+    assert!(
+        !text.contains(hidden.as_str()),
+        "offered an entry of a bad manifest: {text}"
+    );
 
     // Garbage and empty manifests: reported, never a crash.
-    std::fs::write(dir.join("manifests/20990101T000000Z-dead.json"), b"\x00\xff garbage").unwrap();
+    std::fs::write(
+        dir.join("manifests/20990101T000000Z-dead.json"),
+        b"\x00\xff garbage",
+    )
+    .unwrap();
     std::fs::write(dir.join("manifests/20990101T000001Z-beef.json"), b"").unwrap();
     let out = p.run(&["list", "--json"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("20990101T000000Z-dead.json") && text.contains("20990101T000001Z-beef.json"));
+    assert!(
+        text.contains("20990101T000000Z-dead.json") && text.contains("20990101T000001Z-beef.json")
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows.len(), 2, "the two good manifests still list their backups");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the two good manifests still list their backups"
+    );
 }

@@ -4,7 +4,7 @@
 //! them; a rendered template never escapes its prefix nor lands in the
 //! local sink's private names (hidden files, `.partial-` files).
 //!
-//! Cases per property are below (`CASES`); a failing case is shrunk and
+//! 512 cases per property (7 properties: 3 584 inputs); a failing case is shrunk and
 //! saved by proptest, and `PROPTEST_CASES=N` runs more.
 
 use std::path::Path;
@@ -17,7 +17,13 @@ use backup_core::sink::validate_key;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
-const CASES: u32 = 512;
+/// Cases per property: 512, or `PROPTEST_CASES`.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
 const FILE: &str = "/etc/sb/sqlite-backup.toml";
 
 fn toml_string(s: &str) -> String {
@@ -48,7 +54,8 @@ fn bad_label() -> impl Strategy<Value = String> {
     )
         .prop_map(|(a, bad, b, upper)| {
             if upper {
-                format!("{a}{}{b}", bad.to_uppercase()).to_uppercase()
+                // A capital letter somewhere (digits have no upper case).
+                format!("{a}M{b}").to_uppercase()
             } else if bad.is_empty() {
                 String::new()
             } else if bad == "-" {
@@ -92,7 +99,7 @@ fn template_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn config_parse_never_panics_on_any_text(text in ".{0,300}") {

@@ -38,7 +38,10 @@ fn check_catalog(p: &Project, seen: &mut BTreeSet<(String, String)>) -> usize {
     let mut n = 0;
     for sink in sinks(p) {
         let (stored, bad) = manifest::read_all(&sink).unwrap();
-        assert!(bad.is_empty(), "a killed run left an unreadable manifest: {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "a killed run left an unreadable manifest: {bad:?}"
+        );
         for l in manifest::listed(&sink, &stored) {
             n += 1;
             if !seen.insert((sink.name().to_string(), l.entry.key.clone())) {

@@ -64,7 +64,10 @@ fn assert_consistent(p: &Project, entry: &Entry, source: &Path, stats: &WriterSt
         .filter(|(_, t)| *t < entry.snapshot_at)
         .map(|(id, _)| *id)
         .collect();
-    assert!(!before.is_empty(), "writer committed nothing before the snapshot");
+    assert!(
+        !before.is_empty(),
+        "writer committed nothing before the snapshot"
+    );
     assert!(
         before.iter().all(|id| *id <= max),
         "a commit acknowledged before the snapshot began is missing"
@@ -96,7 +99,9 @@ fn window(stats: &WriterStats, from: Timestamp, to: Timestamp) -> WriterStats {
 fn a_writer_at_500_commits_per_second_through_a_wal_backup() {
     let p = Project::new();
     let db = p.demo_db("app.db", 12_000_000);
-    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n");
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n",
+    );
 
     // Baseline: the same writer without a backup. The writer runs flat out
     // (it reaches thousands of commits/s): paced by sleeps, a thread on a
@@ -218,7 +223,9 @@ fn a_rollback_journal_database_is_backed_up_consistently_under_a_writer() {
         .unwrap()
         .pragma_update(None, "journal_mode", "DELETE")
         .unwrap();
-    p.write_config("[[database]]\nlabel = \"journal\"\npath = \"journal.db\"\nrequired_tables = [\"tasks\"]\n");
+    p.write_config(
+        "[[database]]\nlabel = \"journal\"\npath = \"journal.db\"\nrequired_tables = [\"tasks\"]\n",
+    );
     let w = Writer::start(&db, 200).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();

@@ -47,7 +47,10 @@ fn run_with_faulty(faulty: impl FnOnce(LocalSink) -> Arc<dyn Sink>) -> (Vec<Stri
     let o = &report.outcomes[0];
     // The healthy sink holds a complete, listed backup.
     assert_eq!(
-        o.written.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        o.written
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>(),
         ["good"]
     );
     let keys = listed(good.as_ref());
@@ -77,7 +80,10 @@ fn a_sink_that_fills_up_mid_stream_fails_alone() {
 #[test]
 fn a_sink_whose_upload_never_becomes_visible_fails_alone() {
     let (errors, _p) = run_with_faulty(|s| Arc::new(FailOn::new(s, Op::Finish)));
-    assert!(errors.iter().any(|e| e.contains("finish failed")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("finish failed")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -91,7 +97,10 @@ fn a_sink_that_refuses_the_upload_fails_alone() {
 #[test]
 fn a_sink_that_loses_the_sidecar_keeps_no_artifact() {
     let (errors, _p) = run_with_faulty(|s| Arc::new(FailOn::new(s, Op::Put).for_keys(".sha256")));
-    assert!(errors.iter().any(|e| e.contains("put failed")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("put failed")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -134,7 +143,10 @@ fn cold_config(p: &Project) {
 }
 
 fn assert_local_ok_cold_failed(p: &Project, text: &str) {
-    assert!(text.contains("FAILED") && text.contains("sink cold"), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("sink cold"),
+        "{text}"
+    );
     assert_eq!(p.catalog().len(), 1, "the local tier must still get it");
     let cold = LocalSink::new("cold", p.join("cold"), Placement::Cold);
     assert!(listed(&cold).is_empty());
@@ -169,9 +181,16 @@ fn a_read_only_local_root_still_backs_up_to_the_cold_tier() {
     let out = p.run(&["backup", "--tier", "cold"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("FAILED") && text.contains("sink local"), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("sink local"),
+        "{text}"
+    );
     let cold = LocalSink::new("cold", p.join("cold"), Placement::Cold);
-    assert_eq!(listed(&cold).len(), 1, "cold tier must still get it: {text}");
+    assert_eq!(
+        listed(&cold).len(),
+        1,
+        "cold tier must still get it: {text}"
+    );
     assert!(temp_files(&p.join("cold")).is_empty());
     drop(guard);
     assert!(all_files(&p.backups()).is_empty());
@@ -192,7 +211,10 @@ fn a_full_disk_fails_that_sink_only() {
     let out = p.run(&["backup", "--tier", "cold"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("No space left") || text.contains("no space"), "{text}");
+    assert!(
+        text.contains("No space left") || text.contains("no space"),
+        "{text}"
+    );
     assert_local_ok_cold_failed(&p, &text);
     drop(disk);
 }

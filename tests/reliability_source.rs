@@ -74,7 +74,9 @@ fn backup_check_and_verify_never_touch_the_source() {
             .unwrap()
             .pragma_update(None, "journal_mode", mode)
             .unwrap();
-        p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n");
+        p.write_config(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n",
+        );
         // Let the mtime granularity pass, so a write would show.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let before = state(&db);
@@ -109,7 +111,9 @@ fn backup_check_and_verify_never_touch_the_source() {
                 "rollback-journal source got companion files: {appeared:?}"
             );
         } else {
-            eprintln!("WAL source: companion files created by reading (empty -wal checked): {appeared:?}");
+            eprintln!(
+                "WAL source: companion files created by reading (empty -wal checked): {appeared:?}"
+            );
         }
     }
 }
@@ -153,10 +157,7 @@ const SECRETS: [&str; 3] = [WEBHOOK, ACCESS_KEY, SAS];
 fn assert_no_secret(what: &str, text: &str) {
     for s in SECRETS {
         // The whole value, and its most distinctive part.
-        let core = s
-            .split(['/', '=', '&'])
-            .max_by_key(|p| p.len())
-            .unwrap();
+        let core = s.split(['/', '=', '&']).max_by_key(|p| p.len()).unwrap();
         assert!(
             !text.contains(s) && !text.contains(core),
             "{what} printed a secret:\n{text}"
@@ -165,11 +166,7 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 fn sweep(p: &Project, label: &str) -> usize {
-    let artifact = p
-        .backups()
-        .join("x.db.zst")
-        .display()
-        .to_string();
+    let artifact = p.backups().join("x.db.zst").display().to_string();
     let anchor = p.join("anchor.txt").display().to_string();
     let db = p.join("app.db").display().to_string();
     let commands: Vec<Vec<&str>> = vec![
@@ -246,7 +243,9 @@ fn secrets_in_the_config_never_appear_in_any_output() {
         ),
         (
             "secret key duplicated",
-            format!("{db}\n[azure]\ncontainer = \"c\"\naccess_key = \"{ACCESS_KEY}\"\naccess_key = \"{ACCESS_KEY}\"\n"),
+            format!(
+                "{db}\n[azure]\ncontainer = \"c\"\naccess_key = \"{ACCESS_KEY}\"\naccess_key = \"{ACCESS_KEY}\"\n"
+            ),
         ),
         (
             "secret of the wrong type",

@@ -645,7 +645,10 @@ mod tests {
                 "[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"{spelled}\"\n"
             ))
             .unwrap_err();
-            assert!(e.message.contains("inside the backup folder"), "{spelled}: {e}");
+            assert!(
+                e.message.contains("inside the backup folder"),
+                "{spelled}: {e}"
+            );
         }
         parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"bb/x.db\"\n").unwrap();
     }

@@ -7,6 +7,10 @@
 //! the `manifests/` folder plus one read per run, never a listing of every
 //! object.
 //!
+//! Each manifest has a `sha256sum`-format sidecar, `manifests/<run id>.json.sha256`,
+//! written just before it; a manifest that does not match its sidecar is
+//! reported by [`read_all`] and none of its entries is offered.
+//!
 //! Manifests are chained: each names the SHA-256 of the previous manifest
 //! of the same sink (`previous`), so a deleted or altered manifest breaks the
 //! chain visibly.

@@ -393,7 +393,9 @@ pub fn write_manifest(
     let sidecar = manifest::sidecar_key(&key);
     sink.put(
         &sidecar,
-        Sidecar::new(&sha, naming::file_name(&key)).render().as_bytes(),
+        Sidecar::new(&sha, naming::file_name(&key))
+            .render()
+            .as_bytes(),
     )?;
     if let Err(e) = sink.put(&key, &bytes) {
         let _ = sink.delete(&sidecar);

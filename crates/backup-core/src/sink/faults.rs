@@ -78,21 +78,16 @@ impl<S: Sink> FailAfter<S> {
     pub fn remaining(&self) -> u64 {
         self.left.load(Ordering::SeqCst)
     }
+}
 
-    /// Take up to `want` bytes of the budget; returns how many were granted.
-    fn take(&self, want: u64) -> u64 {
-        let mut cur = self.left.load(Ordering::SeqCst);
-        loop {
-            let grant = cur.min(want);
-            match self.left.compare_exchange(
-                cur,
-                cur - grant,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return grant,
-                Err(now) => cur = now,
-            }
+/// Take up to `want` bytes of a budget; returns how many were granted.
+fn take(left: &AtomicU64, want: u64) -> u64 {
+    let mut cur = left.load(Ordering::SeqCst);
+    loop {
+        let grant = cur.min(want);
+        match left.compare_exchange(cur, cur - grant, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return grant,
+            Err(now) => cur = now,
         }
     }
 }
@@ -107,17 +102,7 @@ impl Write for BudgetWriter {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut cur = self.left.load(Ordering::SeqCst);
-        let grant = loop {
-            let grant = cur.min(buf.len() as u64);
-            match self
-                .left
-                .compare_exchange(cur, cur - grant, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => break grant as usize,
-                Err(now) => cur = now,
-            }
-        };
+        let grant = take(&self.left, buf.len() as u64) as usize;
         if grant == 0 {
             // What a full disk says: ENOSPC.
             return Err(io::Error::new(
@@ -162,7 +147,7 @@ impl<S: Sink> Sink for FailAfter<S> {
     }
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         // `put` is atomic: all of it fits, or nothing is stored.
-        let grant = self.take(data.len() as u64);
+        let grant = take(&self.left, data.len() as u64);
         if grant < data.len() as u64 {
             self.left.fetch_add(grant, Ordering::SeqCst);
             return Err(SinkError::Io {
@@ -218,11 +203,7 @@ impl<S: Sink> FailOn<S> {
     }
 
     fn fails(&self, op: Op, key: &str) -> bool {
-        op == self.op
-            && self
-                .key_contains
-                .as_deref()
-                .is_none_or(|t| key.contains(t))
+        op == self.op && self.key_contains.as_deref().is_none_or(|t| key.contains(t))
     }
 }
 
@@ -319,7 +300,9 @@ mod tests {
     #[test]
     fn wrappers_that_do_not_fire_still_conform() {
         crate::sink::conformance::run(&FailAfter::new(MemorySink::new("m"), u64::MAX / 2));
-        crate::sink::conformance::run(&FailOn::new(MemorySink::new("m"), Op::Put).for_keys("never"));
+        crate::sink::conformance::run(
+            &FailOn::new(MemorySink::new("m"), Op::Put).for_keys("never"),
+        );
     }
 
     #[test]
