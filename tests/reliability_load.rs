@@ -84,6 +84,14 @@ fn assert_consistent(p: &Project, entry: &Entry, source: &Path, stats: &WriterSt
     max
 }
 
+/// These tests measure timing: run them one at a time, not against each
+/// other's writers on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn window(stats: &WriterStats, from: Timestamp, to: Timestamp) -> WriterStats {
     let mut w = WriterStats::default();
     for ((id, t), lat) in stats.commits.iter().zip(&stats.latencies) {
@@ -97,6 +105,7 @@ fn window(stats: &WriterStats, from: Timestamp, to: Timestamp) -> WriterStats {
 
 #[test]
 fn a_writer_at_500_commits_per_second_through_a_wal_backup() {
+    let _serial = serial();
     let p = Project::new();
     let db = p.demo_db("app.db", 12_000_000);
     p.write_config(
@@ -143,42 +152,81 @@ fn a_writer_at_500_commits_per_second_through_a_wal_backup() {
     );
 }
 
-/// SQLite's online backup stepping without a pinned read transaction, the
-/// shape of rusqlite's `run_to_completion(100, 1 ms, …)`: each `step` opens
-/// a fresh read, and a commit by another connection in between restarts the
-/// copy. Returns (finished, restarts) after at most `budget`.
-fn unpinned_step_loop(src: &Path, dest: &Path, budget: Duration) -> (bool, u32) {
-    let src = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+/// SQLite's online backup in steps of 100 pages, with one commit by another
+/// connection between every two steps: a source that never stops changing,
+/// made deterministic. `pinned` holds one read transaction across all steps
+/// (what snapshot.rs does); without it, each `step` opens a fresh read (the
+/// shape of rusqlite's `run_to_completion`). Returns (steps taken, finished,
+/// restarts), giving up after `max_steps`.
+fn step_loop(src_path: &Path, dest: &Path, pinned: bool, max_steps: u32) -> (u32, bool, u32) {
+    let src =
+        Connection::open_with_flags(src_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let writer = Connection::open(src_path).unwrap();
+    writer.busy_timeout(Duration::from_secs(10)).unwrap();
+    if pinned {
+        src.execute_batch("BEGIN").unwrap();
+        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    }
     let mut dst = Connection::open(dest).unwrap();
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).unwrap();
-    let started = Instant::now();
-    let mut restarts = 0;
-    let mut last_remaining = i32::MAX;
-    while started.elapsed() < budget {
-        match backup.step(100) {
-            Ok(rusqlite::backup::StepResult::Done) => return (true, restarts),
-            Ok(_) => {
+    let (mut restarts, mut last_remaining) = (0, i32::MAX);
+    for step in 1..=max_steps {
+        match backup.step(100).unwrap() {
+            rusqlite::backup::StepResult::Done => return (step, true, restarts),
+            _ => {
                 let remaining = backup.progress().remaining;
-                if remaining > last_remaining {
+                // No progress since the last step: the copy started over.
+                if remaining >= last_remaining {
                     restarts += 1;
                 }
                 last_remaining = remaining;
-                std::thread::sleep(Duration::from_millis(1));
             }
-            Err(e) => panic!("step: {e}"),
         }
+        writer
+            .execute(
+                "INSERT INTO tasks (title, owner, status, priority, created_at) VALUES ('x', 'w', 'pending', 1, 'now')",
+                [],
+            )
+            .unwrap();
     }
-    (false, restarts)
+    (max_steps, false, restarts)
 }
 
 #[test]
 fn a_source_that_never_stops_changing_is_still_snapshotted_in_bounded_time() {
+    let _serial = serial();
     let p = Project::new();
-    let db = p.demo_db("busy.db", 8_000_000);
-    let writer = Writer::start(&db, 0).unwrap(); // as fast as it can
-    std::thread::sleep(Duration::from_millis(200));
+    let db = p.demo_db("busy.db", 4_000_000);
 
-    // The strategy of snapshot.rs: one pinned read transaction, small steps.
+    // Deterministic: a commit between every two steps.
+    let pages: u32 = Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    let needed = pages.div_ceil(100);
+    let (steps, finished, restarts) = step_loop(&db, &p.join("pinned-det.db"), true, needed + 5);
+    assert!(
+        finished && restarts == 0,
+        "pinned: {steps} steps, {restarts} restarts"
+    );
+    assert_eq!(integrity(&p.join("pinned-det.db")), "ok");
+    let budget = 20 * needed;
+    let (_, finished, restarts) = step_loop(&db, &p.join("unpinned-det.db"), false, budget);
+    assert!(
+        !finished && restarts >= budget - 2,
+        "without the pinned read the copy must restart at every step ({restarts} restarts)"
+    );
+    eprintln!(
+        "commit between every step: pinned copy of {pages} pages done in {steps} steps; \
+         unpinned not done after {budget} steps ({restarts} restarts)"
+    );
+
+    // Live: a writer committing as fast as it can, and the real snapshot.
+    let writer = Writer::start(&db, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let pinned = p.join("pinned.db");
     let t0 = Instant::now();
     let stats = OnlineBackup {
@@ -186,37 +234,32 @@ fn a_source_that_never_stops_changing_is_still_snapshotted_in_bounded_time() {
     }
     .take(&db, &pinned, &mut |_, _| {})
     .expect("pinned snapshot");
-    let pinned_took = t0.elapsed();
-
-    // The same steps without the pinned transaction, given more time.
-    let budget = (pinned_took * 3).max(Duration::from_secs(2));
-    let (finished, restarts) = unpinned_step_loop(&db, &p.join("unpinned.db"), budget);
-    let wstats = writer.stop();
-    assert!(wstats.errors.is_empty(), "{:?}", wstats.errors);
-    let commits_per_s = wstats.commits.len() as f64
-        / (wstats.commits.last().unwrap().1)
-            .duration_since(wstats.commits[0].1)
+    let took = t0.elapsed();
+    let w = writer.stop();
+    assert!(w.errors.is_empty(), "{:?}", w.errors);
+    let rate = w.commits.len() as f64
+        / w.commits
+            .last()
+            .unwrap()
+            .1
+            .duration_since(w.commits[0].1)
             .as_secs_f64();
     eprintln!(
-        "never-idle source ({commits_per_s:.0} commits/s): pinned snapshot of {} pages took {pinned_took:?}; \
-         step(100) without a pinned read: finished={finished}, {restarts} restarts in {budget:?}",
+        "full-speed writer ({rate:.0} commits/s): pinned snapshot of {} pages in steps of 100 took {took:?}",
         stats.page_count
     );
     assert_eq!(integrity(&pinned), "ok");
     let ids = task_ids(&pinned);
     assert_eq!(ids, (1..=*ids.last().unwrap()).collect::<Vec<_>>());
     assert!(
-        pinned_took < Duration::from_secs(30),
-        "pinned snapshot took {pinned_took:?}"
-    );
-    assert!(
-        !finished && restarts > 0,
-        "the unpinned step loop finished under a full-speed writer: the comparison proves nothing"
+        took < Duration::from_secs(30),
+        "pinned snapshot took {took:?}"
     );
 }
 
 #[test]
 fn a_rollback_journal_database_is_backed_up_consistently_under_a_writer() {
+    let _serial = serial();
     let p = Project::new();
     let db = p.demo_db("journal.db", 4_000_000);
     Connection::open(&db)
@@ -257,6 +300,7 @@ fn a_rollback_journal_database_is_backed_up_consistently_under_a_writer() {
 
 #[test]
 fn a_rollback_journal_snapshot_gets_its_read_lock_against_a_full_speed_writer() {
+    let _serial = serial();
     // A writer committing back to back holds the exclusive lock nearly all
     // the time; SQLite's default busy back-off (up to 100 ms sleeps) waited
     // 6 s here for the first read lock. The source busy handler polls each
