@@ -6,4 +6,5 @@
 //! programs. A missing external tool fails loudly with the install command,
 //! never skips a test.
 
+pub mod faults;
 pub mod testkit;

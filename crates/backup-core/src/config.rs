@@ -349,6 +349,53 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
     })
 }
 
+/// `path` with `.` and `..` resolved without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `path` resolved as far as it exists (symlinks followed), the rest
+/// appended: two spellings of one place compare equal even before the
+/// file or folder is created.
+fn resolved(path: &Path) -> PathBuf {
+    let path = lexical(path);
+    let mut head = path.clone();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            let mut out = real;
+            out.extend(tail.iter().rev());
+            return lexical(&out);
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return path,
+        }
+    }
+}
+
+/// Whether `path` is `folder` or lies inside it, however either is spelled
+/// (`./`, `..`, symlinks).
+fn is_inside(path: &Path, folder: &Path) -> bool {
+    lexical(path).starts_with(lexical(folder)) || resolved(path).starts_with(resolved(folder))
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -513,7 +560,7 @@ impl Config {
 
         for db in &databases {
             for root in std::iter::once(&local.root).chain(local.cold.as_ref()) {
-                if db.path.starts_with(root) {
+                if is_inside(&db.path, root) {
                     return Err(err(
                         None,
                         format!(
@@ -600,5 +647,16 @@ mod tests {
         let e = parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"b/x.db\"\n")
             .unwrap_err();
         assert!(e.message.contains("inside the backup folder"), "{e}");
+        for spelled in ["./b/x.db", "a/../b/x.db", "b/./x.db", "b"] {
+            let e = parse(&format!(
+                "[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"{spelled}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.message.contains("inside the backup folder"),
+                "{spelled}: {e}"
+            );
+        }
+        parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"bb/x.db\"\n").unwrap();
     }
 }

@@ -29,10 +29,34 @@ pub fn partial_path(target: &Path) -> PathBuf {
 
 /// If `file_name` is a partial file left by a process that no longer runs,
 /// return true (it is safe to delete).
+///
+/// Partial files are always hidden (`.<name>.partial-<pid>`, see
+/// [`partial_path`]); a snapshot scratch file may also have SQLite's own
+/// companions beside it (`-journal`, `-wal`, `-shm`), which a killed process
+/// leaves behind too.
+///
+/// ```
+/// use backup_core::fsutil::is_stale_partial;
+/// // pid 999999999 is beyond any pid_max: the owner is gone.
+/// assert!(is_stale_partial(".a.db.partial-999999999"));
+/// assert!(is_stale_partial(".a.db.partial-999999999-journal"));
+/// assert!(!is_stale_partial("a.db.partial-999999999")); // not ours: not hidden
+/// assert!(!is_stale_partial(".a.db.partial-999999999-x"));
+/// ```
 pub fn is_stale_partial(file_name: &str) -> bool {
-    let Some((_, pid)) = file_name.rsplit_once(".partial-") else {
+    if !file_name.starts_with('.') {
+        return false;
+    }
+    let Some((_, rest)) = file_name.rsplit_once(".partial-") else {
         return false;
     };
+    let pid = ["-journal", "-wal", "-shm"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
     match pid.parse::<u32>() {
         Ok(pid) => !pid_alive(pid),
         Err(_) => false,

@@ -7,6 +7,10 @@
 //! the `manifests/` folder plus one read per run, never a listing of every
 //! object.
 //!
+//! Each manifest has a `sha256sum`-format sidecar, `manifests/<run id>.json.sha256`,
+//! written just before it; a manifest that does not match its sidecar is
+//! reported by [`read_all`] and none of its entries is offered.
+//!
 //! Manifests are chained: each names the SHA-256 of the previous manifest
 //! of the same sink (`previous`), so a deleted or altered manifest breaks the
 //! chain visibly.
@@ -183,9 +187,50 @@ pub struct Stored {
     pub manifest: Manifest,
 }
 
-/// Read every manifest of a sink, oldest first. Unreadable manifests are
-/// returned as errors beside the good ones, so one bad file does not hide
-/// the rest of the catalog.
+/// The sidecar of a manifest: `manifests/<run id>.json.sha256`, in
+/// `sha256sum -c` format like every artifact's. It is written just before
+/// the manifest, so a manifest changed by even one byte after it was
+/// written (bit rot, a bad copy, an edit) is detected even when its JSON
+/// still parses, and even for the newest manifest, which no later manifest
+/// names yet.
+pub fn sidecar_key(manifest_key: &str) -> String {
+    crate::naming::sidecar_key(manifest_key)
+}
+
+/// Check manifest bytes against their sidecar. A manifest without one
+/// (written before sidecars existed) is accepted; the chain still covers it.
+fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), CatalogError> {
+    let malformed = |message: String| CatalogError::Malformed {
+        key: key.to_string(),
+        message,
+    };
+    let text = match get_bytes(sink, &sidecar_key(key)) {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let sidecar = std::str::from_utf8(&text)
+        .map_err(|_| malformed("its sidecar is not UTF-8 text".into()))
+        .and_then(|t| {
+            crate::digest::Sidecar::parse(t)
+                .map_err(|e| malformed(format!("its sidecar is unreadable: {e}")))
+        })?;
+    let actual = Sha256::hex_of(bytes);
+    if sidecar.sha256 != actual || sidecar.file_name != crate::naming::file_name(key) {
+        return Err(malformed(format!(
+            "SHA-256 does not match its sidecar (sidecar {} for {:?}, manifest {actual}): \
+             the manifest or its sidecar was altered; its entries are not offered",
+            sidecar.sha256, sidecar.file_name
+        )));
+    }
+    Ok(())
+}
+
+/// Read every manifest of a sink, oldest first. Unreadable manifests, and
+/// manifests that do not match their sidecar, are returned as errors beside
+/// the good ones, so one bad file does not hide the rest of the catalog;
+/// the entries of a bad manifest are not offered (by `list`, `verify
+/// --latest`, restore) because nothing it says can be trusted.
 pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), SinkError> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
@@ -194,7 +239,9 @@ pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), Sin
             continue;
         }
         match get_bytes(sink, &key) {
-            Ok(bytes) => match Manifest::from_bytes(&key, &bytes) {
+            Ok(bytes) => match check_sidecar(sink, &key, &bytes)
+                .and_then(|()| Manifest::from_bytes(&key, &bytes))
+            {
                 Ok(manifest) => good.push(Stored {
                     sha256: Sha256::hex_of(&bytes),
                     key,

@@ -96,6 +96,15 @@ impl Template {
                 "template {text:?} collides with sidecar or manifest names"
             ));
         }
+        // Hidden names and `.partial-` names belong to the sinks themselves
+        // (upload temporaries, the `.tmp` scratch folder): the local sink
+        // does not list them, and the next run deletes `.partial-<pid>`
+        // files as leftovers of a killed process.
+        if probe.split('/').any(|s| s.starts_with('.')) || probe.contains(".partial-") {
+            return Err(format!(
+                "template {text:?} makes hidden or `.partial-` names, which are reserved for temporary files"
+            ));
+        }
         Ok(Template {
             text: text.to_string(),
         })
@@ -159,6 +168,10 @@ mod tests {
             "/{label}{time}",
             "a/../{label}{time}",
             "manifests/{label}{time}",
+            ".{label}-{time}{ext}",
+            ".tmp/{label}-{time}{ext}",
+            "{label}-{time}/{ext}",
+            "{label}-{yyyymmdd}.partial-{time}",
         ] {
             assert!(Template::parse(bad, false).is_err(), "{bad}");
         }

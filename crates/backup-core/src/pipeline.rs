@@ -296,7 +296,7 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
     // Manifests last, one per sink that received anything.
     let mut manifests = Vec::new();
     let finished_at = Timestamp::now();
-    for (i, target) in targets.iter().enumerate() {
+    for target in targets {
         let sink_name = target.sink.name();
         let entries: Vec<Entry> = outcomes
             .iter()
@@ -320,14 +320,22 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
                 manifests.push((sink_name.to_string(), key, head));
             }
             Err(e) => {
-                // Without a manifest nothing of this run counts in that sink.
+                // Without a manifest nothing of this run counts in that sink:
+                // remove what it uploaded, so no unlisted artifact lingers
+                // there looking like a backup (and filling the disk).
                 for o in outcomes.iter_mut() {
                     if o.written.iter().any(|(s, _)| s == sink_name) {
                         o.errors.push(format!("manifest to sink {sink_name}: {e}"));
+                        for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
+                            for key in [&entry.sidecar_key, &entry.key] {
+                                if let Err(e) = target.sink.delete(key) {
+                                    warn!("removing unlisted {key} from sink {sink_name}: {e}");
+                                }
+                            }
+                        }
                         o.written.retain(|(s, _)| s != sink_name);
                     }
                 }
-                let _ = i;
             }
         }
     }
@@ -378,8 +386,22 @@ pub fn write_manifest(
         pruned,
     };
     let bytes = m.to_bytes();
-    sink.put(&m.key(), &bytes)?;
-    Ok((m.key(), Sha256::hex_of(&bytes)))
+    let key = m.key();
+    let sha = Sha256::hex_of(&bytes);
+    // Its sidecar first, the manifest last: a crash between the two leaves
+    // a sidecar without a manifest, which lists nothing.
+    let sidecar = manifest::sidecar_key(&key);
+    sink.put(
+        &sidecar,
+        Sidecar::new(&sha, naming::file_name(&key))
+            .render()
+            .as_bytes(),
+    )?;
+    if let Err(e) = sink.put(&key, &bytes) {
+        let _ = sink.delete(&sidecar);
+        return Err(e);
+    }
+    Ok((key, sha))
 }
 
 fn clean_leftovers(targets: &[Target], scratch: &Path) {
@@ -393,7 +415,10 @@ fn clean_leftovers(targets: &[Target], scratch: &Path) {
             Err(e) => warn!("cleaning partial uploads in sink {}: {e}", t.sink.name()),
         }
     }
-    if let Ok(dir) = std::fs::read_dir(scratch) {
+    for dir in [scratch.to_path_buf(), fallback_scratch_dir()] {
+        let Ok(dir) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for f in dir.flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
             if fsutil::is_stale_partial(&name) && std::fs::remove_file(f.path()).is_ok() {
@@ -401,6 +426,11 @@ fn clean_leftovers(targets: &[Target], scratch: &Path) {
             }
         }
     }
+}
+
+/// Where snapshots go when the configured scratch folder cannot be created.
+pub fn fallback_scratch_dir() -> PathBuf {
+    std::env::temp_dir().join("sqlite-backup-scratch")
 }
 
 /// Deletes the scratch snapshot (and any `-wal`/`-shm` beside it) on drop.
@@ -486,14 +516,30 @@ fn backup_streams(
     run_id: &str,
     _run_started: Timestamp,
 ) -> Result<(Written, Vec<String>), String> {
-    std::fs::create_dir_all(&opts.scratch_dir).map_err(|e| {
-        format!(
-            "creating scratch folder {}: {e}",
-            opts.scratch_dir.display()
-        )
-    })?;
+    // The scratch folder normally lives in the local tier; when that is not
+    // writable (read-only or missing mount), the other sinks must still get
+    // the backup, so fall back to the system's temporary folder.
+    let scratch_dir = match std::fs::create_dir_all(&opts.scratch_dir) {
+        Ok(()) => opts.scratch_dir.clone(),
+        Err(e) => {
+            let fallback = fallback_scratch_dir();
+            warn!(
+                "scratch folder {} is unusable ({e}); using {}",
+                opts.scratch_dir.display(),
+                fallback.display()
+            );
+            std::fs::create_dir_all(&fallback).map_err(|e2| {
+                format!(
+                    "creating scratch folder {} ({e}) or {} ({e2})",
+                    opts.scratch_dir.display(),
+                    fallback.display()
+                )
+            })?;
+            fallback
+        }
+    };
     let scratch = Scratch(fsutil::partial_path(
-        &opts.scratch_dir.join(format!("{}-{run_id}.db", db.label)),
+        &scratch_dir.join(format!("{}-{run_id}.db", db.label)),
     ));
 
     let stats = snapshotter(opts.snapshot_method)

@@ -13,6 +13,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
+pub mod faults;
+
 /// What went wrong talking to a sink. Messages never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -13,6 +13,27 @@
 //! - rollback-journal databases: readers continue, but a writer's commit
 //!   waits (up to its busy timeout) until the copy ends, about as long as
 //!   reading the file once. Use WAL for busy databases.
+//!
+//! What the source file sees: nothing. Connections are read-only; the main
+//! file's bytes and mtime never change, and a rollback-journal database
+//! gets no companion file. One SQLite rule applies to every reader of a WAL
+//! database: when no other connection has it open, reading creates the
+//! wal-index (`-shm`) and an empty `-wal`, which a read-only connection
+//! cannot remove again (<https://sqlite.org/wal.html#readonly>); they hold
+//! no data and the application's next connection uses them as its own.
+//!
+//! Getting the read lock in the first place is bounded too: the source
+//! connection retries every millisecond for about 30 s (see
+//! [`BUSY_RETRIES`]), which finds the short gaps between a busy
+//! rollback-journal writer's commits; then it fails with `SQLITE_BUSY`
+//! rather than wait forever.
+//!
+//! Why the pin matters, shown by `tests/reliability_load.rs`: with another
+//! connection committing between every two steps, the pinned copy of 1 100
+//! pages finishes in 12 steps of 100, while the same `step(100)` loop
+//! without the pinned transaction starts over at every step (not done
+//! after 240 steps). Against a live writer at ~6 000 commits/s the pinned
+//! copy takes about 0.1 s.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,12 +82,33 @@ pub trait Snapshot: Send + Sync {
 /// Open a live database read-only, the way every part of this crate does:
 /// we never write to a source, and we wait politely for brief locks.
 pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_handler(Some(retry_every_millisecond))?;
     Ok(conn)
+}
+
+/// How many times [`retry_every_millisecond`] retries (about 30 s).
+pub const BUSY_RETRIES: i32 = 30_000;
+
+/// The busy handler of every source connection: retry each millisecond for
+/// about 30 s, then give up with `SQLITE_BUSY`.
+///
+/// SQLite's own `busy_timeout` backs off to 100 ms sleeps. A rollback-journal
+/// writer committing back to back leaves only short gaps between its
+/// exclusive locks, and a reader polling every 100 ms almost never lands in
+/// one: measured, a snapshot waited 6 s for its first read lock against a
+/// full-speed writer. Polling every millisecond finds a gap within a few
+/// milliseconds; once the snapshot holds its read lock, the writer waits
+/// for the copy instead (see the module doc).
+fn retry_every_millisecond(prior_calls: i32) -> bool {
+    if prior_calls >= BUSY_RETRIES {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 /// SQLite's online backup API under one pinned read transaction.
