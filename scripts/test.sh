@@ -24,4 +24,6 @@ if [ -f package-lock.json ]; then
   fi
 fi
 
+# The end-to-end tests run the real binary and the examples: build them first.
+cargo build --workspace --bins --examples
 cargo test --workspace --no-fail-fast "$@"

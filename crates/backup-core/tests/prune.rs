@@ -197,7 +197,8 @@ fn prune_deletes_exactly_the_plan_and_records_it() {
         // One new manifest, the chain head, recording each deletion.
         let sr = sr.unwrap();
         let (key, head) = sr.manifest.clone().unwrap();
-        assert_eq!(added, vec![key.clone()]);
+        // The manifest and its sha256sum sidecar.
+        assert_eq!(added, vec![key.clone(), format!("{key}.sha256")]);
         assert_eq!(manifest::head(*sink).unwrap(), Some(head));
         let m = manifest::Manifest::from_bytes(&key, &get_bytes(*sink, &key).unwrap()).unwrap();
         assert!(m.entries.is_empty());

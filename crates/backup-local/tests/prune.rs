@@ -92,7 +92,8 @@ fn prune_removes_exactly_the_planned_files() {
     assert_eq!(removed, planned);
     let added: Vec<&String> = after.difference(&before_hot).collect();
     let (key, _) = report.sinks[0].manifest.clone().unwrap();
-    assert_eq!(added, vec![&key]);
+    // The manifest and its sha256sum sidecar.
+    assert_eq!(added, vec![&key, &format!("{key}.sha256")]);
     assert_eq!(files(cold.root()), before_cold, "cold tier touched");
     assert!(after.iter().any(|f| f.contains("phase1")));
 
