@@ -1,0 +1,61 @@
+//! Errors: building the sink ([`AzureError`]) and mapping object_store
+//! failures to [`SinkError`] without leaking credentials.
+
+use backup_core::sink::SinkError;
+
+use crate::scrub::Scrubber;
+
+/// Why an [`AzureSink`](crate::AzureSink) could not be built. Messages never
+/// carry credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum AzureError {
+    /// Missing or contradictory settings.
+    #[error("[azure] {message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// object_store rejected the settings (already scrubbed of secrets).
+    #[error("[azure] cannot configure the Azure client: {message}")]
+    Client {
+        /// The cause, scrubbed.
+        message: String,
+    },
+    /// The sink's I/O runtime could not start.
+    #[error("cannot start the Azure I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Map an object_store error for operation `op` on `key`.
+pub(crate) fn sink_error(
+    scrubber: &Scrubber,
+    op: &'static str,
+    key: &str,
+    err: object_store::Error,
+) -> SinkError {
+    use object_store::Error as E;
+    let key = key.to_string();
+    let detail = scrubber.scrub(&err.to_string());
+    match err {
+        E::NotFound { .. } if detail.contains("ContainerNotFound") => SinkError::Remote {
+            op,
+            key,
+            message: format!("the container does not exist: {detail}"),
+        },
+        E::NotFound { .. } => SinkError::NotFound { key },
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => SinkError::Remote {
+            op,
+            key,
+            message: format!(
+                "authentication failed: check the storage account name and the access key or \
+                 SAS token (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, \
+                 AZURE_STORAGE_SAS_TOKEN or [azure] in the config); server said: {detail}"
+            ),
+        },
+        _ => SinkError::Remote {
+            op,
+            key,
+            message: detail,
+        },
+    }
+}
