@@ -36,14 +36,21 @@ pub(crate) fn sink_error(
     use object_store::Error as E;
     let key = key.to_string();
     let detail = scrubber.scrub(&err.to_string());
-    match err {
-        E::NotFound { .. } if detail.contains("ContainerNotFound") => SinkError::Remote {
+    // Listing errors arrive as `Generic`, without the status mapping the
+    // other calls get: recognise them by status line or Azure error code.
+    let auth_failure = matches!(err, E::PermissionDenied { .. } | E::Unauthenticated { .. })
+        || ["403 Forbidden", "401 Unauthorized", "AuthorizationFailure", "AuthenticationFailed"]
+            .iter()
+            .any(|marker| detail.contains(marker));
+    if detail.contains("ContainerNotFound") {
+        return SinkError::Remote {
             op,
             key,
-            message: format!("the container does not exist: {detail}"),
-        },
-        E::NotFound { .. } => SinkError::NotFound { key },
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => SinkError::Remote {
+            message: format!("the container does not exist (create it first): {detail}"),
+        };
+    }
+    if auth_failure {
+        return SinkError::Remote {
             op,
             key,
             message: format!(
@@ -51,7 +58,10 @@ pub(crate) fn sink_error(
                  SAS token (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, \
                  AZURE_STORAGE_SAS_TOKEN or [azure] in the config); server said: {detail}"
             ),
-        },
+        };
+    }
+    match err {
+        E::NotFound { .. } => SinkError::NotFound { key },
         _ => SinkError::Remote {
             op,
             key,
