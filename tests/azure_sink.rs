@@ -126,7 +126,8 @@ fn multipart_upload_round_trips_with_bounded_buffers() {
 fn wrong_access_key_is_a_clear_error_without_the_key() {
     let azurite = azurite_with("auth");
     // Valid base64 (64 bytes), but not the emulator's key.
-    let wrong = "V3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3Jvbmc=";
+    let wrong =
+        "V3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZ1dyb25nV3Jvbmc=";
     let mut cfg = azurite.sink_config("auth");
     cfg.access_key = Some(Secret::new(wrong));
     cfg.max_retries = 0;
@@ -141,7 +142,10 @@ fn wrong_access_key_is_a_clear_error_without_the_key() {
         Err(e) => e,
         Ok(_) => panic!("get with a wrong key succeeded"),
     };
-    assert!(!err.is_not_found(), "a wrong key must not look like a missing object");
+    assert!(
+        !err.is_not_found(),
+        "a wrong key must not look like a missing object"
+    );
     messages.push(err.to_string());
     let mut w = sink.create("a/big.db").unwrap();
     let streamed = w
@@ -155,7 +159,10 @@ fn wrong_access_key_is_a_clear_error_without_the_key() {
         assert!(m.contains("authentication failed"), "unclear: {m}");
         assert!(!m.contains(wrong), "key leaked: {m}");
         assert!(!m.contains("V3Jvbmc"), "key leaked: {m}");
-        assert!(!m.contains("SharedKey devstoreaccount1:"), "signature leaked: {m}");
+        assert!(
+            !m.contains("SharedKey devstoreaccount1:"),
+            "signature leaked: {m}"
+        );
     }
 }
 
@@ -189,13 +196,19 @@ fn azurite_killed_mid_upload_leaves_nothing_and_recovers() {
             drop(w);
             write_error
         }
-        None => w.finish().expect_err("finish succeeded without a server").to_string(),
+        None => w
+            .finish()
+            .expect_err("finish succeeded without a server")
+            .to_string(),
     };
     eprintln!("upload failed as it should: {failed}");
 
     azurite.restart().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sink.size(key).unwrap(), None, "half upload visible");
-    assert!(sink.list("sqlite").unwrap().is_empty(), "half upload listed");
+    assert!(
+        sink.list("sqlite").unwrap().is_empty(),
+        "half upload listed"
+    );
 
     // The same sink recovers once the server is back.
     let len = 5 * MIB + 1;
@@ -205,24 +218,51 @@ fn azurite_killed_mid_upload_leaves_nothing_and_recovers() {
 }
 
 /// Throughput and memory of a ~200 MB upload with the default 8 MiB parts.
-/// Run alone: `cargo test --release --test azure_sink -- --ignored --nocapture`.
+/// Run alone: `cargo test --test azure_sink -- --ignored --nocapture measure`.
+/// The data is one pre-generated 1 MiB block repeated, so the figures are
+/// the sink and Azurite, not the test's byte generator.
 #[test]
 #[ignore = "measurement: ~200 MB through Azurite"]
 fn measure_200mb_upload() {
     let azurite = azurite_with("measure");
     let sink = AzureSink::from_config(&azurite.sink_config("measure")).unwrap();
-    let len = 200 * 1000 * 1000;
+    let mut block = vec![0u8; MIB];
+    pattern_at(0, &mut block);
+    let blocks = 191; // 200.3 MB
+    let len = blocks * MIB;
     let hwm_before = vm_hwm_kib();
     let started = Instant::now();
-    upload(&sink, "big.db.zst", len).expect("upload");
+    let mut w = sink.create("big.db.zst").unwrap();
+    for _ in 0..blocks {
+        for chunk in block.chunks(128 * 1024) {
+            w.write_all(chunk).unwrap();
+        }
+    }
+    assert_eq!(w.finish().unwrap(), len as u64);
     let up = started.elapsed().as_secs_f64();
+
     let started = Instant::now();
-    assert_pattern(&sink, "big.db.zst", len);
+    let mut r = sink.get("big.db.zst").unwrap();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut at = 0;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        let off = at % MIB;
+        let first = n.min(MIB - off);
+        assert!(buf[..first] == block[off..off + first], "differs near {at}");
+        assert!(buf[first..n] == block[..n - first], "differs near {at}");
+        at += n;
+    }
+    assert_eq!(at, len);
     let down = started.elapsed().as_secs_f64();
     let hwm_after = vm_hwm_kib();
     eprintln!(
-        "upload {:.1} MB/s ({up:.1}s), download+compare {:.1} MB/s ({down:.1}s); \
+        "{:.1} MB: upload {:.1} MB/s ({up:.1}s), download+compare {:.1} MB/s ({down:.1}s); \
          part buffers peak {} MiB (bound {} MiB); VmHWM {} -> {} MiB",
+        len as f64 / 1e6,
         len as f64 / up / 1e6,
         len as f64 / down / 1e6,
         sink.buffer_peak() / MIB,

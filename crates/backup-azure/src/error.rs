@@ -39,9 +39,14 @@ pub(crate) fn sink_error(
     // Listing errors arrive as `Generic`, without the status mapping the
     // other calls get: recognise them by status line or Azure error code.
     let auth_failure = matches!(err, E::PermissionDenied { .. } | E::Unauthenticated { .. })
-        || ["403 Forbidden", "401 Unauthorized", "AuthorizationFailure", "AuthenticationFailed"]
-            .iter()
-            .any(|marker| detail.contains(marker));
+        || [
+            "403 Forbidden",
+            "401 Unauthorized",
+            "AuthorizationFailure",
+            "AuthenticationFailed",
+        ]
+        .iter()
+        .any(|marker| detail.contains(marker));
     if detail.contains("ContainerNotFound") {
         return SinkError::Remote {
             op,

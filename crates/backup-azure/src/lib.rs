@@ -165,7 +165,11 @@ impl AzureSink {
         })
     }
 
-    fn map(&self, op: &'static str, key: &str) -> impl FnOnce(object_store::Error) -> SinkError + use<> {
+    fn map(
+        &self,
+        op: &'static str,
+        key: &str,
+    ) -> impl FnOnce(object_store::Error) -> SinkError + use<> {
         let scrubber = self.scrubber.clone();
         let key = key.to_string();
         move |e| error::sink_error(&scrubber, op, &key, e)
@@ -216,9 +220,12 @@ impl Sink for AzureSink {
         let path = self.path(key)?;
         let store = self.store.clone();
         let on_err = self.map("get", key);
-        let result = self.runtime.run("get", key, async move {
-            store.get(&path).await.map_err(on_err)
-        })?;
+        let result =
+            self.runtime.run(
+                "get",
+                key,
+                async move { store.get(&path).await.map_err(on_err) },
+            )?;
         let expected = result.meta.size;
         Ok(Box::new(AzureReader::start(
             self.runtime.clone(),
@@ -233,14 +240,15 @@ impl Sink for AzureSink {
         let path = self.path(key)?;
         let store = self.store.clone();
         let on_err = self.map("size", key);
-        self.runtime.run("size", key, async move {
-            match store.head(&path).await {
-                Ok(meta) => Ok(Some(meta.size)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(on_err(e)),
-            }
-        })
-        .or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })
+        self.runtime
+            .run("size", key, async move {
+                match store.head(&path).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(on_err(e)),
+                }
+            })
+            .or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
@@ -249,10 +257,12 @@ impl Sink for AzureSink {
             if self.prefix.is_empty() {
                 None
             } else {
-                Some(Path::parse(&self.prefix).map_err(|_| SinkError::InvalidKey {
-                    key: self.prefix.clone(),
-                    reason: "not a valid blob prefix",
-                })?)
+                Some(
+                    Path::parse(&self.prefix).map_err(|_| SinkError::InvalidKey {
+                        key: self.prefix.clone(),
+                        reason: "not a valid blob prefix",
+                    })?,
+                )
             }
         } else {
             Some(self.path(folder)?)
@@ -306,7 +316,8 @@ mod tests {
 
     const KEY: &str =
         "c2VjcmV0LWtleS10aGF0LW11c3QtbmV2ZXItYmUtcHJpbnRlZC1hbnl3aGVyZS0xMjM0NTY3ODkwYWJjZGVmZ2g=";
-    const SAS: &str = "sv=2024-11-04&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=SaSsIgNaTuRe%2Bvalue%3D";
+    const SAS: &str =
+        "sv=2024-11-04&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=SaSsIgNaTuRe%2Bvalue%3D";
 
     fn config() -> Azure {
         toml::from_str(
@@ -320,7 +331,12 @@ mod tests {
     }
 
     fn assert_clean(text: &str) {
-        for needle in ["c2VjcmV0", "SaSsIgNaTuRe", "SaSsIgNaTuRe%2Bvalue", "sig=SaS"] {
+        for needle in [
+            "c2VjcmV0",
+            "SaSsIgNaTuRe",
+            "SaSsIgNaTuRe%2Bvalue",
+            "sig=SaS",
+        ] {
             assert!(!text.contains(needle), "secret leaked: {text}");
         }
     }

@@ -32,7 +32,10 @@ impl SinkRuntime {
     }
 
     pub(crate) fn handle(&self) -> &Handle {
-        self.runtime.as_ref().expect("runtime lives until drop").handle()
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
     }
 
     /// Run `fut` on the runtime and wait for it on this thread.

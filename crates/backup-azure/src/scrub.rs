@@ -115,7 +115,10 @@ fn redact_query_param(text: &str, name: &str) -> String {
         let start = pos + found;
         // Only a real parameter: at the start or after `?`, `&`, `;` or space.
         let ok_before = start == 0
-            || matches!(text[..start].chars().next_back(), Some('?' | '&' | ';' | ' ' | '\''));
+            || matches!(
+                text[..start].chars().next_back(),
+                Some('?' | '&' | ';' | ' ' | '\'')
+            );
         let value_start = start + name.len();
         out.push_str(&text[pos..value_start]);
         if ok_before {

@@ -231,10 +231,7 @@ impl SinkWriter for AzureWriter {
             return Err(SinkError::Remote {
                 op: "verify upload",
                 key: self.key.clone(),
-                message: format!(
-                    "wrote {} bytes but the store reports {size}",
-                    self.written
-                ),
+                message: format!("wrote {} bytes but the store reports {size}", self.written),
             });
         }
         Ok(size)
@@ -250,7 +247,6 @@ impl SinkWriter for AzureWriter {
         }
     }
 }
-
 
 async fn upload_task(
     store: Arc<dyn ObjectStore>,
@@ -284,7 +280,10 @@ async fn upload_task(
         Some(Msg::Part(part)) => part,
     };
 
-    let mut upload = store.put_multipart(&path).await.map_err(err("start upload"))?;
+    let mut upload = store
+        .put_multipart(&path)
+        .await
+        .map_err(err("start upload"))?;
     let mut in_flight = FuturesUnordered::new();
     let mut total = 0u64;
     let mut next = Some(Msg::Part(first));

@@ -250,6 +250,6 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
         })
         .filter(|l| !pruned.contains(l.entry.key.as_str()))
         .collect();
-    out.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    out.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
     out
 }
