@@ -6,5 +6,6 @@
 //! programs. A missing external tool fails loudly with the install command,
 //! never skips a test.
 
+pub mod azurite;
 pub mod faults;
 pub mod testkit;

@@ -133,7 +133,7 @@ pub struct Azure {
     /// Retries for transient errors.
     #[serde(default = "default_retries")]
     pub max_retries: usize,
-    /// Upload part size in MiB (memory per upload is about 2× this).
+    /// Upload part size in MiB (1–1024; an upload buffers at most 3 parts).
     #[serde(default = "default_part_mib")]
     pub part_size_mib: usize,
 }
