@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use backup_core::config::{Config, Database};
 use backup_core::pipeline::{Options, Target};
 use backup_core::sink::{Placement, Sink};
@@ -41,11 +41,17 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
         template: config.local.template.clone(),
         cold_only: false,
     }];
-    if config.azure.is_some() {
-        return Err(UsageError(
-            "the [azure] sink is not available in this build yet".into(),
-        ))
-        .context("configuring the Azure sink");
+    if let Some(azure) = &config.azure {
+        // Building the sink makes no network call, so `--dry-run` stays offline.
+        let sink = backup_azure::AzureSink::from_config(azure)
+            .map_err(|e| UsageError(format!("[azure] in {}: {e}", config.file.display())))?;
+        let template = backup_core::naming::Template::parse(&azure.template, azure.allow_overwrite)
+            .map_err(UsageError)?;
+        out.push(Target {
+            sink: Arc::new(sink),
+            template,
+            cold_only: false,
+        });
     }
     if let Some(cold) = &config.local.cold {
         out.push(Target {
