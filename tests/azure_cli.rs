@@ -40,13 +40,13 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
     az.stop();
     let dry = p.run_ok(&["backup", "--dry-run"]);
     assert!(dry.contains("azure://backups/sqlite/"), "{dry}");
-    assert!(dry.contains("Expected objects: 18"), "{dry}");
+    assert!(dry.contains("Expected objects: 20"), "{dry}");
     az.restart().unwrap();
 
     let out = p.run_ok(&["backup"]);
     // 4 databases × 2 sinks × (artifact + sidecar) + 2 manifests + their 2 sidecars.
     assert!(out.contains("4 ok, 0 failed"), "{out}");
-    assert!(out.contains("objects written 18/18"), "{out}");
+    assert!(out.contains("objects written 20/20"), "{out}");
 
     let sink = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
     let (stored, bad) = manifest::read_all(&sink).unwrap();

@@ -221,7 +221,7 @@ fn missing_source_is_a_warning_and_a_skip() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("WARN") && text.contains("gone"), "{text}");
     assert!(text.contains("skipped"), "{text}");
-    assert!(text.contains("objects written 3/3"), "{text}");
+    assert!(text.contains("objects written 4/4"), "{text}");
     let labels: Vec<String> = p.catalog().into_iter().map(|l| l.entry.label).collect();
     assert_eq!(labels, ["present"]);
 }

@@ -148,7 +148,8 @@ impl Plan {
                 sinks.extend(arts.iter().map(|a| a.target));
             }
         }
-        n + sinks.len()
+        // Each sink used also gets a manifest and the manifest's sidecar.
+        n + 2 * sinks.len()
     }
 }
 
@@ -340,7 +341,7 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
         }
     }
     let written_objects =
-        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + manifests.len();
+        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + 2 * manifests.len();
     let report = RunReport {
         run_id: plan.run_id.clone(),
         expected_objects: plan.expected_objects(),

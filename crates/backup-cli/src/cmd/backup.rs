@@ -79,7 +79,7 @@ fn print_plan(plan: &Plan, config: &Config) {
         }
     }
     println!(
-        "Expected objects: {} (artifact + sidecar per sink and database, one manifest per sink)",
+        "Expected objects: {} (artifact + sidecar per sink and database, a manifest and its sidecar per sink)",
         plan.expected_objects()
     );
 }
