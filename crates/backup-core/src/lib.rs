@@ -32,11 +32,13 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod fsutil;
+pub mod lock;
 pub mod manifest;
 pub mod naming;
 pub mod pipeline;
 pub mod sink;
 pub mod snapshot;
+pub mod state;
 pub mod verify;
 
 pub use jiff;
