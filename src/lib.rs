@@ -1,1 +1,1 @@
-
+pub mod ops_support;

@@ -237,14 +237,14 @@ mod tests {
             config: "x.toml".as_ref(),
         };
         let t = n.text();
-        assert!(t.contains("`mission-control` failed 3 runs in a row"), "{t}");
+        assert!(
+            t.contains("`mission-control` failed 3 runs in a row"),
+            "{t}"
+        );
         assert!(t.contains("file is not a database"), "{t}");
         assert_eq!((n.kind(), n.failures()), ("failure", 3));
         let rec = Event::Recovery { failures: 1 };
-        let n = Notice {
-            event: &rec,
-            ..n
-        };
+        let n = Notice { event: &rec, ..n };
         assert!(n.text().contains("recovered"), "{}", n.text());
         assert!(n.text().ends_with("after 1 failed run."), "{}", n.text());
         assert_eq!(n.error(), "");

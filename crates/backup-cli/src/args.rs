@@ -242,7 +242,8 @@ pub enum ScheduleCommand {
 
 /// `schedule print` arguments.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("format").required(true).args(["systemd", "launchd"])))]
 pub struct SchedulePrintArgs {
     /// systemd service and timer units.
     #[arg(long)]

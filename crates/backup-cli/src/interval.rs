@@ -39,7 +39,9 @@ pub fn parse(text: &str) -> Result<Duration, UsageError> {
         return Err(bad());
     }
     if total == 0 {
-        return Err(UsageError(format!("interval {text:?} must be longer than 0s")));
+        return Err(UsageError(format!(
+            "interval {text:?} must be longer than 0s"
+        )));
     }
     Ok(Duration::from_secs(total))
 }
@@ -75,7 +77,17 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "4", "h", "4x", "-4h", "0s", "0h0m", "4 h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "4",
+            "h",
+            "4x",
+            "-4h",
+            "0s",
+            "0h0m",
+            "4 h",
+            "99999999999999999999d",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -27,9 +27,11 @@ pub fn init(format: LogFormat, quiet: bool, log_file: Option<&Path>) -> Result<(
     let filter = |default: &str| {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
     };
-    let mut layers: Vec<BoxedLayer> = vec![layer(format, StderrWriter, true)
-        .with_filter(filter(if quiet { "warn" } else { "info" }))
-        .boxed()];
+    let mut layers: Vec<BoxedLayer> = vec![
+        layer(format, StderrWriter, true)
+            .with_filter(filter(if quiet { "warn" } else { "info" }))
+            .boxed(),
+    ];
     if let Some(path) = log_file {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)

@@ -495,7 +495,10 @@ fn backup_one(
             outcome.errors = errors;
         }
         Err(_) if opts.observer.cancelled() => {
-            warn!("abandoned label={}: run cancelled, nothing stored", db.label);
+            warn!(
+                "abandoned label={}: run cancelled, nothing stored",
+                db.label
+            );
             outcome.skipped = Some(INTERRUPTED.into());
         }
         Err(e) => outcome.errors.push(e),

@@ -327,7 +327,13 @@ mod tests {
         RunResult::failure(t(s), &format!("run-{s}"), "file is not a database")
     }
     fn ok(s: i64) -> RunResult {
-        RunResult::success(t(s), &format!("run-{s}"), "local", "app.db.zst", 100 + s as u64)
+        RunResult::success(
+            t(s),
+            &format!("run-{s}"),
+            "local",
+            "app.db.zst",
+            100 + s as u64,
+        )
     }
 
     #[test]

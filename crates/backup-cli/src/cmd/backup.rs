@@ -98,10 +98,12 @@ pub fn run_backup_with(
         let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
         return Ok((plan, None));
     }
-    let _lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run")
-        .map_err(|e| match e {
-            held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
-            other => anyhow::Error::new(other).context("taking the run lock"),
+    let _lock =
+        FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| {
+            match e {
+                held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
+                other => anyhow::Error::new(other).context("taking the run lock"),
+            }
         })?;
     opts.observer = Arc::new(CliObserver::new(control.progress, control.cancel.clone()));
     let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());

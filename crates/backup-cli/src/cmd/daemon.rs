@@ -98,7 +98,12 @@ async fn schedule(
             config.file.display()
         );
     }
-    let stopping = || control.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+    let stopping = || {
+        control
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    };
     loop {
         match settings::load_config(&cli.config) {
             Ok(fresh) => config = fresh,
@@ -150,14 +155,7 @@ async fn run_in_thread(config: Config, control: RunControl) -> RunEnd {
     let spawned = std::thread::Builder::new()
         .name("backup-run".into())
         .spawn(move || {
-            let result = run_backup_with(
-                &config,
-                &config.databases,
-                None,
-                false,
-                false,
-                &control,
-            );
+            let result = run_backup_with(&config, &config.databases, None, false, false, &control);
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {

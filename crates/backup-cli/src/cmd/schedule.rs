@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 
 use crate::Exit;
 use crate::args::{Cli, LogFormat, ScheduleCommand};
-use crate::settings::{self, UsageError};
 use crate::interval;
+use crate::settings::{self, UsageError};
 
 /// Name of the systemd units and the launchd job.
 const NAME: &str = "sqlite-backup";
@@ -250,7 +250,10 @@ mod tests {
             "{s}"
         );
         // Interval shorter than the boot delay: first run after one interval.
-        assert!(s.contains("OnBootSec=1m30s\nOnUnitActiveSec=1m30s\n"), "{s}");
+        assert!(
+            s.contains("OnBootSec=1m30s\nOnUnitActiveSec=1m30s\n"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -260,7 +263,10 @@ mod tests {
         let s = launchd(&j);
         assert!(s.contains("<string>/etc/a&amp;b.toml</string>"), "{s}");
         assert!(s.contains("<integer>90</integer>"), "{s}");
-        assert!(s.contains("<key>StandardErrorPath</key>\n    <string>/var/log/sb.log</string>"), "{s}");
+        assert!(
+            s.contains("<key>StandardErrorPath</key>\n    <string>/var/log/sb.log</string>"),
+            "{s}"
+        );
         assert!(!s.contains("--log-file"), "{s}");
     }
 }

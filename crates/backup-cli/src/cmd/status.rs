@@ -160,13 +160,16 @@ fn print_table(config: &Config, rows: &[(&str, &DbState, Health)], now: Timestam
 /// Zero every counter, under the run lock (a run in progress would
 /// overwrite the reset when it saves).
 fn reset(config: &Config) -> Result<()> {
-    let _lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run")
-        .map_err(|e| match e {
+    let _lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(
+        |e| match e {
             held @ LockError::Held { .. } => {
-                anyhow::anyhow!("cannot reset the failure counters now: {held}; try again when it has finished")
+                anyhow::anyhow!(
+                    "cannot reset the failure counters now: {held}; try again when it has finished"
+                )
             }
             other => anyhow::Error::new(other),
-        })?;
+        },
+    )?;
     let mut state = State::load(&config.state_dir).context("reading the state file")?;
     let mut changed = Vec::new();
     for (label, db) in state.databases.iter_mut() {
