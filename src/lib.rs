@@ -9,3 +9,4 @@
 pub mod azurite;
 pub mod faults;
 pub mod testkit;
+pub mod ops_support;

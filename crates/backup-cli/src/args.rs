@@ -32,6 +32,15 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Also append log lines (same format, same level) to this file.
+    #[arg(
+        long,
+        global = true,
+        env = "SQLITE_BACKUP_LOG_FILE",
+        value_name = "FILE"
+    )]
+    pub log_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -233,7 +242,8 @@ pub enum ScheduleCommand {
 
 /// `schedule print` arguments.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("format").required(true).args(["systemd", "launchd"])))]
 pub struct SchedulePrintArgs {
     /// systemd service and timer units.
     #[arg(long)]

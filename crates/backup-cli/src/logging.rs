@@ -1,19 +1,89 @@
-//! tracing setup: human lines or JSON on stderr; stdout is for results.
+//! tracing setup: human lines or JSON on stderr (stdout is for results),
+//! optionally also appended to a log file.
+//!
+//! Levels: `info` by default, `warn` on stderr with `--quiet`; `RUST_LOG`
+//! overrides both. The log file always gets `info` (or `RUST_LOG`), so a
+//! quiet cron job still leaves a full record. Lines written while progress
+//! bars are visible hide the bars for a moment instead of garbling them.
 
-use tracing_subscriber::EnvFilter;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::args::LogFormat;
+use crate::progress;
 
-/// Install the global subscriber. `RUST_LOG` overrides the level.
-pub fn init(format: LogFormat, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Install the global subscriber.
+pub fn init(format: LogFormat, quiet: bool, log_file: Option<&Path>) -> Result<()> {
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    };
+    let mut layers: Vec<BoxedLayer> = vec![
+        layer(format, StderrWriter, true)
+            .with_filter(filter(if quiet { "warn" } else { "info" }))
+            .boxed(),
+    ];
+    if let Some(path) = log_file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the log folder {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the log file {}", path.display()))?;
+        layers.push(
+            layer(format, Mutex::new(file), false)
+                .with_filter(filter("info"))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry().with(layers).init();
+    Ok(())
+}
+
+fn layer<W>(format: LogFormat, writer: W, ansi: bool) -> BoxedLayer
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(ansi && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => base.boxed(),
+        LogFormat::Json => base.json().flatten_event(true).boxed(),
+    }
+}
+
+/// stderr, with progress bars suspended around each line.
+struct StderrWriter;
+
+impl Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        progress::suspend(|| io::stderr().write(buf))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        progress::suspend(|| io::stderr().write_all(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for StderrWriter {
+    type Writer = StderrWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        StderrWriter
     }
 }

@@ -3,10 +3,13 @@
 //! it formats results and turns errors into exit codes (0 ok, 1 failed,
 //! 2 bad usage or config).
 
+mod alerts;
 mod args;
 mod cmd;
+mod interval;
 mod logging;
 mod output;
+mod progress;
 mod settings;
 
 use std::process::ExitCode;
@@ -26,7 +29,10 @@ pub enum Exit {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    logging::init(cli.log_format, cli.quiet);
+    if let Err(e) = logging::init(cli.log_format, cli.quiet, cli.log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(Exit::Usage as u8);
+    }
     let result = cmd::run(&cli);
     let exit = match result {
         Ok(exit) => exit,

@@ -32,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod fsutil;
+pub mod lock;
 pub mod manifest;
 pub mod naming;
 pub mod pipeline;
@@ -39,6 +40,7 @@ pub mod prune;
 pub mod retention;
 pub mod sink;
 pub mod snapshot;
+pub mod state;
 pub mod verify;
 
 pub use jiff;

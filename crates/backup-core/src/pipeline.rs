@@ -44,9 +44,19 @@ pub struct Target {
     pub cold_only: bool,
 }
 
-/// Hooks for progress display (the CLI draws bars with them). Every method
-/// has a no-op default; calls come from the backup thread.
+/// Hooks for progress display (the CLI draws bars with them) and for
+/// stopping a run early. Every method has a no-op default; calls come from
+/// the backup thread.
 pub trait Observer: Send + Sync {
+    /// Asked before each database, after its snapshot and between streamed
+    /// chunks. Once it returns true the run stops cleanly: the database in
+    /// flight is abandoned (its uploads aborted, nothing stored), later
+    /// databases are not started, and both are reported as skipped with the
+    /// reason [`INTERRUPTED`]; databases finished before still get their
+    /// manifest, so the run never leaves a complete-looking partial backup.
+    fn cancelled(&self) -> bool {
+        false
+    }
     /// Snapshot progress in pages.
     fn snapshot_progress(&self, _label: &str, _done: u64, _total: u64) {}
     /// Compress + upload progress in database bytes read.
@@ -54,6 +64,10 @@ pub trait Observer: Send + Sync {
     /// The database is finished (successfully or not).
     fn database_done(&self, _label: &str) {}
 }
+
+/// Skip reason of databases abandoned or not started because the run was
+/// cancelled (see [`Observer::cancelled`]).
+pub const INTERRUPTED: &str = "interrupted: run cancelled, nothing of it stored";
 
 /// An observer that shows nothing.
 #[derive(Debug, Default)]
@@ -270,6 +284,15 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
     for item in &plan.items {
         let label = item.database.label.clone();
         let outcome = match &item.action {
+            _ if opts.observer.cancelled() => {
+                warn!("not starting label={label}: run cancelled");
+                Outcome {
+                    label,
+                    skipped: Some(INTERRUPTED.into()),
+                    written: vec![],
+                    errors: vec![],
+                }
+            }
             Action::Skip(reason) => {
                 warn!("skipping label={label}: {reason}");
                 Outcome {
@@ -502,8 +525,16 @@ fn backup_one(
             outcome.written = written;
             outcome.errors = errors;
         }
+        Err(_) if opts.observer.cancelled() => {
+            warn!(
+                "abandoned label={}: run cancelled, nothing stored",
+                db.label
+            );
+            outcome.skipped = Some(INTERRUPTED.into());
+        }
         Err(e) => outcome.errors.push(e),
     }
+    opts.observer.database_done(&db.label);
     outcome
 }
 
@@ -556,6 +587,10 @@ fn backup_streams(
         stats.elapsed.as_millis()
     );
 
+    if opts.observer.cancelled() {
+        return Err(INTERRUPTED.into());
+    }
+
     // Check the snapshot on another core while the main thread compresses.
     let checks = Checks::for_database(db, opts.verify_level);
     let check_path = scratch.0.clone();
@@ -591,6 +626,9 @@ fn backup_streams(
             let n = raw.read(&mut buf)?;
             if n == 0 {
                 break;
+            }
+            if opts.observer.cancelled() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, INTERRUPTED));
             }
             enc.write_all(&buf[..n])?;
             done += n as u64;

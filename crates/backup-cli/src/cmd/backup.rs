@@ -1,23 +1,37 @@
-//! `sqlite-backup backup`.
+//! `sqlite-backup backup`, and the one place every real run goes through
+//! ([`run_backup_with`]): run lock, pipeline, state file, alerts. `backup`,
+//! `daemon` and `demo` all call it.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use backup_core::config::Config;
+use backup_core::lock::{self, FileLock, LockError};
 use backup_core::pipeline::{self, Action, Plan, RunReport};
+use backup_core::state::{Event, RunResult, State};
+use tracing::{error, info, warn};
 
 use crate::Exit;
+use crate::alerts;
 use crate::args::{BackupArgs, Cli, TierArg};
 use crate::output::{Table, size};
+use crate::progress::{self, CliObserver};
 use crate::settings;
 
 pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     let databases = settings::select(&config, &args.labels)?;
-    let (plan, report) = run_backup(
+    let (plan, report) = run_backup_with(
         &config,
         &databases,
         args.tag.clone(),
         args.tier == Some(TierArg::Cold),
         args.dry_run,
+        &RunControl {
+            progress: progress::wanted(cli.quiet),
+            cancel: None,
+        },
     )?;
     let Some(report) = report else {
         print_plan(&plan, &config);
@@ -31,7 +45,22 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
     })
 }
 
-/// Plan and (unless `dry_run`) execute a backup of `databases`.
+/// How a run is carried out beyond what the config says.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// Draw progress bars for large databases.
+    pub progress: bool,
+    /// Set to true to stop the run cleanly (the database in flight is
+    /// abandoned, nothing incomplete is stored).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A run refused because another one holds the run lock (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; nothing was backed up, try again when it has finished")]
+pub struct RunRefused(pub LockError);
+
+/// Plan and (unless `dry_run`) execute a backup of `databases`, silently.
 pub fn run_backup(
     config: &Config,
     databases: &[backup_core::config::Database],
@@ -39,14 +68,112 @@ pub fn run_backup(
     cold: bool,
     dry_run: bool,
 ) -> Result<(Plan, Option<RunReport>)> {
+    run_backup_with(
+        config,
+        databases,
+        tag,
+        cold,
+        dry_run,
+        &RunControl::default(),
+    )
+}
+
+/// Plan and (unless `dry_run`) execute a backup of `databases`.
+///
+/// A real run holds `state_dir/run.lock` throughout (another run of the
+/// same config is refused with [`RunRefused`], naming the holder's pid),
+/// then records each database's result in the state file and sends the
+/// alerts and recovery messages that result calls for.
+pub fn run_backup_with(
+    config: &Config,
+    databases: &[backup_core::config::Database],
+    tag: Option<String>,
+    cold: bool,
+    dry_run: bool,
+    control: &RunControl,
+) -> Result<(Plan, Option<RunReport>)> {
     let targets = settings::targets(config)?;
-    let opts = settings::options(config, tag, cold)?;
-    let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
+    let mut opts = settings::options(config, tag, cold)?;
     if dry_run {
+        let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
         return Ok((plan, None));
     }
+    let _lock =
+        FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| {
+            match e {
+                held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
+                other => anyhow::Error::new(other).context("taking the run lock"),
+            }
+        })?;
+    opts.observer = Arc::new(CliObserver::new(control.progress, control.cancel.clone()));
+    let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
     let report = pipeline::execute(&plan, &targets, &opts);
+    record_run(config, &report);
     Ok((plan, Some(report)))
+}
+
+/// Update the state file with a run's results and send what it calls for.
+/// Problems here are logged, never fatal: the backups themselves are done.
+fn record_run(config: &Config, report: &RunReport) {
+    let (mut state, problem) = State::load_or_recover(&config.state_dir);
+    if let Some(p) = problem {
+        warn!("{p}; failure counters start again from zero");
+    }
+    let threshold = config.alerts.as_ref().map_or(3, |a| a.after_failures);
+    let now = jiff::Timestamp::now();
+    let mut events = Vec::new();
+    for o in &report.outcomes {
+        let run = RunResult {
+            at: o.written.first().map_or(now, |(_, e)| e.snapshot_at),
+            run_id: report.run_id.clone(),
+            written: o
+                .written
+                .iter()
+                .map(|(sink, e)| (sink.clone(), e.key.clone(), e.size))
+                .collect(),
+            error: (!o.errors.is_empty()).then(|| o.errors.join("; ")),
+        };
+        let db = state.database(&o.label);
+        if let Some(event) = db.record(&run, threshold) {
+            events.push((o.label.clone(), event));
+        } else if run.error.is_some() {
+            info!(
+                "failure count label={} failures={} alert_after={threshold}",
+                o.label, db.consecutive_failures
+            );
+        }
+    }
+    save(&mut state, config);
+    let mut undelivered = false;
+    for (label, event) in &events {
+        match event {
+            Event::Alert { failures, error } => error!(
+                "alert label={label} failures={failures}: backup failed {failures} runs in a row: {error}"
+            ),
+            Event::Recovery { failures } => {
+                info!("recovery label={label} failures={failures}: backup succeeded again")
+            }
+        }
+        let notice = alerts::Notice {
+            label,
+            event,
+            run_id: &report.run_id,
+            config: &config.file,
+        };
+        if !alerts::send(config.alerts.as_ref(), &notice) && matches!(event, Event::Alert { .. }) {
+            state.database(label).alert_undelivered();
+            undelivered = true;
+        }
+    }
+    if undelivered {
+        save(&mut state, config);
+    }
+}
+
+fn save(state: &mut State, config: &Config) {
+    if let Err(e) = state.save(&config.state_dir) {
+        error!("{e}: failure counters were not updated");
+    }
 }
 
 fn print_plan(plan: &Plan, config: &Config) {

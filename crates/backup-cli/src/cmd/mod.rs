@@ -17,7 +17,7 @@ use anyhow::Result;
 use crate::Exit;
 use crate::args::{Cli, Command};
 
-pub use backup::run_backup;
+pub use backup::{RunControl, RunRefused, run_backup, run_backup_with};
 
 /// Dispatch.
 pub fn run(cli: &Cli) -> Result<Exit> {

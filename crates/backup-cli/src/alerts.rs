@@ -1,0 +1,279 @@
+//! Delivering failure alerts and recovery messages: a Slack-compatible
+//! webhook (`POST {"text": …}`) and/or a command with the details in
+//! `SQLITE_BACKUP_*` environment variables.
+//!
+//! The webhook URL is a secret (it is the credential): it never appears in a
+//! log line or error message; HTTP errors are reported without it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_core::config::Alerts;
+use backup_core::state::Event;
+use tracing::{info, warn};
+
+/// How long one webhook POST may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the alert command may run before it is killed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One message about one database.
+#[derive(Debug, Clone)]
+pub struct Notice<'a> {
+    /// Database label.
+    pub label: &'a str,
+    /// What happened.
+    pub event: &'a Event,
+    /// The run that caused it.
+    pub run_id: &'a str,
+    /// The config file (names the installation in the message).
+    pub config: &'a std::path::Path,
+}
+
+impl Notice<'_> {
+    /// `failure` or `recovery` (`SQLITE_BACKUP_EVENT`).
+    pub fn kind(&self) -> &'static str {
+        match self.event {
+            Event::Alert { .. } => "failure",
+            Event::Recovery { .. } => "recovery",
+        }
+    }
+
+    /// The consecutive failure count the message is about.
+    pub fn failures(&self) -> u32 {
+        match self.event {
+            Event::Alert { failures, .. } | Event::Recovery { failures } => *failures,
+        }
+    }
+
+    /// The error, for failures.
+    pub fn error(&self) -> &str {
+        match self.event {
+            Event::Alert { error, .. } => error,
+            Event::Recovery { .. } => "",
+        }
+    }
+
+    /// The human text (the webhook's `text`, `SQLITE_BACKUP_TEXT`).
+    pub fn text(&self) -> String {
+        let host = hostname();
+        match self.event {
+            Event::Alert { failures, error } => format!(
+                ":rotating_light: sqlite-backup on {host}: backup of `{}` failed {failures} runs in a row (run {}). Last error: {error}",
+                self.label, self.run_id
+            ),
+            Event::Recovery { failures } => format!(
+                ":white_check_mark: sqlite-backup on {host}: backup of `{}` recovered: run {} succeeded after {failures} failed run{}.",
+                self.label,
+                self.run_id,
+                if *failures == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Send `notice` through every configured channel. Returns true when it
+/// reached at least one (or none is configured: the log line is then the
+/// only alert), false when every configured channel failed.
+pub fn send(alerts: Option<&Alerts>, notice: &Notice<'_>) -> bool {
+    let webhook = alerts.and_then(|a| a.webhook.as_ref());
+    let command = alerts.and_then(|a| a.command.as_deref());
+    if webhook.is_none() && command.is_none() {
+        warn!(
+            "alert not sent label={} event={}: no webhook or command under [alerts]",
+            notice.label,
+            notice.kind()
+        );
+        return true;
+    }
+    let mut delivered = false;
+    if let Some(url) = webhook {
+        match post_webhook(url.expose(), &notice.text()) {
+            Ok(()) => {
+                info!(
+                    "alert sent label={} event={} via=webhook",
+                    notice.label,
+                    notice.kind()
+                );
+                delivered = true;
+            }
+            Err(e) => warn!(
+                "alert webhook failed label={} event={}: {e}",
+                notice.label,
+                notice.kind()
+            ),
+        }
+    }
+    if let Some(cmd) = command {
+        match run_command(cmd, notice) {
+            Ok(()) => {
+                info!(
+                    "alert sent label={} event={} via=command",
+                    notice.label,
+                    notice.kind()
+                );
+                delivered = true;
+            }
+            Err(e) => warn!(
+                "alert command failed label={} event={}: {e}",
+                notice.label,
+                notice.kind()
+            ),
+        }
+    }
+    delivered
+}
+
+/// POST `{"text": text}`; one retry after a short pause. Errors never
+/// contain the URL.
+fn post_webhook(url: &str, text: &str) -> Result<(), String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .user_agent(concat!("sqlite-backup/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", e.without_url()))?;
+    let body = serde_json::json!({ "text": text });
+    let mut last = String::new();
+    for attempt in 0..2 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        match client
+            .post(url)
+            .json(&body)
+            .send()
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                // A 4xx will not get better by retrying.
+                let give_up = e.status().is_some_and(|s| s.is_client_error());
+                last = e.without_url().to_string();
+                if give_up {
+                    break;
+                }
+            }
+        }
+    }
+    Err(format!("POST to the configured webhook: {last}"))
+}
+
+/// Run the command through the shell with the details in the environment.
+fn run_command(cmd: &str, notice: &Notice<'_>) -> Result<(), String> {
+    let mut c = if cfg!(windows) {
+        let mut c = Command::new("cmd");
+        c.arg("/C").arg(cmd);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(cmd);
+        c
+    };
+    c.env("SQLITE_BACKUP_EVENT", notice.kind())
+        .env("SQLITE_BACKUP_LABEL", notice.label)
+        .env("SQLITE_BACKUP_ERROR", notice.error())
+        .env("SQLITE_BACKUP_FAILURES", notice.failures().to_string())
+        .env("SQLITE_BACKUP_RUN_ID", notice.run_id)
+        .env("SQLITE_BACKUP_CONFIG", notice.config)
+        .env("SQLITE_BACKUP_TEXT", notice.text())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = c.spawn().map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{cmd:?} exited with {status}")),
+            Ok(None) if started.elapsed() > COMMAND_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{cmd:?} did not finish within {}s and was killed",
+                    COMMAND_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("waiting for {cmd:?}: {e}")),
+        }
+    }
+}
+
+/// This machine's name, for the message (best effort).
+fn hostname() -> String {
+    let from_file = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| from_file("/proc/sys/kernel/hostname"))
+        .or_else(|| from_file("/etc/hostname"))
+        .or_else(|| {
+            Command::new("hostname")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_name_label_error_and_count() {
+        let alert = Event::Alert {
+            failures: 3,
+            error: "file is not a database".into(),
+        };
+        let n = Notice {
+            label: "mission-control",
+            event: &alert,
+            run_id: "r1",
+            config: "x.toml".as_ref(),
+        };
+        let t = n.text();
+        assert!(
+            t.contains("`mission-control` failed 3 runs in a row"),
+            "{t}"
+        );
+        assert!(t.contains("file is not a database"), "{t}");
+        assert_eq!((n.kind(), n.failures()), ("failure", 3));
+        let rec = Event::Recovery { failures: 1 };
+        let n = Notice { event: &rec, ..n };
+        assert!(n.text().contains("recovered"), "{}", n.text());
+        assert!(n.text().ends_with("after 1 failed run."), "{}", n.text());
+        assert_eq!(n.error(), "");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn command_gets_details_in_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let cmd = format!(
+            "echo \"$SQLITE_BACKUP_EVENT|$SQLITE_BACKUP_LABEL|$SQLITE_BACKUP_FAILURES|$SQLITE_BACKUP_ERROR\" > {}",
+            out.display()
+        );
+        let alert = Event::Alert {
+            failures: 3,
+            error: "boom".into(),
+        };
+        let n = Notice {
+            label: "costs",
+            event: &alert,
+            run_id: "r1",
+            config: "x.toml".as_ref(),
+        };
+        run_command(&cmd, &n).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out).unwrap().trim(),
+            "failure|costs|3|boom"
+        );
+        assert!(run_command("exit 3", &n).unwrap_err().contains("exit"));
+    }
+}
