@@ -8,5 +8,5 @@
 
 pub mod azurite;
 pub mod faults;
-pub mod testkit;
 pub mod ops_support;
+pub mod testkit;

@@ -4,48 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of the `sqlite-backup` binary, built (once per test process) with
-/// the same profile as the running test. `SQLITE_BACKUP_BIN` overrides.
-pub fn binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SQLITE_BACKUP_BIN") {
-            return PathBuf::from(p);
-        }
-        // Test executables live in <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>")
-            .to_path_buf();
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "backup-cli",
-            "--bin",
-            "sqlite-backup",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "building sqlite-backup failed");
-        let bin = profile_dir.join(format!("sqlite-backup{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
-}
+pub use crate::testkit::binary;
 
 /// A `Command` for the binary with a clean environment for tests: no
 /// inherited config, no proxy for 127.0.0.1, plain text logs.

@@ -2,26 +2,47 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use backup_core::manifest::{self, Listed};
 use backup_core::sink::Placement;
 use backup_local::LocalSink;
 
-/// Path of the built `sqlite-backup` binary (cargo builds it for the
-/// workspace's tests; the build is checked, not assumed).
+/// Path of the `sqlite-backup` binary, built (once per test process) with
+/// the same profile as the running test. `SQLITE_BACKUP_BIN` overrides.
 pub fn binary() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join(format!("sqlite-backup{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds the binary)",
-        bin.display()
-    );
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SQLITE_BACKUP_BIN") {
+            return PathBuf::from(p);
+        }
+        // Test executables live in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>")
+            .to_path_buf();
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "backup-cli",
+            "--bin",
+            "sqlite-backup",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "building sqlite-backup failed");
+        let bin = profile_dir.join(format!("sqlite-backup{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
 }
 
 /// Fail (never skip) when an external tool is missing.
