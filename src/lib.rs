@@ -1,1 +1,1 @@
-
+pub mod restore_support;
