@@ -68,6 +68,7 @@ impl Fixture {
 
     /// Run `backup --tag TAG`; panics unless it succeeds. Returns the new entry.
     pub fn backup(&self, tag: &str) -> Entry {
+        let before: Vec<PathBuf> = self.manifests().into_iter().map(|(p, _)| p).collect();
         let out = self
             .cmd()
             .args(["backup", "--tag", tag])
@@ -79,7 +80,12 @@ impl Fixture {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let (_, m) = self.manifests().pop().expect("a manifest");
+        // Run ids of the same second do not sort by time: find the new one.
+        let (_, m) = self
+            .manifests()
+            .into_iter()
+            .find(|(p, _)| !before.contains(p))
+            .expect("a new manifest");
         m.entries.into_iter().next().expect("an entry")
     }
 
