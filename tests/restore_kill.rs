@@ -48,11 +48,7 @@ fn partials(dir: &Path) -> Vec<PathBuf> {
 fn spawn(f: &Fixture, piped: bool) -> Child {
     f.cmd()
         .args(["--quiet", "restore", "app"])
-        .stdout(if piped {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdout(if piped { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::null())
         .spawn()
         .unwrap()

@@ -48,9 +48,17 @@ fn rto_of_a_200_mb_restore_vs_integrity_check_alone() {
 
     // In place: what an operator runs after corruption (the live db is kept aside).
     let t = Instant::now();
-    let out = f.cmd().args(["--quiet", "restore", "app"]).output().unwrap();
+    let out = f
+        .cmd()
+        .args(["--quiet", "restore", "app"])
+        .output()
+        .unwrap();
     let in_place = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let timings = String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.contains("timings:"))
@@ -71,7 +79,10 @@ fn rto_of_a_200_mb_restore_vs_integrity_check_alone() {
     let fresh = t.elapsed();
     assert!(out.status.success());
     println!("restore to a new path: {fresh:.2?}");
-    assert_eq!(Sha256::hex_of(&std::fs::read(&to).unwrap()), entry.db_sha256);
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(&to).unwrap()),
+        entry.db_sha256
+    );
 
     // The floor: integrity_check alone on the same file.
     let t = Instant::now();

@@ -250,7 +250,7 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
         })
         .filter(|l| !pruned.contains(l.entry.key.as_str()))
         .collect();
-    out.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    out.sort_by_key(|b| std::cmp::Reverse(b.entry.snapshot_at));
     out
 }
 
@@ -273,6 +273,6 @@ pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
         }
     }
     // Stable sort: equal times keep sink order.
-    all.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    all.sort_by_key(|b| std::cmp::Reverse(b.entry.snapshot_at));
     (all, problems)
 }
