@@ -10,3 +10,4 @@ pub mod azurite;
 pub mod faults;
 pub mod ops_support;
 pub mod testkit;
+pub mod restore_support;

@@ -1,10 +1,380 @@
-//! `sqlite-backup restore`.
+//! `sqlite-backup restore`: resolve flags + config into a restore plan, print
+//! each step as it happens and a summary. The work is `backup_core::restore`.
 
-use anyhow::{Result, bail};
+use std::time::Instant;
+
+use anyhow::Result;
+use backup_core::manifest;
+use backup_core::restore::{
+    self, Candidate, Observer, Plan, Request, RestoreError, Selector, Step, human_duration,
+};
+use backup_core::sink::Sink;
+use backup_core::verify::ArtifactReport;
+use jiff::Timestamp;
 
 use crate::Exit;
 use crate::args::{Cli, RestoreArgs};
+use crate::output::{age, size, time};
+use crate::settings::{self, UsageError};
 
-pub fn run(_cli: &Cli, _args: &RestoreArgs) -> Result<Exit> {
-    bail!("`restore` is not implemented yet")
+pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
+    let config = settings::load_config(&cli.config)?;
+    let database = settings::select(&config, std::slice::from_ref(&args.label))?.remove(0);
+    let selector = Selector::from_flags(
+        args.at.as_deref(),
+        args.date.as_deref(),
+        args.tag.as_deref(),
+        args.id.as_deref(),
+    )
+    .map_err(UsageError)?;
+    let sinks = settings::sinks(&config)?;
+    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    if let Some(from) = &args.from {
+        restore::check_sink_name(from, &refs).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let (catalog, problems) = manifest::collect(&refs);
+    for p in &problems {
+        tracing::warn!("catalog: {p}");
+    }
+    let request = Request {
+        target: args.to.clone().unwrap_or_else(|| database.path.clone()),
+        database,
+        selector,
+        from: args.from.clone(),
+        force: args.force,
+    };
+    let plan = restore::plan(&catalog, &request)?;
+    let printer = Printer {
+        hot_days: config.retention.hot_days,
+        now: Timestamp::now(),
+        total: plan.candidates.len(),
+    };
+    print_plan(&plan, &printer, args.dry_run);
+    let started = Instant::now();
+
+    if args.dry_run {
+        if plan.refused() {
+            println!("A restore would be REFUSED now: the database is in use (see above).");
+        }
+        return match restore::dry_run(&plan, &refs, &printer) {
+            Ok(d) => {
+                println!(
+                    "Dry run: candidates were downloaded and verified in {} (now removed); \
+                     nothing beside {} was touched.",
+                    d.scratch_dir.display(),
+                    plan.target.display()
+                );
+                let c = &plan.candidates[d.chosen];
+                println!(
+                    "A restore would place snapshot {} ({}, taken {}){}.",
+                    c.listed.run_id,
+                    c.listed.entry.key,
+                    time(c.listed.entry.snapshot_at),
+                    if d.rejected.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" after rejecting {} newer candidate(s)", d.rejected.len())
+                    }
+                );
+                print_moves(&plan);
+                Ok(if plan.refused() {
+                    Exit::Failed
+                } else {
+                    Exit::Ok
+                })
+            }
+            Err(e) => fail(e),
+        };
+    }
+
+    let outcome = match restore::execute(&plan, &refs, &printer) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if let Some(p) = &outcome.post_restore {
+        match (&p.error, p.code) {
+            (Some(e), _) => println!("post_restore could not start: {e}"),
+            (None, Some(0)) => println!("post_restore: exit 0"),
+            (None, Some(c)) => println!("post_restore FAILED: exit {c}"),
+            (None, None) => println!("post_restore FAILED: killed by a signal"),
+        }
+    }
+
+    let c = &outcome.restored;
+    println!();
+    println!(
+        "{} {} from snapshot {} (sink {}, {}, taken {}, {} old) in {}.",
+        if outcome.ok() {
+            "Restored"
+        } else {
+            "Restored, WITH PROBLEMS,"
+        },
+        plan.label,
+        c.listed.run_id,
+        c.listed.sink,
+        printer.tier(c),
+        time(c.listed.entry.snapshot_at),
+        age(c.listed.entry.snapshot_at, printer.now),
+        human_duration(started.elapsed()),
+    );
+    println!(
+        "  timings: verify {}, place {}, re-check {}{}",
+        human_duration(outcome.timings.verify),
+        human_duration(outcome.timings.place),
+        human_duration(outcome.timings.recheck),
+        if outcome.post_restore.is_some() {
+            format!(
+                ", post_restore {}",
+                human_duration(outcome.timings.post_restore)
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(loss) = outcome.total_loss(&plan) {
+        println!(
+            "  walked back {} candidate(s) past the newest one: {loss}",
+            outcome.rejected.len()
+        );
+    }
+    if !outcome.forced_past.is_empty() {
+        println!(
+            "  WARNING: forced past {} process(es) still using the old file; restart them so they open the restored one",
+            outcome.forced_past.len()
+        );
+    }
+    if let Some(b) = &outcome.broken {
+        println!("  previous database kept at {}", b.display());
+        println!(
+            "  to swap back: mv {} {} (with the application stopped)",
+            b.display(),
+            plan.target.display()
+        );
+    }
+    if !outcome.recheck.ok() {
+        for p in &outcome.recheck.problems {
+            println!("  re-check FAILED: {p}");
+        }
+    }
+    Ok(if outcome.ok() { Exit::Ok } else { Exit::Failed })
+}
+
+fn fail(e: RestoreError) -> Result<Exit> {
+    if let RestoreError::NonePassed { rejected, .. } = &e {
+        println!(
+            "No candidate passed ({} tried); nothing was changed.",
+            rejected.len()
+        );
+    }
+    Err(e.into())
+}
+
+struct Printer {
+    hot_days: u32,
+    now: Timestamp,
+    total: usize,
+}
+
+impl Printer {
+    fn tier(&self, c: &Candidate) -> String {
+        super::list::tier(&c.listed, self.hot_days, self.now)
+    }
+
+    fn describe(&self, c: &Candidate) -> String {
+        format!(
+            "{} {} {:<5} {:<6} {:<10} {:>9}  {}",
+            c.listed.run_id,
+            time(c.listed.entry.snapshot_at),
+            self.tier(c),
+            c.listed.sink,
+            c.listed.entry.tag.as_deref().unwrap_or("-"),
+            size(c.listed.entry.size),
+            c.listed.entry.key
+        )
+    }
+}
+
+fn passed(report: &ArtifactReport) -> String {
+    let mut parts = vec![
+        "sha256 matches sidecar and manifest".to_string(),
+        "decompressed".to_string(),
+        "integrity_check ok".to_string(),
+        "foreign_key_check empty".to_string(),
+    ];
+    if let Some(f) = &report.db.facts
+        && !f.row_counts.is_empty()
+    {
+        parts.push(format!(
+            "required tables present ({})",
+            f.row_counts
+                .iter()
+                .map(|(t, n)| format!("{t} {n} rows"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    parts.join(", ")
+}
+
+impl Observer for Printer {
+    fn step(&self, step: &Step<'_>) {
+        match step {
+            Step::CleanedLeftover { path } => {
+                println!(
+                    "Removed a leftover of an interrupted restore: {}",
+                    path.display()
+                )
+            }
+            Step::InUse { holders, forced } => {
+                for h in *holders {
+                    if *forced {
+                        tracing::warn!("--force: restoring although {h}");
+                    }
+                    println!("In use: {h}");
+                }
+            }
+            Step::Verifying {
+                index,
+                candidate,
+                into,
+            } => println!(
+                "[{}/{}] verifying {} (sink {}, taken {}) into {}",
+                index + 1,
+                self.total,
+                candidate.listed.entry.key,
+                candidate.listed.sink,
+                time(candidate.listed.entry.snapshot_at),
+                into.display()
+            ),
+            Step::Rejected { problems, .. } => {
+                for p in *problems {
+                    println!("      REJECTED: {p}");
+                }
+            }
+            Step::WalkBack { to } => println!(
+                "      walking back to {} (sink {}, {}): {}",
+                to.listed.run_id,
+                to.listed.sink,
+                self.tier(to),
+                to.loss.as_ref().map(|l| l.to_string()).unwrap_or_default()
+            ),
+            Step::Accepted { report, .. } => println!("      ok: {}", passed(report)),
+            Step::KeptAside { from, to, how } => println!(
+                "Kept the live database aside: {} -> {} ({how})",
+                from.display(),
+                to.display()
+            ),
+            Step::SideFileMoved { from, to } => {
+                println!("Moved aside {} -> {}", from.display(), to.display())
+            }
+            Step::SideFileRemoved { path } => println!("Removed {}", path.display()),
+            Step::Placed { path } => println!(
+                "Placed the verified snapshot at {} (fsync file, rename, fsync folder)",
+                path.display()
+            ),
+            Step::Rechecked { report } => {
+                if report.ok() {
+                    println!("Re-checked the placed file: integrity_check ok");
+                } else {
+                    println!("Re-check of the placed file FAILED");
+                }
+            }
+            Step::PostRestoreStarted { command } => println!("Running post_restore: {command}"),
+        }
+    }
+}
+
+fn print_plan(plan: &Plan, p: &Printer, dry_run: bool) {
+    println!(
+        "{}restore {} -> {}{}",
+        if dry_run { "Dry run: " } else { "" },
+        plan.label,
+        plan.target.display(),
+        if plan.target_exists {
+            ""
+        } else {
+            " (no database there yet)"
+        }
+    );
+    println!(
+        "Selection: {}; {} candidate(s), tried newest first:",
+        plan.selector,
+        plan.candidates.len()
+    );
+    for (i, c) in plan.candidates.iter().enumerate() {
+        println!("  {}. {}", i + 1, p.describe(c));
+        if let Some(loss) = &c.loss {
+            println!("     step back from {}: {loss}", loss.from_run);
+        }
+    }
+    let mut checks = vec![
+        "sidecar + manifest sha256".to_string(),
+        "decompress".to_string(),
+        "integrity_check = ok".to_string(),
+        "foreign_key_check empty".to_string(),
+    ];
+    if !plan.checks.required_tables.is_empty() {
+        checks.push(format!(
+            "required tables {}",
+            plan.checks.required_tables.join(", ")
+        ));
+    }
+    checks.extend(plan.checks.queries.iter().map(|q| format!("check `{q}`")));
+    println!("Checks: {}", checks.join("; "));
+    if plan.holders.is_empty() {
+        println!("In use: no other process has it open or locked");
+    } else {
+        for h in &plan.holders {
+            println!(
+                "In use: {h}{}",
+                if plan.force {
+                    " (--force: restoring anyway)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if dry_run {
+        return;
+    }
+    print_moves(plan);
+}
+
+fn print_moves(plan: &Plan) {
+    println!("Moves:");
+    println!(
+        "  decompress + verify into {} (beside the target)",
+        plan.scratch.display()
+    );
+    if let Some(b) = &plan.broken {
+        if plan.target_exists {
+            println!(
+                "  keep {} as {} (hard link; never deleted)",
+                plan.target.display(),
+                b.display()
+            );
+        }
+        for s in &plan.side_files {
+            let name = s.to_string_lossy();
+            if name.ends_with("-shm") {
+                println!("  remove {} (rebuilt by SQLite)", s.display());
+            } else {
+                let suffix = if name.ends_with("-wal") {
+                    "-wal"
+                } else {
+                    "-journal"
+                };
+                println!("  move {} -> {}{suffix}", s.display(), b.display());
+            }
+        }
+    }
+    println!(
+        "  rename {} -> {} (fsync file, rename, fsync folder), then integrity_check it",
+        plan.scratch.display(),
+        plan.target.display()
+    );
+    if let Some(cmd) = &plan.post_restore {
+        println!("  run post_restore: sh -c {cmd:?}");
+    }
 }
