@@ -9,5 +9,5 @@
 pub mod azurite;
 pub mod faults;
 pub mod ops_support;
-pub mod testkit;
 pub mod restore_support;
+pub mod testkit;

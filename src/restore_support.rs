@@ -154,7 +154,17 @@ impl Fixture {
         e.size = compressed.len() as u64;
         e.db_sha256 = Sha256::hex_of(db);
         e.db_size = db.len() as u64;
-        std::fs::write(path, m.to_bytes()).unwrap();
+        let bytes = m.to_bytes();
+        // Keep the manifest's own sidecar consistent too: only the
+        // database checks may catch what is wrong.
+        let key = m.key();
+        let sidecar = self.root.join(backup_core::manifest::sidecar_key(&key));
+        std::fs::write(
+            sidecar,
+            Sidecar::new(Sha256::hex_of(&bytes), backup_core::naming::file_name(&key)).render(),
+        )
+        .unwrap();
+        std::fs::write(path, bytes).unwrap();
     }
 
     /// Files in the live folder other than the database itself.
