@@ -45,8 +45,18 @@ pub struct Manifest {
     pub started_at: Timestamp,
     /// Run end (when the manifest was written).
     pub finished_at: Timestamp,
-    /// SHA-256 of the previous manifest's bytes in this sink, if any.
+    /// SHA-256 of the previous manifest's bytes in this sink, if any: the
+    /// link that makes the catalog a hash chain.
     pub previous: Option<String>,
+    /// Run id of the previous manifest, so a missing one can be named.
+    /// Absent in manifests written before it existed.
+    #[serde(default)]
+    pub previous_run_id: Option<String>,
+    /// Short digests of every field of the previous manifest (see
+    /// [`field_digests`]), so an altered manifest can be diagnosed down to
+    /// the field. A locator, not the security boundary: `previous` is.
+    #[serde(default)]
+    pub previous_fields: BTreeMap<String, String>,
     /// Artifacts written by this run.
     pub entries: Vec<Entry>,
     /// Artifacts of earlier runs deleted by `prune` in this run.
@@ -212,11 +222,90 @@ pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), Sin
 
 /// SHA-256 of the newest manifest's bytes: the chain head.
 pub fn head(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
+    Ok(tip(sink)?.map(|t| t.sha256))
+}
+
+/// The newest manifest of a sink (greatest key), as the next manifest
+/// links to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// Its key.
+    pub key: String,
+    /// Its run id (from the key, so an unreadable manifest still has one).
+    pub run_id: String,
+    /// SHA-256 of its bytes: the chain head.
+    pub sha256: String,
+    /// [`field_digests`] of its bytes.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Read the newest manifest of a sink, if any.
+pub fn tip(sink: &dyn Sink) -> Result<Option<Tip>, SinkError> {
     let keys = sink.list(MANIFEST_DIR)?;
-    match keys.iter().filter(|k| k.ends_with(".json")).max() {
-        Some(k) => Ok(Some(Sha256::hex_of(&get_bytes(sink, k)?))),
-        None => Ok(None),
+    let Some(key) = keys.into_iter().filter(|k| k.ends_with(".json")).max() else {
+        return Ok(None);
+    };
+    let bytes = get_bytes(sink, &key)?;
+    Ok(Some(Tip {
+        run_id: run_id_of_key(&key).to_string(),
+        sha256: Sha256::hex_of(&bytes),
+        fields: field_digests(&bytes),
+        key,
+    }))
+}
+
+/// The run id a manifest key stands for: `manifests/<run id>.json`.
+///
+/// ```
+/// use backup_core::manifest::run_id_of_key;
+/// assert_eq!(run_id_of_key("manifests/20261123T130812Z-1a2b.json"), "20261123T130812Z-1a2b");
+/// ```
+pub fn run_id_of_key(key: &str) -> &str {
+    let name = key.strip_prefix(MANIFEST_DIR).unwrap_or(key);
+    let name = name.trim_start_matches('/');
+    name.strip_suffix(".json").unwrap_or(name)
+}
+
+/// Hex digits kept of each field digest in `previous_fields`.
+pub const FIELD_DIGEST_LEN: usize = 16;
+
+/// Short digests of the fields of a manifest, keyed by path: every
+/// top-level field (`run_id`, `finished_at`, …) and, for arrays of objects
+/// (`entries`, `pruned`), every field of every item (`entries[0].size`).
+/// Each value is the first [`FIELD_DIGEST_LEN`] hex digits of the SHA-256 of
+/// the field's compact JSON. Works on any JSON object, so it reads manifests
+/// of other versions too; bytes that are not a JSON object give an empty map.
+///
+/// ```
+/// use backup_core::manifest::field_digests;
+/// let d = field_digests(br#"{"run_id":"r1","entries":[{"size":3}]}"#);
+/// assert_eq!(d.keys().collect::<Vec<_>>(), ["entries[0].size", "run_id"]);
+/// ```
+pub fn field_digests(bytes: &[u8]) -> BTreeMap<String, String> {
+    use serde_json::Value;
+    let short = |v: &Value| {
+        let json = serde_json::to_vec(v).expect("a JSON value serializes");
+        Sha256::hex_of(&json)[..FIELD_DIGEST_LEN].to_string()
+    };
+    let mut out = BTreeMap::new();
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(bytes) else {
+        return out;
+    };
+    for (name, value) in &top {
+        match value {
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                for (i, item) in items.iter().enumerate() {
+                    for (field, v) in item.as_object().expect("checked") {
+                        out.insert(format!("{name}[{i}].{field}"), short(v));
+                    }
+                }
+            }
+            _ => {
+                out.insert(name.clone(), short(value));
+            }
+        }
     }
+    out
 }
 
 /// An artifact as found in the catalog.
