@@ -365,3 +365,92 @@ pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
     all.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
     (all, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+
+    fn entry() -> Entry {
+        Entry {
+            label: "mission-control".into(),
+            tag: Some("r75".into()),
+            key: "mission-control-r75-20260416-130812.db.zst".into(),
+            sidecar_key: "mission-control-r75-20260416-130812.db.zst.sha256".into(),
+            compression: Format::Zstd,
+            size: 1_234_567,
+            sha256: Sha256::hex_of(b"artifact"),
+            db_size: 8_388_608,
+            db_sha256: Sha256::hex_of(b"database"),
+            page_size: 4096,
+            page_count: 2048,
+            schema_sha256: Sha256::hex_of(b"schema"),
+            row_counts: BTreeMap::from([("merkle_nodes".into(), 7), ("tasks".into(), 42)]),
+            snapshot_at: "2026-04-16T13:08:12.345Z".parse().unwrap(),
+            snapshot_ms: 180,
+            verified_with: CheckLevel::QuickCheck,
+            source: "/srv/app/mission-control.db".into(),
+        }
+    }
+
+    /// The bytes of a second manifest in a chain (so every link field is
+    /// filled), with times, digests and the tool version redacted: a change
+    /// here is a format change and needs the version rule of the README.
+    #[test]
+    fn manifest_format_is_stable() {
+        let sink = MemorySink::new("local");
+        let t0: Timestamp = "2026-04-16T13:08:12Z".parse().unwrap();
+        let t1: Timestamp = "2026-04-16T13:08:14Z".parse().unwrap();
+        crate::pipeline::write_manifest(&sink, "20260416T130812Z-1a2b", t0, t1, vec![entry()], vec![])
+            .unwrap();
+        let (key, _) = crate::pipeline::write_manifest(
+            &sink,
+            "20260416T170812Z-3c4d",
+            t0,
+            t1,
+            vec![entry()],
+            vec![Pruned {
+                run_id: "20260301T130812Z-5e6f".into(),
+                key: "mission-control-20260301-130812.db.zst".into(),
+                reason: "older than 30 days (warm tier)".into(),
+            }],
+        )
+        .unwrap();
+        let text = String::from_utf8(get_bytes(&sink, &key).unwrap()).unwrap();
+        insta::with_settings!({filters => vec![
+            (r"[0-9a-f]{64}", "[sha256]"),
+            (r"\b[0-9a-f]{16}\b", "[field digest]"),
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[time]"),
+            (r#"(?m)^  "tool_version": "[^"]*""#, r#"  "tool_version": "[version]""#),
+        ]}, {
+            insta::assert_snapshot!(text);
+        });
+    }
+
+    #[test]
+    fn manifests_without_link_fields_still_read() {
+        // Written before `previous_run_id` / `previous_fields` existed.
+        let m = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            run_id: "r".into(),
+            sink: "local".into(),
+            tool_version: "0.1.0".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            finished_at: Timestamp::UNIX_EPOCH,
+            previous: None,
+            previous_run_id: None,
+            previous_fields: BTreeMap::new(),
+            entries: vec![entry()],
+            pruned: vec![],
+        };
+        let mut v = serde_json::to_value(&m).unwrap();
+        v.as_object_mut().unwrap().remove("previous_run_id");
+        v.as_object_mut().unwrap().remove("previous_fields");
+        let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, m);
+        // A newer version is refused, not misread.
+        v["version"] = (VERSION + 1).into();
+        assert!(Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).is_err());
+    }
+}
