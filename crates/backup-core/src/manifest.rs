@@ -172,14 +172,27 @@ pub fn manifest_key(run_id: &str) -> String {
     format!("{MANIFEST_DIR}/{run_id}.json")
 }
 
-/// A new run id from a time: sortable, unique enough across hosts.
+/// A new run id from a time: `20261123T130812Z-1a2b`, sortable, unique
+/// enough across hosts. The four hex digits are the millisecond (upper ten
+/// bits) and six bits of noise, so two runs in the same second still sort in
+/// the order they started: the newest manifest key is the chain head, and a
+/// run that sorted before its predecessor would fork the chain.
+///
+/// ```
+/// use backup_core::manifest::new_run_id;
+/// let t: jiff::Timestamp = "2026-11-23T13:08:12.100Z".parse().unwrap();
+/// let later = t + jiff::SignedDuration::from_millis(1);
+/// assert!(new_run_id(t) < new_run_id(later));
+/// assert!(new_run_id(t).starts_with("20261123T130812Z-"));
+/// ```
 pub fn new_run_id(at: Timestamp) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(at.as_nanosecond() as u128);
     h.write_u32(std::process::id());
-    let z = at;
-    format!("{}-{:04x}", z.strftime("%Y%m%dT%H%M%SZ"), h.finish() as u16)
+    let ms = at.subsec_millisecond().clamp(0, 999) as u16;
+    let suffix = (ms << 6) | (h.finish() as u16 & 0x3f);
+    format!("{}-{suffix:04x}", at.strftime("%Y%m%dT%H%M%SZ"))
 }
 
 /// A manifest as stored: its key, raw bytes and parsed form.
