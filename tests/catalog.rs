@@ -31,7 +31,7 @@ impl Site {
         .unwrap();
         std::fs::write(
             dir.path().join("sqlite-backup.toml"),
-            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[local]\nroot = \"backups\"\n",
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[local]\nroot = \"backups\"\n# Runs here are milliseconds apart: name artifacts by run id.\ntemplate = \"{label}-{tag}-{run}{ext}\"\n",
         )
         .unwrap();
         let site = Self { dir };
