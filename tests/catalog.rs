@@ -152,7 +152,11 @@ fn a_deleted_manifest_is_named() {
     std::fs::remove_file(site.path(&format!("backups/{}", keys[1]))).unwrap();
     assert_names(
         &site.verify(&[]),
-        &[&format!("{} was deleted", keys[1]), "field `previous` of", &keys[2]],
+        &[
+            &format!("{} was deleted", keys[1]),
+            "field `previous` of",
+            &keys[2],
+        ],
     );
 }
 
@@ -192,7 +196,10 @@ fn a_reordered_chain_is_named() {
     assert_names(
         &site.verify(&[]),
         &[
-            &format!("{} holds the manifest of run {run0} (field `run_id`)", keys[1]),
+            &format!(
+                "{} holds the manifest of run {run0} (field `run_id`)",
+                keys[1]
+            ),
             "reordered",
         ],
     );
@@ -234,13 +241,21 @@ fn a_head_that_disagrees_with_the_anchor_is_named() {
     let (code, out) = site.verify(&["--anchor", "anchors.txt"]);
     assert_names(
         &(code, out),
-        &["anchor line 1", "which is not on the chain", "LOST (line 1)"],
+        &[
+            "anchor line 1",
+            "which is not on the chain",
+            "LOST (line 1)",
+        ],
     );
     // Deleting the newest manifest (a rollback) is caught the same way.
     let site = Site::new(3);
     site.anchor();
     std::fs::remove_file(site.path(&format!("backups/{}", site.manifests()[2]))).unwrap();
-    assert_eq!(site.verify(&[]).0, 0, "without the anchor a rollback is invisible");
+    assert_eq!(
+        site.verify(&[]).0,
+        0,
+        "without the anchor a rollback is invisible"
+    );
     assert_names(
         &site.verify(&["--anchor", "anchors.txt"]),
         &["anchor line 1", "newest manifests deleted"],
@@ -348,9 +363,7 @@ fn a_thousand_runs_verify_in_under_a_second() {
     let deep = site.verify(&["--deep"]);
     let deep_time = started.elapsed();
     assert_eq!(deep.0, 0, "{}", deep.1);
-    eprintln!(
-        "1,000 runs: library {library:?}, binary {binary:?}, binary --deep {deep_time:?}"
-    );
+    eprintln!("1,000 runs: library {library:?}, binary {binary:?}, binary --deep {deep_time:?}");
     assert!(library < bound, "library took {library:?}");
     assert!(binary < bound, "binary took {binary:?}");
 }

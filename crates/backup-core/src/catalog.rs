@@ -798,8 +798,8 @@ fn check_artifact(
         }
         return Ok(());
     }
-    let digest = |field: &str, against: &str, recorded: &str, actual: &str| {
-        Problem::DigestMismatch {
+    let digest =
+        |field: &str, against: &str, recorded: &str, actual: &str| Problem::DigestMismatch {
             manifest: manifest(),
             index,
             key: entry.key.clone(),
@@ -807,8 +807,7 @@ fn check_artifact(
             against: against.into(),
             recorded: recorded.into(),
             actual: actual.into(),
-        }
-    };
+        };
     match crate::verify::read_sidecar(sink, &entry.sidecar_key)? {
         Ok(s) if s.sha256 != entry.sha256 => {
             problems.push(digest("sha256", "sidecar", &entry.sha256, &s.sha256));
@@ -847,7 +846,12 @@ fn check_artifact(
     }
     match rehash.decoded {
         Ok(db_sha256) if db_sha256 != entry.db_sha256 => {
-            problems.push(digest("db_sha256", "database", &entry.db_sha256, &db_sha256));
+            problems.push(digest(
+                "db_sha256",
+                "database",
+                &entry.db_sha256,
+                &db_sha256,
+            ));
         }
         Ok(_) => {}
         Err(message) => problems.push(Problem::ArtifactUnreadable {

@@ -352,7 +352,7 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
         })
         .filter(|l| !pruned.contains(l.entry.key.as_str()))
         .collect();
-    out.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    out.sort_by_key(|b| std::cmp::Reverse(b.entry.snapshot_at));
     out
 }
 
@@ -375,7 +375,7 @@ pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
         }
     }
     // Stable sort: equal times keep sink order.
-    all.sort_by(|a, b| b.entry.snapshot_at.cmp(&a.entry.snapshot_at));
+    all.sort_by_key(|b| std::cmp::Reverse(b.entry.snapshot_at));
     (all, problems)
 }
 
@@ -414,8 +414,15 @@ mod tests {
         let sink = MemorySink::new("local");
         let t0: Timestamp = "2026-04-16T13:08:12Z".parse().unwrap();
         let t1: Timestamp = "2026-04-16T13:08:14Z".parse().unwrap();
-        crate::pipeline::write_manifest(&sink, "20260416T130812Z-1a2b", t0, t1, vec![entry()], vec![])
-            .unwrap();
+        crate::pipeline::write_manifest(
+            &sink,
+            "20260416T130812Z-1a2b",
+            t0,
+            t1,
+            vec![entry()],
+            vec![],
+        )
+        .unwrap();
         let (key, _) = crate::pipeline::write_manifest(
             &sink,
             "20260416T170812Z-3c4d",

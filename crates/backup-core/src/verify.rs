@@ -412,9 +412,7 @@ pub fn verify_stream(
             error: e.to_string(),
         });
     }
-    if let Err(e) = drained {
-        return Err(e);
-    }
+    drained?;
     let (w, db_sha, db_size) = hashing_out.finish();
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;

@@ -36,7 +36,9 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
     let sidecar_key = crate::naming::sidecar_key(&key);
     sink.put(
         &sidecar_key,
-        crate::digest::Sidecar::new(&sha256, &key).render().as_bytes(),
+        crate::digest::Sidecar::new(&sha256, &key)
+            .render()
+            .as_bytes(),
     )
     .unwrap();
     Entry {
@@ -97,7 +99,11 @@ fn anchor_log(lines: &[(&str, &str)]) -> AnchorLog {
 #[test]
 fn a_clean_chain_has_no_problems() {
     let (sink, heads) = chain(5);
-    for depth in [ArtifactCheck::Skip, ArtifactCheck::Cheap, ArtifactCheck::Deep] {
+    for depth in [
+        ArtifactCheck::Skip,
+        ArtifactCheck::Cheap,
+        ArtifactCheck::Deep,
+    ] {
         let r = check(&sink, depth, None);
         assert!(r.ok(), "{depth:?}: {:?}", r.problems);
         assert_eq!(r.chain, 5);
@@ -113,7 +119,8 @@ fn a_clean_chain_has_no_problems() {
 #[test]
 fn manifests_record_their_predecessor_by_hash_run_and_fields() {
     let (sink, heads) = chain(2);
-    let m = Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap()).unwrap();
+    let m =
+        Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap()).unwrap();
     assert_eq!(m.previous.as_deref(), Some(heads[0].as_str()));
     assert_eq!(m.previous_run_id, Some(run_id(0)));
     assert!(m.previous_fields.contains_key("entries[0].sha256"));
@@ -130,13 +137,10 @@ fn a_deleted_manifest_is_named() {
         vec![Problem::Deleted {
             run_id: run_id(2),
             key: manifest_key(&run_id(2)),
-            sha256: Manifest::from_bytes(
-                "",
-                &get_bytes(&sink, &manifest_key(&run_id(3))).unwrap()
-            )
-            .unwrap()
-            .previous
-            .unwrap(),
+            sha256: Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(3))).unwrap())
+                .unwrap()
+                .previous
+                .unwrap(),
             named_by: manifest_key(&run_id(3)),
         }],
         "{:#?}",
@@ -145,14 +149,19 @@ fn a_deleted_manifest_is_named() {
     // The walk resumed below the gap: runs 0 and 1 are still checked.
     assert_eq!(r.chain, 4);
     let text = r.problems[0].to_string();
-    assert!(text.contains(&manifest_key(&run_id(2))) && text.contains("deleted"), "{text}");
+    assert!(
+        text.contains(&manifest_key(&run_id(2))) && text.contains("deleted"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_altered_manifest_is_named_with_its_field() {
     let (sink, _) = chain(5);
     let key = manifest_key(&run_id(1));
-    edit(&sink, &key, |v| v["entries"][0]["row_counts"]["tasks"] = 999.into());
+    edit(&sink, &key, |v| {
+        v["entries"][0]["row_counts"]["tasks"] = 999.into()
+    });
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
     match &r.problems[0] {
@@ -183,7 +192,14 @@ fn an_altered_size_is_named_twice_by_chain_and_by_artifact() {
         "{text:#?}"
     );
     assert!(
-        matches!(&r.problems[1], Problem::SizeMismatch { recorded: 1, index: 0, .. }),
+        matches!(
+            &r.problems[1],
+            Problem::SizeMismatch {
+                recorded: 1,
+                index: 0,
+                ..
+            }
+        ),
         "{text:#?}"
     );
 }
@@ -239,7 +255,9 @@ fn a_manifest_written_behind_the_head_is_cut_off() {
     write_manifest(&sink, &run_id(2), t(2), t(2), vec![e2], vec![]).unwrap();
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert!(
-        r.problems.iter().any(|p| matches!(p, Problem::Fork { keys, .. } if keys.contains(&k0))),
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::Fork { keys, .. } if keys.contains(&k0))),
         "{:#?}",
         r.problems
     );
@@ -292,8 +310,8 @@ fn two_manifests_claiming_one_previous_are_a_fork() {
     // A third run written against the same head as run 1: copy run 1's
     // link into a new manifest.
     let e = artifact(&sink, 5);
-    let mut m = Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap())
-        .unwrap();
+    let mut m =
+        Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap()).unwrap();
     m.run_id = run_id(5);
     m.entries = vec![e];
     sink.put(&m.key(), &m.to_bytes()).unwrap();
@@ -510,7 +528,10 @@ fn an_empty_sink_is_fine_unless_anchored() {
     assert!(check(&sink, ArtifactCheck::Deep, None).ok());
     let log = anchor_log(&[("local", &"e".repeat(64))]);
     let r = check(&sink, ArtifactCheck::Deep, Some(&log));
-    assert!(matches!(&r.problems[..], [Problem::AnchorNotInChain { .. }]));
+    assert!(matches!(
+        &r.problems[..],
+        [Problem::AnchorNotInChain { .. }]
+    ));
     let other = anchor_log(&[("cold", &"e".repeat(64))]);
     let r = check(&sink, ArtifactCheck::Deep, Some(&other));
     assert!(r.ok());
@@ -532,7 +553,9 @@ fn a_thousand_runs_verify_quickly() {
             tool_version: "test".into(),
             started_at: t(i),
             finished_at: t(i),
-            previous: previous.as_ref().map(|(s, _, _): &(String, String, _)| s.clone()),
+            previous: previous
+                .as_ref()
+                .map(|(s, _, _): &(String, String, _)| s.clone()),
             previous_run_id: previous.as_ref().map(|(_, r, _)| r.clone()),
             previous_fields: previous.map(|(_, _, f)| f).unwrap_or_default(),
             entries: vec![e],
