@@ -2,7 +2,8 @@
 //! binary on a local tier. Every tampering case must be detected and named
 //! (which manifest, which field), with exit code 1.
 //!
-//! Needs the binary: `cargo build -p backup-cli` first.
+//! Needs the binary: `cargo build -p backup-cli` first (`--release` too
+//! for `cargo test --release`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -49,13 +50,8 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let bin = assert_cmd::cargo::cargo_bin("sqlite-backup");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo build -p backup-cli` first",
-            bin.display()
-        );
-        Command::new(bin)
+        // Panics with the expected path when the binary is not built.
+        Command::new(assert_cmd::cargo::cargo_bin("sqlite-backup"))
             .current_dir(self.dir.path())
             .env_remove("SQLITE_BACKUP_CONFIG")
             .arg("--quiet")
