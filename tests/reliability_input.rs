@@ -245,6 +245,8 @@ fn sample_manifest() -> Vec<u8> {
         started_at: Timestamp::UNIX_EPOCH,
         finished_at: Timestamp::UNIX_EPOCH,
         previous: None,
+        previous_run_id: None,
+        previous_fields: Default::default(),
         entries: vec![entry],
         pruned: vec![],
     }

@@ -27,6 +27,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod anchor;
+pub mod catalog;
 pub mod compress;
 pub mod config;
 pub mod demo;

@@ -49,8 +49,18 @@ pub struct Manifest {
     pub started_at: Timestamp,
     /// Run end (when the manifest was written).
     pub finished_at: Timestamp,
-    /// SHA-256 of the previous manifest's bytes in this sink, if any.
+    /// SHA-256 of the previous manifest's bytes in this sink, if any: the
+    /// link that makes the catalog a hash chain.
     pub previous: Option<String>,
+    /// Run id of the previous manifest, so a missing one can be named.
+    /// Absent in manifests written before it existed.
+    #[serde(default)]
+    pub previous_run_id: Option<String>,
+    /// Short digests of every field of the previous manifest (see
+    /// [`field_digests`]), so an altered manifest can be diagnosed down to
+    /// the field. A locator, not the security boundary: `previous` is.
+    #[serde(default)]
+    pub previous_fields: BTreeMap<String, String>,
     /// Artifacts written by this run.
     pub entries: Vec<Entry>,
     /// Artifacts of earlier runs deleted by `prune` in this run.
@@ -166,14 +176,27 @@ pub fn manifest_key(run_id: &str) -> String {
     format!("{MANIFEST_DIR}/{run_id}.json")
 }
 
-/// A new run id from a time: sortable, unique enough across hosts.
+/// A new run id from a time: `20261123T130812Z-1a2b`, sortable, unique
+/// enough across hosts. The four hex digits are the millisecond (upper ten
+/// bits) and six bits of noise, so two runs in the same second still sort in
+/// the order they started: the newest manifest key is the chain head, and a
+/// run that sorted before its predecessor would fork the chain.
+///
+/// ```
+/// use backup_core::manifest::new_run_id;
+/// let t: jiff::Timestamp = "2026-11-23T13:08:12.100Z".parse().unwrap();
+/// let later = t + jiff::SignedDuration::from_millis(1);
+/// assert!(new_run_id(t) < new_run_id(later));
+/// assert!(new_run_id(t).starts_with("20261123T130812Z-"));
+/// ```
 pub fn new_run_id(at: Timestamp) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(at.as_nanosecond() as u128);
     h.write_u32(std::process::id());
-    let z = at;
-    format!("{}-{:04x}", z.strftime("%Y%m%dT%H%M%SZ"), h.finish() as u16)
+    let ms = at.subsec_millisecond().clamp(0, 999) as u16;
+    let suffix = (ms << 6) | (h.finish() as u16 & 0x3f);
+    format!("{}-{suffix:04x}", at.strftime("%Y%m%dT%H%M%SZ"))
 }
 
 /// A manifest as stored: its key, raw bytes and parsed form.
@@ -259,11 +282,90 @@ pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), Sin
 
 /// SHA-256 of the newest manifest's bytes: the chain head.
 pub fn head(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
+    Ok(tip(sink)?.map(|t| t.sha256))
+}
+
+/// The newest manifest of a sink (greatest key), as the next manifest
+/// links to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// Its key.
+    pub key: String,
+    /// Its run id (from the key, so an unreadable manifest still has one).
+    pub run_id: String,
+    /// SHA-256 of its bytes: the chain head.
+    pub sha256: String,
+    /// [`field_digests`] of its bytes.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Read the newest manifest of a sink, if any.
+pub fn tip(sink: &dyn Sink) -> Result<Option<Tip>, SinkError> {
     let keys = sink.list(MANIFEST_DIR)?;
-    match keys.iter().filter(|k| k.ends_with(".json")).max() {
-        Some(k) => Ok(Some(Sha256::hex_of(&get_bytes(sink, k)?))),
-        None => Ok(None),
+    let Some(key) = keys.into_iter().filter(|k| k.ends_with(".json")).max() else {
+        return Ok(None);
+    };
+    let bytes = get_bytes(sink, &key)?;
+    Ok(Some(Tip {
+        run_id: run_id_of_key(&key).to_string(),
+        sha256: Sha256::hex_of(&bytes),
+        fields: field_digests(&bytes),
+        key,
+    }))
+}
+
+/// The run id a manifest key stands for: `manifests/<run id>.json`.
+///
+/// ```
+/// use backup_core::manifest::run_id_of_key;
+/// assert_eq!(run_id_of_key("manifests/20261123T130812Z-1a2b.json"), "20261123T130812Z-1a2b");
+/// ```
+pub fn run_id_of_key(key: &str) -> &str {
+    let name = key.strip_prefix(MANIFEST_DIR).unwrap_or(key);
+    let name = name.trim_start_matches('/');
+    name.strip_suffix(".json").unwrap_or(name)
+}
+
+/// Hex digits kept of each field digest in `previous_fields`.
+pub const FIELD_DIGEST_LEN: usize = 16;
+
+/// Short digests of the fields of a manifest, keyed by path: every
+/// top-level field (`run_id`, `finished_at`, …) and, for arrays of objects
+/// (`entries`, `pruned`), every field of every item (`entries[0].size`).
+/// Each value is the first [`FIELD_DIGEST_LEN`] hex digits of the SHA-256 of
+/// the field's compact JSON. Works on any JSON object, so it reads manifests
+/// of other versions too; bytes that are not a JSON object give an empty map.
+///
+/// ```
+/// use backup_core::manifest::field_digests;
+/// let d = field_digests(br#"{"run_id":"r1","entries":[{"size":3}]}"#);
+/// assert_eq!(d.keys().collect::<Vec<_>>(), ["entries[0].size", "run_id"]);
+/// ```
+pub fn field_digests(bytes: &[u8]) -> BTreeMap<String, String> {
+    use serde_json::Value;
+    let short = |v: &Value| {
+        let json = serde_json::to_vec(v).expect("a JSON value serializes");
+        Sha256::hex_of(&json)[..FIELD_DIGEST_LEN].to_string()
+    };
+    let mut out = BTreeMap::new();
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(bytes) else {
+        return out;
+    };
+    for (name, value) in &top {
+        match value {
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                for (i, item) in items.iter().enumerate() {
+                    for (field, v) in item.as_object().expect("checked") {
+                        out.insert(format!("{name}[{i}].{field}"), short(v));
+                    }
+                }
+            }
+            _ => {
+                out.insert(name.clone(), short(value));
+            }
+        }
     }
+    out
 }
 
 /// An artifact as found in the catalog.
@@ -322,4 +424,100 @@ pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
     // Stable sort: equal times keep sink order.
     all.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
     (all, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+
+    fn entry() -> Entry {
+        Entry {
+            label: "mission-control".into(),
+            tag: Some("r75".into()),
+            key: "mission-control-r75-20260416-130812.db.zst".into(),
+            sidecar_key: "mission-control-r75-20260416-130812.db.zst.sha256".into(),
+            compression: Format::Zstd,
+            size: 1_234_567,
+            sha256: Sha256::hex_of(b"artifact"),
+            db_size: 8_388_608,
+            db_sha256: Sha256::hex_of(b"database"),
+            page_size: 4096,
+            page_count: 2048,
+            schema_sha256: Sha256::hex_of(b"schema"),
+            row_counts: BTreeMap::from([("merkle_nodes".into(), 7), ("tasks".into(), 42)]),
+            snapshot_at: "2026-04-16T13:08:12.345Z".parse().unwrap(),
+            snapshot_ms: 180,
+            verified_with: CheckLevel::QuickCheck,
+            source: "/srv/app/mission-control.db".into(),
+        }
+    }
+
+    /// The bytes of a second manifest in a chain (so every link field is
+    /// filled), with times, digests and the tool version redacted: a change
+    /// here is a format change and needs the version rule of the README.
+    #[test]
+    fn manifest_format_is_stable() {
+        let sink = MemorySink::new("local");
+        let t0: Timestamp = "2026-04-16T13:08:12Z".parse().unwrap();
+        let t1: Timestamp = "2026-04-16T13:08:14Z".parse().unwrap();
+        crate::pipeline::write_manifest(
+            &sink,
+            "20260416T130812Z-1a2b",
+            t0,
+            t1,
+            vec![entry()],
+            vec![],
+        )
+        .unwrap();
+        let (key, _) = crate::pipeline::write_manifest(
+            &sink,
+            "20260416T170812Z-3c4d",
+            t0,
+            t1,
+            vec![entry()],
+            vec![Pruned {
+                run_id: "20260301T130812Z-5e6f".into(),
+                key: "mission-control-20260301-130812.db.zst".into(),
+                reason: "older than 30 days (warm tier)".into(),
+            }],
+        )
+        .unwrap();
+        let text = String::from_utf8(get_bytes(&sink, &key).unwrap()).unwrap();
+        insta::with_settings!({filters => vec![
+            (r"[0-9a-f]{64}", "[sha256]"),
+            (r"\b[0-9a-f]{16}\b", "[field digest]"),
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[time]"),
+            (r#"(?m)^  "tool_version": "[^"]*""#, r#"  "tool_version": "[version]""#),
+        ]}, {
+            insta::assert_snapshot!(text);
+        });
+    }
+
+    #[test]
+    fn manifests_without_link_fields_still_read() {
+        // Written before `previous_run_id` / `previous_fields` existed.
+        let m = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            run_id: "r".into(),
+            sink: "local".into(),
+            tool_version: "0.1.0".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            finished_at: Timestamp::UNIX_EPOCH,
+            previous: None,
+            previous_run_id: None,
+            previous_fields: BTreeMap::new(),
+            entries: vec![entry()],
+            pruned: vec![],
+        };
+        let mut v = serde_json::to_value(&m).unwrap();
+        v.as_object_mut().unwrap().remove("previous_run_id");
+        v.as_object_mut().unwrap().remove("previous_fields");
+        let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, m);
+        // A newer version is refused, not misread.
+        v["version"] = (VERSION + 1).into();
+        assert!(Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).is_err());
+    }
 }

@@ -397,6 +397,7 @@ pub fn write_manifest(
     entries: Vec<Entry>,
     pruned: Vec<manifest::Pruned>,
 ) -> Result<(String, String), crate::sink::SinkError> {
+    let tip = manifest::tip(sink)?;
     let m = Manifest {
         format: manifest::FORMAT.into(),
         version: manifest::VERSION,
@@ -405,7 +406,9 @@ pub fn write_manifest(
         tool_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
         finished_at,
-        previous: manifest::head(sink)?,
+        previous: tip.as_ref().map(|t| t.sha256.clone()),
+        previous_run_id: tip.as_ref().map(|t| t.run_id.clone()),
+        previous_fields: tip.map(|t| t.fields).unwrap_or_default(),
         entries,
         pruned,
     };

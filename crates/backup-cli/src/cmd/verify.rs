@@ -15,6 +15,9 @@ use crate::output::size;
 use crate::settings::{self, UsageError};
 
 pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
+    if args.catalog {
+        return super::catalog::verify(cli, args);
+    }
     let scratch_dir = tempfile::tempdir().context("creating a scratch folder")?;
     let scratch = scratch_dir.path().join("candidate.db");
     let (subject, report) = match (&args.artifact, &args.latest) {

@@ -1,0 +1,902 @@
+//! Verify a sink's hash-chained catalog: walk the manifests from the head,
+//! check every link, every recorded artifact, and the heads anchored
+//! outside the sink.
+//!
+//! What is detected, and how it is named:
+//! - a **deleted** manifest: a `previous` that no stored manifest has, while
+//!   the manifest it names by `previous_run_id` is absent
+//!   ([`Problem::Deleted`]);
+//! - an **altered** manifest: its bytes no longer hash to what the next
+//!   manifest's `previous` names; the fields that changed are found by
+//!   comparing with the next manifest's `previous_fields`
+//!   ([`Problem::Altered`]). The head has no next manifest: an altered head
+//!   is caught by the anchor ([`Problem::AnchorNotInChain`]);
+//! - a **reordered** chain: a manifest stored under another run's key
+//!   ([`Problem::Misplaced`]), or a link to a later run ([`Problem::OutOfOrder`]);
+//! - a **fork**: two manifests naming the same previous ([`Problem::Fork`]),
+//!   and manifests the walk from the head never reaches ([`Problem::Unlinked`]);
+//! - an **artifact** that is gone, has another size or (with
+//!   [`ArtifactCheck::Deep`]) other bytes than recorded;
+//! - a **head that disagrees with the anchor file**: an anchored head that is
+//!   no longer on the chain (history rewritten, head altered, newest runs
+//!   deleted).
+//!
+//! Artifacts recorded as pruned by a later manifest of the chain are not
+//! expected to exist. Everything goes through [`Sink`], so local folders and
+//! object storage are checked the same way; without [`ArtifactCheck::Deep`]
+//! the cost is one listing, one read per manifest and two size lookups per
+//! artifact.
+//!
+//! ```
+//! use backup_core::{catalog, pipeline, sink::MemorySink};
+//! let sink = MemorySink::new("memory");
+//! let t = jiff::Timestamp::UNIX_EPOCH;
+//! pipeline::write_manifest(&sink, "19700101T000000Z-0001", t, t, vec![], vec![]).unwrap();
+//! pipeline::write_manifest(&sink, "19700101T000001Z-0002", t, t, vec![], vec![]).unwrap();
+//! let report = catalog::verify(&sink, &catalog::Options::default(), None).unwrap();
+//! assert!(report.ok(), "{:?}", report.problems);
+//! assert_eq!(report.chain, 2);
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::anchor::AnchorLog;
+use crate::compress::{Compress, Compression};
+use crate::digest::{HashingReader, HashingWriter, Sha256};
+use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest};
+use crate::sink::{Sink, SinkError, get_bytes};
+
+/// How much of each recorded artifact to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactCheck {
+    /// Only the chain of manifests.
+    Skip,
+    /// Artifact and sidecar exist, artifact size as recorded (no reads).
+    #[default]
+    Cheap,
+    /// Also stream every artifact: SHA-256 of its bytes and of the
+    /// decompressed database as recorded, sidecar as recorded.
+    Deep,
+}
+
+/// What [`verify`] checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Artifact checks.
+    pub artifacts: ArtifactCheck,
+}
+
+/// Something wrong with a catalog. Every variant names the manifest (key)
+/// and, where it applies, the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// A stored manifest that is not valid JSON of our format.
+    Unreadable {
+        /// Manifest key.
+        key: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A manifest stored under the key of another run (field `run_id`):
+    /// manifests were renamed or swapped.
+    Misplaced {
+        /// Where it is stored.
+        key: String,
+        /// The run id it records.
+        run_id: String,
+    },
+    /// A manifest whose field `sink` names another sink (copied over).
+    WrongSink {
+        /// Manifest key.
+        key: String,
+        /// The sink it records.
+        sink: String,
+    },
+    /// A manifest named by the next one is not stored.
+    Deleted {
+        /// Its run id (field `previous_run_id` of `named_by`).
+        run_id: String,
+        /// The key it should have.
+        key: String,
+        /// SHA-256 it had (field `previous` of `named_by`).
+        sha256: String,
+        /// The manifest that names it.
+        named_by: String,
+    },
+    /// A manifest whose bytes changed since the next one was written.
+    Altered {
+        /// Manifest key.
+        key: String,
+        /// SHA-256 recorded in field `previous` of `named_by`.
+        recorded: String,
+        /// SHA-256 of its bytes now.
+        actual: String,
+        /// The manifest that links to it.
+        named_by: String,
+        /// Changed field paths (`entries[0].size`), from `previous_fields`
+        /// of `named_by`; empty when they cannot be told.
+        fields: Vec<String>,
+    },
+    /// Field `previous` names no stored manifest, and the manifest does not
+    /// say which run it was (written before `previous_run_id` existed).
+    BrokenLink {
+        /// The manifest with the dangling link.
+        key: String,
+        /// The SHA-256 it names.
+        previous: String,
+    },
+    /// A link that goes forward in time: field `previous` of `key` names a
+    /// manifest of a later (or the same) run.
+    OutOfOrder {
+        /// The manifest holding the link.
+        key: String,
+        /// The manifest it links to.
+        previous_key: String,
+        /// Which field disagrees (`run_id` or `started_at`).
+        field: String,
+    },
+    /// Several manifests name the same previous manifest (or several start
+    /// a chain): concurrent runs, or a history grafted in.
+    Fork {
+        /// The shared `previous` (none: several first manifests).
+        previous: Option<String>,
+        /// The manifests that claim it.
+        keys: Vec<String>,
+    },
+    /// A stored manifest that the walk from the head never reaches.
+    Unlinked {
+        /// Manifest key.
+        key: String,
+    },
+    /// A recorded artifact is gone (and no later manifest pruned it).
+    ArtifactMissing {
+        /// Manifest key.
+        manifest: String,
+        /// Index in `entries`.
+        index: usize,
+        /// Artifact key.
+        key: String,
+    },
+    /// A recorded sidecar is gone.
+    SidecarMissing {
+        /// Manifest key.
+        manifest: String,
+        /// Index in `entries`.
+        index: usize,
+        /// Sidecar key.
+        key: String,
+    },
+    /// The artifact's stored size differs from field `entries[i].size`.
+    SizeMismatch {
+        /// Manifest key.
+        manifest: String,
+        /// Index in `entries`.
+        index: usize,
+        /// Artifact key.
+        key: String,
+        /// Recorded size.
+        recorded: u64,
+        /// Stored size.
+        actual: u64,
+    },
+    /// A digest of the artifact differs from the recorded one.
+    DigestMismatch {
+        /// Manifest key.
+        manifest: String,
+        /// Index in `entries`.
+        index: usize,
+        /// Artifact key.
+        key: String,
+        /// The entry field: `sha256` (artifact bytes, or what the sidecar
+        /// says) or `db_sha256` (decompressed database).
+        field: String,
+        /// What was measured: `artifact`, `sidecar` or `database`.
+        against: String,
+        /// Recorded hex.
+        recorded: String,
+        /// Actual hex.
+        actual: String,
+    },
+    /// The artifact could not be read or decompressed to the end.
+    ArtifactUnreadable {
+        /// Manifest key.
+        manifest: String,
+        /// Index in `entries`.
+        index: usize,
+        /// Artifact key.
+        key: String,
+        /// The error.
+        message: String,
+    },
+    /// An anchored head is not on the chain: the history was rewritten, the
+    /// head altered, or the newest manifests deleted.
+    AnchorNotInChain {
+        /// Line of the anchor file.
+        line: usize,
+        /// When it was anchored.
+        anchored_at: Timestamp,
+        /// The anchored head.
+        head: String,
+        /// A stored manifest with those bytes, off the chain, if any.
+        stored_as: Option<String>,
+    },
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(16)]
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { key, message } => write!(f, "{key} is unreadable: {message}"),
+            Self::Misplaced { key, run_id } => write!(
+                f,
+                "{key} holds the manifest of run {run_id} (field `run_id`): manifests were renamed or reordered"
+            ),
+            Self::WrongSink { key, sink } => write!(
+                f,
+                "{key} records sink {sink:?} (field `sink`): copied from another sink"
+            ),
+            Self::Deleted {
+                run_id,
+                key,
+                sha256,
+                named_by,
+            } => write!(
+                f,
+                "{key} was deleted: field `previous` of {named_by} names run {run_id} (sha256 {}), which is not stored",
+                short(sha256)
+            ),
+            Self::Altered {
+                key,
+                recorded,
+                actual,
+                named_by,
+                fields,
+            } => {
+                write!(
+                    f,
+                    "{key} was altered: its sha256 is {}, field `previous` of {named_by} recorded {}",
+                    short(actual),
+                    short(recorded)
+                )?;
+                if fields.is_empty() {
+                    write!(f, "; changed field(s) unknown")
+                } else {
+                    write!(f, "; changed field(s): {}", fields.join(", "))
+                }
+            }
+            Self::BrokenLink { key, previous } => write!(
+                f,
+                "field `previous` of {key} names sha256 {}, which no stored manifest has: the manifest before it was deleted or altered",
+                short(previous)
+            ),
+            Self::OutOfOrder {
+                key,
+                previous_key,
+                field,
+            } => write!(
+                f,
+                "chain out of order: field `previous` of {key} links to {previous_key}, which is not older (field `{field}`)"
+            ),
+            Self::Fork { previous, keys } => match previous {
+                Some(p) => write!(
+                    f,
+                    "fork: {} all name previous {}",
+                    keys.join(", "),
+                    short(p)
+                ),
+                None => write!(f, "fork: {} all start a chain", keys.join(", ")),
+            },
+            Self::Unlinked { key } => write!(f, "{key} is not on the chain from the head"),
+            Self::ArtifactMissing {
+                manifest,
+                index,
+                key,
+            } => write!(
+                f,
+                "{manifest} entries[{index}].key: artifact {key} is missing (and not recorded as pruned)"
+            ),
+            Self::SidecarMissing {
+                manifest,
+                index,
+                key,
+            } => write!(
+                f,
+                "{manifest} entries[{index}].sidecar_key: sidecar {key} is missing"
+            ),
+            Self::SizeMismatch {
+                manifest,
+                index,
+                key,
+                recorded,
+                actual,
+            } => write!(
+                f,
+                "{manifest} entries[{index}].size: {key} is {actual} bytes, recorded {recorded}"
+            ),
+            Self::DigestMismatch {
+                manifest,
+                index,
+                key,
+                field,
+                against,
+                recorded,
+                actual,
+            } => write!(
+                f,
+                "{manifest} entries[{index}].{field}: {against} of {key} hashes to {}, recorded {}",
+                short(actual),
+                short(recorded)
+            ),
+            Self::ArtifactUnreadable {
+                manifest,
+                index,
+                key,
+                message,
+            } => write!(
+                f,
+                "{manifest} entries[{index}]: {key} cannot be read to the end: {message}"
+            ),
+            Self::AnchorNotInChain {
+                line,
+                anchored_at,
+                head,
+                stored_as,
+            } => {
+                write!(
+                    f,
+                    "anchor line {line} ({anchored_at}) names head {}, which is not on the chain",
+                    short(head)
+                )?;
+                match stored_as {
+                    Some(k) => write!(f, " (stored as {k}, cut off from the head)"),
+                    None => write!(
+                        f,
+                        ": history rewritten, head altered, or newest manifests deleted"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// How a sink's head relates to the anchor file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AnchorStatus {
+    /// The newest anchor of the sink is the current head.
+    Head {
+        /// Its line.
+        line: usize,
+    },
+    /// The newest anchor is on the chain, `runs` manifests behind the head
+    /// (runs since the last anchoring; not a problem).
+    Behind {
+        /// Its line.
+        line: usize,
+        /// Manifests after it.
+        runs: usize,
+    },
+    /// The newest anchor is not on the chain (a [`Problem::AnchorNotInChain`]).
+    Lost {
+        /// Its line.
+        line: usize,
+    },
+    /// The anchor file has no line for this sink.
+    NotAnchored,
+}
+
+impl fmt::Display for AnchorStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Head { line } => write!(f, "head (line {line})"),
+            Self::Behind { line, runs } => write!(f, "{runs} run(s) since line {line}"),
+            Self::Lost { line } => write!(f, "LOST (line {line})"),
+            Self::NotAnchored => write!(f, "not anchored"),
+        }
+    }
+}
+
+/// The result of verifying one sink's catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Sink name.
+    pub sink: String,
+    /// Sink location.
+    pub location: String,
+    /// Current head (SHA-256 of the newest manifest), if any.
+    pub head: Option<String>,
+    /// Key of the newest manifest.
+    pub head_key: Option<String>,
+    /// Manifests stored.
+    pub manifests: usize,
+    /// Manifests reached walking from the head.
+    pub chain: usize,
+    /// Artifacts checked.
+    pub artifacts: usize,
+    /// Artifacts recorded as pruned by a later manifest (not checked).
+    pub pruned: usize,
+    /// Artifact bytes re-hashed (deep).
+    pub hashed_bytes: u64,
+    /// Which artifact checks ran.
+    pub artifact_check: ArtifactCheck,
+    /// Relation to the anchor file, when one was given.
+    pub anchor: Option<AnchorStatus>,
+    /// What is wrong.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One stored manifest during the walk.
+struct Node {
+    key: String,
+    /// Parsed run id, else the key's.
+    run_id: String,
+    sha256: String,
+    bytes: Vec<u8>,
+    manifest: Option<Manifest>,
+}
+
+/// Read every manifest of a sink with its raw bytes, sorted by key.
+fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
+    let mut nodes = Vec::new();
+    let mut problems = Vec::new();
+    let mut keys: Vec<String> = sink
+        .list(MANIFEST_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    keys.sort();
+    for key in keys {
+        let bytes = match get_bytes(sink, &key) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let manifest = match Manifest::from_bytes(&key, &bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(Problem::Unreadable {
+                    key: key.clone(),
+                    message: match e {
+                        manifest::CatalogError::Malformed { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                });
+                None
+            }
+        };
+        nodes.push(Node {
+            run_id: manifest
+                .as_ref()
+                .map(|m| m.run_id.clone())
+                .unwrap_or_else(|| manifest::run_id_of_key(&key).to_string()),
+            sha256: Sha256::hex_of(&bytes),
+            key,
+            bytes,
+            manifest,
+        });
+    }
+    Ok((nodes, problems))
+}
+
+/// Field paths that differ between what was recorded and what is stored.
+fn changed_fields(
+    recorded: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    if recorded.is_empty() {
+        return vec![];
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for (path, digest) in recorded {
+        match now.get(path) {
+            Some(d) if d == digest => {}
+            Some(_) => push(path.clone()),
+            None => push(format!("{} (removed)", item_of(path))),
+        }
+    }
+    for path in now.keys().filter(|p| !recorded.contains_key(*p)) {
+        push(format!("{} (added)", item_of(path)));
+    }
+    if out.is_empty() {
+        out.push("none: same field values, different bytes (reformatted)".into());
+    }
+    out
+}
+
+/// `entries[3].size` → `entries[3]`; `run_id` → `run_id`.
+fn item_of(path: &str) -> &str {
+    match path.find("].") {
+        Some(i) => &path[..=i],
+        None => path,
+    }
+}
+
+/// Walk and check the catalog of one sink. `anchors`: the anchor file, to
+/// compare the head with. Fails only when the sink cannot be read; what is
+/// found wrong is in the report.
+pub fn verify(
+    sink: &dyn Sink,
+    opts: &Options,
+    anchors: Option<&AnchorLog>,
+) -> Result<Report, SinkError> {
+    let (nodes, mut problems) = read_nodes(sink)?;
+    let mut report = Report {
+        sink: sink.name().to_string(),
+        location: sink.location(),
+        head: nodes.last().map(|n| n.sha256.clone()),
+        head_key: nodes.last().map(|n| n.key.clone()),
+        manifests: nodes.len(),
+        chain: 0,
+        artifacts: 0,
+        pruned: 0,
+        hashed_bytes: 0,
+        artifact_check: opts.artifacts,
+        anchor: None,
+        problems: vec![],
+    };
+
+    // Per-manifest facts.
+    for n in &nodes {
+        let Some(m) = &n.manifest else { continue };
+        if manifest::manifest_key(&m.run_id) != n.key {
+            problems.push(Problem::Misplaced {
+                key: n.key.clone(),
+                run_id: m.run_id.clone(),
+            });
+        }
+        if m.sink != sink.name() {
+            problems.push(Problem::WrongSink {
+                key: n.key.clone(),
+                sink: m.sink.clone(),
+            });
+        }
+    }
+
+    // Forks: one `previous` claimed twice.
+    let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
+    for n in &nodes {
+        if let Some(m) = &n.manifest {
+            claims
+                .entry(m.previous.as_deref())
+                .or_default()
+                .push(&n.key);
+        }
+    }
+    for (previous, keys) in claims {
+        if keys.len() > 1 {
+            problems.push(Problem::Fork {
+                previous: previous.map(str::to_string),
+                keys: keys.into_iter().map(str::to_string).collect(),
+            });
+        }
+    }
+
+    // Walk from the head.
+    let by_sha: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.sha256.as_str(), i))
+        .collect();
+    let by_key: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.key.as_str(), i))
+        .collect();
+    let mut visited = vec![false; nodes.len()];
+    let mut chain: Vec<usize> = Vec::new(); // head first
+    // The newest manifest not yet visited that is older than `bound`: where
+    // the walk resumes after a gap.
+    let resume = |visited: &[bool], bound: &str| {
+        (0..nodes.len())
+            .rev()
+            .find(|&i| !visited[i] && nodes[i].run_id.as_str() < bound)
+    };
+    let mut cur = nodes.len().checked_sub(1);
+    while let Some(c) = cur {
+        visited[c] = true;
+        chain.push(c);
+        let node = &nodes[c];
+        let Some(m) = &node.manifest else {
+            // Unreadable (already reported): its link is unknown.
+            cur = resume(&visited, &node.run_id);
+            continue;
+        };
+        let Some(prev) = &m.previous else { break };
+        if let Some(&p) = by_sha.get(prev.as_str())
+            && !visited[p]
+        {
+            let older = &nodes[p];
+            let field = if older.run_id >= node.run_id {
+                Some("run_id")
+            } else if older
+                .manifest
+                .as_ref()
+                .is_some_and(|o| o.started_at > m.started_at)
+            {
+                Some("started_at")
+            } else {
+                None
+            };
+            if let Some(field) = field {
+                problems.push(Problem::OutOfOrder {
+                    key: node.key.clone(),
+                    previous_key: older.key.clone(),
+                    field: field.into(),
+                });
+            }
+            cur = Some(p);
+            continue;
+        }
+        // A broken link: say which manifest, and whether it is gone or changed.
+        let named = m.previous_run_id.as_deref();
+        let named_idx = named
+            .and_then(|r| by_key.get(manifest::manifest_key(r).as_str()))
+            .copied()
+            .filter(|&i| !visited[i]);
+        match (named, named_idx) {
+            (Some(_), Some(p)) => {
+                problems.push(Problem::Altered {
+                    key: nodes[p].key.clone(),
+                    recorded: prev.clone(),
+                    actual: nodes[p].sha256.clone(),
+                    named_by: node.key.clone(),
+                    fields: changed_fields(
+                        &m.previous_fields,
+                        &manifest::field_digests(&nodes[p].bytes),
+                    ),
+                });
+                cur = Some(p);
+            }
+            (Some(run_id), None) => {
+                problems.push(Problem::Deleted {
+                    run_id: run_id.to_string(),
+                    key: manifest::manifest_key(run_id),
+                    sha256: prev.clone(),
+                    named_by: node.key.clone(),
+                });
+                cur = resume(&visited, run_id);
+            }
+            (None, _) => {
+                problems.push(Problem::BrokenLink {
+                    key: node.key.clone(),
+                    previous: prev.clone(),
+                });
+                cur = resume(&visited, &node.run_id);
+            }
+        }
+    }
+    report.chain = chain.len();
+    for (i, n) in nodes.iter().enumerate() {
+        if !visited[i] {
+            problems.push(Problem::Unlinked { key: n.key.clone() });
+        }
+    }
+
+    // Artifacts of the chain, minus those a later manifest pruned.
+    if opts.artifacts != ArtifactCheck::Skip {
+        let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
+        for &i in &chain {
+            if let Some(m) = &nodes[i].manifest {
+                for p in &m.pruned {
+                    pruned_at.insert((&p.run_id, &p.key), &m.run_id);
+                }
+            }
+        }
+        for &i in chain.iter().rev() {
+            let Some(m) = &nodes[i].manifest else {
+                continue;
+            };
+            for (index, entry) in m.entries.iter().enumerate() {
+                let pruned = pruned_at
+                    .get(&(m.run_id.as_str(), entry.key.as_str()))
+                    .is_some_and(|by| *by > m.run_id.as_str());
+                if pruned {
+                    report.pruned += 1;
+                    continue;
+                }
+                report.artifacts += 1;
+                check_artifact(
+                    sink,
+                    &nodes[i].key,
+                    index,
+                    entry,
+                    opts.artifacts,
+                    &mut problems,
+                    &mut report.hashed_bytes,
+                )?;
+            }
+        }
+    }
+
+    // The anchor file.
+    if let Some(log) = anchors {
+        let position: HashMap<&str, usize> = chain
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| (nodes[i].sha256.as_str(), pos))
+            .collect();
+        for a in log.for_sink(sink.name()) {
+            if !position.contains_key(a.head.as_str()) {
+                problems.push(Problem::AnchorNotInChain {
+                    line: a.line,
+                    anchored_at: a.at,
+                    head: a.head.clone(),
+                    stored_as: by_sha.get(a.head.as_str()).map(|&i| nodes[i].key.clone()),
+                });
+            }
+        }
+        report.anchor = Some(match log.newest(sink.name()) {
+            None => AnchorStatus::NotAnchored,
+            Some(a) => match position.get(a.head.as_str()) {
+                Some(0) => AnchorStatus::Head { line: a.line },
+                Some(&runs) => AnchorStatus::Behind { line: a.line, runs },
+                None => AnchorStatus::Lost { line: a.line },
+            },
+        });
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+fn check_artifact(
+    sink: &dyn Sink,
+    manifest_key: &str,
+    index: usize,
+    entry: &Entry,
+    depth: ArtifactCheck,
+    problems: &mut Vec<Problem>,
+    hashed: &mut u64,
+) -> Result<(), SinkError> {
+    let manifest = || manifest_key.to_string();
+    match sink.size(&entry.key)? {
+        None => {
+            problems.push(Problem::ArtifactMissing {
+                manifest: manifest(),
+                index,
+                key: entry.key.clone(),
+            });
+            return Ok(());
+        }
+        Some(n) if n != entry.size => problems.push(Problem::SizeMismatch {
+            manifest: manifest(),
+            index,
+            key: entry.key.clone(),
+            recorded: entry.size,
+            actual: n,
+        }),
+        Some(_) => {}
+    }
+    if depth != ArtifactCheck::Deep {
+        if sink.size(&entry.sidecar_key)?.is_none() {
+            problems.push(Problem::SidecarMissing {
+                manifest: manifest(),
+                index,
+                key: entry.sidecar_key.clone(),
+            });
+        }
+        return Ok(());
+    }
+    let digest =
+        |field: &str, against: &str, recorded: &str, actual: &str| Problem::DigestMismatch {
+            manifest: manifest(),
+            index,
+            key: entry.key.clone(),
+            field: field.into(),
+            against: against.into(),
+            recorded: recorded.into(),
+            actual: actual.into(),
+        };
+    match crate::verify::read_sidecar(sink, &entry.sidecar_key)? {
+        Ok(s) if s.sha256 != entry.sha256 => {
+            problems.push(digest("sha256", "sidecar", &entry.sha256, &s.sha256));
+        }
+        Ok(_) => {}
+        Err(_) => problems.push(Problem::SidecarMissing {
+            manifest: manifest(),
+            index,
+            key: entry.sidecar_key.clone(),
+        }),
+    }
+    let rehash = match rehash(sink, entry) {
+        Ok(r) => r,
+        Err(RehashError::Sink(e)) if e.is_not_found() => {
+            problems.push(Problem::ArtifactMissing {
+                manifest: manifest(),
+                index,
+                key: entry.key.clone(),
+            });
+            return Ok(());
+        }
+        Err(RehashError::Sink(e)) => return Err(e),
+        Err(RehashError::Read(e)) => {
+            problems.push(Problem::ArtifactUnreadable {
+                manifest: manifest(),
+                index,
+                key: entry.key.clone(),
+                message: e.to_string(),
+            });
+            return Ok(());
+        }
+    };
+    *hashed += rehash.size;
+    if rehash.sha256 != entry.sha256 {
+        problems.push(digest("sha256", "artifact", &entry.sha256, &rehash.sha256));
+    }
+    match rehash.decoded {
+        Ok(db_sha256) if db_sha256 != entry.db_sha256 => {
+            problems.push(digest(
+                "db_sha256",
+                "database",
+                &entry.db_sha256,
+                &db_sha256,
+            ));
+        }
+        Ok(_) => {}
+        Err(message) => problems.push(Problem::ArtifactUnreadable {
+            manifest: manifest(),
+            index,
+            key: entry.key.clone(),
+            message: format!("decompression failed: {message}"),
+        }),
+    }
+    Ok(())
+}
+
+enum RehashError {
+    Sink(SinkError),
+    Read(io::Error),
+}
+
+struct Rehash {
+    sha256: String,
+    size: u64,
+    /// SHA-256 of the decompressed bytes, or the decoder's error.
+    decoded: Result<String, String>,
+}
+
+/// Stream an artifact once: hash its bytes and, through the decoder, the
+/// database bytes. Nothing is written anywhere.
+fn rehash(sink: &dyn Sink, entry: &Entry) -> Result<Rehash, RehashError> {
+    let input = sink.get(&entry.key).map_err(RehashError::Sink)?;
+    let mut raw = HashingReader::new(input);
+    let decoded = {
+        let mut db = HashingWriter::new(io::sink());
+        let copied = Compression::new(entry.compression)
+            .decoder(Box::new(&mut raw))
+            .and_then(|mut d| io::copy(&mut d, &mut db));
+        copied.map(|_| db.finish().1).map_err(|e| e.to_string())
+    };
+    // Hash whatever the decoder left (trailing bytes count too).
+    io::copy(&mut raw, &mut io::sink()).map_err(RehashError::Read)?;
+    let (sha256, size) = raw.finish();
+    Ok(Rehash {
+        sha256,
+        size,
+        decoded,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,580 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::anchor::{self, AnchorLog};
+use crate::compress::Format;
+use crate::config::CheckLevel;
+use crate::manifest::{Pruned, manifest_key};
+use crate::pipeline::write_manifest;
+use crate::sink::MemorySink;
+
+fn t(i: usize) -> Timestamp {
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + 3600 * i as i64)
+}
+
+fn run_id(i: usize) -> String {
+    format!("{}-{:04x}", t(i).strftime("%Y%m%dT%H%M%SZ"), i)
+}
+
+/// Store a gzip artifact + sidecar and return its entry.
+fn artifact(sink: &dyn Sink, i: usize) -> Entry {
+    let db = format!("database bytes of run {i}").repeat(50).into_bytes();
+    let mut gz = Vec::new();
+    {
+        let mut enc = Compression::new(Format::Gzip)
+            .encoder(Box::new(&mut gz))
+            .unwrap();
+        enc.write_all(&db).unwrap();
+        enc.finish().unwrap();
+    }
+    let key = format!("app-{i:04}.db.gz");
+    let sha256 = Sha256::hex_of(&gz);
+    sink.put(&key, &gz).unwrap();
+    let sidecar_key = crate::naming::sidecar_key(&key);
+    sink.put(
+        &sidecar_key,
+        crate::digest::Sidecar::new(&sha256, &key)
+            .render()
+            .as_bytes(),
+    )
+    .unwrap();
+    Entry {
+        label: "app".into(),
+        tag: None,
+        key,
+        sidecar_key,
+        compression: Format::Gzip,
+        size: gz.len() as u64,
+        sha256,
+        db_size: db.len() as u64,
+        db_sha256: Sha256::hex_of(&db),
+        page_size: 4096,
+        page_count: 1,
+        schema_sha256: "0".repeat(64),
+        row_counts: BTreeMap::from([("tasks".into(), i as u64)]),
+        snapshot_at: t(i),
+        snapshot_ms: 1,
+        verified_with: CheckLevel::QuickCheck,
+        source: "/srv/app.db".into(),
+    }
+}
+
+/// A sink with `n` chained runs, one artifact each. Returns the heads.
+fn chain(n: usize) -> (MemorySink, Vec<String>) {
+    let sink = MemorySink::new("local");
+    let heads = (0..n)
+        .map(|i| {
+            let e = artifact(&sink, i);
+            write_manifest(&sink, &run_id(i), t(i), t(i), vec![e], vec![])
+                .unwrap()
+                .1
+        })
+        .collect();
+    (sink, heads)
+}
+
+fn check(sink: &dyn Sink, depth: ArtifactCheck, anchors: Option<&AnchorLog>) -> Report {
+    verify(sink, &Options { artifacts: depth }, anchors).unwrap()
+}
+
+fn edit(sink: &MemorySink, key: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&get_bytes(sink, key).unwrap()).unwrap();
+    f(&mut v);
+    let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
+    bytes.push(b'\n');
+    sink.put(key, &bytes).unwrap();
+}
+
+fn anchor_log(lines: &[(&str, &str)]) -> AnchorLog {
+    let text: String = lines
+        .iter()
+        .map(|(sink, head)| format!("{}\n", anchor::format_line(t(0), sink, head)))
+        .collect();
+    AnchorLog::parse(&text)
+}
+
+#[test]
+fn a_clean_chain_has_no_problems() {
+    let (sink, heads) = chain(5);
+    for depth in [
+        ArtifactCheck::Skip,
+        ArtifactCheck::Cheap,
+        ArtifactCheck::Deep,
+    ] {
+        let r = check(&sink, depth, None);
+        assert!(r.ok(), "{depth:?}: {:?}", r.problems);
+        assert_eq!(r.chain, 5);
+        assert_eq!(r.manifests, 5);
+        assert_eq!(r.head.as_deref(), Some(heads[4].as_str()));
+        assert_eq!(r.head.as_deref(), manifest::head(&sink).unwrap().as_deref());
+    }
+    let deep = check(&sink, ArtifactCheck::Deep, None);
+    assert_eq!(deep.artifacts, 5);
+    assert!(deep.hashed_bytes > 0);
+}
+
+#[test]
+fn manifests_record_their_predecessor_by_hash_run_and_fields() {
+    let (sink, heads) = chain(2);
+    let m =
+        Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap()).unwrap();
+    assert_eq!(m.previous.as_deref(), Some(heads[0].as_str()));
+    assert_eq!(m.previous_run_id, Some(run_id(0)));
+    assert!(m.previous_fields.contains_key("entries[0].sha256"));
+    assert!(m.previous_fields.contains_key("finished_at"));
+}
+
+#[test]
+fn a_deleted_manifest_is_named() {
+    let (sink, _) = chain(5);
+    sink.delete(&manifest_key(&run_id(2))).unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert_eq!(
+        r.problems,
+        vec![Problem::Deleted {
+            run_id: run_id(2),
+            key: manifest_key(&run_id(2)),
+            sha256: Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(3))).unwrap())
+                .unwrap()
+                .previous
+                .unwrap(),
+            named_by: manifest_key(&run_id(3)),
+        }],
+        "{:#?}",
+        r.problems
+    );
+    // The walk resumed below the gap: runs 0 and 1 are still checked.
+    assert_eq!(r.chain, 4);
+    let text = r.problems[0].to_string();
+    assert!(
+        text.contains(&manifest_key(&run_id(2))) && text.contains("deleted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_altered_manifest_is_named_with_its_field() {
+    let (sink, _) = chain(5);
+    let key = manifest_key(&run_id(1));
+    edit(&sink, &key, |v| {
+        v["entries"][0]["row_counts"]["tasks"] = 999.into()
+    });
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+    match &r.problems[0] {
+        Problem::Altered {
+            key: k,
+            named_by,
+            fields,
+            ..
+        } => {
+            assert_eq!(k, &key);
+            assert_eq!(named_by, &manifest_key(&run_id(2)));
+            assert_eq!(fields, &["entries[0].row_counts"]);
+        }
+        other => panic!("expected Altered, got {other}"),
+    }
+    assert_eq!(r.chain, 5);
+}
+
+#[test]
+fn an_altered_size_is_named_twice_by_chain_and_by_artifact() {
+    let (sink, _) = chain(3);
+    let key = manifest_key(&run_id(0));
+    edit(&sink, &key, |v| v["entries"][0]["size"] = 1.into());
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        matches!(&r.problems[0], Problem::Altered { fields, .. } if fields == &["entries[0].size"]),
+        "{text:#?}"
+    );
+    assert!(
+        matches!(
+            &r.problems[1],
+            Problem::SizeMismatch {
+                recorded: 1,
+                index: 0,
+                ..
+            }
+        ),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn a_reformatted_manifest_is_altered_with_no_field_changed() {
+    let (sink, _) = chain(3);
+    let key = manifest_key(&run_id(1));
+    let mut bytes = get_bytes(&sink, &key).unwrap();
+    bytes.extend_from_slice(b"\n");
+    sink.put(&key, &bytes).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert!(
+        matches!(&r.problems[..], [Problem::Altered { fields, .. }] if fields[0].starts_with("none")),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn swapped_manifests_are_reported_as_reordered() {
+    let (sink, _) = chain(4);
+    let (a, b) = (manifest_key(&run_id(1)), manifest_key(&run_id(2)));
+    let (ba, bb) = (get_bytes(&sink, &a).unwrap(), get_bytes(&sink, &b).unwrap());
+    sink.put(&a, &bb).unwrap();
+    sink.put(&b, &ba).unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert!(r.problems.contains(&Problem::Misplaced {
+        key: a.clone(),
+        run_id: run_id(2)
+    }));
+    assert!(r.problems.contains(&Problem::Misplaced {
+        key: b.clone(),
+        run_id: run_id(1)
+    }));
+    assert!(!r.ok());
+}
+
+#[test]
+fn a_manifest_written_behind_the_head_is_cut_off() {
+    // Run 1's manifest exists; then a manifest for the older run 0 appears
+    // (a clock set back, or a manifest slipped in). It links to run 1 but
+    // sorts before it, so the walk from the head never meets it.
+    let sink = MemorySink::new("local");
+    let e1 = artifact(&sink, 1);
+    write_manifest(&sink, &run_id(1), t(1), t(1), vec![e1], vec![]).unwrap();
+    let e0 = artifact(&sink, 0);
+    let (k0, _) = write_manifest(&sink, &run_id(0), t(0), t(0), vec![e0], vec![]).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert_eq!(r.problems, vec![Problem::Unlinked { key: k0.clone() }]);
+    // The next run links to run 1 as well: now two manifests claim it.
+    let e2 = artifact(&sink, 2);
+    write_manifest(&sink, &run_id(2), t(2), t(2), vec![e2], vec![]).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::Fork { keys, .. } if keys.contains(&k0))),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn previous_pointing_forward_is_out_of_order() {
+    let (sink, _) = chain(3);
+    // Rewrite the chain so run 2 links to run 0 and run 1 links to run 2:
+    // a consistent hash chain in the wrong order.
+    let k = |i| manifest_key(&run_id(i));
+    let sha = |key: &str| Sha256::hex_of(&get_bytes(&sink, key).unwrap());
+    let h0 = sha(&k(0));
+    edit(&sink, &k(2), |v| {
+        v["previous"] = h0.clone().into();
+        v["previous_run_id"] = run_id(0).into();
+    });
+    let h2 = sha(&k(2));
+    edit(&sink, &k(1), |v| {
+        v["previous"] = h2.clone().into();
+        v["previous_run_id"] = run_id(2).into();
+    });
+    // Run 1 must be the head to be walked first: store it under a later key.
+    let bytes = get_bytes(&sink, &k(1)).unwrap();
+    sink.delete(&k(1)).unwrap();
+    sink.put(&k(3), &bytes).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert!(
+        r.problems.contains(&Problem::Misplaced {
+            key: k(3),
+            run_id: run_id(1)
+        }),
+        "{:#?}",
+        r.problems
+    );
+    assert!(
+        r.problems.contains(&Problem::OutOfOrder {
+            key: k(3),
+            previous_key: k(2),
+            field: "run_id".into()
+        }),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn two_manifests_claiming_one_previous_are_a_fork() {
+    let (sink, heads) = chain(2);
+    // A third run written against the same head as run 1: copy run 1's
+    // link into a new manifest.
+    let e = artifact(&sink, 5);
+    let mut m =
+        Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(1))).unwrap()).unwrap();
+    m.run_id = run_id(5);
+    m.entries = vec![e];
+    sink.put(&m.key(), &m.to_bytes()).unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert!(
+        r.problems.contains(&Problem::Fork {
+            previous: Some(heads[0].clone()),
+            keys: vec![manifest_key(&run_id(1)), manifest_key(&run_id(5))],
+        }),
+        "{:#?}",
+        r.problems
+    );
+    assert!(r.problems.contains(&Problem::Unlinked {
+        key: manifest_key(&run_id(1))
+    }));
+}
+
+#[test]
+fn changed_artifact_bytes_are_caught_by_size_cheaply_and_by_digest_deeply() {
+    let (sink, _) = chain(3);
+    let key = "app-0001.db.gz";
+    let mut bytes = get_bytes(&sink, key).unwrap();
+    // Same length, one byte flipped in the middle: only --deep can tell.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    sink.put(key, &bytes).unwrap();
+    assert!(check(&sink, ArtifactCheck::Cheap, None).ok());
+    let r = check(&sink, ArtifactCheck::Deep, None);
+    let m1 = manifest_key(&run_id(1));
+    assert!(
+        r.problems.iter().any(|p| matches!(p,
+            Problem::DigestMismatch { manifest, index: 0, field, against, .. }
+                if manifest == &m1 && field == "sha256" && against == "artifact")),
+        "{:#?}",
+        r.problems
+    );
+    // Truncated: the size gives it away without reading.
+    sink.put(key, &bytes[..mid]).unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert!(
+        matches!(&r.problems[..], [Problem::SizeMismatch { manifest, index: 0, .. }] if manifest == &m1),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn missing_artifacts_are_errors_unless_a_later_manifest_pruned_them() {
+    let (sink, _) = chain(3);
+    sink.delete("app-0000.db.gz").unwrap();
+    sink.delete("app-0000.db.gz.sha256").unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    assert!(
+        matches!(&r.problems[..], [Problem::ArtifactMissing { index: 0, .. }]),
+        "{:#?}",
+        r.problems
+    );
+    // A prune run records the deletion: the chain is whole, nothing is missing.
+    write_manifest(
+        &sink,
+        &run_id(3),
+        t(3),
+        t(3),
+        vec![],
+        vec![Pruned {
+            run_id: run_id(0),
+            key: "app-0000.db.gz".into(),
+            reason: "older than 30 days".into(),
+        }],
+    )
+    .unwrap();
+    for depth in [ArtifactCheck::Cheap, ArtifactCheck::Deep] {
+        let r = check(&sink, depth, None);
+        assert!(r.ok(), "{:#?}", r.problems);
+        assert_eq!((r.pruned, r.artifacts, r.chain), (1, 2, 4));
+    }
+}
+
+#[test]
+fn the_anchor_catches_an_altered_head_and_a_truncated_chain() {
+    let (sink, heads) = chain(3);
+    let log = anchor_log(&[("local", &heads[1]), ("local", &heads[2])]);
+    let r = check(&sink, ArtifactCheck::Skip, Some(&log));
+    assert!(r.ok());
+    assert_eq!(r.anchor, Some(AnchorStatus::Head { line: 2 }));
+
+    // Runs after the last anchoring are not a problem.
+    let e = artifact(&sink, 3);
+    write_manifest(&sink, &run_id(3), t(3), t(3), vec![e], vec![]).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, Some(&log));
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!(r.anchor, Some(AnchorStatus::Behind { line: 2, runs: 1 }));
+
+    // Delete the two newest: the anchored head of line 2 is gone.
+    sink.delete(&manifest_key(&run_id(3))).unwrap();
+    sink.delete(&manifest_key(&run_id(2))).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, Some(&log));
+    assert_eq!(
+        r.problems,
+        vec![Problem::AnchorNotInChain {
+            line: 2,
+            anchored_at: t(0),
+            head: heads[2].clone(),
+            stored_as: None
+        }]
+    );
+    assert_eq!(r.anchor, Some(AnchorStatus::Lost { line: 2 }));
+
+    // Alter the head itself (no later manifest can notice): the anchor does.
+    let (sink, heads) = chain(3);
+    edit(&sink, &manifest_key(&run_id(2)), |v| {
+        v["entries"][0]["label"] = "other".into()
+    });
+    let log = anchor_log(&[("local", &heads[2])]);
+    let r = check(&sink, ArtifactCheck::Skip, Some(&log));
+    assert!(
+        matches!(&r.problems[..], [Problem::AnchorNotInChain { line: 1, head, .. }] if head == &heads[2]),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn a_rewritten_history_is_caught_by_an_old_anchor() {
+    // Someone rebuilds the whole chain with one run left out: every link
+    // is consistent, only the anchors can tell.
+    let (sink, heads) = chain(4);
+    let rebuilt = MemorySink::new("local");
+    for i in [0usize, 1, 3] {
+        let e = artifact(&rebuilt, i);
+        write_manifest(&rebuilt, &run_id(i), t(i), t(i), vec![e], vec![]).unwrap();
+    }
+    let log = anchor_log(&[("local", &heads[2])]);
+    assert!(check(&sink, ArtifactCheck::Cheap, Some(&log)).ok());
+    let r = check(&rebuilt, ArtifactCheck::Cheap, Some(&log));
+    assert!(
+        matches!(&r.problems[..], [Problem::AnchorNotInChain { line: 1, .. }]),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn a_manifest_without_run_link_reports_a_broken_link() {
+    // Manifests written before `previous_run_id` existed.
+    let (sink, _) = chain(3);
+    for i in 0..3 {
+        edit(&sink, &manifest_key(&run_id(i)), |v| {
+            let o = v.as_object_mut().unwrap();
+            o.remove("previous_run_id");
+            o.remove("previous_fields");
+        });
+    }
+    // The edits themselves broke the links (bytes changed); relink.
+    let relinked = MemorySink::new("local");
+    let mut previous: Option<String> = None;
+    for i in 0..3 {
+        let key = manifest_key(&run_id(i));
+        let mut m = Manifest::from_bytes("", &get_bytes(&sink, &key).unwrap()).unwrap();
+        m.previous = previous.clone();
+        m.previous_run_id = None;
+        m.previous_fields.clear();
+        let mut v = serde_json::to_value(&m).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("previous_run_id");
+        o.remove("previous_fields");
+        let bytes = serde_json::to_vec_pretty(&v).unwrap();
+        previous = Some(Sha256::hex_of(&bytes));
+        relinked.put(&key, &bytes).unwrap();
+    }
+    assert!(check(&relinked, ArtifactCheck::Skip, None).ok());
+    relinked.delete(&manifest_key(&run_id(1))).unwrap();
+    let r = check(&relinked, ArtifactCheck::Skip, None);
+    assert!(
+        matches!(&r.problems[..], [Problem::BrokenLink { key, .. }] if key == &manifest_key(&run_id(2))),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn an_unreadable_manifest_is_named_and_the_walk_goes_on() {
+    let (sink, _) = chain(4);
+    sink.put(&manifest_key(&run_id(1)), b"{ not json").unwrap();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    let kinds: Vec<&str> = r
+        .problems
+        .iter()
+        .map(|p| match p {
+            Problem::Unreadable { .. } => "unreadable",
+            Problem::Altered { .. } => "altered",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["unreadable", "altered"], "{:#?}", r.problems);
+    assert_eq!(r.chain, 4);
+}
+
+#[test]
+fn a_manifest_copied_from_another_sink_is_named() {
+    let (sink, _) = chain(2);
+    let key = manifest_key(&run_id(1));
+    edit(&sink, &key, |v| v["sink"] = "azure".into());
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert!(r.problems.contains(&Problem::WrongSink {
+        key,
+        sink: "azure".into()
+    }));
+}
+
+#[test]
+fn an_empty_sink_is_fine_unless_anchored() {
+    let sink = MemorySink::new("local");
+    assert!(check(&sink, ArtifactCheck::Deep, None).ok());
+    let log = anchor_log(&[("local", &"e".repeat(64))]);
+    let r = check(&sink, ArtifactCheck::Deep, Some(&log));
+    assert!(matches!(
+        &r.problems[..],
+        [Problem::AnchorNotInChain { .. }]
+    ));
+    let other = anchor_log(&[("cold", &"e".repeat(64))]);
+    let r = check(&sink, ArtifactCheck::Deep, Some(&other));
+    assert!(r.ok());
+    assert_eq!(r.anchor, Some(AnchorStatus::NotAnchored));
+}
+
+#[test]
+fn a_thousand_runs_verify_quickly() {
+    let sink = MemorySink::new("local");
+    let mut previous = None;
+    // Built directly (write_manifest re-lists the folder each time).
+    for i in 0..1000 {
+        let e = artifact(&sink, i);
+        let m = Manifest {
+            format: manifest::FORMAT.into(),
+            version: manifest::VERSION,
+            run_id: run_id(i),
+            sink: "local".into(),
+            tool_version: "test".into(),
+            started_at: t(i),
+            finished_at: t(i),
+            previous: previous
+                .as_ref()
+                .map(|(s, _, _): &(String, String, _)| s.clone()),
+            previous_run_id: previous.as_ref().map(|(_, r, _)| r.clone()),
+            previous_fields: previous.map(|(_, _, f)| f).unwrap_or_default(),
+            entries: vec![e],
+            pruned: vec![],
+        };
+        let bytes = m.to_bytes();
+        sink.put(&m.key(), &bytes).unwrap();
+        previous = Some((
+            Sha256::hex_of(&bytes),
+            m.run_id.clone(),
+            manifest::field_digests(&bytes),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let r = check(&sink, ArtifactCheck::Cheap, None);
+    let took = started.elapsed();
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!((r.chain, r.artifacts), (1000, 1000));
+    let bound = if cfg!(debug_assertions) { 5.0 } else { 1.0 };
+    assert!(took.as_secs_f64() < bound, "took {took:?}");
+    eprintln!("1,000-run chain verified in {took:?}");
+}
