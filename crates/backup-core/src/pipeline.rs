@@ -605,7 +605,8 @@ fn produce(
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
     if opts.snapshot_method == SnapshotMethod::Backup
-        && let Some(stream) = PageStream::open(&db.path).map_err(|e| Failure::Other(e.to_string()))?
+        && let Some(stream) =
+            PageStream::open(&db.path).map_err(|e| Failure::Other(e.to_string()))?
     {
         return stream_pages(stream, db, opts, fan);
     }
@@ -624,9 +625,7 @@ fn stream_pages(
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
     let checks = Checks::for_database(db, opts.verify_level);
-    let twin = stream
-        .twin()
-        .map_err(|e| Failure::Other(e.to_string()))?;
+    let twin = stream.twin().map_err(|e| Failure::Other(e.to_string()))?;
     let checker = twin.map(|conn| {
         let checks = checks.clone();
         std::thread::spawn(move || verify::check_connection(&conn, &checks))
@@ -874,11 +873,11 @@ mod tests {
         );
         assert_eq!(verified.db_sha256, entry.db_sha256);
         let restored = rusqlite::Connection::open(&scratch).unwrap();
-        let tasks: u64 = restored
+        let tasks: i64 = restored
             .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
             .unwrap();
         // The manifest's row count was taken on the very image stored.
-        assert_eq!(tasks, entry.row_counts["tasks"]);
+        assert_eq!(tasks as u64, entry.row_counts["tasks"]);
         // Nothing left in the scratch folder.
         let left = std::fs::read_dir(&opts.scratch_dir)
             .map(|d| d.count())

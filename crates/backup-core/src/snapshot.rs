@@ -305,9 +305,10 @@ impl PageStream {
     }
 
     /// A second connection reading exactly the snapshot being streamed, for
-    /// checks on another thread. `Ok(None)` when SQLite was built without
-    /// `SQLITE_ENABLE_SNAPSHOT`; then check on [`Self::connection`] after
-    /// streaming instead.
+    /// checks on another thread. `Ok(None)` when that cannot be guaranteed
+    /// (SQLite built without `SQLITE_ENABLE_SNAPSHOT`, or a commit slipped in
+    /// while the twin was being opened); then check on [`Self::connection`]
+    /// after streaming instead.
     pub fn twin(&self) -> Result<Option<Connection>, SnapshotError> {
         let fail = |e: rusqlite::Error| SnapshotError {
             path: self.source.display().to_string(),
@@ -316,9 +317,15 @@ impl PageStream {
         #[cfg(sqlite_snapshot)]
         {
             let twin = open_source(&self.source).map_err(fail)?;
+            // One read outside a transaction first: SQLite attaches the WAL
+            // to a connection on its first read, and `sqlite3_snapshot_open`
+            // fails on a connection that has none yet.
+            twin.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                .map_err(fail)?;
             twin.execute_batch("BEGIN DEFERRED").map_err(fail)?;
-            share_snapshot(&self.conn, &twin).map_err(fail)?;
-            Ok(Some(twin))
+            Ok(share_snapshot(&self.conn, &twin)
+                .map_err(fail)?
+                .then_some(twin))
         }
         #[cfg(not(sqlite_snapshot))]
         {
@@ -391,32 +398,55 @@ impl PageStream {
 }
 
 /// Make `twin` (in `BEGIN`, nothing read yet) read the snapshot `pinned`
-/// holds, through `sqlite3_snapshot_get` / `sqlite3_snapshot_open`.
+/// holds, through `sqlite3_snapshot_get` / `sqlite3_snapshot_open`. Returns
+/// false when that cannot be guaranteed.
+///
+/// SQLite refuses `sqlite3_snapshot_get` while no frame has been written to
+/// the WAL since it was created (a quiet, freshly checkpointed database).
+/// Then `pinned` reads the database file alone, and it holds WAL read-lock 0,
+/// which stops any checkpoint from writing into that file. So if the twin,
+/// once its own read transaction has begun, also sees a WAL without frames,
+/// nothing was committed in between and both read the same bytes; if it
+/// sees frames, a commit slipped in and we give up on the twin.
 #[cfg(sqlite_snapshot)]
-fn share_snapshot(pinned: &Connection, twin: &Connection) -> rusqlite::Result<()> {
+fn share_snapshot(pinned: &Connection, twin: &Connection) -> rusqlite::Result<bool> {
     use rusqlite::ffi;
-    let check = |rc: std::ffi::c_int, what: &str| {
-        if rc == ffi::SQLITE_OK {
-            Ok(())
-        } else {
-            Err(rusqlite::Error::SqliteFailure(
-                ffi::Error::new(rc),
-                Some(format!("{what} failed")),
-            ))
-        }
+    let get = |conn: &Connection| {
+        let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
+        // SAFETY: an open connection used by this thread only during the call.
+        let rc = unsafe { ffi::sqlite3_snapshot_get(conn.handle(), c"main".as_ptr(), &mut snap) };
+        (rc == ffi::SQLITE_OK).then_some(snap)
     };
-    let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
-    // SAFETY: both handles are open connections owned by the caller and
-    // used by this thread only during the call; the snapshot object is
-    // freed before returning, whatever happens.
-    unsafe {
-        check(
-            ffi::sqlite3_snapshot_get(pinned.handle(), c"main".as_ptr(), &mut snap),
-            "sqlite3_snapshot_get",
-        )?;
-        let rc = ffi::sqlite3_snapshot_open(twin.handle(), c"main".as_ptr(), snap);
-        ffi::sqlite3_snapshot_free(snap);
-        check(rc, "sqlite3_snapshot_open")
+    match get(pinned) {
+        Some(snap) => {
+            // SAFETY: `twin` is open, in BEGIN with nothing read yet; the
+            // snapshot object is freed right after use.
+            let rc = unsafe {
+                let rc = ffi::sqlite3_snapshot_open(twin.handle(), c"main".as_ptr(), snap);
+                ffi::sqlite3_snapshot_free(snap);
+                rc
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(rusqlite::Error::SqliteFailure(
+                    ffi::Error::new(rc),
+                    Some("sqlite3_snapshot_open failed".into()),
+                ));
+            }
+            // The first read fixes the twin's transaction on that snapshot.
+            twin.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            Ok(true)
+        }
+        None => {
+            twin.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            match get(twin) {
+                None => Ok(true),
+                Some(snap) => {
+                    // SAFETY: freeing the object we were just given.
+                    unsafe { ffi::sqlite3_snapshot_free(snap) };
+                    Ok(false)
+                }
+            }
+        }
     }
 }
 
@@ -446,7 +476,9 @@ mod tests {
         demo::create(&src, 2_000_000, 7).unwrap();
         let writer = demo::Writer::start(&src, 0).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        let stream = PageStream::open(&src).unwrap().expect("WAL + sqlite_dbpage");
+        let stream = PageStream::open(&src)
+            .unwrap()
+            .expect("WAL + sqlite_dbpage");
         let pinned = count(stream.connection());
         // Let the writer commit while the snapshot is pinned.
         std::thread::sleep(Duration::from_millis(100));
@@ -469,7 +501,10 @@ mod tests {
         // Exactly the pinned snapshot: every row committed before it, none after.
         assert_eq!(ok_file(&copy), pinned);
         let later = count(&Connection::open(&src).unwrap());
-        assert!(later > pinned, "the writer kept committing ({later} > {pinned})");
+        assert!(
+            later > pinned,
+            "the writer kept committing ({later} > {pinned})"
+        );
     }
 
     #[cfg(sqlite_snapshot)]
@@ -478,15 +513,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("app.db");
         demo::create(&src, 500_000, 3).unwrap();
+        // Quiet database, empty WAL: the twin proves nothing was committed.
+        let stream = PageStream::open(&src).unwrap().unwrap();
+        let twin = stream
+            .twin()
+            .unwrap()
+            .expect("built with SQLITE_ENABLE_SNAPSHOT");
+        assert_eq!(count(&twin), count(stream.connection()));
+        drop((twin, stream.finish().unwrap()));
+        // With frames in the WAL (this connection commits one and keeps the
+        // WAL from being removed) and a writer committing meanwhile.
+        let keeper = Connection::open(&src).unwrap();
+        keeper
+            .execute("INSERT INTO merkle_nodes (level, hash) VALUES (0, 'x')", [])
+            .unwrap();
+        let writer = demo::Writer::start(&src, 0).unwrap();
         let stream = PageStream::open(&src).unwrap().unwrap();
         let pinned = count(stream.connection());
-        let writer = demo::Writer::start(&src, 0).unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        let twin = stream.twin().unwrap().expect("built with SQLITE_ENABLE_SNAPSHOT");
+        let twin = stream.twin().unwrap().expect("a snapshot to share");
         let stats = writer.stop();
         assert!(!stats.commits.is_empty());
         assert_eq!(count(&twin), pinned);
-        assert!(count(&Connection::open(&src).unwrap()) > pinned);
+        assert!(count(&keeper) > pinned);
     }
 
     #[test]
