@@ -54,7 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The application keeps writing while we back up.
     let writer = demo::Writer::start(&db_path, 100).ok();
-    let plan = pipeline::plan(&[database.clone()], &targets, &opts, jiff::Timestamp::now());
+    let plan = pipeline::plan(
+        std::slice::from_ref(&database),
+        &targets,
+        &opts,
+        jiff::Timestamp::now(),
+    );
     let report = pipeline::execute(&plan, &targets, &opts);
     if let Some(w) = writer {
         w.stop();

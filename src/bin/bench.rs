@@ -105,6 +105,9 @@ struct Measured {
     timed_out: bool,
 }
 
+// The child is reaped by `wait4` below (which also yields its rusage), not by
+// `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command, timeout: Option<Duration>) -> Measured {
     let started = Instant::now();
     let child = cmd
@@ -508,13 +511,18 @@ fn warm(path: &Path) {
     while f.read(&mut buf).is_ok_and(|n| n > 0) {}
 }
 
-/// This process's own peak RSS: a floor under every child's figure, since
-/// a child starts as a copy of this process.
+/// This process's own peak RSS (`VmHWM`, which unlike `getrusage` does not
+/// include what `cargo run` used before exec): a floor under every child's
+/// figure, since a child starts as a copy of this process.
 fn own_peak_rss_kib() -> u64 {
-    // SAFETY: plain syscall filling a local.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as u64
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
@@ -697,7 +705,7 @@ fn print_report(
     );
     target(
         "writer p99 during our backup (ms)",
-        busy.0.ok.then(|| busy.1.p99.as_secs_f64() * 1000.0),
+        busy.0.ok.then_some(busy.1.p99.as_secs_f64() * 1000.0),
         "< 5 ms",
         |v| v < 5.0,
         "",

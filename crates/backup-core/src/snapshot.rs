@@ -365,7 +365,7 @@ impl PageStream {
             }
             out.write_all(page)?;
             pages += 1;
-            if pages % 4096 == 0 {
+            if pages.is_multiple_of(4096) {
                 progress(pages, self.page_count);
             }
         }
