@@ -69,9 +69,15 @@ pub enum CheckLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMethod {
-    /// SQLite's online backup API, one read transaction for the whole copy.
+    /// One read transaction for the whole copy. WAL databases stream their
+    /// pages straight into the compressor when SQLite has `sqlite_dbpage`;
+    /// otherwise (and for rollback-journal databases) SQLite's online backup
+    /// API copies into a scratch file first.
     #[default]
     Backup,
+    /// Always the online backup API into a scratch file (the fallback of
+    /// `backup`, selectable for comparison).
+    BackupApi,
     /// `VACUUM INTO`: smaller and defragmented, but rewrites every page.
     VacuumInto,
 }
