@@ -11,7 +11,6 @@
 //! — SQLite, zstd, SHA-256 — are built with opt-level 2 even in debug).
 //! `RTO_MB` changes the size (default 200).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -25,9 +24,8 @@ fn rto_of_a_200_mb_restore_vs_integrity_check_alone() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let bin = std::env::var_os("SQLITE_BACKUP_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sqlite_backup_suite::testkit::binary());
+    // Honours SQLITE_BACKUP_BIN (e.g. the release binary).
+    let bin = sqlite_backup_suite::testkit::binary();
     let t = Instant::now();
     let f = Fixture::new(bin.clone(), mb << 20, "");
     let db_size = std::fs::metadata(&f.db).unwrap().len();
