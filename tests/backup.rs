@@ -320,3 +320,51 @@ fn the_embedding_example_runs() {
         "{text}"
     );
 }
+
+#[test]
+fn a_second_run_with_the_same_name_never_replaces_the_first() {
+    let p = Project::new();
+    p.demo_db("app.db", 300_000);
+    // A template with only the date: two runs the same day share a name.
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[local]\ntemplate = \"{label}-{yyyymmdd}{ext}\"\n");
+    let out = p.run(&["list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an overwriting local template must be refused"
+    );
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n");
+    p.run_ok(&["backup"]);
+    let first = p.catalog().remove(0).entry;
+    let bytes = std::fs::read(p.backups().join(&first.key)).unwrap();
+    // Force the same name: the same second is likely but not certain, so
+    // retry until a collision happens (bounded).
+    let mut collided = false;
+    for _ in 0..40 {
+        p.run_ok(&["backup"]);
+        let keys: Vec<String> = p.catalog().into_iter().map(|l| l.entry.key).collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            keys.len(),
+            "two catalog entries share an artifact: {keys:?}"
+        );
+        if keys.iter().any(|k| k.len() > first.key.len()) {
+            collided = true;
+            break;
+        }
+    }
+    assert!(
+        collided,
+        "no two runs fell in the same second: the test proved nothing"
+    );
+    assert_eq!(
+        std::fs::read(p.backups().join(&first.key)).unwrap(),
+        bytes,
+        "the first backup changed"
+    );
+    // Every listed backup still verifies.
+    for l in p.catalog() {
+        p.run_ok(&["verify", p.backups().join(&l.entry.key).to_str().unwrap()]);
+    }
+}

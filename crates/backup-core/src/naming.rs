@@ -19,6 +19,7 @@ use jiff::Timestamp;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     text: String,
+    overwrite: bool,
 }
 
 /// What a template is filled with.
@@ -82,6 +83,7 @@ impl Template {
         // Render with harmless values and check the shape of the key.
         let probe = Template {
             text: text.to_string(),
+            overwrite: allow_overwrite,
         }
         .render(&NameContext {
             label: "x",
@@ -107,7 +109,14 @@ impl Template {
         }
         Ok(Template {
             text: text.to_string(),
+            overwrite: allow_overwrite,
         })
+    }
+
+    /// Whether a new artifact may replace an existing one of the same name
+    /// (only for templates parsed with `allow_overwrite`).
+    pub fn allows_overwrite(&self) -> bool {
+        self.overwrite
     }
 
     /// The template text.

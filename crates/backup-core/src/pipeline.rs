@@ -576,8 +576,17 @@ fn backup_streams(
 ) -> Result<(Written, Vec<String>), String> {
     let mut errors = Vec::new();
     let mut writers = Vec::new();
+    // Two runs in the same second render the same name: never let the
+    // second replace the first one's artifact. Such a run gets the run id's
+    // suffix in its name instead (`app-r75-20261123-130812-1a2b.db.zst`).
+    let artifacts: Vec<PlannedArtifact> = artifacts
+        .iter()
+        .map(|a| unique_name(a, &targets[a.target], run_id))
+        .collect::<Result<_, _>>()?;
+    let artifacts = artifacts.as_slice();
     for a in artifacts {
-        match targets[a.target].sink.create(&a.key) {
+        let target = &targets[a.target];
+        match target.sink.create(&a.key) {
             Ok(w) => writers.push((a.target, Some(w))),
             Err(e) => errors.push(format!("sink {}: {e}", a.sink)),
         }
@@ -650,6 +659,43 @@ fn backup_streams(
         finish_uploads(fan, produced, db, artifacts, targets, opts, started);
     errors.extend(sink_errors);
     Ok((written, errors))
+}
+
+/// `a` itself, or — when its key is already taken in the sink and the
+/// template does not allow overwriting — `a` with the run id's suffix
+/// inserted before the extension.
+fn unique_name(
+    a: &PlannedArtifact,
+    target: &Target,
+    run_id: &str,
+) -> Result<PlannedArtifact, String> {
+    let taken = |key: &str| {
+        target
+            .sink
+            .size(key)
+            .map(|s| s.is_some())
+            .map_err(|e| format!("sink {}: {e}", a.sink))
+    };
+    if target.template.allows_overwrite() || !taken(&a.key)? {
+        return Ok(a.clone());
+    }
+    let suffix = run_id.rsplit('-').next().unwrap_or(run_id);
+    let (stem, ext) = match a.key.rfind(".db") {
+        Some(i) => a.key.split_at(i),
+        None => (a.key.as_str(), ""),
+    };
+    let key = format!("{stem}-{suffix}{ext}");
+    if taken(&key)? {
+        return Err(format!(
+            "sink {}: {} and {key} already exist; refusing to overwrite an earlier backup",
+            a.sink, a.key
+        ));
+    }
+    Ok(PlannedArtifact {
+        sidecar_key: naming::sidecar_key(&key),
+        key,
+        ..a.clone()
+    })
 }
 
 /// Take the snapshot and push it through the digest and compressor into
