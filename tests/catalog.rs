@@ -65,8 +65,11 @@ impl Site {
     }
 
     /// Manifest keys, oldest first.
+    /// Manifest keys (not their `.sha256` sidecars), oldest first.
     fn manifests(&self) -> Vec<String> {
-        self.sink().list("manifests").unwrap()
+        let mut keys = self.sink().list("manifests").unwrap();
+        keys.retain(|k| k.ends_with(".json"));
+        keys
     }
 
     fn manifest(&self, key: &str) -> serde_json::Value {
