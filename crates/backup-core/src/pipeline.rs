@@ -850,7 +850,8 @@ struct Cancellable<'a> {
 impl Write for Cancellable<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.observer.cancelled() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, INTERRUPTED));
+            // Not ErrorKind::Interrupted: `write_all` would retry that forever.
+            return Err(io::Error::other(INTERRUPTED));
         }
         self.inner.write(buf)
     }
