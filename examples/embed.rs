@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         checks: vec![],
         post_restore: None,
         cold_tags: vec![],
+        retention: Default::default(),
     };
     let sink: Arc<dyn Sink> = Arc::new(LocalSink::new("local", &root, Placement::Local));
     let targets = [Target {

@@ -94,6 +94,7 @@ pub fn database(label: &str, path: &Path) -> Database {
         checks: vec![],
         post_restore: None,
         cold_tags: vec![],
+        retention: Default::default(),
     }
 }
 

@@ -197,3 +197,46 @@ fn a_wrong_key_is_an_authentication_error_that_never_shows_the_key() {
         assert!(!t.contains("V3JvbmdLZXlX"), "{cmd:?} leaked the key:\n{t}");
     }
 }
+
+#[test]
+fn prune_on_azure_deletes_exactly_the_planned_blobs() {
+    let az = start();
+    let p = Project::new();
+    p.demo_db("app.db", 300_000);
+    p.write_config(&format!(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n\n{}",
+        azure_section(&az, "")
+    ));
+    for _ in 0..3 {
+        p.run_ok(&["backup"]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let sink = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
+    let listed = |s: &dyn Sink| {
+        let (stored, _) = manifest::read_all(s).unwrap();
+        manifest::listed(s, &stored)
+    };
+    let before = listed(&sink);
+    assert_eq!(before.len(), 3);
+    let objects_before: std::collections::BTreeSet<String> =
+        sink.list("").unwrap().into_iter().collect();
+    p.run_ok(&["prune"]);
+    let after = listed(&sink);
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0].entry.key, before[0].entry.key,
+        "the newest must survive"
+    );
+    let objects_after: std::collections::BTreeSet<String> =
+        sink.list("").unwrap().into_iter().collect();
+    let removed: std::collections::BTreeSet<String> =
+        objects_before.difference(&objects_after).cloned().collect();
+    let planned: std::collections::BTreeSet<String> = before[1..]
+        .iter()
+        .flat_map(|l| [l.entry.key.clone(), l.entry.sidecar_key.clone()])
+        .collect();
+    assert_eq!(
+        removed, planned,
+        "prune deleted something other than the planned blobs"
+    );
+}

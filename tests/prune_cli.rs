@@ -41,3 +41,27 @@ fn prune_keeps_the_newest_and_deletes_exactly_the_rest() {
     let again = p.run_ok(&["prune", "--dry-run"]);
     assert!(!again.contains("delete  "), "{again}");
 }
+
+#[test]
+fn each_database_follows_its_own_retention() {
+    let p = Project::new();
+    p.demo_db("keep.db", 200_000);
+    p.demo_db("trim.db", 200_000);
+    // Global: keep everything for a week. `trim` overrides it to keep only the newest.
+    p.write_config(
+        "[[database]]\nlabel = \"keep\"\npath = \"keep.db\"\n\n[[database]]\nlabel = \"trim\"\npath = \"trim.db\"\nretention = { hot_days = 0, warm_days = 0 }\n",
+    );
+    for _ in 0..2 {
+        p.run_ok(&["backup"]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    p.run_ok(&["prune"]);
+    let count = |label: &str| {
+        p.catalog()
+            .iter()
+            .filter(|l| l.entry.label == label)
+            .count()
+    };
+    assert_eq!(count("keep"), 2, "the global hot tier keeps both");
+    assert_eq!(count("trim"), 1, "trim's own policy keeps only the newest");
+}

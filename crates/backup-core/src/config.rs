@@ -97,6 +97,9 @@ pub struct Database {
     pub post_restore: Option<String>,
     /// Tags whose backups also go to the cold tier (e.g. `phase1`).
     pub cold_tags: Vec<String>,
+    /// This database's retention: `[retention]` with this database's
+    /// `retention = { … }` keys laid over it.
+    pub retention: Retention,
 }
 
 /// Where local tiers live.
@@ -194,6 +197,35 @@ pub struct Retention {
     pub keep_monthly: u32,
 }
 
+/// Per-database retention keys; each one given replaces the global value.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionOverride {
+    hot_days: Option<u32>,
+    warm_days: Option<u32>,
+    premigrate_days: Option<u32>,
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+}
+
+impl RetentionOverride {
+    fn over(&self, base: &Retention) -> Retention {
+        Retention {
+            hot_days: self.hot_days.unwrap_or(base.hot_days),
+            warm_days: self.warm_days.unwrap_or(base.warm_days),
+            premigrate_days: self.premigrate_days.unwrap_or(base.premigrate_days),
+            keep_last: self.keep_last.unwrap_or(base.keep_last),
+            keep_hourly: self.keep_hourly.unwrap_or(base.keep_hourly),
+            keep_daily: self.keep_daily.unwrap_or(base.keep_daily),
+            keep_weekly: self.keep_weekly.unwrap_or(base.keep_weekly),
+            keep_monthly: self.keep_monthly.unwrap_or(base.keep_monthly),
+        }
+    }
+}
+
 fn default_hot_days() -> u32 {
     7
 }
@@ -288,6 +320,8 @@ struct RawDatabase {
     post_restore: Option<String>,
     #[serde(default)]
     cold_tags: Vec<String>,
+    #[serde(default)]
+    retention: RetentionOverride,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +484,7 @@ impl Config {
             if p.is_absolute() { p } else { base.join(p) }
         };
 
+        let global_retention = raw.retention.unwrap_or_default();
         let mut databases = Vec::new();
         let mut seen = BTreeMap::new();
         for spanned in raw.database {
@@ -491,6 +526,7 @@ impl Config {
                 checks: db.checks,
                 post_restore: db.post_restore,
                 cold_tags: db.cold_tags,
+                retention: db.retention.over(&global_retention),
             });
         }
 
@@ -586,7 +622,7 @@ impl Config {
             compression,
             local,
             azure,
-            retention: raw.retention.unwrap_or_default(),
+            retention: global_retention,
             alerts: raw.alerts,
             verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
             snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),

@@ -985,6 +985,7 @@ mod tests {
             checks: vec![],
             post_restore: None,
             cold_tags: vec![],
+            retention: Default::default(),
         };
         let sink: Arc<dyn Sink> = Arc::new(MemorySink::new("memory"));
         let targets = [Target {

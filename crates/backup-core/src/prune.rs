@@ -111,6 +111,18 @@ pub fn plan(
     now: Timestamp,
     policy: &Retention,
 ) -> PrunePlan {
+    plan_per_label(sinks, labels, now, policy, &|_| policy.clone())
+}
+
+/// [`plan`] with a policy per database label (`[[database]] retention`);
+/// `global` is the `[retention]` the plan reports as its policy.
+pub fn plan_per_label(
+    sinks: &[&dyn Sink],
+    labels: &[String],
+    now: Timestamp,
+    global: &Retention,
+    policy_for: &dyn Fn(&str) -> Retention,
+) -> PrunePlan {
     let mut listed = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
@@ -155,7 +167,24 @@ pub fn plan(
             verified: true,
         })
         .collect();
-    let decisions = retention::evaluate(&backups, now, policy);
+    // The policy is evaluated per label anyway; each label gets its own.
+    let mut decisions: Vec<Option<retention::Decision>> = vec![None; backups.len()];
+    let labels_seen: BTreeSet<&str> = backups.iter().map(|b| b.label.as_str()).collect();
+    for label in labels_seen {
+        let idx: Vec<usize> = (0..backups.len())
+            .filter(|&i| backups[i].label == label)
+            .collect();
+        let group: Vec<Backup> = idx.iter().map(|&i| backups[i].clone()).collect();
+        for (i, d) in idx
+            .into_iter()
+            .zip(retention::evaluate(&group, now, &policy_for(label)))
+        {
+            decisions[i] = Some(d);
+        }
+    }
+    let decisions = decisions
+        .into_iter()
+        .map(|d| d.expect("every backup has a label"));
     let mut items: Vec<PlanItem> = listed
         .into_iter()
         .zip(decisions)
@@ -198,7 +227,7 @@ pub fn plan(
     });
     PrunePlan {
         now,
-        policy: policy.clone(),
+        policy: global.clone(),
         items,
         skipped,
     }

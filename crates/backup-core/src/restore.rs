@@ -1069,6 +1069,7 @@ mod tests {
             checks: vec![],
             post_restore: None,
             cold_tags: vec![],
+            retention: Default::default(),
         }
     }
 

@@ -14,7 +14,19 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     settings::select(&config, &labels)?;
     let sinks = settings::sinks(&config)?;
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let plan = prune::plan(&refs, &labels, jiff::Timestamp::now(), &config.retention);
+    // Each database's own policy; catalogued labels no longer configured get the global one.
+    let policy_for = |label: &str| {
+        config
+            .database(label)
+            .map_or_else(|| config.retention.clone(), |d| d.retention.clone())
+    };
+    let plan = prune::plan_per_label(
+        &refs,
+        &labels,
+        jiff::Timestamp::now(),
+        &config.retention,
+        &policy_for,
+    );
     print!("{plan}");
     if args.dry_run {
         println!("Dry run: nothing was deleted.");
