@@ -182,6 +182,39 @@ pub fn task_ids(db: &Path) -> Vec<i64> {
         .expect("ids")
 }
 
+/// Assert that `snapshot` holds a writer's commits up to exactly one point:
+/// ids 1..=max with no gap, every commit acknowledged before `snapshot_at`,
+/// and at least one commit after it (else the writer was idle and the test
+/// proves nothing). Returns max.
+pub fn assert_snapshot_point(
+    snapshot: &Path,
+    snapshot_at: jiff::Timestamp,
+    stats: &backup_core::demo::WriterStats,
+) -> i64 {
+    let ids = task_ids(snapshot);
+    let max = *ids.last().expect("tasks in the snapshot");
+    assert_eq!(ids, (1..=max).collect::<Vec<_>>(), "gap in the snapshot");
+    let before: Vec<i64> = stats
+        .commits
+        .iter()
+        .filter(|(_, t)| *t < snapshot_at)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "the writer committed nothing before the snapshot: the test proves nothing"
+    );
+    assert!(
+        before.iter().all(|id| *id <= max),
+        "a commit acknowledged before the snapshot began is missing"
+    );
+    assert!(
+        stats.commits.iter().any(|(id, _)| *id > max),
+        "no commit after the snapshot point: the writer was not running through it"
+    );
+    max
+}
+
 /// Per-table content checksum (SHA-256 over every row in rowid order).
 pub fn table_checksums(db: &Path) -> std::collections::BTreeMap<String, String> {
     use backup_core::digest::{Digest, Sha256};

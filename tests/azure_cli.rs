@@ -95,6 +95,7 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
         level: backup_core::config::CheckLevel::IntegrityCheck,
         required_tables: vec!["tasks".into()],
         queries: vec![],
+        ..Default::default()
     };
     let alpha = listed.iter().find(|l| l.entry.label == "alpha").unwrap();
     let report = backup_core::verify::verify_entry(

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use backup_core::demo::Writer;
-use sqlite_backup_suite::testkit::{Project, output_text, require_tool, sh, task_ids};
+use sqlite_backup_suite::testkit::{
+    Project, assert_snapshot_point, output_text, require_tool, sh, task_ids,
+};
 
 fn config(db: &str, format: &str) -> String {
     format!(
@@ -39,34 +41,8 @@ fn wal_backup_under_a_concurrent_writer_holds_every_prior_commit() {
     );
     let restored = p.join("restored.db");
 
-    // No gap and nothing half-written: ids are exactly 1..=max.
-    let ids = task_ids(&restored);
-    let max = *ids.last().unwrap();
-    assert_eq!(
-        ids,
-        (1..=max).collect::<Vec<_>>(),
-        "ids in the snapshot are not contiguous"
-    );
-    // Every commit that returned before the snapshot began is in it.
-    let before: Vec<i64> = stats
-        .commits
-        .iter()
-        .filter(|(_, t)| *t < entry.snapshot_at)
-        .map(|(id, _)| *id)
-        .collect();
-    assert!(
-        !before.is_empty(),
-        "the writer committed nothing before the snapshot: test proves nothing"
-    );
-    assert!(
-        before.iter().all(|id| *id <= max),
-        "a commit made before the snapshot is missing"
-    );
-    // And the writer really was running across it.
-    assert!(
-        stats.commits.iter().any(|(id, _)| *id > max),
-        "no commit after the snapshot: writer was idle"
-    );
+    // No gap, nothing half-written, every acknowledged commit present.
+    let max = assert_snapshot_point(&restored, entry.snapshot_at, &stats);
     assert_eq!(
         sh(p.path(), "sqlite3 restored.db 'PRAGMA integrity_check;'").trim(),
         "ok"
@@ -367,4 +343,41 @@ fn a_second_run_with_the_same_name_never_replaces_the_first() {
     for l in p.catalog() {
         p.run_ok(&["verify", p.backups().join(&l.entry.key).to_str().unwrap()]);
     }
+}
+
+/// A foreign-key violation is the application's data, copied faithfully: the
+/// default post-backup check (`quick_check`) does not fail the backup for it,
+/// while `verify` reports it and `integrity_check` level fails the backup.
+#[test]
+fn foreign_key_violations_fail_verify_and_the_full_post_backup_check() {
+    let p = Project::new();
+    let db = p.demo_db("app.db", 500_000);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO thought_records (task_id, body, created_at) VALUES (-5, 'orphan', 'now');",
+    )
+    .unwrap();
+    drop(conn);
+    p.write_config(&config("app.db", "zstd"));
+    p.run_ok(&["backup"]);
+    let out = p.run(&["verify", "--latest", "app"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("foreign_key_check found 1 violation"),
+        "{text}"
+    );
+
+    p.write_config(&format!(
+        "{}\n[verify]\nlevel = \"integrity_check\"\n",
+        config("app.db", "zstd")
+    ));
+    let out = p.run(&["backup"]);
+    let text = output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("foreign_key_check found 1 violation"),
+        "{text}"
+    );
 }

@@ -53,6 +53,7 @@ fn checks() -> Checks {
         level: CheckLevel::IntegrityCheck,
         required_tables: vec!["tasks".into()],
         queries: vec![],
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,7 @@ fn check_catalog(p: &Project, seen: &mut BTreeSet<(String, String)>) -> usize {
                 level: CheckLevel::IntegrityCheck,
                 required_tables: vec!["tasks".into()],
                 queries: vec![],
+                ..Default::default()
             };
             let r = verify::verify_entry(&sink, &l.entry, &scratch, &checks).unwrap();
             assert!(

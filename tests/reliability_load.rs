@@ -15,7 +15,7 @@ use backup_core::manifest::Entry;
 use backup_core::snapshot::{OnlineBackup, Snapshot};
 use jiff::Timestamp;
 use rusqlite::Connection;
-use sqlite_backup_suite::testkit::{Project, task_ids};
+use sqlite_backup_suite::testkit::{Project, assert_snapshot_point, task_ids};
 
 /// Decompress a listed artifact of the local tier to `out` (what a restore
 /// places, minus the ceremony).
@@ -55,27 +55,7 @@ fn assert_consistent(p: &Project, entry: &Entry, source: &Path, stats: &WriterSt
     let _ = std::fs::remove_file(&restored);
     unpack(p, entry, &restored);
     assert_eq!(integrity(&restored), "ok");
-    let ids = task_ids(&restored);
-    let max = *ids.last().unwrap();
-    assert_eq!(ids, (1..=max).collect::<Vec<_>>(), "gap in the snapshot");
-    let before: Vec<i64> = stats
-        .commits
-        .iter()
-        .filter(|(_, t)| *t < entry.snapshot_at)
-        .map(|(id, _)| *id)
-        .collect();
-    assert!(
-        !before.is_empty(),
-        "writer committed nothing before the snapshot"
-    );
-    assert!(
-        before.iter().all(|id| *id <= max),
-        "a commit acknowledged before the snapshot began is missing"
-    );
-    assert!(
-        stats.commits.iter().any(|(id, _)| *id > max),
-        "no commit after the snapshot point: the writer was not running through it"
-    );
+    let max = assert_snapshot_point(&restored, entry.snapshot_at, stats);
     assert_eq!(
         rows_up_to(&restored, max),
         rows_up_to(source, max),

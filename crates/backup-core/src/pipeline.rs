@@ -728,12 +728,13 @@ fn stream_pages(
     opts: &Options,
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
-    let checks = Checks::for_database(db, opts.verify_level);
+    let checks = Checks::after_backup(db, opts.verify_level);
     let twin = stream.twin().map_err(|e| Failure::Other(e.to_string()))?;
     let checker = twin.map(|conn| {
-        // foreign_key_check looks up a parent row for every child row; with
-        // SQLite's default 2 MiB cache most lookups re-read pages from the
-        // OS. 8 MiB halves that system time for a few MiB of memory.
+        // The checks revisit pages (foreign_key_check, at integrity_check
+        // level, looks up a parent row for every child row); with SQLite's
+        // default 2 MiB cache most revisits re-read pages from the OS.
+        // 8 MiB halves that system time for a few MiB of memory.
         let _ = conn.pragma_update(None, "cache_size", -8192);
         let checks = checks.clone();
         std::thread::spawn(move || verify::check_connection(&conn, &checks))
@@ -811,7 +812,7 @@ fn via_scratch(
         return Err(Failure::Other(INTERRUPTED.into()));
     }
 
-    let checks = Checks::for_database(db, opts.verify_level);
+    let checks = Checks::after_backup(db, opts.verify_level);
     let check_path = scratch.0.clone();
     let checker = std::thread::spawn(move || verify::check_file(&check_path, &checks));
     let streamed = compress_into(fan, &opts.compression, opts.observer.as_ref(), |out| {
@@ -1015,6 +1016,7 @@ mod tests {
             level: CheckLevel::IntegrityCheck,
             required_tables: db.required_tables.clone(),
             queries: vec![],
+            ..Default::default()
         };
         let verified = verify::verify_entry(sink.as_ref(), entry, &scratch, &checks).unwrap();
         assert!(

@@ -31,7 +31,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use backup_core::fsutil;
+use backup_core::fsutil::{self, WritebackFile};
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
 
 /// A folder used as a sink.
@@ -87,7 +87,7 @@ struct LocalWriter {
     key: String,
     path: PathBuf,
     tmp: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<BufWriter<WritebackFile>>,
     bytes: u64,
 }
 
@@ -107,7 +107,7 @@ impl SinkWriter for LocalWriter {
         let file = self.file.take().expect("open");
         let key = self.key.clone();
         let done = (|| {
-            let file = file.into_inner().map_err(|e| e.into_error())?;
+            let file = file.into_inner().map_err(|e| e.into_error())?.into_inner();
             file.sync_all()?;
             drop(file);
             fs::rename(&self.tmp, &self.path)?;
@@ -160,7 +160,7 @@ impl Sink for LocalSink {
             key: key.to_string(),
             path,
             tmp,
-            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            file: Some(BufWriter::with_capacity(1 << 20, WritebackFile::new(file))),
             bytes: 0,
         }))
     }
