@@ -966,22 +966,10 @@ pub fn execute(
 fn recheck_integrity(path: &Path) -> DbReport {
     let checks = Checks {
         level: CheckLevel::IntegrityCheck,
+        skip_foreign_keys: true,
         ..Checks::default()
     };
-    let lines: rusqlite::Result<Vec<String>> = verify::open_private(path).and_then(|c| {
-        c.prepare("PRAGMA integrity_check(100)")?
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect()
-    });
-    match lines {
-        Ok(l) if l == ["ok"] => DbReport::default(),
-        Ok(lines) => DbReport {
-            facts: None,
-            problems: vec![verify::Problem::Integrity { lines }],
-        },
-        // Unreadable: let the full check describe it.
-        Err(_) => verify::check_file(path, &checks),
-    }
+    verify::check_file(path, &checks)
 }
 
 /// Run `command` through the shell with the restore described in
