@@ -390,19 +390,8 @@ fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
 }
 
 /// `1.5 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+fn human_bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 impl fmt::Display for PrunePlan {
