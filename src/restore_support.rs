@@ -107,6 +107,16 @@ impl Fixture {
         v
     }
 
+    /// The run id of the manifest that lists `e`.
+    pub fn run_of(&self, e: &Entry) -> String {
+        self.manifests()
+            .into_iter()
+            .find(|(_, m)| m.entries[0].key == e.key)
+            .expect("manifest of the entry")
+            .1
+            .run_id
+    }
+
     /// The file of an artifact key.
     pub fn artifact(&self, e: &Entry) -> PathBuf {
         self.root.join(&e.key)

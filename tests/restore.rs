@@ -175,13 +175,7 @@ fn walks_back_past_a_wrong_sidecar() {
 fn walks_back_past_a_valid_stream_of_a_corrupt_database() {
     assert_walks_back(
         |f, bad| {
-            let run = f
-                .manifests()
-                .into_iter()
-                .find(|(_, m)| m.entries[0].key == bad.key)
-                .unwrap()
-                .1
-                .run_id;
+            let run = f.run_of(&bad);
             f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(bad)));
         },
         "integrity check is not `ok`",
@@ -192,13 +186,7 @@ fn walks_back_past_a_valid_stream_of_a_corrupt_database() {
 fn walks_back_past_a_database_missing_a_required_table() {
     assert_walks_back(
         |f, bad| {
-            let run = f
-                .manifests()
-                .into_iter()
-                .find(|(_, m)| m.entries[0].key == bad.key)
-                .unwrap()
-                .1
-                .run_id;
+            let run = f.run_of(&bad);
             f.replace_artifact(&run, &drop_table(&f.db_bytes(bad), "merkle_nodes"));
         },
         "required table `merkle_nodes` is missing",
@@ -209,13 +197,7 @@ fn walks_back_past_a_database_missing_a_required_table() {
 fn none_good_fails_and_touches_nothing() {
     let (f, good, bad) = two_backups();
     flip_byte(&f.artifact(&bad), 100);
-    let run = f
-        .manifests()
-        .into_iter()
-        .find(|(_, m)| m.entries[0].key == good.key)
-        .unwrap()
-        .1
-        .run_id;
+    let run = f.run_of(&good);
     f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(&good)));
     let live = std::fs::read(&f.db).unwrap();
     let folder = f.live_folder();
@@ -344,13 +326,7 @@ fn restores_to_a_new_path_and_selects_by_tag_and_id() {
             .any(|e| e.file_name().to_string_lossy().contains("broken")),
         "nothing to keep aside at a new path"
     );
-    let bad_run = f
-        .manifests()
-        .into_iter()
-        .find(|(_, m)| m.entries[0].key == bad.key)
-        .unwrap()
-        .1
-        .run_id;
+    let bad_run = f.run_of(&bad);
     let out = restore(&f, &["--to", to.to_str().unwrap(), "--id", &bad_run]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sha_of(&to), bad.db_sha256);
