@@ -175,7 +175,7 @@ fn walks_back_past_a_wrong_sidecar() {
 fn walks_back_past_a_valid_stream_of_a_corrupt_database() {
     assert_walks_back(
         |f, bad| {
-            let run = f.run_of(&bad);
+            let run = f.run_of(bad);
             f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(bad)));
         },
         "integrity check is not `ok`",
@@ -186,7 +186,7 @@ fn walks_back_past_a_valid_stream_of_a_corrupt_database() {
 fn walks_back_past_a_database_missing_a_required_table() {
     assert_walks_back(
         |f, bad| {
-            let run = f.run_of(&bad);
+            let run = f.run_of(bad);
             f.replace_artifact(&run, &drop_table(&f.db_bytes(bad), "merkle_nodes"));
         },
         "required table `merkle_nodes` is missing",
