@@ -111,17 +111,22 @@ impl Project {
         p
     }
 
-    /// Run the binary with `--config <project config>` and `args`.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(binary())
-            .arg("--config")
+    /// The binary with `--config <project config>` and `args`, ready to run
+    /// (add environment variables to it first if need be).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.arg("--config")
             .arg(self.config())
             .args(args)
             .current_dir(self.path())
             .env_remove("SQLITE_BACKUP_CONFIG")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run sqlite-backup")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Run the binary with `--config <project config>` and `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sqlite-backup")
     }
 
     /// Run and assert the exit code; returns stdout + stderr as text.

@@ -167,6 +167,48 @@ fn wrong_access_key_is_a_clear_error_without_the_key() {
 }
 
 #[test]
+fn sas_token_authorizes_every_operation_and_is_never_shown() {
+    let azurite = azurite_with("sas");
+    let sas = Azurite::container_sas("sas", "racwdl", "2099-01-01T00:00:00Z");
+    let mut cfg = azurite.sink_config("sas");
+    cfg.sas_token = Some(Secret::new(&sas));
+    let sink = AzureSink::from_config(&cfg).unwrap();
+    // Multipart too: 1 MiB parts.
+    let mut small_parts = cfg.clone();
+    small_parts.part_size_mib = 1;
+    conformance::run(&AzureSink::from_config(&small_parts).unwrap());
+    conformance::run(&sink);
+    let sig = sas.rsplit("sig=").next().unwrap();
+    assert!(!format!("{sink:?}").contains(sig));
+
+    // A token without write permission: uploads are refused, clearly, and
+    // neither the token nor its signature appears in the message.
+    let read_only = Azurite::container_sas("sas", "rl", "2099-01-01T00:00:00Z");
+    let mut cfg = azurite.sink_config("sas");
+    cfg.sas_token = Some(Secret::new(&read_only));
+    cfg.max_retries = 0;
+    let sink = AzureSink::from_config(&cfg).unwrap();
+    assert!(sink.list("").is_ok(), "listing is allowed by `rl`");
+    let err = sink.put("a/b.json", b"{}").unwrap_err().to_string();
+    let read_only_sig = read_only.rsplit("sig=").next().unwrap();
+    assert!(err.contains("authentication failed"), "unclear: {err}");
+    assert!(!err.contains(read_only_sig), "signature leaked: {err}");
+    assert!(!err.contains(&read_only), "token leaked: {err}");
+
+    // An expired token fails the same way.
+    let expired = Azurite::container_sas("sas", "racwdl", "2001-01-01T00:00:00Z");
+    let mut cfg = azurite.sink_config("sas");
+    cfg.sas_token = Some(Secret::new(&expired));
+    cfg.max_retries = 0;
+    let err = AzureSink::from_config(&cfg)
+        .unwrap()
+        .put("a/b.json", b"{}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authentication failed"), "unclear: {err}");
+}
+
+#[test]
 fn azurite_killed_mid_upload_leaves_nothing_and_recovers() {
     let mut azurite = azurite_with("crash");
     let sink = sink(&azurite, "crash", 1);
