@@ -381,3 +381,66 @@ fn foreign_key_violations_fail_verify_and_the_full_post_backup_check() {
         "{text}"
     );
 }
+
+/// A run killed after writing its artifact but before its manifest leaves a
+/// complete-looking, unlisted artifact. Its intent record lets a later run
+/// remove it once the run is a day old; files no record names are never
+/// touched, nor is a record of a run that may still be going.
+#[test]
+fn objects_of_a_killed_run_are_removed_a_day_later_and_nothing_else() {
+    use backup_core::intent::{self, Intent};
+    let p = Project::new();
+    p.demo_db("app.db", 300_000);
+    p.write_config(&config("app.db", "zstd"));
+    p.run_ok(&["backup"]);
+    let sink =
+        backup_local::LocalSink::new("local", p.backups(), backup_core::sink::Placement::Local);
+    let plant = |run_id: &str, key: &str| {
+        let keys = vec![key.to_string(), format!("{key}.sha256")];
+        for k in &keys {
+            std::fs::write(p.backups().join(k), b"complete-looking").unwrap();
+        }
+        let record = Intent {
+            run_id: run_id.into(),
+            keys,
+        };
+        intent::record(&sink, "app", &record).unwrap();
+    };
+    plant("20200101T000000Z-0001", "app-auto-20200101-000000.db.zst");
+    let recent = manifest_run_id_now();
+    plant(&recent, "app-auto-recent.db.zst");
+    std::fs::write(p.backups().join("notes.db.zst"), b"the operator's own file").unwrap();
+
+    let out = p.run_ok(&["backup"]);
+    assert!(
+        out.contains("removed 2 object(s) of interrupted runs"),
+        "{out}"
+    );
+    let names: Vec<String> = std::fs::read_dir(p.backups())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("app-auto-20200101")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"app-auto-recent.db.zst".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"notes.db.zst".to_string()), "{names:?}");
+    // The two real backups are still listed and intact.
+    assert_eq!(p.catalog().len(), 2);
+    let pending: Vec<String> = std::fs::read_dir(p.backups().join("manifests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pending"))
+        .collect();
+    assert_eq!(pending, [format!("{recent}-app.pending")]);
+}
+
+fn manifest_run_id_now() -> String {
+    backup_core::manifest::new_run_id(jiff::Timestamp::now())
+}

@@ -34,6 +34,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod fsutil;
+pub mod intent;
 pub mod inuse;
 pub mod lock;
 pub mod manifest;

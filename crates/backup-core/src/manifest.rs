@@ -176,6 +176,22 @@ pub fn manifest_key(run_id: &str) -> String {
     format!("{MANIFEST_DIR}/{run_id}.json")
 }
 
+/// When the run `run_id` started (second precision), from its id.
+///
+/// ```
+/// use backup_core::manifest::run_started;
+/// let t = run_started("20261123T130812Z-1a2b").unwrap();
+/// assert_eq!(t.to_string(), "2026-11-23T13:08:12Z");
+/// assert!(run_started("not-a-run").is_none());
+/// ```
+pub fn run_started(run_id: &str) -> Option<Timestamp> {
+    let stamp = run_id.split('-').next()?;
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+        .and_then(|dt| dt.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+        .map(|z| z.timestamp())
+        .ok()
+}
+
 /// A new run id from a time: `20261123T130812Z-1a2b`, sortable, unique
 /// enough across hosts. The four hex digits are the millisecond (upper ten
 /// bits) and six bits of noise, so two runs in the same second still sort in
@@ -426,31 +442,37 @@ pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
     (all, problems)
 }
 
+/// A filled-in entry for tests.
+#[cfg(test)]
+pub(crate) fn sample_entry() -> Entry {
+    Entry {
+        label: "mission-control".into(),
+        tag: Some("r75".into()),
+        key: "mission-control-r75-20260416-130812.db.zst".into(),
+        sidecar_key: "mission-control-r75-20260416-130812.db.zst.sha256".into(),
+        compression: Format::Zstd,
+        size: 1_234_567,
+        sha256: Sha256::hex_of(b"artifact"),
+        db_size: 8_388_608,
+        db_sha256: Sha256::hex_of(b"database"),
+        page_size: 4096,
+        page_count: 2048,
+        schema_sha256: Sha256::hex_of(b"schema"),
+        row_counts: BTreeMap::from([("merkle_nodes".into(), 7), ("tasks".into(), 42)]),
+        snapshot_at: "2026-04-16T13:08:12.345Z".parse().unwrap(),
+        snapshot_ms: 180,
+        verified_with: CheckLevel::QuickCheck,
+        source: "/srv/app/mission-control.db".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sink::MemorySink;
 
     fn entry() -> Entry {
-        Entry {
-            label: "mission-control".into(),
-            tag: Some("r75".into()),
-            key: "mission-control-r75-20260416-130812.db.zst".into(),
-            sidecar_key: "mission-control-r75-20260416-130812.db.zst.sha256".into(),
-            compression: Format::Zstd,
-            size: 1_234_567,
-            sha256: Sha256::hex_of(b"artifact"),
-            db_size: 8_388_608,
-            db_sha256: Sha256::hex_of(b"database"),
-            page_size: 4096,
-            page_count: 2048,
-            schema_sha256: Sha256::hex_of(b"schema"),
-            row_counts: BTreeMap::from([("merkle_nodes".into(), 7), ("tasks".into(), 42)]),
-            snapshot_at: "2026-04-16T13:08:12.345Z".parse().unwrap(),
-            snapshot_ms: 180,
-            verified_with: CheckLevel::QuickCheck,
-            source: "/srv/app/mission-control.db".into(),
-        }
+        sample_entry()
     }
 
     /// The bytes of a second manifest in a chain (so every link field is

@@ -32,6 +32,7 @@ use crate::compress::{Compress, Compression};
 use crate::config::{CheckLevel, Database, SnapshotMethod};
 use crate::digest::{Digest, HashingWriter, Sha256, Sidecar};
 use crate::fsutil;
+use crate::intent;
 use crate::manifest::{self, Entry, Manifest};
 use crate::naming::{self, NameContext, Template};
 use crate::sink::{Sink, SinkWriter};
@@ -347,6 +348,9 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
             Ok((key, head)) => {
                 info!("manifest written sink={sink_name} key={key} head={head}");
                 manifests.push((sink_name.to_string(), key, head));
+                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+                    warn!("sink {sink_name}: removing this run's intent records: {e}");
+                }
             }
             Err(e) => {
                 // Without a manifest nothing of this run counts in that sink:
@@ -364,6 +368,9 @@ pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
                         }
                         o.written.retain(|(s, _)| s != sink_name);
                     }
+                }
+                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+                    warn!("sink {sink_name}: removing this run's intent records: {e}");
                 }
             }
         }
@@ -445,6 +452,17 @@ fn clean_leftovers(targets: &[Target], scratch: &Path) {
                 t.sink.name()
             ),
             Err(e) => warn!("cleaning partial uploads in sink {}: {e}", t.sink.name()),
+        }
+        match intent::reclaim(t.sink.as_ref(), Timestamp::now()) {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "removed {n} object(s) of interrupted runs (no manifest lists them) in sink {}",
+                t.sink.name()
+            ),
+            Err(e) => warn!(
+                "removing objects of interrupted runs in sink {}: {e}",
+                t.sink.name()
+            ),
         }
     }
     for dir in [scratch.to_path_buf(), fallback_scratch_dir()] {
@@ -542,6 +560,15 @@ fn backup_one(
         }
         Err(e) => outcome.errors.push(e),
     }
+    // Sinks that keep nothing of this database need no record of it.
+    for a in artifacts {
+        let sink = targets[a.target].sink.as_ref();
+        if !outcome.written.iter().any(|(s, _)| s == sink.name())
+            && let Err(e) = intent::discard(sink, run_id, &db.label)
+        {
+            warn!("sink {}: removing an intent record: {e}", a.sink);
+        }
+    }
     opts.observer.database_done(&db.label);
     outcome
 }
@@ -586,6 +613,17 @@ fn backup_streams(
     let artifacts = artifacts.as_slice();
     for a in artifacts {
         let target = &targets[a.target];
+        // Name the keys before writing them, so that if this process is
+        // killed before its manifest a later run can remove them.
+        if !target.template.allows_overwrite() {
+            let record = intent::Intent {
+                run_id: run_id.to_string(),
+                keys: vec![a.key.clone(), a.sidecar_key.clone()],
+            };
+            if let Err(e) = intent::record(target.sink.as_ref(), &db.label, &record) {
+                warn!("sink {}: cannot record what this run writes: {e}", a.sink);
+            }
+        }
         match target.sink.create(&a.key) {
             Ok(w) => writers.push((a.target, Some(w))),
             Err(e) => errors.push(format!("sink {}: {e}", a.sink)),

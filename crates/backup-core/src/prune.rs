@@ -377,10 +377,7 @@ fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
         let stem = key
             .trim_start_matches(manifest::MANIFEST_DIR)
             .trim_start_matches('/');
-        let stamp = stem.split('-').next().unwrap_or_default();
-        if let Ok(t) = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
-            .and_then(|dt| dt.to_zoned_datetime(jiff::tz::TimeZone::UTC))
-            .map(|z| z.timestamp())
+        if let Some(t) = manifest::run_started(stem)
             && t.as_second() >= at.as_second()
         {
             at = Timestamp::from_second(t.as_second() + 1).unwrap_or(at);

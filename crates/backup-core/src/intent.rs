@@ -1,0 +1,196 @@
+//! Intent records: what a run is about to write into a sink, so that the
+//! objects of a run killed before its manifest can be found and removed.
+//!
+//! Before the first byte of a database's artifact is written, the run puts
+//! `manifests/<run id>-<label>.pending` listing the artifact and sidecar
+//! keys it will create (after collision renaming, so never a key an earlier
+//! run owns). Once the run's manifest is in the sink, the records go. A run
+//! killed in between leaves complete-looking artifacts that no manifest
+//! lists (`list` and `restore` never offer them, but they fill the disk);
+//! the next run, in [`reclaim`], deletes what such a record names.
+//!
+//! Records of another process's run that is still going must survive: a
+//! record is only acted on once its run is [`GRACE`] old (the run id holds
+//! its start time), unless the run's manifest is already there. Templates
+//! that may overwrite (`allow_overwrite`) get no records: their keys can
+//! belong to an earlier run, and deleting those would lose a backup.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{self, MANIFEST_DIR, Manifest};
+use crate::sink::{Sink, SinkError, get_bytes};
+
+/// How old a run without a manifest must be before its objects are removed:
+/// longer than any backup runs.
+pub const GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+const SUFFIX: &str = ".pending";
+
+/// One record: a run's keys for one database in one sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The run that writes them.
+    pub run_id: String,
+    /// Artifact and sidecar keys.
+    pub keys: Vec<String>,
+}
+
+/// The record's key for `run_id` and `label`.
+pub fn key(run_id: &str, label: &str) -> String {
+    format!("{MANIFEST_DIR}/{run_id}-{label}{SUFFIX}")
+}
+
+/// Put the record (an atomic `put`: all of it or nothing).
+pub fn record(sink: &dyn Sink, label: &str, intent: &Intent) -> Result<(), SinkError> {
+    let bytes = serde_json::to_vec_pretty(intent).expect("plain data serializes");
+    sink.put(&key(&intent.run_id, label), &bytes)
+}
+
+/// Remove the record of `run_id` for `label`: nothing of it was kept in
+/// this sink (the upload failed or was abandoned, and was cleaned up).
+pub fn discard(sink: &dyn Sink, run_id: &str, label: &str) -> Result<(), SinkError> {
+    sink.delete(&key(run_id, label))
+}
+
+/// Remove the records of `run_id` (its manifest is written).
+pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
+    for k in records(sink)? {
+        if file_name(&k).starts_with(&format!("{run_id}-")) {
+            sink.delete(&k)?;
+        }
+    }
+    Ok(())
+}
+
+/// Act on every record left by a run that will not finish: delete the keys
+/// its manifest does not list (all of them when it has none), then the
+/// record. Returns how many objects were deleted.
+pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
+    let mut deleted = 0;
+    for k in records(sink)? {
+        let intent: Intent = match get_bytes(sink, &k)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(i) => i,
+            // Unreadable: leave it for a person rather than guess.
+            None => continue,
+        };
+        let listed: Vec<String> = match get_bytes(sink, &manifest::manifest_key(&intent.run_id)) {
+            Ok(bytes) => Manifest::from_bytes(&k, &bytes)
+                .map(|m| {
+                    m.entries
+                        .into_iter()
+                        .flat_map(|e| [e.key, e.sidecar_key])
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) if e.is_not_found() => {
+                let started = manifest::run_started(&intent.run_id);
+                if started.is_none_or(|t| now.duration_since(t) < GRACE) {
+                    continue;
+                }
+                vec![]
+            }
+            Err(e) => return Err(e),
+        };
+        for key in intent.keys.iter().filter(|key| !listed.contains(key)) {
+            if sink.size(key)?.is_some() {
+                sink.delete(key)?;
+                deleted += 1;
+            }
+        }
+        sink.delete(&k)?;
+    }
+    Ok(deleted)
+}
+
+fn records(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
+    Ok(sink
+        .list(MANIFEST_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(SUFFIX))
+        .collect())
+}
+
+fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+
+    const RUN: &str = "20261123T100000Z-1a2b";
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn stored(sink: &MemorySink) -> Vec<String> {
+        sink.list("").unwrap()
+    }
+
+    fn killed_run(sink: &MemorySink) {
+        let keys = vec![
+            "app-1000.db.zst".to_string(),
+            "app-1000.db.zst.sha256".into(),
+        ];
+        record(
+            sink,
+            "app",
+            &Intent {
+                run_id: RUN.into(),
+                keys: keys.clone(),
+            },
+        )
+        .unwrap();
+        for k in &keys {
+            sink.put(k, b"x").unwrap();
+        }
+        // Another run's backup, which no record names.
+        sink.put("app-0900.db.zst", b"older").unwrap();
+    }
+
+    #[test]
+    fn a_killed_run_is_reclaimed_only_after_the_grace_period() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        assert_eq!(reclaim(&sink, at("2026-11-23T12:00:00Z")).unwrap(), 0);
+        assert_eq!(stored(&sink).len(), 4, "a run 2 h old may still be going");
+        assert_eq!(reclaim(&sink, at("2026-11-24T10:00:01Z")).unwrap(), 2);
+        assert_eq!(stored(&sink), ["app-0900.db.zst"]);
+    }
+
+    #[test]
+    fn with_its_manifest_written_only_unlisted_keys_go() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        let mut entry = manifest::sample_entry();
+        entry.key = "app-1000.db.zst".into();
+        entry.sidecar_key = "app-1000.db.zst.sha256".into();
+        let t = at("2026-11-23T10:00:00Z");
+        crate::pipeline::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
+        // The manifest lists both keys, so nothing is deleted, and the
+        // record goes at once (no grace period needed).
+        assert_eq!(reclaim(&sink, at("2026-11-23T10:05:00Z")).unwrap(), 0);
+        assert!(stored(&sink).iter().all(|k| !k.ends_with(SUFFIX)));
+        assert!(stored(&sink).contains(&"app-1000.db.zst".to_string()));
+    }
+
+    #[test]
+    fn clear_removes_only_that_runs_records() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        let other = Intent {
+            run_id: "20261123T110000Z-3c4d".into(),
+            keys: vec![],
+        };
+        record(&sink, "app", &other).unwrap();
+        clear(&sink, RUN).unwrap();
+        let left: Vec<String> = records(&sink).unwrap();
+        assert_eq!(left, [key(&other.run_id, "app")]);
+    }
+}
