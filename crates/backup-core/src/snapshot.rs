@@ -86,6 +86,16 @@ pub struct SnapshotError {
     pub source: rusqlite::Error,
 }
 
+impl SnapshotError {
+    /// A mapper from SQLite errors to snapshot errors of `source`.
+    fn of(source: &Path) -> impl Fn(rusqlite::Error) -> Self + Copy + '_ {
+        move |e| Self {
+            path: source.display().to_string(),
+            source: e,
+        }
+    }
+}
+
 /// Progress callback: pages done, pages total.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -157,10 +167,7 @@ impl Snapshot for OnlineBackup {
         dest: &Path,
         progress: Progress<'_>,
     ) -> Result<SnapshotStats, SnapshotError> {
-        let fail = |e: rusqlite::Error| SnapshotError {
-            path: source.display().to_string(),
-            source: e,
-        };
+        let fail = SnapshotError::of(source);
         let started = Instant::now();
         let src = open_source(source).map_err(fail)?;
         // Pin the read transaction: from the first read on, every step sees
@@ -225,10 +232,7 @@ impl Snapshot for VacuumInto {
         dest: &Path,
         progress: Progress<'_>,
     ) -> Result<SnapshotStats, SnapshotError> {
-        let fail = |e: rusqlite::Error| SnapshotError {
-            path: source.display().to_string(),
-            source: e,
-        };
+        let fail = SnapshotError::of(source);
         let started = Instant::now();
         let src = open_source(source).map_err(fail)?;
         let taken_at = Timestamp::now();
@@ -300,10 +304,7 @@ impl PageStream {
     /// module docs on rollback journals), or this SQLite has no
     /// `sqlite_dbpage`.
     pub fn open(source: &Path) -> Result<Option<Self>, SnapshotError> {
-        let fail = |e: rusqlite::Error| SnapshotError {
-            path: source.display().to_string(),
-            source: e,
-        };
+        let fail = SnapshotError::of(source);
         let started = Instant::now();
         let conn = open_source(source).map_err(fail)?;
         let mode: String = conn
@@ -352,10 +353,7 @@ impl PageStream {
     /// while the twin was being opened); then check on [`Self::connection`]
     /// after streaming instead.
     pub fn twin(&self) -> Result<Option<Connection>, SnapshotError> {
-        let fail = |e: rusqlite::Error| SnapshotError {
-            path: self.source.display().to_string(),
-            source: e,
-        };
+        let fail = SnapshotError::of(&self.source);
         #[cfg(sqlite_snapshot)]
         {
             let twin = open_source(&self.source).map_err(fail)?;
@@ -379,12 +377,7 @@ impl PageStream {
     /// Write every page of the snapshot, in order, into `out`; returns the
     /// bytes written. `progress` gets pages done and total.
     pub fn copy_to(&self, out: &mut dyn Write, progress: Progress<'_>) -> io::Result<u64> {
-        let sql_err = |e: rusqlite::Error| {
-            io::Error::other(SnapshotError {
-                path: self.source.display().to_string(),
-                source: e,
-            })
-        };
+        let sql_err = |e: rusqlite::Error| io::Error::other(SnapshotError::of(&self.source)(e));
         let mut stmt = self
             .conn
             .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
@@ -426,10 +419,7 @@ impl PageStream {
     pub fn finish(self) -> Result<SnapshotStats, SnapshotError> {
         self.conn
             .execute_batch("COMMIT")
-            .map_err(|e| SnapshotError {
-                path: self.source.display().to_string(),
-                source: e,
-            })?;
+            .map_err(SnapshotError::of(&self.source))?;
         Ok(SnapshotStats {
             taken_at: self.taken_at,
             page_size: self.page_size,
