@@ -105,11 +105,34 @@ fn kill_runs(kills: u32, default_seed: u64) {
     let mut leftovers_seen = 0;
     let wanted = ["1 snapshot", "2 stream+check", "3 sidecars+manifest"];
     let missing = |phases: &BTreeMap<&str, u32>| wanted.iter().any(|w| !phases.contains_key(w));
-    // The planned kills, then (on a machine so loaded that the timing was
-    // off) more until every phase was hit, at most twice as many.
+    // The planned kills at random moments, then, while a phase was missed
+    // (finishing the artifacts takes a few milliseconds), kills aimed at the
+    // boundary between the kills that landed before that phase and those
+    // that landed after it, give or take 4 ms of spawn jitter.
+    let mut landed: Vec<(Duration, &str)> = Vec::new();
     let mut i = 0;
-    while i < kills || (kills >= 30 && missing(&phases) && i < 2 * kills) {
-        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * 11 / 10 + 1));
+    while i < kills || (kills >= 30 && missing(&phases) && i < 3 * kills) {
+        let aim = wanted
+            .iter()
+            .find(|w| i >= kills && !phases.contains_key(**w))
+            .and_then(|w| {
+                let before = landed
+                    .iter()
+                    .filter(|(_, p)| p < w)
+                    .map(|(d, _)| *d)
+                    .max()?;
+                let after = landed
+                    .iter()
+                    .filter(|(_, p)| p > w)
+                    .map(|(d, _)| *d)
+                    .min()?;
+                Some((before + after) / 2)
+            });
+        let delay = match aim {
+            Some(boundary) => (boundary + Duration::from_micros(rng.below(8_001)))
+                .saturating_sub(Duration::from_millis(4)),
+            None => Duration::from_micros(rng.below(full.as_micros() as u64 * 11 / 10 + 1)),
+        };
         let child = Command::new(binary())
             .args(["--config"])
             .arg(p.config())
@@ -127,6 +150,7 @@ fn kill_runs(kills: u32, default_seed: u64) {
         let log = output_text(&out);
         let ph = phase(&log);
         *phases.entry(ph).or_default() += 1;
+        landed.push((delay, ph));
         eprintln!("kill {i}: after {delay:?}, phase {ph}");
 
         // The catalog never shows anything incomplete, and `list` works.

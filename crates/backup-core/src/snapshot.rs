@@ -313,6 +313,10 @@ impl PageStream {
         if !mode.eq_ignore_ascii_case("wal") || !has_dbpage(&conn) {
             return Ok(None);
         }
+        // The snapshot's time is taken before its first read: every commit
+        // acknowledged before `taken_at` is in it (a commit between a later
+        // clock reading and the read would be claimed but missing).
+        let taken_at = Timestamp::now();
         // The first read after BEGIN fixes the snapshot for every later read.
         conn.execute_batch("BEGIN DEFERRED").map_err(fail)?;
         let (page_size, page_count): (i64, i64) = conn
@@ -325,7 +329,7 @@ impl PageStream {
         Ok(Some(Self {
             conn,
             source: source.to_path_buf(),
-            taken_at: Timestamp::now(),
+            taken_at,
             started,
             page_size: page_size as u64,
             page_count: page_count as u64,
