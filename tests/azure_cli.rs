@@ -116,6 +116,14 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
     );
 }
 
+/// True once a partial artifact file exists in `dir`.
+fn streaming(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".db.partial-"))
+    })
+}
+
 #[test]
 fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
     let mut az = start();
@@ -134,8 +142,17 @@ fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Let the upload start, then take Azurite away.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Take Azurite away once the snapshot is streaming (the local tier's
+    // partial file appears as the same stream goes to Azure). A fixed sleep
+    // lost this race once backups got faster: the run had finished.
+    let started = std::time::Instant::now();
+    while !streaming(&p.backups()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the backup never started streaming"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     az.stop();
     let out = child.wait_with_output().unwrap();
     let text = output_text(&out);
