@@ -396,10 +396,13 @@ pub fn check_file(path: &Path, checks: &Checks) -> DbReport {
         Ok(conn) => conn,
         Err(e) => return unreadable(e),
     };
-    let fk = match (checks.skip_foreign_keys, open(path)) {
-        (true, _) => None,
-        (false, Ok(second)) => Some(std::thread::spawn(move || check_foreign_keys(&second))),
-        (false, Err(e)) => return unreadable(e),
+    let fk = if checks.skip_foreign_keys {
+        None
+    } else {
+        match open(path) {
+            Ok(second) => Some(std::thread::spawn(move || check_foreign_keys(&second))),
+            Err(e) => return unreadable(e),
+        }
     };
     let mut report = DbReport::default();
     let integrity = check_integrity(&conn, checks.level, &mut report.problems);
