@@ -237,15 +237,21 @@ fn a_source_that_never_stops_changing_is_still_snapshotted_in_bounded_time() {
     );
 }
 
-#[test]
-fn a_rollback_journal_database_is_backed_up_consistently_under_a_writer() {
-    let _serial = serial();
-    let p = Project::new();
+/// A 4 MB demo database in rollback-journal mode (`journal_mode = DELETE`).
+fn journal_db(p: &Project) -> std::path::PathBuf {
     let db = p.demo_db("journal.db", 4_000_000);
     Connection::open(&db)
         .unwrap()
         .pragma_update(None, "journal_mode", "DELETE")
         .unwrap();
+    db
+}
+
+#[test]
+fn a_rollback_journal_database_is_backed_up_consistently_under_a_writer() {
+    let _serial = serial();
+    let p = Project::new();
+    let db = journal_db(&p);
     p.write_config(
         "[[database]]\nlabel = \"journal\"\npath = \"journal.db\"\nrequired_tables = [\"tasks\"]\n",
     );
@@ -287,11 +293,7 @@ fn a_rollback_journal_snapshot_gets_its_read_lock_against_a_full_speed_writer() 
     // millisecond (snapshot.rs), so the snapshot starts within milliseconds
     // and then the writer waits for the copy instead.
     let p = Project::new();
-    let db = p.demo_db("journal.db", 4_000_000);
-    Connection::open(&db)
-        .unwrap()
-        .pragma_update(None, "journal_mode", "DELETE")
-        .unwrap();
+    let db = journal_db(&p);
     let writer = Writer::start(&db, 0).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
