@@ -5,7 +5,9 @@ use object_store::ClientConfigKey;
 use object_store::RetryConfig;
 use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 
-use backup_core::config::Azure;
+use secrecy::ExposeSecret;
+
+use crate::config::AzureConfig;
 
 use crate::error::AzureError;
 use crate::scrub::Scrubber;
@@ -118,7 +120,7 @@ pub(crate) fn validate_container(name: &str) -> Result<(), AzureError> {
 /// `SAS_KEY`/`SAS_TOKEN`, `CLIENT_ID`/`CLIENT_SECRET`/`TENANT_ID`,
 /// `ENDPOINT`, `USE_EMULATOR`, …), then the az CLI's `AZURE_STORAGE_KEY` and
 /// `AZURE_STORAGE_CONNECTION_STRING`.
-pub(crate) fn build(cfg: &Azure) -> Result<Built, AzureError> {
+pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
     validate_container(&cfg.container)?;
     let mut b = MicrosoftAzureBuilder::from_env();
     let has = |b: &MicrosoftAzureBuilder, key: AzureConfigKey| {
@@ -161,11 +163,11 @@ pub(crate) fn build(cfg: &Azure) -> Result<Built, AzureError> {
     }
     if let Some(key) = &cfg.access_key {
         b = b
-            .with_access_key(key.expose())
+            .with_access_key(key.expose_secret())
             .with_config(AzureConfigKey::CredentialType, "access_key");
     } else if let Some(sas) = &cfg.sas_token {
         b = b
-            .with_config(AzureConfigKey::SasKey, sas.expose())
+            .with_config(AzureConfigKey::SasKey, sas.expose_secret())
             .with_config(AzureConfigKey::CredentialType, "sas_token");
     }
     emulator |= b

@@ -29,7 +29,7 @@
 //!
 //! ```no_run
 //! use backup_core::sink::Sink;
-//! let cfg: backup_core::config::Azure = toml::from_str(r#"
+//! let cfg: backup_azure::AzureConfig = toml::from_str(r#"
 //!     container = "db-backups"
 //!     use_emulator = true
 //!     endpoint = "http://127.0.0.1:10000/devstoreaccount1"
@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod config;
 mod error;
 mod reader;
 mod runtime;
@@ -55,10 +56,11 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use backup_core::config::Azure;
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
 
+#[cfg(feature = "testing")]
 pub use client::{AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY};
+pub use config::AzureConfig;
 pub use error::AzureError;
 pub use reader::CHUNKS_BUFFERED;
 pub use writer::{MAX_PARTS_IN_FLIGHT, PARTS_IN_MEMORY};
@@ -106,7 +108,7 @@ impl AzureSink {
     /// Fails on an invalid container name, a part size outside 1–1024 MiB,
     /// a missing account outside emulator mode, or settings object_store
     /// rejects. The error text never contains credentials.
-    pub fn from_config(cfg: &Azure) -> Result<AzureSink, AzureError> {
+    pub fn from_config(cfg: &AzureConfig) -> Result<AzureSink, AzureError> {
         if !(1..=1024).contains(&cfg.part_size_mib) {
             return Err(AzureError::Config {
                 message: format!(
@@ -312,14 +314,14 @@ impl Sink for AzureSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backup_core::config::Secret;
+    use secrecy::SecretString;
 
     const KEY: &str =
         "c2VjcmV0LWtleS10aGF0LW11c3QtbmV2ZXItYmUtcHJpbnRlZC1hbnl3aGVyZS0xMjM0NTY3ODkwYWJjZGVmZ2g=";
     const SAS: &str =
         "sv=2024-11-04&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=SaSsIgNaTuRe%2Bvalue%3D";
 
-    fn config() -> Azure {
+    fn config() -> AzureConfig {
         toml::from_str(
             r#"
             account = "acme"
@@ -344,7 +346,7 @@ mod tests {
     #[test]
     fn debug_and_display_never_show_credentials() {
         let mut cfg = config();
-        cfg.access_key = Some(Secret::new(KEY));
+        cfg.access_key = Some(SecretString::from(KEY));
         assert_clean(&format!("{cfg:?} {cfg:#?}"));
         let sink = AzureSink::from_config(&cfg).unwrap();
         assert_clean(&format!("{sink:?} {sink:#?} {sink} {}", sink.location()));
@@ -354,7 +356,7 @@ mod tests {
         assert_eq!(sink.placement(), Placement::Remote);
 
         let mut cfg = config();
-        cfg.sas_token = Some(Secret::new(SAS));
+        cfg.sas_token = Some(SecretString::from(SAS));
         assert_clean(&format!("{cfg:?} {cfg:#?}"));
         let sink = AzureSink::from_config(&cfg).unwrap();
         assert_clean(&format!("{sink:?} {sink:#?} {sink}"));
@@ -363,7 +365,7 @@ mod tests {
     #[test]
     fn errors_never_show_credentials() {
         let mut cfg = config();
-        cfg.access_key = Some(Secret::new(KEY));
+        cfg.access_key = Some(SecretString::from(KEY));
         let sink = AzureSink::from_config(&cfg).unwrap();
         let scrubbed = sink.scrubber.scrub(&format!(
             "403 for {KEY} at https://acme.blob.core.windows.net/c/x?{SAS}"
@@ -372,7 +374,7 @@ mod tests {
 
         // A key that is not even valid base64 is rejected without echoing it.
         let mut cfg = config();
-        cfg.access_key = Some(Secret::new("not base64 but secret!!"));
+        cfg.access_key = Some(SecretString::from("not base64 but secret!!"));
         let err = AzureSink::from_config(&cfg).unwrap_err().to_string();
         assert!(!err.contains("not base64 but secret"), "{err}");
     }
@@ -392,7 +394,7 @@ mod tests {
     #[test]
     fn keys_live_below_the_prefix() {
         let mut cfg = config();
-        cfg.access_key = Some(Secret::new(KEY));
+        cfg.access_key = Some(SecretString::from(KEY));
         let sink = AzureSink::from_config(&cfg).unwrap();
         assert_eq!(
             sink.path("2026-01-01/app.db.zst").unwrap().as_ref(),

@@ -5,11 +5,13 @@
 //! The webhook URL is a secret (it is the credential): it never appears in a
 //! log line or error message; HTTP errors are reported without it.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsString;
+use std::process::Command;
+use std::time::Duration;
 
-use backup_core::config::Alerts;
-use backup_core::state::Event;
+use crate::state::Event;
+use backup_config::Alerts;
+use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 /// How long one webhook POST may take.
@@ -88,7 +90,7 @@ pub fn send(alerts: Option<&Alerts>, notice: &Notice<'_>) -> bool {
     }
     let mut delivered = false;
     if let Some(url) = webhook {
-        match post_webhook(url.expose(), &notice.text()) {
+        match post_webhook(url.expose_secret(), &notice.text()) {
             Ok(()) => {
                 info!(
                     "alert sent label={} event={} via=webhook",
@@ -160,43 +162,19 @@ fn post_webhook(url: &str, text: &str) -> Result<(), String> {
 
 /// Run the command through the shell with the details in the environment.
 fn run_command(cmd: &str, notice: &Notice<'_>) -> Result<(), String> {
-    let mut c = if cfg!(windows) {
-        let mut c = Command::new("cmd");
-        c.arg("/C").arg(cmd);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(cmd);
-        c
-    };
-    c.env("SQLITE_BACKUP_EVENT", notice.kind())
-        .env("SQLITE_BACKUP_LABEL", notice.label)
-        .env("SQLITE_BACKUP_ERROR", notice.error())
-        .env("SQLITE_BACKUP_FAILURES", notice.failures().to_string())
-        .env("SQLITE_BACKUP_RUN_ID", notice.run_id)
-        .env("SQLITE_BACKUP_CONFIG", notice.config)
-        .env("SQLITE_BACKUP_TEXT", notice.text())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut child = c.spawn().map_err(|e| format!("starting {cmd:?}: {e}"))?;
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("{cmd:?} exited with {status}")),
-            Ok(None) if started.elapsed() > COMMAND_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{cmd:?} did not finish within {}s and was killed",
-                    COMMAND_TIMEOUT.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("waiting for {cmd:?}: {e}")),
-        }
-    }
+    let env: [(&str, OsString); 7] = [
+        ("SQLITE_BACKUP_EVENT", notice.kind().into()),
+        ("SQLITE_BACKUP_LABEL", notice.label.into()),
+        ("SQLITE_BACKUP_ERROR", notice.error().into()),
+        (
+            "SQLITE_BACKUP_FAILURES",
+            notice.failures().to_string().into(),
+        ),
+        ("SQLITE_BACKUP_RUN_ID", notice.run_id.into()),
+        ("SQLITE_BACKUP_CONFIG", notice.config.into()),
+        ("SQLITE_BACKUP_TEXT", notice.text().into()),
+    ];
+    crate::shell::run(cmd, env, false, COMMAND_TIMEOUT).map_err(|e| e.to_string())
 }
 
 /// This machine's name, for the message (best effort).

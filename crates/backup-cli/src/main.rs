@@ -7,10 +7,13 @@ mod alerts;
 mod args;
 mod cmd;
 mod interval;
+mod lock;
 mod logging;
 mod output;
 mod progress;
 mod settings;
+mod shell;
+mod state;
 
 use std::process::ExitCode;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use backup_core::config::{Config, Database};
+use backup_config::{Config, DatabaseConfig};
 use backup_core::pipeline::{Options, Target};
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
@@ -74,10 +74,16 @@ pub fn scratch_dir(config: &Config) -> PathBuf {
     config.local.root.join(".tmp")
 }
 
-/// Backup options from config and flags.
-pub fn options(config: &Config, tag: Option<String>, cold: bool) -> Result<Options> {
+/// Backup options from config and flags: every database goes to the cold
+/// tier with `--tier cold`, and those whose `cold_tags` hold the tag.
+pub fn options(
+    config: &Config,
+    databases: &[DatabaseConfig],
+    tag: Option<String>,
+    cold: bool,
+) -> Result<Options> {
     if let Some(t) = &tag {
-        backup_core::config::validate_tag(t).map_err(UsageError)?;
+        backup_core::validate_tag(t).map_err(UsageError)?;
     }
     if cold && config.local.cold.is_none() {
         return Err(UsageError(
@@ -86,19 +92,24 @@ pub fn options(config: &Config, tag: Option<String>, cold: bool) -> Result<Optio
         )
         .into());
     }
+    let cold_labels = databases
+        .iter()
+        .filter(|d| tag.as_ref().is_some_and(|t| d.cold_tags.contains(t)))
+        .map(|d| d.database.label.clone())
+        .collect();
     Ok(Options {
         tag,
         cold,
+        cold_labels,
         compression: config.compression,
         verify_level: config.verify_level,
         snapshot_method: config.snapshot_method,
         scratch_dir: scratch_dir(config),
-        observer: Arc::new(backup_core::pipeline::Silent),
     })
 }
 
 /// The databases named by `--label` (all when none); unknown labels are usage errors.
-pub fn select(config: &Config, labels: &[String]) -> Result<Vec<Database>> {
+pub fn select(config: &Config, labels: &[String]) -> Result<Vec<DatabaseConfig>> {
     if labels.is_empty() {
         return Ok(config.databases.clone());
     }
@@ -106,7 +117,11 @@ pub fn select(config: &Config, labels: &[String]) -> Result<Vec<Database>> {
         .iter()
         .map(|l| {
             config.database(l).cloned().ok_or_else(|| {
-                let known: Vec<&str> = config.databases.iter().map(|d| d.label.as_str()).collect();
+                let known: Vec<&str> = config
+                    .databases
+                    .iter()
+                    .map(|d| d.database.label.as_str())
+                    .collect();
                 UsageError(format!(
                     "no database labelled {l:?} in {} (known: {})",
                     config.file.display(),

@@ -30,13 +30,11 @@
 pub mod anchor;
 pub mod catalog;
 pub mod compress;
-pub mod config;
-pub mod demo;
+mod database;
 pub mod digest;
 pub mod fsutil;
 pub mod intent;
 pub mod inuse;
-pub mod lock;
 pub mod manifest;
 pub mod naming;
 pub mod pipeline;
@@ -45,7 +43,8 @@ pub mod restore;
 pub mod retention;
 pub mod sink;
 pub mod snapshot;
-pub mod state;
 pub mod verify;
 
+pub use database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
 pub use jiff;
+pub use retention::Retention;

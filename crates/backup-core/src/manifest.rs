@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Format;
-use crate::config::CheckLevel;
+use crate::database::CheckLevel;
 use crate::digest::Sha256;
 use crate::sink::{Placement, Sink, SinkError, get_bytes};
 

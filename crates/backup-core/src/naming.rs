@@ -15,6 +15,9 @@
 
 use jiff::Timestamp;
 
+/// Default template of local artifact names.
+pub const DEFAULT_LOCAL_TEMPLATE: &str = "{label}-{tag}-{yyyymmdd}-{time}{ext}";
+
 /// A parsed, validated template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -162,7 +165,7 @@ mod tests {
             run_id: "20260416T130812Z-ab12",
             ext: ".db.zst",
         };
-        let local = Template::parse(crate::config::DEFAULT_LOCAL_TEMPLATE, false).unwrap();
+        let local = Template::parse(crate::naming::DEFAULT_LOCAL_TEMPLATE, false).unwrap();
         assert_eq!(local.render(&ctx), "colibri-r75-20260416-130812.db.zst");
         let seed = Template::parse("{date}/{label}.db.gz", true).unwrap();
         assert_eq!(seed.render(&ctx), "2026-04-16/colibri.db.gz");

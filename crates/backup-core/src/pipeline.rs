@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use crate::compress::{Compress, Compression};
-use crate::config::{CheckLevel, Database, SnapshotMethod};
+use crate::database::{CheckLevel, Database, SnapshotMethod};
 use crate::digest::{Digest, HashingWriter, Sha256, Sidecar};
 use crate::fsutil;
 use crate::intent;
@@ -82,12 +82,15 @@ pub struct Silent;
 impl Observer for Silent {}
 
 /// How a run backs up.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Trigger tag for every database of the run.
     pub tag: Option<String>,
-    /// Also send to cold-only targets.
+    /// Also send every database to cold-only targets.
     pub cold: bool,
+    /// Also send these databases to cold-only targets (the CLI puts here
+    /// the labels whose `cold_tags` hold this run's tag).
+    pub cold_labels: Vec<String>,
     /// Compression.
     pub compression: Compression,
     /// Post-backup check.
@@ -97,27 +100,39 @@ pub struct Options {
     /// Private folder for snapshot scratch files (same file system as the
     /// local tier is best; never inside a source's folder).
     pub scratch_dir: PathBuf,
-    /// Progress hooks.
-    pub observer: Arc<dyn Observer>,
 }
 
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("tag", &self.tag)
-            .field("cold", &self.cold)
-            .field("compression", &self.compression)
-            .field("verify_level", &self.verify_level)
-            .field("snapshot_method", &self.snapshot_method)
-            .field("scratch_dir", &self.scratch_dir)
-            .finish_non_exhaustive()
+/// The options and the observer of the run under way.
+struct RunOpts<'a> {
+    opts: &'a Options,
+    observer: &'a dyn Observer,
+}
+
+impl std::ops::Deref for RunOpts<'_> {
+    type Target = Options;
+    fn deref(&self) -> &Options {
+        self.opts
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tag: None,
+            cold: false,
+            cold_labels: Vec::new(),
+            compression: Compression::default(),
+            verify_level: CheckLevel::default(),
+            snapshot_method: SnapshotMethod::default(),
+            scratch_dir: fallback_scratch_dir(),
+        }
     }
 }
 
 /// One artifact a run will write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedArtifact {
-    /// Index into the targets.
+    /// Index into [`Plan::targets`].
     pub target: usize,
     /// Sink name.
     pub sink: String,
@@ -146,7 +161,7 @@ pub struct PlanItem {
 }
 
 /// A resolved run, ready to print or execute.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Run id (also the manifest name).
     pub run_id: String,
@@ -154,6 +169,10 @@ pub struct Plan {
     pub started_at: Timestamp,
     /// Per database.
     pub items: Vec<PlanItem>,
+    /// Where artifacts go; [`PlannedArtifact::target`] indexes this.
+    pub targets: Vec<Target>,
+    /// How.
+    pub options: Options,
 }
 
 impl Plan {
@@ -183,7 +202,7 @@ pub fn plan(databases: &[Database], targets: &[Target], opts: &Options, now: Tim
             let action = if !db.path.exists() {
                 Action::Skip(format!("source {} does not exist", db.path.display()))
             } else {
-                let cold = opts.cold || opts.tag.as_ref().is_some_and(|t| db.cold_tags.contains(t));
+                let cold = opts.cold || opts.cold_labels.contains(&db.label);
                 let ext = format!(".db{}", opts.compression.extension());
                 Action::Backup(
                     targets
@@ -218,6 +237,8 @@ pub fn plan(databases: &[Database], targets: &[Target], opts: &Options, now: Tim
         run_id,
         started_at: now,
         items,
+        targets: targets.to_vec(),
+        options: opts.clone(),
     }
 }
 
@@ -279,7 +300,12 @@ fn snapshotter(method: SnapshotMethod) -> Box<dyn Snapshot> {
 }
 
 /// Carry out a plan.
-pub fn execute(plan: &Plan, targets: &[Target], opts: &Options) -> RunReport {
+pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
+    let targets = plan.targets.as_slice();
+    let opts = &RunOpts {
+        opts: &plan.options,
+        observer,
+    };
     info!(
         "backup phase start run={} databases={}",
         plan.run_id,
@@ -536,7 +562,7 @@ fn backup_one(
     db: &Database,
     artifacts: &[PlannedArtifact],
     targets: &[Target],
-    opts: &Options,
+    opts: &RunOpts<'_>,
     run_id: &str,
     run_started: Timestamp,
 ) -> Outcome {
@@ -597,7 +623,7 @@ fn backup_streams(
     db: &Database,
     artifacts: &[PlannedArtifact],
     targets: &[Target],
-    opts: &Options,
+    opts: &RunOpts<'_>,
     run_id: &str,
     _run_started: Timestamp,
 ) -> Result<(Written, Vec<String>), String> {
@@ -742,7 +768,7 @@ fn unique_name(
 /// through a scratch copy (see the `snapshot` module for why).
 fn produce(
     db: &Database,
-    opts: &Options,
+    opts: &RunOpts<'_>,
     run_id: &str,
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
@@ -763,7 +789,7 @@ fn produce(
 fn stream_pages(
     stream: PageStream,
     db: &Database,
-    opts: &Options,
+    opts: &RunOpts<'_>,
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
     let checks = Checks::after_backup(db, opts.verify_level);
@@ -779,7 +805,7 @@ fn stream_pages(
     });
     let total = stream.size();
     let page_size = stream.page_size();
-    let streamed = compress_into(fan, &opts.compression, opts.observer.as_ref(), |out| {
+    let streamed = compress_into(fan, &opts.compression, opts.observer, |out| {
         stream
             .copy_to(out, &mut |done, _| {
                 opts.observer
@@ -812,7 +838,7 @@ fn stream_pages(
 /// thread checks the copy while this one compresses it.
 fn via_scratch(
     db: &Database,
-    opts: &Options,
+    opts: &RunOpts<'_>,
     run_id: &str,
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
@@ -853,7 +879,7 @@ fn via_scratch(
     let checks = Checks::after_backup(db, opts.verify_level);
     let check_path = scratch.0.clone();
     let checker = std::thread::spawn(move || verify::check_file(&check_path, &checks));
-    let streamed = compress_into(fan, &opts.compression, opts.observer.as_ref(), |out| {
+    let streamed = compress_into(fan, &opts.compression, opts.observer, |out| {
         let mut file = File::open(&scratch.0)?;
         let total = file.metadata()?.len();
         let mut buf = vec![0u8; 1 << 20];
@@ -928,7 +954,7 @@ fn finish_uploads(
     db: &Database,
     artifacts: &[PlannedArtifact],
     targets: &[Target],
-    opts: &Options,
+    opts: &RunOpts<'_>,
     started: Instant,
 ) -> (Written, Vec<String>) {
     let mut errors = Vec::new();
@@ -1016,14 +1042,12 @@ mod tests {
     fn backup_and_verify(method: SnapshotMethod, format: Format) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("app.db");
-        crate::demo::create(&src, 3_000_000, 11).unwrap();
+        backup_testkit::demo::create(&src, 3_000_000, 11).unwrap();
         let db = Database {
             label: "app".into(),
             path: src.clone(),
-            required_tables: crate::demo::TABLES.map(String::from).to_vec(),
+            required_tables: backup_testkit::demo::TABLES.map(String::from).to_vec(),
             checks: vec![],
-            post_restore: None,
-            cold_tags: vec![],
             retention: Default::default(),
         };
         let sink: Arc<dyn Sink> = Arc::new(MemorySink::new("memory"));
@@ -1033,17 +1057,14 @@ mod tests {
             cold_only: false,
         }];
         let opts = Options {
-            tag: None,
-            cold: false,
             compression: Compression::new(format),
-            verify_level: CheckLevel::QuickCheck,
             snapshot_method: method,
             scratch_dir: dir.path().join("scratch"),
-            observer: Arc::new(Silent),
+            ..Options::default()
         };
-        let writer = crate::demo::Writer::start(&src, 0).unwrap();
+        let writer = backup_testkit::demo::Writer::start(&src, 0).unwrap();
         let plan = plan(std::slice::from_ref(&db), &targets, &opts, Timestamp::now());
-        let report = execute(&plan, &targets, &opts);
+        let report = execute(&plan, &Silent);
         let stats = writer.stop();
         assert!(stats.errors.is_empty(), "{:?}", stats.errors);
         assert_eq!(report.failed_count(), 0, "{:?}", report.outcomes);

@@ -40,9 +40,9 @@ use std::fmt;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use crate::config::Retention;
 use crate::manifest::{self, Entry, Pruned};
 use crate::pipeline;
+use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink, SinkError};
 

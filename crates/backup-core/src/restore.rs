@@ -23,7 +23,7 @@
 //!    its `-shm` (an index SQLite rebuilds from the WAL);
 //! 6. fsync the verified file, rename it over the target, fsync the folder;
 //! 7. run `integrity_check` on the placed file;
-//! 8. run the optional `post_restore` command.
+//! 8. run the optional post-restore hook ([`PostRestoreHook`]).
 //!
 //! # What the target path holds at every instant
 //! Before step 6 it holds the old database file, after it the new verified
@@ -40,9 +40,8 @@
 //! `.broken-` name instead (slower, but the path is still never empty).
 //!
 //! ```no_run
-//! use backup_core::{config::Config, manifest, restore, sink::MemorySink};
-//! let config = Config::load("sqlite-backup.toml".as_ref())?;
-//! let db = config.database("app").unwrap().clone();
+//! use backup_core::{Database, manifest, restore, sink::MemorySink};
+//! let db = Database::new("app", "/srv/app.db");
 //! let local = MemorySink::new("local"); // backup_local::LocalSink in the CLI
 //! let sinks: [&dyn backup_core::sink::Sink; 1] = [&local];
 //! let (catalog, _problems) = manifest::collect(&sinks);
@@ -58,11 +57,12 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp, ZonedDateTime, civil::Date, tz::TimeZone};
+use jiff::{SignedDuration, ZonedDateTime, civil::Date, tz::TimeZone};
 
-use crate::config::{CheckLevel, Database};
+use crate::database::{CheckLevel, Database};
 use crate::fsutil;
 use crate::inuse::{self, Holder};
 use crate::manifest::Listed;
@@ -150,6 +150,59 @@ pub struct Request {
     pub from: Option<String>,
     /// Restore even when another process uses the target.
     pub force: bool,
+    /// The application's own audit, run after the placed file re-checked
+    /// clean; an `Err` makes the restore count as failed (the new file
+    /// stays, the previous one is kept beside it).
+    pub post_restore: Option<PostRestoreHook>,
+}
+
+/// A post-restore check: told what was restored, it says whether the
+/// application accepts it.
+///
+/// ```
+/// use backup_core::restore::PostRestoreHook;
+/// let hook = PostRestoreHook::new(|r| {
+///     let conn = rusqlite::Connection::open(r.path).map_err(|e| e.to_string())?;
+///     let n: i64 = conn
+///         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+///         .map_err(|e| e.to_string())?;
+///     if n > 0 { Ok(()) } else { Err("no tables".into()) }
+/// });
+/// # let _ = hook;
+/// ```
+#[derive(Clone)]
+pub struct PostRestoreHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(&Restored<'_>) -> Result<(), String> + Send + Sync;
+
+impl PostRestoreHook {
+    /// Wrap a closure.
+    pub fn new(f: impl Fn(&Restored<'_>) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    fn call(&self, restored: &Restored<'_>) -> Result<(), String> {
+        (self.0)(restored)
+    }
+}
+
+impl fmt::Debug for PostRestoreHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PostRestoreHook(..)")
+    }
+}
+
+/// What a [`PostRestoreHook`] is told.
+#[derive(Debug, Clone, Copy)]
+pub struct Restored<'a> {
+    /// Database label.
+    pub label: &'a str,
+    /// The restored file.
+    pub path: &'a Path,
+    /// Where the previous database is kept, if there was one.
+    pub broken: Option<&'a Path>,
+    /// The snapshot now at `path`.
+    pub snapshot: &'a Listed,
 }
 
 impl Request {
@@ -161,6 +214,7 @@ impl Request {
             selector,
             from: None,
             force: false,
+            post_restore: None,
         }
     }
 }
@@ -281,8 +335,8 @@ pub struct Plan {
     pub broken: Option<PathBuf>,
     /// Side files of the target that exist now (`-wal`, `-shm`, `-journal`).
     pub side_files: Vec<PathBuf>,
-    /// Command run after placing.
-    pub post_restore: Option<String>,
+    /// Run after placing.
+    pub post_restore: Option<PostRestoreHook>,
 }
 
 impl Plan {
@@ -426,7 +480,7 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
         force: request.force,
         broken,
         side_files,
-        post_restore: db.post_restore.clone(),
+        post_restore: request.post_restore.clone(),
     })
 }
 
@@ -544,10 +598,7 @@ pub enum Step<'a> {
         report: &'a DbReport,
     },
     /// The post-restore command is starting.
-    PostRestoreStarted {
-        /// The command.
-        command: &'a str,
-    },
+    PostRestoreStarted,
 }
 
 /// Receives [`Step`]s.
@@ -564,21 +615,17 @@ impl Observer for Silent {
     fn step(&self, _: &Step<'_>) {}
 }
 
-/// The post-restore command's result.
-#[derive(Debug, Clone)]
+/// The post-restore hook's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostRestore {
-    /// The command.
-    pub command: String,
-    /// Exit code (`None` when killed by a signal or not started).
-    pub code: Option<i32>,
-    /// Why it could not start.
+    /// Why the application rejected the restored file (`None`: accepted).
     pub error: Option<String>,
 }
 
 impl PostRestore {
-    /// Exit status 0.
+    /// The hook accepted the restored file.
     pub fn ok(&self) -> bool {
-        self.code == Some(0)
+        self.error.is_none()
     }
 }
 
@@ -934,9 +981,17 @@ pub fn execute(
     let t3 = Instant::now();
     let restored = plan.candidates[chosen].clone();
     let post_restore = match &plan.post_restore {
-        Some(cmd) if recheck.ok() => {
-            observer.step(&Step::PostRestoreStarted { command: cmd });
-            Some(run_post_restore(cmd, plan, &restored, broken.as_deref()))
+        Some(hook) if recheck.ok() => {
+            observer.step(&Step::PostRestoreStarted);
+            let facts = Restored {
+                label: &plan.label,
+                path: target,
+                broken: broken.as_deref(),
+                snapshot: &restored.listed,
+            };
+            Some(PostRestore {
+                error: hook.call(&facts).err(),
+            })
         }
         _ => None,
     };
@@ -970,50 +1025,6 @@ fn recheck_integrity(path: &Path) -> DbReport {
         ..Checks::default()
     };
     verify::check_file(path, &checks)
-}
-
-/// Run `command` through the shell with the restore described in
-/// `SQLITE_BACKUP_*` variables: `LABEL`, `PATH` (the restored file),
-/// `BROKEN` (the kept previous database, empty if none), `SNAPSHOT_ID`,
-/// `SNAPSHOT_AT`, `SINK`, `KEY`.
-fn run_post_restore(
-    command: &str,
-    plan: &Plan,
-    restored: &Candidate,
-    broken: Option<&Path>,
-) -> PostRestore {
-    #[cfg(unix)]
-    let mut cmd = {
-        let mut c = std::process::Command::new("sh");
-        c.arg("-c").arg(command);
-        c
-    };
-    #[cfg(not(unix))]
-    let mut cmd = {
-        let mut c = std::process::Command::new("cmd");
-        c.arg("/C").arg(command);
-        c
-    };
-    let at: Timestamp = restored.listed.entry.snapshot_at;
-    cmd.env("SQLITE_BACKUP_LABEL", &plan.label)
-        .env("SQLITE_BACKUP_PATH", &plan.target)
-        .env("SQLITE_BACKUP_BROKEN", broken.unwrap_or(Path::new("")))
-        .env("SQLITE_BACKUP_SNAPSHOT_ID", &restored.listed.run_id)
-        .env("SQLITE_BACKUP_SNAPSHOT_AT", at.to_string())
-        .env("SQLITE_BACKUP_SINK", &restored.listed.sink)
-        .env("SQLITE_BACKUP_KEY", &restored.listed.entry.key);
-    match cmd.status() {
-        Ok(s) => PostRestore {
-            command: command.to_string(),
-            code: s.code(),
-            error: None,
-        },
-        Err(e) => PostRestore {
-            command: command.to_string(),
-            code: None,
-            error: Some(e.to_string()),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -1055,8 +1066,6 @@ mod tests {
             path: std::env::temp_dir().join("restore-plan-test-nonexistent.db"),
             required_tables: vec!["tasks".into()],
             checks: vec![],
-            post_restore: None,
-            cold_tags: vec![],
             retention: Default::default(),
         }
     }

@@ -41,7 +41,7 @@
 //! time deletes nothing more.
 //!
 //! ```
-//! use backup_core::config::Retention;
+//! use backup_core::retention::Retention;
 //! use backup_core::retention::{Backup, evaluate};
 //! use backup_core::sink::Placement;
 //! use jiff::Timestamp;
@@ -75,8 +75,51 @@ use std::fmt;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::config::Retention;
 use crate::sink::Placement;
+
+/// Retention policy settings, the `[retention]` table. The rules and how
+/// they combine are in this module; `prune` applies them per
+/// database and sink. Every field is optional; zero turns a rule off.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Hot tier: keep every snapshot younger than this many days (default 7).
+    pub hot_days: u32,
+    /// Warm tier: from `hot_days` until this many days (default 30), keep
+    /// the newest verified snapshot of each round (tag `r<N>`) and, for other
+    /// snapshots, of each UTC day. Older snapshots go unless another rule
+    /// keeps them. Phase seals (`phase<N>`, or anything in the cold tier)
+    /// are kept forever regardless.
+    pub warm_days: u32,
+    /// Keep `premigrate` snapshots this many days (default 30).
+    pub premigrate_days: u32,
+    /// restic-style: also keep the newest N verified snapshots.
+    pub keep_last: u32,
+    /// restic-style: also keep the newest verified snapshot of each of the
+    /// newest N UTC hours that have one.
+    pub keep_hourly: u32,
+    /// restic-style: the same per UTC day, for N days.
+    pub keep_daily: u32,
+    /// restic-style: the same per ISO week, for N weeks.
+    pub keep_weekly: u32,
+    /// restic-style: the same per calendar month (UTC), for N months.
+    pub keep_monthly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            hot_days: 7,
+            warm_days: 30,
+            premigrate_days: 30,
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        }
+    }
+}
 
 const DAY: i64 = 86_400;
 

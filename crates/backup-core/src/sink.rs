@@ -13,6 +13,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
+#[cfg(any(test, feature = "testing"))]
 pub mod faults;
 
 /// What went wrong talking to a sink. Messages never carry credentials.
@@ -268,6 +269,7 @@ impl Sink for MemorySink {
 
 /// The conformance suite: every [`Sink`] implementation runs
 /// [`conformance::run`] against a fresh, empty instance in its tests.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance {
     use super::*;
 

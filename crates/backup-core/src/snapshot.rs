@@ -492,7 +492,7 @@ fn share_snapshot(pinned: &Connection, twin: &Connection) -> rusqlite::Result<bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo;
+    use backup_testkit::demo;
 
     fn count(conn: &Connection) -> i64 {
         conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))

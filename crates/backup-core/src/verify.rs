@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, types::Value};
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compress;
-use crate::config::CheckLevel;
+use crate::database::CheckLevel;
 use crate::digest::{HashingReader, HashingWriter};
 
 /// What to check in a database.
@@ -31,7 +31,7 @@ pub struct Checks {
 
 impl Checks {
     /// Full checks for a configured database.
-    pub fn for_database(db: &crate::config::Database, level: CheckLevel) -> Self {
+    pub fn for_database(db: &crate::database::Database, level: CheckLevel) -> Self {
         Self {
             level,
             required_tables: db.required_tables.clone(),
@@ -46,7 +46,7 @@ impl Checks {
     /// faster than the database), and a violation is the application's
     /// data, copied faithfully, not a fault of the copy. `verify`, `check`
     /// and `restore` always run it; `integrity_check` level runs it here too.
-    pub fn after_backup(db: &crate::config::Database, level: CheckLevel) -> Self {
+    pub fn after_backup(db: &crate::database::Database, level: CheckLevel) -> Self {
         Self {
             skip_foreign_keys: level == CheckLevel::QuickCheck,
             ..Self::for_database(db, level)
@@ -699,13 +699,11 @@ mod tests {
 
     #[test]
     fn after_backup_skips_foreign_keys_only_at_quick_check() {
-        let db = crate::config::Database {
+        let db = crate::database::Database {
             label: "app".into(),
             path: "app.db".into(),
             required_tables: vec!["tasks".into()],
             checks: vec![],
-            post_restore: None,
-            cold_tags: vec![],
             retention: Default::default(),
         };
         assert!(Checks::after_backup(&db, CheckLevel::QuickCheck).skip_foreign_keys);

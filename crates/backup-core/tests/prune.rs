@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use backup_core::compress::Format;
-use backup_core::config::{CheckLevel, Retention};
 use backup_core::digest::Sha256;
 use backup_core::jiff::Timestamp;
 use backup_core::manifest::{self, Entry};
 use backup_core::pipeline;
 use backup_core::prune;
 use backup_core::sink::{MemorySink, Placement, Sink, SinkError, SinkWriter, get_bytes};
+use backup_core::{CheckLevel, Retention};
 use proptest::prelude::*;
 
 const HOUR: i64 = 3_600;

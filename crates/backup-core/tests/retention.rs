@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use backup_core::config::Retention;
+use backup_core::Retention;
 use backup_core::jiff::Timestamp;
 use backup_core::retention::{Backup, Decision, evaluate, is_phase_tag};
 use backup_core::sink::Placement;

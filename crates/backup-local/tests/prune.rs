@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use backup_core::compress::Format;
-use backup_core::config::{CheckLevel, Retention};
 use backup_core::jiff::Timestamp;
 use backup_core::manifest::{self, Entry};
 use backup_core::sink::{Placement, Sink};
+use backup_core::{CheckLevel, Retention};
 use backup_core::{pipeline, prune};
 use backup_local::LocalSink;
 

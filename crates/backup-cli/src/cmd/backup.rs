@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::lock::{self, FileLock, LockError};
+use crate::state::{Event, RunResult, State};
 use anyhow::Result;
-use backup_core::config::Config;
-use backup_core::lock::{self, FileLock, LockError};
+use backup_config::{Config, DatabaseConfig};
 use backup_core::pipeline::{self, Action, Plan, RunReport};
-use backup_core::state::{Event, RunResult, State};
 use tracing::{error, info, warn};
 
 use crate::Exit;
@@ -63,7 +63,7 @@ pub struct RunRefused(pub LockError);
 /// Plan and (unless `dry_run`) execute a backup of `databases`, silently.
 pub fn run_backup(
     config: &Config,
-    databases: &[backup_core::config::Database],
+    databases: &[DatabaseConfig],
     tag: Option<String>,
     cold: bool,
     dry_run: bool,
@@ -86,16 +86,18 @@ pub fn run_backup(
 /// alerts and recovery messages that result calls for.
 pub fn run_backup_with(
     config: &Config,
-    databases: &[backup_core::config::Database],
+    databases: &[DatabaseConfig],
     tag: Option<String>,
     cold: bool,
     dry_run: bool,
     control: &RunControl,
 ) -> Result<(Plan, Option<RunReport>)> {
     let targets = settings::targets(config)?;
-    let mut opts = settings::options(config, tag, cold)?;
+    let opts = settings::options(config, databases, tag, cold)?;
+    let engine_dbs: Vec<backup_core::Database> =
+        databases.iter().map(|d| d.database.clone()).collect();
     if dry_run {
-        let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
+        let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
         return Ok((plan, None));
     }
     let _lock =
@@ -105,9 +107,9 @@ pub fn run_backup_with(
                 other => anyhow::Error::new(other).context("taking the run lock"),
             }
         })?;
-    opts.observer = Arc::new(CliObserver::new(control.progress, control.cancel.clone()));
-    let plan = pipeline::plan(databases, &targets, &opts, jiff::Timestamp::now());
-    let report = pipeline::execute(&plan, &targets, &opts);
+    let observer = CliObserver::new(control.progress, control.cancel.clone());
+    let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
+    let report = pipeline::execute(&plan, &observer);
     record_run(config, &report);
     Ok((plan, Some(report)))
 }

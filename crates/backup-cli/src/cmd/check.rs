@@ -1,7 +1,7 @@
 //! `sqlite-backup check`.
 
 use anyhow::{Context, Result};
-use backup_core::config::CheckLevel;
+use backup_core::CheckLevel;
 use backup_core::verify::{self, Checks};
 
 use crate::Exit;
@@ -23,8 +23,8 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
     let db = config.as_ref().and_then(|c| {
         c.databases
             .iter()
-            .find(|d| std::fs::canonicalize(&d.path).ok() == canonical)
-            .cloned()
+            .find(|d| std::fs::canonicalize(&d.database.path).ok() == canonical)
+            .map(|d| d.database.clone())
     });
     let checks = match &db {
         Some(db) => Checks::for_database(db, level),

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::lock::{self, FileLock, LockError};
 use anyhow::{Context, Result};
-use backup_core::config::Config;
-use backup_core::lock::{self, FileLock, LockError};
+use backup_config::Config;
 use backup_core::pipeline::RunReport;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};

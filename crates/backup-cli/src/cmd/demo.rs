@@ -3,10 +3,10 @@
 //! backs up into the local default tier, verifies the result fully, lists it.
 
 use anyhow::{Context, Result, bail};
-use backup_core::config::CheckLevel;
-use backup_core::demo;
+use backup_core::CheckLevel;
 use backup_core::manifest;
 use backup_core::verify::{self, Checks};
+use backup_testkit::demo;
 
 use crate::Exit;
 use crate::args::{Cli, DemoArgs};
@@ -77,7 +77,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     let (listed, _) = manifest::collect(&refs);
     let latest = listed.first().context("the catalog lists no backup")?;
     let scratch = tempfile::tempdir()?;
-    let checks = Checks::for_database(&config.databases[0], CheckLevel::IntegrityCheck);
+    let checks = Checks::for_database(&config.databases[0].database, CheckLevel::IntegrityCheck);
     let v = verify::verify_entry(
         sinks[0].as_ref(),
         &latest.entry,

@@ -16,9 +16,10 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
     // Each database's own policy; catalogued labels no longer configured get the global one.
     let policy_for = |label: &str| {
-        config
-            .database(label)
-            .map_or_else(|| config.retention.clone(), |d| d.retention.clone())
+        config.database(label).map_or_else(
+            || config.retention.clone(),
+            |d| d.database.retention.clone(),
+        )
     };
     let plan = prune::plan_per_label(
         &refs,

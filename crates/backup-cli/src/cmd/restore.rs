@@ -1,12 +1,14 @@
 //! `sqlite-backup restore`: resolve flags + config into a restore plan, print
 //! each step as it happens and a summary. The work is `backup_core::restore`.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
 use backup_core::manifest;
 use backup_core::restore::{
-    self, Candidate, Observer, Plan, Request, RestoreError, Selector, Step, human_duration,
+    self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
+    human_duration,
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
@@ -36,12 +38,18 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     for p in &problems {
         tracing::warn!("catalog: {p}");
     }
+    let database_post_restore = database.post_restore.clone();
+    let post_restore = database_post_restore.clone().map(shell_hook);
     let request = Request {
-        target: args.to.clone().unwrap_or_else(|| database.path.clone()),
-        database,
+        target: args
+            .to
+            .clone()
+            .unwrap_or_else(|| database.database.path.clone()),
+        database: database.database,
         selector,
         from: args.from.clone(),
         force: args.force,
+        post_restore,
     };
     let plan = restore::plan(&catalog, &request)?;
     let printer = Printer {
@@ -49,7 +57,12 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         now: Timestamp::now(),
         total: plan.candidates.len(),
     };
-    print_plan(&plan, &printer, args.dry_run);
+    print_plan(
+        &plan,
+        &printer,
+        args.dry_run,
+        database_post_restore.as_deref(),
+    );
     let started = Instant::now();
 
     if args.dry_run {
@@ -76,7 +89,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
                         format!(" after rejecting {} newer candidate(s)", d.rejected.len())
                     }
                 );
-                print_moves(&plan);
+                print_moves(&plan, database_post_restore.as_deref());
                 Ok(if plan.refused() {
                     Exit::Failed
                 } else {
@@ -92,11 +105,9 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         Err(e) => return fail(e),
     };
     if let Some(p) = &outcome.post_restore {
-        match (&p.error, p.code) {
-            (Some(e), _) => println!("post_restore could not start: {e}"),
-            (None, Some(0)) => println!("post_restore: exit 0"),
-            (None, Some(c)) => println!("post_restore FAILED: exit {c}"),
-            (None, None) => println!("post_restore FAILED: killed by a signal"),
+        match &p.error {
+            None => println!("post_restore: ok"),
+            Some(e) => println!("post_restore FAILED: {e}"),
         }
     }
 
@@ -279,12 +290,12 @@ impl Observer for Printer {
                     println!("Re-check of the placed file FAILED");
                 }
             }
-            Step::PostRestoreStarted { command } => println!("Running post_restore: {command}"),
+            Step::PostRestoreStarted => println!("Running post_restore…"),
         }
     }
 }
 
-fn print_plan(plan: &Plan, p: &Printer, dry_run: bool) {
+fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Option<&str>) {
     println!(
         "{}restore {} -> {}{}",
         if dry_run { "Dry run: " } else { "" },
@@ -338,10 +349,10 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool) {
     if dry_run {
         return;
     }
-    print_moves(plan);
+    print_moves(plan, post_restore_command);
 }
 
-fn print_moves(plan: &Plan) {
+fn print_moves(plan: &Plan, post_restore_command: Option<&str>) {
     println!("Moves:");
     println!(
         "  decompress + verify into {} (beside the target)",
@@ -374,7 +385,37 @@ fn print_moves(plan: &Plan) {
         plan.scratch.display(),
         plan.target.display()
     );
-    if let Some(cmd) = &plan.post_restore {
+    if let Some(cmd) = post_restore_command {
         println!("  run post_restore: sh -c {cmd:?}");
     }
+}
+
+/// How long a `post_restore` command may run before it is killed and the
+/// restore reported as failed (the restored file stays in place).
+const POST_RESTORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The configured `post_restore` shell command as the library's hook, with
+/// the restore described in `SQLITE_BACKUP_*` variables: `LABEL`, `PATH`
+/// (the restored file), `BROKEN` (the kept previous database, empty if
+/// none), `SNAPSHOT_ID`, `SNAPSHOT_AT`, `SINK`, `KEY`.
+fn shell_hook(command: String) -> PostRestoreHook {
+    PostRestoreHook::new(move |r| {
+        let s = r.snapshot;
+        let env: [(&str, std::ffi::OsString); 7] = [
+            ("SQLITE_BACKUP_LABEL", r.label.into()),
+            ("SQLITE_BACKUP_PATH", r.path.into()),
+            (
+                "SQLITE_BACKUP_BROKEN",
+                r.broken.unwrap_or(Path::new("")).into(),
+            ),
+            ("SQLITE_BACKUP_SNAPSHOT_ID", s.run_id.clone().into()),
+            (
+                "SQLITE_BACKUP_SNAPSHOT_AT",
+                s.entry.snapshot_at.to_string().into(),
+            ),
+            ("SQLITE_BACKUP_SINK", s.sink.clone().into()),
+            ("SQLITE_BACKUP_KEY", s.entry.key.clone().into()),
+        ];
+        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string())
+    })
 }

@@ -4,10 +4,10 @@
 //! check every minute). Exit 1 when any database's newest success is older
 //! than `max_age_hours`, or it never succeeded.
 
+use crate::lock::{self, FileLock, LockError};
+use crate::state::{DbState, State};
 use anyhow::{Context, Result};
-use backup_core::config::Config;
-use backup_core::lock::{self, FileLock, LockError};
-use backup_core::state::{DbState, State};
+use backup_config::Config;
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -58,8 +58,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
         .databases
         .iter()
         .map(|d| {
-            let s = state.databases.get(&d.label).unwrap_or(&empty);
-            (d.label.as_str(), s, health(s, config.max_age_hours, now))
+            let label = d.database.label.as_str();
+            let s = state.databases.get(label).unwrap_or(&empty);
+            (label, s, health(s, config.max_age_hours, now))
         })
         .collect();
     let healthy = rows.iter().all(|(_, _, h)| *h == Health::Ok);
@@ -72,7 +73,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 let failure = s.last_failure.as_ref();
                 serde_json::json!({
                     "label": label,
-                    "path": config.database(label).map(|d| d.path.display().to_string()),
+                    "path": config.database(label).map(|d| d.database.path.display().to_string()),
                     "health": h.as_str(),
                     "last_success": success.map(|x| x.at.to_string()),
                     "age_seconds": success.map(|x| now.duration_since(x.at).as_secs().max(0)),

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use backup_config::Config;
+use backup_core::CheckLevel;
 use backup_core::compress::{Compression, Format};
-use backup_core::config::{CheckLevel, Config};
 use backup_core::digest::Sidecar;
 use backup_core::manifest::{self, Entry};
+use backup_core::sink::Placement;
 use backup_core::verify::{self, ArtifactReport, Checks, Expected, Problem};
 
 use crate::Exit;
@@ -35,7 +37,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
                 .iter()
                 .find(|s| s.name() == latest.sink)
                 .expect("listed sink");
-            let checks = Checks::for_database(&db, CheckLevel::IntegrityCheck);
+            let checks = Checks::for_database(&db.database, CheckLevel::IntegrityCheck);
             let report = verify::verify_entry(sink.as_ref(), &latest.entry, &scratch, &checks)?;
             (
                 format!(
@@ -142,15 +144,12 @@ fn verify_file(path: &Path, config: Option<&Config>, scratch: &Path) -> Result<A
         }
     };
     let entry = config.and_then(|c| find_entry(c, path));
-    let db = config.and_then(|c| {
-        let label = entry.as_ref().map(|e| e.label.clone());
-        c.databases
-            .iter()
-            .find(|d| {
-                Some(&d.label) == label.as_ref() || name.starts_with(&format!("{}-", d.label))
-            })
-            .cloned()
-    });
+    // The database's own checks apply only when the catalog names the
+    // artifact: a file name alone does not say which database it copies
+    // (label `app` is a prefix of `app-data-…`).
+    let db = config
+        .zip(entry.as_ref())
+        .and_then(|(c, e)| c.database(&e.label).map(|d| d.database.clone()));
     let checks = match &db {
         Some(db) => Checks::for_database(db, CheckLevel::IntegrityCheck),
         None => Checks {
@@ -179,22 +178,26 @@ fn verify_file(path: &Path, config: Option<&Config>, scratch: &Path) -> Result<A
     Ok(report)
 }
 
+/// The catalog entry of the artifact at `path`, when it lies in the
+/// configured local root or cold folder: found by its key in that sink's
+/// manifests.
 fn find_entry(config: &Config, path: &Path) -> Option<Entry> {
     let abs = std::fs::canonicalize(path).ok()?;
-    let root = std::fs::canonicalize(&config.local.root).ok()?;
-    let key = abs
-        .strip_prefix(&root)
-        .ok()?
-        .to_string_lossy()
-        .replace('\\', "/");
-    let sink = backup_local::LocalSink::new(
-        "local",
-        &config.local.root,
-        backup_core::sink::Placement::Local,
-    );
-    let (stored, _) = manifest::read_all(&sink).ok()?;
-    manifest::listed(&sink, &stored)
+    let folders = [
+        Some((&config.local.root, Placement::Local)),
+        config.local.cold.as_ref().map(|c| (c, Placement::Cold)),
+    ];
+    folders
         .into_iter()
-        .find(|l| l.entry.key == key)
-        .map(|l| l.entry)
+        .flatten()
+        .find_map(|(folder, placement)| {
+            let root = std::fs::canonicalize(folder).ok()?;
+            let key = abs.strip_prefix(&root).ok()?.to_str()?.replace('\\', "/");
+            let sink = backup_local::LocalSink::new("local", folder, placement);
+            let (stored, _) = manifest::read_all(&sink).ok()?;
+            manifest::listed(&sink, &stored)
+                .into_iter()
+                .find(|l| l.entry.key == key)
+                .map(|l| l.entry)
+        })
 }

@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::anchor::{self, AnchorLog};
 use crate::compress::Format;
-use crate::config::CheckLevel;
+use crate::database::CheckLevel;
 use crate::manifest::{Pruned, manifest_key};
 use crate::pipeline::write_manifest;
 use crate::sink::MemorySink;

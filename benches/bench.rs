@@ -1,0 +1,780 @@
+//! The performance benchmark of issue 8, one command:
+//!
+//! ```text
+//! cargo run --release --bin bench -- --size 200MB
+//! ```
+//!
+//! It builds the release `sqlite-backup` binary, generates (and caches) a
+//! seeded demo WAL database, then times side by side, each as a child process
+//! measured the same way (wall clock, peak RSS from `wait4`): the seed's shell
+//! pipeline, the zstd shell pipeline, `zstd` alone, the SQLite checks alone,
+//! our backups (zstd and gzip), our restore verification and a whole restore.
+//! Then it runs our backup and `sqlite3 .backup` under a writer committing
+//! 1,000 transactions per second. It prints markdown tables for the README.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_testkit::demo;
+
+const USAGE: &str = "\
+usage: bench [--size 200MB] [--seed 1] [--runs 1] [--dir target/bench]
+             [--writer-rate 1000] [--timeout 30] [--skip-seed]
+
+  --size         database size to generate (e.g. 200MB, 2GB)
+  --seed         demo data seed
+  --runs         repeat every measurement and report the median
+  --dir          work folder (the generated database is cached there)
+  --writer-rate  commits per second of the concurrent writer
+  --timeout      seconds before `sqlite3 .backup` under the writer is killed
+  --skip-seed    skip the slow seed pipeline (sqlite3 .backup | gzip)";
+
+struct Args {
+    size: u64,
+    seed: u64,
+    runs: usize,
+    dir: PathBuf,
+    writer_rate: u32,
+    timeout: Duration,
+    skip_seed: bool,
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "KIB" => 1 << 10,
+        "MIB" => 1 << 20,
+        "GIB" => 1 << 30,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        size: 200_000_000,
+        seed: 1,
+        runs: 1,
+        dir: PathBuf::from("target/bench"),
+        writer_rate: 1000,
+        timeout: Duration::from_secs(30),
+        skip_seed: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--size" => a.size = parse_size(&value()?).ok_or("bad --size")?,
+            "--seed" => a.seed = value()?.parse().map_err(|_| "bad --seed")?,
+            "--runs" => a.runs = value()?.parse().map_err(|_| "bad --runs")?,
+            "--dir" => a.dir = PathBuf::from(value()?),
+            "--writer-rate" => a.writer_rate = value()?.parse().map_err(|_| "bad --writer-rate")?,
+            "--timeout" => {
+                a.timeout = Duration::from_secs(value()?.parse().map_err(|_| "bad --timeout")?)
+            }
+            "--skip-seed" => a.skip_seed = true,
+            // `cargo bench` passes --bench; ignore it.
+            "--bench" => {}
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    a.runs = a.runs.max(1);
+    Ok(a)
+}
+
+/// One child process run: wall time and the peak RSS of the process tree
+/// (the kernel reports the largest of the child and its waited-for children).
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    /// User + system CPU time: steadier than wall time on a busy machine.
+    cpu: Duration,
+    max_rss_kib: u64,
+    /// False when it failed or was killed at the timeout.
+    ok: bool,
+    timed_out: bool,
+}
+
+// The child is reaped by `wait4` below (which also yields its rusage), not by
+// `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn measure(cmd: &mut Command, timeout: Option<Duration>) -> Measured {
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut timed_out = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: plain syscall with pointers to locals.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if timed_out { 0 } else { libc::WNOHANG };
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        if r == pid {
+            let ok = !timed_out && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            let tv = |t: libc::timeval| {
+                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+            };
+            return Measured {
+                wall: started.elapsed(),
+                cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+                max_rss_kib: usage.ru_maxrss as u64,
+                ok,
+                timed_out,
+            };
+        }
+        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            // Not reaped yet, so the pid is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            timed_out = true;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Median by wall time of `runs` measurements (each after `prepare`).
+fn median(runs: usize, mut once: impl FnMut() -> Measured) -> Measured {
+    let mut all: Vec<Measured> = (0..runs).map(|_| once()).collect();
+    all.sort_by_key(|m| m.wall);
+    all[all.len() / 2]
+}
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script);
+    c
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+fn remove(p: &Path) {
+    if p.is_dir() {
+        let _ = std::fs::remove_dir_all(p);
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// The largest file under `dir` whose name ends with `suffix`.
+fn artifact_size(dir: &Path, suffix: &str) -> Option<u64> {
+    let mut best = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                let n = e.metadata().ok()?.len();
+                best = Some(best.map_or(n, |b: u64| b.max(n)));
+            }
+        }
+    }
+    best
+}
+
+fn build_cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("target dir");
+    // Under `cargo run`/`cargo bench`, make sure the CLI is built with the
+    // same profile; otherwise expect it beside us.
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release =
+            dir.ends_with("release") || dir.parent().is_some_and(|p| p.ends_with("release"));
+        let mut c = Command::new(cargo);
+        c.args(["build", "--quiet", "-p", "backup-cli"]);
+        if release {
+            c.arg("--release");
+        }
+        let ok = c.status().is_ok_and(|s| s.success());
+        assert!(ok, "building the sqlite-backup binary failed");
+    }
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("sqlite-backup");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("sqlite-backup binary not found beside {}", exe.display());
+}
+
+/// Generate the seeded database once per size and seed; later runs reuse it.
+///
+/// It is generated in a child process: peak RSS is inherited across
+/// fork + exec, so this process must stay small for the children's peak RSS
+/// to mean anything.
+fn demo_database(dir: &Path, size: u64, seed: u64) -> PathBuf {
+    let cached = dir.join(format!("demo-{size}-{seed}.db"));
+    let done = dir.join(format!("demo-{size}-{seed}.done"));
+    if !done.exists() {
+        remove(&cached);
+        eprintln!(
+            "generating a {} MB demo database (cached for next time)…",
+            size / 1_000_000
+        );
+        let t = Instant::now();
+        let ok = Command::new(std::env::current_exe().expect("own path"))
+            .arg("--generate")
+            .arg(&cached)
+            .arg(size.to_string())
+            .arg(seed.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "generating the demo database failed");
+        std::fs::write(&done, b"").expect("marker");
+        eprintln!("  done in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    cached
+}
+
+fn config(work: &Path, db: &Path, format: &str, method: &str, root: &Path) -> PathBuf {
+    let path = work.join(format!("bench-{format}-{method}.toml"));
+    let text = format!(
+        "state_dir = {state:?}\n\
+         [[database]]\nlabel = \"bench\"\npath = {db:?}\n\
+         required_tables = [\"tasks\", \"thought_records\", \"merkle_nodes\"]\n\
+         [compression]\nformat = {format:?}\n\
+         [local]\nroot = {root:?}\n\
+         [verify]\nlevel = \"quick_check\"\n\
+         [snapshot]\nmethod = {method:?}\n",
+        state = work.join(format!("state-{format}")).display().to_string(),
+        db = db.display().to_string(),
+        root = root.display().to_string(),
+    );
+    std::fs::write(&path, text).expect("writing config");
+    path
+}
+
+struct Row {
+    name: String,
+    m: Measured,
+    output: Option<u64>,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--generate") {
+        let [path, size, seed] = [2, 3, 4].map(|i| argv.get(i).expect("--generate PATH SIZE SEED"));
+        demo::create(
+            Path::new(path),
+            size.parse().expect("size"),
+            seed.parse().expect("seed"),
+        )
+        .expect("generating the demo database");
+        return;
+    }
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    for tool in ["sqlite3", "zstd", "gzip", "sha256sum"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool} >/dev/null")])
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            eprintln!("bench needs `{tool}` on PATH for the reference pipelines");
+            std::process::exit(2);
+        }
+    }
+    let cli = build_cli();
+    std::fs::create_dir_all(&args.dir).expect("bench dir");
+    let dir = std::fs::canonicalize(&args.dir).expect("bench dir");
+    let cached = demo_database(&dir, args.size, args.seed);
+    let work = dir.join("run");
+    remove(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    // A private copy: the writer phase changes it. The cached file is
+    // checkpointed and closed, so a plain copy is a consistent database.
+    let db = work.join("app.db");
+    std::fs::copy(&cached, &db).expect("copying the demo database");
+    let db_bytes = std::fs::metadata(&db).expect("db").len();
+    // Warm the page cache, as the issue's measurements did (in small reads:
+    // this process must stay small, see `demo_database`).
+    warm(&db);
+
+    let runs = args.runs;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut add = |name: &str, m: Measured, output: Option<u64>| {
+        eprintln!(
+            "  {name}: {:.2} s ({:.2} s CPU), {:.1} MiB RSS{}",
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            mib(m.max_rss_kib),
+            if m.ok { "" } else { " (FAILED)" }
+        );
+        rows.push(Row {
+            name: name.to_string(),
+            m,
+            output,
+        });
+    };
+    let out = work.join("out");
+    let fresh = |p: &Path| {
+        remove(p);
+        std::fs::create_dir_all(p).expect("out dir");
+    };
+    eprintln!("measuring ({runs} run(s) each, median) on {}", db.display());
+
+    let seed_name = "seed: `sqlite3 .backup` → `gzip` → `sha256sum`";
+    if !args.skip_seed {
+        let m = median(runs, || {
+            fresh(&out);
+            measure(
+                &mut sh(&format!(
+                    "sqlite3 {db} \".backup {o}/x.db\" && gzip -6 {o}/x.db && sha256sum {o}/x.db.gz > {o}/x.db.gz.sha256",
+                    db = q(&db),
+                    o = out.display()
+                )),
+                None,
+            )
+        });
+        add(seed_name, m, artifact_size(&out, ".gz"));
+    }
+    let m = median(runs, || {
+        fresh(&out);
+        measure(
+            &mut sh(&format!(
+                "sqlite3 {db} \".backup {o}/x.db\" && zstd -q -3 -T0 --rm {o}/x.db && sha256sum {o}/x.db.zst > {o}/x.db.zst.sha256",
+                db = q(&db),
+                o = out.display()
+            )),
+            None,
+        )
+    });
+    add(
+        "`sqlite3 .backup` → `zstd -3 -T0` → `sha256sum`",
+        m,
+        artifact_size(&out, ".zst"),
+    );
+    let m = median(runs, || {
+        fresh(&out);
+        measure(
+            &mut sh(&format!(
+                "zstd -q -3 -T0 {} -o {}/alone.zst",
+                q(&db),
+                out.display()
+            )),
+            None,
+        )
+    });
+    let zstd_alone_out = artifact_size(&out, ".zst");
+    add("`zstd -3 -T0` alone on the file", m, zstd_alone_out);
+    for pragma in ["integrity_check", "quick_check"] {
+        let m = median(runs, || {
+            measure(
+                Command::new("sqlite3")
+                    .arg(&db)
+                    .arg(format!("PRAGMA {pragma}")),
+                None,
+            )
+        });
+        add(&format!("`PRAGMA {pragma}` alone"), m, None);
+    }
+
+    let ours = |format: &str, method: &str, ext: &str| {
+        let root = work.join(format!("backups-{format}-{method}"));
+        let cfg = config(&work, &db, format, method, &root);
+        let m = median(runs, || {
+            remove(&root);
+            measure(
+                Command::new(&cli)
+                    .arg("--config")
+                    .arg(&cfg)
+                    .args(["--quiet", "backup"]),
+                None,
+            )
+        });
+        (m, artifact_size(&root, ext), cfg)
+    };
+    let (m, size, zstd_cfg) = ours("zstd", "backup", ".zst");
+    add(
+        "ours: backup, zstd (+ sidecar, quick_check, manifest)",
+        m,
+        size,
+    );
+    let (m, size, _) = ours("gzip", "backup", ".gz");
+    add(
+        "ours: backup, gzip (+ sidecar, quick_check, manifest)",
+        m,
+        size,
+    );
+    let (m, size, _) = ours("zstd", "backup_api", ".zst");
+    add(
+        "ours, fallback path: zstd via backup API + scratch file",
+        m,
+        size,
+    );
+
+    // Restore side: the reference is `zstd -d` of our artifact plus
+    // integrity_check; ours is the CLI's full verification of the latest
+    // backup (sidecar + manifest digests, decompress, fsync, integrity_check,
+    // foreign_key_check, required tables), which is what a restore does
+    // before its final rename.
+    let artifact = find_file(&work.join("backups-zstd-backup"), ".zst").expect("our zstd artifact");
+    let m = median(runs, || {
+        fresh(&out);
+        measure(
+            &mut sh(&format!(
+                "zstd -q -d -T0 {} -o {}/back.db",
+                q(&artifact),
+                out.display()
+            )),
+            None,
+        )
+    });
+    add("`zstd -d` alone (our artifact)", m, Some(db_bytes));
+    let m = median(runs, || {
+        measure(
+            Command::new(&cli)
+                .arg("--config")
+                .arg(&zstd_cfg)
+                .args(["--quiet", "verify", "--latest", "bench"])
+                .env("TMPDIR", &work),
+            None,
+        )
+    });
+    add(
+        "ours: restore verification (digests, decompress, integrity_check)",
+        m,
+        Some(db_bytes),
+    );
+    let m = median(runs, || {
+        fresh(&out);
+        measure(
+            Command::new(&cli)
+                .arg("--config")
+                .arg(&zstd_cfg)
+                .args(["--quiet", "restore", "bench", "--to"])
+                .arg(out.join("restored.db")),
+            None,
+        )
+    });
+    add(
+        "ours: restore --to (verification, place, integrity_check again)",
+        m,
+        Some(db_bytes),
+    );
+
+    let floor = own_peak_rss_kib();
+    // Under a writer.
+    eprintln!("with a writer at {} commits/s…", args.writer_rate);
+    let idle = writer_alone(&db, args.writer_rate);
+    remove(&work.join("backups-zstd-backup"));
+    let (m_busy, lat) = under_writer(&db, args.writer_rate, || {
+        measure(
+            Command::new(&cli)
+                .arg("--config")
+                .arg(&zstd_cfg)
+                .args(["--quiet", "backup"]),
+            None,
+        )
+    });
+    let (m_sqlite, lat_sqlite) = under_writer(&db, args.writer_rate, || {
+        fresh(&out);
+        measure(
+            Command::new("sqlite3")
+                .arg(&db)
+                .arg(format!(".backup {}/busy.db", out.display())),
+            Some(args.timeout),
+        )
+    });
+
+    print_report(
+        &args,
+        db_bytes,
+        &rows,
+        idle,
+        (m_busy, lat),
+        (m_sqlite, lat_sqlite),
+    );
+    println!(
+        "Wall and CPU time (user + system) and peak RSS are the kernel's figures for each \
+         child process tree (`wait4`). Peak RSS includes at least the benchmark's own \
+         {:.1} MiB, inherited at spawn.",
+        mib(floor)
+    );
+}
+
+fn warm(path: &Path) {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("db");
+    let mut buf = vec![0u8; 1 << 20];
+    while f.read(&mut buf).is_ok_and(|n| n > 0) {}
+}
+
+/// This process's own peak RSS (`VmHWM`, which unlike `getrusage` does not
+/// include what `cargo run` used before exec): a floor under every child's
+/// figure, since a child starts as a copy of this process.
+fn own_peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+}
+
+/// Writer latency: p50, p99, max, commits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    commits: usize,
+    errors: usize,
+}
+
+fn latency(stats: &demo::WriterStats, from: jiff::Timestamp, to: jiff::Timestamp) -> Latency {
+    let window = demo::WriterStats {
+        latencies: stats
+            .commits
+            .iter()
+            .zip(&stats.latencies)
+            .filter(|((_, at), _)| *at >= from && *at <= to)
+            .map(|(_, l)| *l)
+            .collect(),
+        ..Default::default()
+    };
+    Latency {
+        p50: window.percentile(0.5),
+        p99: window.percentile(0.99),
+        max: window.percentile(1.0),
+        commits: window.latencies.len(),
+        errors: stats.errors.len(),
+    }
+}
+
+fn writer_alone(db: &Path, rate: u32) -> Latency {
+    let w = demo::Writer::start(db, rate).expect("writer");
+    let from = jiff::Timestamp::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let to = jiff::Timestamp::now();
+    latency(&w.stop(), from, to)
+}
+
+fn under_writer(db: &Path, rate: u32, run: impl FnOnce() -> Measured) -> (Measured, Latency) {
+    let w = demo::Writer::start(db, rate).expect("writer");
+    std::thread::sleep(Duration::from_millis(500));
+    let from = jiff::Timestamp::now();
+    let m = run();
+    let to = jiff::Timestamp::now();
+    std::thread::sleep(Duration::from_millis(200));
+    (m, latency(&w.stop(), from, to))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn print_report(
+    args: &Args,
+    db_bytes: u64,
+    rows: &[Row],
+    idle: Latency,
+    busy: (Measured, Latency),
+    sqlite: (Measured, Latency),
+) {
+    let mut s = String::new();
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.m)
+    };
+    let _ = writeln!(
+        s,
+        "\n### {:.0} MB database (seed {}, {} run(s), median), {} cores\n",
+        db_bytes as f64 / 1e6,
+        args.seed,
+        args.runs,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let _ = writeln!(
+        s,
+        "| step | wall (s) | CPU (s) | MB/s | output (MB) | peak RSS (MiB) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {}{} | {:.2} | {:.2} | {:.0} | {} | {:.1} |",
+            r.name,
+            if r.m.ok { "" } else { " **(failed)**" },
+            r.m.wall.as_secs_f64(),
+            r.m.cpu.as_secs_f64(),
+            db_bytes as f64 / 1e6 / r.m.wall.as_secs_f64(),
+            r.output
+                .map_or("–".into(), |n| format!("{:.1}", n as f64 / 1e6)),
+            mib(r.m.max_rss_kib),
+        );
+    }
+
+    let _ = writeln!(s, "\n| target | measured | goal | met |");
+    let _ = writeln!(s, "|---|---:|---|---|");
+    let mut target =
+        |name: &str, value: Option<f64>, goal: &str, met: fn(f64) -> bool, unit: &str| {
+            let (v, ok) = match value {
+                Some(v) => (
+                    format!("{v:.2}{unit}"),
+                    if met(v) { "yes" } else { "**no**" },
+                ),
+                None => ("–".into(), "–"),
+            };
+            let _ = writeln!(s, "| {name} | {v} | {goal} | {ok} |");
+        };
+    let secs = |m: Option<Measured>| m.map(|m| m.wall.as_secs_f64());
+    let ours_zstd = secs(find("ours: backup, zstd"));
+    let ours_gzip = secs(find("ours: backup, gzip"));
+    let seed = secs(find("seed:"));
+    let zstd_alone = secs(find("`zstd -3 -T0` alone"));
+    let zstd_pipe = secs(find("`sqlite3 .backup` → `zstd"));
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    target(
+        "zstd backup ÷ `zstd -3 -T0` alone",
+        ratio(ours_zstd, zstd_alone),
+        "≤ 1.1×",
+        |v| v <= 1.1,
+        "×",
+    );
+    let cpu = |m: Option<Measured>| m.map(|m| m.cpu.as_secs_f64());
+    target(
+        "(CPU time: zstd backup ÷ `zstd -3 -T0` alone)",
+        ratio(
+            cpu(find("ours: backup, zstd")),
+            cpu(find("`zstd -3 -T0` alone")),
+        ),
+        "(context)",
+        |_| true,
+        "×",
+    );
+    target(
+        "zstd shell pipeline ÷ zstd backup",
+        ratio(zstd_pipe, ours_zstd),
+        "(context)",
+        |_| true,
+        "×",
+    );
+    target(
+        "seed pipeline ÷ zstd backup",
+        ratio(seed, ours_zstd),
+        "≥ 8×",
+        |v| v >= 8.0,
+        "×",
+    );
+    target(
+        "seed pipeline ÷ gzip backup",
+        ratio(seed, ours_gzip),
+        "≥ 2×",
+        |v| v >= 2.0,
+        "×",
+    );
+    let peak = rows
+        .iter()
+        .filter(|r| r.name.starts_with("ours"))
+        .map(|r| mib(r.m.max_rss_kib))
+        .fold(0.0, f64::max);
+    target("our peak RSS (MiB)", Some(peak), "≤ 64", |v| v <= 64.0, "");
+    let reference = secs(find("`zstd -d` alone"))
+        .zip(secs(find("`PRAGMA integrity_check`")))
+        .map(|(a, b)| a + b);
+    for (name, row) in [
+        (
+            "restore verification ÷ (`zstd -d` + integrity_check)",
+            "ours: restore verification",
+        ),
+        (
+            "whole restore ÷ (`zstd -d` + integrity_check)",
+            "ours: restore --to",
+        ),
+    ] {
+        let measured = ratio(secs(find(row)), reference);
+        target(name, measured, "≤ 2×", |v| v <= 2.0, "×");
+    }
+    target(
+        "writer p99 during our backup (ms)",
+        busy.0.ok.then_some(busy.1.p99.as_secs_f64() * 1000.0),
+        "< 5 ms",
+        |v| v < 5.0,
+        "",
+    );
+
+    let _ = writeln!(
+        s,
+        "\n| with a writer at {} commits/s | result | wall (s) | writer commits | p50 (ms) | p99 (ms) | max (ms) |",
+        args.writer_rate
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| writer alone (2 s) | – | – | {} | {} | {} | {} |",
+        idle.commits,
+        ms(idle.p50),
+        ms(idle.p99),
+        ms(idle.max)
+    );
+    let verdict = |m: &Measured| {
+        if m.timed_out {
+            format!(
+                "**killed: not finished after {} s**",
+                args.timeout.as_secs()
+            )
+        } else if m.ok {
+            "finished".to_string()
+        } else {
+            "**failed**".to_string()
+        }
+    };
+    for (name, (m, l)) in [
+        ("ours: backup, zstd", busy),
+        ("`sqlite3 .backup` (the seed)", sqlite),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.2} | {} | {} | {} | {} |",
+            verdict(&m),
+            m.wall.as_secs_f64(),
+            l.commits,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max)
+        );
+    }
+    if busy.1.errors + sqlite.1.errors > 0 {
+        let _ = writeln!(s, "\nwriter errors: {}", busy.1.errors + sqlite.1.errors);
+    }
+    println!("{s}");
+}

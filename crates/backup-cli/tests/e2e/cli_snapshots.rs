@@ -1,0 +1,79 @@
+//! insta snapshots of what users read: `--help`, config errors, the dry-run plan.
+
+use backup_testkit::testkit::{Project, output_text};
+
+fn redact(text: &str, p: &Project) -> String {
+    text.replace(&p.path().display().to_string(), "[PROJECT]")
+}
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "[RUN-ID]");
+    s.add_filter(r"\d{8}-\d{6}", "[YYYYMMDD-HHMMSS]");
+    s.add_filter(r"sqlite-backup \d+\.\d+\.\d+", "sqlite-backup [VERSION]");
+    s
+}
+
+#[test]
+fn help_texts() {
+    let p = Project::new();
+    let _g = settings().bind_to_scope();
+    for cmd in [
+        vec!["--help"],
+        vec!["backup", "--help"],
+        vec!["verify", "--help"],
+        vec!["restore", "--help"],
+    ] {
+        let out = p.run(&cmd);
+        assert_eq!(out.status.code(), Some(0));
+        insta::assert_snapshot!(
+            format!("help_{}", if cmd[0] == "--help" { "main" } else { cmd[0] }),
+            redact(&output_text(&out), &p)
+        );
+    }
+}
+
+#[test]
+fn config_errors() {
+    let p = Project::new();
+    let _g = settings().bind_to_scope();
+    let cases = [
+        (
+            "bad_label",
+            "[[database]]\nlabel = \"Mission Control\"\npath = \"a.db\"\n",
+        ),
+        (
+            "unknown_key",
+            "[[database]]\nlabel = \"a\"\npath = \"a.db\"\nrequired_table = [\"t\"]\n",
+        ),
+        ("bad_value", "[compression]\nformat = \"brotli\"\n"),
+        (
+            "bad_level",
+            "[compression]\nformat = \"zstd\"\nlevel = 42\n",
+        ),
+        (
+            "overwriting_template",
+            "[azure]\ncontainer = \"c\"\ntemplate = \"{date}/{label}.db.gz\"\n",
+        ),
+    ];
+    for (name, text) in cases {
+        p.write_config(text);
+        let out = p.run(&["list"]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        insta::assert_snapshot!(format!("config_{name}"), redact(&output_text(&out), &p));
+    }
+}
+
+#[test]
+fn dry_run_plan() {
+    let p = Project::new();
+    let _g = settings().bind_to_scope();
+    p.demo_db("app.db", 200_000);
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[[database]]\nlabel = \"gone\"\npath = \"gone.db\"\n\n[local]\ncold = \"offsite\"\n");
+    let out = p.run(&["backup", "--dry-run", "--tag", "phase1", "--tier", "cold"]);
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!(
+        "dry_run_plan",
+        redact(&String::from_utf8_lossy(&out.stdout), &p)
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the `sqlite-backup` binary against real SQLite files,
+//! real tools and, for Azure, a real Azurite. One test binary (one link) for
+//! all of them; the timing-sensitive reliability suites keep their own.
+
+mod azure_cli;
+mod backup;
+mod binary;
+mod catalog;
+mod cli_snapshots;
+mod ops_e2e;
+mod prune_cli;
+mod restore;

@@ -1,0 +1,409 @@
+//! Operations, end to end through the real binary: failure streak alerts,
+//! run and daemon locks, SIGTERM during a run, `status`, service files, logs.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use backup_testkit::ops_support::{Running, Webhook, sqlite_backup};
+use serde_json::Value;
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("sqlite-backup.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    sqlite_backup()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run sqlite-backup")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn status_json(config: &Path) -> (i32, Value) {
+    let o = run(config, &["status", "--json"]);
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
+    (code(&o), v)
+}
+
+fn small_db(path: &Path) {
+    backup_testkit::demo::create(path, 300_000, 7).unwrap();
+}
+
+fn not_a_database(path: &Path) {
+    std::fs::write(
+        path,
+        "this is a text file, not a SQLite database\n".repeat(200),
+    )
+    .unwrap();
+}
+
+#[test]
+fn failure_streak_alerts_once_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Webhook::start();
+    let secret_url = hook.url("/services/T000/B000/SECRET-TOKEN");
+    let events = dir.path().join("events.log");
+    let db = dir.path().join("app.db");
+    not_a_database(&db);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[[database]]
+label = "app"
+path = "app.db"
+
+[alerts]
+webhook = "{secret_url}"
+command = 'echo "$SQLITE_BACKUP_EVENT $SQLITE_BACKUP_LABEL $SQLITE_BACKUP_FAILURES" >> "{}"'
+after_failures = 3
+"#,
+            events.display()
+        ),
+    );
+    let mut all_stderr = String::new();
+    for n in 1..=3 {
+        let o = run(&config, &["daemon", "--once"]);
+        all_stderr += &stderr(&o);
+        assert_eq!(code(&o), 1, "run {n} must fail:\n{}", stderr(&o));
+        let expected = if n < 3 { 0 } else { 1 };
+        assert_eq!(hook.received().len(), expected, "after run {n}");
+    }
+    let posts = hook.received();
+    assert_eq!(posts[0].path, "/services/T000/B000/SECRET-TOKEN");
+    let payload: Value = serde_json::from_str(&posts[0].body).unwrap();
+    let text = payload["text"].as_str().unwrap();
+    assert!(text.contains("`app`"), "{text}");
+    assert!(text.contains("failed 3 runs in a row"), "{text}");
+    assert!(text.contains("not a database"), "{text}");
+    assert_eq!(
+        payload.as_object().unwrap().len(),
+        1,
+        "Slack payload: only text"
+    );
+
+    // A fourth failure sends nothing new; `backup` shares the bookkeeping.
+    let o = run(&config, &["backup"]);
+    all_stderr += &stderr(&o);
+    assert_eq!(code(&o), 1);
+    assert_eq!(hook.received().len(), 1, "one alert per streak");
+
+    let (exit, status) = status_json(&config);
+    assert_eq!(exit, 1, "never backed up = unhealthy");
+    let app = &status["databases"][0];
+    assert_eq!(app["consecutive_failures"], 4);
+    assert_eq!(app["alerted"], true);
+    assert!(
+        app["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a database")
+    );
+
+    // Fixed: the next run succeeds, sends the recovery message, resets.
+    std::fs::remove_file(&db).unwrap();
+    small_db(&db);
+    let log_file = dir.path().join("logs/sqlite-backup.log");
+    let o = sqlite_backup()
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&log_file)
+        .args(["daemon", "--once"])
+        .output()
+        .unwrap();
+    all_stderr += &stderr(&o);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let posts = hook.received();
+    assert_eq!(posts.len(), 2);
+    let text: Value = serde_json::from_str(&posts[1].body).unwrap();
+    let text = text["text"].as_str().unwrap();
+    assert!(text.contains("`app` recovered"), "{text}");
+    assert!(text.contains("after 4 failed runs"), "{text}");
+    let (exit, status) = status_json(&config);
+    assert_eq!(exit, 0);
+    assert_eq!(status["databases"][0]["consecutive_failures"], 0);
+    assert_eq!(status["databases"][0]["alerted"], false);
+    assert_eq!(status["databases"][0]["health"], "ok");
+
+    // The command channel got the same two events.
+    assert_eq!(
+        std::fs::read_to_string(&events).unwrap(),
+        "failure app 3\nrecovery app 4\n"
+    );
+    // The log file has the phase markers of that run.
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.contains("backup phase start"), "{logged}");
+    assert!(logged.contains("snapshot done label=app"), "{logged}");
+    assert!(
+        logged.contains("backup phase end ok=1 failed=0"),
+        "{logged}"
+    );
+    // The webhook URL is a secret: never in any output.
+    assert!(!all_stderr.contains("SECRET-TOKEN"), "{all_stderr}");
+    assert!(!logged.contains("SECRET-TOKEN"));
+}
+
+#[test]
+fn reset_failures_zeroes_the_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    not_a_database(&dir.path().join("app.db"));
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n",
+    );
+    for _ in 0..2 {
+        assert_eq!(code(&run(&config, &["-q", "backup"])), 1);
+    }
+    assert_eq!(
+        status_json(&config).1["databases"][0]["consecutive_failures"],
+        2
+    );
+    let o = run(&config, &["status", "--reset-failures"]);
+    assert!(stderr(&o).contains("app (2 -> 0)"), "{}", stderr(&o));
+    assert_eq!(
+        status_json(&config).1["databases"][0]["consecutive_failures"],
+        0
+    );
+}
+
+#[test]
+fn second_daemon_is_refused_and_manual_backup_between_runs_works() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("app.db"));
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n",
+    );
+    let mut first = sqlite_backup();
+    first
+        .arg("--config")
+        .arg(&config)
+        .args(["daemon", "--interval", "1h"]);
+    let mut first = Running::spawn(first);
+    first.wait_for("daemon started", Duration::from_secs(30));
+    first.wait_for("next run at", Duration::from_secs(60));
+
+    let o = run(&config, &["daemon", "--interval", "1h"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let msg = stderr(&o);
+    assert!(
+        msg.contains("a sqlite-backup daemon for this config is already running")
+            && msg.contains(&format!("held by pid {}", first.child.id())),
+        "{msg}"
+    );
+
+    // Between the daemon's runs a manual backup is fine.
+    let o = run(&config, &["backup", "--tag", "premigrate"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    first.signal("TERM");
+    let (exit, log) = first.finish(Duration::from_secs(30));
+    assert_eq!(exit, Some(0), "{log}");
+    assert!(log.contains("daemon stopped by signal"), "{log}");
+}
+
+#[test]
+fn sigterm_during_a_run_keeps_nothing_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    backup_testkit::demo::create(&db, 150_000_000, 1).unwrap();
+    // Level 19 makes the compress + upload phase long enough to hit.
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"big\"\npath = \"big.db\"\n\n[compression]\nformat = \"zstd\"\nlevel = 19\n",
+    );
+    let mut cmd = sqlite_backup();
+    cmd.arg("--config").arg(&config).args(["daemon", "--once"]);
+    let mut daemon = Running::spawn(cmd);
+    daemon.wait_for("backup phase start", Duration::from_secs(60));
+
+    // A manual backup during the run is refused, naming the holder.
+    let o = run(&config, &["backup"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "a backup run is already running, held by pid {}",
+            daemon.child.id()
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // Mid-stream: pages of the pinned snapshot are flowing into zstd -19,
+    // which takes far longer than this for 150 MB.
+    std::thread::sleep(Duration::from_secs(2));
+    daemon.signal("TERM");
+    let (exit, log) = daemon.finish(Duration::from_secs(120));
+    assert_eq!(exit, Some(0), "{log}");
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(log.contains("abandoned label=big"), "{log}");
+
+    // The state file is valid, and records no success (nor a failure).
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".sqlite-backup-state/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["format"], "sqlite-backup/state");
+    let big = &state["databases"]["big"];
+    assert!(big.is_null() || big["last_success"].is_null(), "{state}");
+
+    // Nothing is listed, and nothing incomplete is left on disk.
+    let o = run(&config, &["list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let leftovers = files_under(&dir.path().join("data/backups"));
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Replace values that change from run to run.
+fn redact(v: &mut Value) {
+    const VOLATILE: [&str; 7] = [
+        "checked_at",
+        "last_success",
+        "age_seconds",
+        "run_id",
+        "size",
+        "key",
+        "last_failure",
+    ];
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if VOLATILE.contains(&k.as_str()) && !val.is_null() {
+                    *val = Value::String(format!("[{k}]"));
+                } else if k == "path" || k == "state_file" {
+                    *val = Value::String("[path]".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[test]
+fn status_json_schema_and_stale_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("app.db"));
+    let both = "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[[database]]\nlabel = \"gone\"\npath = \"gone.db\"\n";
+    let config = write_config(dir.path(), both);
+
+    // JSON logs on a real run: every stderr line is one JSON object.
+    let o = run(&config, &["--log-format", "json", "backup"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let lines: Vec<Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("backup phase start"))
+    }));
+
+    // `gone` was never backed up (source missing): unhealthy, exit 1.
+    let (exit, mut status) = status_json(&config);
+    assert_eq!(exit, 1);
+    redact(&mut status);
+    insta::assert_json_snapshot!("status_json", status);
+
+    // Only `app` configured: healthy.
+    write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n",
+    );
+    let o = run(&config, &["status"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).contains("All 1 databases have a backup newer than 26 h."));
+
+    // The newest success 30 h ago is stale with the default max age 26 h.
+    let state_path = dir.path().join(".sqlite-backup-state/state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(30);
+    state["databases"]["app"]["last_success"]["at"] = Value::String(old.to_string());
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let o = run(&config, &["status"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("STALE"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("UNHEALTHY"), "{}", stdout(&o));
+    let (exit, status) = status_json(&config);
+    assert_eq!(
+        (exit, &status["databases"][0]["health"]),
+        (1, &Value::from("stale"))
+    );
+    assert!(status["databases"][0]["age_seconds"].as_i64().unwrap() >= 30 * 3600);
+}
+
+fn schedule(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n",
+    );
+    let o = run(&config, &[&["schedule", "print"], args].concat());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let bin = std::fs::canonicalize(backup_testkit::ops_support::binary()).unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    stdout(&o)
+        .replace(&bin.display().to_string(), "[BIN]")
+        .replace(&root.display().to_string(), "[DIR]")
+}
+
+#[test]
+fn schedule_print_systemd() {
+    let out = schedule(&["--systemd"]);
+    assert!(out.contains("ExecStart=[BIN] --config [DIR]/sqlite-backup.toml daemon --once\n"));
+    insta::assert_snapshot!("schedule_systemd", out);
+}
+
+#[test]
+fn schedule_print_launchd() {
+    let out = schedule(&["--launchd", "--interval", "30m"]);
+    assert!(out.contains("<key>StartInterval</key>\n    <integer>1800</integer>"));
+    insta::assert_snapshot!("schedule_launchd", out);
+}
+
+#[test]
+fn bad_interval_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let o = run(&config, &["daemon", "--once", "--interval", "4x"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("interval \"4x\" is not valid"));
+}

@@ -1,0 +1,435 @@
+//! `sqlite-backup restore` end to end: real WAL databases, the real binary,
+//! real processes. Needs the binary built: `cargo build -p backup-cli`.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use backup_core::digest::{Sha256, Sidecar};
+use backup_core::manifest::Entry;
+use backup_core::restore::{self, Observer, Request, Selector, Step};
+use backup_core::sink::{Placement, Sink};
+use backup_local::LocalSink;
+use backup_testkit::restore_support::{
+    Fixture, Sqlite3Shell, TABLES, add_tasks, corrupt_index_page, drop_table, flip_byte, integrity,
+    open_ro, table_digest,
+};
+use backup_testkit::testkit::assert_snapshot_point;
+
+fn bin() -> PathBuf {
+    backup_testkit::testkit::binary()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn restore(f: &Fixture, extra: &[&str]) -> Output {
+    f.cmd()
+        .args(["restore", "app"])
+        .args(extra)
+        .output()
+        .expect("run restore")
+}
+
+fn sha_of(p: &Path) -> String {
+    Sha256::hex_of(&std::fs::read(p).unwrap())
+}
+
+fn tasks(p: &Path) -> u64 {
+    open_ro(p)
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+#[test]
+fn round_trip_under_a_concurrent_writer() {
+    let f = Fixture::new(bin(), 8 << 20, "");
+    let writer = backup_testkit::demo::Writer::start(&f.db, 300).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let entry = f.backup("live");
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = writer.stop();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    let out = restore(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The placed file is exactly the manifest's database.
+    assert_eq!(sha_of(&f.db), entry.db_sha256);
+    assert_eq!(integrity(&f.db), ["ok"]);
+    // The source, as it was when the writer stopped, is kept aside.
+    let broken = f.broken_files();
+    let source_path = broken
+        .iter()
+        .find(|p| !p.to_string_lossy().ends_with("-wal"))
+        .expect("the live database is kept aside");
+    let restored = open_ro(&f.db);
+    let source = rusqlite::Connection::open(source_path).unwrap();
+
+    // Every row committed before the snapshot began is present, and the
+    // writer ran on past it. Content equals the source as of the snapshot:
+    // the writer only appends to `tasks`, so that is the source up to the
+    // newest id in the snapshot, and the other tables unchanged.
+    let max_id = assert_snapshot_point(&f.db, entry.snapshot_at, &stats);
+    for t in TABLES {
+        let cond = (t == "tasks").then(|| format!("id <= {max_id}"));
+        let a = table_digest(&restored, t, None);
+        let b = table_digest(&source, t, cond.as_deref());
+        assert_eq!(a, b, "table {t} differs from the source as of the snapshot");
+        assert_eq!(Some(&a.0), entry.row_counts.get(t), "row count of {t}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Kept the live database aside"), "{stdout}");
+    assert!(stdout.contains("Re-checked the placed file: integrity_check ok"));
+}
+
+/// Two backups: `good` (older) and `bad` (newer, 50 more tasks); the live
+/// database then gets 10 more tasks.
+fn two_backups() -> (Fixture, Entry, Entry) {
+    let f = Fixture::new(bin(), 1 << 20, "");
+    let good = f.backup("good");
+    add_tasks(&f.db, 50);
+    let bad = f.backup("bad");
+    add_tasks(&f.db, 10);
+    assert_eq!(bad.row_counts["tasks"], good.row_counts["tasks"] + 50);
+    (f, good, bad)
+}
+
+fn assert_walks_back(corrupt: impl Fn(&Fixture, &Entry), expected_problem: &str) {
+    let (f, good, bad) = two_backups();
+    corrupt(&f, &bad);
+    let out = restore(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REJECTED"), "{stdout}");
+    assert!(
+        stdout
+            .to_lowercase()
+            .contains(&expected_problem.to_lowercase()),
+        "expected {expected_problem:?} in\n{stdout}"
+    );
+    assert!(
+        stdout.contains("walking back to") && stdout.contains("tasks") && stdout.contains("(-50)"),
+        "the step back must say what it loses:\n{stdout}"
+    );
+    assert!(stdout.contains("walked back 1 candidate(s)"), "{stdout}");
+    assert_eq!(
+        sha_of(&f.db),
+        good.db_sha256,
+        "the older, good one is placed"
+    );
+    assert_eq!(tasks(&f.db), good.row_counts["tasks"]);
+    assert_eq!(integrity(&f.db), ["ok"]);
+}
+
+#[test]
+fn walks_back_past_a_flipped_byte() {
+    assert_walks_back(
+        |f, bad| {
+            let p = f.artifact(bad);
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            flip_byte(&p, len / 2);
+        },
+        "does not match the sidecar",
+    );
+}
+
+#[test]
+fn walks_back_past_a_truncated_artifact() {
+    assert_walks_back(
+        |f, bad| {
+            let p = f.artifact(bad);
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        },
+        "stored size is",
+    );
+}
+
+#[test]
+fn walks_back_past_a_wrong_sidecar() {
+    assert_walks_back(
+        |f, bad| {
+            let name = bad.key.rsplit('/').next().unwrap();
+            std::fs::write(
+                f.root.join(&bad.sidecar_key),
+                Sidecar::new("ab".repeat(32), name).render(),
+            )
+            .unwrap();
+        },
+        "does not match the sidecar",
+    );
+}
+
+#[test]
+fn walks_back_past_a_valid_stream_of_a_corrupt_database() {
+    assert_walks_back(
+        |f, bad| {
+            let run = f.run_of(bad);
+            f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(bad)));
+        },
+        "integrity check is not `ok`",
+    );
+}
+
+#[test]
+fn walks_back_past_a_database_missing_a_required_table() {
+    assert_walks_back(
+        |f, bad| {
+            let run = f.run_of(bad);
+            f.replace_artifact(&run, &drop_table(&f.db_bytes(bad), "merkle_nodes"));
+        },
+        "required table `merkle_nodes` is missing",
+    );
+}
+
+#[test]
+fn none_good_fails_and_touches_nothing() {
+    let (f, good, bad) = two_backups();
+    flip_byte(&f.artifact(&bad), 100);
+    let run = f.run_of(&good);
+    f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(&good)));
+    let live = std::fs::read(&f.db).unwrap();
+    let folder = f.live_folder();
+    let out = restore(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("No candidate passed (2 tried)"), "{all}");
+    assert!(all.contains("none of the 2 candidate(s)"), "{all}");
+    assert_eq!(
+        std::fs::read(&f.db).unwrap(),
+        live,
+        "live db byte-identical"
+    );
+    assert_eq!(
+        f.live_folder(),
+        folder,
+        "nothing left behind, nothing moved"
+    );
+}
+
+#[test]
+fn refuses_while_the_sqlite3_shell_has_it_open_and_force_overrides() {
+    let (f, _good, bad) = two_backups();
+    let shell = Sqlite3Shell::open(&f.db);
+    let live = std::fs::read(&f.db).unwrap();
+    let folder = f.live_folder();
+
+    let out = restore(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is in use"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {} (sqlite3)", shell.pid())),
+        "names the process: {stderr}"
+    );
+    assert_eq!(std::fs::read(&f.db).unwrap(), live);
+    assert_eq!(f.live_folder(), folder);
+
+    let out = restore(&f, &["--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("--force: restoring although"), "{all}");
+    assert!(all.contains("WARNING: forced past"), "{all}");
+    assert_eq!(sha_of(&f.db), bad.db_sha256);
+    let broken = f.broken_files();
+    let kept = broken
+        .iter()
+        .find(|p| !p.to_string_lossy().ends_with("-wal"))
+        .expect("the old database is kept");
+    assert_eq!(std::fs::read(kept).unwrap(), live);
+    drop(shell);
+    assert_eq!(integrity(&f.db), ["ok"]);
+}
+
+#[test]
+fn post_restore_gets_the_facts_and_its_failure_is_reported() {
+    let keep = tempfile::tempdir().unwrap();
+    let env_file = keep.path().join("env.txt");
+    let f = Fixture::new(
+        bin(),
+        256 << 10,
+        &format!(
+            "post_restore = 'env | grep ^SQLITE_BACKUP_ | sort > {}; exit 3'",
+            env_file.display()
+        ),
+    );
+    let e = f.backup("one");
+    let live = std::fs::read(&f.db).unwrap();
+    let out = restore(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("post_restore FAILED: exit 3"), "{stdout}");
+    assert!(stdout.contains("WITH PROBLEMS"), "{stdout}");
+    assert!(stdout.contains("to swap back: mv"), "{stdout}");
+    let broken = f.broken_files();
+    let kept = broken
+        .iter()
+        .find(|p| !p.to_string_lossy().ends_with("-wal"))
+        .expect("previous database stays aside");
+    assert_eq!(std::fs::read(kept).unwrap(), live);
+    assert_eq!(sha_of(&f.db), e.db_sha256);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains("SQLITE_BACKUP_LABEL=app\n"), "{env}");
+    assert!(
+        env.contains(&format!("SQLITE_BACKUP_PATH={}\n", f.db.display())),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("SQLITE_BACKUP_BROKEN={}\n", kept.display())),
+        "{env}"
+    );
+    assert!(env.contains("SQLITE_BACKUP_SNAPSHOT_ID="), "{env}");
+}
+
+#[test]
+fn dry_run_changes_nothing_and_tells_the_truth() {
+    let (f, good, bad) = two_backups();
+    flip_byte(&f.artifact(&bad), 200);
+    let live = std::fs::read(&f.db).unwrap();
+    let folder = f.live_folder();
+    let out = restore(&f, &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REJECTED"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("({}, taken", good.key)),
+        "names the candidate it would place: {stdout}"
+    );
+    assert!(stdout.contains("(now removed)"), "{stdout}");
+    assert!(stdout.contains("keep "), "{stdout}");
+    assert_eq!(std::fs::read(&f.db).unwrap(), live);
+    assert_eq!(f.live_folder(), folder);
+}
+
+#[test]
+fn restores_to_a_new_path_and_selects_by_tag_and_id() {
+    let (f, good, bad) = two_backups();
+    let to = f.dir.path().join("elsewhere").join("copy.db");
+    let out = restore(&f, &["--to", to.to_str().unwrap(), "--tag", "good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha_of(&to), good.db_sha256);
+    assert!(
+        !std::fs::read_dir(to.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("broken")),
+        "nothing to keep aside at a new path"
+    );
+    let bad_run = f.run_of(&bad);
+    let out = restore(&f, &["--to", to.to_str().unwrap(), "--id", &bad_run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha_of(&to), bad.db_sha256);
+    // The copy it replaced is kept aside.
+    let kept: Vec<_> = std::fs::read_dir(to.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("copy.db.broken-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(sha_of(&kept[0].path()), good.db_sha256);
+
+    let out = restore(&f, &["--tag", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = restore(&f, &["--from", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = restore(&f, &["--date", "2026-02-30"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// At every step of a restore, the target holds the old database or the
+/// new verified one, never anything else and never nothing.
+#[test]
+fn the_target_always_holds_old_or_new_at_every_step() {
+    struct Watch<'a> {
+        target: &'a Path,
+        old: Vec<u8>,
+        new_sha: String,
+        seen: RefCell<Vec<String>>,
+    }
+    impl Observer for Watch<'_> {
+        fn step(&self, step: &Step<'_>) {
+            let bytes = std::fs::read(self.target).expect("target exists at every step");
+            let is_old = bytes == self.old;
+            let is_new = Sha256::hex_of(&bytes) == self.new_sha;
+            assert!(is_old || is_new, "target is neither at {step:?}");
+            let wal = backup_core::inuse::side_file(self.target, "-wal");
+            if is_new {
+                assert!(!wal.exists(), "an old -wal beside the new database");
+            }
+            self.seen.borrow_mut().push(format!(
+                "{}:{}",
+                format!("{step:?}").split([' ', '{']).next().unwrap(),
+                if is_old { "old" } else { "new" }
+            ));
+        }
+    }
+    let (f, _good, bad) = two_backups();
+    // A crashed writer: the live database has a non-empty -wal.
+    let writer = rusqlite::Connection::open(&f.db).unwrap();
+    writer
+        .execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO tasks (title, owner, status, priority, created_at) VALUES ('in wal', 'x', 'x', 1, 'x');")
+        .unwrap();
+    let wal_bytes =
+        std::fs::read(backup_core::inuse::side_file(&f.db, "-wal")).expect("a -wal exists");
+    assert!(!wal_bytes.is_empty());
+    std::mem::forget(writer); // like a crash: no checkpoint, -wal stays
+    // forget() keeps our own fds open, but our process is never a "holder".
+
+    let config = backup_config::Config::load(&f.config).unwrap();
+    let db = config.database("app").unwrap().database.clone();
+    let local = LocalSink::new("local", &f.root, Placement::Local);
+    let sinks: [&dyn Sink; 1] = [&local];
+    let (catalog, _) = backup_core::manifest::collect(&sinks);
+    let plan = restore::plan(&catalog, &Request::new(db, Selector::Latest)).unwrap();
+    let watch = Watch {
+        target: &f.db,
+        old: std::fs::read(&f.db).unwrap(),
+        new_sha: bad.db_sha256.clone(),
+        seen: RefCell::default(),
+    };
+    let outcome = restore::execute(&plan, &sinks, &watch).unwrap();
+    assert!(outcome.ok());
+    let seen = watch.seen.into_inner();
+    assert_eq!(
+        seen,
+        [
+            "Verifying:old",
+            "Accepted:old",
+            "KeptAside:old",
+            "SideFileMoved:old",
+            "SideFileRemoved:old",
+            "Placed:new",
+            "Rechecked:new"
+        ]
+    );
+    // The kept copy still has its last commit: the -wal went with it.
+    let broken = outcome.broken.unwrap();
+    assert_eq!(
+        std::fs::read(backup_core::inuse::side_file(&broken, "-wal")).unwrap(),
+        wal_bytes
+    );
+    let n: i64 = rusqlite::Connection::open(&broken)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE title = 'in wal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -1,0 +1,513 @@
+//! The TOML configuration file: what to back up, how, and where.
+//!
+//! Everything is validated at load time. A bad label, an unknown key or a bad
+//! value is rejected with the file, the line and a hint, so a typo never turns
+//! into a silently skipped database.
+//!
+//! Relative paths (database paths, `local.root`, `local.cold`) are resolved
+//! against the folder that holds the config file, so a daemon started from
+//! any working directory finds the same files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use backup_azure::AzureConfig;
+use backup_core::compress::{Compression, Format};
+use backup_core::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
+use backup_core::{CheckLevel, Database, Retention, SnapshotMethod, validate_label, validate_tag};
+use secrecy::SecretString;
+
+/// A config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}{}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// One `[[database]]` table: what the engine backs up, plus what only the
+/// command line acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// Label, path, checks and retention, as the engine takes them.
+    pub database: Database,
+    /// Shell command run after a restore (the application's own audit).
+    pub post_restore: Option<String>,
+    /// Tags whose backups also go to the cold tier (e.g. `phase1`).
+    pub cold_tags: Vec<String>,
+}
+
+/// Where local tiers live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Local {
+    /// Hot and warm tiers.
+    pub root: PathBuf,
+    /// Optional off-host cold tier.
+    pub cold: Option<PathBuf>,
+    /// Artifact name template inside `root` / `cold`.
+    pub template: Template,
+}
+
+/// Per-database retention keys; each one given replaces the global value.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionOverride {
+    hot_days: Option<u32>,
+    warm_days: Option<u32>,
+    premigrate_days: Option<u32>,
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+}
+
+impl RetentionOverride {
+    fn over(&self, base: &Retention) -> Retention {
+        Retention {
+            hot_days: self.hot_days.unwrap_or(base.hot_days),
+            warm_days: self.warm_days.unwrap_or(base.warm_days),
+            premigrate_days: self.premigrate_days.unwrap_or(base.premigrate_days),
+            keep_last: self.keep_last.unwrap_or(base.keep_last),
+            keep_hourly: self.keep_hourly.unwrap_or(base.keep_hourly),
+            keep_daily: self.keep_daily.unwrap_or(base.keep_daily),
+            keep_weekly: self.keep_weekly.unwrap_or(base.keep_weekly),
+            keep_monthly: self.keep_monthly.unwrap_or(base.keep_monthly),
+        }
+    }
+}
+
+/// Failure alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Slack-compatible webhook URL (`{"text": …}` POST).
+    pub webhook: Option<SecretString>,
+    /// Command run with details in `SQLITE_BACKUP_*` variables.
+    pub command: Option<String>,
+    /// Consecutive failed runs before the alert goes out.
+    #[serde(default = "default_after_failures")]
+    pub after_failures: u32,
+}
+
+fn default_after_failures() -> u32 {
+    3
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Databases, in file order.
+    pub databases: Vec<DatabaseConfig>,
+    /// Compression of new artifacts.
+    pub compression: Compression,
+    /// Local tiers.
+    pub local: Local,
+    /// Azure Blob, when configured.
+    pub azure: Option<AzureConfig>,
+    /// Retention policy.
+    pub retention: Retention,
+    /// Alerts.
+    pub alerts: Option<Alerts>,
+    /// Check run right after each backup.
+    pub verify_level: CheckLevel,
+    /// How snapshots are taken.
+    pub snapshot_method: SnapshotMethod,
+    /// Where run state (failure counts, locks) is kept.
+    pub state_dir: PathBuf,
+    /// `status` exits non-zero when a database's newest backup is older.
+    pub max_age_hours: u32,
+}
+
+// ---- raw, as written in the file ------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    database: Vec<Spanned<RawDatabase>>,
+    #[serde(default)]
+    compression: Option<RawCompression>,
+    #[serde(default)]
+    local: Option<RawLocal>,
+    azure: Option<Spanned<AzureConfig>>,
+    retention: Option<Retention>,
+    alerts: Option<Alerts>,
+    #[serde(default)]
+    verify: Option<RawVerify>,
+    #[serde(default)]
+    snapshot: Option<RawSnapshot>,
+    state_dir: Option<String>,
+    max_age_hours: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    label: Spanned<String>,
+    path: String,
+    #[serde(default)]
+    required_tables: Vec<String>,
+    #[serde(default)]
+    checks: Vec<String>,
+    post_restore: Option<String>,
+    #[serde(default)]
+    cold_tags: Vec<String>,
+    #[serde(default)]
+    retention: RetentionOverride,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompression {
+    format: Option<Format>,
+    level: Option<Spanned<i32>>,
+    threads: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    root: Option<String>,
+    cold: Option<String>,
+    template: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    level: Option<CheckLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    method: Option<SnapshotMethod>,
+}
+
+/// `path` with `.` and `..` resolved without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `path` resolved as far as it exists (symlinks followed), the rest
+/// appended: two spellings of one place compare equal even before the
+/// file or folder is created.
+fn resolved(path: &Path) -> PathBuf {
+    let path = lexical(path);
+    let mut head = path.clone();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            let mut out = real;
+            out.extend(tail.iter().rev());
+            return lexical(&out);
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return path,
+        }
+    }
+}
+
+/// Whether `path` is `folder` or lies inside it, however either is spelled
+/// (`./`, `..`, symlinks).
+fn is_inside(path: &Path, folder: &Path) -> bool {
+    lexical(path).starts_with(lexical(folder)) || resolved(path).starts_with(resolved(folder))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            message: format!("cannot read config: {e}"),
+            hint: Some(
+                "pass --config PATH, set SQLITE_BACKUP_CONFIG, or create ./sqlite-backup.toml"
+                    .into(),
+            ),
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parse and validate config text; `file` names it in errors and anchors
+    /// relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let err = |offset: Option<usize>, message: String, hint: Option<&str>| ConfigError {
+            file: file.to_path_buf(),
+            line: offset.map(|o| line_of(text, o)),
+            message,
+            hint: hint.map(str::to_string),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let hint = if message.contains("unknown field") {
+                Some("check the spelling; the README's config reference lists every key")
+            } else if message.contains("unknown variant") {
+                Some("use one of the values listed above")
+            } else {
+                None
+            };
+            err(e.span().map(|s| s.start), message, hint)
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+
+        let global_retention = raw.retention.unwrap_or_default();
+        let mut databases = Vec::new();
+        let mut seen = BTreeMap::new();
+        for spanned in raw.database {
+            let start = spanned.span().start;
+            let db = spanned.into_inner();
+            let label_at = db.label.span().start;
+            let label = db.label.into_inner();
+            validate_label(&label).map_err(|m| {
+                err(
+                    Some(label_at),
+                    m,
+                    Some("e.g. label = \"mission-control\" (no spaces, no upper case, no `/`)"),
+                )
+            })?;
+            if let Some(first) = seen.insert(label.clone(), label_at) {
+                return Err(err(
+                    Some(label_at),
+                    format!(
+                        "duplicate label {label:?} (first used on line {})",
+                        line_of(text, first)
+                    ),
+                    Some("every database needs its own label"),
+                ));
+            }
+            if db.path.trim().is_empty() {
+                return Err(err(
+                    Some(start),
+                    format!("database {label:?} has an empty path"),
+                    None,
+                ));
+            }
+            for tag in &db.cold_tags {
+                validate_tag(tag).map_err(|m| err(Some(start), m, None))?;
+            }
+            databases.push(DatabaseConfig {
+                database: Database {
+                    label,
+                    path: resolve(&db.path),
+                    required_tables: db.required_tables,
+                    checks: db.checks,
+                    retention: db.retention.over(&global_retention),
+                },
+                post_restore: db.post_restore,
+                cold_tags: db.cold_tags,
+            });
+        }
+
+        let mut compression = Compression::default();
+        if let Some(c) = raw.compression {
+            compression = Compression::new(c.format.unwrap_or(Format::Zstd));
+            if let Some(level) = c.level {
+                let at = level.span().start;
+                let level = level.into_inner();
+                let range = match compression.format {
+                    Format::Zstd => 1..=19,
+                    Format::Gzip => 1..=9,
+                    Format::None => 0..=0,
+                };
+                if !range.contains(&level) && compression.format != Format::None {
+                    return Err(err(
+                        Some(at),
+                        format!(
+                            "compression level {level} is out of range for {}",
+                            compression.format.as_str()
+                        ),
+                        Some("zstd takes 1-19 (3 is a good default), gzip 1-9 (6)"),
+                    ));
+                }
+                compression.level = level;
+            }
+            compression.threads = c.threads.unwrap_or(0);
+        }
+
+        let raw_local = raw.local.unwrap_or(RawLocal {
+            root: None,
+            cold: None,
+            template: None,
+        });
+        let template = match raw_local.template {
+            Some(t) => {
+                let at = t.span().start;
+                Template::parse(t.get_ref(), false).map_err(|m| {
+                    err(
+                        Some(at),
+                        m,
+                        Some("placeholders: {label} {tag} {date} {time} {ext}"),
+                    )
+                })?
+            }
+            None => Template::parse(DEFAULT_LOCAL_TEMPLATE, false).expect("default template"),
+        };
+        let local = Local {
+            root: resolve(raw_local.root.as_deref().unwrap_or("data/backups")),
+            cold: raw_local.cold.as_deref().map(resolve),
+            template,
+        };
+
+        let azure = match raw.azure {
+            Some(a) => {
+                let at = a.span().start;
+                let a = a.into_inner();
+                Template::parse(&a.template, a.allow_overwrite).map_err(|m| {
+                    err(
+                        Some(at),
+                        format!("[azure] template: {m}"),
+                        Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
+                    )
+                })?;
+                if !a.prefix.is_empty() {
+                    backup_core::sink::validate_key(a.prefix.trim_end_matches('/'))
+                        .map_err(|e| err(Some(at), format!("[azure] prefix: {e}"), None))?;
+                }
+                Some(a)
+            }
+            None => None,
+        };
+
+        for db in databases.iter().map(|d| &d.database) {
+            for root in std::iter::once(&local.root).chain(local.cold.as_ref()) {
+                if is_inside(&db.path, root) {
+                    return Err(err(
+                        None,
+                        format!(
+                            "database {:?} lives inside the backup folder {}",
+                            db.label,
+                            root.display()
+                        ),
+                        Some("never back up the backup folder into itself"),
+                    ));
+                }
+            }
+        }
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            databases,
+            compression,
+            local,
+            azure,
+            retention: global_retention,
+            alerts: raw.alerts,
+            verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
+            snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
+            state_dir: raw
+                .state_dir
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| base.join(".sqlite-backup-state")),
+            max_age_hours: raw.max_age_hours.unwrap_or(26),
+        })
+    }
+
+    /// The database with this label.
+    pub fn database(&self, label: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.database.label == label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/sb/sqlite-backup.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n").unwrap();
+        assert_eq!(c.databases[0].database.path, Path::new("/etc/sb/app.db"));
+        assert_eq!(c.local.root, Path::new("/etc/sb/data/backups"));
+        assert_eq!(c.compression.format, Format::Zstd);
+        assert_eq!(c.compression.level, 3);
+        assert_eq!(c.retention.hot_days, 7);
+        assert_eq!(c.retention.warm_days, 30);
+    }
+
+    #[test]
+    fn bad_label_names_the_line() {
+        let e = parse("[[database]]\nlabel = \"ok\"\npath = \"a.db\"\n\n[[database]]\nlabel = \"Bad Label\"\npath = \"b.db\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("Bad Label"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_line() {
+        let e = parse("[compression]\nformat = \"zstd\"\nlevle = 3\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("levle"), "{e}");
+    }
+
+    #[test]
+    fn overwriting_azure_template_is_refused() {
+        let e =
+            parse("[azure]\ncontainer = \"c\"\ntemplate = \"{date}/{label}.db.gz\"\n").unwrap_err();
+        assert!(e.message.contains("overwrite"), "{e}");
+        parse("[azure]\ncontainer = \"c\"\ntemplate = \"{date}/{label}.db.gz\"\nallow_overwrite = true\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn source_inside_backup_root_is_refused() {
+        let e = parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"b/x.db\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("inside the backup folder"), "{e}");
+        for spelled in ["./b/x.db", "a/../b/x.db", "b/./x.db", "b"] {
+            let e = parse(&format!(
+                "[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"{spelled}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.message.contains("inside the backup folder"),
+                "{spelled}: {e}"
+            );
+        }
+        parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"bb/x.db\"\n").unwrap();
+    }
+}

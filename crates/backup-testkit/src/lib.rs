@@ -1,0 +1,14 @@
+//! Shared kit for the end-to-end tests, examples and benchmark of
+//! sqlite-backup: temporary project folders with a config file, the real
+//! binary, real external tools (`sqlite3`, `sha256sum`, `zstd`, `gunzip`).
+//!
+//! Nothing here fakes a result: helpers only set things up and run real
+//! programs. A missing external tool fails loudly with the install command,
+//! never skips a test.
+
+pub mod azurite;
+pub mod demo;
+pub mod faults;
+pub mod ops_support;
+pub mod restore_support;
+pub mod testkit;

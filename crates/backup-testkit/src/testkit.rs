@@ -1,0 +1,248 @@
+//! Test helpers: a temp project with a config, the real binary, tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use backup_core::manifest::{self, Listed};
+use backup_core::sink::Placement;
+use backup_local::LocalSink;
+
+/// Path of the `sqlite-backup` binary the running test uses.
+///
+/// `SQLITE_BACKUP_BIN` overrides. Otherwise it is the binary beside the
+/// test executable (`<target>/<profile>/deps/<test>` →
+/// `<target>/<profile>/sqlite-backup`): cargo builds a package's binaries
+/// before its integration tests, so the end-to-end tests in the CLI crate
+/// always find the current one there. `CARGO_BIN_EXE_sqlite-backup` names
+/// the same file, but only to code compiled inside that test crate; the CLI
+/// tests assert that both agree.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SQLITE_BACKUP_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>")
+            .to_path_buf();
+        let bin = profile_dir.join(format!("sqlite-backup{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests with `cargo test -p backup-cli` (which builds it) or set SQLITE_BACKUP_BIN",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// Fail (never skip) when an external tool is missing.
+pub fn require_tool(name: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is required by this test: install it (Debian: apt-get install -y sqlite3 zstd coreutils gzip) or run `bash scripts/test`"
+    );
+}
+
+/// A temporary project: a folder with databases, a config and backups.
+pub struct Project {
+    /// Keeps the folder alive.
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Project {
+    /// An empty project folder.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `<project>/<name>`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The config file path.
+    pub fn config(&self) -> PathBuf {
+        self.join("sqlite-backup.toml")
+    }
+
+    /// Write the config file.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config(), text).expect("write config");
+    }
+
+    /// The local backup root (`[local] root` default).
+    pub fn backups(&self) -> PathBuf {
+        self.join("data/backups")
+    }
+
+    /// A demo database of about `bytes` at `<project>/<name>`.
+    pub fn demo_db(&self, name: &str, bytes: u64) -> PathBuf {
+        let p = self.join(name);
+        crate::demo::create(&p, bytes, 7).expect("demo db");
+        p
+    }
+
+    /// The binary with `--config <project config>` and `args`, ready to run
+    /// (add environment variables to it first if need be).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("SQLITE_BACKUP_CONFIG")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Run the binary with `--config <project config>` and `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sqlite-backup")
+    }
+
+    /// Run and assert the exit code; returns stdout + stderr as text.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = output_text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "sqlite-backup {args:?} failed:\n{text}"
+        );
+        text
+    }
+
+    /// The local sink's catalog, newest first.
+    pub fn catalog(&self) -> Vec<Listed> {
+        let sink = LocalSink::new("local", self.backups(), Placement::Local);
+        let (stored, bad) = manifest::read_all(&sink).expect("read manifests");
+        assert!(bad.is_empty(), "unreadable manifests: {bad:?}");
+        manifest::listed(&sink, &stored)
+    }
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run a shell command line in `dir`, assert success, return stdout.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed:\n{}",
+        output_text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every `tasks.id` in a database file, ascending.
+pub fn task_ids(db: &Path) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT id FROM tasks ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("ids")
+}
+
+/// Assert that `snapshot` holds a writer's commits up to exactly one point:
+/// ids 1..=max with no gap, every commit acknowledged before `snapshot_at`,
+/// and at least one commit after it (else the writer was idle and the test
+/// proves nothing). Returns max.
+pub fn assert_snapshot_point(
+    snapshot: &Path,
+    snapshot_at: jiff::Timestamp,
+    stats: &crate::demo::WriterStats,
+) -> i64 {
+    let ids = task_ids(snapshot);
+    let max = *ids.last().expect("tasks in the snapshot");
+    assert_eq!(ids, (1..=max).collect::<Vec<_>>(), "gap in the snapshot");
+    let before: Vec<i64> = stats
+        .commits
+        .iter()
+        .filter(|(_, t)| *t < snapshot_at)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "the writer committed nothing before the snapshot: the test proves nothing"
+    );
+    assert!(
+        before.iter().all(|id| *id <= max),
+        "a commit acknowledged before the snapshot began is missing"
+    );
+    assert!(
+        stats.commits.iter().any(|(id, _)| *id > max),
+        "no commit after the snapshot point: the writer was not running through it"
+    );
+    max
+}
+
+/// Per-table content checksum (SHA-256 over every row in rowid order).
+pub fn table_checksums(db: &Path) -> std::collections::BTreeMap<String, String> {
+    use backup_core::digest::{Digest, Sha256};
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables
+        .into_iter()
+        .map(|t| {
+            let mut h = Sha256::new();
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+                .unwrap();
+            let n = stmt.column_count();
+            let mut rows = stmt.query([]).unwrap();
+            while let Some(r) = rows.next().unwrap() {
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i).unwrap();
+                    h.update(format!("{v:?}\u{1f}").as_bytes());
+                }
+                h.update(b"\n");
+            }
+            (t, Box::new(h).finish_hex())
+        })
+        .collect()
+}
