@@ -177,8 +177,9 @@ pub struct RestoreArgs {
     /// Restore to this path instead of the configured database path.
     #[arg(long, value_name = "PATH")]
     pub to: Option<PathBuf>,
-    /// Which snapshot: `latest` (default).
-    #[arg(long, value_name = "latest", conflicts_with_all = ["date", "tag", "id"])]
+    /// Which snapshot: `latest` (default), or the newest taken at or before
+    /// a time: RFC 3339 (`2026-12-01T14:30:00Z`) or an age (`15m`, `2h`, `1d`).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["date", "tag", "id"])]
     pub at: Option<String>,
     /// Newest snapshot taken on this UTC day (YYYY-MM-DD).
     #[arg(long, value_name = "YYYY-MM-DD")]

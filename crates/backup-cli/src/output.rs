@@ -24,48 +24,48 @@ pub fn time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
-/// A plain aligned table.
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
+/// A plain aligned table: no borders, two spaces between columns, for
+/// terminals and for logs alike.
+pub struct Table(comfy_table::Table);
 
 impl Table {
     /// A table with these column names.
     pub fn new(header: &[&str]) -> Self {
-        Self {
-            header: header.iter().map(|s| s.to_string()).collect(),
-            rows: vec![],
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(header.to_vec());
+        for c in t.column_iter_mut() {
+            c.set_padding((0, 2));
         }
+        Self(t)
     }
     /// Add a row.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
+    }
+    /// Right-align column `index` (sizes, counts).
+    pub fn align_right(&mut self, index: usize) {
+        if let Some(c) = self.0.column_mut(index) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
     }
 }
 
 impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String]| {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        };
-        writeln!(f, "{}", line(&self.header))?;
-        for r in &self.rows {
-            writeln!(f, "{}", line(r))?;
+        for line in self.0.lines() {
+            writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
     }
+}
+
+/// Items one after another, separated by `; `.
+pub fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

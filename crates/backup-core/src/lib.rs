@@ -4,34 +4,52 @@
 //! of live SQLite databases, compressed and checksummed in one streaming
 //! pass, shipped to any [`sink::Sink`], verified, restored and pruned.
 //!
-//! ```no_run
-//! use std::sync::Arc;
-//! use backup_core::{config::Config, pipeline};
+//! The common case is a few lines with [`Backups`]: back up a live
+//! database, verify the newest backup the way a restore would, restore it.
 //!
-//! let config = Config::load("sqlite-backup.toml".as_ref())?;
-//! let sink: Arc<dyn backup_core::sink::Sink> = Arc::new(backup_core::sink::MemorySink::new("memory"));
-//! let targets = [pipeline::Target { sink, template: config.local.template.clone(), cold_only: false }];
-//! let opts = pipeline::Options {
-//!     tag: None,
-//!     cold: false,
-//!     compression: config.compression,
-//!     verify_level: config.verify_level,
-//!     snapshot_method: config.snapshot_method,
-//!     scratch_dir: std::env::temp_dir(),
-//!     observer: Arc::new(pipeline::Silent),
-//! };
-//! let plan = pipeline::plan(&config.databases, &targets, &opts, jiff::Timestamp::now());
-//! let report = pipeline::execute(&plan, &targets, &opts);
-//! assert_eq!(report.failed_count(), 0);
+//! ```
+//! use backup_core::{Backups, Database, sink::MemorySink};
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("app.db");
+//! # rusqlite::Connection::open(&path)?.execute_batch(
+//! #     "PRAGMA journal_mode=WAL; CREATE TABLE tasks(id INTEGER PRIMARY KEY, t TEXT);
+//! #      INSERT INTO tasks(t) VALUES ('one'), ('two');")?;
+//! let backups = Backups::new(MemorySink::new("local")); // or backup_local::LocalSink::folder(…)
+//! let app = Database::new("app", &path).require_tables(["tasks"]);
+//! backups.backup(&app)?;
+//! backups.verify_latest(&app)?;
+//! backups.restore(&app).to(dir.path().join("restored.db")).run()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Errors are one enum, [`Error`], with the cases an embedder acts on. The
+//! modules below the facade stay public for what it does not cover: several
+//! databases in one run with a printable plan ([`pipeline`]), the hash-chained
+//! catalog ([`catalog`], [`anchor`]), retention as a pure function
+//! ([`retention`]). A new store implements [`sink::Sink`] and proves itself
+//! with the conformance suite (`sink::conformance`, feature `testing`).
+//!
+//! # The fast path and SQLite's compile flags
+//! A WAL database is streamed page by page straight from one pinned read
+//! transaction into the compressor when the SQLite that rusqlite links has
+//! `SQLITE_ENABLE_DBPAGE_VTAB` (and checked on a second connection in
+//! parallel with `SQLITE_ENABLE_SNAPSHOT`). Without them a backup is still
+//! correct but goes through a scratch copy made by the online backup API
+//! (about twice the I/O); it logs once why. An embedder that uses rusqlite's
+//! `bundled` feature gets the flags by setting, for its own build,
+//! `LIBSQLITE3_FLAGS="-DSQLITE_ENABLE_DBPAGE_VTAB -DSQLITE_ENABLE_SNAPSHOT"`
+//! (for example in its `.cargo/config.toml` under `[env]`, as this
+//! workspace does). backup-core must share one `rusqlite` (0.43) and so one
+//! `libsqlite3-sys` with the embedding application: Cargo links only one.
 #![warn(missing_docs)]
 
 pub mod anchor;
+mod backups;
 pub mod catalog;
 pub mod compress;
 mod database;
 pub mod digest;
+mod error;
 pub mod fsutil;
 pub mod intent;
 pub mod inuse;
@@ -45,6 +63,9 @@ pub mod sink;
 pub mod snapshot;
 pub mod verify;
 
+pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};
 pub use database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
+pub use error::Error;
 pub use jiff;
+pub use restore::Restored;
 pub use retention::Retention;

@@ -19,6 +19,7 @@
 //! 4. After all databases, each sink gets one manifest listing what it holds.
 //!    Until then nothing of the run is a backup.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -242,6 +243,55 @@ pub fn plan(databases: &[Database], targets: &[Target], opts: &Options, now: Tim
     }
 }
 
+/// Why a database was not backed up, or not to every sink.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackupError {
+    /// One sink failed; the others may hold the backup.
+    #[error("sink {sink}: {message}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The run's manifest could not be written to a sink, so nothing of
+    /// the run counts there (its artifacts were removed again).
+    #[error("manifest to sink {sink}: {message}")]
+    Manifest {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The snapshot failed its post-backup check; nothing was stored.
+    #[error(
+        "the snapshot failed its post-backup check, nothing was stored: {}",
+        join(problems)
+    )]
+    Check {
+        /// What the check found.
+        problems: Vec<crate::verify::Problem>,
+    },
+    /// The snapshot could not be taken or streamed; nothing was stored.
+    #[error("{0}")]
+    Snapshot(String),
+}
+
+fn join(problems: &[crate::verify::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn sink_error(sink: &str, message: impl fmt::Display) -> BackupError {
+    BackupError::Sink {
+        sink: sink.to_string(),
+        message: message.to_string(),
+    }
+}
+
 /// The result for one database.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -252,7 +302,7 @@ pub struct Outcome {
     /// Entries written, with their sink name.
     pub written: Vec<(String, Entry)>,
     /// Errors (any error makes the database count as failed).
-    pub errors: Vec<String>,
+    pub errors: Vec<BackupError>,
 }
 
 impl Outcome {
@@ -384,7 +434,10 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
                 // there looking like a backup (and filling the disk).
                 for o in outcomes.iter_mut() {
                     if o.written.iter().any(|(s, _)| s == sink_name) {
-                        o.errors.push(format!("manifest to sink {sink_name}: {e}"));
+                        o.errors.push(BackupError::Manifest {
+                            sink: sink_name.to_string(),
+                            message: e.to_string(),
+                        });
                         for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
                             for key in [&entry.sidecar_key, &entry.key] {
                                 if let Err(e) = target.sink.delete(key) {
@@ -584,7 +637,7 @@ fn backup_one(
             );
             outcome.skipped = Some(INTERRUPTED.into());
         }
-        Err(e) => outcome.errors.push(e),
+        Err(e) => outcome.errors.extend(e),
     }
     // Sinks that keep nothing of this database need no record of it.
     for a in artifacts {
@@ -626,7 +679,7 @@ fn backup_streams(
     opts: &RunOpts<'_>,
     run_id: &str,
     _run_started: Timestamp,
-) -> Result<(Written, Vec<String>), String> {
+) -> Result<(Written, Vec<BackupError>), Vec<BackupError>> {
     let mut errors = Vec::new();
     let mut writers = Vec::new();
     // Two runs in the same second render the same name: never let the
@@ -635,7 +688,8 @@ fn backup_streams(
     let artifacts: Vec<PlannedArtifact> = artifacts
         .iter()
         .map(|a| unique_name(a, &targets[a.target], run_id))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(|e| vec![e])?;
     let artifacts = artifacts.as_slice();
     for a in artifacts {
         let target = &targets[a.target];
@@ -652,11 +706,11 @@ fn backup_streams(
         }
         match target.sink.create(&a.key) {
             Ok(w) => writers.push((a.target, Some(w))),
-            Err(e) => errors.push(format!("sink {}: {e}", a.sink)),
+            Err(e) => errors.push(sink_error(&a.sink, e)),
         }
     }
     if writers.is_empty() {
-        return Err(errors.join("; "));
+        return Err(errors);
     }
     let mut fan = FanOut {
         writers,
@@ -677,7 +731,7 @@ fn backup_streams(
         Ok(p) => p,
         Err(Failure::Other(e)) => {
             abort_all(fan);
-            return Err(e);
+            return Err(vec![BackupError::Snapshot(e)]);
         }
         Err(Failure::Stream(e)) => {
             let detail = fan
@@ -686,14 +740,14 @@ fn backup_streams(
                 .map(|(i, m)| format!("sink {}: {m}", targets[*i].sink.name()))
                 .collect::<Vec<_>>();
             abort_all(fan);
-            return Err(format!(
+            return Err(vec![BackupError::Snapshot(format!(
                 "streaming the snapshot: {e}{}",
                 if detail.is_empty() {
                     String::new()
                 } else {
                     format!(" ({})", detail.join("; "))
                 }
-            ));
+            ))]);
         }
     };
     info!(
@@ -705,19 +759,12 @@ fn backup_streams(
     );
     if !produced.report.ok() {
         abort_all(fan);
-        let problems: Vec<String> = produced
-            .report
-            .problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        return Err(format!(
-            "the snapshot failed its post-backup check, nothing was stored: {}",
-            problems.join("; ")
-        ));
+        return Err(vec![BackupError::Check {
+            problems: produced.report.problems.clone(),
+        }]);
     }
     for (i, msg) in &fan.failures {
-        errors.push(format!("sink {}: {msg}", targets[*i].sink.name()));
+        errors.push(sink_error(targets[*i].sink.name(), msg));
     }
     let (written, sink_errors) =
         finish_uploads(fan, produced, db, artifacts, targets, opts, started);
@@ -732,13 +779,13 @@ fn unique_name(
     a: &PlannedArtifact,
     target: &Target,
     run_id: &str,
-) -> Result<PlannedArtifact, String> {
+) -> Result<PlannedArtifact, BackupError> {
     let taken = |key: &str| {
         target
             .sink
             .size(key)
             .map(|s| s.is_some())
-            .map_err(|e| format!("sink {}: {e}", a.sink))
+            .map_err(|e| sink_error(&a.sink, e))
     };
     if target.template.allows_overwrite() || !taken(&a.key)? {
         return Ok(a.clone());
@@ -750,9 +797,12 @@ fn unique_name(
     };
     let key = format!("{stem}-{suffix}{ext}");
     if taken(&key)? {
-        return Err(format!(
-            "sink {}: {} and {key} already exist; refusing to overwrite an earlier backup",
-            a.sink, a.key
+        return Err(sink_error(
+            &a.sink,
+            format!(
+                "{} and {key} already exist; refusing to overwrite an earlier backup",
+                a.key
+            ),
         ));
     }
     Ok(PlannedArtifact {
@@ -956,7 +1006,7 @@ fn finish_uploads(
     targets: &[Target],
     opts: &RunOpts<'_>,
     started: Instant,
-) -> (Written, Vec<String>) {
+) -> (Written, Vec<BackupError>) {
     let mut errors = Vec::new();
     let facts = produced.report.facts.unwrap_or_default();
     let sha256 = fan.digest.clone().finish_hex_owned();
@@ -1017,7 +1067,7 @@ fn finish_uploads(
             }
             Err(e) => {
                 let _ = sink.delete(&a.key);
-                errors.push(format!("sink {}: {e}", a.sink));
+                errors.push(sink_error(&a.sink, e));
             }
         }
     }

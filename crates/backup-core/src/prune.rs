@@ -24,18 +24,19 @@
 //! entries reach the policy as verified.
 //!
 //! ```
-//! use backup_core::{config::Retention, prune, sink::{MemorySink, Sink}};
+//! use backup_core::{Retention, prune, sink::{MemorySink, Sink}};
 //!
 //! let local = MemorySink::new("local");
 //! let sinks: [&dyn Sink; 1] = [&local];
 //! let plan = prune::plan(&sinks, &[], jiff::Timestamp::now(), &Retention::default());
-//! println!("{plan}"); // the --dry-run table
+//! for item in plan.deletions() {
+//!     println!("{} {}: {}", item.sink, item.entry.key, item.decision.reason);
+//! }
 //! let report = prune::apply(&plan, &sinks);
 //! assert!(report.ok() && report.deleted_count() == 0);
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use jiff::Timestamp;
 use tracing::{info, warn};
@@ -384,104 +385,4 @@ fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
         }
     }
     Ok(manifest::new_run_id(at))
-}
-
-/// `1.5 MiB`.
-fn human_bytes(n: u64) -> String {
-    bytesize::ByteSize(n).display().iec().to_string()
-}
-
-impl fmt::Display for PrunePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEAD: [&str; 7] = [
-            "label",
-            "sink",
-            "snapshot (UTC)",
-            "tag",
-            "size",
-            "action",
-            "reason",
-        ];
-        let rows: Vec<[String; 7]> = self
-            .items
-            .iter()
-            .map(|i| {
-                [
-                    i.entry.label.clone(),
-                    i.sink.clone(),
-                    i.entry
-                        .snapshot_at
-                        .strftime("%Y-%m-%d %H:%M:%S")
-                        .to_string(),
-                    i.entry.tag.clone().unwrap_or_else(|| "-".into()),
-                    human_bytes(i.entry.size),
-                    i.decision.action().to_string(),
-                    i.decision.reason.to_string(),
-                ]
-            })
-            .collect();
-        let mut width = HEAD.map(str::len);
-        for r in &rows {
-            for (w, c) in width.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 7]| -> fmt::Result {
-            let mut s = String::new();
-            for (k, c) in cells.iter().enumerate() {
-                if k == 4 {
-                    s.push_str(&format!("{c:>w$}  ", w = width[k]));
-                } else if k == 6 {
-                    s.push_str(c);
-                } else {
-                    s.push_str(&format!("{c:<w$}  ", w = width[k]));
-                }
-            }
-            writeln!(f, "{}", s.trim_end())
-        };
-        line(f, HEAD)?;
-        let rule = width.iter().sum::<usize>() + 2 * (HEAD.len() - 1);
-        writeln!(f, "{}", "-".repeat(rule))?;
-        for r in &rows {
-            line(f, std::array::from_fn(|k| r[k].as_str()))?;
-        }
-        writeln!(f, "{}", "-".repeat(rule))?;
-        writeln!(
-            f,
-            "{} snapshot(s): keep {}, delete {} ({} freed)",
-            self.items.len(),
-            self.keep_count(),
-            self.delete_count(),
-            human_bytes(self.reclaimed_bytes())
-        )?;
-        for s in &self.skipped {
-            writeln!(f, "sink {} left untouched: {}", s.sink, s.reason)?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for PruneReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.sinks.is_empty() {
-            return writeln!(f, "nothing to prune");
-        }
-        for s in &self.sinks {
-            write!(
-                f,
-                "{}: deleted {} snapshot(s), {} freed",
-                s.sink,
-                s.deleted.len(),
-                human_bytes(s.bytes)
-            )?;
-            if let Some((key, _)) = &s.manifest {
-                write!(f, ", recorded in {key}")?;
-            }
-            writeln!(f)?;
-            for e in &s.errors {
-                writeln!(f, "  error: {e}")?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, ZonedDateTime, civil::Date, tz::TimeZone};
+use jiff::{SignedDuration, Timestamp, ZonedDateTime, civil::Date, tz::TimeZone};
 
 use crate::database::{CheckLevel, Database};
 use crate::fsutil;
@@ -80,46 +80,18 @@ pub enum Selector {
     Tag(String),
     /// The one of this run id (in any sink that holds a copy).
     Id(String),
+    /// The newest one taken at or before this time (point in time).
+    At(Timestamp),
 }
 
 impl Selector {
-    /// From the CLI's mutually exclusive flags (`--at latest`, `--date`,
-    /// `--tag`, `--id`); `Err` is a message for a usage error.
-    ///
-    /// ```
-    /// use backup_core::restore::Selector;
-    /// assert_eq!(Selector::from_flags(None, None, None, None), Ok(Selector::Latest));
-    /// assert!(matches!(Selector::from_flags(None, Some("2026-04-16"), None, None), Ok(Selector::Date(_))));
-    /// assert!(Selector::from_flags(Some("yesterday"), None, None, None).is_err());
-    /// ```
-    pub fn from_flags(
-        at: Option<&str>,
-        date: Option<&str>,
-        tag: Option<&str>,
-        id: Option<&str>,
-    ) -> Result<Self, String> {
-        match (at, date, tag, id) {
-            (Some("latest"), None, None, None) => Ok(Self::Latest),
-            (Some(a), None, None, None) => Err(format!(
-                "--at {a:?}: only `latest` is supported (use --date, --tag or --id)"
-            )),
-            (None, Some(d), None, None) => d
-                .parse::<Date>()
-                .map(Self::Date)
-                .map_err(|e| format!("--date {d:?} is not a YYYY-MM-DD date: {e}")),
-            (None, None, Some(t), None) => Ok(Self::Tag(t.to_string())),
-            (None, None, None, Some(i)) => Ok(Self::Id(i.to_string())),
-            (None, None, None, None) => Ok(Self::Latest),
-            _ => Err("choose one of --at, --date, --tag, --id".into()),
-        }
-    }
-
     fn starts_at(&self, l: &Listed) -> bool {
         match self {
             Self::Latest => true,
             Self::Date(d) => l.entry.snapshot_at.to_zoned_datetime(TimeZone::UTC).date() == *d,
             Self::Tag(t) => l.entry.tag.as_deref() == Some(t.as_str()),
             Self::Id(id) => l.run_id == *id,
+            Self::At(t) => l.entry.snapshot_at <= *t,
         }
     }
 }
@@ -131,6 +103,7 @@ impl fmt::Display for Selector {
             Self::Date(d) => write!(f, "the newest snapshot of {d} (UTC)"),
             Self::Tag(t) => write!(f, "the newest snapshot tagged {t:?}"),
             Self::Id(i) => write!(f, "snapshot {i}"),
+            Self::At(t) => write!(f, "the newest snapshot taken at or before {t}"),
         }
     }
 }
@@ -1137,15 +1110,6 @@ mod tests {
         assert_eq!(
             free_broken_name(&target, &now),
             dir.path().join("app.db.broken-20260416-130812-3")
-        );
-    }
-
-    #[test]
-    fn selector_flags() {
-        assert!(Selector::from_flags(None, Some("2026-13-40"), None, None).is_err());
-        assert_eq!(
-            Selector::from_flags(Some("latest"), None, None, None),
-            Ok(Selector::Latest)
         );
     }
 }

@@ -310,7 +310,19 @@ impl PageStream {
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(fail)?;
-        if !mode.eq_ignore_ascii_case("wal") || !has_dbpage(&conn) {
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        if !has_dbpage(&conn) {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "this SQLite has no sqlite_dbpage: WAL databases are copied through a scratch \
+                     file (about twice the I/O); build it with \
+                     LIBSQLITE3_FLAGS=\"-DSQLITE_ENABLE_DBPAGE_VTAB -DSQLITE_ENABLE_SNAPSHOT\" \
+                     for the streaming path (see backup-core's crate docs)"
+                );
+            });
             return Ok(None);
         }
         // The snapshot's time is taken before its first read: every commit

@@ -19,9 +19,9 @@
 //! does not fsync, which is not enough for the only copy of someone's data.)
 //!
 //! ```
-//! use backup_core::sink::{Sink, conformance};
+//! use backup_core::sink::Sink;
 //! let dir = tempfile::tempdir().unwrap();
-//! let sink = backup_local::LocalSink::new("local", dir.path(), backup_core::sink::Placement::Local);
+//! let sink = backup_local::LocalSink::folder(dir.path());
 //! sink.put("manifests/x.json", b"{}").unwrap();
 //! assert_eq!(sink.list("manifests").unwrap(), vec!["manifests/x.json"]);
 //! ```
@@ -50,6 +50,11 @@ impl LocalSink {
             root: root.into(),
             placement,
         }
+    }
+
+    /// The usual local sink: named `local`, hot and warm tiers in `root`.
+    pub fn folder(root: impl Into<PathBuf>) -> Self {
+        Self::new("local", root, Placement::Local)
     }
 
     /// The folder.

@@ -79,10 +79,10 @@ fn prune_removes_exactly_the_planned_files() {
     let before_hot = files(hot.root());
     let before_cold = files(cold.root());
     let plan = prune::plan(&sinks, &[], now, &Retention::default());
-    assert_eq!(plan.delete_count(), 14, "{plan}");
+    assert_eq!(plan.delete_count(), 14, "{plan:?}");
 
     let report = prune::apply(&plan, &sinks);
-    assert!(report.ok(), "{report}");
+    assert!(report.ok(), "{report:?}");
     let planned: BTreeSet<String> = plan
         .deletions()
         .flat_map(|i| [i.entry.key.clone(), i.entry.sidecar_key.clone()])
@@ -98,5 +98,5 @@ fn prune_removes_exactly_the_planned_files() {
     assert!(after.iter().any(|f| f.contains("phase1")));
 
     let again = prune::plan(&sinks, &[], now, &Retention::default());
-    assert_eq!(again.delete_count(), 0, "{again}");
+    assert_eq!(again.delete_count(), 0, "{again:?}");
 }

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::alerts;
 use crate::args::{BackupArgs, Cli, TierArg};
-use crate::output::{Table, size};
+use crate::output::{Table, joined, size};
 use crate::progress::{self, CliObserver};
 use crate::settings;
 
@@ -133,7 +133,7 @@ fn record_run(config: &Config, report: &RunReport) {
                 .iter()
                 .map(|(sink, e)| (sink.clone(), e.key.clone(), e.size))
                 .collect(),
-            error: (!o.errors.is_empty()).then(|| o.errors.join("; ")),
+            error: (!o.errors.is_empty()).then(|| joined(&o.errors)),
         };
         let db = state.database(&o.label);
         if let Some(event) = db.record(&run, threshold) {
@@ -219,7 +219,7 @@ fn print_report(report: &RunReport) {
         let (result, detail) = if let Some(reason) = &o.skipped {
             ("skipped", reason.clone())
         } else if o.failed() {
-            ("FAILED", o.errors.join("; "))
+            ("FAILED", joined(&o.errors))
         } else {
             ("ok", String::new())
         };

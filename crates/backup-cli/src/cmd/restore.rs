@@ -22,11 +22,12 @@ use crate::settings::{self, UsageError};
 pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     let database = settings::select(&config, std::slice::from_ref(&args.label))?.remove(0);
-    let selector = Selector::from_flags(
+    let selector = selector(
         args.at.as_deref(),
         args.date.as_deref(),
         args.tag.as_deref(),
         args.id.as_deref(),
+        Timestamp::now(),
     )
     .map_err(UsageError)?;
     let sinks = settings::sinks(&config)?;
@@ -418,4 +419,87 @@ fn shell_hook(command: String) -> PostRestoreHook {
         ];
         crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string())
     })
+}
+
+/// The snapshot the mutually exclusive flags ask for; `Err` is a usage
+/// error's message. `--at` takes `latest`, an RFC 3339 time, or an age
+/// (`15m`, `2h`, `1d 6h`: that long before `now`).
+fn selector(
+    at: Option<&str>,
+    date: Option<&str>,
+    tag: Option<&str>,
+    id: Option<&str>,
+    now: Timestamp,
+) -> Result<Selector, String> {
+    match (at, date, tag, id) {
+        (Some("latest"), None, None, None) | (None, None, None, None) => Ok(Selector::Latest),
+        (Some(a), None, None, None) => point_in_time(a, now).map(Selector::At),
+        (None, Some(d), None, None) => d
+            .parse::<jiff::civil::Date>()
+            .map(Selector::Date)
+            .map_err(|e| format!("--date {d:?} is not a YYYY-MM-DD date: {e}")),
+        (None, None, Some(t), None) => Ok(Selector::Tag(t.to_string())),
+        (None, None, None, Some(i)) => Ok(Selector::Id(i.to_string())),
+        _ => Err("choose one of --at, --date, --tag, --id".into()),
+    }
+}
+
+fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    // A day here is 24 hours: "1d" means the last 24 hours, whatever the
+    // time zone's transitions.
+    let age = text
+        .trim()
+        .trim_end_matches("ago")
+        .trim()
+        .parse::<jiff::Span>()
+        .ok()
+        .and_then(|s| {
+            s.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .ok()
+        })
+        .ok_or_else(|| {
+            format!(
+                "--at {text:?}: expected `latest`, an RFC 3339 time (2026-12-01T14:30:00Z) \
+                 or an age such as 15m, 2h or 1d"
+            )
+        })?;
+    if age.is_negative() {
+        return Err(format!("--at {text:?}: an age cannot be negative"));
+    }
+    now.checked_sub(age)
+        .map_err(|e| format!("--at {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_takes_latest_a_time_or_an_age() {
+        let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let at = |a: &str| selector(Some(a), None, None, None, now);
+        assert_eq!(at("latest"), Ok(Selector::Latest));
+        assert_eq!(
+            at("2026-11-30T08:00:00Z"),
+            Ok(Selector::At("2026-11-30T08:00:00Z".parse().unwrap()))
+        );
+        assert_eq!(
+            at("15m"),
+            Ok(Selector::At("2026-12-01T11:45:00Z".parse().unwrap()))
+        );
+        assert_eq!(
+            at("2h ago"),
+            Ok(Selector::At("2026-12-01T10:00:00Z".parse().unwrap()))
+        );
+        assert_eq!(
+            at("1d"),
+            Ok(Selector::At("2026-11-30T12:00:00Z".parse().unwrap()))
+        );
+        assert!(at("yesterday").is_err());
+        assert!(selector(None, Some("2026-13-40"), None, None, now).is_err());
+        assert!(selector(Some("latest"), None, Some("r1"), None, now).is_err());
+    }
 }

@@ -39,7 +39,7 @@ fn prune_keeps_the_newest_and_deletes_exactly_the_rest() {
     assert!(p.backups().join(&before[0].entry.key).exists());
     // A second prune finds nothing more to delete.
     let again = p.run_ok(&["prune", "--dry-run"]);
-    assert!(!again.contains("delete  "), "{again}");
+    assert!(!again.contains("delete  "), "{again:?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use backup_core::manifest;
+use backup_core::pipeline::BackupError;
 use backup_core::sink::faults::{FailAfter, FailOn, Op};
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
@@ -64,8 +65,14 @@ fn run_with_faulty(faulty: impl FnOnce(LocalSink) -> Arc<dyn Sink>) -> (Vec<Stri
         "the failing sink kept files"
     );
     assert!(temp_files(&p.join("scratch")).is_empty());
-    assert!(o.errors.iter().all(|e| e.contains("sink bad")), "{o:?}");
-    (o.errors.clone(), p)
+    assert!(
+        o.errors.iter().all(|e| matches!(
+            e,
+            BackupError::Sink { sink, .. } | BackupError::Manifest { sink, .. } if sink == "bad"
+        )),
+        "{o:?}"
+    );
+    (o.errors.iter().map(|e| e.to_string()).collect(), p)
 }
 
 #[test]
