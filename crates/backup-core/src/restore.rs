@@ -457,15 +457,12 @@ pub fn free_broken_name(target: &Path, now: &ZonedDateTime) -> PathBuf {
 }
 
 fn broken_name(target: &Path, now: &ZonedDateTime, n: u32) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let stamp = now.strftime("%Y%m%d-%H%M%S");
+    // Shortened like temporary names when a long name would not fit.
     if n == 1 {
-        target.with_file_name(format!("{name}.broken-{stamp}"))
+        fsutil::with_suffix(target, &format!(".broken-{stamp}"))
     } else {
-        target.with_file_name(format!("{name}.broken-{stamp}-{n}"))
+        fsutil::with_suffix(target, &format!(".broken-{stamp}-{n}"))
     }
 }
 
@@ -760,10 +757,10 @@ pub fn dry_run(
 }
 
 fn clean_leftovers(target: &Path, observer: &dyn Observer) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+    let Some(dir) = target.parent() else {
         return;
     };
-    let prefix = format!(".{}.partial-", name.to_string_lossy());
+    let prefix = fsutil::partial_prefix(target).to_string_lossy().into_owned();
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
