@@ -113,12 +113,27 @@ pub trait Snapshot: Send + Sync {
 /// Open a live database read-only, the way every part of this crate does:
 /// we never write to a source, and we wait politely for brief locks.
 pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
+    // Always through a URI: this SQLite is built with SQLITE_USE_URI, so a
+    // plain name starting with `file:` would be parsed as one anyway.
     let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        crate::verify::sqlite_uri(path, ""),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_handler(Some(retry_every_millisecond))?;
     Ok(conn)
+}
+
+/// Create and open a new private database file (a snapshot's destination).
+fn open_new(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        crate::verify::sqlite_uri(path, ""),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 /// How many times [`retry_every_millisecond`] retries (about 30 s).
@@ -182,7 +197,7 @@ impl Snapshot for OnlineBackup {
                 |r| Ok((r.get(1)?, r.get(2)?)),
             )
             .map_err(fail)?;
-        let mut dst = Connection::open(dest).map_err(fail)?;
+        let mut dst = open_new(dest).map_err(fail)?;
         {
             let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(fail)?;
             let mut waits = 0u32;
@@ -236,12 +251,11 @@ impl Snapshot for VacuumInto {
         let started = Instant::now();
         let src = open_source(source).map_err(fail)?;
         let taken_at = Timestamp::now();
-        let dest_str = dest
-            .to_str()
-            .ok_or_else(|| fail(rusqlite::Error::InvalidPath(dest.to_path_buf())))?;
-        src.execute("VACUUM INTO ?1", [dest_str]).map_err(fail)?;
-        let out =
-            Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(fail)?;
+        // VACUUM INTO takes a URI too (ASCII, so any path fits in a string).
+        let dest_uri = crate::verify::sqlite_uri(dest, "");
+        src.execute("VACUUM INTO ?1", [dest_uri.to_string_lossy()])
+            .map_err(fail)?;
+        let out = crate::verify::open_private(dest).map_err(fail)?;
         let (page_size, pages): (i64, i64) = out
             .query_row(
                 "SELECT page_size, page_count FROM pragma_page_size, pragma_page_count",
