@@ -296,6 +296,13 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool) {
             " (no database there yet)"
         }
     );
+    if let Some(link) = &plan.link {
+        println!(
+            "  {} is a symlink: restoring the file it points to, {} (the link is kept)",
+            link.display(),
+            plan.target.display()
+        );
+    }
     println!(
         "Selection: {}; {} candidate(s), tried newest first:",
         plan.selector,
