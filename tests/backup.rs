@@ -478,14 +478,20 @@ fn a_hot_journal_is_named_never_called_corrupt() {
     writer.kill().unwrap(); // SIGKILL: no rollback, no cleanup
     writer.wait().unwrap();
     let journal = p.join("app.db-journal");
-    assert!(std::fs::metadata(&journal).unwrap().len() > 0, "a hot journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "a hot journal"
+    );
 
     let out = p.run(&["check", db.to_str().unwrap()]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("is a hot journal"), "{text}");
     assert!(text.contains("do not restore"), "{text}");
-    assert!(!text.contains("CORRUPT") && !text.contains("integrity check"), "{text}");
+    assert!(
+        !text.contains("CORRUPT") && !text.contains("integrity check"),
+        "{text}"
+    );
 
     let out = p.run(&["backup"]);
     let text = output_text(&out);
@@ -539,8 +545,15 @@ fn a_wal_database_on_a_read_only_mount_without_shm_is_named() {
     let text = output_text(&out);
     assert!(text.contains("check exit 1"), "{text}");
     assert!(text.contains("backup exit 1"), "{text}");
-    assert_eq!(text.matches("WAL database without its").count(), 3, "check, backup's table and log: {text}");
-    assert!(!text.contains("CORRUPT") && !text.contains("integrity check"), "{text}");
+    assert_eq!(
+        text.matches("WAL database without its").count(),
+        3,
+        "check, backup's table and log: {text}"
+    );
+    assert!(
+        !text.contains("CORRUPT") && !text.contains("integrity check"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -429,7 +429,10 @@ fn sigint_during_a_backup_keeps_nothing_incomplete() {
         .iter()
         .any(|f| f.to_string_lossy().contains(".partial-"))
     {
-        assert!(std::time::Instant::now() < deadline, "no partial file appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial file appeared"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     backup.signal("INT");

@@ -86,8 +86,20 @@ impl Setup {
         self.ok(&["restore", "app"], tmpdir);
         assert_eq!(integrity(&self.db), ["ok"]);
         assert_eq!(Self::tasks(&self.db), before);
-        let out = self.run(&["restore".as_ref(), "app".as_ref(), "--to".as_ref(), to.as_os_str()], tmpdir);
-        assert!(out.status.success(), "restore --to failed:\n{}", output_text(&out));
+        let out = self.run(
+            &[
+                "restore".as_ref(),
+                "app".as_ref(),
+                "--to".as_ref(),
+                to.as_os_str(),
+            ],
+            tmpdir,
+        );
+        assert!(
+            out.status.success(),
+            "restore --to failed:\n{}",
+            output_text(&out)
+        );
         assert_eq!(Self::tasks(to), before);
         let out = Command::new(binary())
             .arg("check")
@@ -143,7 +155,12 @@ fn a_248_character_name_restores_in_place() {
     // and `<name>.broken-<stamp>` would not fit without shortening.
     let name = format!("{}.db", "n".repeat(245));
     assert_eq!(name.len(), 248);
-    let s = Setup::new(dir, dir.join("live").join(&name), dir.join("backups"), false);
+    let s = Setup::new(
+        dir,
+        dir.join("live").join(&name),
+        dir.join("backups"),
+        false,
+    );
     s.round_trip(&dir.join("to").join(&name), None);
     // A second in-place restore keeps the first kept copy: both shortened
     // kept names exist and are distinct.
@@ -159,7 +176,10 @@ fn a_248_character_name_restores_in_place() {
         })
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
-    assert!(kept.iter().all(|n| n.len() <= 255 - "-journal".len()), "{kept:?}");
+    assert!(
+        kept.iter().all(|n| n.len() <= 255 - "-journal".len()),
+        "{kept:?}"
+    );
 }
 
 /// Names from the characters that broke: spaces, `%`, `?`, `#`, non-ASCII
@@ -172,16 +192,18 @@ fn name() -> impl Strategy<Value = String> {
         150usize..200,
     )
         .prop_map(|(s, n)| {
-        let mut s = s;
-        while s.len() < n {
-            s.push('ä');
-        }
-        s
-    });
+            let mut s = s;
+            while s.len() < n {
+                s.push('ä');
+            }
+            s
+        });
     prop_oneof![3 => short, 1 => long]
         // `.` and `..` are not names; a leading `.` makes a hidden name,
         // which is fine, but keep the folder visible for error messages.
-        .prop_filter("a real file name", |s| s != "." && s != ".." && !s.starts_with('.'))
+        .prop_filter("a real file name", |s| {
+            s != "." && s != ".." && !s.starts_with('.')
+        })
 }
 
 proptest! {

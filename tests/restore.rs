@@ -271,7 +271,10 @@ fn post_restore_gets_the_facts_and_its_failure_is_reported() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("post_restore FAILED: exit 3"), "{stdout}");
     assert!(stdout.contains("WITH PROBLEMS"), "{stdout}");
-    assert!(stdout.contains("to swap back, with the application stopped, run:"), "{stdout}");
+    assert!(
+        stdout.contains("to swap back, with the application stopped, run:"),
+        "{stdout}"
+    );
     let broken = f.broken_files();
     let kept = broken
         .iter()
@@ -479,10 +482,18 @@ fn following_the_printed_swap_back_keeps_every_commit_of_the_wal() {
         }
     }
     let wal = backup_core::inuse::side_file(&f.db, "-wal");
-    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the commits are in the WAL");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the commits are in the WAL"
+    );
 
     let out = restore(&f, &[]);
-    assert_eq!(out.status.code(), Some(1), "post_restore failed: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "post_restore failed: {}",
+        text(&out)
+    );
     assert_eq!(tasks(&f.db), before, "the snapshot is in place");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines = swap_back_lines(&stdout);
@@ -494,7 +505,11 @@ fn following_the_printed_swap_back_keeps_every_commit_of_the_wal() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{lines:?}: {}", text(&o));
-    assert_eq!(live_tasks(&f.db), before + 50, "all 50 WAL-only commits are back");
+    assert_eq!(
+        live_tasks(&f.db),
+        before + 50,
+        "all 50 WAL-only commits are back"
+    );
     assert_eq!(integrity(&f.db), ["ok"]);
     assert!(f.broken_files().is_empty(), "{:?}", f.broken_files());
 }
@@ -519,7 +534,10 @@ fn refuses_when_a_process_holds_the_database_through_a_hard_link() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("is in use"), "{all}");
-    assert!(all.contains(&format!("pid {} (sqlite3)", shell.pid())), "{all}");
+    assert!(
+        all.contains(&format!("pid {} (sqlite3)", shell.pid())),
+        "{all}"
+    );
     assert_eq!(std::fs::read(&f.db).unwrap(), live, "untouched");
     drop(shell);
 }
@@ -545,10 +563,21 @@ fn restores_the_file_a_symlink_points_to_and_keeps_the_link() {
     let out = restore(&f, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let all = text(&out);
-    assert!(all.contains("is a symlink: restoring the file it points to"), "{all}");
+    assert!(
+        all.contains("is a symlink: restoring the file it points to"),
+        "{all}"
+    );
     // The link is still a link, to the same place, and reads the snapshot.
-    assert!(std::fs::symlink_metadata(&f.db).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::read_link(&f.db).unwrap(), Path::new("../real/app.db"));
+    assert!(
+        std::fs::symlink_metadata(&f.db)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_link(&f.db).unwrap(),
+        Path::new("../real/app.db")
+    );
     assert_eq!(sha_of(&real), newest.db_sha256);
     // The kept copy is the real old file, not a link to the live one.
     let kept: Vec<PathBuf> = std::fs::read_dir(&real_dir)
@@ -561,6 +590,11 @@ fn restores_the_file_a_symlink_points_to_and_keeps_the_link() {
         })
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert!(std::fs::symlink_metadata(&kept[0]).unwrap().file_type().is_file());
+    assert!(
+        std::fs::symlink_metadata(&kept[0])
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
     assert_eq!(tasks(&kept[0]), old_tasks);
 }

@@ -509,7 +509,9 @@ impl Config {
                         "hot_days = {} is longer than warm_days = {}",
                         r.hot_days, r.warm_days
                     ),
-                    Some("the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)"),
+                    Some(
+                        "the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)",
+                    ),
                 ));
             }
             Ok(())
@@ -755,10 +757,16 @@ mod tests {
     fn hot_days_beyond_warm_days_is_refused_on_its_line() {
         let e = parse("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 40\nwarm_days = 30\n")
             .unwrap_err();
-        assert!(e.message.contains("hot_days = 40 is longer than warm_days = 30"), "{e}");
+        assert!(
+            e.message
+                .contains("hot_days = 40 is longer than warm_days = 30"),
+            "{e}"
+        );
         assert!(matches!(e.line, Some(5) | Some(6)), "{e}");
-        let e = parse("[[database]]\nlabel = \"app\"\npath = \"app.db\"\nretention = { hot_days = 31 }\n")
-            .unwrap_err();
+        let e = parse(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nretention = { hot_days = 31 }\n",
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
         // warm_days = 0 turns the warm tier off: any hot span is fine.
         parse("[retention]\nhot_days = 40\nwarm_days = 0\n").unwrap();

@@ -264,7 +264,10 @@ mod tests {
             let dead = tmp_name.replace(&format!("-{}", std::process::id()), "-999999999");
             assert!(is_stale_partial(&dead), "{dead}");
         }
-        let kept = with_suffix(&dir.path().join("b".repeat(250)), ".broken-20260101-000000-2");
+        let kept = with_suffix(
+            &dir.path().join("b".repeat(250)),
+            ".broken-20260101-000000-2",
+        );
         let n = kept.file_name().unwrap().len();
         assert!(n + "-journal".len() <= NAME_MAX && kept.to_string_lossy().ends_with("-2"));
     }

@@ -267,7 +267,6 @@ fn parse_proc_lock(line: &str) -> Option<ProcLock> {
     })
 }
 
-
 #[cfg(not(target_os = "linux"))]
 fn open_file_holders(_files: &[Probed]) -> Vec<Holder> {
     Vec::new()
@@ -372,11 +371,21 @@ mod tests {
     fn proc_locks_lines_parse() {
         assert_eq!(
             parse_proc_lock("1: POSIX  ADVISORY  READ 1234 08:01:131090 1073741824 1073741825"),
-            Some(ProcLock { pid: 1234, major: 8, minor: 1, ino: 131090 })
+            Some(ProcLock {
+                pid: 1234,
+                major: 8,
+                minor: 1,
+                ino: 131090
+            })
         );
         assert_eq!(
             parse_proc_lock("2: -> POSIX  ADVISORY  WRITE 77 00:2a:42 0 EOF"),
-            Some(ProcLock { pid: 77, major: 0, minor: 0x2a, ino: 42 })
+            Some(ProcLock {
+                pid: 77,
+                major: 0,
+                minor: 0x2a,
+                ino: 42
+            })
         );
         assert_eq!(
             parse_proc_lock("3: OFDLCK ADVISORY  READ -1 fd:00:9 0 EOF").map(|l| l.pid),

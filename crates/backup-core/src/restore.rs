@@ -795,7 +795,9 @@ fn clean_leftovers(target: &Path, observer: &dyn Observer) {
     let Some(dir) = target.parent() else {
         return;
     };
-    let prefix = fsutil::partial_prefix(target).to_string_lossy().into_owned();
+    let prefix = fsutil::partial_prefix(target)
+        .to_string_lossy()
+        .into_owned();
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -86,7 +86,7 @@ pub struct SnapshotError {
     pub source: rusqlite::Error,
     /// What really stands in the way, when SQLite's message would mislead
     /// (a hot journal, a read-only WAL database, a lock holder).
-    pub obstacle: Option<Obstacle>,
+    pub obstacle: Option<Box<Obstacle>>,
 }
 
 impl SnapshotError {
@@ -94,7 +94,7 @@ impl SnapshotError {
     fn of(source: &Path) -> impl Fn(rusqlite::Error) -> Self + Copy + '_ {
         move |e| Self {
             path: source.display().to_string(),
-            obstacle: obstacle(source, &e),
+            obstacle: obstacle(source, &e).map(Box::new),
             source: e,
         }
     }
@@ -621,7 +621,11 @@ mod tests {
             .spawn()
             .expect("the sqlite3 shell is installed");
         let mut stdin = holder.stdin.take().unwrap();
-        writeln!(stdin, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2); SELECT 'ready';").unwrap();
+        writeln!(
+            stdin,
+            "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2); SELECT 'ready';"
+        )
+        .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(holder.stdout.take().unwrap())
             .read_line(&mut line)
@@ -640,7 +644,10 @@ mod tests {
         drop(stdin);
         holder.wait().unwrap();
         assert!(err.contains("database is locked"), "{err}");
-        assert!(err.contains(&format!("pid {} (sqlite3)", holder.id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {} (sqlite3)", holder.id())),
+            "{err}"
+        );
     }
 
     #[test]
@@ -648,7 +655,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("app.db");
         let c = Connection::open(&src).unwrap();
-        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);").unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);")
+            .unwrap();
         drop(c);
         assert!(!crate::inuse::side_file(&src, "-shm").exists());
         // What SQLite reports on a read-only mount (see tests/backup.rs for
@@ -657,7 +665,10 @@ mod tests {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
             Some("unable to open database file".into()),
         );
-        assert!(matches!(obstacle(&src, &e), Some(Obstacle::ReadOnlyWal { .. })));
+        assert!(matches!(
+            obstacle(&src, &e),
+            Some(Obstacle::ReadOnlyWal { .. })
+        ));
     }
 
     fn count(conn: &Connection) -> i64 {

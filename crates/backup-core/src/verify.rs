@@ -225,7 +225,11 @@ pub fn sqlite_uri(path: &Path, query: &str) -> std::path::PathBuf {
     let bytes = path_bytes(path);
     // `file:///abs` (empty authority): a path starting with `//` must not
     // be read as `file://authority/...`.
-    let mut uri = String::from(if path.is_absolute() { "file://" } else { "file:" });
+    let mut uri = String::from(if path.is_absolute() {
+        "file://"
+    } else {
+        "file:"
+    });
     uri.extend(percent_encoding::percent_encode(&bytes, URI_PATH));
     if !query.is_empty() {
         uri.push('?');

@@ -44,7 +44,9 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
     };
     print_report(&report);
     if let Some(name) = signal.get() {
-        println!("Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept.");
+        println!(
+            "Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept."
+        );
         return Ok(Exit::Failed);
     }
     Ok(if report.failed_count() > 0 {

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use backup_core::{inuse, manifest};
 use backup_core::restore::{
     self, Candidate, Observer, Plan, Request, RestoreError, Selector, Step, human_duration,
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
+use backup_core::{inuse, manifest};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -171,7 +171,8 @@ fn print_swap_back(outcome: &restore::Outcome, broken: &Path) {
         rm.extend(sh_quote(side));
     }
     lines.push(rm);
-    let mv = |from: &Path, to: &Path| [b"mv ".as_slice(), &sh_quote(from), b" ", &sh_quote(to)].concat();
+    let mv =
+        |from: &Path, to: &Path| [b"mv ".as_slice(), &sh_quote(from), b" ", &sh_quote(to)].concat();
     lines.push(mv(broken, target));
     for (side, kept) in &outcome.moved {
         lines.push(mv(kept, side));
