@@ -142,7 +142,7 @@ struct RawConfig {
     #[serde(default)]
     local: Option<RawLocal>,
     azure: Option<Spanned<AzureConfig>>,
-    retention: Option<Retention>,
+    retention: Option<Spanned<Retention>>,
     alerts: Option<Alerts>,
     #[serde(default)]
     verify: Option<RawVerify>,
@@ -237,6 +237,20 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// `path` made absolute, its folder part resolved as the OS would (so
+/// `cfg/../db/app.db` is recorded as `/srv/db/app.db`), its last component
+/// kept as written (a symlinked database stays the link). Without an
+/// existing folder, `.` and `..` are resolved lexically.
+fn absolute_path(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => {
+            std::fs::canonicalize(dir).map_or_else(|_| lexical(&abs), |d| d.join(name))
+        }
+        _ => lexical(&abs),
+    }
+}
+
 /// Whether `path` is `folder` or lies inside it, however either is spelled
 /// (`./`, `..`, symlinks).
 fn is_inside(path: &Path, folder: &Path) -> bool {
@@ -291,7 +305,32 @@ impl Config {
             if p.is_absolute() { p } else { base.join(p) }
         };
 
-        let global_retention = raw.retention.unwrap_or_default();
+        // Warm keeps one per round/day *after* hot ends: a hot span longer
+        // than the warm one would silently make the warm tier empty.
+        let check_tiers = |r: &Retention, at: usize| {
+            if r.warm_days != 0 && r.hot_days > r.warm_days {
+                return Err(err(
+                    Some(at),
+                    format!(
+                        "hot_days = {} is longer than warm_days = {}",
+                        r.hot_days, r.warm_days
+                    ),
+                    Some(
+                        "the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)",
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let global_retention = match raw.retention {
+            Some(r) => {
+                let at = r.span().start;
+                let r = r.into_inner();
+                check_tiers(&r, at)?;
+                r
+            }
+            None => Retention::default(),
+        };
         let mut databases = Vec::new();
         let mut seen = BTreeMap::new();
         for spanned in raw.database {
@@ -326,13 +365,26 @@ impl Config {
             for tag in &db.cold_tags {
                 validate_tag(tag).map_err(|m| err(Some(start), m, None))?;
             }
+            let path = absolute_path(&resolve(&db.path));
+            if path.is_dir() {
+                return Err(err(
+                    Some(start),
+                    format!(
+                        "database {label:?}: path {} is a directory, not a database file",
+                        path.display()
+                    ),
+                    Some("name the database file itself, e.g. path = \"data/app.db\""),
+                ));
+            }
+            let retention = db.retention.over(&global_retention);
+            check_tiers(&retention, start)?;
             databases.push(DatabaseConfig {
                 database: Database {
                     label,
-                    path: resolve(&db.path),
+                    path,
                     required_tables: db.required_tables,
                     checks: db.checks,
-                    retention: db.retention.over(&global_retention),
+                    retention,
                 },
                 post_restore: db.post_restore,
                 cold_tags: db.cold_tags,
@@ -467,6 +519,65 @@ mod tests {
         assert_eq!(c.compression.level, 3);
         assert_eq!(c.retention.hot_days, 7);
         assert_eq!(c.retention.warm_days, 30);
+    }
+
+    #[test]
+    fn a_folder_as_database_path_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::parse(
+            "[[database]]\nlabel = \"app\"\npath = \".\"\n",
+            &dir.path().join("sqlite-backup.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn database_paths_are_absolute_and_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cfg")).unwrap();
+        std::fs::create_dir_all(dir.path().join("db")).unwrap();
+        // A relative config path, as `--config cfg/sqlite-backup.toml` gives.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(dir.path(), &cwd).join("cfg/sqlite-backup.toml");
+        let c = Config::parse(
+            "[[database]]\nlabel = \"app\"\npath = \"../db/app.db\"\n",
+            &rel,
+        )
+        .unwrap();
+        let want = std::fs::canonicalize(dir.path()).unwrap().join("db/app.db");
+        assert_eq!(c.databases[0].database.path, want);
+    }
+
+    /// `to` spelled relative to `from` (both absolute).
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let mut up = PathBuf::new();
+        let mut base = from.to_path_buf();
+        while !to.starts_with(&base) {
+            up.push("..");
+            base.pop();
+        }
+        up.join(to.strip_prefix(&base).unwrap())
+    }
+
+    #[test]
+    fn hot_days_beyond_warm_days_is_refused_on_its_line() {
+        let e = parse("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 40\nwarm_days = 30\n")
+            .unwrap_err();
+        assert!(
+            e.message
+                .contains("hot_days = 40 is longer than warm_days = 30"),
+            "{e}"
+        );
+        assert!(matches!(e.line, Some(5) | Some(6)), "{e}");
+        let e = parse(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nretention = { hot_days = 31 }\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        // warm_days = 0 turns the warm tier off: any hot span is fine.
+        parse("[retention]\nhot_days = 40\nwarm_days = 0\n").unwrap();
     }
 
     #[test]

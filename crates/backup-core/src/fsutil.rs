@@ -1,5 +1,6 @@
 //! Durable file-system steps shared by the local sink and restore.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -80,14 +81,98 @@ impl Write for WritebackFile {
     }
 }
 
+/// The longest file name Linux file systems take (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Room kept after every name we make for what SQLite may add to it
+/// (`-journal`, the longest of its companion suffixes).
+const COMPANION: usize = "-journal".len();
+
 /// A temporary name beside `target` that marks its owner process, so a later
-/// run can tell leftovers of a killed process from work in progress.
+/// run can tell leftovers of a killed process from work in progress:
+/// `.<name>.partial-<pid>`, with `<name>` shortened (see [`shorten`]) when
+/// the result, plus a SQLite companion suffix, would not fit in
+/// [`NAME_MAX`]: wherever the final name fits, so does its temporary name.
+///
+/// ```
+/// use std::path::Path;
+/// use backup_core::fsutil::{partial_path, NAME_MAX};
+/// let p = partial_path(Path::new("/d/app.db"));
+/// assert_eq!(p, Path::new(&format!("/d/.app.db.partial-{}", std::process::id())));
+/// let long = "x".repeat(248);
+/// let p = partial_path(&Path::new("/d").join(&long));
+/// let name = p.file_name().unwrap().len();
+/// assert!(name + "-journal".len() <= NAME_MAX, "{name}");
+/// ```
 pub fn partial_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+    let mut name = partial_prefix(target);
+    name.push(std::process::id().to_string());
+    target.with_file_name(name)
+}
+
+/// `.<name>.partial-`: what every [`partial_path`] of `target` starts with,
+/// whichever process made it.
+pub fn partial_prefix(target: &Path) -> OsString {
+    // `.` + `.partial-` + the longest pid (10 digits) + a companion suffix.
+    let budget = NAME_MAX - 1 - ".partial-".len() - 10 - COMPANION;
+    let mut name = OsString::from(".");
+    name.push(shorten(target.file_name().unwrap_or_default(), budget));
+    name.push(".partial-");
+    name
+}
+
+/// A name made of `target`'s file name and `suffix` that fits in
+/// [`NAME_MAX`] with room for a SQLite companion suffix (`-wal`, `-journal`):
+/// `<name><suffix>`, with `<name>` shortened as [`shorten`] does when needed.
+pub fn with_suffix(target: &Path, suffix: &str) -> PathBuf {
+    let budget = NAME_MAX.saturating_sub(suffix.len() + COMPANION);
+    let mut name = shorten(target.file_name().unwrap_or_default(), budget);
+    name.push(suffix);
+    target.with_file_name(name)
+}
+
+/// `name` itself when it has at most `budget` bytes; otherwise its first
+/// bytes (cut on a character boundary when it is UTF-8), `~` and 16 hex
+/// digits of the SHA-256 of the whole name, `budget` bytes at most: still
+/// recognisable, and distinct for distinct long names.
+pub fn shorten(name: &OsStr, budget: usize) -> OsString {
+    if name.len() <= budget {
+        return name.to_os_string();
+    }
+    let hash = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(name.as_encoded_bytes())[..8])
+    };
+    let keep = budget.saturating_sub(1 + hash.len());
+    let mut out = match name.to_str() {
+        Some(s) => {
+            let mut cut = keep.min(s.len());
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            OsString::from(&s[..cut])
+        }
+        None => cut_bytes(name, keep),
+    };
+    out.push("~");
+    out.push(hash);
+    out
+}
+
+#[cfg(unix)]
+fn cut_bytes(name: &OsStr, keep: usize) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    OsStr::from_bytes(&name.as_bytes()[..keep.min(name.len())]).to_os_string()
+}
+
+#[cfg(not(unix))]
+fn cut_bytes(name: &OsStr, keep: usize) -> OsString {
+    let s = name.to_string_lossy();
+    let mut cut = keep.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    OsString::from(&s[..cut])
 }
 
 /// If `file_name` is a partial file left by a process that no longer runs,
@@ -159,6 +244,33 @@ pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_get_temporary_names_that_fit_and_stay_recognisable() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a".repeat(248), "é".repeat(124), "ü".repeat(127) + "x"] {
+            let target = dir.path().join(&name);
+            let tmp = partial_path(&target);
+            let tmp_name = tmp.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(tmp_name.len() + "-journal".len() <= NAME_MAX, "{tmp_name}");
+            // The file system takes it, with SQLite's companion too.
+            File::create(&tmp).unwrap();
+            File::create(dir.path().join(format!("{tmp_name}-journal"))).unwrap();
+            // Same target, same name; another target, another name.
+            assert_eq!(partial_path(&target), tmp);
+            assert_ne!(partial_path(&dir.path().join(format!("{name}2"))), tmp);
+            assert!(tmp_name.starts_with(&*partial_prefix(&target).to_string_lossy()));
+            // A dead owner's leftover is still recognised as stale.
+            let dead = tmp_name.replace(&format!("-{}", std::process::id()), "-999999999");
+            assert!(is_stale_partial(&dead), "{dead}");
+        }
+        let kept = with_suffix(
+            &dir.path().join("b".repeat(250)),
+            ".broken-20260101-000000-2",
+        );
+        let n = kept.file_name().unwrap().len();
+        assert!(n + "-journal".len() <= NAME_MAX && kept.to_string_lossy().ends_with("-2"));
+    }
 
     #[test]
     fn writeback_file_writes_every_byte_in_order() {

@@ -2,14 +2,17 @@
 //! `lsof` before replacing a file, done without opening the database.
 //!
 //! Two probes, whose findings are merged:
-//! - **Open files** (Linux): every `/proc/<pid>/fd/*` link is compared with
-//!   the database and its `-wal`, `-shm` and `-journal` files. This finds a
-//!   process that merely has the file open, even an idle one in rollback
-//!   mode that holds no lock.
-//! - **Locks** (Unix): `fcntl(F_GETLK)` asks the kernel whether any process
-//!   holds one of SQLite's POSIX locks on the database or its `-shm` (an
-//!   open WAL-mode connection always holds one there), and returns that
-//!   process's id. Elsewhere the probe tries to take a lock on the files.
+//! - **Open files** (Linux): every `/proc/<pid>/fd/*` is compared, by
+//!   device and inode, with the database and its `-wal`, `-shm` and
+//!   `-journal` files. This finds a process that merely has the file open,
+//!   even an idle one in rollback mode that holds no lock, and whatever
+//!   name it opened it by (a hard link, a bind mount, a symlink).
+//! - **Locks**: `/proc/locks` (Linux) lists every lock with its file's
+//!   `major:minor:inode`; `fcntl(F_GETLK)` (Unix) asks the kernel whether
+//!   any process holds one of SQLite's POSIX locks on the database or its
+//!   `-shm` (an open WAL-mode connection always holds one there), and
+//!   returns that process's id. Elsewhere the probe tries to take a lock on
+//!   the files.
 //!
 //! Neither probe opens the database with SQLite, so probing never creates a
 //! `-wal`/`-shm` file or changes a byte.
@@ -92,15 +95,30 @@ pub fn side_file(db: &Path, suffix: &str) -> PathBuf {
 
 /// Every other process using `db` (or its `-wal`/`-shm`/`-journal`), one
 /// entry per process and file, processes found by both probes once.
+///
+/// Files are matched by device and inode, not by name: a process that
+/// reaches the same file through a hard link, a bind mount or a symlink
+/// is found too.
 pub fn holders(db: &Path) -> Vec<Holder> {
-    let files: Vec<PathBuf> = family(db)
+    let files: Vec<Probed> = family(db)
         .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .filter_map(|p| {
+            let id = FileId::of(&p)?;
+            Some(Probed {
+                path: std::fs::canonicalize(&p).unwrap_or(p),
+                id,
+            })
+        })
         .collect();
     let mut out = open_file_holders(&files);
-    for h in lock_holders(&files) {
-        let known = out.iter().any(|o| o.pid.is_some() && o.pid == h.pid);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    for h in proc_lock_holders(&files)
+        .into_iter()
+        .chain(lock_holders(&paths))
+    {
+        let known = out
+            .iter()
+            .any(|o| o.pid == h.pid && (o.pid.is_some() || o.file == h.file));
         if !known {
             out.push(h);
         }
@@ -108,8 +126,41 @@ pub fn holders(db: &Path) -> Vec<Holder> {
     out
 }
 
+/// A file of the family that exists, and its identity.
+#[derive(Debug)]
+struct Probed {
+    path: PathBuf,
+    id: FileId,
+}
+
+/// Device and inode: what makes two names the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// Of the file `path` names (symlinks followed).
+    #[cfg(unix)]
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Elsewhere only existence is known; matching falls back to names.
+    #[cfg(not(unix))]
+    fn of(path: &Path) -> Option<Self> {
+        path.exists().then_some(Self { dev: 0, ino: 0 })
+    }
+}
+
 #[cfg(target_os = "linux")]
-fn open_file_holders(files: &[PathBuf]) -> Vec<Holder> {
+fn open_file_holders(files: &[Probed]) -> Vec<Holder> {
     let me = std::process::id();
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -129,10 +180,12 @@ fn open_file_holders(files: &[PathBuf]) -> Vec<Holder> {
         };
         let mut seen: Vec<&PathBuf> = Vec::new();
         for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
+            // `stat` through the fd link reports the open file itself,
+            // whichever name it was opened by.
+            let Some(id) = FileId::of(&fd.path()) else {
                 continue;
             };
-            if let Some(file) = files.iter().find(|f| **f == link)
+            if let Some(file) = files.iter().find(|f| f.id == id).map(|f| &f.path)
                 && !seen.contains(&file)
             {
                 seen.push(file);
@@ -149,8 +202,73 @@ fn open_file_holders(files: &[PathBuf]) -> Vec<Holder> {
     out
 }
 
+/// Every lock in `/proc/locks` on one of `files`, matched by the
+/// `major:minor:inode` the kernel lists (Linux). Unlike `F_GETLK`, which
+/// reports one conflicting lock, this lists every holder.
+#[cfg(target_os = "linux")]
+fn proc_lock_holders(files: &[Probed]) -> Vec<Holder> {
+    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut out: Vec<Holder> = Vec::new();
+    for lock in text.lines().filter_map(parse_proc_lock) {
+        let Some(file) = files.iter().find(|f| {
+            f.id.ino == lock.ino
+                && u64::from(libc::major(f.id.dev)) == lock.major
+                && u64::from(libc::minor(f.id.dev)) == lock.minor
+        }) else {
+            continue;
+        };
+        // Open-file-description locks list pid -1.
+        let pid = u32::try_from(lock.pid).ok().filter(|p| *p > 0);
+        if pid == Some(me) || out.iter().any(|h| h.pid == pid && h.file == file.path) {
+            continue;
+        }
+        out.push(Holder {
+            pid,
+            name: pid.and_then(process_name),
+            cmdline: pid.and_then(process_cmdline),
+            file: file.path.clone(),
+            evidence: Evidence::Lock,
+        });
+    }
+    out
+}
+
 #[cfg(not(target_os = "linux"))]
-fn open_file_holders(_files: &[PathBuf]) -> Vec<Holder> {
+fn proc_lock_holders(_files: &[Probed]) -> Vec<Holder> {
+    Vec::new()
+}
+
+/// One line of `/proc/locks`, the fields we use.
+#[derive(Debug, PartialEq, Eq)]
+struct ProcLock {
+    pid: i64,
+    major: u64,
+    minor: u64,
+    ino: u64,
+}
+
+/// `1: POSIX  ADVISORY  READ 1234 08:01:131090 1073741824 1073741825`, or
+/// with `->` after the index for a process waiting for the lock.
+fn parse_proc_lock(line: &str) -> Option<ProcLock> {
+    let mut fields = line.split_whitespace().filter(|f| *f != "->").skip(4);
+    let pid = fields.next()?.parse().ok()?;
+    let mut dev = fields.next()?.split(':');
+    let major = u64::from_str_radix(dev.next()?, 16).ok()?;
+    let minor = u64::from_str_radix(dev.next()?, 16).ok()?;
+    let ino = dev.next()?.parse().ok()?;
+    Some(ProcLock {
+        pid,
+        major,
+        minor,
+        ino,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_file_holders(_files: &[Probed]) -> Vec<Holder> {
     Vec::new()
 }
 
@@ -247,6 +365,95 @@ mod tests {
         assert_eq!(f[1], Path::new("/d/app.db-wal"));
         assert_eq!(f[2], Path::new("/d/app.db-shm"));
         assert_eq!(f[3], Path::new("/d/app.db-journal"));
+    }
+
+    #[test]
+    fn proc_locks_lines_parse() {
+        assert_eq!(
+            parse_proc_lock("1: POSIX  ADVISORY  READ 1234 08:01:131090 1073741824 1073741825"),
+            Some(ProcLock {
+                pid: 1234,
+                major: 8,
+                minor: 1,
+                ino: 131090
+            })
+        );
+        assert_eq!(
+            parse_proc_lock("2: -> POSIX  ADVISORY  WRITE 77 00:2a:42 0 EOF"),
+            Some(ProcLock {
+                pid: 77,
+                major: 0,
+                minor: 0x2a,
+                ino: 42
+            })
+        );
+        assert_eq!(
+            parse_proc_lock("3: OFDLCK ADVISORY  READ -1 fd:00:9 0 EOF").map(|l| l.pid),
+            Some(-1)
+        );
+        assert_eq!(parse_proc_lock("garbage"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn proc_locks_finds_a_lock_taken_through_a_hard_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"x").unwrap();
+        let link = dir.path().join("link.db");
+        std::fs::hard_link(&db, &link).unwrap();
+        // flock(1) holds a lock that F_GETLK cannot see; /proc/locks lists it.
+        let mut child = std::process::Command::new("flock")
+            .arg("-s")
+            .arg(&link)
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("flock (util-linux) is installed");
+        let probed = [Probed {
+            path: db.clone(),
+            id: FileId::of(&db).unwrap(),
+        }];
+        let mut found = Vec::new();
+        for _ in 0..250 {
+            found = proc_lock_holders(&probed);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, Some(child.id()));
+        assert_eq!(found[0].evidence, Evidence::Lock);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn finds_a_child_holding_the_file_open_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"x").unwrap();
+        let link = dir.path().join("link.db");
+        std::fs::hard_link(&db, &link).unwrap();
+        let mut child = std::process::Command::new("tail")
+            .arg("-f")
+            .arg(&link)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = holders(&db);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, Some(child.id()));
     }
 
     #[cfg(target_os = "linux")]

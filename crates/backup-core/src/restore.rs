@@ -288,8 +288,11 @@ pub struct Candidate {
 pub struct Plan {
     /// Database label.
     pub label: String,
-    /// Absolute target path.
+    /// Absolute target path: the real file, never a symlink.
     pub target: PathBuf,
+    /// The symlink the request named, when it named one: it is kept, and
+    /// `target` is the file it points to.
+    pub link: Option<PathBuf>,
     /// Whether a database exists there now.
     pub target_exists: bool,
     /// How the first candidate was chosen.
@@ -403,8 +406,12 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RestoreE
 /// target's directory entry and the process table; changes nothing.
 pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError> {
     let db = &request.database;
-    let target =
+    let given =
         std::path::absolute(&request.target).map_err(io_err("resolving", &request.target))?;
+    // A symlink is kept: the file it points to is what gets restored (and
+    // kept aside as `.broken-`), as the application sees it through the link.
+    let target = follow_links(&given).map_err(io_err("following the symlink", &given))?;
+    let link = (target != given).then_some(given);
     let mine: Vec<&Listed> = catalog
         .iter()
         .filter(|l| l.entry.label == db.label)
@@ -443,6 +450,7 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
         .then(|| free_broken_name(&target, &ZonedDateTime::now()));
     Ok(Plan {
         label: db.label.clone(),
+        link,
         holders: inuse::holders(&target),
         scratch: fsutil::partial_path(&target),
         target,
@@ -455,6 +463,33 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
         side_files,
         post_restore: request.post_restore.clone(),
     })
+}
+
+/// `path` with every symlink in its last component followed (as `open(2)`
+/// would), the folder part canonicalised when it exists. A dangling link
+/// gives the path it points to, where the restored file will be created.
+fn follow_links(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // Linux gives up after 40 links (ELOOP); so do we.
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p)?;
+                // `join` keeps an absolute link target as it is.
+                p = p.parent().unwrap_or(Path::new("/")).join(to);
+            }
+            _ => {
+                if p == path {
+                    return Ok(p);
+                }
+                let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                    return Ok(p);
+                };
+                return Ok(fs::canonicalize(dir).map_or_else(|_| p.clone(), |d| d.join(name)));
+            }
+        }
+    }
+    Err(io::Error::other("too many levels of symbolic links"))
 }
 
 /// Check that `from` names one of `sinks`.
@@ -484,15 +519,12 @@ pub fn free_broken_name(target: &Path, now: &ZonedDateTime) -> PathBuf {
 }
 
 fn broken_name(target: &Path, now: &ZonedDateTime, n: u32) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let stamp = now.strftime("%Y%m%d-%H%M%S");
+    // Shortened like temporary names when a long name would not fit.
     if n == 1 {
-        target.with_file_name(format!("{name}.broken-{stamp}"))
+        fsutil::with_suffix(target, &format!(".broken-{stamp}"))
     } else {
-        target.with_file_name(format!("{name}.broken-{stamp}-{n}"))
+        fsutil::with_suffix(target, &format!(".broken-{stamp}-{n}"))
     }
 }
 
@@ -780,10 +812,12 @@ pub fn dry_run(
 }
 
 fn clean_leftovers(target: &Path, observer: &dyn Observer) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+    let Some(dir) = target.parent() else {
         return;
     };
-    let prefix = format!(".{}.partial-", name.to_string_lossy());
+    let prefix = fsutil::partial_prefix(target)
+        .to_string_lossy()
+        .into_owned();
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -77,13 +77,16 @@ pub struct SnapshotStats {
 
 /// Why a snapshot failed.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot of {path}: {source}")]
+#[error("snapshot of {path}: {}", match obstacle { Some(o) => o.to_string(), None => source.to_string() })]
 pub struct SnapshotError {
     /// The source database.
     pub path: String,
     /// SQLite's error.
     #[source]
     pub source: rusqlite::Error,
+    /// What really stands in the way, when SQLite's message would mislead
+    /// (a hot journal, a read-only WAL database, a lock holder).
+    pub obstacle: Option<Box<Obstacle>>,
 }
 
 impl SnapshotError {
@@ -91,9 +94,103 @@ impl SnapshotError {
     fn of(source: &Path) -> impl Fn(rusqlite::Error) -> Self + Copy + '_ {
         move |e| Self {
             path: source.display().to_string(),
+            obstacle: obstacle(source, &e).map(Box::new),
             source: e,
         }
     }
+}
+
+/// Why a healthy live database cannot be read as it is. None of these is
+/// corruption, and none is fixed by a restore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Obstacle {
+    /// A writer stopped mid-transaction (killed, crashed, power loss) and
+    /// left a hot rollback journal, which only a read-write connection may
+    /// roll back.
+    #[error(
+        "{} is a hot journal: a writer stopped in the middle of a transaction. \
+         The database is whole once that journal is rolled back, which takes one \
+         read-write open by the application (or `sqlite3 DB 'PRAGMA user_version'`); \
+         this tool only ever opens live databases read-only. Not corruption: do not restore",
+        journal.display()
+    )]
+    HotJournal {
+        /// The `-journal` file.
+        journal: PathBuf,
+    },
+    /// A WAL database whose `-shm` is missing and cannot be created (a
+    /// read-only mount or folder): SQLite cannot read it read-only.
+    #[error(
+        "WAL database without its {} on a read-only location: SQLite needs the -shm \
+         file (or the `immutable` flag, safe only when nothing can write the file) to \
+         read it. Open it once read-write where it is writable, or copy the folder \
+         somewhere writable. Not corruption: do not restore",
+        shm.display()
+    )]
+    ReadOnlyWal {
+        /// The missing `-shm` file.
+        shm: PathBuf,
+    },
+    /// Another process kept a lock for the whole busy wait.
+    #[error("{error} (waited about {}s): {holders}", BUSY_RETRIES / 1000)]
+    Locked {
+        /// SQLite's message.
+        error: String,
+        /// Who holds it, as `inuse` tells.
+        holders: String,
+    },
+}
+
+/// What really stops `path` from being read, given SQLite's error `e`, or
+/// `None` when the error means what it says.
+pub fn obstacle(path: &Path, e: &rusqlite::Error) -> Option<Obstacle> {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
+    let journal = crate::inuse::side_file(path, "-journal");
+    let shm = crate::inuse::side_file(path, "-shm");
+    if f.extended_code == ffi::SQLITE_READONLY_ROLLBACK {
+        return Some(Obstacle::HotJournal { journal });
+    }
+    match f.code {
+        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+            let holders = crate::inuse::holders(path);
+            let holders = if holders.is_empty() {
+                "no holder could be identified".to_string()
+            } else {
+                let list: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+                format!("held by {}", list.join("; "))
+            };
+            return Some(Obstacle::Locked {
+                error: e.to_string(),
+                holders,
+            });
+        }
+        _ => {}
+    }
+    let read_only_kind = matches!(
+        f.code,
+        rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly
+    );
+    if read_only_kind && is_wal_file(path) && !shm.exists() {
+        return Some(Obstacle::ReadOnlyWal { shm });
+    }
+    if f.code == rusqlite::ErrorCode::ReadOnly
+        && std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0)
+    {
+        return Some(Obstacle::HotJournal { journal });
+    }
+    None
+}
+
+/// Whether the header says WAL (file format versions 2 at offsets 18-19).
+fn is_wal_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|()| header[18] == 2 && header[19] == 2)
 }
 
 /// Progress callback: pages done, pages total.
@@ -113,12 +210,27 @@ pub trait Snapshot: Send + Sync {
 /// Open a live database read-only, the way every part of this crate does:
 /// we never write to a source, and we wait politely for brief locks.
 pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
+    // Always through a URI: this SQLite is built with SQLITE_USE_URI, so a
+    // plain name starting with `file:` would be parsed as one anyway.
     let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        crate::verify::sqlite_uri(path, ""),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_handler(Some(retry_every_millisecond))?;
     Ok(conn)
+}
+
+/// Create and open a new private database file (a snapshot's destination).
+fn open_new(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        crate::verify::sqlite_uri(path, ""),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 /// How many times [`retry_every_millisecond`] retries (about 30 s).
@@ -182,7 +294,7 @@ impl Snapshot for OnlineBackup {
                 |r| Ok((r.get(1)?, r.get(2)?)),
             )
             .map_err(fail)?;
-        let mut dst = Connection::open(dest).map_err(fail)?;
+        let mut dst = open_new(dest).map_err(fail)?;
         {
             let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(fail)?;
             let mut waits = 0u32;
@@ -236,12 +348,11 @@ impl Snapshot for VacuumInto {
         let started = Instant::now();
         let src = open_source(source).map_err(fail)?;
         let taken_at = Timestamp::now();
-        let dest_str = dest
-            .to_str()
-            .ok_or_else(|| fail(rusqlite::Error::InvalidPath(dest.to_path_buf())))?;
-        src.execute("VACUUM INTO ?1", [dest_str]).map_err(fail)?;
-        let out =
-            Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(fail)?;
+        // VACUUM INTO takes a URI too (ASCII, so any path fits in a string).
+        let dest_uri = crate::verify::sqlite_uri(dest, "");
+        src.execute("VACUUM INTO ?1", [dest_uri.to_string_lossy()])
+            .map_err(fail)?;
+        let out = crate::verify::open_private(dest).map_err(fail)?;
         let (page_size, pages): (i64, i64) = out
             .query_row(
                 "SELECT page_size, page_count FROM pragma_page_size, pragma_page_count",
@@ -505,6 +616,72 @@ fn share_snapshot(pinned: &Connection, twin: &Connection) -> rusqlite::Result<bo
 mod tests {
     use super::*;
     use backup_testkit::demo;
+
+    #[test]
+    fn a_lock_held_throughout_names_its_holder() {
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("app.db");
+        let c = Connection::open(&src).unwrap();
+        c.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(c);
+        let mut holder = std::process::Command::new("sqlite3")
+            .arg(&src)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the sqlite3 shell is installed");
+        let mut stdin = holder.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2); SELECT 'ready';"
+        )
+        .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        // The same error the busy wait ends with, without the 30 s wait.
+        let conn = Connection::open_with_flags(
+            crate::verify::sqlite_uri(&src, ""),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let e = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
+        let err = SnapshotError::of(&src)(e).to_string();
+        drop(stdin);
+        holder.wait().unwrap();
+        assert!(err.contains("database is locked"), "{err}");
+        assert!(
+            err.contains(&format!("pid {} (sqlite3)", holder.id())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wal_file_that_cannot_be_opened_without_shm_is_not_called_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("app.db");
+        let c = Connection::open(&src).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);")
+            .unwrap();
+        drop(c);
+        assert!(!crate::inuse::side_file(&src, "-shm").exists());
+        // What SQLite reports on a read-only mount (see tests/backup.rs for
+        // the real mount, where permitted).
+        let e = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some("unable to open database file".into()),
+        );
+        assert!(matches!(
+            obstacle(&src, &e),
+            Some(Obstacle::ReadOnlyWal { .. })
+        ));
+    }
 
     fn count(conn: &Connection) -> i64 {
         conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))

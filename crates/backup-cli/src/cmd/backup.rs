@@ -2,12 +2,12 @@
 //! ([`run_backup_with`]): run lock, pipeline, state file, alerts. `backup`,
 //! `daemon` and `demo` all call it.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::lock::{self, FileLock, LockError};
 use crate::state::{Event, RunResult, State};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use backup_config::{Config, DatabaseConfig};
 use backup_core::pipeline::{self, Action, Plan, RunReport};
 use tracing::{error, info, warn};
@@ -22,6 +22,11 @@ use crate::settings;
 pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     let databases = settings::select(&config, &args.labels)?;
+    // SIGINT / SIGTERM stop the run as in the daemon: the database in
+    // flight is abandoned cleanly (its partial files removed, no manifest
+    // names it) instead of the process dying mid-write.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let signal = on_signal(cancel.clone())?;
     let (plan, report) = run_backup_with(
         &config,
         &databases,
@@ -30,7 +35,7 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
         args.dry_run,
         &RunControl {
             progress: progress::wanted(cli.quiet),
-            cancel: None,
+            cancel: Some(cancel),
         },
     )?;
     let Some(report) = report else {
@@ -38,11 +43,43 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     };
     print_report(&report);
+    if let Some(name) = signal.get() {
+        println!(
+            "Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept."
+        );
+        return Ok(Exit::Failed);
+    }
     Ok(if report.failed_count() > 0 {
         Exit::Failed
     } else {
         Exit::Ok
     })
+}
+
+/// Watch for SIGINT / SIGTERM on a thread of its own; on the first one,
+/// set `cancel` and record the signal's name.
+fn on_signal(cancel: Arc<AtomicBool>) -> Result<Arc<OnceLock<&'static str>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    // Installed here, before the run starts, so no signal is missed.
+    let signals = {
+        let _in_runtime = runtime.enter();
+        super::daemon::Signals::install().context("installing signal handlers")?
+    };
+    let received = Arc::new(OnceLock::new());
+    let seen = received.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let name = runtime.block_on(signals.recv());
+            warn!("received {name}: stopping; nothing incomplete is kept");
+            let _ = seen.set(name);
+            cancel.store(true, Ordering::SeqCst);
+        })
+        .context("starting the signal watcher")?;
+    Ok(received)
 }
 
 /// How a run is carried out beyond what the config says.

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use backup_core::CheckLevel;
+use backup_core::snapshot;
 use backup_core::verify::{self, Checks};
 
 use crate::Exit;
@@ -35,6 +36,16 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
     };
     let conn = verify::open_live(&args.db_path)
         .with_context(|| format!("opening {}", args.db_path.display()))?;
+    // Read the header first: a database that cannot be read as it is (a
+    // hot journal, a read-only WAL, a lock held throughout) is not corrupt,
+    // and must never be sent to a restore.
+    if let Err(e) = conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+        && let Some(obstacle) = snapshot::obstacle(&args.db_path, &e)
+    {
+        println!("{}", args.db_path.display());
+        println!("NOT CHECKED: {obstacle}");
+        return Ok(Exit::Failed);
+    }
     let report = verify::check_connection(&conn, &checks);
     let what = match level {
         CheckLevel::QuickCheck => "quick_check",

@@ -173,7 +173,7 @@ async fn run_in_thread(config: Config, control: RunControl) -> RunEnd {
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), installed before the first run.
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -181,7 +181,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -196,7 +196,7 @@ impl Signals {
         }
     }
 
-    async fn recv(mut self) -> &'static str {
+    pub(crate) async fn recv(mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

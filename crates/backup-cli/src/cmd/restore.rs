@@ -5,13 +5,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use backup_core::manifest;
 use backup_core::restore::{
     self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
     human_duration,
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
+use backup_core::{inuse, manifest};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -157,11 +157,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     }
     if let Some(b) = &outcome.broken {
         println!("  previous database kept at {}", b.display());
-        println!(
-            "  to swap back: mv {} {} (with the application stopped)",
-            b.display(),
-            plan.target.display()
-        );
+        print_swap_back(&outcome, b);
     }
     if !outcome.recheck.ok() {
         for p in &outcome.recheck.problems {
@@ -169,6 +165,51 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         }
     }
     Ok(if outcome.ok() { Exit::Ok } else { Exit::Failed })
+}
+
+/// The complete swap-back, one shell command a line: the kept database
+/// goes back **with** the side files moved aside with it (its `-wal` holds
+/// commits not yet in the main file; leaving it behind loses them), after
+/// the restored database's own side files are removed (SQLite would replay
+/// a foreign `-wal` into the old file).
+fn print_swap_back(outcome: &restore::Outcome, broken: &Path) {
+    use std::io::Write;
+    let target = outcome.target.as_path();
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut rm = b"rm -f".to_vec();
+    for side in &inuse::family(target)[1..] {
+        rm.push(b' ');
+        rm.extend(sh_quote(side));
+    }
+    lines.push(rm);
+    let mv =
+        |from: &Path, to: &Path| [b"mv ".as_slice(), &sh_quote(from), b" ", &sh_quote(to)].concat();
+    lines.push(mv(broken, target));
+    for (side, kept) in &outcome.moved {
+        lines.push(mv(kept, side));
+    }
+    println!("  to swap back, with the application stopped, run:");
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = out.write_all(b"    ");
+        let _ = out.write_all(&l);
+        let _ = out.write_all(b"\n");
+    }
+}
+
+/// `p` quoted for a POSIX shell, byte for byte (non-UTF-8 names included).
+fn sh_quote(p: &Path) -> Vec<u8> {
+    let bytes = p.as_os_str().as_encoded_bytes();
+    let mut out = vec![b'\''];
+    for &b in bytes {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
 }
 
 fn fail(e: RestoreError) -> Result<Exit> {
@@ -308,6 +349,13 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
             " (no database there yet)"
         }
     );
+    if let Some(link) = &plan.link {
+        println!(
+            "  {} is a symlink: restoring the file it points to, {} (the link is kept)",
+            link.display(),
+            plan.target.display()
+        );
+    }
     println!(
         "Selection: {}; {} candidate(s), tried newest first:",
         plan.selector,

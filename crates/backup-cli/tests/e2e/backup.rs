@@ -273,31 +273,6 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn the_embedding_example_runs() {
-    // Examples are built by `cargo test`; run this one for real.
-    let exe = {
-        let mut d = std::env::current_exe().unwrap();
-        d.pop();
-        if d.ends_with("deps") {
-            d.pop();
-        }
-        d.join("examples/embed")
-    };
-    assert!(
-        exe.exists(),
-        "{} is not built: run `cargo test --workspace`, which builds the examples",
-        exe.display()
-    );
-    let out = std::process::Command::new(exe).output().unwrap();
-    let text = output_text(&out);
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("app: ok=true") && text.contains(": verified"),
-        "{text}"
-    );
-}
-
-#[test]
 fn a_second_run_with_the_same_name_never_replaces_the_first() {
     let p = Project::new();
     p.demo_db("app.db", 300_000);
@@ -443,4 +418,150 @@ fn objects_of_a_killed_run_are_removed_a_day_later_and_nothing_else() {
 
 fn manifest_run_id_now() -> String {
     backup_core::manifest::new_run_id(jiff::Timestamp::now())
+}
+
+#[test]
+fn a_hot_journal_is_named_never_called_corrupt() {
+    use std::io::{BufRead, Write};
+    require_tool("sqlite3");
+    let p = Project::new();
+    let db = p.demo_db("app.db", 1_000_000);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "journal_mode", "DELETE")
+        .unwrap();
+    p.write_config(&config("app.db", "zstd"));
+    // A writer in the middle of a big transaction, its tiny cache spilling
+    // changed pages into the database file, killed before it commits.
+    let mut writer = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = writer.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "PRAGMA cache_size = 5; BEGIN; UPDATE tasks SET title = hex(randomblob(40)); SELECT 'ready';"
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(writer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    writer.kill().unwrap(); // SIGKILL: no rollback, no cleanup
+    writer.wait().unwrap();
+    let journal = p.join("app.db-journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "a hot journal"
+    );
+
+    let out = p.run(&["check", db.to_str().unwrap()]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is a hot journal"), "{text}");
+    assert!(text.contains("do not restore"), "{text}");
+    assert!(
+        !text.contains("CORRUPT") && !text.contains("integrity check"),
+        "{text}"
+    );
+
+    let out = p.run(&["backup"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is a hot journal"), "{text}");
+    assert!(!text.contains("integrity check is not"), "{text}");
+    assert!(p.catalog().is_empty());
+    // Untouched by us: the journal is still there for the application.
+    assert!(journal.exists());
+
+    // One read-write open (the application's) rolls it back; all is well.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    let out = p.run_ok(&["check", db.to_str().unwrap()]);
+    assert!(out.contains("OK: integrity_check is `ok`"), "{out}");
+    p.run_ok(&["backup"]);
+}
+
+#[test]
+fn a_wal_database_on_a_read_only_mount_without_shm_is_named() {
+    // A read-only bind mount needs a private mount namespace (root, or
+    // unprivileged user namespaces); where that is refused, say so and stop.
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("unshare -m is not permitted here; the read-only mount case is not run");
+        return;
+    }
+    let p = Project::new();
+    let rw = p.join("rw");
+    std::fs::create_dir(&rw).unwrap();
+    let db = rw.join("app.db");
+    backup_testkit::demo::create(&db, 200_000, 1).unwrap();
+    assert!(!p.join("rw/app.db-shm").exists());
+    std::fs::create_dir(p.join("ro")).unwrap();
+    p.write_config(&config("ro/app.db", "zstd"));
+    let script = format!(
+        "mount --bind rw ro && mount -o remount,ro,bind ro && \
+         {bin} check ro/app.db; echo \"check exit $?\"; \
+         {bin} --config sqlite-backup.toml backup; echo \"backup exit $?\"",
+        bin = backup_testkit::testkit::binary().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(text.contains("check exit 1"), "{text}");
+    assert!(text.contains("backup exit 1"), "{text}");
+    assert_eq!(
+        text.matches("WAL database without its").count(),
+        3,
+        "check, backup's table and log: {text}"
+    );
+    assert!(
+        !text.contains("CORRUPT") && !text.contains("integrity check"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_folder_as_database_path_is_a_config_error() {
+    let p = Project::new();
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \".\"\n");
+    let out = p.run(&["backup"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("is a directory"), "{text}");
+    assert!(text.contains("sqlite-backup.toml:1:"), "{text}");
+}
+
+#[test]
+fn the_manifest_records_the_absolute_source_path() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.join("cfg")).unwrap();
+    std::fs::create_dir_all(p.join("db")).unwrap();
+    backup_testkit::demo::create(&p.join("db/app.db"), 200_000, 1).unwrap();
+    std::fs::write(
+        p.join("cfg/sqlite-backup.toml"),
+        "[[database]]\nlabel = \"app\"\npath = \"../db/app.db\"\n\n[local]\nroot = \"../data/backups\"\n",
+    )
+    .unwrap();
+    // A relative --config, from the project folder.
+    let out = std::process::Command::new(backup_testkit::testkit::binary())
+        .args(["--config", "cfg/sqlite-backup.toml", "backup"])
+        .current_dir(p.path())
+        .env_remove("SQLITE_BACKUP_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let listed = p.catalog();
+    let want = std::fs::canonicalize(p.path()).unwrap().join("db/app.db");
+    assert_eq!(listed[0].entry.source, want.display().to_string());
 }

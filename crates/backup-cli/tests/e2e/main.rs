@@ -8,5 +8,6 @@ mod binary;
 mod catalog;
 mod cli_snapshots;
 mod ops_e2e;
+mod paths;
 mod prune_cli;
 mod restore;

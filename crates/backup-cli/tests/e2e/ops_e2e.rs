@@ -407,3 +407,44 @@ fn bad_interval_is_a_usage_error() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("interval \"4x\" is not valid"));
 }
+
+#[test]
+fn sigint_during_a_backup_keeps_nothing_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    backup_testkit::demo::create(&db, 80_000_000, 1).unwrap();
+    // Level 19 makes the compress + write phase long enough to hit.
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"big\"\npath = \"big.db\"\n\n[compression]\nformat = \"zstd\"\nlevel = 19\n",
+    );
+    let mut cmd = sqlite_backup();
+    cmd.arg("--config").arg(&config).arg("backup");
+    let mut backup = Running::spawn(cmd);
+    backup.wait_for("backup phase start", Duration::from_secs(60));
+    // Mid-stream: the artifact's partial file exists in the local root.
+    let root = dir.path().join("data/backups");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !files_under(&root)
+        .iter()
+        .any(|f| f.to_string_lossy().contains(".partial-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    backup.signal("INT");
+    let (exit, log) = backup.finish(Duration::from_secs(120));
+    assert_eq!(exit, Some(1), "{log}");
+    assert!(log.contains("received SIGINT"), "{log}");
+    assert!(log.contains("abandoned label=big"), "{log}");
+
+    let o = run(&config, &["list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let leftovers = files_under(&root);
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -269,9 +269,13 @@ fn post_restore_gets_the_facts_and_its_failure_is_reported() {
     let out = restore(&f, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("post_restore FAILED: exit 3"), "{stdout}");
+    assert!(stdout.contains("post_restore FAILED"), "{stdout}");
+    assert!(stdout.contains("exit status: 3"), "{stdout}");
     assert!(stdout.contains("WITH PROBLEMS"), "{stdout}");
-    assert!(stdout.contains("to swap back: mv"), "{stdout}");
+    assert!(
+        stdout.contains("to swap back, with the application stopped, run:"),
+        "{stdout}"
+    );
     let broken = f.broken_files();
     let kept = broken
         .iter()
@@ -432,4 +436,166 @@ fn the_target_always_holds_old_or_new_at_every_step() {
         )
         .unwrap();
     assert_eq!(n, 1);
+}
+
+/// The shell lines printed under "to swap back".
+fn swap_back_lines(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.contains("to swap back"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn following_the_printed_swap_back_keeps_every_commit_of_the_wal() {
+    // A failing post_restore is when people swap back; the advice is the same
+    // after a clean restore.
+    let f = Fixture::new(bin(), 256 << 10, "post_restore = 'exit 3'");
+    f.backup("one");
+    // 50 commits that live only in the WAL: no checkpoint, not even on close
+    // (as after an application killed before its checkpoint).
+    // Counted through SQLite as the application would (WAL included).
+    let live_tasks = |p: &Path| -> u64 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    let before = live_tasks(&f.db);
+    {
+        let c = rusqlite::Connection::open(&f.db).unwrap();
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .unwrap();
+        for i in 0..50 {
+            c.execute(
+                "INSERT INTO tasks (title, owner, status, priority, created_at) \
+                 VALUES (?1, 'test', 'pending', 1, 'now')",
+                [format!("only in the wal {i}")],
+            )
+            .unwrap();
+        }
+    }
+    let wal = backup_core::inuse::side_file(&f.db, "-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the commits are in the WAL"
+    );
+
+    let out = restore(&f, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "post_restore failed: {}",
+        text(&out)
+    );
+    assert_eq!(tasks(&f.db), before, "the snapshot is in place");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = swap_back_lines(&stdout);
+    assert!(lines.iter().any(|l| l.contains("-wal")), "{stdout}");
+    // Follow the advice to the letter.
+    let o = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(lines.join("\n"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{lines:?}: {}", text(&o));
+    assert_eq!(
+        live_tasks(&f.db),
+        before + 50,
+        "all 50 WAL-only commits are back"
+    );
+    assert_eq!(integrity(&f.db), ["ok"]);
+    assert!(f.broken_files().is_empty(), "{:?}", f.broken_files());
+}
+
+#[test]
+fn refuses_when_a_process_holds_the_database_through_a_hard_link() {
+    let (f, _good, _bad) = two_backups();
+    // Rollback-journal mode: an idle connection holds no lock, only an
+    // open file, and here under another name.
+    rusqlite::Connection::open(&f.db)
+        .unwrap()
+        .pragma_update(None, "journal_mode", "DELETE")
+        .unwrap();
+    let other = f.dir.path().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let link = other.join("same-file.db");
+    std::fs::hard_link(&f.db, &link).unwrap();
+    let shell = Sqlite3Shell::open(&link);
+    let live = std::fs::read(&f.db).unwrap();
+
+    let out = restore(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("is in use"), "{all}");
+    assert!(
+        all.contains(&format!("pid {} (sqlite3)", shell.pid())),
+        "{all}"
+    );
+    assert_eq!(std::fs::read(&f.db).unwrap(), live, "untouched");
+    drop(shell);
+}
+
+#[test]
+fn restores_the_file_a_symlink_points_to_and_keeps_the_link() {
+    let (f, _good, newest) = two_backups();
+    // Move the database elsewhere and leave a relative symlink at its path.
+    let real_dir = f.dir.path().join("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let real = real_dir.join("app.db");
+    std::fs::rename(&f.db, &real).unwrap();
+    for side in ["-wal", "-shm"] {
+        let from = backup_core::inuse::side_file(&f.db, side);
+        if from.exists() {
+            std::fs::rename(&from, backup_core::inuse::side_file(&real, side)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("../real/app.db", &f.db).unwrap();
+    add_tasks(&f.db, 5);
+    let old_tasks = tasks(&real);
+
+    let out = restore(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("is a symlink: restoring the file it points to"),
+        "{all}"
+    );
+    // The link is still a link, to the same place, and reads the snapshot.
+    assert!(
+        std::fs::symlink_metadata(&f.db)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_link(&f.db).unwrap(),
+        Path::new("../real/app.db")
+    );
+    assert_eq!(sha_of(&real), newest.db_sha256);
+    // The kept copy is the real old file, not a link to the live one.
+    let kept: Vec<PathBuf> = std::fs::read_dir(&real_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.to_string_lossy();
+            n.contains(".broken-") && !n.ends_with("-wal")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        std::fs::symlink_metadata(&kept[0])
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(tasks(&kept[0]), old_tasks);
 }
