@@ -24,6 +24,12 @@ if [ -f package-lock.json ]; then
   fi
 fi
 
-# The end-to-end tests run the real binary and the examples: build them first.
 cargo build --workspace --bins --examples
 cargo test --workspace --no-fail-fast "$@"
+
+# One runnable example per way into the library; each asserts its outcome
+# and exits non-zero when it does not hold.
+for example in backup_to_folder restore_latest custom_sink progress_and_cancel in_async_service; do
+  echo "example $example:"
+  cargo run --quiet --example "$example"
+done

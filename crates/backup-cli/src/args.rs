@@ -120,7 +120,7 @@ pub struct BackupArgs {
     /// Trigger tag recorded in the name and manifest: r75, session, premigrate, phase1 …
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
-    /// Also copy to this tier (`cold`: the off-host folder of [local] cold).
+    /// Also copy to this tier (`cold`: the off-host folder of `[local] cold`).
     #[arg(long, value_enum)]
     pub tier: Option<TierArg>,
     /// Print the planned artifact paths; take no snapshot, write nothing.

@@ -233,7 +233,7 @@ fn open_new(path: &Path) -> rusqlite::Result<Connection> {
     )
 }
 
-/// How many times [`retry_every_millisecond`] retries (about 30 s).
+/// How many times a busy snapshot retries, once a millisecond (about 30 s).
 pub const BUSY_RETRIES: i32 = 30_000;
 
 /// The busy handler of every source connection: retry each millisecond for
@@ -527,7 +527,7 @@ impl PageStream {
             }
             out.write_all(page)?;
             pages += 1;
-            if pages.is_multiple_of(4096) {
+            if pages.is_multiple_of(1024) {
                 progress(pages, self.page_count);
             }
         }
