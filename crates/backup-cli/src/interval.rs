@@ -4,62 +4,44 @@ use std::time::Duration;
 
 use crate::settings::UsageError;
 
-/// Parse an interval: one or more `<number><unit>` with units `d`, `h`,
-/// `m`, `s`. Zero and anything else is a usage error.
+/// Parse an interval: `4h`, `30m`, `90s`, `1d`, `1h30m` (jiff's friendly
+/// duration format; a day is 24 hours). Zero, negative and anything else is
+/// a usage error.
 pub fn parse(text: &str) -> Result<Duration, UsageError> {
     let bad = || {
         UsageError(format!(
             "interval {text:?} is not valid: use a number and a unit, e.g. 4h, 30m, 90s, 1d or 1h30m"
         ))
     };
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut parts = 0;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        parts += 1;
-    }
-    if !digits.is_empty() || parts == 0 {
+    let span: jiff::Span = text.trim().parse().map_err(|_| bad())?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| bad())?;
+    if d.is_negative() {
         return Err(bad());
     }
-    if total == 0 {
+    if d.is_zero() {
         return Err(UsageError(format!(
             "interval {text:?} must be longer than 0s"
         )));
     }
-    Ok(Duration::from_secs(total))
+    Duration::try_from(d).map_err(|_| bad())
 }
 
-/// The shortest spelling of a whole number of seconds: `4h`, `1h30m`, `90s` → `1m30s`.
+/// The compact spelling systemd and people both read: `4h`, `1h30m`, `1d1m`.
 pub fn format(d: Duration) -> String {
-    let mut s = d.as_secs();
-    if s == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
-        if s >= len {
-            out.push_str(&format!("{}{unit}", s / len));
-            s %= len;
-        }
-    }
-    out
+    let span = jiff::Span::try_from(d)
+        .and_then(|s| {
+            s.round(
+                jiff::SpanRound::new()
+                    .largest(jiff::Unit::Day)
+                    .days_are_24_hours(),
+            )
+        })
+        .unwrap_or_default();
+    jiff::fmt::friendly::SpanPrinter::new()
+        .spacing(jiff::fmt::friendly::Spacing::None)
+        .span_to_string(&span)
 }
 
 #[cfg(test)]
@@ -85,7 +67,6 @@ mod tests {
             "-4h",
             "0s",
             "0h0m",
-            "4 h",
             "99999999999999999999d",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");

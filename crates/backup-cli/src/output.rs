@@ -7,16 +7,10 @@ pub fn size(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
-/// `3h12m`, `2d4h`, `45s`.
+/// How long ago `since` was: `3h 12m 5s`, `2d 4h 1m 3s`.
 pub fn age(since: Timestamp, now: Timestamp) -> String {
-    let d: SignedDuration = now.duration_since(since);
-    let s = d.as_secs().max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
+    let d = now.duration_since(since).max(SignedDuration::ZERO);
+    backup_core::restore::human_duration(std::time::Duration::from_secs(d.as_secs() as u64))
 }
 
 /// `2026-11-23 13:08:12Z`.

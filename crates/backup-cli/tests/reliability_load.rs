@@ -9,9 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use backup_core::compress::{Compress, Compression};
+use backup_core::compress::Compression;
 use backup_core::manifest::Entry;
-use backup_core::snapshot::{OnlineBackup, Snapshot};
+use backup_core::snapshot::OnlineBackup;
 use backup_testkit::demo::{Writer, WriterStats};
 use backup_testkit::testkit::{Project, assert_snapshot_point, task_ids};
 use jiff::Timestamp;

@@ -46,7 +46,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::anchor::AnchorLog;
-use crate::compress::{Compress, Compression};
+use crate::compress::Compression;
 use crate::digest::{HashingReader, HashingWriter, Sha256};
 use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest};
 use crate::sink::{Sink, SinkError, get_bytes};

@@ -15,21 +15,6 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-/// One compression format. The pipeline only sees this trait.
-pub trait Compress: Send + Sync {
-    /// Short name as written in config and manifests (`zstd`, `gzip`, `none`).
-    fn name(&self) -> &'static str;
-    /// File name suffix after `.db` (`.zst`, `.gz`, or empty).
-    fn extension(&self) -> &'static str;
-    /// Wrap `out` in an encoder. Call [`Encoder::finish`] to flush the frame.
-    fn encoder<'a>(&self, out: Box<dyn Write + Send + 'a>) -> io::Result<Box<dyn Encoder + 'a>>;
-    /// Wrap `input` in a streaming decoder.
-    fn decoder<'a>(
-        &self,
-        input: Box<dyn Read + Send + 'a>,
-    ) -> io::Result<Box<dyn Read + Send + 'a>>;
-}
-
 /// A streaming encoder that must be finished to write its trailer.
 pub trait Encoder: Write + Send {
     /// Write the end of the frame and flush the inner writer.
@@ -149,12 +134,14 @@ impl Encoder for Plain<'_> {
     }
 }
 
-impl Compress for Compression {
-    fn name(&self) -> &'static str {
+impl Compression {
+    /// Short name as written in config and manifests (`zstd`, `gzip`, `none`).
+    pub fn name(&self) -> &'static str {
         self.format.as_str()
     }
 
-    fn extension(&self) -> &'static str {
+    /// File name suffix after `.db` (`.zst`, `.gz`, or empty).
+    pub fn extension(&self) -> &'static str {
         match self.format {
             Format::Zstd => ".zst",
             Format::Gzip => ".gz",
@@ -162,7 +149,11 @@ impl Compress for Compression {
         }
     }
 
-    fn encoder<'a>(&self, out: Box<dyn Write + Send + 'a>) -> io::Result<Box<dyn Encoder + 'a>> {
+    /// Wrap `out` in an encoder. Call [`Encoder::finish`] to flush the frame.
+    pub fn encoder<'a>(
+        &self,
+        out: Box<dyn Write + Send + 'a>,
+    ) -> io::Result<Box<dyn Encoder + 'a>> {
         Ok(match self.format {
             Format::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
@@ -187,7 +178,8 @@ impl Compress for Compression {
         })
     }
 
-    fn decoder<'a>(
+    /// Wrap `input` in a streaming decoder.
+    pub fn decoder<'a>(
         &self,
         input: Box<dyn Read + Send + 'a>,
     ) -> io::Result<Box<dyn Read + Send + 'a>> {

@@ -8,17 +8,9 @@ use std::io::{self, Read, Write};
 
 use sha2::Digest as _;
 
-/// A running content digest. One trait so that the pipeline does not care
-/// which hash it feeds; SHA-256 is the only one shipped because it is what
-/// `sha256sum` and the seed runbooks use.
-pub trait Digest: Send {
-    /// Feed more bytes.
-    fn update(&mut self, data: &[u8]);
-    /// Finish and return the lowercase hex digest.
-    fn finish_hex(self: Box<Self>) -> String;
-}
-
-/// SHA-256 (the `sha2` crate picks CPU acceleration such as SHA-NI at run time).
+/// SHA-256, the one content digest: it is what `sha256sum` and the seed
+/// runbooks use (the `sha2` crate picks CPU acceleration such as SHA-NI at
+/// run time).
 #[derive(Default, Clone)]
 pub struct Sha256(sha2::Sha256);
 
@@ -41,11 +33,13 @@ impl Sha256 {
     }
 }
 
-impl Digest for Sha256 {
-    fn update(&mut self, data: &[u8]) {
+impl Sha256 {
+    /// Feed more bytes.
+    pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
-    fn finish_hex(self: Box<Self>) -> String {
+    /// Finish and return the lowercase hex digest.
+    pub fn finish_hex(self) -> String {
         hex::encode(self.0.finalize())
     }
 }
@@ -68,7 +62,7 @@ impl<W: Write> HashingWriter<W> {
     }
     /// Return the inner writer, the hex digest and the byte count.
     pub fn finish(self) -> (W, String, u64) {
-        (self.inner, Box::new(self.digest).finish_hex(), self.bytes)
+        (self.inner, self.digest.finish_hex(), self.bytes)
     }
 }
 
@@ -102,7 +96,7 @@ impl<R: Read> HashingReader<R> {
     }
     /// The hex digest and byte count of what was read so far.
     pub fn finish(self) -> (String, u64) {
-        (Box::new(self.digest).finish_hex(), self.bytes)
+        (self.digest.finish_hex(), self.bytes)
     }
 }
 

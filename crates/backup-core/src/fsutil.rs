@@ -54,6 +54,7 @@ impl WritebackFile {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain syscall on an fd we own. A failure only means
             // the closing fsync does all the work, as without this call.
+            // (nix wraps fcntl and stat, but not sync_file_range.)
             unsafe {
                 libc::sync_file_range(
                     self.file.as_raw_fd(),
@@ -226,6 +227,9 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Write `data` to `target` atomically: a partial file beside it, fsync,
 /// rename over the target, fsync the directory.
+// Not tempfile's `persist`: it neither fsyncs the file nor the folder, and
+// its random names would hide a killed writer's leftover from the pid-based
+// cleanup ([`is_stale_partial`]).
 pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = partial_path(target);
     let result = (|| {

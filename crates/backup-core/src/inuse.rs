@@ -215,8 +215,8 @@ fn proc_lock_holders(files: &[Probed]) -> Vec<Holder> {
     for lock in text.lines().filter_map(parse_proc_lock) {
         let Some(file) = files.iter().find(|f| {
             f.id.ino == lock.ino
-                && u64::from(libc::major(f.id.dev)) == lock.major
-                && u64::from(libc::minor(f.id.dev)) == lock.minor
+                && nix::sys::stat::major(f.id.dev) == lock.major
+                && nix::sys::stat::minor(f.id.dev) == lock.minor
         }) else {
             continue;
         };
@@ -296,7 +296,6 @@ pub fn process_cmdline(pid: u32) -> Option<String> {
 
 #[cfg(unix)]
 fn lock_holders(files: &[PathBuf]) -> Vec<Holder> {
-    use std::os::fd::AsRawFd;
     let mut out = Vec::new();
     for file in files {
         // Only the database and its -shm carry SQLite's locks.
@@ -307,16 +306,17 @@ fn lock_holders(files: &[PathBuf]) -> Vec<Holder> {
         let Ok(f) = std::fs::File::open(file) else {
             continue;
         };
-        // SAFETY: a zeroed `flock` is a valid value; F_GETLK only reads and
-        // writes that struct and takes no lock.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = 0;
-        fl.l_len = 0; // the whole file, including SQLite's lock bytes at 1 GiB
-        // SAFETY: valid fd and a pointer to a live, initialised struct.
-        let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-        if rc == 0 && i32::from(fl.l_type) != libc::F_UNLCK {
+        use nix::libc;
+        let mut fl = libc::flock {
+            l_type: libc::F_WRLCK as _,
+            l_whence: libc::SEEK_SET as _,
+            l_start: 0,
+            l_len: 0, // the whole file, including SQLite's lock bytes at 1 GiB
+            l_pid: 0,
+        };
+        // F_GETLK takes no lock: it asks who would block this one.
+        let asked = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETLK(&mut fl));
+        if asked.is_ok() && i32::from(fl.l_type) != libc::F_UNLCK {
             // Open-file-description locks report pid -1.
             let pid = u32::try_from(fl.l_pid).ok().filter(|p| *p > 0);
             out.push(Holder {

@@ -29,15 +29,15 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use crate::compress::{Compress, Compression};
+use crate::compress::Compression;
 use crate::database::{CheckLevel, Database, SnapshotMethod};
-use crate::digest::{Digest, HashingWriter, Sha256, Sidecar};
+use crate::digest::{HashingWriter, Sha256, Sidecar};
 use crate::fsutil;
 use crate::intent;
 use crate::manifest::{self, Entry, Manifest};
 use crate::naming::{self, NameContext, Template};
 use crate::sink::{Sink, SinkWriter};
-use crate::snapshot::{OnlineBackup, PageStream, Snapshot, SnapshotStats, VacuumInto};
+use crate::snapshot::{self, PageStream, SnapshotStats};
 use crate::verify::{self, Checks, DbReport};
 
 /// A sink and the template naming artifacts in it.
@@ -339,13 +339,6 @@ impl RunReport {
     /// Databases with at least one error.
     pub fn failed_count(&self) -> usize {
         self.outcomes.iter().filter(|o| o.failed()).count()
-    }
-}
-
-fn snapshotter(method: SnapshotMethod) -> Box<dyn Snapshot> {
-    match method {
-        SnapshotMethod::Backup | SnapshotMethod::BackupApi => Box::new(OnlineBackup::default()),
-        SnapshotMethod::VacuumInto => Box::new(VacuumInto),
     }
 }
 
@@ -917,11 +910,13 @@ fn via_scratch(
     let scratch = Scratch(fsutil::partial_path(
         &scratch_dir.join(format!("{}-{run_id}.db", db.label)),
     ));
-    let stats = snapshotter(opts.snapshot_method)
-        .take(&db.path, &scratch.0, &mut |done, total| {
-            opts.observer.snapshot_progress(&db.label, done, total)
-        })
-        .map_err(|e| Failure::Other(e.to_string()))?;
+    let stats = snapshot::to_file(
+        opts.snapshot_method,
+        &db.path,
+        &scratch.0,
+        &mut |done, total| opts.observer.snapshot_progress(&db.label, done, total),
+    )
+    .map_err(|e| Failure::Other(e.to_string()))?;
     if opts.observer.cancelled() {
         return Err(Failure::Other(INTERRUPTED.into()));
     }
@@ -1009,7 +1004,7 @@ fn finish_uploads(
 ) -> (Written, Vec<BackupError>) {
     let mut errors = Vec::new();
     let facts = produced.report.facts.unwrap_or_default();
-    let sha256 = fan.digest.clone().finish_hex_owned();
+    let sha256 = fan.digest.clone().finish_hex();
     let size = fan.bytes;
     let mut written = Vec::new();
     for (i, w) in fan.writers {
@@ -1072,13 +1067,6 @@ fn finish_uploads(
         }
     }
     (written, errors)
-}
-
-impl Sha256 {
-    /// Finish a clone-able hasher by value.
-    pub fn finish_hex_owned(self) -> String {
-        Box::new(self).finish_hex()
-    }
 }
 
 #[cfg(test)]

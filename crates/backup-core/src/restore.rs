@@ -262,16 +262,25 @@ impl fmt::Display for Loss {
     }
 }
 
-/// `3h12m`, `2d4h`, `45s`, `0.4s`.
+/// A duration for people: `3h 12m 5s`, `2d 4h`, `45s`, `1s 250ms`.
 pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..10 => format!("{:.1}s", d.as_secs_f64()),
-        10..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
+    // Tenths of a second matter only for short things (a restore's phases).
+    let smallest = if d < Duration::from_secs(10) {
+        jiff::Unit::Millisecond
+    } else {
+        jiff::Unit::Second
+    };
+    let span = jiff::Span::try_from(d)
+        .and_then(|s| {
+            s.round(
+                jiff::SpanRound::new()
+                    .largest(jiff::Unit::Day)
+                    .smallest(smallest)
+                    .days_are_24_hours(),
+            )
+        })
+        .unwrap_or_default();
+    format!("{span:#}")
 }
 
 /// One snapshot to try, in order.

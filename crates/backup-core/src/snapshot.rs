@@ -59,6 +59,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::database::SnapshotMethod;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, backup::StepResult};
 
@@ -196,15 +197,21 @@ fn is_wal_file(path: &Path) -> bool {
 /// Progress callback: pages done, pages total.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
-/// A way to copy a live database into a new file.
-pub trait Snapshot: Send + Sync {
-    /// Copy `source` into `dest` (which must not exist).
-    fn take(
-        &self,
-        source: &Path,
-        dest: &Path,
-        progress: Progress<'_>,
-    ) -> Result<SnapshotStats, SnapshotError>;
+/// Copy a live database into a new file `dest` (which must not exist) with
+/// `method`: the scratch-file path of a backup. The streaming path is
+/// [`PageStream`], which writes no file.
+pub fn to_file(
+    method: SnapshotMethod,
+    source: &Path,
+    dest: &Path,
+    progress: Progress<'_>,
+) -> Result<SnapshotStats, SnapshotError> {
+    match method {
+        SnapshotMethod::Backup | SnapshotMethod::BackupApi => {
+            OnlineBackup::default().take(source, dest, progress)
+        }
+        SnapshotMethod::VacuumInto => VacuumInto.take(source, dest, progress),
+    }
 }
 
 /// Open a live database read-only, the way every part of this crate does:
@@ -272,8 +279,9 @@ impl Default for OnlineBackup {
     }
 }
 
-impl Snapshot for OnlineBackup {
-    fn take(
+impl OnlineBackup {
+    /// Copy `source` into `dest` (which must not exist).
+    pub fn take(
         &self,
         source: &Path,
         dest: &Path,
@@ -337,8 +345,9 @@ impl Snapshot for OnlineBackup {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VacuumInto;
 
-impl Snapshot for VacuumInto {
-    fn take(
+impl VacuumInto {
+    /// Copy `source` into `dest` (which must not exist).
+    pub fn take(
         &self,
         source: &Path,
         dest: &Path,

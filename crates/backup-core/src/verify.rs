@@ -12,7 +12,6 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, types::Value};
 use serde::{Deserialize, Serialize};
 
-use crate::compress::Compress;
 use crate::database::CheckLevel;
 use crate::digest::{HashingReader, HashingWriter};
 
@@ -408,12 +407,12 @@ pub fn schema_sha256(conn: &Connection) -> rusqlite::Result<String> {
     while let Some(r) = rows.next()? {
         for i in 0..4 {
             let s: String = r.get(i)?;
-            crate::digest::Digest::update(&mut hasher, s.as_bytes());
-            crate::digest::Digest::update(&mut hasher, b"\0");
+            hasher.update(s.as_bytes());
+            hasher.update(b"\0");
         }
-        crate::digest::Digest::update(&mut hasher, b"\n");
+        hasher.update(b"\n");
     }
-    Ok(crate::digest::Digest::finish_hex(Box::new(hasher)))
+    Ok(hasher.finish_hex())
 }
 
 /// Check a database file that nothing else is using (a snapshot, a
@@ -513,7 +512,7 @@ pub struct Expected {
 /// stream itself was sound. Memory stays bounded by the decoder's window.
 pub fn verify_stream(
     input: Box<dyn Read + Send>,
-    compression: &dyn Compress,
+    compression: &crate::compress::Compression,
     expected: &Expected,
     scratch: &Path,
     checks: &Checks,

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use backup_core::fsutil::{self, WritebackFile};
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
+use walkdir::WalkDir;
 
 /// A folder used as a sink.
 #[derive(Debug, Clone)]
@@ -197,31 +198,22 @@ impl Sink for LocalSink {
             self.path_of(prefix)?
         };
         let mut out = Vec::new();
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
+        // Hidden entries are ours: partial files and scratch folders.
+        let walk = WalkDir::new(&start)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
+            let entry = match entry {
                 Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io("list", prefix)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(Self::io("list", prefix))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // Hidden entries are ours: partial files and scratch folders.
-                if name.starts_with('.') {
+                Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
                     continue;
                 }
-                let ft = entry.file_type().map_err(Self::io("list", prefix))?;
-                if ft.is_dir() {
-                    stack.push(entry.path());
-                } else if ft.is_file() {
-                    let rel = entry
-                        .path()
-                        .strip_prefix(&self.root)
-                        .expect("under root")
-                        .to_path_buf();
-                    out.push(rel.to_string_lossy().replace('\\', "/"));
-                }
+                Err(e) => return Err(Self::io("list", prefix)(e.into())),
+            };
+            if entry.file_type().is_file() {
+                let rel = entry.path().strip_prefix(&self.root).expect("under root");
+                out.push(rel.to_string_lossy().replace('\\', "/"));
             }
         }
         out.sort();
@@ -238,22 +230,17 @@ impl Sink for LocalSink {
 
     fn clean_incomplete(&self) -> Result<usize, SinkError> {
         let mut removed = 0;
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Ok(ft) = entry.file_type() else { continue };
-                if ft.is_dir() && name != ".tmp" {
-                    stack.push(entry.path());
-                } else if ft.is_file()
-                    && fsutil::is_stale_partial(&name)
-                    && fs::remove_file(entry.path()).is_ok()
-                {
-                    removed += 1;
-                }
+        let walk = WalkDir::new(&self.root)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".tmp")
+            .flatten();
+        for entry in walk {
+            if entry.file_type().is_file()
+                && fsutil::is_stale_partial(&entry.file_name().to_string_lossy())
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
             }
         }
         Ok(removed)

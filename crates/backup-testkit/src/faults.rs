@@ -102,21 +102,15 @@ pub fn run(databases: &[Database], targets: &[Target], opts: &Options) -> RunRep
 
 /// Every file below `dir` (hidden ones included), relative, sorted.
 pub fn all_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).expect("below dir");
+            rel.to_string_lossy().into_owned()
+        })
+        .collect();
     out.sort();
     out
 }

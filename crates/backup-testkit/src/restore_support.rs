@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use backup_core::compress::{Compress, Compression, Format};
+use backup_core::compress::{Compression, Format};
 use backup_core::digest::{Sha256, Sidecar};
 use backup_core::manifest::{Entry, Manifest};
 use rusqlite::{Connection, types::Value};

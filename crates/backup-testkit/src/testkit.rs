@@ -217,7 +217,7 @@ pub fn assert_snapshot_point(
 
 /// Per-table content checksum (SHA-256 over every row in rowid order).
 pub fn table_checksums(db: &Path) -> std::collections::BTreeMap<String, String> {
-    use backup_core::digest::{Digest, Sha256};
+    use backup_core::digest::Sha256;
     let conn = rusqlite::Connection::open(db).expect("open");
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
@@ -242,7 +242,7 @@ pub fn table_checksums(db: &Path) -> std::collections::BTreeMap<String, String> 
                 }
                 h.update(b"\n");
             }
-            (t, Box::new(h).finish_hex())
+            (t, h.finish_hex())
         })
         .collect()
 }
