@@ -18,6 +18,15 @@ pub enum CheckLevel {
     IntegrityCheck,
 }
 
+impl std::fmt::Display for CheckLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::QuickCheck => "quick_check",
+            Self::IntegrityCheck => "integrity_check",
+        })
+    }
+}
+
 /// How the consistent image is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

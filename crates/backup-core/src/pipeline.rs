@@ -316,6 +316,17 @@ impl Outcome {
     }
 }
 
+/// A run's manifest in one sink: the new head of that sink's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestWritten {
+    /// The sink's name.
+    pub sink: String,
+    /// The manifest's key.
+    pub key: String,
+    /// Its SHA-256: the catalog's new chain head.
+    pub head: String,
+}
+
 /// The result of a run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -323,8 +334,8 @@ pub struct RunReport {
     pub run_id: String,
     /// Per database, in plan order.
     pub outcomes: Vec<Outcome>,
-    /// Manifests written: (sink, key, sha256 = new chain head).
-    pub manifests: Vec<(String, String, String)>,
+    /// Manifests written, one per sink that received anything.
+    pub manifests: Vec<ManifestWritten>,
     /// Objects a fully successful run would have written.
     pub expected_objects: usize,
     /// Objects actually written and recorded.
@@ -416,7 +427,11 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
         ) {
             Ok((key, head)) => {
                 info!("manifest written sink={sink_name} key={key} head={head}");
-                manifests.push((sink_name.to_string(), key, head));
+                manifests.push(ManifestWritten {
+                    sink: sink_name.to_string(),
+                    key,
+                    head,
+                });
                 if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
                     warn!("sink {sink_name}: removing this run's intent records: {e}");
                 }

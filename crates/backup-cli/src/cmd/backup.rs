@@ -284,7 +284,8 @@ fn print_report(report: &RunReport) {
         report.written_objects,
         report.expected_objects
     );
-    for (sink, _, head) in &report.manifests {
+    for m in &report.manifests {
+        let (sink, head) = (&m.sink, &m.head);
         println!("Catalog head ({sink}): {head}");
     }
 }

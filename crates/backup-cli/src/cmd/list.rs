@@ -88,7 +88,9 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 tier(l, config.retention.hot_days, now),
                 l.sink.clone(),
                 size(l.entry.size),
-                format!("{:?}", l.entry.verified_with)
+                l.entry
+                    .verified_with
+                    .to_string()
                     .replace("Check", "_check")
                     .to_lowercase(),
                 l.run_id.clone(),
