@@ -65,7 +65,9 @@ impl FileLock {
             source,
         };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
+            // Owner only, like everything else the tool makes for itself.
+            backup_core::fsutil::create_dir_all_mode(dir, backup_core::fsutil::PRIVATE_DIR)
+                .map_err(io_err)?;
         }
         // Never truncate on open: the holder's pid must stay readable.
         let mut file = OpenOptions::new()

@@ -408,7 +408,13 @@ impl Modes {
         let file = mode_of(path).ok()?;
         let reach = path
             .parent()
-            .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
             .and_then(|d| mode_of(d).ok())
             .map(|d| ((d & 0o010) << 2) | ((d & 0o001) << 2))
             .unwrap_or(0);
@@ -460,7 +466,8 @@ pub fn format_mode(mode: u32) -> String {
 /// Parse `0640` / `640` (octal permission bits, at most `0777`).
 pub fn parse_mode(text: &str) -> Option<u32> {
     let digits = text.trim();
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
         return None;
     }
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)

@@ -128,9 +128,9 @@ mod octal_mode {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(text) => crate::fsutil::parse_mode(&text)
-                .map(Some)
-                .ok_or_else(|| D::Error::custom(format!("source_mode {text:?} is not like \"0640\""))),
+            Some(text) => crate::fsutil::parse_mode(&text).map(Some).ok_or_else(|| {
+                D::Error::custom(format!("source_mode {text:?} is not like \"0640\""))
+            }),
         }
     }
 }
@@ -567,7 +567,10 @@ mod tests {
         let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back, m);
         // Written before `source_mode` existed: unknown.
-        v["entries"][0].as_object_mut().unwrap().remove("source_mode");
+        v["entries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("source_mode");
         let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back.entries[0].source_mode, None);
         // A newer version is refused, not misread.

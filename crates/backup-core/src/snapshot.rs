@@ -242,14 +242,12 @@ fn open_new(path: &Path) -> rusqlite::Result<Connection> {
 /// Create `path` as an empty `0600` file (it must not exist), so that
 /// SQLite, opening it, keeps that mode (and gives it to its `-journal`).
 fn create_empty_private(path: &Path) -> rusqlite::Result<()> {
-    crate::fsutil::create_private(path)
-        .map(drop)
-        .map_err(|e| {
-            rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!("creating {}: {e}", path.display())),
-            )
-        })
+    crate::fsutil::create_private(path).map(drop).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("creating {}: {e}", path.display())),
+        )
+    })
 }
 
 /// How many times [`retry_every_millisecond`] retries (about 30 s).
