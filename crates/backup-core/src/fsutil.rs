@@ -285,6 +285,23 @@ pub fn create_partial(path: &Path) -> io::Result<File> {
     }
 }
 
+/// A new temporary folder (removed when dropped), owner only (`0700`) from
+/// creation, in `parent` or else the system's temporary folder. tempfile's
+/// own default is `0777` minus the umask: `0755` under the usual one.
+pub fn private_tempdir(prefix: &str, parent: Option<&Path>) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(PRIVATE_DIR));
+    }
+    match parent {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+}
+
 /// Give an open file exactly these permission bits (`fchmod` on its
 /// descriptor: no path lookup, so nothing else can be changed by mistake).
 pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
@@ -502,6 +519,126 @@ mod tests {
         );
         let n = kept.file_name().unwrap().len();
         assert!(n + "-journal".len() <= NAME_MAX && kept.to_string_lossy().ends_with("-2"));
+    }
+
+    #[test]
+    fn private_files_and_folders_get_their_modes_whatever_the_umask_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        let file = create_private(&f).unwrap();
+        assert_eq!(mode_of(&f).unwrap(), 0o600);
+        assert!(create_private(&f).is_err(), "must not exist");
+        set_mode(&file, 0o640).unwrap();
+        assert_eq!(mode_of(&f).unwrap(), 0o640);
+        // A leftover partial of ours is replaced, not reused with its mode.
+        let p = partial_path(&dir.path().join("g"));
+        std::fs::write(&p, b"old").unwrap();
+        set_mode(&File::open(&p).unwrap(), 0o666).unwrap();
+        create_partial(&p).unwrap();
+        assert_eq!(mode_of(&p).unwrap(), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+        // atomic_write: 0600, or exactly the mode asked for, even wider
+        // than a 022 umask would let open(2) make it.
+        let a = dir.path().join("a");
+        atomic_write(&a, b"x").unwrap();
+        assert_eq!(mode_of(&a).unwrap(), 0o600);
+        atomic_write_mode(&a, b"y", 0o664).unwrap();
+        assert_eq!(
+            (mode_of(&a).unwrap(), std::fs::read(&a).unwrap()),
+            (0o664, b"y".to_vec())
+        );
+        // Every folder created gets the mode; existing ones keep theirs.
+        let deep = dir.path().join("x/y/z");
+        create_dir_all_mode(&deep, 0o775).unwrap();
+        for d in ["x", "x/y", "x/y/z"] {
+            assert_eq!(mode_of(&dir.path().join(d)).unwrap(), 0o775, "{d}");
+        }
+        let before = mode_of(dir.path()).unwrap();
+        create_dir_all_mode(&dir.path().join("x/w"), 0o700).unwrap();
+        assert_eq!(mode_of(&dir.path().join("x")).unwrap(), 0o775);
+        assert_eq!(mode_of(&dir.path().join("x/w")).unwrap(), 0o700);
+        assert_eq!(mode_of(dir.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn modes_follow_the_source_and_what_its_folder_lets_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"").unwrap();
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        chmod(dir.path(), 0o755);
+        for (file, want) in [
+            (0o600, Modes::PRIVATE),
+            (
+                0o640,
+                Modes {
+                    file: 0o640,
+                    dir: 0o750,
+                },
+            ),
+            (
+                0o644,
+                Modes {
+                    file: 0o644,
+                    dir: 0o755,
+                },
+            ),
+            (
+                0o664,
+                Modes {
+                    file: 0o644,
+                    dir: 0o755,
+                },
+            ),
+            (
+                0o604,
+                Modes {
+                    file: 0o604,
+                    dir: 0o705,
+                },
+            ),
+        ] {
+            chmod(&db, file);
+            assert_eq!(Modes::of_source(&db), Some(want), "{file:o}");
+        }
+        // A 0644 file in a 0750 folder: others cannot reach it.
+        chmod(&db, 0o644);
+        chmod(dir.path(), 0o750);
+        assert_eq!(
+            Modes::of_source(&db),
+            Some(Modes {
+                file: 0o640,
+                dir: 0o750
+            })
+        );
+        chmod(dir.path(), 0o700);
+        assert_eq!(Modes::of_source(&db), Some(Modes::PRIVATE));
+        chmod(dir.path(), 0o755);
+        assert_eq!(Modes::of_source(&dir.path().join("absent.db")), None);
+        // Several databases: the most private wins.
+        let m = Modes::from_source(0o644).meet(Modes::from_source(0o640));
+        assert_eq!(
+            m,
+            Modes {
+                file: 0o640,
+                dir: 0o750
+            }
+        );
+        assert!(m.exceeded_by(0o644, false) && !m.exceeded_by(0o600, false));
+        assert!(m.exceeded_by(0o755, true) && !m.exceeded_by(0o750, true));
+        assert_eq!(m.chmod_spec(), "u=rwX,g=rX,o=");
+        assert_eq!(Modes::PRIVATE.chmod_spec(), "u=rwX,g=,o=");
+        assert_eq!(
+            (format_mode(0o640), parse_mode("0640"), parse_mode("640")),
+            ("0640".into(), Some(0o640), Some(0o640))
+        );
+        assert_eq!(
+            (parse_mode("0800"), parse_mode("1777"), parse_mode("")),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -792,13 +792,10 @@ pub fn dry_run(
     sinks: &[&dyn Sink],
     observer: &dyn Observer,
 ) -> Result<DryRun, RestoreError> {
-    let dir = tempfile::Builder::new()
-        .prefix("sqlite-backup-restore-dry-run-")
-        .tempdir()
-        .map_err(io_err(
-            "creating a temporary folder in",
-            &std::env::temp_dir(),
-        ))?;
+    let dir = fsutil::private_tempdir("sqlite-backup-restore-dry-run-", None).map_err(io_err(
+        "creating a temporary folder in",
+        &std::env::temp_dir(),
+    ))?;
     let scratch = dir.path().join("candidate.db");
     let (chosen, report, rejected) = find_good(plan, sinks, &scratch, observer)?;
     let scratch_dir = dir.path().to_path_buf();
