@@ -369,4 +369,58 @@ mod tests {
         assert_eq!(mine.finish().unwrap(), 0);
         assert_eq!(sink.list("").unwrap(), vec!["b.db.zst"]);
     }
+
+    #[test]
+    fn objects_and_folders_get_the_sink_modes_and_too_open_finds_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/b");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let sink = LocalSink::folder(&root).with_modes(Modes::exact(0o640));
+        let mut w = sink.create("x/y.db.zst").unwrap();
+        w.write_all(b"data").unwrap();
+        // While written: a 0600 partial file, nothing under its name.
+        let partial = fsutil::partial_path(&root.join("x/y.db.zst"));
+        assert_eq!(mode(&partial), 0o600);
+        w.finish().unwrap();
+        sink.put("x/y.db.zst.sha256", b"sum").unwrap();
+        for (p, m) in [
+            ("a", 0o750),
+            ("a/b", 0o750),
+            ("a/b/x", 0o750),
+            ("a/b/x/y.db.zst", 0o640),
+            ("a/b/x/y.db.zst.sha256", 0o640),
+        ] {
+            assert_eq!(mode(&dir.path().join(p)), m, "{p}");
+        }
+        assert!(sink.too_open().unwrap().is_empty());
+        // The default is owner only; what it finds beyond that, in order.
+        let private = LocalSink::folder(&root);
+        let found: Vec<(String, u32)> = private
+            .too_open()
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.path.strip_prefix(&root).unwrap().display().to_string(),
+                    t.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (String::new(), 0o750),
+                ("x".into(), 0o750),
+                ("x/y.db.zst".into(), 0o640),
+                ("x/y.db.zst.sha256".into(), 0o640),
+            ]
+        );
+        assert!(
+            LocalSink::folder(dir.path().join("absent"))
+                .too_open()
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
