@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the lock held during a backup run.
@@ -65,7 +66,9 @@ impl FileLock {
             source,
         };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
+            // Owner only, like everything else the tool makes for itself.
+            backup_core::fsutil::create_dir_all_mode(dir, backup_core::fsutil::PRIVATE_DIR)
+                .map_err(io_err)?;
         }
         // Never truncate on open: the holder's pid must stay readable.
         let mut file = OpenOptions::new()
@@ -73,6 +76,7 @@ impl FileLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(io_err)?;
         match file.try_lock() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
+use backup_core::fsutil::{self, Modes};
 use backup_core::pipeline::{Options, Target};
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
@@ -29,15 +30,41 @@ pub fn load_optional_config(path: &Path) -> Result<Option<Config>> {
     }
 }
 
+/// The permission bits of what the local and cold sinks create: `[local]
+/// mode` when set; otherwise no more than the most private of the
+/// configured databases that exist (their file modes, minus what their
+/// folders keep others from reaching; see [`Modes::of_source`]): one folder
+/// and one manifest per run hold every database's backups, so the most
+/// private one decides. With no database file found: owner only.
+pub fn local_modes(config: &Config) -> Modes {
+    if let Some(mode) = config.local.mode {
+        return Modes::exact(mode);
+    }
+    config
+        .databases
+        .iter()
+        .filter_map(|d| Modes::of_source(&d.database.path))
+        .reduce(Modes::meet)
+        .unwrap_or(Modes::PRIVATE)
+}
+
+/// The local sinks (`local`, then `cold` when configured), with their modes.
+pub fn local_sinks(config: &Config) -> Vec<LocalSink> {
+    let modes = local_modes(config);
+    let mut out =
+        vec![LocalSink::new("local", &config.local.root, Placement::Local).with_modes(modes)];
+    if let Some(cold) = &config.local.cold {
+        out.push(LocalSink::new("cold", cold, Placement::Cold).with_modes(modes));
+    }
+    out
+}
+
 /// Every configured sink, as backup targets, in restore preference order:
 /// local (hot/warm), remote, cold.
 pub fn targets(config: &Config) -> Result<Vec<Target>> {
+    let mut locals = local_sinks(config).into_iter();
     let mut out = vec![Target {
-        sink: Arc::new(LocalSink::new(
-            "local",
-            &config.local.root,
-            Placement::Local,
-        )),
+        sink: Arc::new(locals.next().expect("the local sink")),
         template: config.local.template.clone(),
         cold_only: false,
     }];
@@ -53,9 +80,9 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
             cold_only: false,
         });
     }
-    if let Some(cold) = &config.local.cold {
+    if let Some(cold) = locals.next() {
         out.push(Target {
-            sink: Arc::new(LocalSink::new("cold", cold, Placement::Cold)),
+            sink: Arc::new(cold),
             template: config.local.template.clone(),
             cold_only: true,
         });
@@ -135,4 +162,56 @@ pub fn select(config: &Config, labels: &[String]) -> Result<Vec<DatabaseConfig>>
             })
         })
         .collect()
+}
+
+/// One line per local sink whose folder, or anything in it, is more
+/// readable than the sink's modes ([`local_modes`]), with the `chmod` that
+/// fixes it. Reads only the folders' entries (no file contents), so it is
+/// cheap enough for `status`. A folder that cannot be read is a line too.
+pub fn permission_warnings(config: &Config) -> Vec<String> {
+    let why = if config.local.mode.is_some() {
+        "[local] mode allows"
+    } else {
+        "its databases are"
+    };
+    let mut out = Vec::new();
+    for sink in local_sinks(config) {
+        let modes = sink.modes();
+        let root = sink.root().display().to_string();
+        match sink.too_open() {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                let first = &found[0];
+                out.push(format!(
+                    "backup folder {root} ({}) is more readable than {why} ({} files, {} folders): {} item(s), e.g. {} is {}; fix: chmod -R {} {}",
+                    sink.name(),
+                    fsutil::format_mode(modes.file),
+                    fsutil::format_mode(modes.dir),
+                    found.len(),
+                    first.path.display(),
+                    fsutil::format_mode(first.mode),
+                    modes.chmod_spec(),
+                    shell_quote(&root),
+                ));
+            }
+            Err(e) => out.push(format!(
+                "backup folder {root} ({}): cannot check its permissions: {e}",
+                sink.name()
+            )),
+        }
+    }
+    out
+}
+
+/// `text` quoted for `sh` when it needs it.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }

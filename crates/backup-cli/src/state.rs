@@ -292,7 +292,7 @@ impl State {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io_err)?;
+        fsutil::create_dir_all_mode(state_dir, fsutil::PRIVATE_DIR).map_err(io_err)?;
         self.updated_at = Some(Timestamp::now());
         let mut bytes = serde_json::to_vec_pretty(self).expect("state serializes");
         bytes.push(b'\n');

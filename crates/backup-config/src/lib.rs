@@ -55,6 +55,10 @@ pub struct Local {
     pub cold: Option<PathBuf>,
     /// Artifact name template inside `root` / `cold`.
     pub template: Template,
+    /// `mode = "0640"`: the permission bits of every backup file in `root`
+    /// and `cold`, chosen on purpose by the operator. `None` (the default):
+    /// no more than the source databases' own (see `backup_core::fsutil::Modes`).
+    pub mode: Option<u32>,
 }
 
 /// Per-database retention keys; each one given replaces the global value.
@@ -182,6 +186,7 @@ struct RawLocal {
     root: Option<String>,
     cold: Option<String>,
     template: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -421,6 +426,7 @@ impl Config {
             root: None,
             cold: None,
             template: None,
+            mode: None,
         });
         let template = match raw_local.template {
             Some(t) => {
@@ -435,10 +441,28 @@ impl Config {
             }
             None => Template::parse(DEFAULT_LOCAL_TEMPLATE, false).expect("default template"),
         };
+        let mode = match raw_local.mode {
+            Some(m) => {
+                let at = m.span().start;
+                let text = m.into_inner();
+                let mode = backup_core::fsutil::parse_mode(&text)
+                    .filter(|m| m & 0o600 == 0o600 && m & 0o111 == 0)
+                    .ok_or_else(|| {
+                        err(
+                            Some(at),
+                            format!("[local] mode {text:?} is not a file mode the tool can use"),
+                            Some("octal, owner read and write, no execute: e.g. mode = \"0640\" (group may read); leave it out to follow the databases' own modes"),
+                        )
+                    })?;
+                Some(mode)
+            }
+            None => None,
+        };
         let local = Local {
             root: resolve(raw_local.root.as_deref().unwrap_or("data/backups")),
             cold: raw_local.cold.as_deref().map(resolve),
             template,
+            mode,
         };
 
         let azure = match raw.azure {
@@ -620,5 +644,21 @@ mod tests {
             );
         }
         parse("[local]\nroot = \"b\"\n[[database]]\nlabel = \"x\"\npath = \"bb/x.db\"\n").unwrap();
+    }
+
+    #[test]
+    fn local_mode_is_octal_owner_rw_no_execute() {
+        assert_eq!(parse("").unwrap().local.mode, None);
+        let c = parse("[local]\nmode = \"0640\"\n").unwrap();
+        assert_eq!(c.local.mode, Some(0o640));
+        assert_eq!(
+            parse("[local]\nmode = \"644\"\n").unwrap().local.mode,
+            Some(0o644)
+        );
+        for bad in ["0755", "0440", "rw-r-----", "", "01640", "0x1a4"] {
+            let e = parse(&format!("[local]\nmode = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+            assert!(e.message.contains("mode"), "{bad}: {e}");
+        }
     }
 }

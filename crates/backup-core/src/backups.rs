@@ -331,10 +331,9 @@ impl Backups {
             .sinks()
             .find(|s| s.name() == listed.sink)
             .expect("listed by one of our sinks");
-        let scratch = tempfile::Builder::new()
-            .prefix("sqlite-backup-verify-")
-            .tempdir_in(&self.options.scratch_dir)
-            .or_else(|_| tempfile::tempdir())
+        let prefix = "sqlite-backup-verify-";
+        let scratch = crate::fsutil::private_tempdir(prefix, Some(&self.options.scratch_dir))
+            .or_else(|_| crate::fsutil::private_tempdir(prefix, None))
             .map_err(|source| Error::Io {
                 what: "creating a scratch folder in",
                 path: self.options.scratch_dir.clone(),

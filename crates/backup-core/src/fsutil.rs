@@ -225,17 +225,27 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Write `data` to `target` atomically: a partial file beside it, fsync,
-/// rename over the target, fsync the directory.
+/// Write `data` to `target` atomically: a partial file beside it (`0600`
+/// from creation), fsync, rename over the target, fsync the directory. The
+/// result is `0600`; see [`atomic_write_mode`] for another mode.
 // Not tempfile's `persist`: it neither fsyncs the file nor the folder, and
 // its random names would hide a killed writer's leftover from the pid-based
 // cleanup ([`is_stale_partial`]).
 pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
+    atomic_write_mode(target, data, PRIVATE_FILE)
+}
+
+/// [`atomic_write`] giving the file exactly `mode` (permission bits,
+/// whatever the umask). The partial file is created `0600` and gets `mode`
+/// (by `fchmod` on its descriptor) after its last byte is written, before
+/// the rename makes it visible under its name.
+pub fn atomic_write_mode(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let tmp = partial_path(target);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_partial(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        set_mode(&f, mode)?;
         std::fs::rename(&tmp, target)?;
         fsync_dir(target.parent().unwrap_or(Path::new(".")))
     })();
@@ -243,6 +253,245 @@ pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Permission bits of scratch and partial files: owner read and write.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Permission bits of folders made only for ourselves: owner only.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Create a new file (it must not exist) for writing, readable and
+/// writable by its owner only (`0600`) from the moment it exists. The mode
+/// is given to `open(2)`, and the umask can only remove bits, so no umask
+/// makes it wider; a `chmod` afterwards would leave a moment in which it is.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let mut options = File::options();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(PRIVATE_FILE);
+    }
+    options.open(path)
+}
+
+/// [`create_private`] for a partial file of ours ([`partial_path`]): one
+/// left at the same name (by an earlier process that had our pid) is
+/// removed first, so the new one is still created `0600`, never reused
+/// with whatever mode it had.
+pub fn create_partial(path: &Path) -> io::Result<File> {
+    match create_private(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            create_private(path)
+        }
+        r => r,
+    }
+}
+
+/// A new temporary folder (removed when dropped), owner only (`0700`) from
+/// creation, in `parent` or else the system's temporary folder. tempfile's
+/// own default is `0777` minus the umask: `0755` under the usual one.
+pub fn private_tempdir(prefix: &str, parent: Option<&Path>) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(PRIVATE_DIR));
+    }
+    match parent {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+}
+
+/// Give an open file exactly these permission bits (`fchmod` on its
+/// descriptor: no path lookup, so nothing else can be changed by mistake).
+pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
+}
+
+/// The permission bits (`0o777` part) of `path`, following symlinks.
+pub fn mode_of(path: &Path) -> io::Result<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).map(|_| PRIVATE_FILE)
+    }
+}
+
+/// Create `dir` and its missing parents, each with exactly `mode`
+/// (whatever the umask); folders that exist are left as they are.
+///
+/// Each folder is created with `mode` by `mkdir(2)`, so the umask can only
+/// narrow it; when it did (a configured mode wider than the umask allows),
+/// the new, still empty folder gets `mode` by `chmod` right away.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_mode(parent, mode)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(mode);
+    }
+    match builder.create(dir) {
+        Ok(()) => {}
+        // Made by someone else meanwhile: theirs, leave its mode alone.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    if mode_of(dir)? != mode & 0o777 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// The permission bits of what a local sink creates: its files (artifacts,
+/// sidecars, manifests) and its folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Files, e.g. `0o600`.
+    pub file: u32,
+    /// Folders, e.g. `0o700`.
+    pub dir: u32,
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Self::PRIVATE
+    }
+}
+
+impl Modes {
+    /// Owner only: files `0600`, folders `0700`.
+    pub const PRIVATE: Modes = Modes {
+        file: PRIVATE_FILE,
+        dir: PRIVATE_DIR,
+    };
+
+    /// Files with exactly `file` (e.g. a configured `0640`), folders with
+    /// the same bits plus search (`x`) wherever `file` grants read.
+    ///
+    /// ```
+    /// use backup_core::fsutil::Modes;
+    /// assert_eq!(Modes::exact(0o640), Modes { file: 0o640, dir: 0o750 });
+    /// ```
+    pub fn exact(file: u32) -> Modes {
+        let file = file & 0o777;
+        Modes {
+            file,
+            dir: file | ((file & 0o444) >> 2),
+        }
+    }
+
+    /// What backups of a database file with permission bits `source` get:
+    /// owner read and write (the tool's own user must read them back), and
+    /// read for group and others only where `source` grants it; never
+    /// write or execute for them.
+    ///
+    /// ```
+    /// use backup_core::fsutil::Modes;
+    /// assert_eq!(Modes::from_source(0o600), Modes::PRIVATE);
+    /// assert_eq!(Modes::from_source(0o640), Modes { file: 0o640, dir: 0o750 });
+    /// assert_eq!(Modes::from_source(0o666), Modes { file: 0o644, dir: 0o755 });
+    /// assert_eq!(Modes::from_source(0o400), Modes::PRIVATE);
+    /// ```
+    pub fn from_source(source: u32) -> Modes {
+        Modes::exact(PRIVATE_FILE | (source & 0o044))
+    }
+
+    /// The modes for backups of the database file at `path`, as readable
+    /// as the file really is: its own bits, minus group or other read when
+    /// its folder does not let group or others reach it (no `x`). `None`
+    /// when it cannot be read (absent).
+    pub fn of_source(path: &Path) -> Option<Modes> {
+        let file = mode_of(path).ok()?;
+        let reach = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| mode_of(d).ok())
+            .map(|d| ((d & 0o010) << 2) | ((d & 0o001) << 2))
+            .unwrap_or(0);
+        Some(Modes::from_source(file & (0o600 | reach)))
+    }
+
+    /// The more restrictive of both: only the bits both grant.
+    pub fn meet(self, other: Modes) -> Modes {
+        Modes {
+            file: self.file & other.file,
+            dir: self.dir & other.dir,
+        }
+    }
+
+    /// True when a file (or, with `is_dir`, a folder) with permission bits
+    /// `mode` grants anything beyond these modes.
+    pub fn exceeded_by(self, mode: u32, is_dir: bool) -> bool {
+        let allowed = if is_dir { self.dir } else { self.file };
+        mode & 0o777 & !allowed != 0
+    }
+
+    /// `chmod` symbolic modes that bring files and folders back to these
+    /// modes in one recursive call (`X`: search on folders only), e.g.
+    /// `u=rwX,g=rX,o=` for `0640`.
+    pub fn chmod_spec(self) -> String {
+        let who = |shift: u32| {
+            let bits = (self.file >> shift) & 0o7;
+            let mut s = String::new();
+            if bits & 4 != 0 {
+                s.push('r');
+            }
+            if bits & 2 != 0 {
+                s.push('w');
+            }
+            if (self.dir >> shift) & 1 != 0 {
+                s.push('X');
+            }
+            s
+        };
+        format!("u={},g={},o={}", who(6), who(3), who(0))
+    }
+}
+
+/// Format permission bits as `chmod` takes them: `0640`.
+pub fn format_mode(mode: u32) -> String {
+    format!("{:04o}", mode & 0o7777)
+}
+
+/// Parse `0640` / `640` (octal permission bits, at most `0777`).
+pub fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
 }
 
 #[cfg(test)]
@@ -274,6 +523,126 @@ mod tests {
         );
         let n = kept.file_name().unwrap().len();
         assert!(n + "-journal".len() <= NAME_MAX && kept.to_string_lossy().ends_with("-2"));
+    }
+
+    #[test]
+    fn private_files_and_folders_get_their_modes_whatever_the_umask_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        let file = create_private(&f).unwrap();
+        assert_eq!(mode_of(&f).unwrap(), 0o600);
+        assert!(create_private(&f).is_err(), "must not exist");
+        set_mode(&file, 0o640).unwrap();
+        assert_eq!(mode_of(&f).unwrap(), 0o640);
+        // A leftover partial of ours is replaced, not reused with its mode.
+        let p = partial_path(&dir.path().join("g"));
+        std::fs::write(&p, b"old").unwrap();
+        set_mode(&File::open(&p).unwrap(), 0o666).unwrap();
+        create_partial(&p).unwrap();
+        assert_eq!(mode_of(&p).unwrap(), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+        // atomic_write: 0600, or exactly the mode asked for, even wider
+        // than a 022 umask would let open(2) make it.
+        let a = dir.path().join("a");
+        atomic_write(&a, b"x").unwrap();
+        assert_eq!(mode_of(&a).unwrap(), 0o600);
+        atomic_write_mode(&a, b"y", 0o664).unwrap();
+        assert_eq!(
+            (mode_of(&a).unwrap(), std::fs::read(&a).unwrap()),
+            (0o664, b"y".to_vec())
+        );
+        // Every folder created gets the mode; existing ones keep theirs.
+        let deep = dir.path().join("x/y/z");
+        create_dir_all_mode(&deep, 0o775).unwrap();
+        for d in ["x", "x/y", "x/y/z"] {
+            assert_eq!(mode_of(&dir.path().join(d)).unwrap(), 0o775, "{d}");
+        }
+        let before = mode_of(dir.path()).unwrap();
+        create_dir_all_mode(&dir.path().join("x/w"), 0o700).unwrap();
+        assert_eq!(mode_of(&dir.path().join("x")).unwrap(), 0o775);
+        assert_eq!(mode_of(&dir.path().join("x/w")).unwrap(), 0o700);
+        assert_eq!(mode_of(dir.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn modes_follow_the_source_and_what_its_folder_lets_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"").unwrap();
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        chmod(dir.path(), 0o755);
+        for (file, want) in [
+            (0o600, Modes::PRIVATE),
+            (
+                0o640,
+                Modes {
+                    file: 0o640,
+                    dir: 0o750,
+                },
+            ),
+            (
+                0o644,
+                Modes {
+                    file: 0o644,
+                    dir: 0o755,
+                },
+            ),
+            (
+                0o664,
+                Modes {
+                    file: 0o644,
+                    dir: 0o755,
+                },
+            ),
+            (
+                0o604,
+                Modes {
+                    file: 0o604,
+                    dir: 0o705,
+                },
+            ),
+        ] {
+            chmod(&db, file);
+            assert_eq!(Modes::of_source(&db), Some(want), "{file:o}");
+        }
+        // A 0644 file in a 0750 folder: others cannot reach it.
+        chmod(&db, 0o644);
+        chmod(dir.path(), 0o750);
+        assert_eq!(
+            Modes::of_source(&db),
+            Some(Modes {
+                file: 0o640,
+                dir: 0o750
+            })
+        );
+        chmod(dir.path(), 0o700);
+        assert_eq!(Modes::of_source(&db), Some(Modes::PRIVATE));
+        chmod(dir.path(), 0o755);
+        assert_eq!(Modes::of_source(&dir.path().join("absent.db")), None);
+        // Several databases: the most private wins.
+        let m = Modes::from_source(0o644).meet(Modes::from_source(0o640));
+        assert_eq!(
+            m,
+            Modes {
+                file: 0o640,
+                dir: 0o750
+            }
+        );
+        assert!(m.exceeded_by(0o644, false) && !m.exceeded_by(0o600, false));
+        assert!(m.exceeded_by(0o755, true) && !m.exceeded_by(0o750, true));
+        assert_eq!(m.chmod_spec(), "u=rwX,g=rX,o=");
+        assert_eq!(Modes::PRIVATE.chmod_spec(), "u=rwX,g=,o=");
+        assert_eq!(
+            (format_mode(0o640), parse_mode("0640"), parse_mode("640")),
+            ("0640".into(), Some(0o640), Some(0o640))
+        );
+        assert_eq!(
+            (parse_mode("0800"), parse_mode("1777"), parse_mode("")),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -106,6 +106,33 @@ pub struct Entry {
     pub verified_with: CheckLevel,
     /// Source path at backup time.
     pub source: String,
+    /// Permission bits of the source file at backup time, written as
+    /// `chmod` takes them (`"0640"`); `restore --to` a new path gives them
+    /// to the new file. Absent in manifests written before it existed (the
+    /// new file then stays `0600`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "octal_mode")]
+    pub source_mode: Option<u32>,
+}
+
+/// `Option<u32>` permission bits as an octal string, `"0640"`.
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(m) => s.serialize_str(&crate::fsutil::format_mode(*m)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => crate::fsutil::parse_mode(&text).map(Some).ok_or_else(|| {
+                D::Error::custom(format!("source_mode {text:?} is not like \"0640\""))
+            }),
+        }
+    }
 }
 
 /// A record that a prune deleted an artifact listed by an earlier manifest.
@@ -462,6 +489,7 @@ pub(crate) fn sample_entry() -> Entry {
         snapshot_ms: 180,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app/mission-control.db".into(),
+        source_mode: Some(0o640),
     }
 }
 
@@ -537,6 +565,13 @@ mod tests {
         v.as_object_mut().unwrap().remove("previous_fields");
         let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back, m);
+        // Written before `source_mode` existed: unknown.
+        v["entries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("source_mode");
+        let back = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back.entries[0].source_mode, None);
         // A newer version is refused, not misread.
         v["version"] = (VERSION + 1).into();
         assert!(Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).is_err());

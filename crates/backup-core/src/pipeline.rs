@@ -903,7 +903,8 @@ fn via_scratch(
     // The scratch folder normally lives in the local tier; when that is not
     // writable (read-only or missing mount), the other sinks must still get
     // the backup, so fall back to the system's temporary folder.
-    let scratch_dir = match std::fs::create_dir_all(&opts.scratch_dir) {
+    // Owner only (0700), like the 0600 files in it.
+    let scratch_dir = match fsutil::create_dir_all_mode(&opts.scratch_dir, fsutil::PRIVATE_DIR) {
         Ok(()) => opts.scratch_dir.clone(),
         Err(e) => {
             let fallback = fallback_scratch_dir();
@@ -912,7 +913,7 @@ fn via_scratch(
                 opts.scratch_dir.display(),
                 fallback.display()
             );
-            std::fs::create_dir_all(&fallback).map_err(|e2| {
+            fsutil::create_dir_all_mode(&fallback, fsutil::PRIVATE_DIR).map_err(|e2| {
                 Failure::Other(format!(
                     "creating scratch folder {} ({e}) or {} ({e2})",
                     opts.scratch_dir.display(),
@@ -1021,6 +1022,9 @@ fn finish_uploads(
     let facts = produced.report.facts.unwrap_or_default();
     let sha256 = fan.digest.clone().finish_hex();
     let size = fan.bytes;
+    // Recorded so that `restore --to` a new path gives the new file the
+    // source's mode, not the umask's.
+    let source_mode = fsutil::mode_of(&db.path).ok();
     let mut written = Vec::new();
     for (i, w) in fan.writers {
         let Some(w) = w else { continue };
@@ -1072,6 +1076,7 @@ fn finish_uploads(
                         snapshot_ms: produced.stats.elapsed.as_millis() as u64,
                         verified_with: opts.verify_level,
                         source: db.path.display().to_string(),
+                        source_mode,
                     },
                 ));
             }

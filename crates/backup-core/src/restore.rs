@@ -801,13 +801,10 @@ pub fn dry_run(
     sinks: &[&dyn Sink],
     observer: &dyn Observer,
 ) -> Result<DryRun, RestoreError> {
-    let dir = tempfile::Builder::new()
-        .prefix("sqlite-backup-restore-dry-run-")
-        .tempdir()
-        .map_err(io_err(
-            "creating a temporary folder in",
-            &std::env::temp_dir(),
-        ))?;
+    let dir = fsutil::private_tempdir("sqlite-backup-restore-dry-run-", None).map_err(io_err(
+        "creating a temporary folder in",
+        &std::env::temp_dir(),
+    ))?;
     let scratch = dir.path().join("candidate.db");
     let (chosen, report, rejected) = find_good(plan, sinks, &scratch, observer)?;
     let scratch_dir = dir.path().to_path_buf();
@@ -870,8 +867,11 @@ fn keep_as(file: &Path, to: &Path) -> io::Result<&'static str> {
         Err(_) => {
             let tmp = fsutil::partial_path(to);
             let r = (|| {
-                fs::copy(file, &tmp)?;
-                File::open(&tmp)?.sync_all()?;
+                // 0600 while written, the original's mode once complete.
+                let mut out = fsutil::create_partial(&tmp)?;
+                io::copy(&mut File::open(file)?, &mut out)?;
+                out.sync_all()?;
+                fsutil::set_mode(&out, fsutil::mode_of(file)?)?;
                 if to.exists() {
                     return Err(io::Error::from(io::ErrorKind::AlreadyExists));
                 }
@@ -894,7 +894,14 @@ pub fn execute(
 ) -> Result<Outcome, RestoreError> {
     let target = plan.target.as_path();
     let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    fs::create_dir_all(&dir).map_err(io_err("creating the folder", &dir))?;
+    // A folder we create for a new database is no more open than the
+    // database will be (its source's mode at backup time; else 0700).
+    let dir_mode = plan
+        .candidates
+        .first()
+        .and_then(|c| c.listed.entry.source_mode)
+        .map_or(fsutil::PRIVATE_DIR, |m| fsutil::Modes::from_source(m).dir);
+    fsutil::create_dir_all_mode(&dir, dir_mode).map_err(io_err("creating the folder", &dir))?;
     clean_leftovers(target, observer);
     probe(plan, observer)?;
 
@@ -908,9 +915,18 @@ pub fn execute(
     // 2. Verification may have taken minutes: look again.
     let forced_past = probe(plan, observer)?;
 
-    // 3. Same mode and owner as the database it replaces.
+    // 3. Same mode and owner as the database it replaces. A new database
+    // gets the mode its source had at backup time (the scratch file was
+    // created 0600, which it keeps when the manifest does not say).
     let t1 = Instant::now();
     let old_meta = fs::metadata(target).ok();
+    if old_meta.is_none()
+        && let Some(mode) = plan.candidates[chosen].listed.entry.source_mode
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(scratch, fs::Permissions::from_mode(mode & 0o777))
+            .map_err(io_err("setting the mode of", scratch))?;
+    }
     if let Some(meta) = &old_meta {
         let _ = fs::set_permissions(scratch, meta.permissions());
         #[cfg(unix)]
@@ -1072,6 +1088,7 @@ mod tests {
                 snapshot_ms: 1,
                 verified_with: CheckLevel::IntegrityCheck,
                 source: "/x/app.db".into(),
+                source_mode: None,
             },
         }
     }

@@ -199,7 +199,10 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Copy a live database into a new file `dest` (which must not exist) with
 /// `method`: the scratch-file path of a backup. The streaming path is
-/// [`PageStream`], which writes no file.
+/// [`PageStream`], which writes no file. `dest` is created `0600` (see
+/// [`crate::fsutil::create_private`]) before SQLite opens it, whatever the
+/// umask: SQLite would create it `0644` minus the umask, and gives its
+/// `-journal` the mode of the database file.
 pub fn to_file(
     method: SnapshotMethod,
     source: &Path,
@@ -229,8 +232,11 @@ pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Create and open a new private database file (a snapshot's destination).
+/// Create and open a new private database file (a snapshot's destination):
+/// an empty file created `0600`, then opened by SQLite (an empty file is an
+/// empty database).
 fn open_new(path: &Path) -> rusqlite::Result<Connection> {
+    create_empty_private(path)?;
     Connection::open_with_flags(
         crate::verify::sqlite_uri(path, ""),
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -238,6 +244,17 @@ fn open_new(path: &Path) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
+}
+
+/// Create `path` as an empty `0600` file (it must not exist), so that
+/// SQLite, opening it, keeps that mode (and gives it to its `-journal`).
+fn create_empty_private(path: &Path) -> rusqlite::Result<()> {
+    crate::fsutil::create_private(path).map(drop).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("creating {}: {e}", path.display())),
+        )
+    })
 }
 
 /// How many times a busy snapshot retries, once a millisecond (about 30 s).
@@ -359,6 +376,8 @@ impl VacuumInto {
         let taken_at = Timestamp::now();
         // VACUUM INTO takes a URI too (ASCII, so any path fits in a string).
         let dest_uri = crate::verify::sqlite_uri(dest, "");
+        // VACUUM INTO writes into an existing file when it is empty.
+        create_empty_private(dest).map_err(fail)?;
         src.execute("VACUUM INTO ?1", [dest_uri.to_string_lossy()])
             .map_err(fail)?;
         let out = crate::verify::open_private(dest).map_err(fail)?;

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::path::Path;
 
@@ -519,7 +518,8 @@ pub fn verify_stream(
 ) -> io::Result<ArtifactReport> {
     let mut report = ArtifactReport::default();
     let mut hashing_in = HashingReader::new(input);
-    let out = File::options().write(true).create_new(true).open(scratch)?;
+    // 0600 from creation: a copy of someone's database.
+    let out = crate::fsutil::create_private(scratch)?;
     let mut hashing_out = HashingWriter::new(BufWriter::with_capacity(
         1 << 20,
         crate::fsutil::WritebackFile::new(out),

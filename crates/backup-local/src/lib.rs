@@ -18,6 +18,19 @@
 //! is gone. (`object_store`'s `LocalFileSystem` also renames into place but
 //! does not fsync, which is not enough for the only copy of someone's data.)
 //!
+//! ## Permissions
+//!
+//! A backup is a copy of a database: it must never be more readable than the
+//! database. The sink's [`Modes`] (owner only, `0600` / `0700`, unless set
+//! with [`LocalSink::with_modes`]) are given at creation: partial files are
+//! created `0600` (`open(2)` with that mode, which no umask widens), get the
+//! sink's file mode by `fchmod` on the descriptor once written, and only
+//! then are renamed to their name; folders the sink creates get the folder
+//! mode from `mkdir(2)`. So no moment exists in which an object, or a part
+//! of one, is more readable than the sink's modes. Folders that exist
+//! already are left alone; [`LocalSink::too_open`] finds those (and files)
+//! that grant more than the modes.
+//!
 //! ```
 //! use backup_core::sink::Sink;
 //! let dir = tempfile::tempdir().unwrap();
@@ -31,7 +44,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use backup_core::fsutil::{self, WritebackFile};
+use backup_core::fsutil::{self, Modes, WritebackFile};
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
 use walkdir::WalkDir;
 
@@ -41,16 +54,85 @@ pub struct LocalSink {
     name: String,
     root: PathBuf,
     placement: Placement,
+    modes: Modes,
+}
+
+/// A file or folder of a sink that grants more than the sink's [`Modes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooOpen {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+    /// A folder.
+    pub is_dir: bool,
 }
 
 impl LocalSink {
-    /// A sink named `name` over `root` (created on first write).
+    /// A sink named `name` over `root` (created on first write), whose
+    /// files are `0600` and folders `0700` (see [`Self::with_modes`]).
     pub fn new(name: impl Into<String>, root: impl Into<PathBuf>, placement: Placement) -> Self {
         Self {
             name: name.into(),
             root: root.into(),
             placement,
+            modes: Modes::PRIVATE,
         }
+    }
+
+    /// The same sink creating files and folders with `modes` instead, e.g.
+    /// [`Modes::of_source`] of the database it backs up. A sink shared by
+    /// several databases takes the [`Modes::meet`] of theirs: one folder
+    /// and one manifest per run hold them all, so the most private wins.
+    pub fn with_modes(mut self, modes: Modes) -> Self {
+        self.modes = modes;
+        self
+    }
+
+    /// The modes of what it creates.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
+    /// Create the root folder (and missing parents) with the folder mode,
+    /// if missing. Writes do this on their own; call it first when
+    /// something else may create a folder inside the root (the snapshot
+    /// scratch folder `.tmp`), so the root still gets the sink's mode.
+    pub fn ensure_root(&self) -> io::Result<()> {
+        fsutil::create_dir_all_mode(&self.root, self.modes.dir)
+    }
+
+    /// The root folder and everything below it (scratch folders too) that
+    /// grants more than the sink's modes, in path order. Symlinks are not
+    /// followed. An absent root has none.
+    pub fn too_open(&self) -> io::Result<Vec<TooOpen>> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_dir() {
+                for entry in fs::read_dir(&path)? {
+                    stack.push(entry?.path());
+                }
+            } else if !meta.is_file() {
+                continue;
+            }
+            if self.modes.exceeded_by(mode, meta.is_dir()) {
+                out.push(TooOpen {
+                    path,
+                    mode,
+                    is_dir: meta.is_dir(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
     }
 
     /// The usual local sink: named `local`, hot and warm tiers in `root`.
@@ -83,7 +165,8 @@ impl LocalSink {
     fn prepare(&self, key: &str) -> Result<(PathBuf, PathBuf), SinkError> {
         let path = self.path_of(key)?;
         let parent = path.parent().expect("key has a parent").to_path_buf();
-        fs::create_dir_all(&parent).map_err(Self::io("create folder for", key))?;
+        fsutil::create_dir_all_mode(&parent, self.modes.dir)
+            .map_err(Self::io("create folder for", key))?;
         let tmp = fsutil::partial_path(&path);
         Ok((path, tmp))
     }
@@ -95,6 +178,7 @@ struct LocalWriter {
     tmp: PathBuf,
     file: Option<BufWriter<WritebackFile>>,
     bytes: u64,
+    mode: u32,
 }
 
 impl Write for LocalWriter {
@@ -115,6 +199,9 @@ impl SinkWriter for LocalWriter {
         let done = (|| {
             let file = file.into_inner().map_err(|e| e.into_error())?.into_inner();
             file.sync_all()?;
+            // Created 0600; the sink's mode only now, on the descriptor,
+            // just before the rename gives it its name.
+            fsutil::set_mode(&file, self.mode)?;
             drop(file);
             fs::rename(&self.tmp, &self.path)?;
             fsutil::fsync_dir(self.path.parent().expect("parent"))
@@ -161,19 +248,20 @@ impl Sink for LocalSink {
 
     fn create(&self, key: &str) -> Result<Box<dyn SinkWriter>, SinkError> {
         let (path, tmp) = self.prepare(key)?;
-        let file = File::create(&tmp).map_err(Self::io("create", key))?;
+        let file = fsutil::create_partial(&tmp).map_err(Self::io("create", key))?;
         Ok(Box::new(LocalWriter {
             key: key.to_string(),
             path,
             tmp,
             file: Some(BufWriter::with_capacity(1 << 20, WritebackFile::new(file))),
             bytes: 0,
+            mode: self.modes.file,
         }))
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         let (path, _) = self.prepare(key)?;
-        fsutil::atomic_write(&path, data).map_err(Self::io("write", key))
+        fsutil::atomic_write_mode(&path, data, self.modes.file).map_err(Self::io("write", key))
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
@@ -267,5 +355,59 @@ mod tests {
         assert_eq!(sink.clean_incomplete().unwrap(), 1);
         assert_eq!(mine.finish().unwrap(), 0);
         assert_eq!(sink.list("").unwrap(), vec!["b.db.zst"]);
+    }
+
+    #[test]
+    fn objects_and_folders_get_the_sink_modes_and_too_open_finds_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/b");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let sink = LocalSink::folder(&root).with_modes(Modes::exact(0o640));
+        let mut w = sink.create("x/y.db.zst").unwrap();
+        w.write_all(b"data").unwrap();
+        // While written: a 0600 partial file, nothing under its name.
+        let partial = fsutil::partial_path(&root.join("x/y.db.zst"));
+        assert_eq!(mode(&partial), 0o600);
+        w.finish().unwrap();
+        sink.put("x/y.db.zst.sha256", b"sum").unwrap();
+        for (p, m) in [
+            ("a", 0o750),
+            ("a/b", 0o750),
+            ("a/b/x", 0o750),
+            ("a/b/x/y.db.zst", 0o640),
+            ("a/b/x/y.db.zst.sha256", 0o640),
+        ] {
+            assert_eq!(mode(&dir.path().join(p)), m, "{p}");
+        }
+        assert!(sink.too_open().unwrap().is_empty());
+        // The default is owner only; what it finds beyond that, in order.
+        let private = LocalSink::folder(&root);
+        let found: Vec<(String, u32)> = private
+            .too_open()
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.path.strip_prefix(&root).unwrap().display().to_string(),
+                    t.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (String::new(), 0o750),
+                ("x".into(), 0o750),
+                ("x/y.db.zst".into(), 0o640),
+                ("x/y.db.zst.sha256".into(), 0o640),
+            ]
+        );
+        assert!(
+            LocalSink::folder(dir.path().join("absent"))
+                .too_open()
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -57,6 +57,7 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
         snapshot_ms: 1,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        source_mode: None,
     };
     pipeline::write_manifest(sink, &manifest::new_run_id(at), at, at, vec![entry], vec![]).unwrap();
 }

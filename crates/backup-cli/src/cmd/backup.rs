@@ -144,6 +144,14 @@ pub fn run_backup_with(
                 other => anyhow::Error::new(other).context("taking the run lock"),
             }
         })?;
+    // The local roots first, with the sinks' folder mode: the snapshot
+    // scratch folder inside the local root would otherwise create it 0700.
+    // A failure here shows as that sink's failure in the run.
+    for sink in settings::local_sinks(config) {
+        if let Err(e) = sink.ensure_root() {
+            tracing::debug!("creating {}: {e}", sink.root().display());
+        }
+    }
     let observer = CliObserver::new(control.progress, control.cancel.clone());
     let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
     let report = pipeline::execute(&plan, &observer);

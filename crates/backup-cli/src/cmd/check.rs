@@ -27,6 +27,14 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
             .find(|d| std::fs::canonicalize(&d.database.path).ok() == canonical)
             .map(|d| d.database.clone())
     });
+    // The backups of a configured database: are they more readable than it?
+    if db.is_some()
+        && let Some(config) = &config
+    {
+        for w in settings::permission_warnings(config) {
+            tracing::warn!("{w}");
+        }
+    }
     let checks = match &db {
         Some(db) => Checks::for_database(db, level),
         None => Checks {

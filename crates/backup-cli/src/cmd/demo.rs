@@ -76,7 +76,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     let refs: Vec<&dyn backup_core::sink::Sink> = sinks.iter().map(|s| s.as_ref()).collect();
     let (listed, _) = manifest::collect(&refs);
     let latest = listed.first().context("the catalog lists no backup")?;
-    let scratch = tempfile::tempdir()?;
+    let scratch = backup_core::fsutil::private_tempdir("sqlite-backup-demo-", None)?;
     let checks = Checks::for_database(&config.databases[0].database, CheckLevel::IntegrityCheck);
     let v = verify::verify_entry(
         sinks[0].as_ref(),

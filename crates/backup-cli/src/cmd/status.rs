@@ -64,6 +64,11 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
         })
         .collect();
     let healthy = rows.iter().all(|(_, _, h)| *h == Health::Ok);
+    // A warning, not unhealthy: the backups themselves are fine.
+    let permissions = settings::permission_warnings(&config);
+    for w in &permissions {
+        tracing::warn!("{w}");
+    }
 
     if args.json {
         let databases: Vec<serde_json::Value> = rows
@@ -95,6 +100,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
             "healthy": healthy,
             "state_file": State::path(&config.state_dir).display().to_string(),
             "databases": databases,
+            "permission_warnings": permissions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

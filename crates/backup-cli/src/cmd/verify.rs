@@ -20,7 +20,8 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     if args.catalog {
         return super::catalog::verify(cli, args);
     }
-    let scratch_dir = tempfile::tempdir().context("creating a scratch folder")?;
+    let scratch_dir = backup_core::fsutil::private_tempdir("sqlite-backup-verify-", None)
+        .context("creating a scratch folder")?;
     let scratch = scratch_dir.path().join("candidate.db");
     let (subject, report) = match (&args.artifact, &args.latest) {
         (_, Some(label)) => {

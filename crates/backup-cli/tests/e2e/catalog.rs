@@ -321,6 +321,7 @@ fn thousand_runs(root: &Path) {
             snapshot_ms: 1,
             verified_with: Default::default(),
             source: "/srv/app.db".into(),
+            source_mode: None,
         };
         backup_core::pipeline::write_manifest(&mem, &run_id, t, t, vec![entry], vec![]).unwrap();
     }

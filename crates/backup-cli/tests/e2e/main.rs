@@ -9,5 +9,6 @@ mod catalog;
 mod cli_snapshots;
 mod ops_e2e;
 mod paths;
+mod perms;
 mod prune_cli;
 mod restore;

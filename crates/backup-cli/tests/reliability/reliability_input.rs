@@ -236,6 +236,7 @@ fn sample_manifest() -> Vec<u8> {
         snapshot_ms: 5,
         verified_with: backup_core::CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        source_mode: None,
     };
     Manifest {
         format: backup_core::manifest::FORMAT.into(),

@@ -59,6 +59,7 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
         snapshot_ms: 1,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        source_mode: None,
     }
 }
 
