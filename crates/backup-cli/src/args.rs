@@ -41,6 +41,16 @@ pub struct Cli {
     )]
     pub log_file: Option<PathBuf>,
 
+    /// age identity file (private key) that opens encrypted backups, for
+    /// restore and verify. Backups themselves need only the public keys.
+    #[arg(
+        long,
+        global = true,
+        env = "SQLITE_BACKUP_IDENTITY_FILE",
+        value_name = "FILE"
+    )]
+    pub identity: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -215,3 +215,20 @@ fn shell_quote(text: &str) -> String {
         format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
+
+/// The keys that open encrypted backups: `--identity FILE` (or
+/// `SQLITE_BACKUP_IDENTITY_FILE`), else the passphrase of a config in
+/// passphrase mode. An unreadable or empty identity file is a usage error.
+pub fn identities(
+    identity: Option<&Path>,
+    config: Option<&Config>,
+) -> Result<Option<backup_core::encryption::Identities>> {
+    if let Some(path) = identity {
+        return backup_core::encryption::Identities::read_file(path)
+            .map(Some)
+            .map_err(|e| UsageError(format!("--identity: {e}")).into());
+    }
+    Ok(config
+        .and_then(|c| c.passphrase.clone())
+        .map(backup_core::encryption::Identities::passphrase))
+}

@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use backup_azure::AzureConfig;
 use backup_core::compress::{Compression, Format};
+use backup_core::encryption::Recipients;
 use backup_core::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
 use backup_core::{CheckLevel, Database, Retention, SnapshotMethod, validate_label, validate_tag};
 use secrecy::SecretString;
@@ -132,6 +133,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `status` exits non-zero when a database's newest backup is older.
     pub max_age_hours: u32,
+    /// The passphrase of `[encryption] passphrase_env`, which also opens
+    /// the backups it encrypted. Never printed.
+    pub passphrase: Option<SecretString>,
 }
 
 // ---- raw, as written in the file ------------------------------------------
@@ -154,6 +158,17 @@ struct RawConfig {
     snapshot: Option<RawSnapshot>,
     state_dir: Option<String>,
     max_age_hours: Option<u32>,
+    encryption: Option<Spanned<RawEncryption>>,
+}
+
+/// `[encryption]`, or a database's own `encryption = { … }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    recipients_file: Option<String>,
+    passphrase_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +185,7 @@ struct RawDatabase {
     cold_tags: Vec<String>,
     #[serde(default)]
     retention: RetentionOverride,
+    encryption: Option<Spanned<RawEncryption>>,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +352,49 @@ impl Config {
             }
             None => Retention::default(),
         };
+        // Keys are checked now, before anything runs: a configured but
+        // unusable recipient must stop the run, never let it write plaintext.
+        let encryption_of = |e: Spanned<RawEncryption>| -> Result<Recipients, ConfigError> {
+            let at = e.span().start;
+            let e = e.into_inner();
+            let bad = |m: String| {
+                err(
+                    Some(at),
+                    m,
+                    Some(
+                        "recipients are age public keys (age1…), e.g. from `age-keygen -y key.txt`",
+                    ),
+                )
+            };
+            if let Some(var) = &e.passphrase_env {
+                if !e.recipients.is_empty() || e.recipients_file.is_some() {
+                    return Err(bad(
+                        "encryption: passphrase_env cannot be combined with recipients (age allows one or the other)".into(),
+                    ));
+                }
+                let pass = std::env::var(var).ok().filter(|p| !p.is_empty()).ok_or_else(|| {
+                    bad(format!(
+                        "encryption: passphrase_env names {var:?}, which is not set in the environment"
+                    ))
+                })?;
+                return Ok(Recipients::passphrase(pass.as_str().into()));
+            }
+            let mut keys = e.recipients.clone();
+            if let Some(f) = &e.recipients_file {
+                keys.extend(
+                    Recipients::read_file(&resolve(f))
+                        .map_err(|e| bad(format!("encryption: {e}")))?,
+                );
+            }
+            Recipients::parse(&keys).map_err(|e| bad(format!("encryption: {e}")))
+        };
+        let passphrase: Option<SecretString> = raw
+            .encryption
+            .as_ref()
+            .and_then(|e| e.get_ref().passphrase_env.as_ref())
+            .and_then(|var| std::env::var(var).ok())
+            .map(|p| p.as_str().into());
+        let global_encryption = raw.encryption.map(&encryption_of).transpose()?;
         let mut databases = Vec::new();
         let mut seen = BTreeMap::new();
         for spanned in raw.database {
@@ -382,6 +441,10 @@ impl Config {
                 ));
             }
             let retention = db.retention.over(&global_retention);
+            let encryption = match db.encryption {
+                Some(e) => Some(encryption_of(e)?),
+                None => global_encryption.clone(),
+            };
             check_tiers(&retention, start)?;
             databases.push(DatabaseConfig {
                 database: Database {
@@ -390,6 +453,7 @@ impl Config {
                     required_tables: db.required_tables,
                     checks: db.checks,
                     retention,
+                    encryption,
                 },
                 post_restore: db.post_restore,
                 cold_tags: db.cold_tags,
@@ -517,6 +581,7 @@ impl Config {
                 .map(resolve)
                 .unwrap_or_else(|| base.join(".sqlite-backup-state")),
             max_age_hours: raw.max_age_hours.unwrap_or(26),
+            passphrase,
         })
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::encryption::Recipients;
 use crate::retention::Retention;
 
 /// Which integrity check runs right after each backup.
@@ -64,6 +65,8 @@ pub struct Database {
     pub checks: Vec<String>,
     /// This database's retention policy.
     pub retention: Retention,
+    /// Encrypt its backups to these recipients (`None`: plaintext).
+    pub encryption: Option<Recipients>,
 }
 
 impl Database {
@@ -76,7 +79,15 @@ impl Database {
             required_tables: Vec::new(),
             checks: Vec::new(),
             retention: Retention::default(),
+            encryption: None,
         }
+    }
+
+    /// Encrypt this database's backups to `recipients` (age): the host
+    /// then cannot read them back without an identity.
+    pub fn encrypt_to(mut self, recipients: Recipients) -> Self {
+        self.encryption = Some(recipients);
+        self
     }
 
     /// Tables that must exist in every backup and restore.

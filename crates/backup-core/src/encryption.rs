@@ -118,10 +118,11 @@ impl Recipients {
         let mut fingerprints = Vec::new();
         for (i, key) in keys.into_iter().enumerate() {
             let key = key.as_ref().trim();
-            let r: age::x25519::Recipient = key.parse().map_err(|e: &str| KeyError::BadRecipient {
-                index: i + 1,
-                reason: e.to_string(),
-            })?;
+            let r: age::x25519::Recipient =
+                key.parse().map_err(|e: &str| KeyError::BadRecipient {
+                    index: i + 1,
+                    reason: e.to_string(),
+                })?;
             fingerprints.push(fingerprint(key));
             parsed.push(Box::new(r));
         }
@@ -170,22 +171,28 @@ impl Recipients {
     }
 
     fn encryptor(&self) -> io::Result<Encryptor> {
-        Encryptor::with_recipients(self.0.keys.iter().map(|k| k.as_ref() as &dyn age::Recipient))
-            .map_err(io::Error::other)
+        Encryptor::with_recipients(
+            self.0
+                .keys
+                .iter()
+                .map(|k| k.as_ref() as &dyn age::Recipient),
+        )
+        .map_err(io::Error::other)
     }
 
     /// Wrap `out` so that everything written is encrypted; the encoder's
     /// `finish` writes the last authenticated chunk.
-    pub fn encrypt<'a>(&self, out: Box<dyn Write + Send + 'a>) -> io::Result<Box<dyn Encoder + 'a>> {
+    pub fn encrypt<'a>(
+        &self,
+        out: Box<dyn Write + Send + 'a>,
+    ) -> io::Result<Box<dyn Encoder + 'a>> {
         Ok(Box::new(AgeWriter(self.encryptor()?.wrap_output(out)?)))
     }
 
     /// Encrypt a small value into ASCII-armored text (for manifest fields).
     pub fn seal(&self, plaintext: &[u8]) -> io::Result<String> {
-        let mut armored = age::armor::ArmoredWriter::wrap_output(
-            Vec::new(),
-            age::armor::Format::AsciiArmor,
-        )?;
+        let mut armored =
+            age::armor::ArmoredWriter::wrap_output(Vec::new(), age::armor::Format::AsciiArmor)?;
         let mut w = self.encryptor()?.wrap_output(&mut armored)?;
         w.write_all(plaintext)?;
         w.finish()?;
@@ -341,7 +348,9 @@ mod tests {
             .read_to_end(&mut plain)
             .unwrap();
         assert_eq!(plain, vec![7u8; 200_000]);
-        match Identities::from_x25519([other]).decrypt(Box::new(stored.as_slice()), to.fingerprints()) {
+        match Identities::from_x25519([other])
+            .decrypt(Box::new(stored.as_slice()), to.fingerprints())
+        {
             Err(OpenError::WrongIdentity { encrypted_to }) => {
                 assert_eq!(encrypted_to, vec![fingerprint(&public)])
             }

@@ -66,6 +66,9 @@ pub enum Error {
         /// What the hook said.
         error: String,
     },
+    /// Encrypted backups, and no identity (or the wrong one) to open them.
+    #[error("{0}")]
+    Keys(String),
     /// The run was cancelled; nothing incomplete was stored.
     #[error("cancelled: nothing of the run was stored")]
     Cancelled,
@@ -99,6 +102,9 @@ impl From<RestoreError> for Error {
                 holders,
             },
             RestoreError::NonePassed { label, rejected } => Error::NoGoodBackup { label, rejected },
+            e @ (RestoreError::NeedsIdentity { .. } | RestoreError::WrongIdentity { .. }) => {
+                Error::Keys(e.to_string())
+            }
             RestoreError::Io { what, path, source } => Error::Io { what, path, source },
         }
     }

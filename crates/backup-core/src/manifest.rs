@@ -112,6 +112,61 @@ pub struct Entry {
     /// new file then stays `0600`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "octal_mode")]
     pub source_mode: Option<u32>,
+    /// Short fingerprints of the age recipients the artifact is encrypted
+    /// to (see [`crate::encryption::fingerprint`]); empty when it is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<String>,
+    /// For an encrypted artifact: `db_sha256`, `schema_sha256` and
+    /// `row_counts`, sealed to the same recipients (ASCII-armored age). In
+    /// the clear those fields are then empty: a plain digest of the content
+    /// would let anyone confirm a guess of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+/// What an encrypted entry keeps sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFacts {
+    /// SHA-256 of the decompressed database.
+    pub db_sha256: String,
+    /// SHA-256 of the schema.
+    pub schema_sha256: String,
+    /// Row counts of the required tables.
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+impl Entry {
+    /// Whether the artifact is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        !self.encrypted_to.is_empty() || self.sealed.is_some()
+    }
+
+    /// The entry with its sealed facts opened by `identities` (an
+    /// unencrypted entry comes back as it is).
+    pub fn opened(
+        &self,
+        identities: &crate::encryption::Identities,
+    ) -> Result<Entry, crate::encryption::OpenError> {
+        let Some(sealed) = &self.sealed else {
+            return Ok(self.clone());
+        };
+        let bytes = identities.unseal(sealed).map_err(|e| match e {
+            crate::encryption::OpenError::WrongIdentity { .. } => {
+                crate::encryption::OpenError::WrongIdentity {
+                    encrypted_to: self.encrypted_to.clone(),
+                }
+            }
+            other => other,
+        })?;
+        let facts: SealedFacts = serde_json::from_slice(&bytes)
+            .map_err(|e| crate::encryption::OpenError::Damaged(e.to_string()))?;
+        Ok(Entry {
+            db_sha256: facts.db_sha256,
+            schema_sha256: facts.schema_sha256,
+            row_counts: facts.row_counts,
+            ..self.clone()
+        })
+    }
 }
 
 /// `Option<u32>` permission bits as an octal string, `"0640"`.
@@ -490,6 +545,8 @@ pub(crate) fn sample_entry() -> Entry {
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app/mission-control.db".into(),
         source_mode: Some(0o640),
+        encrypted_to: vec![],
+        sealed: None,
     }
 }
 

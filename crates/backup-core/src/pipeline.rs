@@ -29,12 +29,13 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use crate::compress::Compression;
+use crate::compress::{Compression, Encoder};
 use crate::database::{CheckLevel, Database, SnapshotMethod};
 use crate::digest::{HashingWriter, Sha256, Sidecar};
+use crate::encryption::{Plain, Recipients};
 use crate::fsutil;
 use crate::intent;
-use crate::manifest::{self, Entry, Manifest};
+use crate::manifest::{self, Entry, Manifest, SealedFacts};
 use crate::naming::{self, NameContext, Template};
 use crate::sink::{Sink, SinkWriter};
 use crate::snapshot::{self, PageStream, SnapshotStats};
@@ -204,7 +205,11 @@ pub fn plan(databases: &[Database], targets: &[Target], opts: &Options, now: Tim
                 Action::Skip(format!("source {} does not exist", db.path.display()))
             } else {
                 let cold = opts.cold || opts.cold_labels.contains(&db.label);
-                let ext = format!(".db{}", opts.compression.extension());
+                let ext = format!(
+                    ".db{}{}",
+                    opts.compression.extension(),
+                    if db.encryption.is_some() { ".age" } else { "" }
+                );
                 Action::Backup(
                     targets
                         .iter()
@@ -863,14 +868,20 @@ fn stream_pages(
     });
     let total = stream.size();
     let page_size = stream.page_size();
-    let streamed = compress_into(fan, &opts.compression, opts.observer, |out| {
-        stream
-            .copy_to(out, &mut |done, _| {
-                opts.observer
-                    .stream_progress(&db.label, done * page_size, total)
-            })
-            .map(|_| ())
-    });
+    let streamed = compress_into(
+        fan,
+        &opts.compression,
+        db.encryption.as_ref(),
+        opts.observer,
+        |out| {
+            stream
+                .copy_to(out, &mut |done, _| {
+                    opts.observer
+                        .stream_progress(&db.label, done * page_size, total)
+                })
+                .map(|_| ())
+        },
+    );
     let report = match checker {
         Some(h) => h
             .join()
@@ -940,21 +951,27 @@ fn via_scratch(
     let checks = Checks::after_backup(db, opts.verify_level);
     let check_path = scratch.0.clone();
     let checker = std::thread::spawn(move || verify::check_file(&check_path, &checks));
-    let streamed = compress_into(fan, &opts.compression, opts.observer, |out| {
-        let mut file = File::open(&scratch.0)?;
-        let total = file.metadata()?.len();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut done = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
+    let streamed = compress_into(
+        fan,
+        &opts.compression,
+        db.encryption.as_ref(),
+        opts.observer,
+        |out| {
+            let mut file = File::open(&scratch.0)?;
+            let total = file.metadata()?.len();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                out.write_all(&buf[..n])?;
+                done += n as u64;
+                opts.observer.stream_progress(&db.label, done, total);
             }
-            out.write_all(&buf[..n])?;
-            done += n as u64;
-            opts.observer.stream_progress(&db.label, done, total);
-        }
-    });
+        },
+    );
     let report = checker
         .join()
         .map_err(|_| Failure::Other("post-backup check panicked".into()))?;
@@ -991,10 +1008,17 @@ impl Write for Cancellable<'_> {
 fn compress_into(
     fan: &mut FanOut,
     compression: &Compression,
+    encryption: Option<&Recipients>,
     observer: &dyn Observer,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<(String, u64)> {
-    let encoder = compression.encoder(Box::new(fan))?;
+    // Compressed, then encrypted (ciphertext does not compress), then sent:
+    // the fan-out's digest, and so the sidecar, covers the stored bytes.
+    let mut sealed: Box<dyn Encoder + '_> = match encryption {
+        Some(r) => r.encrypt(Box::new(fan))?,
+        None => Box::new(Plain(Box::new(fan))),
+    };
+    let encoder = compression.encoder(Box::new(&mut sealed))?;
     // Pages arrive 4 KiB at a time; the digest and the compressor's input
     // handling work best on large blocks.
     let mut raw = BufWriter::with_capacity(1 << 20, HashingWriter::new(encoder));
@@ -1004,6 +1028,7 @@ fn compress_into(
     })?;
     let (encoder, db_sha256, db_size) = raw.into_inner().map_err(|e| e.into_error())?.finish();
     encoder.finish()?;
+    sealed.finish()?;
     Ok((db_sha256, db_size))
 }
 
@@ -1025,6 +1050,40 @@ fn finish_uploads(
     // Recorded so that `restore --to` a new path gives the new file the
     // source's mode, not the umask's.
     let source_mode = fsutil::mode_of(&db.path).ok();
+    // What the content digests and row counts look like in the manifest:
+    // in the clear, or sealed to the artifact's recipients.
+    let mut clear = SealedFacts {
+        db_sha256: produced.db_sha256.clone(),
+        schema_sha256: facts.schema_sha256.clone(),
+        row_counts: facts.row_counts.clone(),
+    };
+    let (mut encrypted_to, mut sealed) = (Vec::new(), None);
+    if let Some(r) = &db.encryption {
+        let facts_json = serde_json::to_vec(&clear).expect("facts serialize");
+        match r.seal(&facts_json) {
+            Ok(s) => {
+                sealed = Some(s);
+                encrypted_to = r.fingerprints().to_vec();
+                clear = SealedFacts {
+                    db_sha256: String::new(),
+                    schema_sha256: String::new(),
+                    row_counts: Default::default(),
+                };
+            }
+            Err(e) => {
+                for (i, w) in fan.writers {
+                    if let Some(w) = w {
+                        w.abort();
+                    }
+                    errors.push(sink_error(
+                        targets[i].sink.name(),
+                        format!("sealing the manifest facts: {e}"),
+                    ));
+                }
+                return (Vec::new(), errors);
+            }
+        }
+    }
     let mut written = Vec::new();
     for (i, w) in fan.writers {
         let Some(w) = w else { continue };
@@ -1067,16 +1126,18 @@ fn finish_uploads(
                         size,
                         sha256: sha256.clone(),
                         db_size: produced.db_size,
-                        db_sha256: produced.db_sha256.clone(),
+                        db_sha256: clear.db_sha256.clone(),
                         page_size: facts.page_size,
                         page_count: facts.page_count,
-                        schema_sha256: facts.schema_sha256.clone(),
-                        row_counts: facts.row_counts.clone(),
+                        schema_sha256: clear.schema_sha256.clone(),
+                        row_counts: clear.row_counts.clone(),
                         snapshot_at: produced.stats.taken_at,
                         snapshot_ms: produced.stats.elapsed.as_millis() as u64,
                         verified_with: opts.verify_level,
                         source: db.path.display().to_string(),
                         source_mode,
+                        encrypted_to: encrypted_to.clone(),
+                        sealed: sealed.clone(),
                     },
                 ));
             }
@@ -1107,6 +1168,7 @@ mod tests {
             required_tables: backup_testkit::demo::TABLES.map(String::from).to_vec(),
             checks: vec![],
             retention: Default::default(),
+            encryption: None,
         };
         let sink: Arc<dyn Sink> = Arc::new(MemorySink::new("memory"));
         let targets = [Target {

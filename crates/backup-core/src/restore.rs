@@ -127,6 +127,8 @@ pub struct Request {
     /// clean; an `Err` makes the restore count as failed (the new file
     /// stays, the previous one is kept beside it).
     pub post_restore: Option<PostRestoreHook>,
+    /// Keys for encrypted backups.
+    pub identities: Option<crate::encryption::Identities>,
 }
 
 /// A post-restore check: told what was restored, it says whether the
@@ -188,6 +190,7 @@ impl Request {
             from: None,
             force: false,
             post_restore: None,
+            identities: None,
         }
     }
 }
@@ -377,6 +380,22 @@ pub enum RestoreError {
         /// Each candidate and its problems.
         rejected: Vec<Rejection>,
     },
+    /// The backups are encrypted and no identity was given.
+    #[error("the backups of {label:?} are encrypted (to {}): pass --identity FILE or set SQLITE_BACKUP_IDENTITY_FILE; nothing was touched", encrypted_to.join(", "))]
+    NeedsIdentity {
+        /// Label.
+        label: String,
+        /// Fingerprints of the recipients.
+        encrypted_to: Vec<String>,
+    },
+    /// The identity given is not a recipient of the backups.
+    #[error("the identity given cannot decrypt the backups of {label:?} (encrypted to {}); nothing was touched", encrypted_to.join(", "))]
+    WrongIdentity {
+        /// Label.
+        label: String,
+        /// Fingerprints of the recipients.
+        encrypted_to: Vec<String>,
+    },
     /// Local file-system work failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -466,7 +485,8 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
         target_exists,
         selector: request.selector.clone(),
         candidates,
-        checks: Checks::for_database(db, CheckLevel::IntegrityCheck),
+        checks: Checks::for_database(db, CheckLevel::IntegrityCheck)
+            .with_identities(request.identities.clone()),
         force: request.force,
         broken,
         side_files,
@@ -756,6 +776,22 @@ fn find_good(
             None => Err(vec![format!("sink {:?} is not configured", c.listed.sink)]),
             Some(sink) => match verify::verify_entry(*sink, &c.listed.entry, scratch, &plan.checks)
             {
+                // Key problems are the same for every candidate: stop, and
+                // say what is missing rather than walking back through all.
+                Ok(report) if report.needs_identity => {
+                    let _ = fs::remove_file(scratch);
+                    return Err(RestoreError::NeedsIdentity {
+                        label: plan.label.clone(),
+                        encrypted_to: c.listed.entry.encrypted_to.clone(),
+                    });
+                }
+                Ok(report) if report.problems.iter().any(verify::Problem::is_key_problem) => {
+                    let _ = fs::remove_file(scratch);
+                    return Err(RestoreError::WrongIdentity {
+                        label: plan.label.clone(),
+                        encrypted_to: c.listed.entry.encrypted_to.clone(),
+                    });
+                }
                 Ok(report) if report.ok() => Ok(report),
                 Ok(report) => Err(report.all_problems().map(|p| p.to_string()).collect()),
                 Err(verify::VerifyError::Sink(e)) => Err(vec![format!("cannot read it: {e}")]),
@@ -1089,6 +1125,8 @@ mod tests {
                 verified_with: CheckLevel::IntegrityCheck,
                 source: "/x/app.db".into(),
                 source_mode: None,
+                encrypted_to: vec![],
+                sealed: None,
             },
         }
     }
@@ -1100,6 +1138,7 @@ mod tests {
             required_tables: vec!["tasks".into()],
             checks: vec![],
             retention: Default::default(),
+            encryption: None,
         }
     }
 

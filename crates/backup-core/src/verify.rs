@@ -25,6 +25,9 @@ pub struct Checks {
     pub queries: Vec<String>,
     /// Leave out `foreign_key_check` (see [`Checks::after_backup`]).
     pub skip_foreign_keys: bool,
+    /// Keys that open encrypted artifacts; without them only the stored
+    /// bytes' digests are checked.
+    pub identities: Option<crate::encryption::Identities>,
 }
 
 impl Checks {
@@ -35,7 +38,14 @@ impl Checks {
             required_tables: db.required_tables.clone(),
             queries: db.checks.clone(),
             skip_foreign_keys: false,
+            identities: None,
         }
+    }
+
+    /// With keys to open encrypted artifacts.
+    pub fn with_identities(mut self, identities: Option<crate::encryption::Identities>) -> Self {
+        self.identities = identities;
+        self
     }
 
     /// The check of a snapshot right after it is taken. At `quick_check`
@@ -111,6 +121,24 @@ pub enum Problem {
         /// Actual bytes.
         actual: u64,
     },
+    /// The encrypted artifact (or its sealed facts) is damaged or truncated.
+    Decrypt {
+        /// What age said.
+        error: String,
+    },
+    /// None of the given identities is a recipient of the artifact: a key
+    /// problem, not damage.
+    WrongIdentity {
+        /// Fingerprints of the artifact's recipients.
+        encrypted_to: Vec<String>,
+    },
+}
+
+impl Problem {
+    /// A problem of the keys given, not of the backup.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(self, Self::WrongIdentity { .. })
+    }
 }
 
 impl fmt::Display for Problem {
@@ -145,6 +173,12 @@ impl fmt::Display for Problem {
             Self::SizeMismatch { expected, actual } => {
                 write!(f, "stored size is {actual} bytes, recorded {expected}")
             }
+            Self::Decrypt { error } => write!(f, "cannot decrypt: {error}"),
+            Self::WrongIdentity { encrypted_to } => write!(
+                f,
+                "the identity given is not a recipient of this backup (encrypted to {})",
+                encrypted_to.join(", ")
+            ),
         }
     }
 }
@@ -480,6 +514,9 @@ pub struct ArtifactReport {
     pub db: DbReport,
     /// Stream-level problems (digest, decompression, size).
     pub problems: Vec<Problem>,
+    /// The artifact is encrypted and no identity was given: only the stored
+    /// bytes were checked (digests, size), not the database inside.
+    pub needs_identity: bool,
 }
 
 impl ArtifactReport {
@@ -504,6 +541,8 @@ pub struct Expected {
     pub db_sha256: Option<String>,
     /// Artifact size recorded in the manifest.
     pub size: Option<u64>,
+    /// Recipients' fingerprints when the artifact is age-encrypted.
+    pub encrypted_to: Option<Vec<String>>,
 }
 
 /// Stream an artifact once: hash it, decompress it into `scratch` (a new
@@ -524,14 +563,45 @@ pub fn verify_stream(
         1 << 20,
         crate::fsutil::WritebackFile::new(out),
     ));
-    let copy = {
-        let mut decoder = compression.decoder(Box::new(&mut hashing_in))?;
-        io::copy(&mut decoder, &mut hashing_out)
+    let copy = match (&expected.encrypted_to, &checks.identities) {
+        (None, _) => {
+            let mut decoder = compression.decoder(Box::new(&mut hashing_in))?;
+            io::copy(&mut decoder, &mut hashing_out)
+        }
+        (Some(_), None) => {
+            report.needs_identity = true;
+            Ok(0)
+        }
+        (Some(to), Some(ids)) => match ids.decrypt(Box::new(&mut hashing_in), to) {
+            Ok(plain) => {
+                let mut decoder = compression.decoder(plain)?;
+                io::copy(&mut decoder, &mut hashing_out).inspect_err(|e| {
+                    // age reports a damaged chunk as InvalidData.
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        report.problems.push(Problem::Decrypt {
+                            error: e.to_string(),
+                        });
+                    }
+                })
+            }
+            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
+                report
+                    .problems
+                    .push(Problem::WrongIdentity { encrypted_to });
+                Ok(0)
+            }
+            Err(crate::encryption::OpenError::Damaged(error)) => {
+                report.problems.push(Problem::Decrypt { error });
+                Ok(0)
+            }
+        },
     };
     // Drain the rest so the artifact digest covers every byte even when the
     // decoder stopped early (trailing garbage).
     let drained = io::copy(&mut hashing_in, &mut io::sink());
-    if let Err(e) = copy {
+    if let Err(e) = copy
+        && !matches!(report.problems.last(), Some(Problem::Decrypt { .. }))
+    {
         report.problems.push(Problem::Decompress {
             error: e.to_string(),
         });
@@ -571,7 +641,7 @@ pub fn verify_stream(
             actual: report.size,
         });
     }
-    if report.problems.is_empty() {
+    if report.problems.is_empty() && !report.needs_identity {
         let db_sha = report.db_sha256.clone();
         let mut p = Vec::new();
         if let Some(want) = &expected.db_sha256
@@ -656,11 +726,31 @@ pub fn verify_entry(
         }
     };
     let compression = crate::compress::Compression::new(entry.compression);
+    // An encrypted entry's database digest is sealed; without identities
+    // there is none to compare (the content is not checked either).
+    let db_sha256 = match (&checks.identities, entry.is_encrypted()) {
+        (_, false) => Some(entry.db_sha256.clone()),
+        (None, true) => None,
+        (Some(ids), true) => match entry.opened(ids) {
+            Ok(e) => Some(e.db_sha256),
+            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
+                pre.push(Problem::WrongIdentity { encrypted_to });
+                None
+            }
+            Err(crate::encryption::OpenError::Damaged(error)) => {
+                pre.push(Problem::Decrypt {
+                    error: format!("the manifest's sealed facts: {error}"),
+                });
+                None
+            }
+        },
+    };
     let expected = Expected {
         sidecar_sha256: sidecar,
         manifest_sha256: Some(entry.sha256.clone()),
-        db_sha256: Some(entry.db_sha256.clone()),
+        db_sha256,
         size: Some(entry.size),
+        encrypted_to: entry.is_encrypted().then(|| entry.encrypted_to.clone()),
     };
     let input = sink.get(&entry.key)?;
     let mut report =
@@ -671,7 +761,11 @@ pub fn verify_entry(
             }
         })?;
     if !pre.is_empty() {
-        pre.append(&mut report.problems);
+        for p in report.problems.drain(..) {
+            if !pre.contains(&p) {
+                pre.push(p);
+            }
+        }
         report.problems = pre;
         report.db = DbReport::default();
     }
@@ -749,6 +843,7 @@ mod tests {
             required_tables: vec!["tasks".into()],
             checks: vec![],
             retention: Default::default(),
+            encryption: None,
         };
         assert!(Checks::after_backup(&db, CheckLevel::QuickCheck).skip_foreign_keys);
         assert!(!Checks::after_backup(&db, CheckLevel::IntegrityCheck).skip_foreign_keys);

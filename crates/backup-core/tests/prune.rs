@@ -97,6 +97,8 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
         verified_with: CheckLevel::QuickCheck,
         source: format!("/srv/{label}.db"),
         source_mode: None,
+        encrypted_to: vec![],
+        sealed: None,
     };
     let run_id = manifest::new_run_id(at);
     pipeline::write_manifest(sink, &run_id, at, at, vec![entry.clone()], vec![]).unwrap();

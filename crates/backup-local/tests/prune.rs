@@ -58,6 +58,8 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
         source_mode: None,
+        encrypted_to: vec![],
+        sealed: None,
     };
     pipeline::write_manifest(sink, &manifest::new_run_id(at), at, at, vec![entry], vec![]).unwrap();
 }

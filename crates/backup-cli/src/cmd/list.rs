@@ -60,6 +60,11 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "sha256": l.entry.sha256,
                     "verified_with": l.entry.verified_with,
                     "row_counts": l.entry.row_counts,
+                    "encrypted_to": l.entry.encrypted_to,
+                    // Every snapshot is a full, self-contained image today.
+                    "kind": "full",
+                    "stored_bytes": l.entry.size,
+                    "chain_depth": 0,
                 })
             })
             .collect();
@@ -76,6 +81,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
             "SINK",
             "SIZE",
             "VERIFIED",
+            "ENCRYPTED TO",
             "ID",
             "KEY",
         ]);
@@ -88,11 +94,12 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 tier(l, config.retention.hot_days, now),
                 l.sink.clone(),
                 size(l.entry.size),
-                l.entry
-                    .verified_with
-                    .to_string()
-                    .replace("Check", "_check")
-                    .to_lowercase(),
+                l.entry.verified_with.to_string(),
+                if l.entry.encrypted_to.is_empty() {
+                    "-".into()
+                } else {
+                    l.entry.encrypted_to.join(",")
+                },
                 l.run_id.clone(),
                 l.entry.key.clone(),
             ]);

@@ -51,6 +51,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         from: args.from.clone(),
         force: args.force,
         post_restore,
+        identities: settings::identities(cli.identity.as_deref(), Some(&config))?,
     };
     let plan = restore::plan(&catalog, &request)?;
     let printer = Printer {
@@ -218,6 +219,11 @@ fn fail(e: RestoreError) -> Result<Exit> {
             "No candidate passed ({} tried); nothing was changed.",
             rejected.len()
         );
+    }
+    // The wrong key is a bad invocation (exit 2); no key at all, like a
+    // failed restore, exits 1 naming what is missing.
+    if let RestoreError::WrongIdentity { .. } = &e {
+        return Err(UsageError(e.to_string()).into());
     }
     Err(e.into())
 }

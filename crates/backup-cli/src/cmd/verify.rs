@@ -38,7 +38,10 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
                 .iter()
                 .find(|s| s.name() == latest.sink)
                 .expect("listed sink");
-            let checks = Checks::for_database(&db.database, CheckLevel::IntegrityCheck);
+            let checks =
+                Checks::for_database(&db.database, CheckLevel::IntegrityCheck).with_identities(
+                    settings::identities(cli.identity.as_deref(), Some(&config))?,
+                );
             let report = verify::verify_entry(sink.as_ref(), &latest.entry, &scratch, &checks)?;
             (
                 format!(
@@ -50,12 +53,14 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         }
         (Some(path), None) => {
             let config = settings::load_optional_config(&cli.config)?;
-            let report = verify_file(path, config.as_ref(), &scratch)?;
+            let identities = settings::identities(cli.identity.as_deref(), config.as_ref())?;
+            let report = verify_file(path, config.as_ref(), identities, &scratch)?;
             (path.display().to_string(), report)
         }
         (None, None) => unreachable!("clap requires one"),
     };
     let ok = report.ok();
+    let key_problem = report.problems.iter().any(Problem::is_key_problem);
     if args.json {
         let problems: Vec<&Problem> = report.all_problems().collect();
         println!(
@@ -63,6 +68,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "artifact": subject,
                 "ok": ok,
+                "content_checked": !report.needs_identity && !key_problem,
                 "sha256": report.sha256,
                 "size": report.size,
                 "db_sha256": report.db_sha256,
@@ -96,26 +102,43 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         }
         println!(
             "{}",
-            if ok {
-                "OK: every check passed"
-            } else {
+            if key_problem {
+                "NOT CHECKED: the identity given cannot open this backup (see above); it is not called corrupt"
+            } else if !ok {
                 "CORRUPT: do not restore from this artifact"
+            } else if report.needs_identity {
+                "OK, stored bytes only: the artifact's SHA-256 and size match; its content is encrypted, \
+                 so checking the database inside needs the identity (--identity FILE or SQLITE_BACKUP_IDENTITY_FILE)"
+            } else {
+                "OK: every check passed"
             }
         );
     }
-    Ok(if ok { Exit::Ok } else { Exit::Failed })
+    Ok(if key_problem {
+        Exit::Usage
+    } else if ok {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }
 
 /// Verify an artifact file by path, with its sidecar beside it and, when it
 /// lives in the configured local root, its manifest entry.
-fn verify_file(path: &Path, config: Option<&Config>, scratch: &Path) -> Result<ArtifactReport> {
+fn verify_file(
+    path: &Path,
+    config: Option<&Config>,
+    identities: Option<backup_core::encryption::Identities>,
+    scratch: &Path,
+) -> Result<ArtifactReport> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| UsageError(format!("{} is not a file name", path.display())))?;
-    let format = Format::from_file_name(name).ok_or_else(|| {
+    let encrypted = name.ends_with(".age");
+    let format = Format::from_file_name(name.trim_end_matches(".age")).ok_or_else(|| {
         UsageError(format!(
-            "{name}: unknown artifact type (expected .db, .db.gz or .db.zst)"
+            "{name}: unknown artifact type (expected .db, .db.gz or .db.zst, each maybe .age)"
         ))
     })?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -157,12 +180,25 @@ fn verify_file(path: &Path, config: Option<&Config>, scratch: &Path) -> Result<A
             level: CheckLevel::IntegrityCheck,
             ..Checks::default()
         },
+    }
+    .with_identities(identities.clone());
+    // An encrypted entry's database digest is sealed: open it when we can.
+    let db_sha256 = match (&entry, &identities) {
+        (Some(e), _) if !e.is_encrypted() => Some(e.db_sha256.clone()),
+        (Some(e), Some(ids)) => e.opened(ids).ok().map(|e| e.db_sha256),
+        _ => None,
     };
     let expected = Expected {
         sidecar_sha256: sidecar,
         manifest_sha256: entry.as_ref().map(|e| e.sha256.clone()),
-        db_sha256: entry.as_ref().map(|e| e.db_sha256.clone()),
+        db_sha256,
         size: entry.as_ref().map(|e| e.size),
+        encrypted_to: encrypted.then(|| {
+            entry
+                .as_ref()
+                .map(|e| e.encrypted_to.clone())
+                .unwrap_or_default()
+        }),
     };
     let mut report = verify::verify_stream(
         Box::new(std::io::BufReader::new(file)),

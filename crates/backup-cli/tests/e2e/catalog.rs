@@ -322,6 +322,8 @@ fn thousand_runs(root: &Path) {
             verified_with: Default::default(),
             source: "/srv/app.db".into(),
             source_mode: None,
+            encrypted_to: vec![],
+            sealed: None,
         };
         backup_core::pipeline::write_manifest(&mem, &run_id, t, t, vec![entry], vec![]).unwrap();
     }

@@ -237,6 +237,8 @@ fn sample_manifest() -> Vec<u8> {
         verified_with: backup_core::CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
         source_mode: None,
+        encrypted_to: vec![],
+        sealed: None,
     };
     Manifest {
         format: backup_core::manifest::FORMAT.into(),

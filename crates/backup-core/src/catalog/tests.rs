@@ -60,6 +60,8 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
         source_mode: None,
+        encrypted_to: vec![],
+        sealed: None,
     }
 }
 
