@@ -46,6 +46,9 @@ impl Sink for Placed {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         self.0.put(key, data)
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        self.0.put_if_absent(key, data)
+    }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         self.0.get(key)
     }

@@ -30,6 +30,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use backup_core::fsutil::{self, WritebackFile};
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
@@ -168,6 +169,41 @@ impl Sink for LocalSink {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         let (path, _) = self.prepare(key)?;
         fsutil::atomic_write(&path, data).map_err(Self::io("write", key))
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let (path, _) = self.prepare(key)?;
+        let parent = path.parent().expect("key has a parent");
+        // Unique per call, not only per process: threads may race on one key.
+        // Still a `.partial-<pid>` name, so a killed writer's file is cleaned.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().expect("key has a name").to_string_lossy();
+        let nonce = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = fsutil::partial_path(&parent.join(format!("{name}.{nonce}")));
+        let written = (|| {
+            let mut f = File::create_new(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io("write", key)(e));
+        }
+        // link(2) never replaces an existing name (EEXIST), and the name
+        // appears with the whole synced file behind it: create-if-absent and
+        // atomic for readers in one call, across processes and NFS clients.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => fsutil::fsync_dir(parent).map_err(Self::io("write", key)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SinkError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(Self::io("write", key)(io::Error::new(
+                e.kind(),
+                format!("creating it without replacing needs hard links on this file system: {e}"),
+            ))),
+        }
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
