@@ -327,16 +327,18 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
             });
         }
         if !sr.deleted.is_empty() {
-            let written = next_run_id(*sink, started).and_then(|run_id| {
-                pipeline::write_manifest(
-                    *sink,
-                    &run_id,
-                    started,
-                    Timestamp::now(),
-                    vec![],
-                    sr.deleted.clone(),
-                )
-            });
+            let written = next_run_id(*sink, started)
+                .map_err(Into::into)
+                .and_then(|run_id| {
+                    pipeline::write_manifest(
+                        *sink,
+                        &run_id,
+                        started,
+                        Timestamp::now(),
+                        vec![],
+                        sr.deleted.clone(),
+                    )
+                });
             match written {
                 Ok((key, head)) => {
                     info!("manifest written sink={name} key={key} head={head}");
