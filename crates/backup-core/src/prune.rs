@@ -40,11 +40,12 @@ use std::fmt;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use crate::catalog::append::AppendError;
 use crate::config::Retention;
 use crate::manifest::{self, Entry, Pruned};
 use crate::pipeline;
 use crate::retention::{self, Backup, Decision, Reason};
-use crate::sink::{Placement, Sink, SinkError};
+use crate::sink::{Placement, Sink};
 
 /// One artifact of the catalog and what the policy decided for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,18 +328,16 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
             });
         }
         if !sr.deleted.is_empty() {
-            let written = next_run_id(*sink, started)
-                .map_err(Into::into)
-                .and_then(|run_id| {
-                    pipeline::write_manifest(
-                        *sink,
-                        &run_id,
-                        started,
-                        Timestamp::now(),
-                        vec![],
-                        sr.deleted.clone(),
-                    )
-                });
+            let written = next_run_id(*sink, started).and_then(|run_id| {
+                pipeline::write_manifest(
+                    *sink,
+                    &run_id,
+                    started,
+                    Timestamp::now(),
+                    vec![],
+                    sr.deleted.clone(),
+                )
+            });
             match written {
                 Ok((key, head)) => {
                     info!("manifest written sink={name} key={key} head={head}");
@@ -368,7 +367,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
 
 /// A run id that sorts after every manifest already in the sink, so the new
 /// manifest becomes the chain head even if this host's clock is behind.
-fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
+fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, AppendError> {
     let newest = sink
         .list(manifest::MANIFEST_DIR)?
         .into_iter()
