@@ -88,7 +88,7 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
                             if keys.len() > 2 { "" } else { "s" },
                             previous
                                 .as_deref()
-                                .map_or("(none: a first manifest)", |p| &p[..16])
+                                .map_or("(none: a first manifest)", |p| p.get(..16).unwrap_or(p))
                         )),
                         _ => None,
                     })
