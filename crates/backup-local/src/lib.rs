@@ -75,6 +75,27 @@ impl LocalSink {
         }
     }
 
+    fn create_new_in_place(path: &Path, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let mut f = match File::create_new(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(SinkError::AlreadyExists {
+                    key: key.to_string(),
+                });
+            }
+            Err(e) => return Err(Self::io("write", key)(e)),
+        };
+        let written = f
+            .write_all(data)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| fsutil::fsync_dir(path.parent().expect("key has a parent")));
+        if written.is_err() {
+            // A short object must not stay claimed.
+            let _ = fs::remove_file(path);
+        }
+        written.map_err(Self::io("write", key))
+    }
+
     fn prepare(&self, key: &str) -> Result<(PathBuf, PathBuf), SinkError> {
         let path = self.path_of(key)?;
         let parent = path.parent().expect("key has a parent").to_path_buf();
@@ -199,10 +220,18 @@ impl Sink for LocalSink {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SinkError::AlreadyExists {
                 key: key.to_string(),
             }),
-            Err(e) => Err(Self::io("write", key)(io::Error::new(
-                e.kind(),
-                format!("creating it without replacing needs hard links on this file system: {e}"),
-            ))),
+            // No hard links here (FAT/exFAT drives for the cold tier say
+            // EPERM): O_EXCL still lets exactly one writer create the name,
+            // though a reader racing the write may see it short.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+                ) =>
+            {
+                Self::create_new_in_place(&path, key, data)
+            }
+            Err(e) => Err(Self::io("write", key)(e)),
         }
     }
 
