@@ -101,6 +101,26 @@ impl Sink for ArchiveSink {
         validate_key(key)?;
         self.store(key, data)
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        validate_key(key)?;
+        // The primary key makes the insert the one atomic test-and-set.
+        let inserted = self
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT OR IGNORE INTO objects (key, data) VALUES (?1, ?2)",
+                params![key, data],
+            )
+            .map_err(|e| remote("put", key, e))?;
+        if inserted == 1 {
+            Ok(())
+        } else {
+            Err(SinkError::AlreadyExists {
+                key: key.to_string(),
+            })
+        }
+    }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         validate_key(key)?;
         let data: Option<Vec<u8>> = self

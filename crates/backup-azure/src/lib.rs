@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
 
@@ -215,6 +215,25 @@ impl Sink for AzureSink {
         let on_err = self.map("put", key);
         self.runtime.run("put", key, async move {
             store.put(&path, payload).await.map(drop).map_err(on_err)
+        })
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let path = self.path(key)?;
+        let store = self.store.clone();
+        let payload = PutPayload::from(data.to_vec());
+        let on_err = self.map("put", key);
+        let owned_key = key.to_string();
+        // `If-None-Match: *`: the service decides, so writers on different
+        // hosts agree. object_store maps the 409/412 answer to AlreadyExists.
+        self.runtime.run("put", key, async move {
+            match store.put_opts(&path, payload, PutMode::Create.into()).await {
+                Ok(_) => Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    Err(SinkError::AlreadyExists { key: owned_key })
+                }
+                Err(e) => Err(on_err(e)),
+            }
         })
     }
 

@@ -274,6 +274,19 @@ pub enum CatalogCommand {
     Head,
     /// Append a line (time, sink, head) per sink to an append-only file you keep elsewhere.
     Anchor(AnchorArgs),
+    /// Bring a forked chain back to one chain; keeps every manifest.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup catalog repair --dry-run   show what would be re-linked\n  sqlite-backup catalog repair\n\nFor catalogs that forked before appends were serialised (two runs at once named\nthe same previous manifest). Nothing is deleted or rewritten: one repair manifest\nis appended whose `relinked` field lists every manifest off the chain, oldest\nfirst, with its SHA-256; `verify --catalog` then reaches them through it.\nAny other problem (altered or deleted manifests, broken sidecars) is refused."
+    )]
+    Repair(RepairArgs),
+}
+
+/// `catalog repair` arguments.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Print what would be re-linked; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `catalog anchor` arguments.

@@ -15,6 +15,13 @@
 //!   ([`Problem::Misplaced`]), or a link to a later run ([`Problem::OutOfOrder`]);
 //! - a **fork**: two manifests naming the same previous ([`Problem::Fork`]),
 //!   and manifests the walk from the head never reaches ([`Problem::Unlinked`]);
+//!   unless a later manifest of the chain re-linked them (`catalog repair`,
+//!   field `relinked`, each vouched for by its SHA-256);
+//! - a manifest that does not match its **sidecar**, the head included,
+//!   which no later manifest vouches for ([`Problem::SidecarMismatch`]), or
+//!   whose sidecar is gone while older manifests have theirs;
+//! - an entry naming a **key no sink would store** (`../../app.db`,
+//!   [`Problem::InvalidKey`]): nothing checks or restores such an entry;
 //! - an **artifact** that is gone, has another size or (with
 //!   [`ArtifactCheck::Deep`]) other bytes than recorded;
 //! - a **head that disagrees with the anchor file**: an anchored head that is
@@ -37,6 +44,9 @@
 //! assert!(report.ok(), "{:?}", report.problems);
 //! assert_eq!(report.chain, 2);
 //! ```
+
+pub mod append;
+pub mod repair;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -154,6 +164,47 @@ pub enum Problem {
     Unlinked {
         /// Manifest key.
         key: String,
+    },
+    /// A manifest whose bytes do not match its sidecar
+    /// (`<key>.sha256`, written just before it): the manifest or the sidecar
+    /// was changed afterwards.
+    SidecarMismatch {
+        /// Manifest key.
+        key: String,
+        /// What the sidecar says (a SHA-256, or why it cannot be read).
+        sidecar: String,
+        /// SHA-256 of the manifest's bytes.
+        actual: String,
+    },
+    /// A manifest without its sidecar while older manifests have theirs
+    /// (every manifest since sidecars exist is written after its sidecar).
+    ManifestSidecarMissing {
+        /// Manifest key.
+        key: String,
+    },
+    /// An entry names an object key that no sink would store (it escapes
+    /// the sink's root, or is empty): not written by this tool.
+    InvalidKey {
+        /// Manifest key.
+        manifest: String,
+        /// Field path (`entries[0].key`).
+        field: String,
+        /// The key as recorded.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Field `relinked` of a manifest vouches for a manifest that is gone or
+    /// no longer has the recorded bytes.
+    RelinkBroken {
+        /// The re-linked manifest's key.
+        key: String,
+        /// The manifest holding the `relinked` record.
+        named_by: String,
+        /// SHA-256 recorded.
+        recorded: String,
+        /// SHA-256 of its bytes now; none when it is not stored.
+        actual: Option<String>,
     },
     /// A recorded artifact is gone (and no later manifest pruned it).
     ArtifactMissing {
@@ -297,6 +348,47 @@ impl fmt::Display for Problem {
                 None => write!(f, "fork: {} all start a chain", keys.join(", ")),
             },
             Self::Unlinked { key } => write!(f, "{key} is not on the chain from the head"),
+            Self::SidecarMismatch {
+                key,
+                sidecar,
+                actual,
+            } => write!(
+                f,
+                "{key} does not match its sidecar (sidecar {}, manifest sha256 {}): the manifest or its sidecar was altered after it was written",
+                short(sidecar),
+                short(actual)
+            ),
+            Self::ManifestSidecarMissing { key } => write!(
+                f,
+                "{key} has no sidecar, while older manifests have theirs: the sidecar was deleted or the manifest slipped in"
+            ),
+            Self::InvalidKey {
+                manifest,
+                field,
+                key,
+                reason,
+            } => write!(
+                f,
+                "{manifest} {field}: {key:?} is not an object key of this sink ({reason}); this manifest was not written by sqlite-backup"
+            ),
+            Self::RelinkBroken {
+                key,
+                named_by,
+                recorded,
+                actual,
+            } => match actual {
+                Some(a) => write!(
+                    f,
+                    "{key} was altered: its sha256 is {}, field `relinked` of {named_by} recorded {}",
+                    short(a),
+                    short(recorded)
+                ),
+                None => write!(
+                    f,
+                    "{key} was deleted: field `relinked` of {named_by} names it (sha256 {}), and it is not stored",
+                    short(recorded)
+                ),
+            },
             Self::ArtifactMissing {
                 manifest,
                 index,
@@ -462,12 +554,27 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
         .filter(|k| k.ends_with(".json"))
         .collect();
     keys.sort();
+    let mut sealed_before = false;
     for key in keys {
         let bytes = match get_bytes(sink, &key) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
+        match check_seal(sink, &key, &bytes)? {
+            Seal::Matches => sealed_before = true,
+            // Written before manifests had sidecars: the chain covers it.
+            Seal::Absent if !sealed_before => {}
+            Seal::Absent => problems.push(Problem::ManifestSidecarMissing { key: key.clone() }),
+            Seal::Differs(sidecar) => {
+                sealed_before = true;
+                problems.push(Problem::SidecarMismatch {
+                    key: key.clone(),
+                    sidecar,
+                    actual: Sha256::hex_of(&bytes),
+                });
+            }
+        }
         let manifest = match Manifest::from_bytes(&key, &bytes) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -493,6 +600,33 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
         });
     }
     Ok((nodes, problems))
+}
+
+enum Seal {
+    Matches,
+    Absent,
+    /// What the sidecar says instead.
+    Differs(String),
+}
+
+/// Compare a manifest's bytes with its sidecar (hash and file name).
+fn check_seal(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<Seal, SinkError> {
+    let text = match get_bytes(sink, &manifest::sidecar_key(key)) {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(Seal::Absent),
+        Err(e) => return Err(e),
+    };
+    let parsed = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| crate::digest::Sidecar::parse(t).ok());
+    Ok(match parsed {
+        None => Seal::Differs("unreadable".into()),
+        Some(s) if s.file_name != crate::naming::file_name(key) => {
+            Seal::Differs(format!("{} for {:?}", s.sha256, s.file_name))
+        }
+        Some(s) if s.sha256 != Sha256::hex_of(bytes) => Seal::Differs(s.sha256),
+        Some(_) => Seal::Matches,
+    })
 }
 
 /// Field paths that differ between what was recorded and what is stored.
@@ -572,23 +706,12 @@ pub fn verify(
                 sink: m.sink.clone(),
             });
         }
-    }
-
-    // Forks: one `previous` claimed twice.
-    let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
-    for n in &nodes {
-        if let Some(m) = &n.manifest {
-            claims
-                .entry(m.previous.as_deref())
-                .or_default()
-                .push(&n.key);
-        }
-    }
-    for (previous, keys) in claims {
-        if keys.len() > 1 {
-            problems.push(Problem::Fork {
-                previous: previous.map(str::to_string),
-                keys: keys.into_iter().map(str::to_string).collect(),
+        for (field, key, reason) in m.bad_keys() {
+            problems.push(Problem::InvalidKey {
+                manifest: n.key.clone(),
+                field,
+                key,
+                reason,
             });
         }
     }
@@ -628,22 +751,14 @@ pub fn verify(
             && !visited[p]
         {
             let older = &nodes[p];
-            let field = if older.run_id >= node.run_id {
-                Some("run_id")
-            } else if older
-                .manifest
-                .as_ref()
-                .is_some_and(|o| o.started_at > m.started_at)
-            {
-                Some("started_at")
-            } else {
-                None
-            };
-            if let Some(field) = field {
+            // Keys (run ids) grow along the chain: appends give each manifest
+            // a run id after its previous one's. Start times need not: runs
+            // that overlap are appended in the order they finish.
+            if older.run_id >= node.run_id {
                 problems.push(Problem::OutOfOrder {
                     key: node.key.clone(),
                     previous_key: older.key.clone(),
-                    field: field.into(),
+                    field: "run_id".into(),
                 });
             }
             cur = Some(p);
@@ -687,7 +802,66 @@ pub fn verify(
             }
         }
     }
-    report.chain = chain.len();
+    // Manifests a repair brought back onto the chain: each vouched for by
+    // its SHA-256 in field `relinked` of a manifest already reached.
+    // `position`: how many manifests of the main chain come after it.
+    let mut position: Vec<Option<usize>> = vec![None; nodes.len()];
+    for (pos, &i) in chain.iter().enumerate() {
+        position[i] = Some(pos);
+    }
+    let mut relinked = vec![false; nodes.len()];
+    let mut work = chain.clone();
+    while let Some(i) = work.pop() {
+        let Some(m) = &nodes[i].manifest else {
+            continue;
+        };
+        for r in &m.relinked {
+            let found = by_key.get(r.key.as_str()).copied();
+            match found {
+                Some(j) if nodes[j].sha256 == r.sha256 => {
+                    if !visited[j] {
+                        visited[j] = true;
+                        relinked[j] = true;
+                        position[j] = position[i];
+                        work.push(j);
+                    }
+                }
+                _ => problems.push(Problem::RelinkBroken {
+                    key: r.key.clone(),
+                    named_by: nodes[i].key.clone(),
+                    recorded: r.sha256.clone(),
+                    actual: found.map(|j| nodes[j].sha256.clone()),
+                }),
+            }
+        }
+    }
+    let reached: Vec<usize> = (0..nodes.len()).filter(|&i| visited[i]).collect();
+    report.chain = reached.len();
+
+    // Forks: one `previous` claimed twice.
+    let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
+    for n in &nodes {
+        if let Some(m) = &n.manifest {
+            claims
+                .entry(m.previous.as_deref())
+                .or_default()
+                .push(&n.key);
+        }
+    }
+    for (previous, keys) in claims {
+        // Settled once all but one of them were re-linked by a repair.
+        let unsettled = keys
+            .iter()
+            .filter(|k| by_key.get(**k).is_none_or(|&i| !relinked[i]))
+            .count();
+        if unsettled > 1 {
+            problems.push(Problem::Fork {
+                previous: previous.map(str::to_string),
+                keys: keys.into_iter().map(str::to_string).collect(),
+            });
+        }
+    }
+
     for (i, n) in nodes.iter().enumerate() {
         if !visited[i] {
             problems.push(Problem::Unlinked { key: n.key.clone() });
@@ -697,18 +871,25 @@ pub fn verify(
     // Artifacts of the chain, minus those a later manifest pruned.
     if opts.artifacts != ArtifactCheck::Skip {
         let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
-        for &i in &chain {
+        for &i in &reached {
             if let Some(m) = &nodes[i].manifest {
                 for p in &m.pruned {
                     pruned_at.insert((&p.run_id, &p.key), &m.run_id);
                 }
             }
         }
-        for &i in chain.iter().rev() {
+        for &i in &reached {
             let Some(m) = &nodes[i].manifest else {
                 continue;
             };
             for (index, entry) in m.entries.iter().enumerate() {
+                // Reported as InvalidKey above; never looked up.
+                if [&entry.key, &entry.sidecar_key]
+                    .iter()
+                    .any(|k| crate::sink::validate_key(k).is_err())
+                {
+                    continue;
+                }
                 let pruned = pruned_at
                     .get(&(m.run_id.as_str(), entry.key.as_str()))
                     .is_some_and(|by| *by > m.run_id.as_str());
@@ -732,10 +913,8 @@ pub fn verify(
 
     // The anchor file.
     if let Some(log) = anchors {
-        let position: HashMap<&str, usize> = chain
-            .iter()
-            .enumerate()
-            .map(|(pos, &i)| (nodes[i].sha256.as_str(), pos))
+        let position: HashMap<&str, usize> = (0..nodes.len())
+            .filter_map(|i| Some((nodes[i].sha256.as_str(), position[i]?)))
             .collect();
         for a in log.for_sink(sink.name()) {
             if !position.contains_key(a.head.as_str()) {

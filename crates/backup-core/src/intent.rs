@@ -68,6 +68,7 @@ pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
 /// record. Returns how many objects were deleted.
 pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
     let mut deleted = 0;
+    let mut all_listed: Option<Option<Vec<String>>> = None;
     for k in records(sink)? {
         let intent: Intent = match get_bytes(sink, &k)
             .ok()
@@ -91,7 +92,16 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
                 if started.is_none_or(|t| now.duration_since(t) < GRACE) {
                     continue;
                 }
-                vec![]
+                // The run's manifest may be under a later run id: an append
+                // that found a newer tip takes an id after it. Keep whatever
+                // any manifest lists; if one cannot be read, keep everything.
+                if all_listed.is_none() {
+                    all_listed = Some(listed_by_any(sink)?);
+                }
+                match all_listed.as_ref().expect("just filled") {
+                    Some(keys) => keys.clone(),
+                    None => continue,
+                }
             }
             Err(e) => return Err(e),
         };
@@ -104,6 +114,22 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
         sink.delete(&k)?;
     }
     Ok(deleted)
+}
+
+/// Every artifact and sidecar key the sink's manifests list; `None` when a
+/// manifest cannot be read (it might list anything).
+fn listed_by_any(sink: &dyn Sink) -> Result<Option<Vec<String>>, SinkError> {
+    let (stored, bad) = manifest::read_all(sink)?;
+    if !bad.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        stored
+            .into_iter()
+            .flat_map(|s| s.manifest.entries)
+            .flat_map(|e| [e.key, e.sidecar_key])
+            .collect(),
+    ))
 }
 
 fn records(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
@@ -178,6 +204,27 @@ mod tests {
         assert_eq!(reclaim(&sink, at("2026-11-23T10:05:00Z")).unwrap(), 0);
         assert!(stored(&sink).iter().all(|k| !k.ends_with(SUFFIX)));
         assert!(stored(&sink).contains(&"app-1000.db.zst".to_string()));
+    }
+
+    #[test]
+    fn a_manifest_appended_under_a_later_run_id_still_protects_its_keys() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        // Another writer appended a run that started later; this run's
+        // manifest then goes in under an id after that one.
+        let t = at("2026-11-23T11:00:00Z");
+        crate::pipeline::write_manifest(&sink, "20261123T110000Z-0000", t, t, vec![], vec![])
+            .unwrap();
+        let mut entry = manifest::sample_entry();
+        entry.key = "app-1000.db.zst".into();
+        entry.sidecar_key = "app-1000.db.zst.sha256".into();
+        let (key, _) =
+            crate::pipeline::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
+        assert_ne!(key, manifest::manifest_key(RUN), "renamed after the tip");
+        // Past the grace period, the record is acted on: nothing it lists goes.
+        assert_eq!(reclaim(&sink, at("2026-11-25T00:00:00Z")).unwrap(), 0);
+        assert!(stored(&sink).contains(&"app-1000.db.zst".to_string()));
+        assert!(stored(&sink).iter().all(|k| !k.ends_with(SUFFIX)));
     }
 
     #[test]

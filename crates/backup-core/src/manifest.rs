@@ -66,6 +66,24 @@ pub struct Manifest {
     /// Artifacts of earlier runs deleted by `prune` in this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Pruned>,
+    /// Manifests of a forked chain (written before appends were
+    /// serialised) that `catalog repair` brought back onto the chain: each
+    /// is vouched for by its SHA-256 here, as `previous` vouches for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relinked: Vec<Relinked>,
+}
+
+/// A manifest off the chain, re-linked by a repair manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relinked {
+    /// Its key.
+    pub key: String,
+    /// Its run id.
+    pub run_id: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// Why it was off the chain, as `verify --catalog` said.
+    pub reason: String,
 }
 
 /// One artifact.
@@ -253,6 +271,27 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// Every object key the manifest's entries name that a sink would
+    /// refuse (`../../app.db`): `(field path, key, reason)`. Such a
+    /// manifest was not written by us, whatever its sidecar says.
+    pub fn bad_keys(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            for (field, key) in [("key", &e.key), ("sidecar_key", &e.sidecar_key)] {
+                if let Err(err) = crate::sink::validate_key(key) {
+                    let reason = match err {
+                        SinkError::InvalidKey { reason, .. } => reason.to_string(),
+                        other => other.to_string(),
+                    };
+                    out.push((format!("entries[{i}].{field}"), key.clone(), reason));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `manifests/<run id>.json`.
 pub fn manifest_key(run_id: &str) -> String {
     format!("{MANIFEST_DIR}/{run_id}.json")
@@ -346,6 +385,20 @@ fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), Catalog
     Ok(())
 }
 
+/// A manifest naming keys no sink would store was not written by us:
+/// none of its entries may be offered (a restore would try `../../app.db`).
+fn refuse_bad_keys(key: &str, m: Manifest) -> Result<Manifest, CatalogError> {
+    match m.bad_keys().into_iter().next() {
+        None => Ok(m),
+        Some((field, bad, reason)) => Err(CatalogError::Malformed {
+            key: key.to_string(),
+            message: format!(
+                "{field} {bad:?} is not an object key ({reason}); its entries are not offered"
+            ),
+        }),
+    }
+}
+
 /// Read every manifest of a sink, oldest first. Unreadable manifests, and
 /// manifests that do not match their sidecar, are returned as errors beside
 /// the good ones, so one bad file does not hide the rest of the catalog;
@@ -361,6 +414,7 @@ pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), Sin
         match get_bytes(sink, &key) {
             Ok(bytes) => match check_sidecar(sink, &key, &bytes)
                 .and_then(|()| Manifest::from_bytes(&key, &bytes))
+                .and_then(|m| refuse_bad_keys(&key, m))
             {
                 Ok(manifest) => good.push(Stored {
                     sha256: Sha256::hex_of(&bytes),
@@ -616,6 +670,7 @@ mod tests {
             previous_fields: BTreeMap::new(),
             entries: vec![entry()],
             pruned: vec![],
+            relinked: vec![],
         };
         let mut v = serde_json::to_value(&m).unwrap();
         v.as_object_mut().unwrap().remove("previous_run_id");

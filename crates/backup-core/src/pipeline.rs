@@ -29,13 +29,14 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use crate::catalog::append::{self, AppendError};
 use crate::compress::{Compression, Encoder};
 use crate::database::{CheckLevel, Database, SnapshotMethod};
 use crate::digest::{HashingWriter, Sha256, Sidecar};
 use crate::encryption::{Plain, Recipients};
 use crate::fsutil;
 use crate::intent;
-use crate::manifest::{self, Entry, Manifest, SealedFacts};
+use crate::manifest::{self, Entry, SealedFacts};
 use crate::naming::{self, NameContext, Template};
 use crate::sink::{Sink, SinkWriter};
 use crate::snapshot::{self, PageStream, SnapshotStats};
@@ -491,7 +492,7 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
     report
 }
 
-/// Write a manifest to a sink, chained to the sink's current head.
+/// Append a manifest to a sink's chain (see [`crate::catalog::append`]).
 /// Returns its key and the SHA-256 of its bytes (the new head).
 pub fn write_manifest(
     sink: &dyn Sink,
@@ -500,39 +501,19 @@ pub fn write_manifest(
     finished_at: Timestamp,
     entries: Vec<Entry>,
     pruned: Vec<manifest::Pruned>,
-) -> Result<(String, String), crate::sink::SinkError> {
-    let tip = manifest::tip(sink)?;
-    let m = Manifest {
-        format: manifest::FORMAT.into(),
-        version: manifest::VERSION,
-        run_id: run_id.to_string(),
-        sink: sink.name().to_string(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        started_at,
-        finished_at,
-        previous: tip.as_ref().map(|t| t.sha256.clone()),
-        previous_run_id: tip.as_ref().map(|t| t.run_id.clone()),
-        previous_fields: tip.map(|t| t.fields).unwrap_or_default(),
-        entries,
-        pruned,
-    };
-    let bytes = m.to_bytes();
-    let key = m.key();
-    let sha = Sha256::hex_of(&bytes);
-    // Its sidecar first, the manifest last: a crash between the two leaves
-    // a sidecar without a manifest, which lists nothing.
-    let sidecar = manifest::sidecar_key(&key);
-    sink.put(
-        &sidecar,
-        Sidecar::new(&sha, naming::file_name(&key))
-            .render()
-            .as_bytes(),
+) -> Result<(String, String), AppendError> {
+    let a = append::append(
+        sink,
+        append::Draft {
+            run_id: run_id.to_string(),
+            started_at,
+            finished_at,
+            entries,
+            pruned,
+            relinked: vec![],
+        },
     )?;
-    if let Err(e) = sink.put(&key, &bytes) {
-        let _ = sink.delete(&sidecar);
-        return Err(e);
-    }
-    Ok((key, sha))
+    Ok((a.key, a.sha256))
 }
 
 fn clean_leftovers(targets: &[Target], scratch: &Path) {

@@ -41,11 +41,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use crate::catalog::append::AppendError;
 use crate::manifest::{self, Entry, Pruned};
 use crate::pipeline;
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
-use crate::sink::{Placement, Sink, SinkError};
+use crate::sink::{Placement, Sink};
 
 /// One artifact of the catalog and what the policy decided for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,7 +368,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
 
 /// A run id that sorts after every manifest already in the sink, so the new
 /// manifest becomes the chain head even if this host's clock is behind.
-fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, SinkError> {
+fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, AppendError> {
     let newest = sink
         .list(manifest::MANIFEST_DIR)?
         .into_iter()

@@ -7,6 +7,9 @@
 //!   [`SinkWriter::finish`] succeeds; an aborted or dropped writer leaves
 //!   nothing that `get` or `list` would return.
 //! - [`Sink::put`] is atomic: readers see the old object, or the new one.
+//! - [`Sink::put_if_absent`] is atomic too, and of two writers creating one
+//!   key exactly one succeeds: the primitive the catalog's append serialises
+//!   on, across processes and hosts.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +35,12 @@ pub enum SinkError {
         key: String,
         /// Why it is rejected.
         reason: &'static str,
+    },
+    /// [`Sink::put_if_absent`] found an object already there (left untouched).
+    #[error("{key}: already exists")]
+    AlreadyExists {
+        /// Object key.
+        key: String,
     },
     /// Local I/O failed.
     #[error("{op} {key}: {source}")]
@@ -60,6 +69,11 @@ impl SinkError {
     /// True when the object was simply absent.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// True when a conditional create lost to an existing object.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Self::AlreadyExists { .. })
     }
 }
 
@@ -98,6 +112,11 @@ pub trait Sink: Send + Sync + fmt::Debug {
     fn create(&self, key: &str) -> Result<Box<dyn SinkWriter>, SinkError>;
     /// Store a small object atomically (sidecars, manifests).
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError>;
+    /// Store a small object atomically only if nothing is stored at `key`:
+    /// [`SinkError::AlreadyExists`] otherwise, and the stored object is left
+    /// as it was. Of several writers racing on one key (other processes,
+    /// other hosts), exactly one succeeds. Readers see nothing or all of it.
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError>;
     /// Stream an object back.
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError>;
     /// The stored size, or `None` when absent.
@@ -232,6 +251,18 @@ impl Sink for MemorySink {
             .insert(key.to_string(), data.to_vec());
         Ok(())
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        validate_key(key)?;
+        match self.objects.lock().unwrap().entry(key.to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(SinkError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(data.to_vec());
+                Ok(())
+            }
+        }
+    }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         validate_key(key)?;
         let data = self.objects.lock().unwrap().get(key).cloned();
@@ -279,6 +310,7 @@ pub mod conformance {
         aborted_upload_leaves_nothing(sink);
         dropped_upload_leaves_nothing(sink);
         put_replaces_atomically(sink);
+        put_if_absent_creates_once(sink);
         list_is_scoped_and_sorted(sink);
         delete_is_idempotent(sink);
         missing_objects_are_not_found(sink);
@@ -345,6 +377,52 @@ pub mod conformance {
         sink.delete(key).unwrap();
     }
 
+    fn put_if_absent_creates_once(sink: &dyn Sink) {
+        let key = "conformance/claim/next";
+        sink.put_if_absent(key, b"first")
+            .expect("create an absent key");
+        match sink.put_if_absent(key, b"second!") {
+            Err(e) => assert!(e.is_already_exists(), "expected AlreadyExists, got {e}"),
+            Ok(()) => panic!("put_if_absent replaced an existing object"),
+        }
+        assert_eq!(get_bytes(sink, key).unwrap(), b"first", "loser changed it");
+        assert_eq!(sink.size(key).unwrap(), Some(5));
+        // An object stored by `put` counts as present too.
+        sink.put("conformance/claim/put", b"x").unwrap();
+        assert!(
+            sink.put_if_absent("conformance/claim/put", b"y")
+                .is_err_and(|e| e.is_already_exists())
+        );
+        assert!(sink.put_if_absent("../x", b"x").is_err(), "escaping key");
+        // Nothing else is left behind (no temporary objects listed).
+        assert_eq!(
+            sink.list("conformance/claim").unwrap(),
+            vec!["conformance/claim/next", "conformance/claim/put"]
+        );
+        for k in sink.list("conformance/claim").unwrap() {
+            sink.delete(&k).unwrap();
+        }
+        // Racing writers, each with its own handle on the sink: one wins.
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let wins = &wins;
+                s.spawn(
+                    move || match sink.put_if_absent("conformance/claim/race", &[i; 64]) {
+                        Ok(()) => {
+                            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(e) => assert!(e.is_already_exists(), "racer {i}: {e}"),
+                    },
+                );
+            }
+        });
+        assert_eq!(wins.into_inner(), 1, "exactly one racer creates the key");
+        let stored = get_bytes(sink, "conformance/claim/race").unwrap();
+        assert!(stored.len() == 64 && stored.iter().all(|b| *b == stored[0]));
+        sink.delete("conformance/claim/race").unwrap();
+    }
+
     fn list_is_scoped_and_sorted(sink: &dyn Sink) {
         for k in [
             "conformance/list/b/2.json",
@@ -385,6 +463,10 @@ pub mod conformance {
     fn rejects_escaping_keys(sink: &dyn Sink) {
         for key in ["../x", "/abs", "a/../../b", "a//b", ""] {
             assert!(sink.put(key, b"x").is_err(), "put accepted {key:?}");
+            assert!(
+                sink.put_if_absent(key, b"x").is_err(),
+                "put_if_absent accepted {key:?}"
+            );
             assert!(sink.create(key).is_err(), "create accepted {key:?}");
         }
     }

@@ -46,6 +46,9 @@ impl Sink for Placed {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         self.0.put(key, data)
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        self.0.put_if_absent(key, data)
+    }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         self.0.get(key)
     }
@@ -58,6 +61,12 @@ impl Sink for Placed {
     fn delete(&self, key: &str) -> Result<(), SinkError> {
         self.0.delete(key)
     }
+}
+
+/// Field `previous` of a stored manifest.
+fn m_previous(sink: &dyn Sink, key: &str) -> String {
+    let m = manifest::Manifest::from_bytes(key, &get_bytes(sink, key).unwrap()).unwrap();
+    m.previous.expect("not the first manifest")
 }
 
 fn placed(name: &str, placement: Placement) -> Placed {
@@ -221,8 +230,15 @@ fn prune_deletes_exactly_the_plan_and_records_it() {
         // One new manifest, the chain head, recording each deletion.
         let sr = sr.unwrap();
         let (key, head) = sr.manifest.clone().unwrap();
-        // The manifest and its sha256sum sidecar.
-        assert_eq!(added, vec![key.clone(), format!("{key}.sha256")]);
+        // The manifest, its sha256sum sidecar and its chain link.
+        assert_eq!(
+            added,
+            vec![
+                key.clone(),
+                format!("{key}.sha256"),
+                backup_core::catalog::append::link_key(Some(&m_previous(*sink, &key)))
+            ]
+        );
         assert_eq!(manifest::head(*sink).unwrap(), Some(head));
         let m = manifest::Manifest::from_bytes(&key, &get_bytes(*sink, &key).unwrap()).unwrap();
         assert!(m.entries.is_empty());

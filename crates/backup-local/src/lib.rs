@@ -43,6 +43,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use backup_core::fsutil::{self, Modes, WritebackFile};
 use backup_core::sink::{Placement, Sink, SinkError, SinkWriter, validate_key};
@@ -162,6 +163,27 @@ impl LocalSink {
         }
     }
 
+    fn create_new_in_place(path: &Path, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let mut f = match File::create_new(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(SinkError::AlreadyExists {
+                    key: key.to_string(),
+                });
+            }
+            Err(e) => return Err(Self::io("write", key)(e)),
+        };
+        let written = f
+            .write_all(data)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| fsutil::fsync_dir(path.parent().expect("key has a parent")));
+        if written.is_err() {
+            // A short object must not stay claimed.
+            let _ = fs::remove_file(path);
+        }
+        written.map_err(Self::io("write", key))
+    }
+
     fn prepare(&self, key: &str) -> Result<(PathBuf, PathBuf), SinkError> {
         let path = self.path_of(key)?;
         let parent = path.parent().expect("key has a parent").to_path_buf();
@@ -262,6 +284,49 @@ impl Sink for LocalSink {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         let (path, _) = self.prepare(key)?;
         fsutil::atomic_write_mode(&path, data, self.modes.file).map_err(Self::io("write", key))
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let (path, _) = self.prepare(key)?;
+        let parent = path.parent().expect("key has a parent");
+        // Unique per call, not only per process: threads may race on one key.
+        // Still a `.partial-<pid>` name, so a killed writer's file is cleaned.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().expect("key has a name").to_string_lossy();
+        let nonce = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = fsutil::partial_path(&parent.join(format!("{name}.{nonce}")));
+        let written = (|| {
+            let mut f = File::create_new(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io("write", key)(e));
+        }
+        // link(2) never replaces an existing name (EEXIST), and the name
+        // appears with the whole synced file behind it: create-if-absent and
+        // atomic for readers in one call, across processes and NFS clients.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => fsutil::fsync_dir(parent).map_err(Self::io("write", key)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SinkError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            // No hard links here (FAT/exFAT drives for the cold tier say
+            // EPERM): O_EXCL still lets exactly one writer create the name,
+            // though a reader racing the write may see it short.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+                ) =>
+            {
+                Self::create_new_in_place(&path, key, data)
+            }
+            Err(e) => Err(Self::io("write", key)(e)),
+        }
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {

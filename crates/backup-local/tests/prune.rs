@@ -95,8 +95,11 @@ fn prune_removes_exactly_the_planned_files() {
     assert_eq!(removed, planned);
     let added: Vec<&String> = after.difference(&before_hot).collect();
     let (key, _) = report.sinks[0].manifest.clone().unwrap();
-    // The manifest and its sha256sum sidecar.
-    assert_eq!(added, vec![&key, &format!("{key}.sha256")]);
+    // The manifest, its sha256sum sidecar, and the chain link that
+    // claimed its place after the previous head.
+    assert_eq!(added.len(), 3, "{added:?}");
+    assert_eq!(added[..2], [&key, &format!("{key}.sha256")]);
+    assert!(added[2].starts_with("manifests/chain/"), "{added:?}");
     assert_eq!(files(cold.root()), before_cold, "cold tier touched");
     assert!(after.iter().any(|f| f.contains("phase1")));
 

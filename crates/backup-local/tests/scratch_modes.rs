@@ -114,6 +114,9 @@ impl Sink for Spy {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
         self.inner.put(key, data)
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        self.inner.put_if_absent(key, data)
+    }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         Ok(Box::new(SpyReader {
             inner: self.inner.get(key)?,

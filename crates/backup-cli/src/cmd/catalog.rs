@@ -1,14 +1,14 @@
-//! `sqlite-backup catalog` (head, anchor) and `verify --catalog`.
+//! `sqlite-backup catalog` (head, anchor, repair) and `verify --catalog`.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use backup_core::anchor::{self, AnchorLog};
-use backup_core::catalog::{self, ArtifactCheck, Options, Report};
+use backup_core::catalog::{self, ArtifactCheck, Options, Report, repair};
 use backup_core::manifest;
 
 use crate::Exit;
-use crate::args::{AnchorArgs, CatalogCommand, Cli, VerifyArgs};
+use crate::args::{AnchorArgs, CatalogCommand, Cli, RepairArgs, VerifyArgs};
 use crate::output::{Table, size};
 use crate::settings::{self, UsageError};
 
@@ -16,7 +16,63 @@ pub fn run(cli: &Cli, args: &CatalogCommand) -> Result<Exit> {
     match args {
         CatalogCommand::Head => head(cli),
         CatalogCommand::Anchor(a) => anchor(cli, a),
+        CatalogCommand::Repair(a) => repair(cli, a),
     }
+}
+
+/// Per sink: complete unfinished links, then re-link every manifest off
+/// the chain with one appended repair manifest. Never deletes.
+fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
+    let config = settings::load_config(&cli.config)?;
+    let mut failed = false;
+    for sink in settings::sinks(&config)? {
+        let name = sink.name().to_string();
+        let plan = repair::plan(sink.as_ref())
+            .with_context(|| format!("reading the catalog of sink {name}"))?;
+        if !plan.blocking.is_empty() {
+            failed = true;
+            println!("Sink {name}: not repaired; these problems need a person, not a re-link:");
+            for p in &plan.blocking {
+                println!("  - {p}");
+            }
+            continue;
+        }
+        if !plan.needed() {
+            println!("Sink {name}: one chain, nothing to repair.");
+            continue;
+        }
+        let verb = if args.dry_run { "would" } else { "will" };
+        for (link, key) in &plan.unfinished {
+            println!("Sink {name}: {verb} store {key}, committed by {link} but never stored");
+        }
+        if !plan.relink.is_empty() {
+            println!(
+                "Sink {name}: {verb} append a repair manifest re-linking {} manifest(s), oldest first:",
+                plan.relink.len()
+            );
+            for r in &plan.relink {
+                println!("  {}  sha256 {}…  ({})", r.key, &r.sha256[..16], r.reason);
+            }
+        }
+        if args.dry_run {
+            continue;
+        }
+        match repair::apply(sink.as_ref(), jiff::Timestamp::now()) {
+            Ok(Some(a)) => println!(
+                "Sink {name}: appended {} (new head {}); every manifest kept.",
+                a.key, a.sha256
+            ),
+            Ok(None) => println!("Sink {name}: unfinished links stored; nothing to re-link."),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: sink {name}: repair failed: {e}");
+            }
+        }
+    }
+    if args.dry_run {
+        println!("Dry run: nothing was written.");
+    }
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
 /// `<sink> <head>` per sink; `-` for a sink without manifests.
@@ -55,6 +111,12 @@ fn anchor(cli: &Cli, args: &AnchorArgs) -> Result<Exit> {
             .with_context(|| format!("reading the catalog of sink {}", sink.name()))?;
         if !report.ok() {
             refused = true;
+            if let Some(head) = &report.head_key {
+                eprintln!(
+                    "error: sink {}: refusing to anchor head {head}: the catalog does not verify",
+                    report.sink
+                );
+            }
             for p in &report.problems {
                 eprintln!("error: sink {}: {p}", report.sink);
             }

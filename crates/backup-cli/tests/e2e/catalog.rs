@@ -369,3 +369,136 @@ fn a_thousand_runs_verify_in_under_a_second() {
     assert!(library < bound, "library took {library:?}");
     assert!(binary < bound, "binary took {binary:?}");
 }
+
+impl Site {
+    /// Write a sidecar that matches the manifest's current bytes, as
+    /// someone covering an edit would.
+    fn reseal(&self, key: &str) {
+        let bytes = std::fs::read(self.path(&format!("backups/{key}"))).unwrap();
+        let name = key.rsplit('/').next().unwrap();
+        std::fs::write(
+            self.path(&format!("backups/{key}.sha256")),
+            format!("{}  {name}\n", backup_core::digest::Sha256::hex_of(&bytes)),
+        )
+        .unwrap();
+    }
+
+    fn anchor_refused(&self) -> String {
+        let before = std::fs::read(self.path("anchors.txt")).ok();
+        let out = self.run(&["catalog", "anchor", "--append", "anchors.txt"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "anchor must refuse: {}",
+            text(&out)
+        );
+        assert_eq!(
+            std::fs::read(self.path("anchors.txt")).ok(),
+            before,
+            "nothing appended"
+        );
+        text(&out)
+    }
+}
+
+#[test]
+fn edited_row_counts_in_the_head_are_caught_by_verify_and_refused_by_anchor() {
+    let site = Site::new(2);
+    site.anchor();
+    let head = site.manifests().pop().unwrap();
+    site.edit(&head, |v| {
+        v["entries"][0]["row_counts"]["tasks"] = 1.into();
+    });
+    // `list` already warned; the catalog checks must say the same.
+    let list = site.run(&["list"]);
+    assert_eq!(list.status.code(), Some(1), "{}", text(&list));
+    for flags in [&[][..], &["--deep"][..]] {
+        assert_names(
+            &site.verify(flags),
+            &[&head, "does not match its sidecar", "Catalog NOT ok"],
+        );
+    }
+    let refused = site.anchor_refused();
+    assert!(
+        refused.contains(&format!("refusing to anchor head {head}"))
+            && refused.contains("does not match its sidecar"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_resealed_manifest_with_an_escaping_key_is_named_and_refused_by_anchor() {
+    let site = Site::new(2);
+    let head = site.manifests().pop().unwrap();
+    site.edit(&head, |v| v["entries"][0]["key"] = "../../app.db".into());
+    site.reseal(&head);
+    let out = site.verify(&[]);
+    assert_names(&out, &[&head, "entries[0].key", "\"../../app.db\""]);
+    assert!(
+        !out.1.contains("UNREADABLE"),
+        "named, not unreadable: {}",
+        out.1
+    );
+    let refused = site.anchor_refused();
+    assert!(refused.contains("entries[0].key"), "{refused}");
+    // `list` does not offer it either.
+    let list = site.run(&["list", "--json"]);
+    assert_eq!(list.status.code(), Some(1), "{}", text(&list));
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("../../app.db"));
+}
+
+#[test]
+fn catalog_repair_relinks_a_fork_and_keeps_every_manifest() {
+    let site = Site::new(3);
+    let keys = site.manifests();
+    // The old behaviour, by hand: a second manifest naming the same previous
+    // as the head (two runs that read the tip at once), with its sidecar.
+    let mut fork = site.manifest(&keys[2]);
+    let fork_run = "20990101T000000Z-0000";
+    let fork_key = format!("manifests/{fork_run}.json");
+    fork["run_id"] = fork_run.into();
+    let mut bytes = serde_json::to_vec_pretty(&fork).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(site.path(&format!("backups/{fork_key}")), bytes).unwrap();
+    site.reseal(&fork_key);
+    assert_names(&site.verify(&[]), &["fork:", &keys[2], &fork_key]);
+    site.anchor_refused();
+
+    let dry = site.run(&["catalog", "repair", "--dry-run"]);
+    let dry_text = text(&dry);
+    assert!(dry.status.success(), "{dry_text}");
+    assert!(
+        dry_text.contains(&keys[2])
+            && dry_text.contains("would append")
+            && dry_text.contains("forked"),
+        "{dry_text}"
+    );
+    assert_eq!(site.manifests().len(), 4, "dry run wrote nothing");
+
+    let out = site.run(&["catalog", "repair"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after = site.manifests();
+    assert_eq!(
+        after.len(),
+        5,
+        "every manifest kept, one repair manifest added"
+    );
+    for k in keys.iter().chain([&fork_key]) {
+        assert!(after.contains(k), "{k} kept");
+    }
+    let repair = site.manifest(after.last().unwrap());
+    assert_eq!(repair["relinked"][0]["key"], keys[2].as_str(), "{repair:#}");
+    let ok = site.verify(&["--deep"]);
+    assert_eq!(ok.0, 0, "{}", ok.1);
+    site.anchor();
+    // Later backups go on from the repaired head.
+    let out = site.run(&["backup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(site.verify(&["--anchor", "anchors.txt"]).0, 0);
+    let again = site.run(&["catalog", "repair"]);
+    assert!(
+        text(&again).contains("nothing to repair"),
+        "{}",
+        text(&again)
+    );
+}

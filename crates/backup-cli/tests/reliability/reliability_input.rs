@@ -253,6 +253,7 @@ fn sample_manifest() -> Vec<u8> {
         previous_fields: Default::default(),
         entries: vec![entry],
         pruned: vec![],
+        relinked: vec![],
     }
     .to_bytes()
 }

@@ -83,12 +83,45 @@ fn check(sink: &dyn Sink, depth: ArtifactCheck, anchors: Option<&AnchorLog>) -> 
     verify(sink, &Options { artifacts: depth }, anchors).unwrap()
 }
 
+/// Edit a manifest and reseal its sidecar, as someone covering their
+/// tracks would: what is left to catch it is the chain (or the anchor).
 fn edit(sink: &MemorySink, key: &str, f: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_slice(&get_bytes(sink, key).unwrap()).unwrap();
     f(&mut v);
     let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
     bytes.push(b'\n');
-    sink.put(key, &bytes).unwrap();
+    put_sealed(sink, key, &bytes);
+}
+
+/// Store manifest bytes with a matching sidecar.
+fn put_sealed(sink: &MemorySink, key: &str, bytes: &[u8]) {
+    let sidecar = crate::digest::Sidecar::new(Sha256::hex_of(bytes), crate::naming::file_name(key));
+    sink.put(&manifest::sidecar_key(key), sidecar.render().as_bytes())
+        .unwrap();
+    sink.put(key, bytes).unwrap();
+}
+
+/// A manifest written the way writers did before appends were serialised:
+/// linked to the newest key, with no claim on the chain position.
+fn write_unclaimed(sink: &MemorySink, run: usize, entries: Vec<Entry>) -> String {
+    let tip = manifest::tip(sink).unwrap();
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        run_id: run_id(run),
+        sink: sink.name().into(),
+        tool_version: "old".into(),
+        started_at: t(run),
+        finished_at: t(run),
+        previous: tip.as_ref().map(|t| t.sha256.clone()),
+        previous_run_id: tip.as_ref().map(|t| t.run_id.clone()),
+        previous_fields: tip.map(|t| t.fields).unwrap_or_default(),
+        entries,
+        pruned: vec![],
+        relinked: vec![],
+    };
+    put_sealed(sink, &m.key(), &m.to_bytes());
+    m.key()
 }
 
 fn anchor_log(lines: &[(&str, &str)]) -> AnchorLog {
@@ -213,7 +246,7 @@ fn a_reformatted_manifest_is_altered_with_no_field_changed() {
     let key = manifest_key(&run_id(1));
     let mut bytes = get_bytes(&sink, &key).unwrap();
     bytes.extend_from_slice(b"\n");
-    sink.put(&key, &bytes).unwrap();
+    put_sealed(&sink, &key, &bytes);
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert!(
         matches!(&r.problems[..], [Problem::Altered { fields, .. }] if fields[0].starts_with("none")),
@@ -250,7 +283,7 @@ fn a_manifest_written_behind_the_head_is_cut_off() {
     let e1 = artifact(&sink, 1);
     write_manifest(&sink, &run_id(1), t(1), t(1), vec![e1], vec![]).unwrap();
     let e0 = artifact(&sink, 0);
-    let (k0, _) = write_manifest(&sink, &run_id(0), t(0), t(0), vec![e0], vec![]).unwrap();
+    let k0 = write_unclaimed(&sink, 0, vec![e0]);
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert_eq!(r.problems, vec![Problem::Unlinked { key: k0.clone() }]);
     // The next run links to run 1 as well: now two manifests claim it.
@@ -498,7 +531,7 @@ fn a_manifest_without_run_link_reports_a_broken_link() {
 #[test]
 fn an_unreadable_manifest_is_named_and_the_walk_goes_on() {
     let (sink, _) = chain(4);
-    sink.put(&manifest_key(&run_id(1)), b"{ not json").unwrap();
+    put_sealed(&sink, &manifest_key(&run_id(1)), b"{ not json");
     let r = check(&sink, ArtifactCheck::Cheap, None);
     let kinds: Vec<&str> = r
         .problems
@@ -563,6 +596,7 @@ fn a_thousand_runs_verify_quickly() {
             previous_fields: previous.map(|(_, _, f)| f).unwrap_or_default(),
             entries: vec![e],
             pruned: vec![],
+            relinked: vec![],
         };
         let bytes = m.to_bytes();
         sink.put(&m.key(), &bytes).unwrap();
@@ -580,4 +614,76 @@ fn a_thousand_runs_verify_quickly() {
     let bound = if cfg!(debug_assertions) { 5.0 } else { 1.0 };
     assert!(took.as_secs_f64() < bound, "took {took:?}");
     eprintln!("1,000-run chain verified in {took:?}");
+}
+
+#[test]
+fn an_edit_without_resealing_is_caught_by_the_sidecar_even_at_the_head() {
+    let (sink, _) = chain(3);
+    let head = manifest_key(&run_id(2));
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&get_bytes(&sink, &head).unwrap()).unwrap();
+    v["entries"][0]["row_counts"]["tasks"] = 7.into();
+    sink.put(&head, &serde_json::to_vec_pretty(&v).unwrap())
+        .unwrap();
+    for depth in [ArtifactCheck::Skip, ArtifactCheck::Deep] {
+        let r = check(&sink, depth, None);
+        assert!(
+            matches!(&r.problems[..], [Problem::SidecarMismatch { key, .. }] if key == &head),
+            "{depth:?}: {:#?}",
+            r.problems
+        );
+    }
+    // A deleted sidecar, while older manifests have theirs.
+    sink.delete(&manifest::sidecar_key(&head)).unwrap();
+    let r = check(&sink, ArtifactCheck::Skip, None);
+    assert_eq!(
+        r.problems,
+        vec![Problem::ManifestSidecarMissing { key: head.clone() }]
+    );
+    // Catalogs from before sidecars (none at all) are fine.
+    for i in 0..3 {
+        sink.delete(&manifest::sidecar_key(&manifest_key(&run_id(i))))
+            .unwrap();
+    }
+    sink.put(&head, &serde_json::to_vec_pretty(&v).unwrap())
+        .unwrap();
+    assert!(check(&sink, ArtifactCheck::Skip, None).ok());
+}
+
+#[test]
+fn an_escaping_entry_key_is_named_and_never_looked_up() {
+    let (sink, _) = chain(2);
+    let head = manifest_key(&run_id(1));
+    edit(&sink, &head, |v| {
+        v["entries"][0]["key"] = "../../app.db".into();
+        v["entries"][0]["sidecar_key"] = "/etc/passwd".into();
+    });
+    for depth in [
+        ArtifactCheck::Skip,
+        ArtifactCheck::Cheap,
+        ArtifactCheck::Deep,
+    ] {
+        // Not a sink error (the whole catalog unreadable): a named problem.
+        let r = check(&sink, depth, None);
+        let fields: Vec<&str> = r
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::InvalidKey {
+                    manifest, field, ..
+                } if manifest == &head => Some(field.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            ["entries[0].key", "entries[0].sidecar_key"],
+            "{:#?}",
+            r.problems
+        );
+    }
+    // `list` does not offer its entries.
+    let (stored, bad) = manifest::read_all(&sink).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(bad[0].to_string().contains("entries[0].key"), "{}", bad[0]);
 }

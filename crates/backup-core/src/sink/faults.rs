@@ -40,7 +40,7 @@ pub enum Op {
     Write,
     /// [`SinkWriter::finish`] (the upload never becomes visible).
     Finish,
-    /// [`Sink::put`] (sidecars, manifests).
+    /// [`Sink::put`] and [`Sink::put_if_absent`] (sidecars, manifests, chain links).
     Put,
     /// [`Sink::get`].
     Get,
@@ -72,6 +72,24 @@ impl<S: Sink> FailAfter<S> {
             inner,
             left: Arc::new(AtomicU64::new(bytes)),
         }
+    }
+
+    /// Take `len` bytes of the budget for a small atomic object: all of it
+    /// fits, or nothing is taken and the write fails like a full disk.
+    fn reserve(&self, key: &str, len: usize) -> Result<(), SinkError> {
+        let grant = take(&self.left, len as u64);
+        if grant < len as u64 {
+            self.left.fetch_add(grant, Ordering::SeqCst);
+            return Err(SinkError::Io {
+                op: "write",
+                key: key.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "injected fault: no space left on device",
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Bytes still accepted.
@@ -146,20 +164,12 @@ impl<S: Sink> Sink for FailAfter<S> {
         }))
     }
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        // `put` is atomic: all of it fits, or nothing is stored.
-        let grant = take(&self.left, data.len() as u64);
-        if grant < data.len() as u64 {
-            self.left.fetch_add(grant, Ordering::SeqCst);
-            return Err(SinkError::Io {
-                op: "write",
-                key: key.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "injected fault: no space left on device",
-                ),
-            });
-        }
+        self.reserve(key, data.len())?;
         self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        self.reserve(key, data.len())?;
+        self.inner.put_if_absent(key, data)
     }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         self.inner.get(key)
@@ -265,6 +275,13 @@ impl<S: Sink> Sink for FailOn<S> {
             return Err(injected("write", key, "put failed"));
         }
         self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        // A conditional create is a put as far as faults go.
+        if self.fails(Op::Put, key) {
+            return Err(injected("write", key, "put failed"));
+        }
+        self.inner.put_if_absent(key, data)
     }
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
         if self.fails(Op::Get, key) {

@@ -1,0 +1,384 @@
+//! Appending a manifest to a sink's hash chain: the one operation every
+//! writer uses (backup, prune, `catalog repair`), so the catalog's guarantee
+//! lives here: **one chain, whoever writes at once**, on one host or on
+//! several sharing a folder or a container.
+//!
+//! Writers do not lock; they race on the chain position, optimistically:
+//!
+//! 1. Read the tip: the newest manifest (greatest key), as before.
+//! 2. Build the next manifest: `previous` is the tip's SHA-256, and its run
+//!    id sorts after the tip's (the run's own id if it already does, else a
+//!    fresh one just after the tip), so the newest key stays the head.
+//! 3. **Claim the place after the tip** with a conditional create
+//!    ([`Sink::put_if_absent`]) of the link `manifests/chain/<tip sha256>`
+//!    (`manifests/chain/genesis` for a first manifest) holding the new
+//!    manifest's exact bytes. Both racers name the same link, so exactly one
+//!    wins, on any sink: that create is the commit point.
+//! 4. The winner writes the manifest's sidecar, then the manifest at its
+//!    usual key `manifests/<run id>.json`, where every reader finds it.
+//!
+//! A loser reads the winning link, completes the winner's sidecar and
+//! manifest if they are not there yet (its writer may have died between 3
+//! and 4: the chain must not stall on it), and starts again from that
+//! manifest. Every lost race means another writer's manifest was appended,
+//! so writers always make progress.
+//!
+//! Links have no `.json` suffix, so readers of manifests (old versions
+//! too) skip them; catalogs written before links existed need nothing: the
+//! first append claims the place after their newest manifest.
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::warn;
+
+use crate::digest::{Sha256, Sidecar};
+use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest, Pruned, Relinked, Tip};
+use crate::naming;
+use crate::sink::{Sink, SinkError, get_bytes};
+
+/// Folder of chain links inside a sink.
+pub const LINK_DIR: &str = "manifests/chain";
+
+/// How many lost races [`append`] takes before giving up. Each lost race is
+/// another writer's manifest appended, so only a crowd of writers (or a
+/// broken link) gets near it.
+pub const MAX_ATTEMPTS: u32 = 200;
+
+/// The link that claims the place after the manifest whose bytes hash to
+/// `previous` (`None`: the first manifest of the sink).
+///
+/// ```
+/// use backup_core::catalog::append::link_key;
+/// assert_eq!(link_key(None), "manifests/chain/genesis");
+/// assert_eq!(link_key(Some("ab12")), "manifests/chain/ab12");
+/// ```
+pub fn link_key(previous: Option<&str>) -> String {
+    format!("{LINK_DIR}/{}", previous.unwrap_or("genesis"))
+}
+
+/// What a writer wants recorded; [`append`] adds the link fields.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The run's id; replaced by one after the tip's if it does not sort
+    /// after it (a run that started earlier but finished later than another).
+    pub run_id: String,
+    /// Run start.
+    pub started_at: Timestamp,
+    /// Run end.
+    pub finished_at: Timestamp,
+    /// Artifacts written.
+    pub entries: Vec<Entry>,
+    /// Artifacts pruned.
+    pub pruned: Vec<Pruned>,
+    /// Manifests of forked branches brought back onto the chain.
+    pub relinked: Vec<Relinked>,
+}
+
+/// An appended manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Its key.
+    pub key: String,
+    /// Its run id (see [`Draft::run_id`]).
+    pub run_id: String,
+    /// SHA-256 of its bytes: the new chain head.
+    pub sha256: String,
+    /// Races lost to other writers before it went in.
+    pub lost_races: u32,
+}
+
+/// Why nothing was appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The sink failed before the manifest was committed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A link object is not a manifest of ours; the chain cannot go on past it.
+    #[error(
+        "chain link {key} is unreadable ({message}); the manifests still hold the chain: \
+         move that object away and run again"
+    )]
+    BadLink {
+        /// The link key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Too many lost races in a row.
+    #[error("gave up appending to sink {sink} after losing {attempts} races to other writers")]
+    Contended {
+        /// Sink name.
+        sink: String,
+        /// Races lost.
+        attempts: u32,
+    },
+}
+
+/// Append a manifest for `draft` to the chain of `sink` and return where it
+/// went. See the module documentation for the protocol.
+pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
+    let mut tip = manifest::tip(sink)?;
+    for lost_races in 0..MAX_ATTEMPTS {
+        let previous = tip.as_ref().map(|t| t.sha256.clone());
+        let m = Manifest {
+            format: manifest::FORMAT.into(),
+            version: manifest::VERSION,
+            run_id: run_id_after(
+                &draft.run_id,
+                tip.as_ref().map(|t| t.run_id.as_str()),
+                Timestamp::now(),
+            ),
+            sink: sink.name().to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: draft.started_at,
+            finished_at: draft.finished_at,
+            previous: previous.clone(),
+            previous_run_id: tip.as_ref().map(|t| t.run_id.clone()),
+            previous_fields: tip.take().map(|t| t.fields).unwrap_or_default(),
+            entries: draft.entries.clone(),
+            pruned: draft.pruned.clone(),
+            relinked: draft.relinked.clone(),
+        };
+        let bytes = m.to_bytes();
+        let link = link_key(previous.as_deref());
+        let claimed = match sink.put_if_absent(&link, &bytes) {
+            Ok(()) => bytes.clone(),
+            Err(e) if e.is_already_exists() => get_bytes(sink, &link)?,
+            Err(e) => return Err(e.into()),
+        };
+        // Equal bytes: ours, also when a retried create was answered
+        // "exists" after its first try went through. (Another writer's
+        // byte-identical manifest would record the very same thing.)
+        let won = claimed == bytes;
+        let next = complete(sink, &link, &claimed)?;
+        if won {
+            return Ok(Appended {
+                key: next.key,
+                run_id: next.run_id,
+                sha256: next.sha256,
+                lost_races,
+            });
+        }
+        tip = Some(next);
+    }
+    Err(AppendError::Contended {
+        sink: sink.name().to_string(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Make sure the manifest claimed by `link` (bytes `claimed`) is stored
+/// under its key with its sidecar, and return it as a tip. Idempotent and
+/// safe to race: both objects are created only if absent, with the bytes the
+/// link fixes. A failure after the claim is logged, not returned: the
+/// manifest is on the chain, and the next append (or `catalog repair`)
+/// completes it.
+fn complete(sink: &dyn Sink, link: &str, claimed: &[u8]) -> Result<Tip, AppendError> {
+    let m = Manifest::from_bytes(link, claimed).map_err(|e| AppendError::BadLink {
+        key: link.to_string(),
+        message: e.to_string(),
+    })?;
+    let key = m.key();
+    let sha256 = Sha256::hex_of(claimed);
+    let sidecar = Sidecar::new(&sha256, naming::file_name(&key)).render();
+    // Sidecar first, manifest last, as every manifest is written.
+    let stored = [
+        (manifest::sidecar_key(&key), sidecar.as_bytes()),
+        (key.clone(), claimed),
+    ]
+    .iter()
+    .try_for_each(|(k, data)| match sink.put_if_absent(k, data) {
+        Err(e) if !e.is_already_exists() => Err(e),
+        _ => Ok(()),
+    });
+    if let Err(e) = stored {
+        warn!(
+            "sink {}: manifest {key} is on the chain ({link}) but storing its copy failed: {e}; \
+             the next append or `sqlite-backup catalog repair` completes it",
+            sink.name()
+        );
+    }
+    Ok(Tip {
+        run_id: m.run_id,
+        fields: manifest::field_digests(claimed),
+        sha256,
+        key,
+    })
+}
+
+/// Links whose manifest copy is missing (a writer died between claiming and
+/// storing): `(link key, manifest key)`.
+pub fn unfinished(sink: &dyn Sink) -> Result<Vec<(String, String)>, AppendError> {
+    let stored: std::collections::BTreeSet<String> = sink
+        .list(MANIFEST_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    let mut out = Vec::new();
+    for link in sink.list(LINK_DIR)? {
+        let bytes = get_bytes(sink, &link)?;
+        let m = Manifest::from_bytes(&link, &bytes).map_err(|e| AppendError::BadLink {
+            key: link.clone(),
+            message: e.to_string(),
+        })?;
+        if !stored.contains(&m.key()) {
+            out.push((link, m.key()));
+        }
+    }
+    Ok(out)
+}
+
+/// Store the copies of the [`unfinished`] links.
+pub fn finish(sink: &dyn Sink, links: &[(String, String)]) -> Result<(), AppendError> {
+    for (link, _) in links {
+        complete(sink, link, &get_bytes(sink, link)?)?;
+    }
+    Ok(())
+}
+
+/// A run id that sorts after `tip`: `wanted` when it already does, else
+/// one for `now`, else one for just after the tip's own time (a clock
+/// behind the tip's writer, or many appends within a millisecond).
+///
+/// ```
+/// use backup_core::catalog::append::run_id_after;
+/// let now: jiff::Timestamp = "2026-11-23T13:08:12.500Z".parse().unwrap();
+/// assert_eq!(run_id_after("20261123T130812Z-1a2b", None, now), "20261123T130812Z-1a2b");
+/// let later = "20261123T150000Z-0040";
+/// let id = run_id_after("20261123T130812Z-1a2b", Some(later), now);
+/// assert!(id.as_str() > later && id.starts_with("20261123T150000Z-"), "{id}");
+/// ```
+pub fn run_id_after(wanted: &str, tip: Option<&str>, now: Timestamp) -> String {
+    let Some(tip) = tip else {
+        return wanted.to_string();
+    };
+    if wanted > tip {
+        return wanted.to_string();
+    }
+    let fresh = manifest::new_run_id(now);
+    if fresh.as_str() > tip {
+        return fresh;
+    }
+    if let Some(at) = run_time(tip) {
+        let next = manifest::new_run_id(at + SignedDuration::from_millis(1));
+        if next.as_str() > tip {
+            return next;
+        }
+    }
+    // Not one of our ids: extend it, which sorts after it.
+    format!("{tip}-0")
+}
+
+/// The time a run id stands for, to the millisecond (see
+/// [`manifest::new_run_id`]: the suffix holds the millisecond).
+fn run_time(run_id: &str) -> Option<Timestamp> {
+    let at = manifest::run_started(run_id)?;
+    let suffix = run_id.split_once('-')?.1;
+    let bits = u16::from_str_radix(suffix, 16)
+        .ok()
+        .filter(|_| suffix.len() == 4)?;
+    Some(at + SignedDuration::from_millis(i64::from((bits >> 6).min(999))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+
+    fn draft(run_id: &str) -> Draft {
+        let t: Timestamp = "2026-11-23T13:08:12Z".parse().unwrap();
+        Draft {
+            run_id: run_id.into(),
+            started_at: t,
+            finished_at: t,
+            entries: vec![],
+            pruned: vec![],
+            relinked: vec![],
+        }
+    }
+
+    #[test]
+    fn appends_claim_the_place_after_the_tip() {
+        let sink = MemorySink::new("m");
+        let a = append(&sink, draft("20261123T130812Z-0001")).unwrap();
+        let b = append(&sink, draft("20261123T130813Z-0002")).unwrap();
+        assert_eq!(
+            get_bytes(&sink, &link_key(None)).unwrap(),
+            get_bytes(&sink, &a.key).unwrap()
+        );
+        assert_eq!(
+            get_bytes(&sink, &link_key(Some(&a.sha256))).unwrap(),
+            get_bytes(&sink, &b.key).unwrap()
+        );
+        assert_eq!(manifest::head(&sink).unwrap(), Some(b.sha256));
+    }
+
+    #[test]
+    fn a_run_that_sorts_before_the_tip_gets_an_id_after_it() {
+        let sink = MemorySink::new("m");
+        let late = append(&sink, draft("20261123T140000Z-0001")).unwrap();
+        let early = append(&sink, draft("20261123T130000Z-0001")).unwrap();
+        assert!(early.run_id > late.run_id, "{early:?} {late:?}");
+        let r = crate::catalog::verify(&sink, &Default::default(), None).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.chain, 2);
+    }
+
+    #[test]
+    fn a_claim_whose_writer_died_is_completed_by_the_next_writer() {
+        let sink = MemorySink::new("m");
+        let a = append(&sink, draft("20261123T130812Z-0001")).unwrap();
+        // A writer claimed the place after `a`, then died before storing
+        // its manifest: only the link exists.
+        let mut m = Manifest::from_bytes("x", &get_bytes(&sink, &a.key).unwrap()).unwrap();
+        m.run_id = "20261123T130813Z-0002".into();
+        m.previous = Some(a.sha256.clone());
+        m.previous_run_id = Some(a.run_id.clone());
+        sink.put_if_absent(&link_key(Some(&a.sha256)), &m.to_bytes())
+            .unwrap();
+        assert_eq!(unfinished(&sink).unwrap().len(), 1);
+        let c = append(&sink, draft("20261123T130814Z-0003")).unwrap();
+        assert_eq!(c.lost_races, 1);
+        assert!(unfinished(&sink).unwrap().is_empty());
+        let r = crate::catalog::verify(&sink, &Default::default(), None).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.chain, 3);
+    }
+
+    #[test]
+    fn racing_writers_keep_one_chain() {
+        let sink = MemorySink::new("m");
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                let sink = sink.clone();
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let now = Timestamp::now();
+                        let d = Draft {
+                            started_at: now,
+                            ..draft(&manifest::new_run_id(now))
+                        };
+                        append(&sink, d).unwrap_or_else(|e| panic!("{w}/{i}: {e}"));
+                    }
+                });
+            }
+        });
+        let r = crate::catalog::verify(&sink, &Default::default(), None).unwrap();
+        assert!(r.ok(), "{:#?}", r.problems);
+        assert_eq!((r.manifests, r.chain), (100, 100));
+    }
+
+    #[test]
+    fn run_ids_after_the_tip() {
+        let now: Timestamp = "2026-11-23T13:08:12.500Z".parse().unwrap();
+        // Tip in the same millisecond as `now`, or ahead of it.
+        for tip in [
+            manifest::new_run_id(now),
+            "20261123T130812Z-ffff".to_string(),
+            "20301123T130812Z-0000".into(),
+            "not-a-run-id".into(),
+        ] {
+            let id = run_id_after("20261123T130812Z-0000", Some(&tip), now);
+            assert!(id > tip, "{id} after {tip}");
+        }
+    }
+}
