@@ -49,6 +49,7 @@ pub mod catalog;
 pub mod compress;
 mod database;
 pub mod digest;
+pub mod drill;
 mod error;
 pub mod fsutil;
 pub mod intent;
