@@ -93,6 +93,11 @@ pub enum Command {
         after_help = "Examples:\n  sqlite-backup status\n  sqlite-backup status --json\n  sqlite-backup status --reset-failures\n\nExits 1 when a database's newest backup is older than max_age_hours."
     )]
     Status(StatusArgs),
+    /// Restore drill: restore the newest and one older backup per sink into scratch, check, time it.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup drill\n  sqlite-backup drill --label app --from azure\n\nPer database and sink, the newest backup and one older one chosen at random are\nrestored into a scratch folder in the temp folder (never near the live file,\nwhich is not opened) with every check a restore runs, post_restore included\nwhen drill_post_restore = true. The newest one's restore time is the RTO.\nResults go to the state file and the metrics; failures alert like backups\n(their own streak). Exit 1 when any backup does not restore."
+    )]
+    Drill(DrillArgs),
     /// Run backups on a schedule (or once, for cron and timers).
     #[command(
         after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers"
@@ -221,6 +226,17 @@ pub struct StatusArgs {
     /// Reset every consecutive-failure counter to zero.
     #[arg(long)]
     pub reset_failures: bool,
+}
+
+/// `drill` arguments.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Only these databases (repeatable). Default: all.
+    #[arg(long = "label", short = 'l', value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Only this sink (`local`, `cold`, `azure`). Default: every sink.
+    #[arg(long, value_name = "SINK")]
+    pub from: Option<String>,
 }
 
 /// `daemon` arguments.

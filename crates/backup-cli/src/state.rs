@@ -126,11 +126,6 @@ pub struct DrillRun {
 }
 
 impl DrillRun {
-    /// Every sink passed.
-    pub fn ok(&self) -> bool {
-        self.sinks.iter().all(|s| s.error.is_none())
-    }
-
     /// The failures, one line per sink.
     pub fn error(&self) -> Option<String> {
         let errors: Vec<String> = self

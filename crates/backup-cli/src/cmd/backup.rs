@@ -212,9 +212,10 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
     if undelivered {
         save(&mut state, config);
     }
+    crate::metrics::write_textfile(config, &state);
 }
 
-fn save(state: &mut State, config: &Config) {
+pub(crate) fn save(state: &mut State, config: &Config) {
     if let Err(e) = state.save(&config.state_dir) {
         error!("{e}: failure counters were not updated");
     }
