@@ -67,9 +67,9 @@ pub enum DrillError {
         key: String,
         /// Run id.
         run_id: String,
-        /// Cause.
+        /// Cause (boxed: it is large and rare).
         #[source]
-        source: RestoreError,
+        source: Box<RestoreError>,
     },
     /// The scratch folder could not be created.
     #[error("creating a scratch folder in {}: {source}", root.display())]
@@ -211,7 +211,7 @@ fn restore_one(
             DrillError::Restore {
                 key: key(),
                 run_id: run_id(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let outcome = match restore::execute(&plan, sinks, &restore::Silent) {
@@ -227,7 +227,7 @@ fn restore_one(
                 return Err(DrillError::Restore {
                     key: key(),
                     run_id: run_id(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         };

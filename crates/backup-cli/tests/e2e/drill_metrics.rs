@@ -387,3 +387,43 @@ fn daemon_runs_a_due_drill_and_serves_metrics() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("next run at"), "{log}");
 }
+
+#[test]
+fn status_reads_the_catalog_when_the_state_folder_is_gone() {
+    let (dir, _db, config) = project("");
+    let (c, out) = run_code(&config, &["backup"]);
+    assert_eq!(c, 0, "{out}");
+    let run_id = state(dir.path())["databases"]["app"]["last_success"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_dir_all(dir.path().join(".sqlite-backup-state")).unwrap();
+
+    let o = run(&config, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let app = &v["databases"][0];
+    assert_eq!(app["health"], "ok");
+    assert_eq!(app["run_id"], run_id.as_str());
+    assert_eq!(app["source"], "catalog");
+    assert!(
+        app["disagreement"]
+            .as_str()
+            .unwrap()
+            .contains("the state file has no record of it"),
+        "{app}"
+    );
+    let (c, out) = run_code(&config, &["status"]);
+    assert_eq!(c, 0, "{out}");
+    assert!(
+        out.contains("note: app: the state file has no record"),
+        "{out}"
+    );
+
+    // --offline keeps the state-file-only view: never backed up, exit 1.
+    let o = run(&config, &["status", "--offline", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["databases"][0]["health"], "never");
+    assert_eq!(v["catalog_read"], false);
+}
