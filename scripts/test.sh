@@ -17,6 +17,14 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils >/dev/null
 fi
 
+# promtool checks the metrics output (Debian package `prometheus`).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "Installing promtool (prometheus)…"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 if [ -f package-lock.json ]; then
   if [ ! -x node_modules/.bin/azurite-blob ]; then
     echo "Installing Azurite (npm ci)…"
