@@ -164,6 +164,11 @@ fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
+/// A path as the config file spells it (a TOML basic string).
+fn q_toml(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
 fn remove(p: &Path) {
     if p.is_dir() {
         let _ = std::fs::remove_dir_all(p);
@@ -416,6 +421,52 @@ fn main() {
         "ours: backup, zstd (+ sidecar, quick_check, manifest)",
         m,
         size,
+    );
+    // The same zstd backup, encrypted to an age recipient (made by the real
+    // age-keygen): the cost of encryption at rest.
+    let key = work.join("bench-age-key.txt");
+    remove(&key);
+    let public = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age-keygen -o {} 2>/dev/null && age-keygen -y {}",
+            q(&key),
+            q(&key)
+        ))
+        .output()
+        .expect("age-keygen (Debian package `age`)");
+    assert!(
+        public.status.success(),
+        "age-keygen failed: install Debian's `age`"
+    );
+    let public = String::from_utf8_lossy(&public.stdout).trim().to_string();
+    let enc_root = work.join("backups-zstd-age");
+    let enc_cfg = work.join("bench-zstd-age.toml");
+    std::fs::write(
+        &enc_cfg,
+        std::fs::read_to_string(&zstd_cfg)
+            .expect("zstd config")
+            .replace(
+                &q_toml(&work.join("backups-zstd-backup")),
+                &q_toml(&enc_root),
+            )
+            + &format!("[encryption]\nrecipients = [{public:?}]\n"),
+    )
+    .expect("writing the encrypted config");
+    let m = median(runs, || {
+        remove(&enc_root);
+        measure(
+            Command::new(&cli)
+                .arg("--config")
+                .arg(&enc_cfg)
+                .args(["--quiet", "backup"]),
+            None,
+        )
+    });
+    add(
+        "ours: backup, zstd + age encryption",
+        m,
+        artifact_size(&enc_root, ".age"),
     );
     let (m, size, _) = ours("gzip", "backup", ".gz");
     add(
@@ -686,6 +737,13 @@ fn print_report(
         ratio(zstd_pipe, ours_zstd),
         "(context)",
         |_| true,
+        "×",
+    );
+    target(
+        "encrypted ÷ plain zstd backup",
+        ratio(secs(find("ours: backup, zstd + age")), ours_zstd),
+        "≤ 1.1×",
+        |v| v <= 1.1,
         "×",
     );
     target(

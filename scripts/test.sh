@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need
-# (sqlite3, zstd, gzip, coreutils, age and promtool from Debian; Azurite from
+# (sqlite3, zstd, gzip, coreutils, age, promtool and chromium from Debian; Azurite from
 # npm, pinned in package-lock.json), then runs every test of the workspace.
 # Azurite is started by the tests themselves on 127.0.0.1 with a temporary
 # data folder.
@@ -24,6 +24,14 @@ if ! command -v promtool >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# Headless Chromium renders the HTML report (Debian package `chromium`).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "Installing Chromium…"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 if [ -f package-lock.json ]; then

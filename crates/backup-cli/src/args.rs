@@ -108,6 +108,11 @@ pub enum Command {
         after_help = "Examples:\n  sqlite-backup drill\n  sqlite-backup drill --label app --from azure\n\nPer database and sink, the newest backup and one older one chosen at random are\nrestored into a scratch folder in the temp folder (never near the live file,\nwhich is not opened) with every check a restore runs, post_restore included\nwhen drill_post_restore = true. The newest one's restore time is the RTO.\nResults go to the state file and the metrics; failures alert like backups\n(their own streak). Exit 1 when any backup does not restore."
     )]
     Drill(DrillArgs),
+    /// Write an HTML page of every database's health and backup history.
+    #[command(
+        after_help = "Example:\n  sqlite-backup report --html /var/www/backups.html\n\nOne self-contained file (no scripts, no outside resources), from the catalogs\nof every sink and the state file."
+    )]
+    Report(ReportArgs),
     /// Run backups on a schedule (or once, for cron and timers).
     #[command(
         after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers"
@@ -124,6 +129,14 @@ pub enum Command {
         after_help = "Example:\n  sqlite-backup demo            # writes ./sqlite-backup-demo/\n  cd sqlite-backup-demo && sqlite-backup list"
     )]
     Demo(DemoArgs),
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
 }
 
 /// `backup` arguments.

@@ -1185,7 +1185,7 @@ mod tests {
         assert_eq!(step.age_gap, SignedDuration::from_hours(22));
         assert_eq!(
             step.to_string(),
-            "loses 22h0m of changes; rows: tasks 300 -> 200 (-100)"
+            "loses 22h of changes; rows: tasks 300 -> 200 (-100)"
         );
         let same = p.candidates[2].loss.as_ref().unwrap();
         assert!(same.is_nothing());

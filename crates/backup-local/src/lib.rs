@@ -163,8 +163,8 @@ impl LocalSink {
         }
     }
 
-    fn create_new_in_place(path: &Path, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        let mut f = match File::create_new(path) {
+    fn create_new_in_place(&self, path: &Path, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let mut f = match fsutil::create_private(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(SinkError::AlreadyExists {
@@ -176,6 +176,7 @@ impl LocalSink {
         let written = f
             .write_all(data)
             .and_then(|()| f.sync_all())
+            .and_then(|()| fsutil::set_mode(&f, self.modes.file))
             .and_then(|()| fsutil::fsync_dir(path.parent().expect("key has a parent")));
         if written.is_err() {
             // A short object must not stay claimed.
@@ -295,10 +296,13 @@ impl Sink for LocalSink {
         let name = path.file_name().expect("key has a name").to_string_lossy();
         let nonce = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = fsutil::partial_path(&parent.join(format!("{name}.{nonce}")));
+        // Private from creation, then the sink's mode before the name
+        // appears, as `put` does.
         let written = (|| {
-            let mut f = File::create_new(&tmp)?;
+            let mut f = fsutil::create_private(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()
+            f.sync_all()?;
+            fsutil::set_mode(&f, self.modes.file)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
@@ -323,7 +327,7 @@ impl Sink for LocalSink {
                     io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
                 ) =>
             {
-                Self::create_new_in_place(&path, key, data)
+                self.create_new_in_place(&path, key, data)
             }
             Err(e) => Err(Self::io("write", key)(e)),
         }

@@ -1,7 +1,7 @@
 //! A real Azurite blob service for tests, one private instance per test.
 //!
 //! ```no_run
-//! let azurite = sqlite_backup_suite::azurite::Azurite::start().unwrap();
+//! let azurite = backup_testkit::azurite::Azurite::start().unwrap();
 //! azurite.create_container("db-backups").unwrap();
 //! let cfg = azurite.sink_config("db-backups");
 //! let sink = backup_azure::AzureSink::from_config(&cfg).unwrap();

@@ -8,6 +8,7 @@ mod demo;
 pub(crate) mod drill;
 mod list;
 mod prune;
+mod report;
 mod restore;
 mod schedule;
 mod status;
@@ -36,5 +37,6 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         Command::Schedule(a) => schedule::run(cli, a),
         Command::Catalog(a) => catalog::run(cli, a),
         Command::Drill(a) => drill::run(cli, a),
+        Command::Report(a) => report::run(cli, a),
     }
 }

@@ -13,4 +13,5 @@ mod ops_e2e;
 mod paths;
 mod perms;
 mod prune_cli;
+mod report;
 mod restore;
