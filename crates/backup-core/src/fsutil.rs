@@ -247,7 +247,13 @@ pub fn atomic_write_mode(target: &Path, data: &[u8], mode: u32) -> io::Result<()
         f.sync_all()?;
         set_mode(&f, mode)?;
         std::fs::rename(&tmp, target)?;
-        fsync_dir(target.parent().unwrap_or(Path::new(".")))
+        // `report.html` has the parent "", which is the working folder.
+        fsync_dir(
+            target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
