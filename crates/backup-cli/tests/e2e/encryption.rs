@@ -294,3 +294,38 @@ fn passphrase_mode_round_trips_and_never_prints_the_passphrase() {
         assert!(!contains(&std::fs::read(&f).unwrap(), MARKER.as_bytes()));
     }
 }
+
+#[test]
+fn nothing_readable_reaches_azure_either() {
+    let e = project("");
+    let az = backup_testkit::azurite::Azurite::start().expect("start Azurite (npm ci)");
+    az.create_container("sealed").unwrap();
+    let config = std::fs::read_to_string(e.p.config()).unwrap();
+    e.p.write_config(&format!(
+        "{config}\n[azure]\ncontainer = \"sealed\"\nuse_emulator = true\nendpoint = \"{}\"\nmax_retries = 1\n",
+        az.account_endpoint()
+    ));
+    let out = e.p.run_ok(&["backup"]);
+    assert!(out.contains("1 ok, 0 failed"), "{out}");
+
+    let sink = backup_azure::AzureSink::from_config(&az.sink_config("sealed")).unwrap();
+    let keys = backup_core::sink::Sink::list(&sink, "").unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(".db.zst.age")), "{keys:?}");
+    let image = {
+        let local = artifact(&e);
+        sh(
+            e.p.path(),
+            &format!("age -d -i key.txt '{}' | zstd -dq > plain.db", local.display()),
+        );
+        Sha256::hex_of(&std::fs::read(e.p.join("plain.db")).unwrap())
+    };
+    for key in &keys {
+        let bytes = backup_core::sink::get_bytes(&sink, key).unwrap();
+        assert!(!contains(&bytes, MARKER.as_bytes()), "{key} shows the content");
+        assert!(!contains(&bytes, image.as_bytes()), "{key} has the image's plain SHA-256");
+    }
+    // And the copy in Azure restores with the identity alone.
+    let key = e.key.to_str().unwrap();
+    let restored = e.p.run_ok(&["restore", "app", "--from", "azure", "--to", "from-azure.db", "--identity", key]);
+    assert!(restored.contains("Restored"), "{restored}");
+}
