@@ -8,6 +8,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::ClientOptions;
 
 use backup_object_store::{Scrubber, StoreError};
+use secrecy::ExposeSecret;
 
 use crate::config::S3Config;
 
@@ -113,7 +114,19 @@ fn apply_profile(mut b: AmazonS3Builder) -> AmazonS3Builder {
 /// Build the object_store client for `cfg`. No network.
 pub(crate) fn build(cfg: &S3Config) -> Result<Built, StoreError> {
     validate_bucket(&cfg.bucket)?;
-    let mut b = apply_profile(AmazonS3Builder::from_env());
+    let mut b = AmazonS3Builder::from_env();
+    // The config file wins; a key named there is the one used.
+    if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+        b = b
+            .with_access_key_id(id)
+            .with_secret_access_key(secret.expose_secret());
+    } else if cfg.access_key_id.is_some() || cfg.secret_access_key.is_some() {
+        return Err(config_error(
+            "access_key_id and secret_access_key go together (better: AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY in the environment)",
+        ));
+    }
+    let mut b = apply_profile(b);
     if let Some(region) = &cfg.region {
         b = b.with_region(region);
     }

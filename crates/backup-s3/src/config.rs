@@ -1,7 +1,9 @@
 //! Settings of an S3 sink, as the `[s3]` section of the config file holds
-//! them. Credentials are deliberately not settings: they come from the
-//! usual AWS environment variables or a shared credentials profile.
+//! them. Credentials belong in the usual AWS environment variables or a
+//! shared credentials profile; the config may name them too (for tests and
+//! odd setups), and they are never printed.
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The `[s3]` section of the config file.
@@ -10,6 +12,10 @@ use serde::Deserialize;
 pub struct S3Config {
     /// Bucket name (must exist).
     pub bucket: String,
+    /// Access key id (else `AWS_ACCESS_KEY_ID` or the profile). Prefer the variable.
+    pub access_key_id: Option<String>,
+    /// Secret access key (else `AWS_SECRET_ACCESS_KEY` or the profile). Prefer the variable.
+    pub secret_access_key: Option<SecretString>,
     /// Key prefix inside the bucket.
     #[serde(default = "default_prefix")]
     pub prefix: String,

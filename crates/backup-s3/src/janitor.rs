@@ -14,7 +14,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{
-    CredentialProvider as _, HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector,
+    HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector,
 };
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
@@ -96,6 +96,15 @@ pub(crate) fn parse_page(xml: &str) -> (Vec<IncompleteUpload>, Option<(String, S
     (uploads, next)
 }
 
+/// Whether an upload the store says was `initiated` then started at or
+/// before `cutoff`. An unreadable date counts as recent: never abort what
+/// might be another host's upload in progress.
+fn started_before(initiated: &str, cutoff: jiff::Timestamp) -> bool {
+    initiated
+        .parse::<jiff::Timestamp>()
+        .is_ok_and(|t| t <= cutoff)
+}
+
 impl S3Janitor {
     async fn list_all(self: Arc<Self>, prefix: String) -> object_store::Result<Vec<IncompleteUpload>> {
         let client: HttpClient = ReqwestConnector::default().connect(&self.client_options)?;
@@ -150,13 +159,7 @@ impl S3Janitor {
             - jiff::SignedDuration::try_from(self.abort_after).unwrap_or(jiff::SignedDuration::MAX);
         let mut aborted = 0;
         for upload in self.clone().list_all(prefix).await? {
-            // An unreadable date is treated as recent: never abort what
-            // might be another host's upload in progress.
-            let old = upload
-                .initiated
-                .parse::<jiff::Timestamp>()
-                .is_ok_and(|t| t <= cutoff);
-            if !old {
+            if !started_before(&upload.initiated, cutoff) {
                 continue;
             }
             let id: MultipartId = upload.upload_id.clone();
@@ -207,6 +210,14 @@ mod tests {
         assert_eq!(next, Some(("sqlite/b&c.db".into(), "id2".into())));
         let (none, next) = parse_page("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>");
         assert!(none.is_empty() && next.is_none());
+    }
+
+    #[test]
+    fn only_uploads_older_than_the_cutoff_are_stale() {
+        let cutoff: jiff::Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        assert!(started_before("2026-01-01T23:59:59.000Z", cutoff));
+        assert!(!started_before("2026-01-02T00:00:01.000Z", cutoff));
+        assert!(!started_before("yesterday", cutoff));
     }
 
     #[test]
