@@ -161,6 +161,11 @@ impl ObjectStoreSink {
         Self::from_parts(cfg.parts()?)
     }
 
+    /// [`from_config`](Self::from_config) for a section chosen at run time.
+    pub fn from_config_dyn(cfg: &dyn StoreConfig) -> Result<ObjectStoreSink, StoreError> {
+        Self::from_parts(cfg.parts()?)
+    }
+
     /// Build a sink from a client and its description.
     pub fn from_parts(parts: Parts) -> Result<ObjectStoreSink, StoreError> {
         let p = parts.profile;

@@ -13,3 +13,4 @@ mod paths;
 mod perms;
 mod prune_cli;
 mod restore;
+mod s3_cli;
