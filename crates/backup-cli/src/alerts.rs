@@ -19,9 +19,31 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the alert command may run before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What the message is about: backups and restore drills have their own
+/// streaks and their own wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// A backup run.
+    Backup,
+    /// A restore drill.
+    Drill,
+}
+
+impl Job {
+    /// `backup` or `drill` (`SQLITE_BACKUP_JOB`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Job::Backup => "backup",
+            Job::Drill => "drill",
+        }
+    }
+}
+
 /// One message about one database.
 #[derive(Debug, Clone)]
 pub struct Notice<'a> {
+    /// Backup or drill.
+    pub job: Job,
     /// Database label.
     pub label: &'a str,
     /// What happened.
@@ -59,6 +81,22 @@ impl Notice<'_> {
     /// The human text (the webhook's `text`, `SQLITE_BACKUP_TEXT`).
     pub fn text(&self) -> String {
         let host = hostname();
+        if self.job == Job::Drill {
+            return match self.event {
+                Event::Alert { failures, error } => format!(
+                    ":rotating_light: sqlite-backup on {host}: restore drill of `{}` failed {failures} time{} in a row ({}): its backups may not restore. {error}",
+                    self.label,
+                    if *failures == 1 { "" } else { "s" },
+                    self.run_id
+                ),
+                Event::Recovery { failures } => format!(
+                    ":white_check_mark: sqlite-backup on {host}: restore drill of `{}` passed again ({}) after {failures} failed drill{}.",
+                    self.label,
+                    self.run_id,
+                    if *failures == 1 { "" } else { "s" }
+                ),
+            };
+        }
         match self.event {
             Event::Alert { failures, error } => format!(
                 ":rotating_light: sqlite-backup on {host}: backup of `{}` failed {failures} runs in a row (run {}). Last error: {error}",
@@ -93,8 +131,9 @@ pub fn send(alerts: Option<&Alerts>, notice: &Notice<'_>) -> bool {
         match post_webhook(url.expose_secret(), &notice.text()) {
             Ok(()) => {
                 info!(
-                    "alert sent label={} event={} via=webhook",
+                    "alert sent label={} job={} event={} via=webhook",
                     notice.label,
+                    notice.job.as_str(),
                     notice.kind()
                 );
                 delivered = true;
@@ -110,8 +149,9 @@ pub fn send(alerts: Option<&Alerts>, notice: &Notice<'_>) -> bool {
         match run_command(cmd, notice) {
             Ok(()) => {
                 info!(
-                    "alert sent label={} event={} via=command",
+                    "alert sent label={} job={} event={} via=command",
                     notice.label,
+                    notice.job.as_str(),
                     notice.kind()
                 );
                 delivered = true;
@@ -162,8 +202,9 @@ fn post_webhook(url: &str, text: &str) -> Result<(), String> {
 
 /// Run the command through the shell with the details in the environment.
 fn run_command(cmd: &str, notice: &Notice<'_>) -> Result<(), String> {
-    let env: [(&str, OsString); 7] = [
+    let env: [(&str, OsString); 8] = [
         ("SQLITE_BACKUP_EVENT", notice.kind().into()),
+        ("SQLITE_BACKUP_JOB", notice.job.as_str().into()),
         ("SQLITE_BACKUP_LABEL", notice.label.into()),
         ("SQLITE_BACKUP_ERROR", notice.error().into()),
         (
@@ -209,6 +250,7 @@ mod tests {
             error: "file is not a database".into(),
         };
         let n = Notice {
+            job: Job::Backup,
             label: "mission-control",
             event: &alert,
             run_id: "r1",
@@ -226,6 +268,18 @@ mod tests {
         assert!(n.text().contains("recovered"), "{}", n.text());
         assert!(n.text().ends_with("after 1 failed run."), "{}", n.text());
         assert_eq!(n.error(), "");
+        let drill = Notice {
+            job: Job::Drill,
+            event: &alert,
+            run_id: "drill-1",
+            ..n
+        };
+        let t = drill.text();
+        assert!(
+            t.contains("restore drill of `mission-control` failed 3 times"),
+            "{t}"
+        );
+        assert!(t.contains("file is not a database"), "{t}");
     }
 
     #[cfg(unix)]
@@ -234,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let cmd = format!(
-            "echo \"$SQLITE_BACKUP_EVENT|$SQLITE_BACKUP_LABEL|$SQLITE_BACKUP_FAILURES|$SQLITE_BACKUP_ERROR\" > {}",
+            "echo \"$SQLITE_BACKUP_EVENT|$SQLITE_BACKUP_JOB|$SQLITE_BACKUP_LABEL|$SQLITE_BACKUP_FAILURES|$SQLITE_BACKUP_ERROR\" > {}",
             out.display()
         );
         let alert = Event::Alert {
@@ -242,6 +296,7 @@ mod tests {
             error: "boom".into(),
         };
         let n = Notice {
+            job: Job::Backup,
             label: "costs",
             event: &alert,
             run_id: "r1",
@@ -250,7 +305,7 @@ mod tests {
         run_command(&cmd, &n).unwrap();
         assert_eq!(
             std::fs::read_to_string(out).unwrap().trim(),
-            "failure|costs|3|boom"
+            "failure|backup|costs|3|boom"
         );
         assert!(run_command("exit 3", &n).unwrap_err().contains("exit"));
     }

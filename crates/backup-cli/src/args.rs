@@ -100,9 +100,14 @@ pub enum Command {
     Prune(PruneArgs),
     /// Per database: last success, its age, size, failure count; health-check exit code.
     #[command(
-        after_help = "Examples:\n  sqlite-backup status\n  sqlite-backup status --json\n  sqlite-backup status --reset-failures\n\nExits 1 when a database's newest backup is older than max_age_hours."
+        after_help = "Examples:\n  sqlite-backup status\n  sqlite-backup status --offline       state file only, no sink contacted\n  sqlite-backup status --json\n  sqlite-backup status --reset-failures\n\nReads the state file and the sinks' catalogs, and names any disagreement.\nExits 1 when a database's newest backup is older than max_age_hours."
     )]
     Status(StatusArgs),
+    /// Restore drill: restore backups into scratch with every check, measure the RTO.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup drill\n  sqlite-backup drill --label app --from azure\n\nPer database and sink, the newest backup and one older one chosen at random are\nrestored into a scratch folder in the temp folder (never near the live file,\nwhich is not opened) with every check a restore runs, post_restore included\nwhen drill_post_restore = true. The newest one's restore time is the RTO.\nResults go to the state file and the metrics; failures alert like backups\n(their own streak). Exit 1 when any backup does not restore."
+    )]
+    Drill(DrillArgs),
     /// Run backups on a schedule (or once, for cron and timers).
     #[command(
         after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers"
@@ -228,9 +233,23 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Reset every consecutive-failure counter to zero.
+    /// Reset every consecutive-failure counter (backups and drills) to zero.
     #[arg(long)]
     pub reset_failures: bool,
+    /// Read only the state file; contact no sink (for frequent health checks).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `drill` arguments.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Only these databases (repeatable). Default: all.
+    #[arg(long = "label", short = 'l', value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Only this sink (`local`, `cold`, `azure`). Default: every sink.
+    #[arg(long, value_name = "SINK")]
+    pub from: Option<String>,
 }
 
 /// `daemon` arguments.

@@ -9,6 +9,7 @@ mod cmd;
 mod interval;
 mod lock;
 mod logging;
+mod metrics;
 mod output;
 mod progress;
 mod settings;

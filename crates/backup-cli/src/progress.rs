@@ -40,6 +40,10 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
 pub struct CliObserver {
     bars: Option<Mutex<HashMap<(String, &'static str), ProgressBar>>>,
     cancel: Option<Arc<AtomicBool>>,
+    /// When the previous database finished (or the run started), and each
+    /// finished database's duration: databases run one after another, so
+    /// the gap between two `database_done` calls is one database's time.
+    timing: Mutex<(std::time::Instant, HashMap<String, Duration>)>,
 }
 
 impl CliObserver {
@@ -51,7 +55,14 @@ impl CliObserver {
         Self {
             bars: bars.then(Default::default),
             cancel,
+            timing: Mutex::new((std::time::Instant::now(), HashMap::new())),
         }
+    }
+
+    /// How long `label` took, once it is done.
+    pub fn duration(&self, label: &str) -> Option<Duration> {
+        let timing = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        timing.1.get(label).copied()
     }
 
     fn update(&self, label: &str, phase: &'static str, done: u64, total: u64, bytes: bool) {
@@ -104,6 +115,13 @@ impl Observer for CliObserver {
         self.update(label, "compress+upload", done, total, true);
     }
     fn database_done(&self, label: &str) {
+        {
+            let mut timing = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            let took = now - timing.0;
+            timing.0 = now;
+            timing.1.insert(label.to_string(), took);
+        }
         let Some(bars) = &self.bars else { return };
         let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
         bars.retain(|(l, _), bar| {

@@ -53,6 +53,9 @@ pub struct Failure {
 }
 
 /// Everything remembered about one database.
+///
+/// Fields added after version 1 shipped default when absent, so older
+/// state files still load (and older binaries ignore them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbState {
     /// Newest success, if any.
@@ -63,6 +66,90 @@ pub struct DbState {
     pub consecutive_failures: u32,
     /// An alert went out for the current streak.
     pub alerted: bool,
+    /// The newest backup attempt, successful or not.
+    #[serde(default)]
+    pub last_attempt: Option<Attempt>,
+    /// Per sink: its newest backup and what prune deleted there.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkRecord>,
+    /// Restore drills: the newest one and their own failure streak.
+    #[serde(default)]
+    pub drill: DrillState,
+}
+
+/// One backup attempt of a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it finished.
+    pub at: Timestamp,
+    /// How long the database took (snapshot, compression, uploads, checks).
+    pub duration_ms: u64,
+    /// No part failed.
+    pub ok: bool,
+    /// Size of the live database file (uncompressed), when a snapshot was taken.
+    pub db_size: Option<u64>,
+}
+
+/// What is known of one sink for one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    /// When its newest backup was taken.
+    pub last_success: Option<Timestamp>,
+    /// That backup's artifact key.
+    pub key: String,
+    /// That backup's stored (compressed) size in bytes.
+    pub stored_bytes: u64,
+    /// Artifacts prune deleted there, ever (a counter).
+    pub pruned_total: u64,
+}
+
+/// Restore drills of one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillState {
+    /// The newest drill.
+    pub last: Option<DrillRun>,
+    /// Failed drills since the last passing one (or reset).
+    pub consecutive_failures: u32,
+    /// A drill alert went out for the current streak.
+    pub alerted: bool,
+}
+
+/// One drill of one database, over every sink drilled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRun {
+    /// When it finished.
+    pub at: Timestamp,
+    /// Its id (`drill-<time>`), named in logs and alerts.
+    pub drill_id: String,
+    /// Per sink.
+    pub sinks: Vec<SinkDrill>,
+}
+
+impl DrillRun {
+    /// The failures, one line per sink.
+    pub fn error(&self) -> Option<String> {
+        let errors: Vec<String> = self
+            .sinks
+            .iter()
+            .filter_map(|s| s.error.as_ref().map(|e| format!("sink {}: {e}", s.sink)))
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+}
+
+/// A drill of one database in one sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDrill {
+    /// Sink name.
+    pub sink: String,
+    /// Run ids restored, newest first.
+    pub snapshots: Vec<String>,
+    /// Time to restore the newest backup (fetch, digest, decompress, every
+    /// check, place, re-check, post_restore), in milliseconds; `None` when
+    /// it failed.
+    pub rto_ms: Option<u64>,
+    /// What failed, naming the artifact.
+    pub error: Option<String>,
 }
 
 /// What one run did to one database.
@@ -77,6 +164,10 @@ pub struct RunResult {
     /// The error, if any part failed (a failed sink counts even when
     /// another sink succeeded).
     pub error: Option<String>,
+    /// How long the database took.
+    pub duration_ms: u64,
+    /// Live database size, when a snapshot was taken.
+    pub db_size: Option<u64>,
 }
 
 impl RunResult {
@@ -88,6 +179,8 @@ impl RunResult {
             run_id: run_id.into(),
             written: vec![(sink.into(), key.into(), size)],
             error: None,
+            duration_ms: 5,
+            db_size: Some(size * 2),
         }
     }
     /// A failure with nothing written.
@@ -98,6 +191,8 @@ impl RunResult {
             run_id: run_id.into(),
             written: vec![],
             error: Some(error.into()),
+            duration_ms: 5,
+            db_size: None,
         }
     }
 }
@@ -129,6 +224,20 @@ impl DbState {
     /// - A clean success ends the streak; if an alert had gone out it
     ///   returns [`Event::Recovery`].
     pub fn record(&mut self, run: &RunResult, after_failures: u32) -> Option<Event> {
+        if !run.written.is_empty() || run.error.is_some() {
+            self.last_attempt = Some(Attempt {
+                at: run.at,
+                duration_ms: run.duration_ms,
+                ok: run.error.is_none(),
+                db_size: run.db_size,
+            });
+        }
+        for (sink, key, size) in &run.written {
+            let s = self.sinks.entry(sink.clone()).or_default();
+            s.last_success = Some(run.at);
+            s.key = key.clone();
+            s.stored_bytes = *size;
+        }
         if let Some((_, key, size)) = run.written.first() {
             self.last_success = Some(Success {
                 at: run.at,
@@ -138,33 +247,42 @@ impl DbState {
                 size: *size,
             });
         }
-        match &run.error {
-            Some(error) => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.last_failure = Some(Failure {
-                    at: run.at,
-                    run_id: run.run_id.clone(),
-                    error: error.clone(),
-                });
-                if self.consecutive_failures >= after_failures.max(1) && !self.alerted {
-                    self.alerted = true;
-                    return Some(Event::Alert {
-                        failures: self.consecutive_failures,
-                        error: error.clone(),
-                    });
-                }
-                None
-            }
-            None if run.written.is_empty() => None,
-            None => {
-                let failures = std::mem::take(&mut self.consecutive_failures);
-                if std::mem::take(&mut self.alerted) {
-                    Some(Event::Recovery { failures })
-                } else {
-                    None
-                }
-            }
+        if let Some(error) = &run.error {
+            self.last_failure = Some(Failure {
+                at: run.at,
+                run_id: run.run_id.clone(),
+                error: error.clone(),
+            });
         }
+        if run.error.is_none() && run.written.is_empty() {
+            return None;
+        }
+        streak(
+            &mut self.consecutive_failures,
+            &mut self.alerted,
+            run.error.as_deref(),
+            after_failures,
+        )
+    }
+
+    /// Apply one drill's result to the drill streak (kept apart from the
+    /// backup streak: backups can succeed while their restores fail).
+    pub fn record_drill(&mut self, drill: DrillRun, after_failures: u32) -> Option<Event> {
+        let error = drill.error();
+        let d = &mut self.drill;
+        d.last = Some(drill);
+        streak(
+            &mut d.consecutive_failures,
+            &mut d.alerted,
+            error.as_deref(),
+            after_failures,
+        )
+    }
+
+    /// Record artifacts deleted by prune in `sink`.
+    pub fn record_pruned(&mut self, sink: &str, deleted: u64) {
+        let s = self.sinks.entry(sink.to_string()).or_default();
+        s.pruned_total = s.pruned_total.saturating_add(deleted);
     }
 
     /// The alert of this streak could not be delivered: try again on the
@@ -173,10 +291,41 @@ impl DbState {
         self.alerted = false;
     }
 
-    /// Zero the streak (`status --reset-failures`). Returns the old count.
+    /// Zero the streaks, backup and drill (`status --reset-failures`).
+    /// Returns the old backup count.
     pub fn reset_failures(&mut self) -> u32 {
         self.alerted = false;
+        self.drill.alerted = false;
+        self.drill.consecutive_failures = 0;
         std::mem::take(&mut self.consecutive_failures)
+    }
+}
+
+/// The streak rules shared by backups and drills: an error extends the
+/// streak and reaching the threshold (values below 1 act as 1) alerts once
+/// per streak; a success ends it, with a recovery message if an alert went out.
+fn streak(
+    failures: &mut u32,
+    alerted: &mut bool,
+    error: Option<&str>,
+    after_failures: u32,
+) -> Option<Event> {
+    match error {
+        Some(error) => {
+            *failures = failures.saturating_add(1);
+            if *failures >= after_failures.max(1) && !*alerted {
+                *alerted = true;
+                return Some(Event::Alert {
+                    failures: *failures,
+                    error: error.to_string(),
+                });
+            }
+            None
+        }
+        None => {
+            let failures = std::mem::take(failures);
+            std::mem::take(alerted).then_some(Event::Recovery { failures })
+        }
     }
 }
 
@@ -400,6 +549,8 @@ mod tests {
             run_id: "run-1".into(),
             written: vec![("local".into(), "k".into(), 7)],
             error: Some("sink azure: timeout".into()),
+            duration_ms: 9,
+            db_size: Some(20),
         };
         assert!(matches!(db.record(&run, 1), Some(Event::Alert { .. })));
         assert_eq!(db.last_success.as_ref().unwrap().sinks, vec!["local"]);
@@ -416,9 +567,71 @@ mod tests {
             run_id: "run-2".into(),
             written: vec![],
             error: None,
+            duration_ms: 0,
+            db_size: None,
         };
         assert_eq!(db.record(&run, 3), None);
         assert_eq!(db, before);
+    }
+
+    fn drill(s: i64, error: Option<&str>) -> DrillRun {
+        DrillRun {
+            at: t(s),
+            drill_id: format!("drill-{s}"),
+            sinks: vec![SinkDrill {
+                sink: "local".into(),
+                snapshots: vec!["run-1".into()],
+                rto_ms: error.is_none().then_some(40),
+                error: error.map(str::to_string),
+            }],
+        }
+    }
+
+    #[test]
+    fn drills_have_their_own_streak() {
+        let mut db = DbState::default();
+        db.record(&fail(1), 3);
+        assert!(matches!(
+            db.record_drill(drill(2, Some("sha256 mismatch")), 1),
+            Some(Event::Alert { failures: 1, ref error }) if error == "sink local: sha256 mismatch"
+        ));
+        assert_eq!(
+            db.record_drill(drill(3, Some("x")), 1),
+            None,
+            "once per streak"
+        );
+        // The backup streak is untouched by drills and the other way round.
+        assert_eq!(db.consecutive_failures, 1);
+        assert_eq!(db.record(&ok(4), 3), None);
+        assert_eq!(db.drill.consecutive_failures, 2);
+        assert_eq!(
+            db.record_drill(drill(5, None), 1),
+            Some(Event::Recovery { failures: 2 })
+        );
+        assert_eq!(db.drill.last.as_ref().unwrap().sinks[0].rto_ms, Some(40));
+    }
+
+    #[test]
+    fn attempts_and_sinks_are_recorded() {
+        let mut db = DbState::default();
+        db.record(&ok(1), 3);
+        db.record(&fail(2), 3);
+        let a = db.last_attempt.as_ref().unwrap();
+        assert_eq!((a.at, a.ok), (t(2), false));
+        let s = &db.sinks["local"];
+        assert_eq!((s.last_success, s.stored_bytes), (Some(t(1)), 101));
+        db.record_pruned("local", 2);
+        db.record_pruned("local", 1);
+        assert_eq!(db.sinks["local"].pruned_total, 3);
+    }
+
+    #[test]
+    fn version_one_files_without_the_new_fields_load() {
+        let old = r#"{"format":"sqlite-backup/state","version":1,"updated_at":null,
+            "databases":{"app":{"last_success":null,"last_failure":null,"consecutive_failures":2,"alerted":false}}}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert_eq!(s.databases["app"].consecutive_failures, 2);
+        assert_eq!(s.databases["app"].drill, DrillState::default());
     }
 
     #[test]

@@ -46,6 +46,25 @@ pub struct DatabaseConfig {
     pub post_restore: Option<String>,
     /// Tags whose backups also go to the cold tier (e.g. `phase1`).
     pub cold_tags: Vec<String>,
+    /// Run `post_restore` in restore drills too, with the scratch copy's path.
+    pub drill_post_restore: bool,
+}
+
+/// `[drill]`: scheduled restore drills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drill {
+    /// The daemon runs a drill this often.
+    pub every: std::time::Duration,
+}
+
+/// `[metrics]`: Prometheus text-format metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// File rewritten atomically after every run, drill and prune (the
+    /// node_exporter textfile-collector convention).
+    pub textfile: Option<PathBuf>,
+    /// Address of the daemon's HTTP `/metrics` endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where local tiers live.
@@ -139,6 +158,10 @@ pub struct Config {
     /// The passphrase of `[encryption] passphrase_env`, which also opens
     /// the backups it encrypted. Never printed.
     pub passphrase: Option<SecretString>,
+    /// Restore drills, when scheduled.
+    pub drill: Option<Drill>,
+    /// Metrics outputs.
+    pub metrics: Metrics,
 }
 
 // ---- raw, as written in the file ------------------------------------------
@@ -163,6 +186,8 @@ struct RawConfig {
     state_dir: Option<String>,
     max_age_hours: Option<u32>,
     encryption: Option<Spanned<RawEncryption>>,
+    drill: Option<Spanned<RawDrill>>,
+    metrics: Option<Spanned<RawMetrics>>,
 }
 
 /// `[encryption]`, or a database's own `encryption = { … }`.
@@ -173,6 +198,30 @@ struct RawEncryption {
     recipients: Vec<String>,
     recipients_file: Option<String>,
     passphrase_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    every: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: Option<String>,
+    listen: Option<String>,
+}
+
+/// `24h`, `30m`, `1d`, `1h30m` (a day is 24 hours); zero and negative are refused.
+fn parse_every(text: &str) -> Option<std::time::Duration> {
+    let span: jiff::Span = text.trim().parse().ok()?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .ok()?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 #[derive(Deserialize)]
@@ -190,6 +239,8 @@ struct RawDatabase {
     #[serde(default)]
     retention: RetentionOverride,
     encryption: Option<Spanned<RawEncryption>>,
+    #[serde(default)]
+    drill_post_restore: bool,
 }
 
 #[derive(Deserialize)]
@@ -461,6 +512,7 @@ impl Config {
                 },
                 post_restore: db.post_restore,
                 cold_tags: db.cold_tags,
+                drill_post_restore: db.drill_post_restore,
             });
         }
 
@@ -589,6 +641,42 @@ impl Config {
             }
         }
 
+        let drill = match raw.drill {
+            Some(d) => {
+                let at = d.span().start;
+                let every = parse_every(&d.get_ref().every).ok_or_else(|| {
+                    err(
+                        Some(at),
+                        format!("[drill] every = {:?} is not a duration", d.get_ref().every),
+                        Some("a number and a unit, e.g. every = \"24h\", \"12h\" or \"7d\""),
+                    )
+                })?;
+                Some(Drill { every })
+            }
+            None => None,
+        };
+        let metrics = match raw.metrics {
+            Some(m) => {
+                let at = m.span().start;
+                let m = m.into_inner();
+                let listen = match m.listen {
+                    Some(l) => Some(l.parse().map_err(|e| {
+                        err(
+                            Some(at),
+                            format!("[metrics] listen = {l:?}: {e}"),
+                            Some("an IP address and a port, e.g. listen = \"127.0.0.1:9464\""),
+                        )
+                    })?),
+                    None => None,
+                };
+                Metrics {
+                    textfile: m.textfile.as_deref().map(resolve),
+                    listen,
+                }
+            }
+            None => Metrics::default(),
+        };
+
         Ok(Config {
             file: file.to_path_buf(),
             databases,
@@ -607,6 +695,8 @@ impl Config {
                 .unwrap_or_else(|| base.join(".sqlite-backup-state")),
             max_age_hours: raw.max_age_hours.unwrap_or(26),
             passphrase,
+            drill,
+            metrics,
         })
     }
 
@@ -622,6 +712,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/sb/sqlite-backup.toml"))
+    }
+
+    #[test]
+    fn drill_and_metrics_sections() {
+        let c = parse(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\ndrill_post_restore = true\n\n[drill]\nevery = \"24h\"\n\n[metrics]\ntextfile = \"m/sb.prom\"\nlisten = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        assert!(c.databases[0].drill_post_restore);
+        assert_eq!(c.drill.unwrap().every.as_secs(), 86_400);
+        assert_eq!(c.metrics.textfile.unwrap(), Path::new("/etc/sb/m/sb.prom"));
+        assert_eq!(c.metrics.listen.unwrap().port(), 9464);
+        let e = parse("[drill]\nevery = \"sometimes\"\n").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = parse("[drill]\nevery = \"0s\"\n").unwrap_err();
+        assert!(e.message.contains("[drill] every"), "{e}");
+        let e = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(e.message.contains("[metrics] listen"), "{e}");
+        let c = parse("").unwrap();
+        assert_eq!((c.drill, c.metrics), (None, Metrics::default()));
     }
 
     #[test]

@@ -287,6 +287,18 @@ impl Backups {
         manifest::collect(&self.sink_refs())
     }
 
+    /// Restore drill of `db` ([`crate::drill`]): per sink, restore the
+    /// newest backup and one older one at random into scratch folders with
+    /// every check a restore runs; the live file is never touched.
+    pub fn drill(
+        &self,
+        db: &Database,
+        options: &crate::drill::Options,
+    ) -> Vec<crate::drill::SinkDrill> {
+        let (all, _) = self.list();
+        crate::drill::run(&all, db, &self.sink_refs(), options)
+    }
+
     /// Check the newest backup of `db` the way a restore would: digests,
     /// decompression, `integrity_check`, `foreign_key_check`, the required
     /// tables and check queries. Nothing is written but a scratch file.

@@ -49,6 +49,7 @@ pub mod catalog;
 pub mod compress;
 mod database;
 pub mod digest;
+pub mod drill;
 pub mod encryption;
 mod error;
 pub mod fsutil;

@@ -63,7 +63,11 @@ impl fmt::Debug for Azurite {
 
 /// The repository root (where `package.json` and `node_modules/` live).
 pub fn repo_root() -> PathBuf {
+    // This crate lives in <repo>/crates/backup-testkit.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
 }
 
 fn free_port() -> Result<u16, AzuriteError> {

@@ -155,13 +155,13 @@ pub fn run_backup_with(
     let observer = CliObserver::new(control.progress, control.cancel.clone());
     let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
     let report = pipeline::execute(&plan, &observer);
-    record_run(config, &report);
+    record_run(config, &report, &observer);
     Ok((plan, Some(report)))
 }
 
 /// Update the state file with a run's results and send what it calls for.
 /// Problems here are logged, never fatal: the backups themselves are done.
-fn record_run(config: &Config, report: &RunReport) {
+fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
     let (mut state, problem) = State::load_or_recover(&config.state_dir);
     if let Some(p) = problem {
         warn!("{p}; failure counters start again from zero");
@@ -179,6 +179,10 @@ fn record_run(config: &Config, report: &RunReport) {
                 .map(|(sink, e)| (sink.clone(), e.key.clone(), e.size))
                 .collect(),
             error: (!o.errors.is_empty()).then(|| joined(&o.errors)),
+            duration_ms: observer
+                .duration(&o.label)
+                .map_or(0, |d| d.as_millis() as u64),
+            db_size: o.written.first().map(|(_, e)| e.db_size),
         };
         let db = state.database(&o.label);
         if let Some(event) = db.record(&run, threshold) {
@@ -202,6 +206,7 @@ fn record_run(config: &Config, report: &RunReport) {
             }
         }
         let notice = alerts::Notice {
+            job: alerts::Job::Backup,
             label,
             event,
             run_id: &report.run_id,
@@ -215,9 +220,10 @@ fn record_run(config: &Config, report: &RunReport) {
     if undelivered {
         save(&mut state, config);
     }
+    crate::metrics::write_textfile(config, &state);
 }
 
-fn save(state: &mut State, config: &Config) {
+pub(crate) fn save(state: &mut State, config: &Config) {
     if let Err(e) = state.save(&config.state_dir) {
         error!("{e}: failure counters were not updated");
     }

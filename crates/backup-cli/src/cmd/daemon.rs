@@ -13,6 +13,12 @@
 //!   keep their manifest, the state file is written, and the process exits 0.
 //! - `--once`: one run, then exit 0 when every database succeeded, 1 when
 //!   some failed (what cron and systemd timers should see).
+//! - `[drill] every`: after a backup run, a restore drill of every database
+//!   runs when the oldest database's last drill is that old (or it never
+//!   had one); the daemon wakes for whichever of the two is due first.
+//!   `--once` runs a due drill too, so timers need no unit of their own.
+//! - `[metrics] listen`: an HTTP `/metrics` endpoint for the daemon's
+//!   lifetime (not with `--once`), rendered from the state file per scrape.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +33,9 @@ use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::{Cli, DaemonArgs};
-use crate::cmd::{RunControl, RunRefused, run_backup_with};
+use crate::cmd::drill::DrillReport;
+use crate::cmd::{RunControl, RunRefused, run_backup_with, run_drill};
+use crate::state::State;
 use crate::{interval, progress, settings};
 
 /// How one scheduled run ended.
@@ -77,6 +85,18 @@ async fn schedule(
     mut config: Config,
     control: RunControl,
 ) -> Result<Exit> {
+    // Drills of encrypted backups need the identity; backups never do.
+    let identities = settings::identities(cli.identity.as_deref(), Some(&config))?;
+    let shared = Arc::new(std::sync::Mutex::new(config.clone()));
+    if !args.once
+        && let Some(addr) = config.metrics.listen
+    {
+        crate::metrics::serve(addr, shared.clone())
+            .await
+            .with_context(|| {
+                format!("starting the metrics endpoint on {addr} ([metrics] listen)")
+            })?;
+    }
     let cancel = control.cancel.clone().expect("daemon runs are cancellable");
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let signals = Signals::install().context("installing signal handlers")?;
@@ -104,13 +124,126 @@ async fn schedule(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::SeqCst))
     };
+    let mut next_backup = jiff::Timestamp::now();
     loop {
         match settings::load_config(&cli.config) {
-            Ok(fresh) => config = fresh,
+            Ok(fresh) => {
+                config = fresh;
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
+            }
             Err(e) => error!("config reload failed, keeping the previous config: {e:#}"),
         }
-        let end = run_in_thread(config.clone(), control.clone()).await;
-        let exit = match end {
+        let mut exit = Exit::Ok;
+        if jiff::Timestamp::now() >= next_backup || args.once {
+            exit = backup_once(config.clone(), control.clone()).await;
+            next_backup = later(jiff::Timestamp::now(), every);
+        }
+        if !stopping() && drill_due(&config).is_some_and(|at| at <= jiff::Timestamp::now()) {
+            let drilled = drill_in_thread(config.clone(), identities.clone()).await;
+            if !drilled {
+                exit = Exit::Failed;
+            }
+        }
+        if stopping() {
+            info!("daemon stopped by signal");
+            return Ok(Exit::Ok);
+        }
+        if args.once {
+            return Ok(exit);
+        }
+        let next = match drill_due(&config) {
+            Some(d) if d < next_backup => {
+                info!("next restore drill at {}", d.strftime("%Y-%m-%dT%H:%M:%SZ"));
+                d
+            }
+            _ => {
+                info!(
+                    "next run at {} (in {})",
+                    next_backup.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    interval::format(every)
+                );
+                next_backup
+            }
+        };
+        let wait = jiff::Timestamp::now()
+            .duration_until(next)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_rx.wait_for(|stop| *stop) => {
+                info!("daemon stopped by signal");
+                return Ok(Exit::Ok);
+            }
+        }
+    }
+}
+
+/// `t + every`, saturating.
+fn later(t: jiff::Timestamp, every: Duration) -> jiff::Timestamp {
+    t.checked_add(jiff::SignedDuration::try_from(every).unwrap_or_default())
+        .unwrap_or(t)
+}
+
+/// When the next drill is due: the oldest configured database's last
+/// drill plus `[drill] every` (now, when one was never drilled); `None`
+/// without `[drill]`.
+fn drill_due(config: &Config) -> Option<jiff::Timestamp> {
+    let every = config.drill?.every;
+    let state = State::load(&config.state_dir).unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    config
+        .databases
+        .iter()
+        .map(|d| {
+            state
+                .databases
+                .get(&d.database.label)
+                .and_then(|s| s.drill.last.as_ref())
+                .map_or(now, |l| later(l.at, every))
+        })
+        .min()
+}
+
+/// Run a drill of every database on a plain thread; true when it passed.
+async fn drill_in_thread(
+    config: Config,
+    identities: Option<backup_core::encryption::Identities>,
+) -> bool {
+    let (tx, rx) = oneshot::channel::<Result<DrillReport>>();
+    let spawned = std::thread::Builder::new()
+        .name("drill".into())
+        .spawn(move || {
+            let _ = tx.send(run_drill(&config, &config.databases, None, identities));
+        });
+    if let Err(e) = spawned {
+        error!("starting the drill thread: {e}");
+        return false;
+    }
+    match rx.await {
+        Ok(Ok(report)) => {
+            info!("drill done id={} ok={}", report.drill_id, report.ok());
+            report.ok()
+        }
+        Ok(Err(e)) => {
+            match e.downcast_ref::<RunRefused>() {
+                Some(r) => warn!("scheduled drill skipped: {}", r.0),
+                None => error!("scheduled drill failed to start: {e:#}"),
+            }
+            false
+        }
+        Err(_) => {
+            error!("the drill thread panicked");
+            false
+        }
+    }
+}
+
+/// One scheduled backup run, its outcome as an exit code.
+async fn backup_once(config: Config, control: RunControl) -> Exit {
+    {
+        let end = run_in_thread(config, control).await;
+        match end {
             RunEnd::Ran(report) if report.failed_count() > 0 => Exit::Failed,
             RunEnd::Ran(_) => Exit::Ok,
             RunEnd::Refused(why) => {
@@ -120,28 +253,6 @@ async fn schedule(
             RunEnd::Error(e) => {
                 error!("scheduled run failed to start: {e:#}");
                 Exit::Failed
-            }
-        };
-        if stopping() {
-            info!("daemon stopped by signal");
-            return Ok(Exit::Ok);
-        }
-        if args.once {
-            return Ok(exit);
-        }
-        let next = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::try_from(every).unwrap_or_default())
-            .unwrap_or_else(|_| jiff::Timestamp::now());
-        info!(
-            "next run at {} (in {})",
-            next.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            interval::format(every)
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop_rx.wait_for(|stop| *stop) => {
-                info!("daemon stopped by signal");
-                return Ok(Exit::Ok);
             }
         }
     }

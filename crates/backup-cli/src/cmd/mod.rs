@@ -5,6 +5,7 @@ mod catalog;
 mod check;
 mod daemon;
 mod demo;
+pub(crate) mod drill;
 mod list;
 mod prune;
 mod restore;
@@ -18,6 +19,7 @@ use crate::Exit;
 use crate::args::{Cli, Command};
 
 pub use backup::{RunControl, RunRefused, run_backup, run_backup_with};
+pub use drill::run_drill;
 
 /// Dispatch.
 pub fn run(cli: &Cli) -> Result<Exit> {
@@ -33,5 +35,6 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         Command::Daemon(a) => daemon::run(cli, a),
         Command::Schedule(a) => schedule::run(cli, a),
         Command::Catalog(a) => catalog::run(cli, a),
+        Command::Drill(a) => drill::run(cli, a),
     }
 }

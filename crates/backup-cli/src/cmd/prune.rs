@@ -40,11 +40,44 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     }
     let report = prune::apply(&plan, &refs);
     print!("{}", report_text(&report));
+    record(&config, &plan, &report);
     Ok(if report.ok() && plan.skipped.is_empty() {
         Exit::Ok
     } else {
         Exit::Failed
     })
+}
+
+/// Count the deletions in the state file (the metrics' prune counter).
+/// Taken under the run lock, as every state write is; when a run holds it,
+/// the counts are lost with a warning rather than blocking the prune.
+fn record(config: &backup_config::Config, plan: &PrunePlan, report: &PruneReport) {
+    use crate::lock::{self, FileLock};
+    let lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run");
+    let Ok(_lock) = lock.map_err(|e| {
+        tracing::warn!("prune deletions not counted in the state file: {e}");
+    }) else {
+        return;
+    };
+    let (mut state, _) = crate::state::State::load_or_recover(&config.state_dir);
+    for s in &report.sinks {
+        let mut per_label: std::collections::BTreeMap<&str, u64> = Default::default();
+        for p in &s.deleted {
+            // The manifest's record names the key; the plan knows its database.
+            if let Some(i) = plan
+                .items
+                .iter()
+                .find(|i| i.sink == s.sink && i.entry.key == p.key)
+            {
+                *per_label.entry(i.entry.label.as_str()).or_default() += 1;
+            }
+        }
+        for (label, n) in per_label {
+            state.database(label).record_pruned(&s.sink, n);
+        }
+    }
+    super::backup::save(&mut state, config);
+    crate::metrics::write_textfile(config, &state);
 }
 
 /// The `--dry-run` table: every snapshot, what happens to it and why.

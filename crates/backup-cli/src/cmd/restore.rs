@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         tracing::warn!("catalog: {p}");
     }
     let database_post_restore = database.post_restore.clone();
-    let post_restore = database_post_restore.clone().map(shell_hook);
+    let post_restore = database_post_restore.clone().map(|c| shell_hook(c, false));
     let request = Request {
         target: args
             .to
@@ -452,11 +452,13 @@ const POST_RESTORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(6
 /// The configured `post_restore` shell command as the library's hook, with
 /// the restore described in `SQLITE_BACKUP_*` variables: `LABEL`, `PATH`
 /// (the restored file), `BROKEN` (the kept previous database, empty if
-/// none), `SNAPSHOT_ID`, `SNAPSHOT_AT`, `SINK`, `KEY`.
-fn shell_hook(command: String) -> PostRestoreHook {
+/// none), `SNAPSHOT_ID`, `SNAPSHOT_AT`, `SINK`, `KEY`, and `DRILL` (`1`
+/// in a restore drill, where `PATH` is a scratch copy, else `0`).
+pub(crate) fn shell_hook(command: String, drill: bool) -> PostRestoreHook {
     PostRestoreHook::new(move |r| {
         let s = r.snapshot;
-        let env: [(&str, std::ffi::OsString); 7] = [
+        let env: [(&str, std::ffi::OsString); 8] = [
+            ("SQLITE_BACKUP_DRILL", if drill { "1" } else { "0" }.into()),
             ("SQLITE_BACKUP_LABEL", r.label.into()),
             ("SQLITE_BACKUP_PATH", r.path.into()),
             (

@@ -41,6 +41,21 @@ pub struct Job {
     pub json_logs: bool,
     /// The config's state folder (absolute), for launchd's default log.
     pub state_dir: PathBuf,
+    /// `[drill] every`, when drills are scheduled.
+    pub drill_every: Option<Duration>,
+}
+
+/// What the scheduled runs do about restore drills, one line.
+fn drill_line(job: &Job) -> String {
+    match job.drill_every {
+        Some(d) => format!(
+            "Restore drills: every {} ([drill] every); a run also drills when one is due.",
+            interval::format(d)
+        ),
+        None => {
+            "Restore drills: off (set [drill] every = \"24h\" to have these runs drill).".into()
+        }
+    }
 }
 
 pub fn run(cli: &Cli, cmd: &ScheduleCommand) -> Result<Exit> {
@@ -67,6 +82,7 @@ pub fn run(cli: &Cli, cmd: &ScheduleCommand) -> Result<Exit> {
         log_file,
         json_logs: cli.log_format == LogFormat::Json,
         state_dir: std::path::absolute(&config.state_dir).context("resolving state_dir")?,
+        drill_every: config.drill.map(|d| d.every),
     };
     if args.systemd {
         print!("{}", systemd(&job));
@@ -119,11 +135,13 @@ pub fn systemd(job: &Job) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let config = job.config.display();
+    let drill = drill_line(job);
     let mut s = String::new();
     let _ = write!(
         s,
         "\
 # systemd units for sqlite-backup ({config}), one run every {every}.
+# {drill}
 # Save the two files below (system-wide in /etc/systemd/system/, or per user
 # in ~/.config/systemd/user/ and add --user to systemctl), then:
 #   systemctl daemon-reload
@@ -197,6 +215,7 @@ pub fn launchd(job: &Job) -> String {
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <!--
   sqlite-backup ({config}), one run every {every} ({seconds} s).
+  {drill}
   Save as ~/Library/LaunchAgents/{LAUNCHD_LABEL}.plist, then:
     launchctl load ~/Library/LaunchAgents/{LAUNCHD_LABEL}.plist
   Check: launchctl list | grep {LAUNCHD_LABEL}   (last column: exit code of the last run)
@@ -224,6 +243,7 @@ pub fn launchd(job: &Job) -> String {
 </plist>
 "#,
         every = interval::format(job.every),
+        drill = xml(&drill_line(job)),
     )
 }
 
@@ -239,6 +259,7 @@ mod tests {
             log_file: Some("/var/log/sb.log".into()),
             json_logs: true,
             state_dir: "/etc/sb/.sqlite-backup-state".into(),
+            drill_every: Some(Duration::from_secs(86_400)),
         }
     }
 
@@ -247,6 +268,10 @@ mod tests {
         let s = systemd(&job());
         assert!(
             s.contains("ExecStart=\"/opt/sqlite backup/bin/sqlite-backup\" --log-format json --log-file /var/log/sb.log --config /etc/sb/100%%.toml daemon --once\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("# Restore drills: every 1d ([drill] every)"),
             "{s}"
         );
         // Interval shorter than the boot delay: first run after one interval.

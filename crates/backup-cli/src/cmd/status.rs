@@ -1,13 +1,19 @@
 //! `sqlite-backup status`: per configured database the last success, its
-//! age, size and sinks, the failure streak and the last error, from the
-//! state file (no sink is contacted, so it is cheap enough for a health
-//! check every minute). Exit 1 when any database's newest success is older
-//! than `max_age_hours`, or it never succeeded.
+//! age, size and sinks, the failure streak and the last error, the last
+//! restore drill. It reads the state file and the sinks' catalogs (the
+//! manifests, as `list` does), so it is right when the state folder is new
+//! or another host took the newest backup, and it names any disagreement
+//! between the two; `--offline` reads only the state file (no sink is
+//! contacted: cheap enough for a health check every minute). Exit 1 when
+//! any database's newest success is older than `max_age_hours`, or it never
+//! succeeded.
 
 use crate::lock::{self, FileLock, LockError};
-use crate::state::{DbState, State};
+use crate::state::{DbState, State, Success};
 use anyhow::{Context, Result};
 use backup_config::Config;
+use backup_core::manifest::{self, Listed};
+use backup_core::sink::Sink;
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -36,8 +42,8 @@ impl Health {
     }
 }
 
-fn health(db: &DbState, max_age_hours: u32, now: Timestamp) -> Health {
-    match &db.last_success {
+fn health(success: Option<&Success>, max_age_hours: u32, now: Timestamp) -> Health {
+    match success {
         None => Health::Never,
         Some(s) if now.duration_since(s.at).as_secs() > i64::from(max_age_hours) * 3600 => {
             Health::Stale
@@ -52,18 +58,41 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
         reset(&config)?;
     }
     let state = State::load(&config.state_dir).context("reading the state file")?;
+    let catalog = if args.offline {
+        None
+    } else {
+        let sinks = settings::sinks(&config)?;
+        let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+        let (all, problems) = manifest::collect(&refs);
+        for p in &problems {
+            tracing::warn!("catalog: {p}");
+        }
+        Some((all, problems))
+    };
     let now = Timestamp::now();
     let empty = DbState::default();
-    let rows: Vec<(&str, &DbState, Health)> = config
+    let rows: Vec<Row> = config
         .databases
         .iter()
         .map(|d| {
             let label = d.database.label.as_str();
             let s = state.databases.get(label).unwrap_or(&empty);
-            (label, s, health(s, config.max_age_hours, now))
+            let (success, source, disagreement) = match &catalog {
+                None => (s.last_success.clone(), "state", None),
+                Some((all, problems)) => reconcile(label, s.last_success.as_ref(), all, problems),
+            };
+            let h = health(success.as_ref(), config.max_age_hours, now);
+            Row {
+                label,
+                state: s,
+                success,
+                source,
+                disagreement,
+                health: h,
+            }
         })
         .collect();
-    let healthy = rows.iter().all(|(_, _, h)| *h == Health::Ok);
+    let healthy = rows.iter().all(|r| r.health == Health::Ok);
     // A warning, not unhealthy: the backups themselves are fine.
     let permissions = settings::permission_warnings(&config);
     for w in &permissions {
@@ -73,10 +102,22 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     if args.json {
         let databases: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(label, s, h)| {
-                let success = s.last_success.as_ref();
+            .map(|r| {
+                let (label, s, h) = (r.label, r.state, r.health);
+                let success = r.success.as_ref();
                 let failure = s.last_failure.as_ref();
+                let drill = s.drill.last.as_ref();
                 serde_json::json!({
+                    "source": r.source,
+                    "disagreement": r.disagreement,
+                    "drill": drill.map(|d| serde_json::json!({
+                        "at": d.at.to_string(),
+                        "id": d.drill_id,
+                        "ok": d.error().is_none(),
+                        "error": d.error(),
+                        "consecutive_failures": s.drill.consecutive_failures,
+                        "rto_ms": d.sinks.iter().map(|x| (x.sink.clone(), x.rto_ms)).collect::<std::collections::BTreeMap<_, _>>(),
+                    })),
                     "label": label,
                     "path": config.database(label).map(|d| d.database.path.display().to_string()),
                     "health": h.as_str(),
@@ -99,6 +140,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
             "max_age_hours": config.max_age_hours,
             "healthy": healthy,
             "state_file": State::path(&config.state_dir).display().to_string(),
+            "catalog_read": catalog.is_some(),
             "databases": databases,
             "permission_warnings": permissions,
         });
@@ -109,7 +151,82 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     Ok(if healthy { Exit::Ok } else { Exit::Failed })
 }
 
-fn print_table(config: &Config, rows: &[(&str, &DbState, Health)], now: Timestamp) {
+/// One database's line of `status`.
+struct Row<'a> {
+    label: &'a str,
+    state: &'a DbState,
+    /// The newest success, from whichever source knows the newer one.
+    success: Option<Success>,
+    /// `state` or `catalog`: where `success` came from.
+    source: &'static str,
+    /// What the state file and the catalogs disagree on, if anything.
+    disagreement: Option<String>,
+    health: Health,
+}
+
+/// The newest success of `label` from the state file and the catalogs
+/// (`all`, newest first), where it came from, and their disagreement.
+fn reconcile(
+    label: &str,
+    state: Option<&Success>,
+    all: &[Listed],
+    problems: &[String],
+) -> (Option<Success>, &'static str, Option<String>) {
+    let newest = all.iter().find(|l| l.entry.label == label);
+    let from_catalog = newest.map(|n| Success {
+        at: n.entry.snapshot_at,
+        run_id: n.run_id.clone(),
+        sinks: all
+            .iter()
+            .filter(|l| l.entry.label == label && l.run_id == n.run_id)
+            .map(|l| l.sink.clone())
+            .collect(),
+        key: n.entry.key.clone(),
+        size: n.entry.size,
+    });
+    let unreadable = (!problems.is_empty())
+        .then(|| format!("some catalogs could not be read ({})", problems.join("; ")));
+    match (state, from_catalog) {
+        (None, None) => (None, "state", unreadable),
+        (Some(s), None) => (
+            Some(s.clone()),
+            "state",
+            Some(unreadable.unwrap_or_else(|| {
+                format!(
+                    "the state file names backup {} but no sink's catalog lists a backup of it (pruned or deleted?)",
+                    s.run_id
+                )
+            })),
+        ),
+        (None, Some(c)) => {
+            let note = format!(
+                "the state file has no record of it; the catalog's newest is {} in {} (new state folder, or another host backed it up)",
+                c.run_id,
+                c.sinks.join(",")
+            );
+            (Some(c), "catalog", Some(note))
+        }
+        (Some(s), Some(c)) if c.run_id == s.run_id => (Some(s.clone()), "state", unreadable),
+        (Some(s), Some(c)) if c.at > s.at => {
+            let note = format!(
+                "the catalog has a newer backup ({}, in {}) than the state file ({}): another host or state folder took it",
+                c.run_id,
+                c.sinks.join(","),
+                s.run_id
+            );
+            (Some(c), "catalog", Some(note))
+        }
+        (Some(s), Some(c)) => {
+            let note = format!(
+                "the state file's newest backup {} is not in any catalog; the catalog's newest is {}",
+                s.run_id, c.run_id
+            );
+            (Some(s.clone()), "state", Some(note))
+        }
+    }
+}
+
+fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
     if rows.is_empty() {
         println!("No databases configured in {}.", config.file.display());
         return;
@@ -124,8 +241,9 @@ fn print_table(config: &Config, rows: &[(&str, &DbState, Health)], now: Timestam
         "FAILURES",
         "LAST ERROR",
     ]);
-    for (label, s, h) in rows {
-        let success = s.last_success.as_ref();
+    for r in rows {
+        let (label, s, h) = (r.label, r.state, r.health);
+        let success = r.success.as_ref();
         t.row(vec![
             label.to_string(),
             h.as_str().to_uppercase(),
@@ -143,10 +261,46 @@ fn print_table(config: &Config, rows: &[(&str, &DbState, Health)], now: Timestam
         ]);
     }
     print!("{t}");
+    for r in rows {
+        if let Some(d) = &r.disagreement {
+            println!("note: {}: {d}", r.label);
+        }
+        if let Some(drill) = &r.state.drill.last {
+            let rto: Vec<String> = drill
+                .sinks
+                .iter()
+                .filter_map(|x| {
+                    x.rto_ms.map(|ms| {
+                        format!(
+                            "{} RTO {}",
+                            x.sink,
+                            backup_core::restore::human_duration(std::time::Duration::from_millis(
+                                ms
+                            ))
+                        )
+                    })
+                })
+                .collect();
+            match drill.error() {
+                None => println!(
+                    "drill: {}: passed {} ago ({})",
+                    r.label,
+                    age(drill.at, now),
+                    rto.join(", ")
+                ),
+                Some(e) => println!(
+                    "drill: {}: FAILED {} ago ({} in a row): {e}",
+                    r.label,
+                    age(drill.at, now),
+                    r.state.drill.consecutive_failures
+                ),
+            }
+        }
+    }
     let bad: Vec<&str> = rows
         .iter()
-        .filter(|(_, _, h)| *h != Health::Ok)
-        .map(|(l, _, _)| *l)
+        .filter(|r| r.health != Health::Ok)
+        .map(|r| r.label)
         .collect();
     if bad.is_empty() {
         println!(

@@ -7,6 +7,7 @@ mod backup;
 mod binary;
 mod catalog;
 mod cli_snapshots;
+mod drill_metrics;
 mod encryption;
 mod ops_e2e;
 mod paths;

@@ -1,0 +1,332 @@
+//! Prometheus metrics, rendered from the state file by
+//! `metrics-exporter-prometheus` in the classic text exposition format
+//! (0.0.4: gauges and counters, no OpenMetrics-only types, no `# EOF`), the
+//! one node_exporter's textfile collector and every Prometheus scrape read.
+//!
+//! The state file is the single source: each render reads it, so the
+//! textfile (rewritten after every run, drill and prune) and the daemon's
+//! `/metrics` endpoint agree, and runs made outside the daemon show up in
+//! its next scrape. Ages are computed at render time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use backup_config::Config;
+use backup_core::fsutil;
+use jiff::Timestamp;
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing::{info, warn};
+
+use crate::state::State;
+
+/// Seconds since the epoch, as Prometheus timestamps are.
+fn seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+/// The metrics of every configured database, as Prometheus text.
+pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        for d in &config.databases {
+            let label = d.database.label.clone();
+            let Some(db) = state.databases.get(&label) else {
+                // Known but never run: its failure count is known (zero).
+                gauge!("sqlite_backup_consecutive_failures", "database" => label).set(0.0);
+                continue;
+            };
+            let l = || label.clone();
+            gauge!("sqlite_backup_consecutive_failures", "database" => l())
+                .set(f64::from(db.consecutive_failures));
+            gauge!("sqlite_backup_drill_consecutive_failures", "database" => l())
+                .set(f64::from(db.drill.consecutive_failures));
+            if let Some(a) = &db.last_attempt {
+                gauge!("sqlite_backup_last_attempt_timestamp_seconds", "database" => l())
+                    .set(seconds(a.at));
+                gauge!("sqlite_backup_last_attempt_success", "database" => l()).set(if a.ok {
+                    1.0
+                } else {
+                    0.0
+                });
+                gauge!("sqlite_backup_duration_seconds", "database" => l())
+                    .set(a.duration_ms as f64 / 1000.0);
+                if let Some(size) = a.db_size {
+                    gauge!("sqlite_backup_database_bytes", "database" => l()).set(size as f64);
+                }
+            }
+            for (sink, s) in &db.sinks {
+                let ls = || [("database", l()), ("sink", sink.clone())];
+                if let Some(at) = s.last_success {
+                    gauge!("sqlite_backup_last_success_timestamp_seconds", &ls()).set(seconds(at));
+                    gauge!("sqlite_backup_newest_backup_age_seconds", &ls())
+                        .set(now.duration_since(at).as_secs_f64().max(0.0));
+                    gauge!("sqlite_backup_stored_bytes", &ls()).set(s.stored_bytes as f64);
+                }
+                counter!("sqlite_backup_pruned_artifacts_total", &ls()).absolute(s.pruned_total);
+            }
+            if let Some(drill) = &db.drill.last {
+                for s in &drill.sinks {
+                    let ls = || [("database", l()), ("sink", s.sink.clone())];
+                    gauge!("sqlite_backup_drill_timestamp_seconds", &ls()).set(seconds(drill.at));
+                    gauge!("sqlite_backup_drill_success", &ls()).set(if s.error.is_none() {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                    if let Some(ms) = s.rto_ms {
+                        gauge!("sqlite_backup_drill_rto_seconds", &ls()).set(ms as f64 / 1000.0);
+                    }
+                }
+            }
+        }
+    });
+    recorder.handle().render()
+}
+
+fn describe() {
+    let g = |name: &'static str, unit: Unit, help: &'static str| describe_gauge!(name, unit, help);
+    g(
+        "sqlite_backup_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "When the newest backup in this sink was taken (Unix time).",
+    );
+    g(
+        "sqlite_backup_newest_backup_age_seconds",
+        Unit::Seconds,
+        "Age of the newest backup in this sink.",
+    );
+    g(
+        "sqlite_backup_stored_bytes",
+        Unit::Bytes,
+        "Stored (compressed) size of the newest backup in this sink.",
+    );
+    g(
+        "sqlite_backup_last_attempt_timestamp_seconds",
+        Unit::Seconds,
+        "When the newest backup attempt finished (Unix time).",
+    );
+    g(
+        "sqlite_backup_last_attempt_success",
+        Unit::Count,
+        "1 when the newest backup attempt succeeded in every sink, else 0.",
+    );
+    g(
+        "sqlite_backup_duration_seconds",
+        Unit::Seconds,
+        "How long the newest backup attempt took.",
+    );
+    g(
+        "sqlite_backup_database_bytes",
+        Unit::Bytes,
+        "Size of the live database at the newest backup.",
+    );
+    g(
+        "sqlite_backup_consecutive_failures",
+        Unit::Count,
+        "Failed backup runs in a row.",
+    );
+    g(
+        "sqlite_backup_drill_consecutive_failures",
+        Unit::Count,
+        "Failed restore drills in a row.",
+    );
+    g(
+        "sqlite_backup_drill_timestamp_seconds",
+        Unit::Seconds,
+        "When the newest restore drill finished (Unix time).",
+    );
+    g(
+        "sqlite_backup_drill_success",
+        Unit::Count,
+        "1 when the newest restore drill of this sink passed, else 0.",
+    );
+    g(
+        "sqlite_backup_drill_rto_seconds",
+        Unit::Seconds,
+        "Time the newest drill took to restore and check the newest backup of this sink.",
+    );
+    describe_counter!(
+        "sqlite_backup_pruned_artifacts_total",
+        Unit::Count,
+        "Backups deleted by prune in this sink."
+    );
+}
+
+/// Rewrite `[metrics] textfile` (when configured) from `state`: temp file
+/// in the same folder, fsync, rename, so the collector never reads half a
+/// file. Problems are logged, never fatal: the backups are done.
+pub fn write_textfile(config: &Config, state: &State) {
+    let Some(path) = &config.metrics.textfile else {
+        return;
+    };
+    let text = render(config, state, Timestamp::now());
+    let result = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| fsutil::atomic_write(path, text.as_bytes()));
+    match result {
+        Ok(()) => info!("metrics written file={}", path.display()),
+        Err(e) => warn!("writing the metrics file {}: {e}", path.display()),
+    }
+}
+
+/// Render from the state file on disk (for the HTTP endpoint).
+fn render_current(config: &Config) -> String {
+    let (state, problem) = match State::load(&config.state_dir) {
+        Ok(s) => (s, None),
+        Err(e) => (State::default(), Some(e)),
+    };
+    if let Some(p) = problem {
+        warn!("metrics: {p}");
+    }
+    render(config, &state, Timestamp::now())
+}
+
+/// Serve `GET /metrics` on `addr` until the runtime stops. `config` is the
+/// daemon's current config (it replaces it on reload). Binding happens
+/// before this returns, so a taken port is an error at start.
+pub async fn serve(addr: SocketAddr, config: Arc<Mutex<Config>>) -> std::io::Result<SocketAddr> {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response, StatusCode, header};
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    info!("metrics endpoint listening on http://{bound}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("metrics endpoint: accept failed: {e}");
+                    continue;
+                }
+            };
+            let config = config.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let config = config.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        let config = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        // Reading the state file is blocking file I/O.
+                        let text = tokio::task::spawn_blocking(move || render_current(&config))
+                            .await
+                            .unwrap_or_default();
+                        Response::builder()
+                            .header(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )
+                            .body(Full::new(Bytes::from(text)))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
+                    };
+                    Ok::<_, Infallible>(response.expect("static response parts are valid"))
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!("metrics endpoint connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{DrillRun, RunResult, SinkDrill};
+    use std::path::Path;
+
+    fn config(dir: &Path) -> Config {
+        Config::parse(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n[[database]]\nlabel = \"costs\"\npath = \"costs.db\"\n[metrics]\ntextfile = \"prom/sb.prom\"\n",
+            &dir.join("sqlite-backup.toml"),
+        )
+        .unwrap()
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn families_per_database_and_sink_in_classic_text_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let mut state = State::default();
+        let db = state.database("app");
+        db.record(
+            &RunResult::success(t(0), "run-1", "local", "app.db.zst", 1000),
+            3,
+        );
+        db.record(&RunResult::failure(t(60), "run-2", "boom"), 3);
+        db.record_pruned("local", 2);
+        db.record_drill(
+            DrillRun {
+                at: t(90),
+                drill_id: "drill-1".into(),
+                sinks: vec![SinkDrill {
+                    sink: "local".into(),
+                    snapshots: vec!["run-1".into()],
+                    rto_ms: Some(1500),
+                    error: None,
+                }],
+            },
+            3,
+        );
+        let text = render(&config, &state, t(100));
+        for line in [
+            "# TYPE sqlite_backup_last_success_timestamp_seconds gauge",
+            "sqlite_backup_last_success_timestamp_seconds{database=\"app\",sink=\"local\"} 1800000000",
+            "sqlite_backup_newest_backup_age_seconds{database=\"app\",sink=\"local\"} 100",
+            "sqlite_backup_stored_bytes{database=\"app\",sink=\"local\"} 1000",
+            "sqlite_backup_last_attempt_timestamp_seconds{database=\"app\"} 1800000060",
+            "sqlite_backup_last_attempt_success{database=\"app\"} 0",
+            "sqlite_backup_consecutive_failures{database=\"app\"} 1",
+            "sqlite_backup_consecutive_failures{database=\"costs\"} 0",
+            "sqlite_backup_drill_success{database=\"app\",sink=\"local\"} 1",
+            "sqlite_backup_drill_rto_seconds{database=\"app\",sink=\"local\"} 1.5",
+            "# TYPE sqlite_backup_pruned_artifacts_total counter",
+            "sqlite_backup_pruned_artifacts_total{database=\"app\",sink=\"local\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        // Classic format only: no OpenMetrics end marker or types.
+        assert!(!text.contains("# EOF"), "{text}");
+        for l in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let kind = l.rsplit(' ').next().unwrap();
+            assert!(matches!(kind, "gauge" | "counter"), "{l}");
+        }
+    }
+
+    #[test]
+    fn textfile_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        write_textfile(&config, &State::default());
+        let path = config.metrics.textfile.as_ref().unwrap();
+        assert!(path.exists());
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("sqlite_backup_consecutive_failures{database=\"costs\"} 0"));
+        // Only the file itself: no temp file left beside it.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+}
