@@ -194,9 +194,7 @@ fn free_port() -> Result<u16, MotoError> {
 
 /// `<repo>/.venv-moto`, where `scripts/test.sh` installs moto and boto3.
 pub fn venv() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(".venv-moto")
+    crate::azurite::repo_root().join(".venv-moto")
 }
 
 fn install_hint() -> String {
