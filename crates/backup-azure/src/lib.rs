@@ -47,7 +47,9 @@ mod config;
 
 use std::sync::Arc;
 
-pub use backup_object_store::{CHUNKS_BUFFERED, MAX_PARTS_IN_FLIGHT, ObjectStoreSink, PARTS_IN_MEMORY};
+pub use backup_object_store::{
+    CHUNKS_BUFFERED, MAX_PARTS_IN_FLIGHT, ObjectStoreSink, PARTS_IN_MEMORY,
+};
 use backup_object_store::{Parts, Profile, StoreConfig, StoreError};
 
 #[cfg(feature = "testing")]

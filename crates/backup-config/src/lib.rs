@@ -15,11 +15,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use backup_azure::AzureConfig;
-use backup_s3::S3Config;
 use backup_core::compress::{Compression, Format};
 use backup_core::encryption::Recipients;
 use backup_core::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
 use backup_core::{CheckLevel, Database, Retention, SnapshotMethod, validate_label, validate_tag};
+use backup_s3::S3Config;
 use secrecy::SecretString;
 
 /// A config problem, located in the file.
@@ -825,7 +825,10 @@ mod tests {
         assert!(e.to_string().contains("[s3] template"), "{e}");
         let c = parse("[s3]\nbucket = \"b\"\ntemplate = \"{date}/{label}.db.gz\"\nallow_overwrite = true\nregion = \"auto\"\npart_size_mib = 16\n").unwrap();
         let s3 = c.s3.unwrap();
-        assert_eq!((s3.prefix.as_str(), s3.part_size_mib, s3.max_retries), ("sqlite", 16, 5));
+        assert_eq!(
+            (s3.prefix.as_str(), s3.part_size_mib, s3.max_retries),
+            ("sqlite", 16, 5)
+        );
         assert!(parse("[s3]\nbucket = \"b\"\nprefix = \"../x\"\n").is_err());
         assert!(parse("[s3]\nbucket = \"b\"\nsecret = \"x\"\n").is_err());
     }

@@ -89,7 +89,10 @@ pub struct IncompleteUpload {
 /// (S3 keeps, and bills, their parts until they are aborted).
 pub trait Janitor: Send + Sync + fmt::Debug {
     /// Incomplete uploads whose path starts with `prefix`.
-    fn list(&self, prefix: String) -> BoxFuture<'static, object_store::Result<Vec<IncompleteUpload>>>;
+    fn list(
+        &self,
+        prefix: String,
+    ) -> BoxFuture<'static, object_store::Result<Vec<IncompleteUpload>>>;
     /// Abort incomplete uploads below `prefix` old enough to belong to no
     /// running backup; returns how many were aborted.
     fn abort_stale(&self, prefix: String) -> BoxFuture<'static, object_store::Result<usize>>;
@@ -143,7 +146,8 @@ impl fmt::Debug for ObjectStoreSink {
         for (name, value) in &self.facts {
             d.field(name, value);
         }
-        d.field("part_size", &self.part_size).finish_non_exhaustive()
+        d.field("part_size", &self.part_size)
+            .finish_non_exhaustive()
     }
 }
 

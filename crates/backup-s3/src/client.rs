@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use object_store::ClientOptions;
 use object_store::RetryConfig;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::ClientOptions;
 
 use backup_object_store::{Scrubber, StoreError};
 use secrecy::ExposeSecret;
@@ -150,10 +150,7 @@ pub(crate) fn build(cfg: &S3Config) -> Result<Built, StoreError> {
     }
 
     let mut scrubber = Scrubber::default();
-    for key in [
-        AmazonS3ConfigKey::SecretAccessKey,
-        AmazonS3ConfigKey::Token,
-    ] {
+    for key in [AmazonS3ConfigKey::SecretAccessKey, AmazonS3ConfigKey::Token] {
         if let Some(secret) = b.get_config_value(&key) {
             scrubber.add(&secret);
         }

@@ -13,9 +13,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3, AwsAuthorizer};
-use object_store::client::{
-    HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector,
-};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ClientOptions, MultipartId};
@@ -54,7 +52,7 @@ fn encode(value: &str) -> String {
 }
 
 /// The text of the first `<tag>…</tag>` in `xml`, entities decoded.
-fn element<'a>(xml: &'a str, tag: &str) -> Option<String> {
+fn element(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     let start = xml.find(&open)? + open.len();
@@ -106,7 +104,10 @@ fn started_before(initiated: &str, cutoff: jiff::Timestamp) -> bool {
 }
 
 impl S3Janitor {
-    async fn list_all(self: Arc<Self>, prefix: String) -> object_store::Result<Vec<IncompleteUpload>> {
+    async fn list_all(
+        self: Arc<Self>,
+        prefix: String,
+    ) -> object_store::Result<Vec<IncompleteUpload>> {
         let client: HttpClient = ReqwestConnector::default().connect(&self.client_options)?;
         let mut out = Vec::new();
         let mut marker: Option<(String, String)> = None;
@@ -125,7 +126,8 @@ impl S3Janitor {
                 .body(HttpRequestBody::empty())
                 .map_err(|e| generic(format!("bad request {url}: {e}")))?;
             let credential = self.store.credentials().get_credential().await?;
-            AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
             let response = client
                 .execute(request)
                 .await
@@ -163,7 +165,11 @@ impl S3Janitor {
                 continue;
             }
             let id: MultipartId = upload.upload_id.clone();
-            match self.store.abort_multipart(&Path::from(upload.path.as_str()), &id).await {
+            match self
+                .store
+                .abort_multipart(&Path::from(upload.path.as_str()), &id)
+                .await
+            {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
                 Err(e) => return Err(e),
             }
@@ -182,7 +188,10 @@ impl S3Janitor {
 pub(crate) struct SharedJanitor(pub Arc<S3Janitor>);
 
 impl Janitor for SharedJanitor {
-    fn list(&self, prefix: String) -> BoxFuture<'static, object_store::Result<Vec<IncompleteUpload>>> {
+    fn list(
+        &self,
+        prefix: String,
+    ) -> BoxFuture<'static, object_store::Result<Vec<IncompleteUpload>>> {
         self.0.clone().list_all(prefix).boxed()
     }
 
@@ -208,7 +217,9 @@ mod tests {
         assert_eq!(uploads[1].path, "sqlite/b&c.db");
         assert_eq!(uploads[0].initiated, "2026-01-01T00:00:00.000Z");
         assert_eq!(next, Some(("sqlite/b&c.db".into(), "id2".into())));
-        let (none, next) = parse_page("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>");
+        let (none, next) = parse_page(
+            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
+        );
         assert!(none.is_empty() && next.is_none());
     }
 

@@ -77,7 +77,9 @@ impl StoreConfig for S3Config {
             region: built.region.clone(),
             bucket_url: built.bucket_url.clone(),
             client_options: built.client_options,
-            abort_after: Duration::from_secs(self.abort_incomplete_after_hours.saturating_mul(3600)),
+            abort_after: Duration::from_secs(
+                self.abort_incomplete_after_hours.saturating_mul(3600),
+            ),
         };
         Ok(Parts {
             profile: &PROFILE,
@@ -100,7 +102,10 @@ mod tests {
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEYxx";
 
     fn config(extra: &str) -> S3Config {
-        toml::from_str(&format!("bucket = \"db-backups\"\nprefix = \"sqlite/\"\n{extra}")).unwrap()
+        toml::from_str(&format!(
+            "bucket = \"db-backups\"\nprefix = \"sqlite/\"\n{extra}"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -117,7 +122,10 @@ mod tests {
         assert_eq!(sink.location(), "s3://db-backups/sqlite");
         assert_eq!(sink.name(), "s3");
         assert_eq!(sink.placement(), Placement::Remote);
-        let scrubbed = sink.scrub(&format!("403 for {SECRET} and {}", SECRET.replace('/', "%2F")));
+        let scrubbed = sink.scrub(&format!(
+            "403 for {SECRET} and {}",
+            SECRET.replace('/', "%2F")
+        ));
         assert!(!scrubbed.contains("wJalrXUtnFEMI"), "{scrubbed}");
         assert_eq!(
             sink.path("2026-01-01/app.db.zst").unwrap().as_ref(),
@@ -128,13 +136,23 @@ mod tests {
     }
 
     fn bad_settings_are_refused_with_a_reason() {
-        let err = S3Sink::from_config(&config("part_size_mib = 1")).unwrap_err().to_string();
-        assert!(err.contains("part_size_mib") && err.contains("5..=5120"), "{err}");
+        let err = S3Sink::from_config(&config("part_size_mib = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("part_size_mib") && err.contains("5..=5120"),
+            "{err}"
+        );
         let err = S3Sink::from_config(&config("endpoint = \"http://127.0.0.1:9000\""))
             .unwrap_err()
             .to_string();
         assert!(err.contains("allow_http"), "{err}");
-        assert!(S3Sink::from_config(&config("endpoint = \"http://127.0.0.1:9000\"\nallow_http = true")).is_ok());
+        assert!(
+            S3Sink::from_config(&config(
+                "endpoint = \"http://127.0.0.1:9000\"\nallow_http = true"
+            ))
+            .is_ok()
+        );
         let mut cfg = config("");
         cfg.bucket = "Bad_Name".into();
         let err = S3Sink::from_config(&cfg).unwrap_err().to_string();

@@ -71,7 +71,11 @@ fn s3_sink_passes_the_conformance_suite_with_small_and_large_parts() {
     // The smallest parts S3 allows, and large ones.
     conformance::run(&sink(&moto, "conformance", 5));
     conformance::run(&sink(&moto, "conformance", 64));
-    assert!(moto.open_multipart_uploads("conformance").unwrap().is_empty());
+    assert!(
+        moto.open_multipart_uploads("conformance")
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -115,7 +119,10 @@ fn wrong_secret_is_a_clear_error_without_the_secret() {
     ];
     match sink.get("a/b.json") {
         Err(e) => {
-            assert!(!e.is_not_found(), "a wrong key must not look like a missing object");
+            assert!(
+                !e.is_not_found(),
+                "a wrong key must not look like a missing object"
+            );
             messages.push(e.to_string());
         }
         Ok(_) => panic!("get with a wrong secret succeeded"),
@@ -136,7 +143,11 @@ fn wrong_secret_is_a_clear_error_without_the_secret() {
     let mut cfg = moto.sink_config("auth");
     cfg.access_key_id = Some("AKIANOSUCHKEY0000000".into());
     cfg.max_retries = 0;
-    let err = S3Sink::from_config(&cfg).unwrap().put("a", b"x").unwrap_err().to_string();
+    let err = S3Sink::from_config(&cfg)
+        .unwrap()
+        .put("a", b"x")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("authentication failed"), "unclear: {err}");
 }
 
@@ -156,7 +167,10 @@ fn server_gone_mid_upload_leaves_nothing_listed_and_no_open_upload() {
     }
     let started = Instant::now();
     while sink.incomplete_uploads().unwrap().is_empty() {
-        assert!(started.elapsed().as_secs() < 30, "the multipart upload never started");
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the multipart upload never started"
+        );
         std::thread::yield_now();
     }
     moto.stop();
@@ -180,7 +194,11 @@ fn server_gone_mid_upload_leaves_nothing_listed_and_no_open_upload() {
 
     // The writer could not abort (no server): the upload is still open.
     let open = moto.open_multipart_uploads("crash").unwrap();
-    assert_eq!(open, vec![format!("sqlite/{key}")], "boto3 sees the open upload");
+    assert_eq!(
+        open,
+        vec![format!("sqlite/{key}")],
+        "boto3 sees the open upload"
+    );
 
     moto.restart().unwrap();
     assert_eq!(sink.size(key).unwrap(), None, "half upload visible");
@@ -193,7 +211,10 @@ fn server_gone_mid_upload_leaves_nothing_listed_and_no_open_upload() {
     cfg.abort_incomplete_after_hours = 0;
     let eager = S3Sink::from_config(&cfg).unwrap();
     assert_eq!(eager.clean_incomplete().unwrap(), 1);
-    assert!(moto.open_multipart_uploads("crash").unwrap().is_empty(), "upload left open");
+    assert!(
+        moto.open_multipart_uploads("crash").unwrap().is_empty(),
+        "upload left open"
+    );
 
     // The same sink recovers once the server is back.
     let len = 6 * MIB + 1;
@@ -210,7 +231,10 @@ fn an_aborted_writer_aborts_the_upload_on_the_server() {
     w.write_all(&vec![1u8; 6 * MIB]).unwrap();
     let started = Instant::now();
     while sink.incomplete_uploads().unwrap().is_empty() {
-        assert!(started.elapsed().as_secs() < 30, "the multipart upload never started");
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the multipart upload never started"
+        );
         std::thread::yield_now();
     }
     w.abort();

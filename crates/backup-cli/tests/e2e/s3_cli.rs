@@ -16,7 +16,8 @@ use backup_testkit::testkit::{Project, output_text, require_tool, sh};
 
 fn moto() -> Moto {
     let moto = Moto::start().unwrap_or_else(|e| panic!("{e}"));
-    moto.create_bucket("backups").unwrap_or_else(|e| panic!("{e}"));
+    moto.create_bucket("backups")
+        .unwrap_or_else(|e| panic!("{e}"));
     moto
 }
 
@@ -156,8 +157,15 @@ fn overwrite_needs_the_template_to_allow_it_and_prune_deletes_exactly_the_planne
     // …and a conditional create of an existing key fails at the server.
     let sink = s3_sink(&moto);
     sink.put_if_absent("claims/x", b"one").unwrap();
-    assert!(sink.put_if_absent("claims/x", b"two").unwrap_err().is_already_exists());
-    assert_eq!(backup_core::sink::get_bytes(&sink, "claims/x").unwrap(), b"one");
+    assert!(
+        sink.put_if_absent("claims/x", b"two")
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert_eq!(
+        backup_core::sink::get_bytes(&sink, "claims/x").unwrap(),
+        b"one"
+    );
     sink.delete("claims/x").unwrap();
 
     // Prune on S3 deletes the planned objects and nothing else.
@@ -180,7 +188,10 @@ fn overwrite_needs_the_template_to_allow_it_and_prune_deletes_exactly_the_planne
     run_ok(&p, &moto, &["prune"]);
     let after = listed(&sink);
     assert_eq!(after.len(), 1);
-    assert_eq!(after[0].entry.key, before[0].entry.key, "the newest survives");
+    assert_eq!(
+        after[0].entry.key, before[0].entry.key,
+        "the newest survives"
+    );
     let objects_after: std::collections::BTreeSet<String> =
         sink.list("").unwrap().into_iter().collect();
     let removed: std::collections::BTreeSet<String> =
@@ -222,7 +233,10 @@ fn s3_gone_mid_run_fails_that_sink_only_and_leaves_no_open_upload() {
     let out = child.wait_with_output().unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("sink s3"), "the failure must name the sink:\n{text}");
+    assert!(
+        text.contains("sink s3"),
+        "the failure must name the sink:\n{text}"
+    );
     assert!(!text.contains(moto.secret_access_key()), "{text}");
 
     // The writer could not abort without a server: boto3 sees the upload.
@@ -233,9 +247,16 @@ fn s3_gone_mid_run_fails_that_sink_only_and_leaves_no_open_upload() {
     assert_eq!(p.catalog().len(), 1, "local must have the backup");
     let azure = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
     let (stored, _) = manifest::read_all(&azure).unwrap();
-    assert_eq!(manifest::listed(&azure, &stored).len(), 1, "azure must have it");
+    assert_eq!(
+        manifest::listed(&azure, &stored).len(),
+        1,
+        "azure must have it"
+    );
     let (stored, _) = manifest::read_all(&sink).unwrap();
-    assert!(manifest::listed(&sink, &stored).is_empty(), "half run listed");
+    assert!(
+        manifest::listed(&sink, &stored).is_empty(),
+        "half run listed"
+    );
     assert!(
         sink.list("").unwrap().iter().all(|k| !k.ends_with(".db")),
         "{:?}",
@@ -269,13 +290,20 @@ fn wrong_credentials_are_an_authentication_error_that_never_shows_the_secret() {
             .output()
             .unwrap();
         let text = output_text(&out);
-        assert!(!text.contains("WrongSecret"), "{args:?} leaked the secret:\n{text}");
+        assert!(
+            !text.contains("WrongSecret"),
+            "{args:?} leaked the secret:\n{text}"
+        );
         (out.status.code(), text)
     };
     let (code, text) = with_wrong(&["backup"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("authentication failed"), "{text}");
-    for args in [&["list"][..], &["backup", "--dry-run"], &["verify", "--latest", "app"]] {
+    for args in [
+        &["list"][..],
+        &["backup", "--dry-run"],
+        &["verify", "--latest", "app"],
+    ] {
         with_wrong(args);
     }
 }
