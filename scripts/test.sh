@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need
 # (sqlite3, zstd, gzip, coreutils, age, promtool and chromium from Debian; Azurite from
-# npm, pinned in package-lock.json), then runs every test of the workspace.
+# npm, pinned in package-lock.json; moto's S3 server and boto3 from PyPI, pinned
+# here, in .venv-moto), then runs every test of the workspace.
 # Azurite is started by the tests themselves on 127.0.0.1 with a temporary
 # data folder.
 set -euo pipefail
@@ -39,6 +40,14 @@ if [ -f package-lock.json ]; then
     echo "Installing Azurite (npm ci)…"
     npm ci --no-audit --no-fund --loglevel=error
   fi
+fi
+
+# moto's S3 server and boto3 (the tests start moto themselves on 127.0.0.1).
+# Keep the pins in step with MOTO_PIN in crates/backup-testkit/src/moto.rs.
+if [ ! -x .venv-moto/bin/moto_server ] || [ ! -x .venv-moto/bin/python ]; then
+  echo "Installing moto and boto3 (pip, .venv-moto)…"
+  python3 -m venv .venv-moto
+  .venv-moto/bin/pip install -q 'moto[server]==5.2.5' 'boto3==1.44.8'
 fi
 
 cargo build --workspace --bins --examples

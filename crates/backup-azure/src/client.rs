@@ -7,10 +7,18 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder}
 
 use secrecy::ExposeSecret;
 
+use backup_object_store::{Scrubber, StoreError};
+
 use crate::config::AzureConfig;
 
-use crate::error::AzureError;
-use crate::scrub::Scrubber;
+type AzureError = StoreError;
+
+fn config_error(message: impl Into<String>) -> AzureError {
+    StoreError::Config {
+        section: "azure",
+        message: message.into(),
+    }
+}
 
 /// The account every Azurite instance serves.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -53,10 +61,9 @@ impl ConnectionString {
         let mut suffix = None;
         for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((name, value)) = part.split_once('=') else {
-                return Err(AzureError::Config {
-                    message: "AZURE_STORAGE_CONNECTION_STRING is not a list of Name=Value parts"
-                        .into(),
-                });
+                return Err(config_error(
+                    "AZURE_STORAGE_CONNECTION_STRING is not a list of Name=Value parts",
+                ));
             };
             let value = value.trim().to_string();
             match name.trim().to_ascii_lowercase().as_str() {
@@ -104,12 +111,10 @@ pub(crate) fn validate_container(name: &str) -> Result<(), AzureError> {
     if ok {
         Ok(())
     } else {
-        Err(AzureError::Config {
-            message: format!(
-                "container {name:?} is not a valid Azure container name \
-                 (3-63 lowercase letters, digits and single hyphens)"
-            ),
-        })
+        Err(config_error(format!(
+            "container {name:?} is not a valid Azure container name \
+             (3-63 lowercase letters, digits and single hyphens)"
+        )))
     }
 }
 
@@ -204,11 +209,10 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
         (false, None) => {}
     }
     if !emulator && !has(&b, AzureConfigKey::AccountName) {
-        return Err(AzureError::Config {
-            message: "no storage account: set `account` in [azure] or AZURE_STORAGE_ACCOUNT_NAME \
-                      (or AZURE_STORAGE_CONNECTION_STRING), or `use_emulator = true` for Azurite"
-                .into(),
-        });
+        return Err(config_error(
+            "no storage account: set `account` in [azure] or AZURE_STORAGE_ACCOUNT_NAME \
+             (or AZURE_STORAGE_CONNECTION_STRING), or `use_emulator = true` for Azurite",
+        ));
     }
 
     for key in [
@@ -231,7 +235,8 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
         .with_container_name(&cfg.container)
         .with_retry(retry)
         .build()
-        .map_err(|e| AzureError::Client {
+        .map_err(|e| StoreError::Client {
+            section: "azure",
             message: scrubber.scrub(&e.to_string()),
         })?;
     Ok(Built {

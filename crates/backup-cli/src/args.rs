@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// WAL-safe online backups of live SQLite databases: snapshot, compress,
-/// checksum, ship to local tiers and Azure Blob, verify, restore.
+/// checksum, ship to local tiers, Azure Blob and S3, verify, restore.
 #[derive(Debug, Parser)]
 #[command(
     name = "sqlite-backup",
@@ -218,7 +218,7 @@ pub struct RestoreArgs {
     /// The snapshot of this run id (see `list`).
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// Only consider this sink (`local`, `cold`, `azure`).
+    /// Only consider this sink (`local`, `cold`, `azure`, `s3`).
     #[arg(long, value_name = "SINK")]
     pub from: Option<String>,
     /// Print the plan; change nothing.

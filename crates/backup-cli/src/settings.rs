@@ -68,17 +68,23 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
         template: config.local.template.clone(),
         cold_only: false,
     }];
-    if let Some(azure) = &config.azure {
-        // Building the sink makes no network call, so `--dry-run` stays offline.
-        let sink = backup_azure::AzureSink::from_config(azure)
-            .map_err(|e| UsageError(format!("[azure] in {}: {e}", config.file.display())))?;
-        let template = backup_core::naming::Template::parse(&azure.template, azure.allow_overwrite)
-            .map_err(UsageError)?;
-        out.push(Target {
+    // Building a sink makes no network call, so `--dry-run` stays offline.
+    let remote = |cfg: &dyn backup_object_store::StoreConfig, template: &str, allow_overwrite| {
+        let sink = backup_object_store::ObjectStoreSink::from_config_dyn(cfg)
+            .map_err(|e| UsageError(format!("{e} (in {})", config.file.display())))?;
+        let template =
+            backup_core::naming::Template::parse(template, allow_overwrite).map_err(UsageError)?;
+        Ok::<_, UsageError>(Target {
             sink: Arc::new(sink),
             template,
             cold_only: false,
-        });
+        })
+    };
+    if let Some(azure) = &config.azure {
+        out.push(remote(azure, &azure.template, azure.allow_overwrite)?);
+    }
+    if let Some(s3) = &config.s3 {
+        out.push(remote(s3, &s3.template, s3.allow_overwrite)?);
     }
     if let Some(cold) = locals.next() {
         out.push(Target {

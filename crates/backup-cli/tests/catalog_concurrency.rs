@@ -33,7 +33,7 @@ fn child_sink(spec: &str) -> Box<dyn Sink> {
     }
     let rest = spec.strip_prefix("azure:").expect("local: or azure:");
     let (endpoint, container) = rest.rsplit_once(' ').expect("endpoint and container");
-    let cfg = toml::from_str(&format!(
+    let cfg: backup_azure::AzureConfig = toml::from_str(&format!(
         "container = {container:?}\nuse_emulator = true\nendpoint = {endpoint:?}\nmax_retries = 2\n"
     ))
     .expect("[azure] section");

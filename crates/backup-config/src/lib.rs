@@ -19,6 +19,7 @@ use backup_core::compress::{Compression, Format};
 use backup_core::encryption::Recipients;
 use backup_core::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
 use backup_core::{CheckLevel, Database, Retention, SnapshotMethod, validate_label, validate_tag};
+use backup_s3::S3Config;
 use secrecy::SecretString;
 
 /// A config problem, located in the file.
@@ -140,6 +141,8 @@ pub struct Config {
     pub local: Local,
     /// Azure Blob, when configured.
     pub azure: Option<AzureConfig>,
+    /// S3 or an S3-compatible store, when configured.
+    pub s3: Option<S3Config>,
     /// Retention policy.
     pub retention: Retention,
     /// Alerts.
@@ -173,6 +176,7 @@ struct RawConfig {
     #[serde(default)]
     local: Option<RawLocal>,
     azure: Option<Spanned<AzureConfig>>,
+    s3: Option<Spanned<S3Config>>,
     retention: Option<Spanned<Retention>>,
     alerts: Option<Alerts>,
     #[serde(default)]
@@ -581,22 +585,42 @@ impl Config {
             mode,
         };
 
+        // Both object-store sections are checked alike: a template that
+        // cannot overwrite (unless allowed) and a clean prefix.
+        let check_remote = |section: &str,
+                            at: usize,
+                            template: &str,
+                            allow_overwrite: bool,
+                            prefix: &str|
+         -> Result<(), ConfigError> {
+            Template::parse(template, allow_overwrite).map_err(|m| {
+                err(
+                    Some(at),
+                    format!("[{section}] template: {m}"),
+                    Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
+                )
+            })?;
+            if !prefix.is_empty() {
+                backup_core::sink::validate_key(prefix.trim_matches('/'))
+                    .map_err(|e| err(Some(at), format!("[{section}] prefix: {e}"), None))?;
+            }
+            Ok(())
+        };
         let azure = match raw.azure {
             Some(a) => {
                 let at = a.span().start;
                 let a = a.into_inner();
-                Template::parse(&a.template, a.allow_overwrite).map_err(|m| {
-                    err(
-                        Some(at),
-                        format!("[azure] template: {m}"),
-                        Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
-                    )
-                })?;
-                if !a.prefix.is_empty() {
-                    backup_core::sink::validate_key(a.prefix.trim_end_matches('/'))
-                        .map_err(|e| err(Some(at), format!("[azure] prefix: {e}"), None))?;
-                }
+                check_remote("azure", at, &a.template, a.allow_overwrite, &a.prefix)?;
                 Some(a)
+            }
+            None => None,
+        };
+        let s3 = match raw.s3 {
+            Some(c) => {
+                let at = c.span().start;
+                let c = c.into_inner();
+                check_remote("s3", at, &c.template, c.allow_overwrite, &c.prefix)?;
+                Some(c)
             }
             None => None,
         };
@@ -659,6 +683,7 @@ impl Config {
             compression,
             local,
             azure,
+            s3,
             retention: global_retention,
             alerts: raw.alerts,
             verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
@@ -792,6 +817,20 @@ mod tests {
         let e = parse("[compression]\nformat = \"zstd\"\nlevle = 3\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("levle"), "{e}");
+    }
+
+    #[test]
+    fn s3_section_is_checked_like_azure() {
+        let e = parse("[s3]\nbucket = \"b\"\ntemplate = \"{date}/{label}.db.gz\"\n").unwrap_err();
+        assert!(e.to_string().contains("[s3] template"), "{e}");
+        let c = parse("[s3]\nbucket = \"b\"\ntemplate = \"{date}/{label}.db.gz\"\nallow_overwrite = true\nregion = \"auto\"\npart_size_mib = 16\n").unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!(
+            (s3.prefix.as_str(), s3.part_size_mib, s3.max_retries),
+            ("sqlite", 16, 5)
+        );
+        assert!(parse("[s3]\nbucket = \"b\"\nprefix = \"../x\"\n").is_err());
+        assert!(parse("[s3]\nbucket = \"b\"\nsecret = \"x\"\n").is_err());
     }
 
     #[test]

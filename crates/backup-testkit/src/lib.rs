@@ -9,6 +9,7 @@
 pub mod azurite;
 pub mod demo;
 pub mod faults;
+pub mod moto;
 pub mod ops_support;
 pub mod restore_support;
 pub mod testkit;

@@ -315,17 +315,35 @@ fn nothing_readable_reaches_azure_either() {
         let local = artifact(&e);
         sh(
             e.p.path(),
-            &format!("age -d -i key.txt '{}' | zstd -dq > plain.db", local.display()),
+            &format!(
+                "age -d -i key.txt '{}' | zstd -dq > plain.db",
+                local.display()
+            ),
         );
         Sha256::hex_of(&std::fs::read(e.p.join("plain.db")).unwrap())
     };
     for key in &keys {
         let bytes = backup_core::sink::get_bytes(&sink, key).unwrap();
-        assert!(!contains(&bytes, MARKER.as_bytes()), "{key} shows the content");
-        assert!(!contains(&bytes, image.as_bytes()), "{key} has the image's plain SHA-256");
+        assert!(
+            !contains(&bytes, MARKER.as_bytes()),
+            "{key} shows the content"
+        );
+        assert!(
+            !contains(&bytes, image.as_bytes()),
+            "{key} has the image's plain SHA-256"
+        );
     }
     // And the copy in Azure restores with the identity alone.
     let key = e.key.to_str().unwrap();
-    let restored = e.p.run_ok(&["restore", "app", "--from", "azure", "--to", "from-azure.db", "--identity", key]);
+    let restored = e.p.run_ok(&[
+        "restore",
+        "app",
+        "--from",
+        "azure",
+        "--to",
+        "from-azure.db",
+        "--identity",
+        key,
+    ]);
     assert!(restored.contains("Restored"), "{restored}");
 }

@@ -15,3 +15,4 @@ mod perms;
 mod prune_cli;
 mod report;
 mod restore;
+mod s3_cli;

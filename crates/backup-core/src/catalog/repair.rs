@@ -4,7 +4,7 @@
 //! Nothing is deleted or rewritten: a repair appends one manifest (through
 //! [`append`](super::append::append), like every writer) whose field
 //! `relinked` lists every manifest off the chain, oldest first, each with the
-//! SHA-256 of its bytes. From then on [`verify`](super::verify) reaches them
+//! SHA-256 of its bytes. From then on [`verify`] reaches them
 //! through that record, as it reaches the others through `previous`, and
 //! checks their artifacts again. The repair manifest is the record of what
 //! was done. Links whose writer died before storing its manifest are

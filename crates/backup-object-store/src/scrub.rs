@@ -5,8 +5,10 @@
 //! that leaves this crate goes through [`Scrubber::scrub`], which removes:
 //! - each configured secret (access key, SAS token and its parts), verbatim
 //!   and percent-encoded;
-//! - `sig=…` query parameters;
-//! - the signature of a `SharedKey account:signature` header;
+//! - `sig=…` (Azure SAS) and `X-Amz-Signature=…` / `X-Amz-Credential=…` /
+//!   `X-Amz-Security-Token=…` (S3 presigned URLs) query parameters;
+//! - the signature of a `SharedKey account:signature` header and the
+//!   64-hex-digit `Signature=…` of an AWS SigV4 `Authorization` header;
 //! - any long base64 run ending in `=` (HMAC-SHA256 signatures and account
 //!   keys both look like that), in case a server quotes one back.
 
@@ -16,7 +18,7 @@ const REDACTED: &str = "<redacted>";
 
 /// Removes known secrets and signature-shaped text from messages.
 #[derive(Clone, Default)]
-pub(crate) struct Scrubber {
+pub struct Scrubber {
     secrets: Vec<String>,
 }
 
@@ -29,7 +31,7 @@ impl fmt::Debug for Scrubber {
 impl Scrubber {
     /// Remember a secret; short or empty values are ignored (they would
     /// redact ordinary words).
-    pub(crate) fn add(&mut self, secret: &str) {
+    pub fn add(&mut self, secret: &str) {
         let secret = secret.trim();
         if secret.len() < 6 {
             return;
@@ -57,15 +59,23 @@ impl Scrubber {
     }
 
     /// The message with every secret and signature removed.
-    pub(crate) fn scrub(&self, message: &str) -> String {
+    pub fn scrub(&self, message: &str) -> String {
         let mut out = message.to_string();
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
             }
         }
-        let out = redact_query_param(&out, "sig=");
+        let mut out = redact_query_param(&out, "sig=");
+        for name in [
+            "x-amz-signature=",
+            "x-amz-credential=",
+            "x-amz-security-token=",
+        ] {
+            out = redact_query_param(&out, name);
+        }
         let out = redact_shared_key(&out);
+        let out = redact_sigv4_signature(&out);
         redact_base64_runs(&out)
     }
 }
@@ -161,6 +171,29 @@ fn redact_shared_key(text: &str) -> String {
     out
 }
 
+/// `Signature=<64 hex digits>` (SigV4) → `Signature=<redacted>`.
+fn redact_sigv4_signature(text: &str) -> String {
+    let marker = "Signature=";
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    while let Some(found) = text[pos..].find(marker) {
+        let start = pos + found + marker.len();
+        out.push_str(&text[pos..start]);
+        let hex = text[start..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        if hex == 64 {
+            out.push_str(REDACTED);
+            pos = start + hex;
+        } else {
+            pos = start;
+        }
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
 /// Replace base64 runs of 40+ characters that end in `=` (signatures, keys).
 fn redact_base64_runs(text: &str) -> String {
     let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
@@ -227,6 +260,15 @@ mod tests {
         assert!(!out.contains("zxcvbnm"), "{out}");
         assert!(out.contains("sv=1&sig=<redacted>&se=2"), "{out}");
         assert!(out.contains("SharedKey acct:<redacted>"), "{out}");
+
+        let hex = "0123456789abcdef".repeat(4);
+        let out = s.scrub(&format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAX/20260101/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature={hex} url ?X-Amz-Signature={hex}&X-Amz-Security-Token=TOKENxyz123&a=1"
+        ));
+        assert!(!out.contains(&hex), "{out}");
+        assert!(!out.contains("TOKENxyz123"), "{out}");
+        assert!(out.contains("Signature=<redacted>"), "{out}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The streaming upload: a synchronous [`SinkWriter`] in front of an async
-//! task that uploads parts (Azure blocks) while the caller keeps writing.
+//! task that uploads parts (Azure blocks, S3 parts) while the caller keeps
+//! writing.
 //!
 //! Memory is bounded by design. An upload owns a semaphore of
 //! [`PARTS_IN_MEMORY`] permits; a part buffer exists only while it holds a
@@ -8,10 +9,12 @@
 //! upload: one part being filled, up to [`MAX_PARTS_IN_FLIGHT`] on the wire.
 //! When the network is slower than the caller, `write` waits for a permit.
 //!
-//! Nothing becomes visible before the block list is committed in
-//! [`SinkWriter::finish`]. Uploaded but uncommitted blocks are invisible to
-//! `get`, `head` and `list`, and Azure discards them after a week; an
-//! object small enough for one part is sent with a single atomic `put`.
+//! Nothing becomes visible before the upload is completed in
+//! [`SinkWriter::finish`]. Uploaded parts of an unfinished upload are
+//! invisible to `get`, `head` and `list`; a failed, aborted or dropped
+//! writer aborts the upload (S3 would otherwise keep and bill the parts;
+//! Azure discards uncommitted blocks after a week). An object small enough
+//! for one part is sent with a single atomic `put`.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -27,9 +30,8 @@ use tokio::task::JoinHandle;
 
 use backup_core::sink::{SinkError, SinkWriter};
 
-use crate::error::sink_error;
+use crate::error::ErrorMap;
 use crate::runtime::{SinkRuntime, join};
-use crate::scrub::Scrubber;
 
 /// Parts uploading at once per upload.
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
@@ -91,12 +93,12 @@ pub(crate) struct Upload {
     pub path: Path,
     pub key: String,
     pub part_size: usize,
-    pub scrubber: Arc<Scrubber>,
+    pub errors: Arc<ErrorMap>,
     pub gauge: Arc<BufferGauge>,
     pub runtime: Arc<SinkRuntime>,
 }
 
-pub(crate) struct AzureWriter {
+pub(crate) struct UploadWriter {
     key: String,
     part_size: usize,
     permits: Arc<Semaphore>,
@@ -111,14 +113,14 @@ pub(crate) struct AzureWriter {
     _runtime: Arc<SinkRuntime>,
 }
 
-impl AzureWriter {
+impl UploadWriter {
     pub(crate) fn start(up: Upload) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let task = up.runtime.handle().spawn(upload_task(
             up.store,
             up.path,
             up.key.clone(),
-            up.scrubber,
+            up.errors,
             rx,
         ));
         Self {
@@ -194,7 +196,7 @@ impl AzureWriter {
     }
 }
 
-impl Write for AzureWriter {
+impl Write for UploadWriter {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
         while !data.is_empty() {
@@ -220,7 +222,7 @@ impl Write for AzureWriter {
     }
 }
 
-impl SinkWriter for AzureWriter {
+impl SinkWriter for UploadWriter {
     fn finish(mut self: Box<Self>) -> Result<u64, SinkError> {
         let last = self.take_part();
         self.send(Msg::Last(last))?;
@@ -252,13 +254,13 @@ async fn upload_task(
     store: Arc<dyn ObjectStore>,
     path: Path,
     key: String,
-    scrubber: Arc<Scrubber>,
+    errors: Arc<ErrorMap>,
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<u64, SinkError> {
     let err = |op: &'static str| {
         let key = key.clone();
-        let scrubber = scrubber.clone();
-        move |e: object_store::Error| sink_error(&scrubber, op, &key, e)
+        let errors = errors.clone();
+        move |e: object_store::Error| errors.sink_error(op, &key, e)
     };
     let aborted = || SinkError::Remote {
         op: "upload",

@@ -23,7 +23,7 @@ impl SinkRuntime {
     pub(crate) fn new() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("azure-sink")
+            .thread_name("object-store-sink")
             .enable_all()
             .build()?;
         Ok(Self {
@@ -61,7 +61,7 @@ pub(crate) fn join<T>(
         Err(_) => Err(SinkError::Remote {
             op,
             key: key.to_string(),
-            message: "the Azure I/O runtime shut down before the operation finished".into(),
+            message: "the sink's I/O runtime shut down before the operation finished".into(),
         }),
     }
 }

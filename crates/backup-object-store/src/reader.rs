@@ -15,14 +15,13 @@ use tokio::sync::mpsc;
 
 use backup_core::sink::SinkError;
 
-use crate::error::sink_error;
+use crate::error::ErrorMap;
 use crate::runtime::SinkRuntime;
-use crate::scrub::Scrubber;
 
 /// Chunks buffered between the network task and the reader.
 pub const CHUNKS_BUFFERED: usize = 4;
 
-pub(crate) struct AzureReader {
+pub(crate) struct DownloadReader {
     rx: mpsc::Receiver<Result<Bytes, SinkError>>,
     chunk: Bytes,
     done: bool,
@@ -34,13 +33,13 @@ pub(crate) struct AzureReader {
     _runtime: Arc<SinkRuntime>,
 }
 
-impl AzureReader {
+impl DownloadReader {
     pub(crate) fn start(
         runtime: Arc<SinkRuntime>,
         mut stream: BoxStream<'static, object_store::Result<Bytes>>,
         key: String,
         expected: u64,
-        scrubber: Arc<Scrubber>,
+        errors: Arc<ErrorMap>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHUNKS_BUFFERED);
         let task_key = key.clone();
@@ -48,7 +47,7 @@ impl AzureReader {
             let key = task_key;
             while let Some(item) = stream.next().await {
                 let failed = item.is_err();
-                let item = item.map_err(|e| sink_error(&scrubber, "download", &key, e));
+                let item = item.map_err(|e| errors.sink_error("download", &key, e));
                 if tx.send(item).await.is_err() || failed {
                     break; // reader gone, or the error is delivered
                 }
@@ -66,7 +65,7 @@ impl AzureReader {
     }
 }
 
-impl Read for AzureReader {
+impl Read for DownloadReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() && !self.done && !buf.is_empty() {
             match futures::executor::block_on(self.rx.recv()) {
