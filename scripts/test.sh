@@ -50,7 +50,8 @@ if [ ! -x .venv-moto/bin/moto_server ] || [ ! -x .venv-moto/bin/python ]; then
   .venv-moto/bin/pip install -q 'moto[server]==5.2.5' 'boto3==1.44.8'
 fi
 
-cargo build --workspace --bins --examples
+# `cargo test` builds the binary and the examples too (with the test
+# features, so nothing is compiled twice).
 cargo test --workspace --no-fail-fast "$@"
 
 # One runnable example per way into the library; each asserts its outcome

@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,9 +70,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn free_port() -> Result<u16, AzuriteError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| AzuriteError(format!("cannot find a free port on 127.0.0.1: {e}")))?;
-    Ok(listener.local_addr().expect("bound").port())
+    crate::server::free_port().map_err(AzuriteError)
 }
 
 impl Azurite {
@@ -134,35 +131,15 @@ impl Azurite {
     }
 
     fn wait_ready(&mut self) -> Result<(), AzuriteError> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let child = self.child.as_mut().expect("launched");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return fail(format!(
-                    "Azurite exited ({status}) before accepting connections on {addr}; its log:\n{}",
-                    self.log_tail()
-                ));
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return fail(format!(
-                    "Azurite did not accept connections on {addr} within {START_TIMEOUT:?}; its log:\n{}",
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let log = self.log_path();
+        let child = self.child.as_mut().expect("launched");
+        let waited =
+            crate::server::wait_listening("Azurite", self.port, child, START_TIMEOUT, &log);
+        if let Err(e) = waited {
+            self.kill();
+            return fail(e);
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let start = text.len().saturating_sub(2000);
-        text[text.floor_char_boundary(start)..].to_string()
+        Ok(())
     }
 
     /// The blob service, e.g. `http://127.0.0.1:41234`.
@@ -254,28 +231,42 @@ impl Azurite {
             .enable_all()
             .build()
             .map_err(|e| AzuriteError(format!("cannot start a runtime: {e}")))?;
-        let status = runtime.block_on(async {
-            let key = AzureAccessKey::try_new(backup_azure::AZURITE_ACCOUNT_KEY)
-                .map_err(|e| AzuriteError(format!("bad emulator key: {e}")))?;
-            let credential = AzureCredential::AccessKey(key);
-            let mut request = http::Request::builder()
-                .method(http::Method::PUT)
-                .uri(&url)
-                .header(http::header::CONTENT_LENGTH, "0")
-                .body(HttpRequestBody::empty())
-                .map_err(|e| AzuriteError(format!("bad request for {url}: {e}")))?;
-            AzureAuthorizer::new(&credential, backup_azure::AZURITE_ACCOUNT)
-                .try_authorize(&mut request)
-                .map_err(|e| AzuriteError(format!("cannot sign the request: {e}")))?;
-            let client = ReqwestConnector::default()
-                .connect(&ClientOptions::new().with_allow_http(true))
-                .map_err(|e| AzuriteError(format!("cannot build an HTTP client: {e}")))?;
-            let response = client
-                .execute(request)
-                .await
-                .map_err(|e| AzuriteError(format!("PUT {url}: {e}")))?;
-            Ok::<_, AzuriteError>(response.status())
-        })?;
+        let send_once = || {
+            runtime.block_on(async {
+                let key = AzureAccessKey::try_new(backup_azure::AZURITE_ACCOUNT_KEY)
+                    .map_err(|e| AzuriteError(format!("bad emulator key: {e}")))?;
+                let credential = AzureCredential::AccessKey(key);
+                let mut request = http::Request::builder()
+                    .method(http::Method::PUT)
+                    .uri(&url)
+                    .header(http::header::CONTENT_LENGTH, "0")
+                    .body(HttpRequestBody::empty())
+                    .map_err(|e| AzuriteError(format!("bad request for {url}: {e}")))?;
+                AzureAuthorizer::new(&credential, backup_azure::AZURITE_ACCOUNT)
+                    .try_authorize(&mut request)
+                    .map_err(|e| AzuriteError(format!("cannot sign the request: {e}")))?;
+                let client = ReqwestConnector::default()
+                    .connect(&ClientOptions::new().with_allow_http(true))
+                    .map_err(|e| AzuriteError(format!("cannot build an HTTP client: {e}")))?;
+                let response = client
+                    .execute(request)
+                    .await
+                    .map_err(|e| AzuriteError(format!("PUT {url}: {e}")))?;
+                Ok::<_, AzuriteError>(response.status())
+            })
+        };
+        // Azurite accepts connections a moment before it answers them; on a
+        // busy machine (many servers starting at once) the first request can
+        // be cut. A few tries, each after the last one failed.
+        let mut attempt = 0;
+        let status = loop {
+            attempt += 1;
+            match send_once() {
+                Ok(status) => break status,
+                Err(e) if attempt >= 5 => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200 * attempt)),
+            }
+        };
         match status.as_u16() {
             201 | 409 => Ok(()),
             other => fail(format!("PUT {url}: HTTP {other}")),

@@ -12,4 +12,5 @@ pub mod faults;
 pub mod moto;
 pub mod ops_support;
 pub mod restore_support;
+pub mod server;
 pub mod testkit;

@@ -25,13 +25,13 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long moto may take to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,9 +187,7 @@ impl fmt::Debug for Moto {
 }
 
 fn free_port() -> Result<u16, MotoError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| MotoError(format!("cannot find a free port on 127.0.0.1: {e}")))?;
-    Ok(listener.local_addr().expect("bound").port())
+    crate::server::free_port().map_err(MotoError)
 }
 
 /// `<repo>/.venv-moto`, where `scripts/test.sh` installs moto and boto3.
@@ -271,35 +269,14 @@ impl Moto {
     }
 
     fn wait_ready(&mut self) -> Result<(), MotoError> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let child = self.child.as_mut().expect("launched");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return fail(format!(
-                    "moto exited ({status}) before accepting connections on {addr}; its log:\n{}",
-                    self.log_tail()
-                ));
-            }
-            if Instant::now() > deadline {
-                return fail(format!(
-                    "moto did not accept connections on {addr} within {START_TIMEOUT:?}; its log:\n{}",
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = self.child.as_mut().expect("launched");
+        crate::server::wait_listening("moto", self.port, child, START_TIMEOUT, self.log.path())
+            .map_err(MotoError)
     }
 
     /// The end of moto's log (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        let start = text.len().saturating_sub(3000);
-        text[text.floor_char_boundary(start)..].to_string()
+        crate::server::log_tail(self.log.path())
     }
 
     /// Run a Python snippet in moto's virtual environment (boto3 installed)

@@ -137,13 +137,7 @@ pub fn run_backup_with(
         let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
         return Ok((plan, None));
     }
-    let _lock =
-        FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| {
-            match e {
-                held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
-                other => anyhow::Error::new(other).context("taking the run lock"),
-            }
-        })?;
+    let _lock = take_run_lock(config)?;
     // The local roots first, with the sinks' folder mode: the snapshot
     // scratch folder inside the local root would otherwise create it 0700.
     // A failure here shows as that sink's failure in the run.
@@ -157,6 +151,15 @@ pub fn run_backup_with(
     let report = pipeline::execute(&plan, &observer);
     record_run(config, &report, &observer);
     Ok((plan, Some(report)))
+}
+
+/// The run lock of `config`'s state folder: one backup, drill or prune at a
+/// time per config. Held by another: [`RunRefused`], naming the holder.
+pub fn take_run_lock(config: &Config) -> Result<FileLock> {
+    FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| match e {
+        held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
+        other => anyhow::Error::new(other).context("taking the run lock"),
+    })
 }
 
 /// Update the state file with a run's results and send what it calls for.

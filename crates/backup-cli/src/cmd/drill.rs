@@ -18,8 +18,6 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::alerts;
 use crate::args::{Cli, DrillArgs};
-use crate::cmd::RunRefused;
-use crate::lock::{self, FileLock, LockError};
 use crate::output::Table;
 use crate::settings::{self, UsageError};
 use crate::state::{self, Event, State};
@@ -65,13 +63,7 @@ pub fn run_drill(
         backup_core::restore::check_sink_name(from, &refs)
             .map_err(|e| UsageError(e.to_string()))?;
     }
-    let _lock =
-        FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| {
-            match e {
-                held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
-                other => anyhow::Error::new(other).context("taking the run lock"),
-            }
-        })?;
+    let _lock = super::backup::take_run_lock(config)?;
     let drill_id = format!("drill-{}", Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
     info!("drill start id={drill_id} databases={}", databases.len());
     // One read of every sink's catalog for all databases.
