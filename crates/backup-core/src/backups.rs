@@ -13,6 +13,7 @@ use jiff::Timestamp;
 
 use crate::compress::Compression;
 use crate::database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
+use crate::encryption::Identities;
 use crate::error::Error;
 use crate::manifest::{self, Entry, Listed};
 use crate::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
@@ -39,6 +40,7 @@ use crate::verify::{ArtifactReport, Checks};
 pub struct Backups {
     targets: Vec<Target>,
     options: Options,
+    identities: Option<Identities>,
 }
 
 /// Builds a [`Backups`] with more than one sink or other settings.
@@ -58,6 +60,7 @@ pub struct Backups {
 pub struct Builder {
     targets: Vec<Target>,
     options: Options,
+    identities: Option<Identities>,
 }
 
 impl Builder {
@@ -114,11 +117,19 @@ impl Builder {
         self
     }
 
+    /// Keys that open encrypted backups for verify and restore (backups
+    /// themselves need only the recipients, set per [`Database`]).
+    pub fn identities(mut self, identities: Identities) -> Self {
+        self.identities = Some(identities);
+        self
+    }
+
     /// The finished set.
     pub fn build(self) -> Backups {
         Backups {
             targets: self.targets,
             options: self.options,
+            identities: self.identities,
         }
     }
 }
@@ -351,13 +362,23 @@ impl Backups {
                 path: self.options.scratch_dir.clone(),
                 source,
             })?;
-        let checks = Checks::for_database(db, CheckLevel::IntegrityCheck);
+        let checks = Checks::for_database(db, CheckLevel::IntegrityCheck)
+            .with_identities(self.identities.clone());
         let report = crate::verify::verify_entry(
             sink,
             &listed.entry,
             &scratch.path().join("candidate.db"),
             &checks,
         )?;
+        if report.needs_identity || report.problems.iter().any(|p| p.is_key_problem()) {
+            // Never a silent pass: the content was not checked.
+            return Err(Error::Keys(format!(
+                "{} in sink {} is encrypted (to {}); give Backups::builder().identities(…) to check it",
+                listed.entry.key,
+                listed.sink,
+                listed.entry.encrypted_to.join(", ")
+            )));
+        }
         if report.ok() {
             Ok(Verified { listed, report })
         } else {
@@ -374,7 +395,10 @@ impl Backups {
     pub fn restore<'a>(&'a self, db: &Database) -> Restore<'a> {
         Restore {
             backups: self,
-            request: restore::Request::new(db.clone(), Selector::Latest),
+            request: restore::Request {
+                identities: self.identities.clone(),
+                ..restore::Request::new(db.clone(), Selector::Latest)
+            },
         }
     }
 
@@ -483,5 +507,63 @@ impl Restore<'_> {
             });
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encryption::Recipients;
+    use crate::sink::MemorySink;
+
+    fn database(dir: &Path) -> PathBuf {
+        let path = dir.join("app.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (x TEXT);
+                 INSERT INTO t VALUES ('kept private');",
+            )
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn encrypted_backups_never_verify_silently_without_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = age::x25519::Identity::generate();
+        let to = Recipients::parse([key.to_public().to_string()]).unwrap();
+        let app = Database::new("app", database(dir.path()))
+            .require_tables(["t"])
+            .encrypt_to(to);
+        let sink = MemorySink::new("local");
+        let writer = Backups::builder()
+            .sink(sink.clone())
+            .scratch_dir(dir.path().join("scratch"))
+            .build();
+        let taken = writer.backup(&app).unwrap();
+        assert!(taken.copies[0].1.key.ends_with(".db.zst.age"));
+        assert!(matches!(writer.verify_latest(&app), Err(Error::Keys(_))));
+        assert!(matches!(
+            writer.restore(&app).to(dir.path().join("r.db")).run(),
+            Err(Error::Keys(_))
+        ));
+
+        let reader = Backups::builder()
+            .sink(sink)
+            .scratch_dir(dir.path().join("scratch"))
+            .identities(Identities::from_x25519([key]))
+            .build();
+        reader.verify_latest(&app).unwrap();
+        reader
+            .restore(&app)
+            .to(dir.path().join("r.db"))
+            .run()
+            .unwrap();
+        let x: String = rusqlite::Connection::open(dir.path().join("r.db"))
+            .unwrap()
+            .query_row("SELECT x FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(x, "kept private");
     }
 }
