@@ -86,6 +86,12 @@ fn one_percent_changed_stores_a_few_percent_and_no_change_stores_no_pack() {
         stored(&same)
     );
 
+    eprintln!(
+        "stored bytes: full {}, 1% of rows {}, no change {}",
+        stored(&full),
+        stored(&incr),
+        stored(&same)
+    );
     let out = p.run(&["list", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let row = rows.iter().find(|r| r["id"] == incr.run_id).unwrap();
