@@ -137,6 +137,7 @@ pub fn options(
         compression: config.compression,
         verify_level: config.verify_level,
         snapshot_method: config.snapshot_method,
+        incremental: config.incremental,
         scratch_dir: scratch_dir(config),
     })
 }

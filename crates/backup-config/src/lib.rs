@@ -151,6 +151,8 @@ pub struct Config {
     pub verify_level: CheckLevel,
     /// How snapshots are taken.
     pub snapshot_method: SnapshotMethod,
+    /// When incremental databases start a new chain (`[snapshot] full_every`, `max_chain`).
+    pub incremental: backup_core::incremental::Policy,
     /// Where run state (failure counts, locks) is kept.
     pub state_dir: PathBuf,
     /// `status` exits non-zero when a database's newest backup is older.
@@ -239,6 +241,7 @@ struct RawDatabase {
     #[serde(default)]
     retention: RetentionOverride,
     encryption: Option<Spanned<RawEncryption>>,
+    incremental: Option<bool>,
     #[serde(default)]
     drill_post_restore: bool,
 }
@@ -270,6 +273,10 @@ struct RawVerify {
 #[serde(deny_unknown_fields)]
 struct RawSnapshot {
     method: Option<SnapshotMethod>,
+    #[serde(default)]
+    incremental: bool,
+    full_every: Option<Spanned<String>>,
+    max_chain: Option<u32>,
 }
 
 /// `path` with `.` and `..` resolved without touching the file system.
@@ -398,6 +405,29 @@ impl Config {
             }
             Ok(())
         };
+        let mut incremental_policy = backup_core::incremental::Policy::default();
+        let global_incremental = raw.snapshot.as_ref().is_some_and(|s| s.incremental);
+        if let Some(s) = &raw.snapshot {
+            if let Some(every) = &s.full_every {
+                incremental_policy.full_every = parse_every(every.get_ref()).ok_or_else(|| {
+                    err(
+                        Some(every.span().start),
+                        format!("full_every = {:?} is not a duration", every.get_ref()),
+                        Some("e.g. full_every = \"24h\""),
+                    )
+                })?;
+            }
+            if let Some(n) = s.max_chain {
+                if n == 0 {
+                    return Err(err(
+                        None,
+                        "[snapshot] max_chain must be at least 1".into(),
+                        None,
+                    ));
+                }
+                incremental_policy.max_chain = n;
+            }
+        }
         let global_retention = match raw.retention {
             Some(r) => {
                 let at = r.span().start;
@@ -501,6 +531,16 @@ impl Config {
                 None => global_encryption.clone(),
             };
             check_tiers(&retention, start)?;
+            let incremental = db.incremental.unwrap_or(global_incremental);
+            if incremental && encryption.is_some() {
+                // Page hashes of plaintext would be readable next to the
+                // ciphertext; until they are keyed, refuse the combination.
+                return Err(err(
+                    Some(start),
+                    format!("database {label:?}: incremental snapshots cannot be encrypted yet"),
+                    Some("turn off `incremental` for this database or its [encryption]"),
+                ));
+            }
             databases.push(DatabaseConfig {
                 database: Database {
                     label,
@@ -509,6 +549,7 @@ impl Config {
                     checks: db.checks,
                     retention,
                     encryption,
+                    incremental,
                 },
                 post_restore: db.post_restore,
                 cold_tags: db.cold_tags,
@@ -688,6 +729,7 @@ impl Config {
             alerts: raw.alerts,
             verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
             snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
+            incremental: incremental_policy,
             state_dir: raw
                 .state_dir
                 .as_deref()

@@ -67,6 +67,8 @@ pub struct Database {
     pub retention: Retention,
     /// Encrypt its backups to these recipients (`None`: plaintext).
     pub encryption: Option<Recipients>,
+    /// Back it up as incremental page-level snapshots (see [`crate::incremental`]).
+    pub incremental: bool,
 }
 
 impl Database {
@@ -80,6 +82,7 @@ impl Database {
             checks: Vec::new(),
             retention: Retention::default(),
             encryption: None,
+            incremental: false,
         }
     }
 

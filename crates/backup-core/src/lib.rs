@@ -53,6 +53,7 @@ pub mod drill;
 pub mod encryption;
 mod error;
 pub mod fsutil;
+pub mod incremental;
 pub mod intent;
 pub mod inuse;
 pub mod manifest;

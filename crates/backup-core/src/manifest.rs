@@ -140,6 +140,11 @@ pub struct Entry {
     /// would let anyone confirm a guess of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// For an incremental-mode snapshot: where every page of its image
+    /// lives. `key` is then its page-hash index, and `db_sha256` the digest
+    /// of the reassembled image. Absent for a self-contained artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<crate::incremental::PageMap>,
 }
 
 /// What an encrypted entry keeps sealed.
@@ -601,6 +606,7 @@ pub(crate) fn sample_entry() -> Entry {
         source_mode: Some(0o640),
         encrypted_to: vec![],
         sealed: None,
+        pages: None,
     }
 }
 

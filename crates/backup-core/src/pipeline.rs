@@ -35,10 +35,11 @@ use crate::database::{CheckLevel, Database, SnapshotMethod};
 use crate::digest::{HashingWriter, Sha256, Sidecar};
 use crate::encryption::{Plain, Recipients};
 use crate::fsutil;
+use crate::incremental;
 use crate::intent;
 use crate::manifest::{self, Entry, SealedFacts};
 use crate::naming::{self, NameContext, Template};
-use crate::sink::{Sink, SinkWriter};
+use crate::sink::{Sink, SinkError, SinkWriter};
 use crate::snapshot::{self, PageStream, SnapshotStats};
 use crate::verify::{self, Checks, DbReport};
 
@@ -100,6 +101,8 @@ pub struct Options {
     pub verify_level: CheckLevel,
     /// Snapshot method.
     pub snapshot_method: SnapshotMethod,
+    /// When databases backed up incrementally start a new chain.
+    pub incremental: crate::incremental::Policy,
     /// Private folder for snapshot scratch files (same file system as the
     /// local tier is best; never inside a source's folder).
     pub scratch_dir: PathBuf,
@@ -127,6 +130,7 @@ impl Default for Options {
             compression: Compression::default(),
             verify_level: CheckLevel::default(),
             snapshot_method: SnapshotMethod::default(),
+            incremental: crate::incremental::Policy::default(),
             scratch_dir: fallback_scratch_dir(),
         }
     }
@@ -619,7 +623,17 @@ fn backup_one(
         written: vec![],
         errors: vec![],
     };
-    match backup_streams(db, artifacts, targets, opts, run_id, run_started) {
+    // The cold tier keeps self-contained images (a phase seal restores from
+    // one object): a run that includes it backs up the classic way.
+    let incremental = db.incremental
+        && db.encryption.is_none()
+        && !artifacts.iter().any(|a| targets[a.target].cold_only);
+    let result = if incremental {
+        backup_incremental(db, artifacts, targets, opts, run_id)
+    } else {
+        backup_streams(db, artifacts, targets, opts, run_id, run_started)
+    };
+    match result {
         Ok((written, errors)) => {
             outcome.written = written;
             outcome.errors = errors;
@@ -763,6 +777,351 @@ fn backup_streams(
     let (written, sink_errors) =
         finish_uploads(fan, produced, db, artifacts, targets, opts, started);
     errors.extend(sink_errors);
+    Ok((written, errors))
+}
+
+/// Calls `each(page number, page)` for every `page_size` bytes written.
+struct PageSplit<F> {
+    page_size: usize,
+    buf: Vec<u8>,
+    next: u64,
+    each: F,
+}
+
+impl<F: FnMut(u64, &[u8]) -> io::Result<()>> Write for PageSplit<F> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            if self.buf.is_empty() && data.len() >= self.page_size {
+                (self.each)(self.next, &data[..self.page_size])?;
+                self.next += 1;
+                data = &data[self.page_size..];
+                continue;
+            }
+            let take = (self.page_size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.page_size {
+                (self.each)(self.next, &self.buf)?;
+                self.next += 1;
+                self.buf.clear();
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Run every page of `stream` through `each`, stopping when the run is
+/// cancelled.
+fn for_each_page(
+    stream: &PageStream,
+    observer: &dyn Observer,
+    each: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut split = PageSplit {
+        page_size: stream.page_size() as usize,
+        buf: Vec::new(),
+        next: 0,
+        each,
+    };
+    stream.copy_to(
+        &mut Cancellable {
+            inner: &mut split,
+            observer,
+        },
+        &mut |_, _| {},
+    )?;
+    Ok(())
+}
+
+/// One sink's share of an incremental run.
+struct IncrTarget<'a> {
+    artifact: &'a PlannedArtifact,
+    sink: &'a dyn Sink,
+    previous: Option<Entry>,
+    decision: incremental::Decision,
+    index_key: String,
+    base: String,
+}
+
+/// An incremental-mode backup (see [`crate::incremental`]): hash every page
+/// of the pinned snapshot, check the snapshot, then store per sink only the
+/// pages that differ from that sink's previous snapshot.
+fn backup_incremental(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    opts: &RunOpts<'_>,
+    run_id: &str,
+) -> Result<(Written, Vec<BackupError>), Vec<BackupError>> {
+    use incremental::{Decision, PackWriter};
+    let snap_err = |e: String| vec![BackupError::Snapshot(e)];
+    let Some(stream) = PageStream::open(&db.path).map_err(|e| snap_err(e.to_string()))? else {
+        warn!(
+            "label={}: incremental mode needs a WAL database and sqlite_dbpage; taking a full artifact",
+            db.label
+        );
+        return backup_streams(db, artifacts, targets, opts, run_id, Timestamp::now());
+    };
+    let started = Instant::now();
+    let checks = Checks::after_backup(db, opts.verify_level);
+    let twin = stream.twin().map_err(|e| snap_err(e.to_string()))?;
+    let checker = twin.map(|conn| {
+        let _ = conn.pragma_update(None, "cache_size", -8192);
+        let checks = checks.clone();
+        std::thread::spawn(move || verify::check_connection(&conn, &checks))
+    });
+    // Pass 1: the hash of every page and the digest of the whole image.
+    let mut hashes = Vec::new();
+    let mut image = Sha256::new();
+    let hashed = for_each_page(&stream, opts.observer, |_, page| {
+        image.update(page);
+        hashes.push(incremental::page_hash(page));
+        Ok(())
+    });
+    let report = match checker {
+        Some(h) => h
+            .join()
+            .map_err(|_| snap_err("post-backup check panicked".into()))?,
+        None if hashed.is_ok() => verify::check_connection(stream.connection(), &checks),
+        None => DbReport::default(),
+    };
+    hashed.map_err(|e| snap_err(format!("reading the snapshot: {e}")))?;
+    if !report.ok() {
+        return Err(vec![BackupError::Check {
+            problems: report.problems.clone(),
+        }]);
+    }
+    let db_sha256 = image.finish_hex();
+    let page_size = stream.page_size();
+    let now = Timestamp::now();
+
+    let mut errors = Vec::new();
+    let mut parts = Vec::new();
+    for a in artifacts {
+        let sink = targets[a.target].sink.as_ref();
+        let previous = match incremental::previous(sink, &db.label) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(sink_error(&a.sink, e));
+                continue;
+            }
+        };
+        let prev_hashes = match &previous {
+            Some(p) => match incremental::load_hashes(sink, p) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    warn!("sink {}: {e}; starting a new chain", a.sink);
+                    None
+                }
+            },
+            None => None,
+        };
+        let decision = incremental::decide(
+            previous.as_ref().zip(prev_hashes.as_deref()),
+            page_size,
+            &hashes,
+            now,
+            &opts.incremental,
+        );
+        if let Decision::Full(why) = &decision {
+            info!("label={} sink={}: full base ({why})", db.label, a.sink);
+        }
+        let stem = match a.key.rfind(".db") {
+            Some(i) => &a.key[..i],
+            None => a.key.as_str(),
+        };
+        let suffix = run_id.rsplit('-').next().unwrap_or(run_id);
+        let base = format!("{stem}-{suffix}");
+        let index_key = format!("{base}.pageidx");
+        let stores = match &decision {
+            Decision::Full(_) => hashes.len(),
+            Decision::Incremental(c) => c.iter().filter(|c| **c).count(),
+        } as u64;
+        let packs = (stores * page_size).div_ceil(incremental::PACK_RAW_BYTES) + 1;
+        let mut keys = vec![index_key.clone(), naming::sidecar_key(&index_key)];
+        keys.extend((0..packs as usize).map(|n| PackWriter::pack_key(&base, n)));
+        if let Err(e) = intent::record(
+            sink,
+            &db.label,
+            &intent::Intent {
+                run_id: run_id.to_string(),
+                keys,
+            },
+        ) {
+            warn!("sink {}: cannot record what this run writes: {e}", a.sink);
+        }
+        parts.push(IncrTarget {
+            artifact: a,
+            sink,
+            previous,
+            decision,
+            index_key,
+            base,
+        });
+    }
+
+    // Pass 2, on the same pinned snapshot: each sink's new pages into its
+    // packs, and its page map.
+    // Packs are always zstd at its default level: they are read page by
+    // page on restore, whatever the configured artifact format.
+    let level = zstd::DEFAULT_COMPRESSION_LEVEL;
+    let mut writers: Vec<(PackWriter<'_>, Vec<incremental::Run>, Option<SinkError>)> = parts
+        .iter()
+        .map(|p| {
+            (
+                PackWriter::new(p.sink, &p.base, &p.index_key, level),
+                Vec::new(),
+                None,
+            )
+        })
+        .collect();
+    // Where each page lives in each sink's previous snapshot: a cursor into
+    // its runs, which are in page order.
+    let mut cursors = vec![0usize; parts.len()];
+    let copied = for_each_page(&stream, opts.observer, |i, page| {
+        let hash = &hashes[i as usize];
+        for (t, part) in parts.iter().enumerate() {
+            let (w, runs, failed) = &mut writers[t];
+            if failed.is_some() {
+                continue;
+            }
+            let store = match &part.decision {
+                Decision::Full(_) => true,
+                Decision::Incremental(changed) => changed[i as usize],
+            };
+            if store {
+                match w.add(page, hash) {
+                    // New packs come after the previous snapshot's.
+                    Ok((pack, at)) => {
+                        let before = part
+                            .previous
+                            .as_ref()
+                            .and_then(|p| p.pages.as_ref())
+                            .filter(|_| matches!(part.decision, Decision::Incremental(_)))
+                            .map_or(0, |m| m.packs.len() as u32);
+                        incremental::push_run(runs, i, before + pack, at);
+                    }
+                    Err(e) => *failed = Some(e),
+                }
+            } else {
+                let map = part.previous.as_ref().and_then(|p| p.pages.as_ref());
+                let map = map.expect("incremental has a previous map");
+                let c = &mut cursors[t];
+                while map.runs[*c].0 + map.runs[*c].1 <= i {
+                    *c += 1;
+                }
+                let r = map.runs[*c];
+                incremental::push_run(runs, i, r.2, r.3 + (i - r.0));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = copied {
+        return Err(snap_err(format!("reading the snapshot: {e}")));
+    }
+    let stats = stream.finish().map_err(|e| snap_err(e.to_string()))?;
+    opts.observer
+        .snapshot_progress(&db.label, stats.page_count, stats.page_count);
+    let facts = report.facts.unwrap_or_default();
+    let source_mode = fsutil::mode_of(&db.path).ok();
+    let mut written = Vec::new();
+    for (part, (w, runs, failed)) in parts.iter().zip(writers) {
+        let a = part.artifact;
+        let stored = failed.map_or(Ok(()), Err).and_then(|()| w.finish());
+        let (new_packs, index) = match stored {
+            Ok(x) => x,
+            Err(e) => {
+                errors.push(sink_error(&a.sink, e));
+                continue;
+            }
+        };
+        let index_sha = Sha256::hex_of(&index);
+        let put = part.sink.put(&part.index_key, &index).and_then(|()| {
+            part.sink.put(
+                &naming::sidecar_key(&part.index_key),
+                Sidecar::new(&index_sha, naming::file_name(&part.index_key))
+                    .render()
+                    .as_bytes(),
+            )
+        });
+        if let Err(e) = put {
+            errors.push(sink_error(&a.sink, e));
+            continue;
+        }
+        let stored_bytes = index.len() as u64 + new_packs.iter().map(|p| p.size).sum::<u64>();
+        let prev_map = part
+            .previous
+            .as_ref()
+            .and_then(|p| p.pages.clone())
+            .filter(|_| matches!(part.decision, Decision::Incremental(_)));
+        let (chain_depth, chain_started, mut packs) = match prev_map {
+            Some(m) => (m.chain_depth + 1, m.chain_started, m.packs),
+            None => (0, stats.taken_at, Vec::new()),
+        };
+        packs.extend(new_packs);
+        // Keep only the packs some page still lives in, renumbered.
+        let mut used = vec![false; packs.len()];
+        for r in &runs {
+            used[r.2 as usize] = true;
+        }
+        let mut renumber = vec![0u32; packs.len()];
+        let mut kept = Vec::new();
+        for (n, p) in packs.into_iter().enumerate() {
+            if used[n] {
+                renumber[n] = kept.len() as u32;
+                kept.push(p);
+            }
+        }
+        let runs = runs
+            .into_iter()
+            .map(|r| incremental::Run(r.0, r.1, renumber[r.2 as usize], r.3))
+            .collect();
+        let map = incremental::PageMap {
+            chain_depth,
+            chain_started,
+            stored_bytes,
+            packs: kept,
+            runs,
+        };
+        info!(
+            "incremental done label={} sink={} depth={} stored_bytes={} ms={}",
+            db.label,
+            a.sink,
+            chain_depth,
+            stored_bytes,
+            started.elapsed().as_millis()
+        );
+        written.push((
+            a.sink.clone(),
+            Entry {
+                label: db.label.clone(),
+                tag: opts.tag.clone(),
+                key: part.index_key.clone(),
+                sidecar_key: naming::sidecar_key(&part.index_key),
+                compression: crate::compress::Format::Zstd,
+                size: index.len() as u64,
+                sha256: index_sha,
+                db_size: stats.page_count * stats.page_size,
+                db_sha256: db_sha256.clone(),
+                page_size: stats.page_size,
+                page_count: stats.page_count,
+                schema_sha256: facts.schema_sha256.clone(),
+                row_counts: facts.row_counts.clone(),
+                snapshot_at: stats.taken_at,
+                snapshot_ms: stats.elapsed.as_millis() as u64,
+                verified_with: opts.verify_level,
+                source: db.path.display().to_string(),
+                source_mode,
+                encrypted_to: vec![],
+                sealed: None,
+                pages: Some(map),
+            },
+        ));
+    }
     Ok((written, errors))
 }
 
@@ -1119,6 +1478,7 @@ fn finish_uploads(
                         source_mode,
                         encrypted_to: encrypted_to.clone(),
                         sealed: sealed.clone(),
+                        pages: None,
                     },
                 ));
             }
@@ -1150,6 +1510,7 @@ mod tests {
             checks: vec![],
             retention: Default::default(),
             encryption: None,
+            incremental: false,
         };
         let sink: Arc<dyn Sink> = Arc::new(MemorySink::new("memory"));
         let targets = [Target {

@@ -304,7 +304,13 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         let mut gone: BTreeSet<&str> = BTreeSet::new();
         for item in items {
             let e = &item.entry;
+            // An incremental-mode snapshot shares its packs and index with
+            // later snapshots: it is only recorded as removed here; its
+            // objects stay until a pack collector that knows every remaining
+            // reference frees them (not written yet).
+            let shared = e.pages.is_some();
             let deleted = gone.contains(e.key.as_str())
+                || shared
                 || sink
                     .delete(&e.key)
                     .and_then(|()| sink.delete(&e.sidecar_key))
@@ -315,7 +321,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
             if !deleted {
                 continue;
             }
-            if gone.insert(e.key.as_str()) {
+            if gone.insert(e.key.as_str()) && !shared {
                 sr.bytes += e.size;
             }
             info!(

@@ -1127,6 +1127,7 @@ mod tests {
                 source_mode: None,
                 encrypted_to: vec![],
                 sealed: None,
+                pages: None,
             },
         }
     }
@@ -1139,6 +1140,7 @@ mod tests {
             checks: vec![],
             retention: Default::default(),
             encryption: None,
+            incremental: false,
         }
     }
 

@@ -108,6 +108,7 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,
+        pages: None,
     };
     let run_id = manifest::new_run_id(at);
     pipeline::write_manifest(sink, &run_id, at, at, vec![entry.clone()], vec![]).unwrap();

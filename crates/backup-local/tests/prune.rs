@@ -60,6 +60,7 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,
+        pages: None,
     };
     pipeline::write_manifest(sink, &manifest::new_run_id(at), at, at, vec![entry], vec![]).unwrap();
 }

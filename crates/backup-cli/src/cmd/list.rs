@@ -61,10 +61,12 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "verified_with": l.entry.verified_with,
                     "row_counts": l.entry.row_counts,
                     "encrypted_to": l.entry.encrypted_to,
-                    // Every snapshot is a full, self-contained image today.
-                    "kind": "full",
-                    "stored_bytes": l.entry.size,
-                    "chain_depth": 0,
+                    "kind": match &l.entry.pages {
+                        Some(m) if m.chain_depth > 0 => "incremental",
+                        _ => "full",
+                    },
+                    "stored_bytes": l.entry.pages.as_ref().map_or(l.entry.size, |m| m.stored_bytes),
+                    "chain_depth": l.entry.pages.as_ref().map_or(0, |m| m.chain_depth),
                 })
             })
             .collect();

@@ -324,6 +324,7 @@ fn thousand_runs(root: &Path) {
             source_mode: None,
             encrypted_to: vec![],
             sealed: None,
+            pages: None,
         };
         backup_core::pipeline::write_manifest(&mem, &run_id, t, t, vec![entry], vec![]).unwrap();
     }

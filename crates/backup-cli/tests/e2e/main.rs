@@ -9,6 +9,7 @@ mod catalog;
 mod cli_snapshots;
 mod drill_metrics;
 mod encryption;
+mod incremental;
 mod ops_e2e;
 mod paths;
 mod perms;

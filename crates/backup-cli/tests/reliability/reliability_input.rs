@@ -239,6 +239,7 @@ fn sample_manifest() -> Vec<u8> {
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,
+        pages: None,
     };
     Manifest {
         format: backup_core::manifest::FORMAT.into(),

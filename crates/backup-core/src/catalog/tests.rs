@@ -62,6 +62,7 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,
+        pages: None,
     }
 }
 

@@ -1,0 +1,515 @@
+//! Incremental page-level snapshots.
+//!
+//! A run reads every page of one pinned read transaction (as the full fast
+//! path does), hashes each page with BLAKE3 and compares the hashes with the
+//! previous snapshot of the same database on the same sink. Only pages that
+//! differ are stored, zstd-compressed, in *packs* of at most
+//! [`PACK_RAW_BYTES`] of pages each. The manifest entry's [`PageMap`] says
+//! where every page of the image lives (run-length encoded), and the entry's
+//! `db_sha256` is the SHA-256 of the whole reassembled image, which verify
+//! and restore check like any artifact's.
+//!
+//! Objects a snapshot writes next to its template-named key:
+//! - `<base>.NNN.pack`: the pages it stored, in page order, one zstd frame;
+//! - `<base>.pageidx`: the entry's `key` (with a sidecar, like an artifact):
+//!   the 16-byte BLAKE3 hashes of the pages of its packs, in pack order, zstd
+//!   compressed. The next run reads it instead of re-reading the packs.
+//!
+//! A run where nothing changed writes no pack: only its (tiny) index, its
+//! sidecar and a manifest entry whose page map points at earlier packs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::compress::{Compression, Format};
+use crate::digest::{HashingReader, Sha256};
+use crate::manifest::{self, Entry};
+use crate::sink::{Sink, SinkError};
+
+/// Raw page bytes per pack before it is closed and a new one started.
+pub const PACK_RAW_BYTES: u64 = 8 << 20;
+/// Bytes of each page hash (BLAKE3, truncated to 128 bits).
+pub const HASH_LEN: usize = 16;
+/// A page's hash.
+pub type PageHash = [u8; HASH_LEN];
+
+/// When an incremental run starts a new chain with a full base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A chain older than this (since its full base) gets a new base.
+    pub full_every: Duration,
+    /// A chain this many snapshots deep (base excluded) gets a new base.
+    pub max_chain: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            full_every: Duration::from_secs(24 * 3600),
+            max_chain: 1440,
+        }
+    }
+}
+
+/// Where every page of an incremental-mode snapshot lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageMap {
+    /// 0 for a full base, else the number of snapshots since it.
+    pub chain_depth: u32,
+    /// When the chain's full base was taken (`full_every` counts from here).
+    pub chain_started: Timestamp,
+    /// Bytes this snapshot stored (its new packs and its index).
+    pub stored_bytes: u64,
+    /// Every pack the image needs, its own and earlier ones.
+    pub packs: Vec<PackRef>,
+    /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
+    /// in page order, covering the whole image.
+    pub runs: Vec<Run>,
+}
+
+/// One run of consecutive pages stored consecutively in one pack:
+/// `[first page (0-based), count, pack index, page offset in the pack]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run(pub u64, pub u64, pub u32, pub u64);
+
+/// A pack, as a snapshot needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    /// Object key.
+    pub key: String,
+    /// Stored bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Pages in it.
+    pub pages: u64,
+    /// Key of the page-hash index holding its pages' hashes.
+    pub index: String,
+    /// SHA-256 of that index's stored bytes.
+    pub index_sha256: String,
+    /// Position of its first page's hash in that index.
+    pub index_at: u64,
+}
+
+impl PageMap {
+    /// Every object the snapshot needs: packs and their indexes.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.packs
+            .iter()
+            .flat_map(|p| [p.key.as_str(), p.index.as_str()])
+    }
+
+    /// Checks that the runs cover pages `0..page_count` in order and point
+    /// inside their packs.
+    pub fn check(&self, page_count: u64) -> Result<(), String> {
+        let mut next = 0;
+        for r in &self.runs {
+            let Run(first, count, pack, at) = *r;
+            if first != next {
+                return Err(format!(
+                    "page map: run starts at page {first}, expected {next}"
+                ));
+            }
+            let Some(p) = self.packs.get(pack as usize) else {
+                return Err(format!(
+                    "page map: run names pack #{pack}, there are {}",
+                    self.packs.len()
+                ));
+            };
+            if at + count > p.pages {
+                return Err(format!("page map: run reaches past the end of {}", p.key));
+            }
+            next = first + count;
+        }
+        if next != page_count {
+            return Err(format!(
+                "page map covers {next} pages, the image has {page_count}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why the previous snapshot's page hashes could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Reading the sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The index does not match its recorded digest or is malformed.
+    #[error("page-hash index {key}: {reason}")]
+    Damaged {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// BLAKE3 of a page, truncated to [`HASH_LEN`] bytes.
+pub fn page_hash(page: &[u8]) -> PageHash {
+    let full = blake3::hash(page);
+    let mut h = [0u8; HASH_LEN];
+    h.copy_from_slice(&full.as_bytes()[..HASH_LEN]);
+    h
+}
+
+/// The newest entry of `label` in `sink`'s catalog, if it is an
+/// incremental-mode snapshot (a classic artifact has no page hashes: the
+/// next run is then a full base).
+pub fn previous(sink: &dyn Sink, label: &str) -> Result<Option<Entry>, SinkError> {
+    let (stored, _bad) = manifest::read_all(sink)?;
+    let newest = manifest::listed(sink, &stored)
+        .into_iter()
+        .filter(|l| l.entry.label == label)
+        .max_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(newest.map(|l| l.entry).filter(|e| e.pages.is_some()))
+}
+
+/// The hash of every page of `entry`'s image, read from the page-hash
+/// indexes its packs name (each read once, checked against its digest).
+pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, IndexError> {
+    let map = entry.pages.as_ref().ok_or_else(|| IndexError::Damaged {
+        key: entry.key.clone(),
+        reason: "not an incremental-mode snapshot".into(),
+    })?;
+    map.check(entry.page_count)
+        .map_err(|reason| IndexError::Damaged {
+            key: entry.key.clone(),
+            reason,
+        })?;
+    let mut indexes: HashMap<&str, Vec<u8>> = HashMap::new();
+    for p in &map.packs {
+        if !indexes.contains_key(p.index.as_str()) {
+            let bytes = crate::sink::get_bytes(sink, &p.index)?;
+            let damaged = |reason: String| IndexError::Damaged {
+                key: p.index.clone(),
+                reason,
+            };
+            if Sha256::hex_of(&bytes) != p.index_sha256 {
+                return Err(damaged("SHA-256 differs from the manifest's".into()));
+            }
+            let raw = zstd::decode_all(bytes.as_slice()).map_err(|e| damaged(e.to_string()))?;
+            if raw.len() % HASH_LEN != 0 {
+                return Err(damaged("length is not a multiple of the hash size".into()));
+            }
+            indexes.insert(p.index.as_str(), raw);
+        }
+    }
+    let mut out = Vec::with_capacity(entry.page_count as usize);
+    for &Run(_, count, pack, at) in &map.runs {
+        let p = &map.packs[pack as usize];
+        let index = &indexes[p.index.as_str()];
+        let start = ((p.index_at + at) as usize) * HASH_LEN;
+        let end = start + count as usize * HASH_LEN;
+        let slice = index.get(start..end).ok_or_else(|| IndexError::Damaged {
+            key: p.index.clone(),
+            reason: format!("too short for {}", p.key),
+        })?;
+        out.extend(slice.chunks_exact(HASH_LEN).map(|c| {
+            let mut h = [0u8; HASH_LEN];
+            h.copy_from_slice(c);
+            h
+        }));
+    }
+    Ok(out)
+}
+
+/// What a run stores for one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Every page, a new chain; the reason is logged.
+    Full(String),
+    /// Only the pages marked true, on top of the previous snapshot.
+    Incremental(Vec<bool>),
+}
+
+/// Decide, from the previous snapshot and its page hashes, what this run
+/// stores. A pure function of its inputs.
+pub fn decide(
+    previous: Option<(&Entry, &[PageHash])>,
+    page_size: u64,
+    hashes: &[PageHash],
+    now: Timestamp,
+    policy: &Policy,
+) -> Decision {
+    let Some((prev, prev_hashes)) = previous else {
+        return Decision::Full("no earlier incremental-mode snapshot on this sink".into());
+    };
+    let Some(map) = &prev.pages else {
+        return Decision::Full("the newest snapshot is a full artifact".into());
+    };
+    if prev.page_size != page_size {
+        return Decision::Full(format!(
+            "page size changed ({} → {page_size})",
+            prev.page_size
+        ));
+    }
+    if map.chain_depth >= policy.max_chain {
+        return Decision::Full(format!("chain reached {} snapshots", map.chain_depth));
+    }
+    let age = now.duration_since(map.chain_started);
+    if age.as_secs_f64() >= policy.full_every.as_secs_f64() {
+        return Decision::Full("chain reached full_every".into());
+    }
+    let changed: Vec<bool> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| prev_hashes.get(i) != Some(h))
+        .collect();
+    let n = changed.iter().filter(|c| **c).count();
+    // Past half the pages, a chain link costs about what a base does, and a
+    // base shortens every later restore.
+    if n * 2 > hashes.len() {
+        return Decision::Full(format!("{n} of {} pages changed", hashes.len()));
+    }
+    Decision::Incremental(changed)
+}
+
+/// Collects pages into packs of at most [`PACK_RAW_BYTES`] and stores each
+/// one as it closes, so memory stays bounded by one pack.
+pub struct PackWriter<'a> {
+    sink: &'a dyn Sink,
+    base: String,
+    index_key: String,
+    current: Option<(zstd::stream::write::Encoder<'static, Vec<u8>>, u64)>,
+    /// Packs stored so far.
+    pub packs: Vec<PackRef>,
+    /// Hashes of every page written, in pack order.
+    hashes: Vec<u8>,
+    level: i32,
+}
+
+impl<'a> PackWriter<'a> {
+    /// Packs named `<base>.NNN.pack`, indexed by `index_key`.
+    pub fn new(sink: &'a dyn Sink, base: &str, index_key: &str, level: i32) -> Self {
+        Self {
+            sink,
+            base: base.to_string(),
+            index_key: index_key.to_string(),
+            current: None,
+            packs: Vec::new(),
+            hashes: Vec::new(),
+            level,
+        }
+    }
+
+    /// Key of pack `n`.
+    pub fn pack_key(base: &str, n: usize) -> String {
+        format!("{base}.{n:03}.pack")
+    }
+
+    /// Add a page; returns (pack number, page offset in it).
+    pub fn add(&mut self, page: &[u8], hash: &PageHash) -> Result<(u32, u64), SinkError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, n)| n * page.len() as u64 >= PACK_RAW_BYTES)
+        {
+            self.close()?;
+        }
+        if self.current.is_none() {
+            let enc = zstd::stream::write::Encoder::new(Vec::new(), self.level)
+                .map_err(|e| io_sink(&self.base, e))?;
+            self.current = Some((enc, 0));
+        }
+        let (enc, n) = self.current.as_mut().expect("just opened");
+        enc.write_all(page).map_err(|e| io_sink(&self.base, e))?;
+        self.hashes.extend_from_slice(hash);
+        let at = *n;
+        *n += 1;
+        Ok((self.packs.len() as u32, at))
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        let Some((enc, pages)) = self.current.take() else {
+            return Ok(());
+        };
+        let bytes = enc.finish().map_err(|e| io_sink(&self.base, e))?;
+        let key = Self::pack_key(&self.base, self.packs.len());
+        self.sink.put(&key, &bytes)?;
+        let index_at = self.packs.iter().map(|p| p.pages).sum();
+        self.packs.push(PackRef {
+            key,
+            size: bytes.len() as u64,
+            sha256: Sha256::hex_of(&bytes),
+            pages,
+            index: self.index_key.clone(),
+            index_sha256: String::new(),
+            index_at,
+        });
+        Ok(())
+    }
+
+    /// Store the last pack and return the packs and the compressed index
+    /// bytes (the caller stores the index, its sidecar, and fills in
+    /// `index_sha256` through [`Self::finish`]'s result).
+    pub fn finish(mut self) -> Result<(Vec<PackRef>, Vec<u8>), SinkError> {
+        self.close()?;
+        let index = zstd::encode_all(self.hashes.as_slice(), self.level)
+            .map_err(|e| io_sink(&self.index_key, e))?;
+        let sha = Sha256::hex_of(&index);
+        for p in &mut self.packs {
+            p.index_sha256 = sha.clone();
+        }
+        Ok((self.packs, index))
+    }
+}
+
+fn io_sink(key: &str, e: io::Error) -> SinkError {
+    SinkError::Remote {
+        op: "compress",
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Append `page` (which lives in `pack` at `at`) to `runs`, extending the
+/// last run when it continues it.
+pub fn push_run(runs: &mut Vec<Run>, page: u64, pack: u32, at: u64) {
+    if let Some(last) = runs.last_mut()
+        && last.0 + last.1 == page
+        && last.2 == pack
+        && last.3 + last.1 == at
+    {
+        last.1 += 1;
+        return;
+    }
+    runs.push(Run(page, 1, pack, at));
+}
+
+/// What went wrong reassembling an image; names the pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackProblem {
+    /// The pack's key.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Reassemble `entry`'s image into `out` (a new, empty file): every pack
+/// the page map needs is read once, in order, with one page in memory at a
+/// time, checked against its recorded size and SHA-256. Returns the image's
+/// SHA-256 and size, or the first pack found missing or damaged.
+pub fn reassemble(
+    sink: &dyn Sink,
+    entry: &Entry,
+    out: &std::fs::File,
+) -> io::Result<Result<(String, u64), PackProblem>> {
+    let Some(map) = &entry.pages else {
+        return Ok(Err(PackProblem {
+            key: entry.key.clone(),
+            reason: "not an incremental-mode snapshot".into(),
+        }));
+    };
+    if let Err(reason) = map.check(entry.page_count) {
+        return Ok(Err(PackProblem {
+            key: entry.key.clone(),
+            reason,
+        }));
+    }
+    let page_size = entry.page_size as usize;
+    out.set_len(entry.page_count * entry.page_size)?;
+    // Per pack: (offset in pack, count, first image page), in pack order.
+    let mut wanted: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for &Run(first, count, pack, at) in &map.runs {
+        wanted.entry(pack).or_default().push((at, count, first));
+    }
+    let mut page = vec![0u8; page_size];
+    for (pack, mut spans) in wanted {
+        spans.sort_unstable();
+        let p = &map.packs[pack as usize];
+        let problem = |reason: String| PackProblem {
+            key: p.key.clone(),
+            reason,
+        };
+        let input = match sink.get(&p.key) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(Err(problem("missing".into()))),
+            Err(e) => return Ok(Err(problem(format!("cannot read it: {e}")))),
+        };
+        let mut hashing = HashingReader::new(input);
+        let decoded = (|| -> io::Result<()> {
+            let mut dec = Compression::new(Format::Zstd).decoder(Box::new(&mut hashing))?;
+            let mut pos = 0u64;
+            for &(at, count, first) in &spans {
+                while pos < at {
+                    dec.read_exact(&mut page)?;
+                    pos += 1;
+                }
+                for k in 0..count {
+                    dec.read_exact(&mut page)?;
+                    pos += 1;
+                    out.write_all_at(&page, (first + k) * entry.page_size)?;
+                }
+            }
+            io::copy(&mut dec, &mut io::sink())?;
+            Ok(())
+        })();
+        // Hash every stored byte, even when decoding stopped early.
+        let drained = io::copy(&mut hashing, &mut io::sink());
+        let (sha, size) = hashing.finish();
+        if size != p.size || sha != p.sha256 {
+            return Ok(Err(problem(format!(
+                "stored bytes differ from the manifest's ({size} bytes, SHA-256 {sha}; expected {} bytes, {})",
+                p.size, p.sha256
+            ))));
+        }
+        if let Err(e) = decoded.and(drained.map(|_| ())) {
+            return Ok(Err(problem(format!("cannot decompress it: {e}"))));
+        }
+    }
+    out.sync_all()?;
+    // One more sequential pass for the image digest: pages were written out
+    // of order above.
+    let mut digest = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    let len = entry.page_count * entry.page_size;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        out.read_exact_at(&mut buf[..n], at)?;
+        digest.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Ok((digest.finish_hex(), len)))
+}
+
+/// Reassemble into a new private file at `path`.
+pub fn reassemble_to(
+    sink: &dyn Sink,
+    entry: &Entry,
+    path: &Path,
+) -> io::Result<Result<(String, u64), PackProblem>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    reassemble(sink, entry, &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_only_when_both_sides_continue() {
+        let mut runs = Vec::new();
+        push_run(&mut runs, 0, 0, 0);
+        push_run(&mut runs, 1, 0, 1);
+        push_run(&mut runs, 2, 1, 0);
+        push_run(&mut runs, 3, 0, 5);
+        assert_eq!(
+            runs,
+            vec![Run(0, 2, 0, 0), Run(2, 1, 1, 0), Run(3, 1, 0, 5)]
+        );
+    }
+}
