@@ -1,7 +1,7 @@
 //! The performance benchmark of issue 8, one command:
 //!
 //! ```text
-//! cargo run --release --bin bench -- --size 200MB
+//! cargo bench --bench bench -- --size 200MB
 //! ```
 //!
 //! It builds the release `sqlite-backup` binary, generates (and caches) a

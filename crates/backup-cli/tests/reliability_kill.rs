@@ -10,7 +10,7 @@
 //! phase reached is read from the log markers the killed process printed.
 //!
 //! Kills: 36 in the normal suite. Soak run (300 kills):
-//! `SQLITE_BACKUP_KILLS=300 cargo test -p sqlite-backup-suite --test reliability_kill -- --ignored`
+//! `SQLITE_BACKUP_KILLS=300 cargo test -p backup-cli --test reliability_kill -- --ignored`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -225,7 +225,7 @@ fn kill_9_at_random_moments_never_lists_an_incomplete_backup() {
 }
 
 #[test]
-#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test -p sqlite-backup-suite --test reliability_kill -- --ignored"]
+#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test -p backup-cli --test reliability_kill -- --ignored"]
 fn kill_9_soak() {
     let kills = std::env::var("SQLITE_BACKUP_KILLS")
         .ok()
