@@ -13,19 +13,13 @@ pub fn parse(text: &str) -> Result<Duration, UsageError> {
             "interval {text:?} is not valid: use a number and a unit, e.g. 4h, 30m, 90s, 1d or 1h30m"
         ))
     };
-    let span: jiff::Span = text.trim().parse().map_err(|_| bad())?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|_| bad())?;
-    if d.is_negative() {
-        return Err(bad());
-    }
+    let d = backup_config::parse_duration(text).ok_or_else(bad)?;
     if d.is_zero() {
         return Err(UsageError(format!(
             "interval {text:?} must be longer than 0s"
         )));
     }
-    Duration::try_from(d).map_err(|_| bad())
+    Ok(d)
 }
 
 /// The compact spelling systemd and people both read: `4h`, `1h30m`, `1d1m`.

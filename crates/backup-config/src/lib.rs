@@ -215,15 +215,21 @@ struct RawMetrics {
     listen: Option<String>,
 }
 
-/// `24h`, `30m`, `1d`, `1h30m` (a day is 24 hours); zero and negative are refused.
-fn parse_every(text: &str) -> Option<std::time::Duration> {
+/// A duration as people write it: `24h`, `30m`, `1d`, `1h30m` (jiff's
+/// friendly format; a day is 24 hours). `None` for anything else, or a
+/// negative one. The config file, `daemon --interval` and `restore --at 2h`
+/// all read durations through this.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let span: jiff::Span = text.trim().parse().ok()?;
     let d = span
         .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
         .ok()?;
-    std::time::Duration::try_from(d)
-        .ok()
-        .filter(|d| !d.is_zero())
+    std::time::Duration::try_from(d).ok()
+}
+
+/// [`parse_duration`], refusing zero.
+fn parse_every(text: &str) -> Option<std::time::Duration> {
+    parse_duration(text).filter(|d| !d.is_zero())
 }
 
 #[derive(Deserialize)]

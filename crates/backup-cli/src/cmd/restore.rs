@@ -504,27 +504,14 @@ fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
-    // A day here is 24 hours: "1d" means the last 24 hours, whatever the
-    // time zone's transitions.
-    let age = text
-        .trim()
-        .trim_end_matches("ago")
-        .trim()
-        .parse::<jiff::Span>()
-        .ok()
-        .and_then(|s| {
-            s.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                .ok()
-        })
-        .ok_or_else(|| {
+    // "2h" and "2h ago" both mean two hours before now; a day is 24 hours.
+    let age =
+        backup_config::parse_duration(text.trim().trim_end_matches("ago")).ok_or_else(|| {
             format!(
                 "--at {text:?}: expected `latest`, an RFC 3339 time (2026-12-01T14:30:00Z) \
                  or an age such as 15m, 2h or 1d"
             )
         })?;
-    if age.is_negative() {
-        return Err(format!("--at {text:?}: an age cannot be negative"));
-    }
     now.checked_sub(age)
         .map_err(|e| format!("--at {text:?}: {e}"))
 }
