@@ -684,6 +684,33 @@ pub enum VerifyError {
     },
 }
 
+/// The database digest a check of `entry` should find. An encrypted entry's
+/// digest is sealed: opened with `identities`, or `None` without them (the
+/// content is not checked then). Opening failures go to `problems`.
+pub fn expected_db_sha256(
+    entry: &crate::manifest::Entry,
+    identities: Option<&crate::encryption::Identities>,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    match (identities, entry.is_encrypted()) {
+        (_, false) => Some(entry.db_sha256.clone()),
+        (None, true) => None,
+        (Some(ids), true) => match entry.opened(ids) {
+            Ok(e) => Some(e.db_sha256),
+            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
+                problems.push(Problem::WrongIdentity { encrypted_to });
+                None
+            }
+            Err(crate::encryption::OpenError::Damaged(error)) => {
+                problems.push(Problem::Decrypt {
+                    error: format!("the manifest's sealed facts: {error}"),
+                });
+                None
+            }
+        },
+    }
+}
+
 /// Read and parse a sidecar; a missing or malformed one becomes a problem.
 pub fn read_sidecar(
     sink: &dyn crate::sink::Sink,
@@ -734,25 +761,7 @@ pub fn verify_entry(
         }
     };
     let compression = crate::compress::Compression::new(entry.compression);
-    // An encrypted entry's database digest is sealed; without identities
-    // there is none to compare (the content is not checked either).
-    let db_sha256 = match (&checks.identities, entry.is_encrypted()) {
-        (_, false) => Some(entry.db_sha256.clone()),
-        (None, true) => None,
-        (Some(ids), true) => match entry.opened(ids) {
-            Ok(e) => Some(e.db_sha256),
-            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
-                pre.push(Problem::WrongIdentity { encrypted_to });
-                None
-            }
-            Err(crate::encryption::OpenError::Damaged(error)) => {
-                pre.push(Problem::Decrypt {
-                    error: format!("the manifest's sealed facts: {error}"),
-                });
-                None
-            }
-        },
-    };
+    let db_sha256 = expected_db_sha256(entry, checks.identities.as_ref(), &mut pre);
     let expected = Expected {
         sidecar_sha256: sidecar,
         manifest_sha256: Some(entry.sha256.clone()),

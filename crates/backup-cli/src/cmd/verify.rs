@@ -182,12 +182,9 @@ fn verify_file(
         },
     }
     .with_identities(identities.clone());
-    // An encrypted entry's database digest is sealed: open it when we can.
-    let db_sha256 = match (&entry, &identities) {
-        (Some(e), _) if !e.is_encrypted() => Some(e.db_sha256.clone()),
-        (Some(e), Some(ids)) => e.opened(ids).ok().map(|e| e.db_sha256),
-        _ => None,
-    };
+    let db_sha256 = entry
+        .as_ref()
+        .and_then(|e| verify::expected_db_sha256(e, identities.as_ref(), &mut pre));
     let expected = Expected {
         sidecar_sha256: sidecar,
         manifest_sha256: entry.as_ref().map(|e| e.sha256.clone()),
