@@ -94,6 +94,8 @@ struct RetentionOverride {
     keep_daily: Option<u32>,
     keep_weekly: Option<u32>,
     keep_monthly: Option<u32>,
+    #[serde(default, deserialize_with = "backup_core::duration::de_opt")]
+    keep_within: Option<std::time::Duration>,
 }
 
 impl RetentionOverride {
@@ -107,6 +109,9 @@ impl RetentionOverride {
             keep_daily: self.keep_daily.unwrap_or(base.keep_daily),
             keep_weekly: self.keep_weekly.unwrap_or(base.keep_weekly),
             keep_monthly: self.keep_monthly.unwrap_or(base.keep_monthly),
+            keep_within: self.keep_within.or(base.keep_within),
+            // Packs are collected per sink, under the global setting.
+            pack_grace: base.pack_grace,
         }
     }
 }
@@ -215,17 +220,9 @@ struct RawMetrics {
     listen: Option<String>,
 }
 
-/// A duration as people write it: `24h`, `30m`, `1d`, `1h30m` (jiff's
-/// friendly format; a day is 24 hours). `None` for anything else, or a
-/// negative one. The config file, `daemon --interval` and `restore --at 2h`
-/// all read durations through this.
-pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let span: jiff::Span = text.trim().parse().ok()?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .ok()?;
-    std::time::Duration::try_from(d).ok()
-}
+/// A duration as people write it (`24h`, `30m`, `1d`); the config file,
+/// `daemon --interval` and `restore --at 2h` all read durations through this.
+pub use backup_core::duration::parse as parse_duration;
 
 /// [`parse_duration`], refusing zero.
 fn parse_every(text: &str) -> Option<std::time::Duration> {
@@ -406,6 +403,24 @@ impl Config {
                     ),
                     Some(
                         "the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)",
+                    ),
+                ));
+            }
+            // hot_days keeps everything younger anyway: a shorter
+            // keep_within would look like it thins snapshots and not do it.
+            if let Some(within) = r.keep_within
+                && u64::from(r.hot_days) * 86_400 >= within.as_secs()
+            {
+                return Err(err(
+                    Some(at),
+                    format!(
+                        "keep_within = {:?} has no effect while hot_days = {} keeps every snapshot younger than {} days",
+                        backup_core::restore::human_duration(within),
+                        r.hot_days,
+                        r.hot_days
+                    ),
+                    Some(
+                        "set hot_days = 0 next to keep_within, and let warm_days or keep_hourly / keep_daily thin the older snapshots",
                     ),
                 ));
             }

@@ -50,6 +50,7 @@ pub mod compress;
 mod database;
 pub mod digest;
 pub mod drill;
+pub mod duration;
 pub mod encryption;
 mod error;
 pub mod fsutil;

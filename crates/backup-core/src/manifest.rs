@@ -66,6 +66,11 @@ pub struct Manifest {
     /// Artifacts of earlier runs deleted by `prune` in this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Pruned>,
+    /// Objects of pruned incremental snapshots (packs, page indexes and
+    /// their sidecars) this run deleted: no listed snapshot needed them and
+    /// their grace period had passed (see [`crate::prune`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collected: Vec<String>,
     /// Manifests of a forked chain (written before appends were
     /// serialised) that `catalog repair` brought back onto the chain: each
     /// is vouched for by its SHA-256 here, as `previous` vouches for one.
@@ -676,6 +681,7 @@ mod tests {
             previous_fields: BTreeMap::new(),
             entries: vec![entry()],
             pruned: vec![],
+            collected: vec![],
             relinked: vec![],
         };
         let mut v = serde_json::to_value(&m).unwrap();

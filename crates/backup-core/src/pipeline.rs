@@ -514,6 +514,7 @@ pub fn write_manifest(
             finished_at,
             entries,
             pruned,
+            collected: vec![],
             relinked: vec![],
         },
     )?;

@@ -15,6 +15,10 @@
 //! plans them again (deleting an absent object is not an error) and records
 //! them then.
 //!
+//! Incremental-mode snapshots share packs, so for them that manifest is
+//! only the first phase; the second, [`packs`], frees the packs no listed
+//! snapshot needs once their grace period has passed.
+//!
 //! A sink whose catalog cannot be read whole (listing fails, or a manifest is
 //! unreadable) is left untouched and reported in [`PrunePlan::skipped`]: a
 //! policy evaluated on part of the history could delete what the missing part
@@ -47,6 +51,8 @@ use crate::pipeline;
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink};
+
+pub mod packs;
 
 /// One artifact of the catalog and what the policy decided for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +254,8 @@ pub struct SinkReport {
     pub manifest: Option<(String, String)>,
     /// Deletions or the manifest write that failed.
     pub errors: Vec<String>,
+    /// The second phase: packs of pruned incremental snapshots freed.
+    pub packs: packs::Collected,
 }
 
 /// What [`apply`] did.
@@ -258,17 +266,23 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    /// Packs and page indexes freed, over all sinks.
+    pub fn collected_count(&self) -> usize {
+        self.sinks.iter().map(|s| s.packs.deleted.len()).sum()
+    }
     /// Artifacts deleted and recorded, over all sinks.
     pub fn deleted_count(&self) -> usize {
         self.sinks.iter().map(|s| s.deleted.len()).sum()
     }
-    /// Bytes freed over all sinks.
+    /// Bytes freed over all sinks, packs included.
     pub fn bytes(&self) -> u64 {
-        self.sinks.iter().map(|s| s.bytes).sum()
+        self.sinks.iter().map(|s| s.bytes + s.packs.bytes).sum()
     }
     /// Nothing failed.
     pub fn ok(&self) -> bool {
-        self.sinks.iter().all(|s| s.errors.is_empty())
+        self.sinks
+            .iter()
+            .all(|s| s.errors.is_empty() && s.packs.errors.is_empty())
     }
 }
 
@@ -286,6 +300,11 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         by_sink.len()
     );
     let mut report = PruneReport::default();
+    // Every sink whose catalog was read takes part: packs released by an
+    // earlier prune may be past their grace period now.
+    for name in plan.items.iter().map(|i| i.sink.as_str()) {
+        by_sink.entry(name).or_default();
+    }
     for (name, items) in by_sink {
         let mut sr = SinkReport {
             sink: name.to_string(),
@@ -293,6 +312,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
             bytes: 0,
             manifest: None,
             errors: vec![],
+            packs: packs::Collected::default(),
         };
         let Some(sink) = sinks.iter().find(|s| s.name() == name) else {
             sr.errors
@@ -305,9 +325,8 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         for item in items {
             let e = &item.entry;
             // An incremental-mode snapshot shares its packs and index with
-            // later snapshots: it is only recorded as removed here; its
-            // objects stay until a pack collector that knows every remaining
-            // reference frees them (not written yet).
+            // later snapshots: it is only recorded as removed here, and
+            // `packs::collect` frees what no listed snapshot needs.
             let shared = e.pages.is_some();
             let deleted = gone.contains(e.key.as_str())
                 || shared
@@ -358,10 +377,18 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
                 }
             }
         }
-        for e in &sr.errors {
+        // Only after this prune's record is in the catalog: its snapshots
+        // must count as gone when deciding what nothing needs.
+        sr.packs = packs::collect(*sink, plan.now, plan.policy.pack_grace);
+        for e in sr.errors.iter().chain(&sr.packs.errors) {
             tracing::error!("prune failed sink={name}: {e}");
         }
-        report.sinks.push(sr);
+        let idle = sr.deleted.is_empty()
+            && sr.errors.is_empty()
+            && sr.packs == packs::Collected::default();
+        if !idle {
+            report.sinks.push(sr);
+        }
     }
     info!(
         "prune phase end deleted={} bytes={} ok={}",

@@ -18,7 +18,9 @@
 //!    is the one kept. In a sink with [`Placement::Cold`] every snapshot is a
 //!    seal: it is named by its tag, or by its own time when untagged.
 //! 3. **Hot.** Every snapshot younger than `hot_days` is kept, verified or
-//!    not.
+//!    not. **Within.** The same for `keep_within` (`"2h"`), in any unit: a
+//!    one-minute schedule sets `hot_days = 0` and `keep_within`, and lets
+//!    the warm tier and the count rules thin the rest.
 //! 4. **Pre-migration.** A `premigrate` snapshot is kept until it is
 //!    `premigrate_days` old. It never takes a warm slot.
 //! 5. **Warm.** From `hot_days` to `warm_days`, the newest verified snapshot
@@ -71,6 +73,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -104,7 +107,21 @@ pub struct Retention {
     pub keep_weekly: u32,
     /// restic-style: the same per calendar month (UTC), for N months.
     pub keep_monthly: u32,
+    /// Keep every snapshot younger than this (`"2h"`), verified or not:
+    /// with a one-minute schedule, the recent past at full resolution while
+    /// `hot_days = 0` and the count rules thin the rest.
+    #[serde(deserialize_with = "crate::duration::de_opt")]
+    pub keep_within: Option<Duration>,
+    /// How long the packs and page indexes of pruned incremental snapshots
+    /// stay after no listed snapshot needs them (default `"24h"`): longer
+    /// than any backup or restore takes, so a run that planned to read a
+    /// pack never finds it gone. See [`crate::prune`].
+    #[serde(deserialize_with = "crate::duration::de")]
+    pub pack_grace: Duration,
 }
+
+/// Default [`Retention::pack_grace`].
+pub const PACK_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Retention {
     fn default() -> Self {
@@ -117,6 +134,8 @@ impl Default for Retention {
             keep_daily: 0,
             keep_weekly: 0,
             keep_monthly: 0,
+            keep_within: None,
+            pack_grace: PACK_GRACE,
         }
     }
 }
@@ -186,6 +205,11 @@ pub enum Reason {
         /// The setting.
         hot_days: u32,
     },
+    /// Kept: younger than `keep_within`.
+    Within {
+        /// The setting.
+        keep_within: Duration,
+    },
     /// Kept: a pre-migration snapshot younger than `premigrate_days`.
     Premigrate {
         /// The setting.
@@ -252,6 +276,11 @@ impl fmt::Display for Reason {
                 "cold: phase seal {seal}, kept forever (no verified copy exists)"
             ),
             Self::Hot { hot_days } => write!(f, "hot: younger than {hot_days} days"),
+            Self::Within { keep_within } => write!(
+                f,
+                "keep_within: younger than {}",
+                crate::restore::human_duration(*keep_within)
+            ),
             Self::Premigrate { premigrate_days } => {
                 write!(f, "premigrate: younger than {premigrate_days} days")
             }
@@ -439,6 +468,21 @@ fn evaluate_group(
                 },
                 &mut kept,
             );
+        }
+    }
+
+    // keep_within: everything younger, like hot but in any unit.
+    if let Some(within) = p.keep_within {
+        for &i in members {
+            if age(i) < i64::try_from(within.as_secs()).unwrap_or(i64::MAX) {
+                keep(
+                    i,
+                    Reason::Within {
+                        keep_within: within,
+                    },
+                    &mut kept,
+                );
+            }
         }
     }
 

@@ -260,9 +260,10 @@ fn policy_strategy() -> impl Strategy<Value = Retention> {
         0u32..45,
         0u32..45,
         (count(), count(), count(), count(), count()),
+        prop::option::of(1u64..72 * 60),
     )
         .prop_map(
-            |(hot_days, warm_days, premigrate_days, (l, h, d, w, m))| Retention {
+            |(hot_days, warm_days, premigrate_days, (l, h, d, w, m), within)| Retention {
                 hot_days,
                 warm_days,
                 premigrate_days,
@@ -271,6 +272,8 @@ fn policy_strategy() -> impl Strategy<Value = Retention> {
                 keep_daily: d,
                 keep_weekly: w,
                 keep_monthly: m,
+                keep_within: within.map(|mins| std::time::Duration::from_secs(mins * 60)),
+                ..Retention::default()
             },
         )
 }

@@ -1,7 +1,7 @@
 //! `sqlite-backup prune`.
 
 use anyhow::Result;
-use backup_core::prune::{self, PrunePlan, PruneReport};
+use backup_core::prune::{self, PrunePlan, PruneReport, packs};
 use backup_core::sink::Sink;
 
 use crate::Exit;
@@ -31,6 +31,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     );
     print!("{}", plan_table(&plan));
     if args.dry_run {
+        print!("{}", packs_preview(&plan, &refs));
         println!("Dry run: nothing was deleted.");
         return Ok(if plan.skipped.is_empty() {
             Exit::Ok
@@ -120,6 +121,45 @@ fn plan_table(plan: &PrunePlan) -> String {
     out
 }
 
+/// The second phase as it stands before this prune: packs of snapshots
+/// already pruned that nothing needs.
+fn packs_preview(plan: &PrunePlan, sinks: &[&dyn Sink]) -> String {
+    let grace = plan.policy.pack_grace;
+    let mut out = String::new();
+    for sink in sinks {
+        let Ok((stored, bad)) = backup_core::manifest::read_all(*sink) else {
+            continue;
+        };
+        if !bad.is_empty() {
+            continue;
+        }
+        let g = packs::find(&stored, plan.now, grace);
+        if !g.ready.is_empty() {
+            out += &format!(
+                "{}: {} object(s) of pruned incremental snapshots ({}) would be freed\n",
+                sink.name(),
+                g.ready.len(),
+                size(g.ready_bytes())
+            );
+        }
+        out += &waiting_line(sink.name(), g.waiting.len(), g.next_ready(grace));
+    }
+    out
+}
+
+fn waiting_line(sink: &str, waiting: usize, next: Option<jiff::Timestamp>) -> String {
+    match (waiting, next) {
+        (0, _) => String::new(),
+        (n, Some(t)) => format!(
+            "{sink}: {n} object(s) of pruned incremental snapshots wait for pack_grace (the first until {})\n",
+            t.strftime("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        (n, None) => {
+            format!("{sink}: {n} object(s) of pruned incremental snapshots wait for pack_grace\n")
+        }
+    }
+}
+
 /// What a prune did, per sink.
 fn report_text(report: &PruneReport) -> String {
     if report.sinks.is_empty() {
@@ -127,17 +167,33 @@ fn report_text(report: &PruneReport) -> String {
     }
     let mut out = String::new();
     for s in &report.sinks {
-        out += &format!(
-            "{}: deleted {} snapshot(s), {} freed",
-            s.sink,
-            s.deleted.len(),
-            size(s.bytes)
-        );
-        if let Some((key, _)) = &s.manifest {
-            out += &format!(", recorded in {key}");
+        let p = &s.packs;
+        if !s.deleted.is_empty() || !s.errors.is_empty() || p == &Default::default() {
+            out += &format!(
+                "{}: deleted {} snapshot(s), {} freed",
+                s.sink,
+                s.deleted.len(),
+                size(s.bytes)
+            );
+            if let Some((key, _)) = &s.manifest {
+                out += &format!(", recorded in {key}");
+            }
+            out.push('\n');
         }
-        out.push('\n');
-        for e in &s.errors {
+        if !p.deleted.is_empty() {
+            out += &format!(
+                "{}: freed {} pack object(s) of pruned incremental snapshots, {}",
+                s.sink,
+                p.deleted.len(),
+                size(p.bytes)
+            );
+            if let Some((key, _)) = &p.manifest {
+                out += &format!(", recorded in {key}");
+            }
+            out.push('\n');
+        }
+        out += &waiting_line(&s.sink, p.waiting, p.next_ready);
+        for e in s.errors.iter().chain(&p.errors) {
             out += &format!("  error: {e}\n");
         }
     }

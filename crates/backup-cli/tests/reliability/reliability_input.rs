@@ -254,6 +254,7 @@ fn sample_manifest() -> Vec<u8> {
         previous_fields: Default::default(),
         entries: vec![entry],
         pruned: vec![],
+        collected: vec![],
         relinked: vec![],
     }
     .to_bytes()

@@ -69,6 +69,8 @@ pub struct Draft {
     pub entries: Vec<Entry>,
     /// Artifacts pruned.
     pub pruned: Vec<Pruned>,
+    /// Objects of pruned incremental snapshots collected.
+    pub collected: Vec<String>,
     /// Manifests of forked branches brought back onto the chain.
     pub relinked: Vec<Relinked>,
 }
@@ -136,6 +138,7 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
             previous_fields: tip.take().map(|t| t.fields).unwrap_or_default(),
             entries: draft.entries.clone(),
             pruned: draft.pruned.clone(),
+            collected: draft.collected.clone(),
             relinked: draft.relinked.clone(),
         };
         let bytes = m.to_bytes();
@@ -292,6 +295,7 @@ mod tests {
             finished_at: t,
             entries: vec![],
             pruned: vec![],
+            collected: vec![],
             relinked: vec![],
         }
     }

@@ -141,6 +141,7 @@ pub fn apply(sink: &dyn Sink, now: Timestamp) -> Result<Option<Appended>, Repair
             finished_at: Timestamp::now(),
             entries: vec![],
             pruned: vec![],
+            collected: vec![],
             relinked: plan.relink,
         },
     )?;

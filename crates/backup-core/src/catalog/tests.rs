@@ -119,6 +119,7 @@ fn write_unclaimed(sink: &MemorySink, run: usize, entries: Vec<Entry>) -> String
         previous_fields: tip.map(|t| t.fields).unwrap_or_default(),
         entries,
         pruned: vec![],
+        collected: vec![],
         relinked: vec![],
     };
     put_sealed(sink, &m.key(), &m.to_bytes());
@@ -597,6 +598,7 @@ fn a_thousand_runs_verify_quickly() {
             previous_fields: previous.map(|(_, _, f)| f).unwrap_or_default(),
             entries: vec![e],
             pruned: vec![],
+            collected: vec![],
             relinked: vec![],
         };
         let bytes = m.to_bytes();

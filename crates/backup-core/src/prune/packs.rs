@@ -1,0 +1,210 @@
+//! The second phase of a prune: freeing the packs of pruned incremental
+//! snapshots (restic's order).
+//!
+//! An incremental snapshot shares its packs and page index with the
+//! snapshots after it, so the first phase only records it as pruned. This
+//! phase then deletes an object (pack, page index, index sidecar) only when
+//! 1. no snapshot the catalog still lists needs it, and
+//! 2. the manifest that pruned the last snapshot needing it is older than
+//!    the grace period ([`Retention::pack_grace`](crate::Retention)).
+//!
+//! The grace period protects the runs that read the catalog before that
+//! manifest: a restore that chose the snapshot, or a backup building on it
+//! whose new snapshot will need the same packs. Objects of a backup still
+//! being written are never candidates: only pruned snapshots' objects are.
+//! Deletions are recorded afterwards in a manifest's `collected` list, so a
+//! later prune does not try them again; a prune killed in between leaves
+//! objects no listed snapshot needs, which the next one deletes again (a
+//! missing object is not an error).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::manifest::{self, Entry, Stored};
+use crate::naming;
+use crate::sink::Sink;
+
+/// An object no listed snapshot needs any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unneeded {
+    /// Object key.
+    pub key: String,
+    /// Its size, as recorded.
+    pub size: u64,
+    /// When the last snapshot needing it was recorded as pruned.
+    pub released: Timestamp,
+}
+
+/// What the second phase finds in one sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Garbage {
+    /// Past their grace period: deleted by this prune.
+    pub ready: Vec<Unneeded>,
+    /// Still in their grace period.
+    pub waiting: Vec<Unneeded>,
+}
+
+impl Garbage {
+    /// Bytes of the ready objects.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.iter().map(|u| u.size).sum()
+    }
+    /// When the first waiting object becomes ready.
+    pub fn next_ready(&self, grace: Duration) -> Option<Timestamp> {
+        let grace = jiff::SignedDuration::try_from(grace).ok()?;
+        self.waiting
+            .iter()
+            .map(|u| u.released)
+            .min()
+            .and_then(|t| t.checked_add(grace).ok())
+    }
+}
+
+/// The objects of an incremental snapshot: its packs, the page indexes they
+/// name and the sidecars of those, with their sizes where recorded.
+fn objects(e: &Entry) -> Vec<(String, u64)> {
+    let Some(map) = &e.pages else {
+        return vec![];
+    };
+    let mut out = vec![(e.key.clone(), e.size), (e.sidecar_key.clone(), 0)];
+    for p in &map.packs {
+        out.push((p.key.clone(), p.size));
+        out.push((p.index.clone(), 0));
+        out.push((naming::sidecar_key(&p.index), 0));
+    }
+    out
+}
+
+/// Sort the objects of pruned incremental snapshots into ready and waiting.
+/// A pure function of the catalog, the clock and the grace period.
+pub fn find(stored: &[Stored], now: Timestamp, grace: Duration) -> Garbage {
+    let mut pruned_at: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    let mut collected: BTreeSet<&str> = BTreeSet::new();
+    for s in stored {
+        for p in &s.manifest.pruned {
+            let t = pruned_at
+                .entry(p.key.as_str())
+                .or_insert(s.manifest.finished_at);
+            *t = (*t).max(s.manifest.finished_at);
+        }
+        collected.extend(s.manifest.collected.iter().map(String::as_str));
+    }
+    let incremental = stored
+        .iter()
+        .flat_map(|s| &s.manifest.entries)
+        .filter(|e| e.pages.is_some());
+    let (gone, listed): (Vec<&Entry>, Vec<&Entry>) =
+        incremental.partition(|e| pruned_at.contains_key(e.key.as_str()));
+    let needed: BTreeSet<String> = listed
+        .iter()
+        .flat_map(|e| objects(e))
+        .map(|(k, _)| k)
+        .collect();
+
+    let mut unneeded: BTreeMap<String, Unneeded> = BTreeMap::new();
+    for e in gone {
+        let released = pruned_at[e.key.as_str()];
+        for (key, size) in objects(e) {
+            if needed.contains(&key) || collected.contains(key.as_str()) {
+                continue;
+            }
+            let u = unneeded.entry(key.clone()).or_insert(Unneeded {
+                key,
+                size,
+                released,
+            });
+            u.released = u.released.max(released);
+            u.size = u.size.max(size);
+        }
+    }
+    let grace = jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
+    let (ready, waiting) = unneeded
+        .into_values()
+        .partition(|u| now.duration_since(u.released) >= grace);
+    Garbage { ready, waiting }
+}
+
+/// What [`collect`] did in one sink.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    /// Objects deleted and recorded.
+    pub deleted: Vec<String>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects still in their grace period.
+    pub waiting: usize,
+    /// When the first of those becomes ready.
+    pub next_ready: Option<Timestamp>,
+    /// The manifest recording the deletions: (key, SHA-256).
+    pub manifest: Option<(String, String)>,
+    /// What failed.
+    pub errors: Vec<String>,
+}
+
+/// Read `sink`'s catalog, delete what [`find`] says is ready and record it
+/// in a new manifest. A catalog that cannot be read whole is left alone:
+/// an unreadable manifest may list a snapshot that needs a pack.
+pub fn collect(sink: &dyn Sink, now: Timestamp, grace: Duration) -> Collected {
+    let mut out = Collected::default();
+    let stored = match manifest::read_all(sink) {
+        Ok((stored, bad)) if bad.is_empty() => stored,
+        Ok((_, bad)) => {
+            out.errors.push(format!(
+                "packs not collected: {} unreadable manifest(s), first: {}",
+                bad.len(),
+                bad[0]
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.errors
+                .push(format!("packs not collected: cannot list manifests: {e}"));
+            return out;
+        }
+    };
+    let garbage = find(&stored, now, grace);
+    out.waiting = garbage.waiting.len();
+    out.next_ready = garbage.next_ready(grace);
+    if garbage.ready.is_empty() {
+        return out;
+    }
+    let started = Timestamp::now();
+    for u in &garbage.ready {
+        match sink.delete(&u.key) {
+            Ok(()) => {
+                tracing::info!("collected sink={} key={}", sink.name(), u.key);
+                out.deleted.push(u.key.clone());
+                out.bytes += u.size;
+            }
+            Err(e) => out.errors.push(format!("deleting {}: {e}", u.key)),
+        }
+    }
+    if out.deleted.is_empty() {
+        return out;
+    }
+    let appended = super::next_run_id(sink, started).and_then(|run_id| {
+        crate::catalog::append::append(
+            sink,
+            crate::catalog::append::Draft {
+                run_id,
+                started_at: started,
+                finished_at: Timestamp::now(),
+                entries: vec![],
+                pruned: vec![],
+                collected: out.deleted.clone(),
+                relinked: vec![],
+            },
+        )
+    });
+    match appended {
+        Ok(a) => out.manifest = Some((a.key, a.sha256)),
+        // Deleted but unrecorded: the next prune finds them again and
+        // records them then.
+        Err(e) => out
+            .errors
+            .push(format!("writing the collection manifest: {e}")),
+    }
+    out
+}

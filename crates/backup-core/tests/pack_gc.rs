@@ -1,0 +1,195 @@
+//! Pruning incremental snapshots frees packs in two phases: first the
+//! prune's manifest records which snapshots went; then only packs that no
+//! listed snapshot needs are deleted, and only once their grace period has
+//! passed. Every kept snapshot restores exactly throughout.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use backup_core::digest::Sha256;
+use backup_core::jiff::{SignedDuration, Timestamp};
+use backup_core::manifest::{self, Listed};
+use backup_core::sink::{MemorySink, Sink};
+use backup_core::{Backups, Database, Retention, prune};
+
+fn db(dir: &Path) -> Database {
+    let path = dir.join("app.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO t(v) SELECT printf('%.200c', 'a') FROM n;",
+    )
+    .unwrap();
+    let mut d = Database::new("app", &path).require_tables(["t"]);
+    d.incremental = true;
+    d
+}
+
+/// Rewrite the rows `from..to`, which live on a run of pages of their own.
+fn touch(d: &Database, from: u32, to: u32, text: &str) {
+    let c = rusqlite::Connection::open(&d.path).unwrap();
+    c.execute(
+        "UPDATE t SET v = printf('%.200c', ?1) WHERE id >= ?2 AND id < ?3",
+        rusqlite::params![text, from, to],
+    )
+    .unwrap();
+}
+
+fn newest(b: &Backups) -> Listed {
+    b.list().0.into_iter().next().unwrap()
+}
+
+fn pack_keys(l: &Listed) -> BTreeSet<String> {
+    let map = l.entry.pages.as_ref().unwrap();
+    map.packs.iter().map(|p| p.key.clone()).collect()
+}
+
+fn restores_exactly(b: &Backups, d: &Database, l: &Listed, to: &Path) {
+    let _ = std::fs::remove_file(to);
+    b.restore(d).id(&l.run_id).to(to).run().unwrap();
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(to).unwrap()),
+        l.entry.db_sha256
+    );
+}
+
+#[test]
+fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = db(dir.path());
+    let sink = MemorySink::new("local");
+    let b = Backups::new(sink.clone());
+
+    b.backup(&app).unwrap();
+    let base = newest(&b);
+    touch(&app, 100, 400, "b");
+    b.backup(&app).unwrap();
+    let second = newest(&b);
+    // The same rows again: the second snapshot's own pack is superseded.
+    touch(&app, 100, 400, "c");
+    b.backup(&app).unwrap();
+    let third = newest(&b);
+
+    let own_pack: BTreeSet<String> = pack_keys(&second)
+        .difference(&pack_keys(&base))
+        .cloned()
+        .collect();
+    assert_eq!(own_pack.len(), 1, "the second snapshot wrote one pack");
+    assert!(
+        own_pack.is_disjoint(&pack_keys(&third)),
+        "the third snapshot does not need the second's pack"
+    );
+    let base_pack = pack_keys(&base);
+    assert!(
+        !base_pack.is_disjoint(&pack_keys(&third)),
+        "the third still needs the base's pack for the pages nobody touched"
+    );
+
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_last: 1,
+        ..Retention::default()
+    };
+    let sinks: Vec<&dyn Sink> = b.sinks().collect();
+    let now = Timestamp::now();
+    let plan = prune::plan(&sinks, &[], now, &policy);
+    assert_eq!(plan.delete_count(), 2);
+    let report = prune::apply(&plan, &sinks);
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.deleted_count(), 2);
+    // Phase one only: recorded, nothing of theirs deleted yet.
+    assert_eq!(report.collected_count(), 0);
+    assert!(report.sinks[0].packs.waiting > 0);
+    for key in own_pack.iter().chain(&base_pack) {
+        assert!(sink.size(key).unwrap().is_some(), "{key} is still there");
+    }
+    assert_eq!(b.list().0.len(), 1);
+    restores_exactly(&b, &app, &third, &dir.path().join("r1.db"));
+
+    // An hour before the grace period ends, still nothing goes.
+    let grace = SignedDuration::try_from(policy.pack_grace).unwrap();
+    let early = now + grace - SignedDuration::from_hours(1);
+    let report = prune::apply(&prune::plan(&sinks, &[], early, &policy), &sinks);
+    assert_eq!(report.collected_count(), 0, "{report:?}");
+
+    // Past it, the second snapshot's pack and index go; the base's pack and
+    // index stay because the third snapshot still needs them.
+    let late = now + grace + SignedDuration::from_secs(1);
+    let report = prune::apply(&prune::plan(&sinks, &[], late, &policy), &sinks);
+    assert!(report.ok(), "{report:?}");
+    let collected: BTreeSet<String> = report.sinks[0].packs.deleted.iter().cloned().collect();
+    for key in &own_pack {
+        assert!(collected.contains(key), "{key} collected: {collected:?}");
+        assert_eq!(sink.size(key).unwrap(), None);
+    }
+    assert!(collected.contains(&second.entry.key));
+    assert!(collected.contains(&second.entry.sidecar_key));
+    for key in base_pack
+        .iter()
+        .chain([&base.entry.key, &base.entry.sidecar_key])
+    {
+        assert!(!collected.contains(key));
+        assert!(sink.size(key).unwrap().is_some());
+    }
+    assert!(report.sinks[0].packs.bytes > 0);
+    restores_exactly(&b, &app, &third, &dir.path().join("r2.db"));
+
+    // Recorded in the chain, which stays whole; a second pass frees nothing.
+    let (stored, bad) = manifest::read_all(&sink).unwrap();
+    assert!(bad.is_empty());
+    let recorded: BTreeSet<&String> = stored.iter().flat_map(|s| &s.manifest.collected).collect();
+    assert_eq!(recorded.len(), collected.len());
+    let chain = backup_core::catalog::verify(&sink, &Default::default(), None).unwrap();
+    assert!(chain.ok(), "{:#?}", chain.problems);
+    let report = prune::apply(&prune::plan(&sinks, &[], late, &policy), &sinks);
+    assert_eq!(report.collected_count(), 0);
+    assert!(report.sinks.is_empty(), "{report:?}");
+
+    // The chain goes on from what is left.
+    touch(&app, 5000, 5100, "d");
+    b.backup(&app).unwrap();
+    let fourth = newest(&b);
+    assert_eq!(fourth.entry.pages.as_ref().unwrap().chain_depth, 3);
+    restores_exactly(&b, &app, &fourth, &dir.path().join("r3.db"));
+}
+
+#[test]
+fn keep_within_keeps_every_recent_snapshot_and_thins_the_rest() {
+    use backup_core::retention::{Backup, evaluate};
+    use backup_core::sink::Placement;
+    let now: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+    // One snapshot a minute for five hours.
+    let snaps: Vec<Backup> = (0..300)
+        .map(|m| Backup {
+            id: format!("s{m}"),
+            label: "app".into(),
+            sink: "local".into(),
+            placement: Placement::Local,
+            at: now - SignedDuration::from_mins(m),
+            tag: None,
+            verified: true,
+        })
+        .collect();
+    let policy = Retention {
+        hot_days: 0,
+        keep_within: Some(std::time::Duration::from_secs(2 * 3600)),
+        keep_hourly: 24,
+        ..Retention::default()
+    };
+    let d = evaluate(&snaps, now, &policy);
+    let kept: Vec<usize> = (0..snaps.len()).filter(|&i| d[i].keep).collect();
+    // 120 within two hours; then the warm tier's newest of the day (the
+    // newest overall, already kept) and the newest of each older hour.
+    assert!(
+        kept.iter()
+            .take(120)
+            .eq((0..120).collect::<Vec<_>>().iter())
+    );
+    assert_eq!(d[0].reason.to_string(), "keep_within: younger than 2h");
+    let older: Vec<usize> = kept.iter().copied().filter(|&i| i >= 120).collect();
+    assert!(older.len() <= 4, "hourly thinning: {older:?}");
+    assert!(!d[200].keep);
+}
