@@ -16,7 +16,8 @@ use std::sync::{Mutex, mpsc};
 use backup_core::Retention;
 use backup_core::catalog::{self, ArtifactCheck, Options};
 use backup_core::prune;
-use backup_core::sink::{Placement, Sink, SinkError, SinkWriter};
+use backup_core::sink::faults::{Hooked, Op};
+use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
 use backup_testkit::azurite::Azurite;
 
@@ -181,58 +182,23 @@ fn sqlite_backup(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// A local sink that stops at its first manifest write (after the writer
 /// has read the tip), tells the test, and goes on when the test says so.
-#[derive(Debug)]
-struct Gated {
+fn gated(
     inner: LocalSink,
-    reached: Mutex<Option<mpsc::Sender<()>>>,
-    open: Mutex<mpsc::Receiver<()>>,
-}
-
-impl Gated {
-    fn pause(&self, key: &str) {
-        if !key.starts_with("manifests/") || key.ends_with(".pending") {
-            return;
+    reached: mpsc::Sender<()>,
+    open: mpsc::Receiver<()>,
+) -> Hooked<LocalSink> {
+    let reached = Mutex::new(Some(reached));
+    let open = Mutex::new(open);
+    Hooked::new(inner).with_hook(move |op, key, _| {
+        if op != Op::Put || !key.starts_with("manifests/") || key.ends_with(".pending") {
+            return Ok(());
         }
-        if let Some(tx) = self.reached.lock().unwrap().take() {
+        if let Some(tx) = reached.lock().unwrap().take() {
             tx.send(()).unwrap();
-            self.open.lock().unwrap().recv().unwrap();
+            open.lock().unwrap().recv().unwrap();
         }
-    }
-}
-
-impl Sink for Gated {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn placement(&self) -> Placement {
-        self.inner.placement()
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn SinkWriter>, SinkError> {
-        self.inner.create(key)
-    }
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.pause(key);
-        self.inner.put(key, data)
-    }
-    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.pause(key);
-        self.inner.put_if_absent(key, data)
-    }
-    fn get(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>, SinkError> {
-        self.inner.get(key)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>, SinkError> {
-        self.inner.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<(), SinkError> {
-        self.inner.delete(key)
-    }
+        Ok(())
+    })
 }
 
 /// `prune` of one database while `sqlite-backup backup` of another writes
@@ -264,11 +230,11 @@ fn a_backup_during_a_prune_keeps_one_chain() {
     }
     let (reached_tx, reached) = mpsc::channel();
     let (open, open_rx) = mpsc::channel();
-    let gated = Gated {
-        inner: LocalSink::new("local", root.join("backups"), Placement::Local),
-        reached: Mutex::new(Some(reached_tx)),
-        open: Mutex::new(open_rx),
-    };
+    let gated = gated(
+        LocalSink::new("local", root.join("backups"), Placement::Local),
+        reached_tx,
+        open_rx,
+    );
     // Two months on, the two older backups of `old` are past the warm tier.
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 60);
     let report = std::thread::scope(|s| {

@@ -3,7 +3,6 @@
 //! manifest, keeps the chain whole, and a second prune deletes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
 use backup_core::compress::Format;
 use backup_core::digest::Sha256;
@@ -11,7 +10,8 @@ use backup_core::jiff::Timestamp;
 use backup_core::manifest::{self, Entry};
 use backup_core::pipeline;
 use backup_core::prune;
-use backup_core::sink::{MemorySink, Placement, Sink, SinkError, SinkWriter, get_bytes};
+use backup_core::sink::faults::Hooked;
+use backup_core::sink::{MemorySink, Placement, Sink, get_bytes};
 use backup_core::{CheckLevel, Retention};
 use proptest::prelude::*;
 
@@ -27,41 +27,7 @@ fn ago(secs: i64) -> Timestamp {
 }
 
 /// A [`MemorySink`] in another placement (the cold tier, object storage).
-#[derive(Debug, Clone)]
-struct Placed(MemorySink, Placement);
-
-impl Sink for Placed {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn placement(&self) -> Placement {
-        self.1
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn SinkWriter>, SinkError> {
-        self.0.create(key)
-    }
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.0.put(key, data)
-    }
-    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.0.put_if_absent(key, data)
-    }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
-        self.0.get(key)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>, SinkError> {
-        self.0.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        self.0.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<(), SinkError> {
-        self.0.delete(key)
-    }
-}
+type Placed = Hooked<MemorySink>;
 
 /// Field `previous` of a stored manifest.
 fn m_previous(sink: &dyn Sink, key: &str) -> String {
@@ -70,7 +36,7 @@ fn m_previous(sink: &dyn Sink, key: &str) -> String {
 }
 
 fn placed(name: &str, placement: Placement) -> Placed {
-    Placed(MemorySink::new(name), placement)
+    Hooked::new(MemorySink::new(name)).with_placement(placement)
 }
 
 /// Store one backup run in `sink`: artifact, sidecar, then its manifest.
@@ -190,10 +156,10 @@ fn decisions(plan: &prune::PrunePlan) -> String {
 fn dry_run_decisions() {
     let (local, azure, cold) = fleet();
     let sinks: [&dyn Sink; 3] = [&local, &azure, &cold];
-    let before: Vec<_> = [&local, &azure, &cold].map(|s| objects(&s.0)).into();
+    let before: Vec<_> = [&local, &azure, &cold].map(|s| objects(s.inner())).into();
     let plan = prune::plan(&sinks, &[], now(), &Retention::default());
     insta::assert_snapshot!(decisions(&plan));
-    let after: Vec<_> = [&local, &azure, &cold].map(|s| objects(&s.0)).into();
+    let after: Vec<_> = [&local, &azure, &cold].map(|s| objects(s.inner())).into();
     assert_eq!(before, after, "planning changed a sink");
 }
 
@@ -202,7 +168,7 @@ fn prune_deletes_exactly_the_plan_and_records_it() {
     let (local, azure, cold) = fleet();
     let sinks: [&dyn Sink; 3] = [&local, &azure, &cold];
     let placed = [&local, &azure, &cold];
-    let before: Vec<BTreeSet<String>> = placed.iter().map(|s| objects(&s.0)).collect();
+    let before: Vec<BTreeSet<String>> = placed.iter().map(|s| objects(s.inner())).collect();
     let plan = prune::plan(&sinks, &[], now(), &Retention::default());
     assert!(plan.delete_count() > 0);
     assert!(plan.skipped.is_empty());
@@ -219,7 +185,7 @@ fn prune_deletes_exactly_the_plan_and_records_it() {
             .filter(|p| p.sink == name)
             .flat_map(|p| [p.entry.key.clone(), p.entry.sidecar_key.clone()])
             .collect();
-        let after = objects(&sink.0);
+        let after = objects(sink.inner());
         let removed: BTreeSet<String> = before[i].difference(&after).cloned().collect();
         let added: Vec<String> = after.difference(&before[i]).cloned().collect();
         assert_eq!(removed, planned, "sink {name}: deleted something else");
@@ -267,12 +233,12 @@ fn prune_deletes_exactly_the_plan_and_records_it() {
     }
     // The phase seal and the stale database's newest backup survive.
     assert!(
-        objects(&cold.0)
+        objects(cold.inner())
             .iter()
             .any(|k| k.starts_with("colibri-phase1"))
     );
     assert!(
-        objects(&local.0)
+        objects(local.inner())
             .iter()
             .any(|k| k.starts_with("colibri-phase1"))
     );
@@ -310,10 +276,10 @@ fn label_filter_leaves_other_databases_alone() {
             .all(|i| i.entry.label == "mission-control")
     );
     assert_eq!(plan.delete_count(), 2);
-    let colibri_before: Vec<_> = objects(&local.0).into_iter().collect();
+    let colibri_before: Vec<_> = objects(local.inner()).into_iter().collect();
     prune::apply(&plan, &sinks);
     assert_eq!(
-        objects(&local.0).into_iter().collect::<Vec<_>>(),
+        objects(local.inner()).into_iter().collect::<Vec<_>>(),
         colibri_before
     );
 }
@@ -346,13 +312,13 @@ fn unreadable_catalog_leaves_the_sink_untouched() {
         .put("manifests/zzz-broken.json", b"{ not json")
         .unwrap();
     let sinks: [&dyn Sink; 1] = [&local];
-    let before = objects(&local.0);
+    let before = objects(local.inner());
     let plan = prune::plan(&sinks, &[], now(), &Retention::default());
     assert_eq!(plan.skipped.len(), 1);
     assert!(plan.items.is_empty());
     assert!(decisions(&plan).contains("left untouched"));
     prune::apply(&plan, &sinks);
-    assert_eq!(objects(&local.0), before);
+    assert_eq!(objects(local.inner()), before);
 }
 
 #[test]

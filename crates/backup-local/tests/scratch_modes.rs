@@ -9,25 +9,17 @@
 //! the umask is per process.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use backup_core::fsutil::Modes;
-use backup_core::sink::{Placement, Sink, SinkError, SinkWriter};
+use backup_core::sink::faults::{Hooked, Op};
 use backup_core::{Backups, Database, SnapshotMethod};
 use backup_local::LocalSink;
 
 /// Every path ever seen below the watched folders: a folder?, the modes it had.
 type Seen = Arc<Mutex<BTreeMap<PathBuf, (bool, Vec<u32>)>>>;
-
-#[derive(Debug, Clone)]
-struct Spy {
-    inner: LocalSink,
-    watch: Vec<PathBuf>,
-    seen: Seen,
-}
 
 fn look(watch: &[PathBuf], seen: &Seen) {
     fn walk(dir: &Path, seen: &mut BTreeMap<PathBuf, (bool, Vec<u32>)>) {
@@ -55,84 +47,15 @@ fn look(watch: &[PathBuf], seen: &Seen) {
     }
 }
 
-struct SpyReader {
-    inner: Box<dyn Read + Send>,
-    watch: Vec<PathBuf>,
-    seen: Seen,
-}
-
-impl Read for SpyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        look(&self.watch, &self.seen);
-        self.inner.read(buf)
-    }
-}
-
-struct SpyWriter {
-    inner: Box<dyn SinkWriter>,
-    watch: Vec<PathBuf>,
-    seen: Seen,
-}
-
-impl Write for SpyWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        look(&self.watch, &self.seen);
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl SinkWriter for SpyWriter {
-    fn finish(self: Box<Self>) -> Result<u64, SinkError> {
-        look(&self.watch, &self.seen);
-        self.inner.finish()
-    }
-    fn abort(self: Box<Self>) {
-        self.inner.abort()
-    }
-}
-
-impl Sink for Spy {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn placement(&self) -> Placement {
-        self.inner.placement()
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn SinkWriter>, SinkError> {
-        Ok(Box::new(SpyWriter {
-            inner: self.inner.create(key)?,
-            watch: self.watch.clone(),
-            seen: self.seen.clone(),
-        }))
-    }
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.inner.put(key, data)
-    }
-    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        self.inner.put_if_absent(key, data)
-    }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, SinkError> {
-        Ok(Box::new(SpyReader {
-            inner: self.inner.get(key)?,
-            watch: self.watch.clone(),
-            seen: self.seen.clone(),
-        }))
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>, SinkError> {
-        self.inner.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<(), SinkError> {
-        self.inner.delete(key)
-    }
+/// `sink`, looking below `watch` on every read and write the engine makes
+/// through it (and before each upload becomes visible).
+fn spy(sink: LocalSink, watch: Vec<PathBuf>, seen: Seen) -> Hooked<LocalSink> {
+    Hooked::new(sink).with_hook(move |op, _, _| {
+        if matches!(op, Op::Write | Op::Finish | Op::Read) {
+            look(&watch, &seen);
+        }
+        Ok(())
+    })
 }
 
 fn mode(p: &Path) -> u32 {
@@ -160,12 +83,12 @@ fn scenario(umask: u32, source_mode: u32) {
     let restore_dir = dir.path().join("restored");
     let seen: Seen = Arc::default();
     let modes = Modes::of_source(&src).unwrap();
-    let spy = Spy {
-        inner: LocalSink::folder(&root).with_modes(modes),
-        watch: vec![root.clone(), restore_dir.clone()],
-        seen: seen.clone(),
-    };
-    spy.inner.ensure_root().unwrap();
+    let spy = spy(
+        LocalSink::folder(&root).with_modes(modes),
+        vec![root.clone(), restore_dir.clone()],
+        seen.clone(),
+    );
+    spy.inner().ensure_root().unwrap();
     // VACUUM INTO: the snapshot goes through a scratch file in `.tmp`.
     let backups = Backups::builder()
         .sink(spy.clone())

@@ -207,7 +207,7 @@ impl Drop for ReadOnlyDir {
 
 /// A really full disk: a tmpfs of `bytes` mounted at `path` (root only).
 /// `None` when mounting is not possible here (the caller says so and falls
-/// back to [`backup_core::sink::faults::FailAfter`]).
+/// back to [`backup_core::sink::faults::fail_after`]).
 pub struct TinyDisk {
     path: PathBuf,
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use backup_core::manifest;
 use backup_core::pipeline::BackupError;
-use backup_core::sink::faults::{FailAfter, FailOn, Op};
+use backup_core::sink::faults::{Op, fail_after, fail_on};
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
 use backup_testkit::faults::{
@@ -77,7 +77,7 @@ fn run_with_faulty(faulty: impl FnOnce(LocalSink) -> Arc<dyn Sink>) -> (Vec<Stri
 
 #[test]
 fn a_sink_that_fills_up_mid_stream_fails_alone() {
-    let (errors, _p) = run_with_faulty(|s| Arc::new(FailAfter::new(s, 64 * 1024)));
+    let (errors, _p) = run_with_faulty(|s| Arc::new(fail_after(s, 64 * 1024)));
     assert!(
         errors.iter().any(|e| e.contains("no space left")),
         "{errors:?}"
@@ -86,7 +86,7 @@ fn a_sink_that_fills_up_mid_stream_fails_alone() {
 
 #[test]
 fn a_sink_whose_upload_never_becomes_visible_fails_alone() {
-    let (errors, _p) = run_with_faulty(|s| Arc::new(FailOn::new(s, Op::Finish)));
+    let (errors, _p) = run_with_faulty(|s| Arc::new(fail_on(s, Op::Finish, "")));
     assert!(
         errors.iter().any(|e| e.contains("finish failed")),
         "{errors:?}"
@@ -96,14 +96,14 @@ fn a_sink_whose_upload_never_becomes_visible_fails_alone() {
 #[test]
 fn a_sink_that_refuses_the_upload_fails_alone() {
     for op in [Op::Create, Op::Write] {
-        let (errors, _p) = run_with_faulty(|s| Arc::new(FailOn::new(s, op)));
+        let (errors, _p) = run_with_faulty(|s| Arc::new(fail_on(s, op, "")));
         assert!(errors.iter().any(|e| e.contains("injected")), "{errors:?}");
     }
 }
 
 #[test]
 fn a_sink_that_loses_the_sidecar_keeps_no_artifact() {
-    let (errors, _p) = run_with_faulty(|s| Arc::new(FailOn::new(s, Op::Put).for_keys(".sha256")));
+    let (errors, _p) = run_with_faulty(|s| Arc::new(fail_on(s, Op::Put, ".sha256")));
     assert!(
         errors.iter().any(|e| e.contains("put failed")),
         "{errors:?}"
@@ -114,8 +114,7 @@ fn a_sink_that_loses_the_sidecar_keeps_no_artifact() {
 fn a_sink_that_refuses_the_manifest_keeps_no_artifact() {
     // Without a manifest nothing of the run is a backup in that sink, so its
     // artifact and sidecar must not be left behind as unlisted files.
-    let (errors, _p) =
-        run_with_faulty(|s| Arc::new(FailOn::new(s, Op::Put).for_keys("manifests/")));
+    let (errors, _p) = run_with_faulty(|s| Arc::new(fail_on(s, Op::Put, "manifests/")));
     assert!(
         errors.iter().any(|e| e.contains("manifest to sink bad")),
         "{errors:?}"
@@ -126,8 +125,8 @@ fn a_sink_that_refuses_the_manifest_keeps_no_artifact() {
 fn when_every_sink_fails_nothing_is_stored_anywhere() {
     let p = Project::new();
     let db = p.demo_db("app.db", 500_000);
-    let a = Arc::new(FailAfter::new(local("a", &p.join("a")), 10_000));
-    let b = Arc::new(FailOn::new(local("b", &p.join("b")), Op::Write));
+    let a = Arc::new(fail_after(local("a", &p.join("a")), 10_000));
+    let b = Arc::new(fail_on(local("b", &p.join("b")), Op::Write, ""));
     let targets = [target(a), target(b)];
     let report = faults::run(
         &[database("app", &db)],
@@ -210,7 +209,7 @@ fn a_full_disk_fails_that_sink_only() {
     // ~1.5 MB compresses to ~500 KB: a 128 KiB file system fills mid-stream.
     let Some(disk) = TinyDisk::mount(&p.join("cold"), 128 * 1024) else {
         eprintln!(
-            "cannot mount a tmpfs here (not root): the full disk is covered by FailAfter in a_sink_that_fills_up_mid_stream_fails_alone"
+            "cannot mount a tmpfs here (not root): the full disk is covered by fail_after in a_sink_that_fills_up_mid_stream_fails_alone"
         );
         return;
     };
