@@ -1028,6 +1028,11 @@ fn backup_incremental(
     opts.observer
         .snapshot_progress(&db.label, stats.page_count, stats.page_count);
     let facts = report.facts.unwrap_or_default();
+    let clear = SealedFacts {
+        db_sha256,
+        schema_sha256: facts.schema_sha256,
+        row_counts: facts.row_counts,
+    };
     let source_mode = fsutil::mode_of(&db.path).ok();
     let mut written = Vec::new();
     for (part, (w, runs, failed)) in parts.iter().zip(writers) {
@@ -1096,32 +1101,22 @@ fn backup_incremental(
             stored_bytes,
             started.elapsed().as_millis()
         );
-        written.push((
-            a.sink.clone(),
-            Entry {
-                label: db.label.clone(),
-                tag: opts.tag.clone(),
-                key: part.index_key.clone(),
-                sidecar_key: naming::sidecar_key(&part.index_key),
-                compression: crate::compress::Format::Zstd,
-                size: index.len() as u64,
-                sha256: index_sha,
-                db_size: stats.page_count * stats.page_size,
-                db_sha256: db_sha256.clone(),
-                page_size: stats.page_size,
-                page_count: stats.page_count,
-                schema_sha256: facts.schema_sha256.clone(),
-                row_counts: facts.row_counts.clone(),
-                snapshot_at: stats.taken_at,
-                snapshot_ms: stats.elapsed.as_millis() as u64,
-                verified_with: opts.verify_level,
-                source: db.path.display().to_string(),
-                source_mode,
-                encrypted_to: vec![],
-                sealed: None,
-                pages: Some(map),
-            },
-        ));
+        let stored = Stored {
+            key: part.index_key.clone(),
+            sidecar_key: naming::sidecar_key(&part.index_key),
+            compression: crate::compress::Format::Zstd,
+            size: index.len() as u64,
+            sha256: index_sha,
+            db_size: stats.page_count * stats.page_size,
+            page_size: stats.page_size,
+            page_count: stats.page_count,
+            facts: clear.clone(),
+        };
+        let entry = Entry {
+            pages: Some(map),
+            ..new_entry(db, opts, &stats, source_mode, stored)
+        };
+        written.push((a.sink.clone(), entry));
     }
     Ok((written, errors))
 }
@@ -1373,6 +1368,56 @@ fn compress_into(
     Ok((db_sha256, db_size))
 }
 
+/// What a manifest entry records of one stored object and the image it
+/// holds; the rest of the entry is the run's (see [`new_entry`]).
+struct Stored {
+    key: String,
+    sidecar_key: String,
+    compression: crate::compress::Format,
+    size: u64,
+    sha256: String,
+    db_size: u64,
+    page_size: u64,
+    page_count: u64,
+    /// In the clear, or emptied when they are sealed.
+    facts: SealedFacts,
+}
+
+/// The manifest entry of `stored`, a snapshot of `db` this run took
+/// (`stats`). It says unencrypted and self-contained (no page map); callers
+/// set those fields when they differ.
+fn new_entry(
+    db: &Database,
+    opts: &RunOpts<'_>,
+    stats: &SnapshotStats,
+    source_mode: Option<u32>,
+    stored: Stored,
+) -> Entry {
+    Entry {
+        label: db.label.clone(),
+        tag: opts.tag.clone(),
+        key: stored.key,
+        sidecar_key: stored.sidecar_key,
+        compression: stored.compression,
+        size: stored.size,
+        sha256: stored.sha256,
+        db_size: stored.db_size,
+        db_sha256: stored.facts.db_sha256,
+        page_size: stored.page_size,
+        page_count: stored.page_count,
+        schema_sha256: stored.facts.schema_sha256,
+        row_counts: stored.facts.row_counts,
+        snapshot_at: stats.taken_at,
+        snapshot_ms: stats.elapsed.as_millis() as u64,
+        verified_with: opts.verify_level,
+        source: db.path.display().to_string(),
+        source_mode,
+        encrypted_to: vec![],
+        sealed: None,
+        pages: None,
+    }
+}
+
 /// Make every upload that survived visible, compare its stored size, write
 /// its sidecar, and return the manifest entries and the sinks that failed.
 fn finish_uploads(
@@ -1456,32 +1501,23 @@ fn finish_uploads(
                     size,
                     started.elapsed().as_millis()
                 );
-                written.push((
-                    a.sink.clone(),
-                    Entry {
-                        label: db.label.clone(),
-                        tag: opts.tag.clone(),
-                        key: a.key.clone(),
-                        sidecar_key: a.sidecar_key.clone(),
-                        compression: opts.compression.format,
-                        size,
-                        sha256: sha256.clone(),
-                        db_size: produced.db_size,
-                        db_sha256: clear.db_sha256.clone(),
-                        page_size: facts.page_size,
-                        page_count: facts.page_count,
-                        schema_sha256: clear.schema_sha256.clone(),
-                        row_counts: clear.row_counts.clone(),
-                        snapshot_at: produced.stats.taken_at,
-                        snapshot_ms: produced.stats.elapsed.as_millis() as u64,
-                        verified_with: opts.verify_level,
-                        source: db.path.display().to_string(),
-                        source_mode,
-                        encrypted_to: encrypted_to.clone(),
-                        sealed: sealed.clone(),
-                        pages: None,
-                    },
-                ));
+                let stored = Stored {
+                    key: a.key.clone(),
+                    sidecar_key: a.sidecar_key.clone(),
+                    compression: opts.compression.format,
+                    size,
+                    sha256: sha256.clone(),
+                    db_size: produced.db_size,
+                    page_size: facts.page_size,
+                    page_count: facts.page_count,
+                    facts: clear.clone(),
+                };
+                let entry = Entry {
+                    encrypted_to: encrypted_to.clone(),
+                    sealed: sealed.clone(),
+                    ..new_entry(db, opts, &produced.stats, source_mode, stored)
+                };
+                written.push((a.sink.clone(), entry));
             }
             Err(e) => {
                 let _ = sink.delete(&a.key);
