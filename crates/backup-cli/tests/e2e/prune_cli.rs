@@ -106,6 +106,11 @@ fn incremental_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
         .unwrap();
     assert!(!packs(0).contains(&middle_pack));
 
+    let table = p.run_ok(&["list"]);
+    for shown in ["KIND", "STORED", "full", "incr 1", "incr 2"] {
+        assert!(table.contains(shown), "list shows {shown}: {table}");
+    }
+
     let out = p.run_ok(&["prune"]);
     assert!(out.contains("deleted 2 snapshot(s)"), "{out}");
     assert!(
