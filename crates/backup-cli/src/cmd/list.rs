@@ -35,7 +35,10 @@ fn chain_depth(l: &Listed) -> u32 {
 /// What this snapshot added to the sink: an incremental one shares the
 /// packs of those before it.
 fn stored_bytes(l: &Listed) -> u64 {
-    l.entry.pages.as_ref().map_or(l.entry.size, |m| m.stored_bytes)
+    l.entry
+        .pages
+        .as_ref()
+        .map_or(l.entry.size, |m| m.stored_bytes)
 }
 
 /// `full`, or `incr N` at chain depth N.
