@@ -93,6 +93,12 @@ fn incremental_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
     p.run_ok(&["backup"]);
     let all = p.catalog();
     assert_eq!(all.len(), 3);
+    let cache = p.join(".sqlite-backup-state/page-hashes/local.app.pagehashes");
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().len(),
+        all[0].entry.page_count * 16,
+        "the newest page hashes are cached in the state folder"
+    );
     let packs = |i: usize| -> Vec<String> {
         let map = all[i].entry.pages.as_ref().unwrap();
         map.packs.iter().map(|x| x.key.clone()).collect()
