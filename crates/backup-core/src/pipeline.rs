@@ -905,6 +905,12 @@ fn backup_incremental(
     let hashes_sha256 = incremental::hashes_digest(&hashes);
     let page_size = stream.page_size();
     let now = Timestamp::now();
+    info!(
+        "pages hashed label={} pages={} ms={}",
+        db.label,
+        hashes.len(),
+        started.elapsed().as_millis()
+    );
 
     let mut errors = Vec::new();
     let mut parts = Vec::new();
@@ -1050,6 +1056,13 @@ fn backup_incremental(
                 continue;
             }
         };
+        info!(
+            "packs written label={} sink={} packs={} bytes={}",
+            db.label,
+            a.sink,
+            new_packs.len(),
+            new_packs.iter().map(|p| p.size).sum::<u64>()
+        );
         let index_sha = Sha256::hex_of(&index);
         let put = part.sink.put(&part.index_key, &index).and_then(|()| {
             part.sink.put(
