@@ -79,9 +79,12 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
             None => continue,
         };
         let listed: Vec<String> = match get_bytes(sink, &manifest::manifest_key(&intent.run_id)) {
-            Ok(bytes) => Manifest::from_bytes(&k, &bytes)
-                .map(|m| m.entries.iter().flat_map(objects).collect())
-                .unwrap_or_default(),
+            Ok(bytes) => match Manifest::from_bytes(&k, &bytes) {
+                Ok(m) => m.entries.iter().flat_map(objects).collect(),
+                // Its manifest is there but unreadable: it may list any of
+                // these keys, so keep them all (and the record).
+                Err(_) => continue,
+            },
             Err(e) if e.is_not_found() => {
                 let started = manifest::run_started(&intent.run_id);
                 if started.is_none_or(|t| now.duration_since(t) < GRACE) {
@@ -214,6 +217,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_manifest_of_the_run_keeps_every_key_and_the_record() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        sink.put(&manifest::manifest_key(RUN), b"{ not a manifest")
+            .unwrap();
+        let before = stored(&sink);
+        assert_eq!(reclaim(&sink, at("2026-11-25T00:00:00Z")).unwrap(), 0);
+        assert_eq!(stored(&sink), before, "nothing it might list is deleted");
+    }
+
+    #[test]
     fn a_manifest_appended_under_a_later_run_id_still_protects_its_keys() {
         let sink = MemorySink::new("local");
         killed_run(&sink);
@@ -265,6 +279,7 @@ mod tests {
                 chain_depth: 0,
                 chain_started: t,
                 stored_bytes: 1,
+                hashes_sha256: None,
                 packs: vec![PackRef {
                     key: keys[2].clone(),
                     size: 1,
