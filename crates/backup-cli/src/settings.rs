@@ -139,6 +139,7 @@ pub fn options(
         snapshot_method: config.snapshot_method,
         incremental: config.incremental,
         scratch_dir: scratch_dir(config),
+        page_cache: Some(config.state_dir.join("page-hashes")),
     })
 }
 

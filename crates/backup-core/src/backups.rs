@@ -117,6 +117,14 @@ impl Builder {
         self
     }
 
+    /// A private folder where incremental runs keep each sink's newest page
+    /// hashes, so that a run reads no page index back from the sinks (a
+    /// copy that does not match the newest manifest is never used).
+    pub fn page_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.page_cache = Some(dir.into());
+        self
+    }
+
     /// Keys that open encrypted backups for verify and restore (backups
     /// themselves need only the recipients, set per [`Database`]).
     pub fn identities(mut self, identities: Identities) -> Self {

@@ -68,6 +68,10 @@ pub struct PageMap {
     pub stored_bytes: u64,
     /// Every pack the image needs, its own and earlier ones.
     pub packs: Vec<PackRef>,
+    /// SHA-256 of the image's page hashes in page order ([`hashes_digest`]):
+    /// a cached copy of them is used only when it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes_sha256: Option<String>,
     /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
     /// in page order, covering the whole image.
     pub runs: Vec<Run>,
@@ -219,6 +223,44 @@ pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, Inde
         }));
     }
     Ok(out)
+}
+
+/// SHA-256 of page hashes in page order.
+pub fn hashes_digest(hashes: &[PageHash]) -> String {
+    let mut d = Sha256::new();
+    for h in hashes {
+        d.update(h);
+    }
+    d.finish_hex()
+}
+
+fn cache_file(dir: &Path, sink: &str, label: &str) -> std::path::PathBuf {
+    dir.join(format!("{sink}.{label}.pagehashes"))
+}
+
+/// `entry`'s page hashes from the local cache in `dir`, when the cached copy
+/// matches the digest its manifest records; `None` otherwise (missing,
+/// stale, damaged, or written for another snapshot), and the caller reads
+/// them from the sink. The cache saves a remote sink one download of every
+/// page index a snapshot's packs name, on every run.
+pub fn cached_hashes(dir: &Path, sink: &str, entry: &Entry) -> Option<Vec<PageHash>> {
+    let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
+    let bytes = std::fs::read(cache_file(dir, sink, &entry.label)).ok()?;
+    if bytes.len() as u64 != entry.page_count * HASH_LEN as u64 {
+        return None;
+    }
+    let hashes: Vec<PageHash> = bytes
+        .chunks_exact(HASH_LEN)
+        .map(|c| c.try_into().expect("HASH_LEN bytes"))
+        .collect();
+    (&hashes_digest(&hashes) == want).then_some(hashes)
+}
+
+/// Keep `hashes` (a new snapshot's, in page order) as the cache for the
+/// next run of `label` to `sink`: a private file, replaced atomically.
+pub fn cache_hashes(dir: &Path, sink: &str, label: &str, hashes: &[PageHash]) -> io::Result<()> {
+    crate::fsutil::create_dir_all_mode(dir, 0o700)?;
+    crate::fsutil::atomic_write_mode(&cache_file(dir, sink, label), hashes.as_flattened(), 0o600)
 }
 
 /// What a run stores for one sink.

@@ -18,7 +18,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{self, MANIFEST_DIR, Manifest};
+use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest};
 use crate::sink::{Sink, SinkError, get_bytes};
 
 /// How old a run without a manifest must be before its objects are removed:
@@ -64,7 +64,7 @@ pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
 }
 
 /// Act on every record left by a run that will not finish: delete the keys
-/// its manifest does not list (all of them when it has none), then the
+/// its manifest does not need (all of them when it has none), then the
 /// record. Returns how many objects were deleted.
 pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
     let mut deleted = 0;
@@ -79,14 +79,12 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
             None => continue,
         };
         let listed: Vec<String> = match get_bytes(sink, &manifest::manifest_key(&intent.run_id)) {
-            Ok(bytes) => Manifest::from_bytes(&k, &bytes)
-                .map(|m| {
-                    m.entries
-                        .into_iter()
-                        .flat_map(|e| [e.key, e.sidecar_key])
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Ok(bytes) => match Manifest::from_bytes(&k, &bytes) {
+                Ok(m) => m.entries.iter().flat_map(objects).collect(),
+                // Its manifest is there but unreadable: it may list any of
+                // these keys, so keep them all (and the record).
+                Err(_) => continue,
+            },
             Err(e) if e.is_not_found() => {
                 let started = manifest::run_started(&intent.run_id);
                 if started.is_none_or(|t| now.duration_since(t) < GRACE) {
@@ -125,11 +123,23 @@ fn listed_by_any(sink: &dyn Sink) -> Result<Option<Vec<String>>, SinkError> {
     }
     Ok(Some(
         stored
-            .into_iter()
-            .flat_map(|s| s.manifest.entries)
-            .flat_map(|e| [e.key, e.sidecar_key])
+            .iter()
+            .flat_map(|s| &s.manifest.entries)
+            .flat_map(objects)
             .collect(),
     ))
+}
+
+/// The keys an entry needs: its artifact and sidecar and, for an
+/// incremental-mode snapshot, the packs and indexes of its page map (the
+/// packs a run's record names appear nowhere else).
+fn objects(e: &Entry) -> Vec<String> {
+    let pages = e.pages.iter().flat_map(|m| m.objects());
+    [e.key.as_str(), e.sidecar_key.as_str()]
+        .into_iter()
+        .chain(pages)
+        .map(String::from)
+        .collect()
 }
 
 fn records(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
@@ -207,6 +217,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_manifest_of_the_run_keeps_every_key_and_the_record() {
+        let sink = MemorySink::new("local");
+        killed_run(&sink);
+        sink.put(&manifest::manifest_key(RUN), b"{ not a manifest")
+            .unwrap();
+        let before = stored(&sink);
+        assert_eq!(reclaim(&sink, at("2026-11-25T00:00:00Z")).unwrap(), 0);
+        assert_eq!(stored(&sink), before, "nothing it might list is deleted");
+    }
+
+    #[test]
     fn a_manifest_appended_under_a_later_run_id_still_protects_its_keys() {
         let sink = MemorySink::new("local");
         killed_run(&sink);
@@ -225,6 +246,61 @@ mod tests {
         assert_eq!(reclaim(&sink, at("2026-11-25T00:00:00Z")).unwrap(), 0);
         assert!(stored(&sink).contains(&"app-1000.db.zst".to_string()));
         assert!(stored(&sink).iter().all(|k| !k.ends_with(SUFFIX)));
+    }
+
+    /// An incremental snapshot's packs are listed only in its page map: a
+    /// run killed between its manifest and clearing its record must keep
+    /// them, whether its manifest is under its own run id or a later one.
+    #[test]
+    fn the_packs_of_a_listed_incremental_snapshot_are_kept() {
+        use crate::incremental::{PackRef, PageMap, Run};
+        let t = at("2026-11-23T10:00:00Z");
+        for (manifest_id, now) in [
+            (RUN, at("2026-11-23T10:05:00Z")),
+            ("20261123T110000Z-0000", at("2026-11-25T00:00:00Z")),
+        ] {
+            let sink = MemorySink::new("local");
+            let keys: Vec<String> = ["app.pageidx", "app.pageidx.sha256", "app.000.pack"]
+                .map(String::from)
+                .to_vec();
+            let intent = Intent {
+                run_id: RUN.into(),
+                keys: [&keys[..], &["app.001.pack".to_string()]].concat(),
+            };
+            record(&sink, "app", &intent).unwrap();
+            for k in &keys {
+                sink.put(k, b"x").unwrap();
+            }
+            let mut entry = manifest::sample_entry();
+            entry.key = keys[0].clone();
+            entry.sidecar_key = keys[1].clone();
+            entry.page_count = 1;
+            entry.pages = Some(PageMap {
+                chain_depth: 0,
+                chain_started: t,
+                stored_bytes: 1,
+                hashes_sha256: None,
+                packs: vec![PackRef {
+                    key: keys[2].clone(),
+                    size: 1,
+                    sha256: String::new(),
+                    pages: 1,
+                    index: keys[0].clone(),
+                    index_sha256: String::new(),
+                    index_at: 0,
+                }],
+                runs: vec![Run(0, 1, 0, 0)],
+            });
+            crate::pipeline::write_manifest(&sink, manifest_id, t, t, vec![entry], vec![]).unwrap();
+            assert_eq!(reclaim(&sink, now).unwrap(), 0, "manifest {manifest_id}");
+            for k in &keys {
+                assert!(
+                    stored(&sink).contains(k),
+                    "{k} deleted (manifest {manifest_id})"
+                );
+            }
+            assert!(stored(&sink).iter().all(|k| !k.ends_with(SUFFIX)));
+        }
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct Options {
     /// Private folder for snapshot scratch files (same file system as the
     /// local tier is best; never inside a source's folder).
     pub scratch_dir: PathBuf,
+    /// Private folder where incremental runs keep each sink's newest page
+    /// hashes, so that the next run reads no page index from the sink
+    /// (see [`incremental::cached_hashes`]); `None`: always read the sink.
+    pub page_cache: Option<PathBuf>,
 }
 
 /// The options and the observer of the run under way.
@@ -132,6 +136,7 @@ impl Default for Options {
             snapshot_method: SnapshotMethod::default(),
             incremental: crate::incremental::Policy::default(),
             scratch_dir: fallback_scratch_dir(),
+            page_cache: None,
         }
     }
 }
@@ -897,8 +902,15 @@ fn backup_incremental(
         }]);
     }
     let db_sha256 = image.finish_hex();
+    let hashes_sha256 = incremental::hashes_digest(&hashes);
     let page_size = stream.page_size();
     let now = Timestamp::now();
+    info!(
+        "pages hashed label={} pages={} ms={}",
+        db.label,
+        hashes.len(),
+        started.elapsed().as_millis()
+    );
 
     let mut errors = Vec::new();
     let mut parts = Vec::new();
@@ -911,8 +923,12 @@ fn backup_incremental(
                 continue;
             }
         };
+        let cached = |p: &Entry| {
+            let dir = opts.page_cache.as_deref()?;
+            incremental::cached_hashes(dir, &a.sink, p)
+        };
         let prev_hashes = match &previous {
-            Some(p) => match incremental::load_hashes(sink, p) {
+            Some(p) => match cached(p).map_or_else(|| incremental::load_hashes(sink, p), Ok) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     warn!("sink {}: {e}; starting a new chain", a.sink);
@@ -1045,6 +1061,13 @@ fn backup_incremental(
                 continue;
             }
         };
+        info!(
+            "packs written label={} sink={} packs={} bytes={}",
+            db.label,
+            a.sink,
+            new_packs.len(),
+            new_packs.iter().map(|p| p.size).sum::<u64>()
+        );
         let index_sha = Sha256::hex_of(&index);
         let put = part.sink.put(&part.index_key, &index).and_then(|()| {
             part.sink.put(
@@ -1091,8 +1114,21 @@ fn backup_incremental(
             chain_started,
             stored_bytes,
             packs: kept,
+            hashes_sha256: Some(hashes_sha256.clone()),
             runs,
         };
+        // Written before the manifest: a cache is trusted only when its
+        // digest matches the newest manifest's, so one for a snapshot that
+        // never made it into the catalog is simply not used.
+        if let Some(dir) = &opts.page_cache
+            && let Err(e) = incremental::cache_hashes(dir, &a.sink, &db.label, &hashes)
+        {
+            warn!(
+                "sink {}: cannot cache page hashes in {}: {e}",
+                a.sink,
+                dir.display()
+            );
+        }
         info!(
             "incremental done label={} sink={} depth={} stored_bytes={} ms={}",
             db.label,

@@ -379,7 +379,10 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         }
         // Only after this prune's record is in the catalog: its snapshots
         // must count as gone when deciding what nothing needs.
-        sr.packs = packs::collect(*sink, plan.now, plan.policy.pack_grace);
+        // The plan's clock was read before this prune's own record was
+        // written; what it released is measured against the time now.
+        let now = plan.now.max(Timestamp::now());
+        sr.packs = packs::collect(*sink, now, plan.policy.pack_grace);
         for e in sr.errors.iter().chain(&sr.packs.errors) {
             tracing::error!("prune failed sink={name}: {e}");
         }

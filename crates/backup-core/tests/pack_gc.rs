@@ -193,3 +193,51 @@ fn keep_within_keeps_every_recent_snapshot_and_thins_the_rest() {
     assert!(older.len() <= 4, "hourly thinning: {older:?}");
     assert!(!d[200].keep);
 }
+
+#[test]
+fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = db(dir.path());
+    let sink = MemorySink::new("local");
+    let cache = dir.path().join("cache");
+    let b = Backups::builder()
+        .sink(sink.clone())
+        .page_cache(&cache)
+        .build();
+    b.backup(&app).unwrap();
+    let base = newest(&b);
+    let cached = backup_core::incremental::cached_hashes(&cache, "local", &base.entry)
+        .expect("the run cached its page hashes");
+    assert_eq!(cached.len() as u64, base.entry.page_count);
+
+    // With the index in the sink damaged, the cached hashes still let the
+    // next run build on the base (without the cache it starts a new chain).
+    let index = backup_core::sink::get_bytes(&sink, &base.entry.key).unwrap();
+    sink.put(&base.entry.key, b"damaged").unwrap();
+    touch(&app, 100, 200, "b");
+    b.backup(&app).unwrap();
+    let second = newest(&b);
+    assert_eq!(second.entry.pages.as_ref().unwrap().chain_depth, 1);
+    restores_exactly(&b, &app, &second, &dir.path().join("r1.db"));
+    sink.put(&base.entry.key, &index).unwrap();
+
+    // A cache that does not match the newest manifest is not used.
+    let file = cache.join("local.app.pagehashes");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(backup_core::incremental::cached_hashes(&cache, "local", &second.entry).is_none());
+    std::fs::write(&file, &bytes[..bytes.len() - 16]).unwrap();
+    assert!(backup_core::incremental::cached_hashes(&cache, "local", &second.entry).is_none());
+    assert!(backup_core::incremental::cached_hashes(&cache, "other", &second.entry).is_none());
+    // ... and the run reads the sink instead, and rewrites the cache.
+    touch(&app, 300, 400, "c");
+    b.backup(&app).unwrap();
+    let third = newest(&b);
+    assert_eq!(third.entry.pages.as_ref().unwrap().chain_depth, 2);
+    restores_exactly(&b, &app, &third, &dir.path().join("r2.db"));
+    assert!(backup_core::incremental::cached_hashes(&cache, "local", &third.entry).is_some());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

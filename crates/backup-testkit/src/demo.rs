@@ -8,8 +8,8 @@
 //! always give the same bytes.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -193,6 +193,7 @@ impl WriterStats {
 pub struct Writer {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<WriterStats>>,
+    committed: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Writer {
@@ -204,6 +205,8 @@ impl Writer {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let committed = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let counter = committed.clone();
         let handle = std::thread::spawn(move || {
             let mut stats = WriterStats::default();
             let interval = (per_second > 0).then(|| Duration::from_secs(1) / per_second);
@@ -225,6 +228,8 @@ impl Writer {
                         stats.commits.push((id, Timestamp::now()));
                         stats.latencies.push(elapsed);
                         last = id;
+                        *counter.0.lock().unwrap() += 1;
+                        counter.1.notify_all();
                     }
                     Err(e) => stats.errors.push(e.to_string()),
                 }
@@ -242,7 +247,24 @@ impl Writer {
         Ok(Self {
             stop,
             handle: Some(handle),
+            committed,
         })
+    }
+
+    /// Block until `n` more transactions have committed: a test waits on
+    /// the writer's progress, not on the clock.
+    pub fn wait_for_commits(&self, n: u64) {
+        let (count, changed) = &*self.committed;
+        let mut c = count.lock().unwrap();
+        let target = *c + n;
+        while *c < target {
+            let (next, timeout) = changed.wait_timeout(c, Duration::from_secs(60)).unwrap();
+            c = next;
+            assert!(
+                *c >= target || !timeout.timed_out(),
+                "the writer stopped committing"
+            );
+        }
     }
 
     /// Stop and return what it did.

@@ -28,6 +28,27 @@ pub fn tier(l: &Listed, hot_days: u32, now: Timestamp) -> String {
     }
 }
 
+fn chain_depth(l: &Listed) -> u32 {
+    l.entry.pages.as_ref().map_or(0, |m| m.chain_depth)
+}
+
+/// What this snapshot added to the sink: an incremental one shares the
+/// packs of those before it.
+fn stored_bytes(l: &Listed) -> u64 {
+    l.entry
+        .pages
+        .as_ref()
+        .map_or(l.entry.size, |m| m.stored_bytes)
+}
+
+/// `full`, or `incr N` at chain depth N.
+fn kind(l: &Listed) -> String {
+    match chain_depth(l) {
+        0 => "full".into(),
+        n => format!("incr {n}"),
+    }
+}
+
 pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     if let Some(l) = &args.label {
@@ -61,12 +82,9 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "verified_with": l.entry.verified_with,
                     "row_counts": l.entry.row_counts,
                     "encrypted_to": l.entry.encrypted_to,
-                    "kind": match &l.entry.pages {
-                        Some(m) if m.chain_depth > 0 => "incremental",
-                        _ => "full",
-                    },
-                    "stored_bytes": l.entry.pages.as_ref().map_or(l.entry.size, |m| m.stored_bytes),
-                    "chain_depth": l.entry.pages.as_ref().map_or(0, |m| m.chain_depth),
+                    "kind": if chain_depth(l) > 0 { "incremental" } else { "full" },
+                    "stored_bytes": stored_bytes(l),
+                    "chain_depth": chain_depth(l),
                 })
             })
             .collect();
@@ -81,7 +99,8 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
             "TAG",
             "TIER",
             "SINK",
-            "SIZE",
+            "KIND",
+            "STORED",
             "VERIFIED",
             "ENCRYPTED TO",
             "ID",
@@ -95,7 +114,8 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 l.entry.tag.clone().unwrap_or_else(|| "-".into()),
                 tier(l, config.retention.hot_days, now),
                 l.sink.clone(),
-                size(l.entry.size),
+                kind(l),
+                size(stored_bytes(l)),
                 l.entry.verified_with.to_string(),
                 if l.entry.encrypted_to.is_empty() {
                     "-".into()

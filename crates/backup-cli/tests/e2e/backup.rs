@@ -24,9 +24,9 @@ fn wal_backup_under_a_concurrent_writer_holds_every_prior_commit() {
     p.write_config(&config("app.db", "zstd"));
 
     let writer = Writer::start(&db, 500).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    writer.wait_for_commits(100);
     let out = p.run_ok(&["backup"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    writer.wait_for_commits(100);
     let stats = writer.stop();
     assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
     assert!(out.contains("snapshot done label=app"), "{out}");

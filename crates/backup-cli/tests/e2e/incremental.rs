@@ -1,6 +1,11 @@
 //! End-to-end: `[snapshot] incremental = true` stores only changed pages,
 //! and every snapshot of a chain restores to exactly its image.
 
+mod daemon;
+mod history;
+mod large;
+mod remote;
+
 use std::path::Path;
 
 use backup_core::digest::Sha256;

@@ -247,9 +247,25 @@ fn sigterm_during_a_run_keeps_nothing_incomplete() {
         stderr(&o)
     );
 
-    // Mid-stream: pages of the pinned snapshot are flowing into zstd -19,
-    // which takes far longer than this for 150 MB.
-    std::thread::sleep(Duration::from_secs(2));
+    // Mid-stream: compressed pages have reached the partial artifact (zstd
+    // -19 takes far longer than that for all of 150 MB).
+    let streaming = || {
+        files_under(&dir.path().join("data/backups"))
+            .iter()
+            .any(|f| {
+                f.to_string_lossy().contains(".partial-")
+                    && std::fs::metadata(f).is_ok_and(|m| m.len() > 0)
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !streaming() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        // Polling the folder, not waiting out a guess.
+        std::thread::sleep(Duration::from_millis(20));
+    }
     daemon.signal("TERM");
     let (exit, log) = daemon.finish(Duration::from_secs(120));
     assert_eq!(exit, Some(0), "{log}");

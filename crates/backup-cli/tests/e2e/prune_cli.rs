@@ -11,7 +11,6 @@ fn prune_keeps_the_newest_and_deletes_exactly_the_rest() {
     );
     for _ in 0..3 {
         p.run_ok(&["backup"]);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let before = p.catalog();
     assert_eq!(before.len(), 3);
@@ -53,7 +52,6 @@ fn each_database_follows_its_own_retention() {
     );
     for _ in 0..2 {
         p.run_ok(&["backup"]);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     p.run_ok(&["prune"]);
     let count = |label: &str| {
@@ -64,4 +62,126 @@ fn each_database_follows_its_own_retention() {
     };
     assert_eq!(count("keep"), 2, "the global hot tier keeps both");
     assert_eq!(count("trim"), 1, "trim's own policy keeps only the newest");
+}
+
+#[test]
+fn incremental_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
+    use backup_core::digest::Sha256;
+    use backup_testkit::testkit::{output_text, require_tool, sh};
+    require_tool("sqlite3");
+    let p = Project::new();
+    p.demo_db("app.db", 2_000_000);
+    let config = |grace: &str| {
+        format!(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[snapshot]\nincremental = true\n\n\
+             [retention]\nhot_days = 0\nwarm_days = 0\nkeep_last = 1\n{grace}"
+        )
+    };
+    p.write_config(&config(""));
+    let update = |mark: &str| {
+        sh(
+            p.path(),
+            &format!(
+                "sqlite3 app.db \"UPDATE tasks SET title = '{mark}' || id WHERE id BETWEEN 200 AND 600\""
+            ),
+        )
+    };
+    p.run_ok(&["backup"]);
+    update("b");
+    p.run_ok(&["backup"]);
+    update("c");
+    p.run_ok(&["backup"]);
+    let all = p.catalog();
+    assert_eq!(all.len(), 3);
+    let cache = p.join(".sqlite-backup-state/page-hashes/local.app.pagehashes");
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().len(),
+        all[0].entry.page_count * 16,
+        "the newest page hashes are cached in the state folder"
+    );
+    let packs = |i: usize| -> Vec<String> {
+        let map = all[i].entry.pages.as_ref().unwrap();
+        map.packs.iter().map(|x| x.key.clone()).collect()
+    };
+    // Newest first: the middle snapshot's own pack is not needed by the newest.
+    let middle_pack = packs(1)
+        .into_iter()
+        .find(|k| !packs(2).contains(k))
+        .unwrap();
+    assert!(!packs(0).contains(&middle_pack));
+
+    let table = p.run_ok(&["list"]);
+    for shown in ["KIND", "STORED", "full", "incr 1", "incr 2"] {
+        assert!(table.contains(shown), "list shows {shown}: {table}");
+    }
+
+    let out = p.run_ok(&["prune"]);
+    assert!(out.contains("deleted 2 snapshot(s)"), "{out}");
+    assert!(
+        out.contains("wait for pack_grace (the first until"),
+        "{out}"
+    );
+    assert!(
+        p.backups().join(&middle_pack).exists(),
+        "freed before its grace period"
+    );
+    let dry = p.run_ok(&["prune", "--dry-run"]);
+    assert!(dry.contains("wait for pack_grace"), "{dry}");
+
+    p.write_config(&config("pack_grace = \"0s\"\n"));
+    let dry = p.run_ok(&["prune", "--dry-run"]);
+    assert!(dry.contains("would be freed"), "{dry}");
+    assert!(p.backups().join(&middle_pack).exists());
+    let out = p.run_ok(&["prune"]);
+    assert!(out.contains("freed "), "{out}");
+    assert!(
+        out.contains("pack object(s) of pruned incremental snapshots"),
+        "{out}"
+    );
+    assert!(!p.backups().join(&middle_pack).exists());
+    for kept in packs(0) {
+        assert!(p.backups().join(&kept).exists(), "{kept} is still needed");
+    }
+    p.run_ok(&["verify", "--catalog", "--deep"]);
+    let to = p.join("restored.db");
+    let out = p.run(&["restore", "app", "--to", to.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(&to).unwrap()),
+        all[0].entry.db_sha256
+    );
+    let again = p.run_ok(&["prune"]);
+    assert!(again.contains("nothing to prune"), "{again}");
+}
+
+#[test]
+fn keep_within_needs_hot_days_zero_and_keeps_the_recent_past() {
+    let p = Project::new();
+    p.demo_db("app.db", 200_000);
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nkeep_within = \"2h\"\n",
+    );
+    let out = p.run(&["prune", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = backup_testkit::testkit::output_text(&out);
+    assert!(
+        text.contains("keep_within = \"2h\" has no effect while hot_days = 7"),
+        "{text}"
+    );
+    assert!(text.contains("set hot_days = 0"), "{text}");
+
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nkeep_within = \"2h\"\n",
+    );
+    p.run_ok(&["backup"]);
+    let dry = p.run_ok(&["prune", "--dry-run"]);
+    assert!(dry.contains("keep_within: younger than 2h"), "{dry}");
+
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nkeep_within = \"soon\"\n",
+    );
+    let out = p.run(&["prune", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = backup_testkit::testkit::output_text(&out);
+    assert!(text.contains("\"soon\" is not a duration"), "{text}");
 }

@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use backup_core::digest::{Sha256, Sidecar};
 use backup_core::manifest::Entry;
@@ -51,9 +50,9 @@ fn tasks(p: &Path) -> u64 {
 fn round_trip_under_a_concurrent_writer() {
     let f = Fixture::new(bin(), 8 << 20, "");
     let writer = backup_testkit::demo::Writer::start(&f.db, 300).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    writer.wait_for_commits(60);
     let entry = f.backup("live");
-    std::thread::sleep(Duration::from_millis(300));
+    writer.wait_for_commits(60);
     let stats = writer.stop();
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     let out = restore(&f, &[]);

@@ -32,8 +32,6 @@ fn project_with_three_backups() -> (Project, Vec<Entry>) {
             "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[compression]\nformat = \"{format}\"\n"
         ));
         p.run_ok(&["backup", "--tag", format]);
-        // Distinct run ids and names need distinct seconds.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let entries: Vec<Entry> = p.catalog().into_iter().map(|l| l.entry).collect();
     assert_eq!(entries.len(), 3);

@@ -1,0 +1,235 @@
+//! Incremental chains in object storage (Azurite, moto), and the cold tier,
+//! which keeps self-contained full images.
+
+use std::process::Output;
+
+use backup_core::digest::Sha256;
+use backup_core::manifest::{self, Listed};
+use backup_core::sink::{Placement, Sink};
+use backup_local::LocalSink;
+use backup_testkit::azurite::Azurite;
+use backup_testkit::moto::Moto;
+use backup_testkit::testkit::{Project, output_text, require_tool};
+
+use super::{CONFIG, dump, sql};
+
+/// One object store the test kit runs, as the CLI and an in-process sink
+/// see it.
+enum Remote {
+    Azure(Azurite),
+    S3(Moto),
+}
+
+impl Remote {
+    fn azure() -> Self {
+        let az = Azurite::start().unwrap_or_else(|e| panic!("{e}"));
+        az.create_container("backups").unwrap();
+        Self::Azure(az)
+    }
+
+    fn s3() -> Self {
+        let moto = Moto::start().unwrap_or_else(|e| panic!("{e}"));
+        moto.create_bucket("backups")
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self::S3(moto)
+    }
+
+    /// The sink's name in the CLI (`--from`, `list`).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Azure(_) => "azure",
+            Self::S3(_) => "s3",
+        }
+    }
+
+    fn section(&self) -> String {
+        match self {
+            Self::Azure(az) => format!(
+                "[azure]\ncontainer = \"backups\"\nuse_emulator = true\nendpoint = \"{}\"\nmax_retries = 1\npart_size_mib = 1\n",
+                az.account_endpoint()
+            ),
+            Self::S3(moto) => moto.section("backups", ""),
+        }
+    }
+
+    fn sink(&self) -> Box<dyn Sink> {
+        match self {
+            Self::Azure(az) => {
+                Box::new(backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap())
+            }
+            Self::S3(moto) => {
+                Box::new(backup_s3::S3Sink::from_config(&moto.sink_config("backups")).unwrap())
+            }
+        }
+    }
+
+    /// The binary, with the server's credentials in its environment.
+    fn run(&self, p: &Project, args: &[&str]) -> Output {
+        let mut c = p.command(args);
+        if let Self::S3(moto) = self {
+            c.env_remove("AWS_PROFILE").env("HOME", p.path());
+            for (k, v) in moto.env() {
+                c.env(k, v);
+            }
+        }
+        c.output().expect("run sqlite-backup")
+    }
+
+    fn run_ok(&self, p: &Project, args: &[&str]) -> String {
+        let out = self.run(p, args);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?} failed:\n{text}");
+        text
+    }
+}
+
+/// The sink's catalog, oldest first.
+fn chain(sink: &dyn Sink) -> Vec<Listed> {
+    let (stored, bad) = manifest::read_all(sink).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let mut all = manifest::listed(sink, &stored);
+    all.reverse();
+    all
+}
+
+/// Three snapshots (base and two links) in the remote; the newest and the
+/// middle one restore exactly from it by id; with the newest one's own pack
+/// deleted in the remote, `verify --catalog --deep` names that pack and
+/// restore walks back to the middle one.
+fn remote_chain_restores_and_walks_back(remote: Remote) {
+    require_tool("sqlite3");
+    let from = remote.name();
+    let p = Project::new();
+    let db = p.demo_db("app.db", 1_500_000);
+    p.write_config(&format!("{CONFIG}\n{}", remote.section()));
+    let steps = [
+        "",
+        "UPDATE tasks SET status = 'a' WHERE id % 40 = 1;",
+        "DELETE FROM thought_records WHERE id % 30 = 2; UPDATE tasks SET priority = 9 WHERE id % 50 = 3;",
+    ];
+    let mut dumps = Vec::new();
+    for step in steps {
+        if !step.is_empty() {
+            sql(&p, step);
+        }
+        remote.run_ok(&p, &["backup"]);
+        dumps.push(dump(&p, &db));
+    }
+    let sink = remote.sink();
+    let taken = chain(sink.as_ref());
+    let depths: Vec<u32> = taken
+        .iter()
+        .map(|l| l.entry.pages.as_ref().expect("incremental").chain_depth)
+        .collect();
+    assert_eq!(depths, [0, 1, 2], "{from}");
+    let stored: std::collections::BTreeSet<String> = sink.list("").unwrap().into_iter().collect();
+    for l in &taken {
+        for key in l.entry.pages.as_ref().unwrap().objects() {
+            assert!(stored.contains(key), "{from}: {key} not stored: {stored:?}");
+        }
+    }
+
+    for i in [2, 1] {
+        let l = &taken[i];
+        let to = format!("by-id-{i}.db");
+        let out = remote.run_ok(
+            &p,
+            &[
+                "restore", "app", "--from", from, "--id", &l.run_id, "--to", &to,
+            ],
+        );
+        assert!(out.contains(&format!("(sink {from},")), "{out}");
+        assert_eq!(
+            Sha256::hex_of(&std::fs::read(p.join(&to)).unwrap()),
+            l.entry.db_sha256
+        );
+        assert_eq!(dump(&p, &p.join(&to)), dumps[i], "{from}: snapshot {i}");
+    }
+
+    let (newest, middle) = (&taken[2], &taken[1]);
+    let own = newest.entry.pages.as_ref().unwrap().packs.last().unwrap();
+    let needed_by_middle = middle.entry.pages.as_ref().unwrap().packs.contains(own);
+    assert!(!needed_by_middle, "{}", own.key);
+    sink.delete(&own.key).unwrap();
+    let out = remote.run(&p, &["verify", "--catalog", "--deep"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&own.key), "{from}: names the pack: {text}");
+
+    let out = remote.run_ok(&p, &["restore", "app", "--from", from, "--to", "walked.db"]);
+    assert!(
+        out.contains(&format!("walking back to {}", middle.run_id)),
+        "{out}"
+    );
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(p.join("walked.db")).unwrap()),
+        middle.entry.db_sha256
+    );
+    assert_eq!(dump(&p, &p.join("walked.db")), dumps[1]);
+}
+
+#[test]
+fn azure_incremental_chain_restores_by_id_and_walks_back_past_a_missing_pack() {
+    remote_chain_restores_and_walks_back(Remote::azure());
+}
+
+#[test]
+fn s3_incremental_chain_restores_by_id_and_walks_back_past_a_missing_pack() {
+    remote_chain_restores_and_walks_back(Remote::s3());
+}
+
+/// A run that includes the cold tier stores a classic full artifact there
+/// (one object, restorable with nothing else), never packs.
+#[test]
+fn a_phase_seal_in_incremental_mode_goes_to_cold_as_one_full_image() {
+    require_tool("sqlite3");
+    let p = Project::new();
+    let db = p.demo_db("app.db", 1_000_000);
+    p.write_config(&CONFIG.replace(
+        "\n\n[snapshot]",
+        "\ncold_tags = [\"phase1\"]\n\n[local]\ncold = \"cold\"\n\n[snapshot]",
+    ));
+    p.run_ok(&["backup"]);
+    sql(&p, "UPDATE tasks SET status = 'sealed' WHERE id % 20 = 4;");
+    p.run_ok(&["backup", "--tag", "phase1"]);
+    let sealed_dump = dump(&p, &db);
+
+    let cold = LocalSink::new("cold", p.join("cold"), Placement::Cold);
+    let seals = chain(&cold);
+    assert_eq!(seals.len(), 1);
+    let seal = &seals[0].entry;
+    assert_eq!(seal.tag.as_deref(), Some("phase1"));
+    assert!(
+        seal.pages.is_none(),
+        "the cold tier got an incremental entry"
+    );
+    let mut objects: Vec<String> = cold
+        .list("")
+        .unwrap()
+        .into_iter()
+        .filter(|k| !k.starts_with("manifests/"))
+        .collect();
+    objects.sort();
+    let mut want = vec![seal.key.clone(), seal.sidecar_key.clone()];
+    want.sort();
+    assert_eq!(objects, want, "the seal is one artifact and its sidecar");
+
+    // Nothing else is needed: with the local tier gone, it restores.
+    std::fs::remove_dir_all(p.backups()).unwrap();
+    let out = p.run_ok(&[
+        "restore",
+        "app",
+        "--from",
+        "cold",
+        "--tag",
+        "phase1",
+        "--to",
+        "sealed.db",
+    ]);
+    assert!(out.contains("(sink cold,"), "{out}");
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(p.join("sealed.db")).unwrap()),
+        seal.db_sha256
+    );
+    assert_eq!(dump(&p, &p.join("sealed.db")), sealed_dump);
+}
