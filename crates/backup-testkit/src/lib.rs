@@ -11,6 +11,7 @@ pub mod demo;
 pub mod faults;
 pub mod moto;
 pub mod ops_support;
+pub mod remote;
 pub mod restore_support;
 pub mod server;
 pub mod testkit;

@@ -2,56 +2,38 @@
 //! `sha256sum -c` accepts after download, verification from Azure, failure of
 //! Azurite mid-run reported per database, wrong keys reported without the key.
 
-use backup_core::manifest;
-use backup_core::sink::{Sink, get_bytes};
 use backup_testkit::azurite::Azurite;
+use backup_testkit::remote::{ROOT, Remote, assert_wrong_credentials_refused, rows_per_sink};
 use backup_testkit::testkit::{Project, output_text, require_tool, sh};
-
-fn azure_section(az: &Azurite, extra: &str) -> String {
-    format!(
-        "[azure]\ncontainer = \"backups\"\nuse_emulator = true\nendpoint = \"{}\"\nmax_retries = 1\npart_size_mib = 1\n{extra}",
-        az.account_endpoint()
-    )
-}
-
-fn start() -> Azurite {
-    let az = Azurite::start().expect("start Azurite (run `npm ci` at the repo root)");
-    az.create_container("backups").unwrap();
-    az
-}
 
 #[test]
 fn one_run_to_local_and_azure_then_download_check_and_verify() {
     require_tool("sha256sum");
     require_tool("zstd");
     require_tool("sqlite3");
-    let az = start();
+    let mut az = Remote::azure();
     let p = Project::new();
     for name in ["alpha", "beta", "gamma", "delta"] {
         p.demo_db(&format!("{name}.db"), 1_500_000);
     }
     p.write_config(&format!(
         "[[database]]\nlabel = \"alpha\"\npath = \"alpha.db\"\nrequired_tables = [\"tasks\"]\n\n[[database]]\nlabel = \"beta\"\npath = \"beta.db\"\n\n[[database]]\nlabel = \"gamma\"\npath = \"gamma.db\"\n\n[[database]]\nlabel = \"delta\"\npath = \"delta.db\"\n\n{}",
-        azure_section(&az, "")
+        az.section("")
     ));
 
     // Dry run names the blob paths and makes no request (Azurite is stopped meanwhile).
-    let mut az = az;
     az.stop();
     let dry = p.run_ok(&["backup", "--dry-run"]);
     assert!(dry.contains("azure://backups/sqlite/"), "{dry}");
     assert!(dry.contains("Expected objects: 20"), "{dry}");
-    az.restart().unwrap();
+    az.restart();
 
     let out = p.run_ok(&["backup"]);
     // 4 databases × 2 sinks × (artifact + sidecar) + 2 manifests + their 2 sidecars.
     assert!(out.contains("4 ok, 0 failed"), "{out}");
     assert!(out.contains("objects written 20/20"), "{out}");
 
-    let sink = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
-    let (stored, bad) = manifest::read_all(&sink).unwrap();
-    assert!(bad.is_empty(), "{bad:?}");
-    let listed = manifest::listed(&sink, &stored);
+    let listed = az.listed();
     assert_eq!(listed.len(), 4);
     let dl = p.join("download");
     std::fs::create_dir_all(&dl).unwrap();
@@ -63,16 +45,11 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
             "{}",
             l.entry.key
         );
-        let name = backup_core::naming::file_name(&l.entry.key);
-        std::fs::write(dl.join(name), get_bytes(&sink, &l.entry.key).unwrap()).unwrap();
-        std::fs::write(
-            dl.join(format!("{name}.sha256")),
-            get_bytes(&sink, &l.entry.sidecar_key).unwrap(),
-        )
-        .unwrap();
-        let ok = sh(&dl, &format!("sha256sum -c '{name}.sha256'"));
-        assert!(ok.trim().ends_with(": OK"), "{ok}");
-        sh(&dl, &format!("zstd -q -d -f '{name}' -o plain.db"));
+        let artifact = az.download_checked(&l.entry, &dl);
+        sh(
+            &dl,
+            &format!("zstd -q -d -f '{}' -o plain.db", artifact.display()),
+        );
         assert_eq!(
             sh(&dl, "sqlite3 plain.db 'PRAGMA integrity_check;'").trim(),
             "ok"
@@ -81,15 +58,9 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
 
     // `list` shows both sinks; verify reads the artifact back from Azure too.
     let list = p.run_ok(&["list", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let sinks: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["sink"].as_str().unwrap())
-        .collect();
-    assert_eq!(sinks.iter().filter(|s| **s == "azure").count(), 4, "{list}");
-    assert_eq!(sinks.iter().filter(|s| **s == "local").count(), 4, "{list}");
+    let rows = rows_per_sink(&list);
+    assert_eq!(rows.get("azure"), Some(&4), "{list}");
+    assert_eq!(rows.get("local"), Some(&4), "{list}");
     let scratch = tempfile::tempdir().unwrap();
     let checks = backup_core::verify::Checks {
         level: backup_core::CheckLevel::IntegrityCheck,
@@ -99,7 +70,7 @@ fn one_run_to_local_and_azure_then_download_check_and_verify() {
     };
     let alpha = listed.iter().find(|l| l.entry.label == "alpha").unwrap();
     let report = backup_core::verify::verify_entry(
-        &sink,
+        &az.sink(),
         &alpha.entry,
         &scratch.path().join("a.db"),
         &checks,
@@ -126,12 +97,12 @@ fn streaming(dir: &std::path::Path) -> bool {
 
 #[test]
 fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
-    let mut az = start();
+    let mut az = Remote::azure();
     let p = Project::new();
     p.demo_db("big.db", 40_000_000);
     p.write_config(&format!(
         "[[database]]\nlabel = \"big\"\npath = \"big.db\"\n\n[compression]\nformat = \"none\"\n\n{}",
-        azure_section(&az, "")
+        az.section("")
     ));
     let child = std::process::Command::new(backup_testkit::testkit::binary())
         .arg("--config")
@@ -161,20 +132,10 @@ fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
         text.contains("sink azure"),
         "the failure must name the sink:\n{text}"
     );
-    az.restart().unwrap();
+    az.restart();
 
     // Local got it; Azure shows no backup of that run.
-    let sink = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
-    let (stored, _) = manifest::read_all(&sink).unwrap();
-    assert!(
-        manifest::listed(&sink, &stored).is_empty(),
-        "a half-finished run is listed in Azure"
-    );
-    assert!(
-        sink.list("").unwrap().iter().all(|k| !k.ends_with(".db")),
-        "{:?}",
-        sink.list("").unwrap()
-    );
+    az.assert_nothing_half_done();
     assert_eq!(
         p.catalog().len(),
         1,
@@ -184,8 +145,7 @@ fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
     // The next run succeeds everywhere.
     let out = p.run_ok(&["backup"]);
     assert!(out.contains("1 ok, 0 failed"), "{out}");
-    let (stored, _) = manifest::read_all(&sink).unwrap();
-    assert_eq!(manifest::listed(&sink, &stored).len(), 1);
+    assert_eq!(az.listed().len(), 1);
 }
 
 /// A container SAS token in `AZURE_STORAGE_SAS_TOKEN` (the config names no
@@ -193,14 +153,14 @@ fn azurite_dying_mid_run_fails_that_sink_only_and_lists_nothing_half_done() {
 /// signature shows up in no output.
 #[test]
 fn a_sas_token_from_the_environment_backs_up_and_restores() {
-    let az = start();
+    let az = Remote::azure();
     let p = Project::new();
     p.demo_db("app.db", 800_000);
     p.write_config(&format!(
         "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n{}",
-        azure_section(&az, "")
+        az.section("")
     ));
-    let sas = Azurite::container_sas("backups", "racwdl", "2099-01-01T00:00:00Z");
+    let sas = Azurite::container_sas(ROOT, "racwdl", "2099-01-01T00:00:00Z");
     let sig = sas.rsplit("sig=").next().unwrap().to_string();
     let run = |args: &[&str]| {
         let out = p
@@ -216,14 +176,7 @@ fn a_sas_token_from_the_environment_backs_up_and_restores() {
     let out = run(&["backup"]);
     assert!(out.contains("1 ok, 0 failed"), "{out}");
     let list = run(&["list", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
-    assert!(
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["sink"] == "azure"),
-        "{list}"
-    );
+    assert!(rows_per_sink(&list).contains_key("azure"), "{list}");
     let out = run(&["restore", "app", "--from", "azure", "--to", "restored.db"]);
     assert!(out.contains("sink azure"), "{out}");
     assert_eq!(
@@ -239,7 +192,7 @@ fn a_sas_token_from_the_environment_backs_up_and_restores() {
     // Without the token (and no other credential) the emulator switch falls
     // back to the well-known key, so prove the token was what got in: a
     // read-only token cannot write.
-    let read_only = Azurite::container_sas("backups", "rl", "2099-01-01T00:00:00Z");
+    let read_only = Azurite::container_sas(ROOT, "rl", "2099-01-01T00:00:00Z");
     let out = p
         .command(&["backup"])
         .env("AZURE_STORAGE_SAS_TOKEN", &read_only)
@@ -252,71 +205,21 @@ fn a_sas_token_from_the_environment_backs_up_and_restores() {
 
 #[test]
 fn a_wrong_key_is_an_authentication_error_that_never_shows_the_key() {
-    let az = start();
+    let az = Remote::azure();
     let p = Project::new();
     p.demo_db("app.db", 300_000);
     let key = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXlXcm9uZ0tleQ==";
     p.write_config(&format!(
         "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[azure]\ncontainer = \"backups\"\naccount = \"devstoreaccount1\"\naccess_key = \"{key}\"\nendpoint = \"{}\"\nmax_retries = 0\n",
-        az.account_endpoint()
+        az.azurite().account_endpoint()
     ));
-    let out = p.run(&["backup"]);
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("authentication failed"), "{text}");
-    assert!(
-        !text.contains(key) && !text.contains("V3JvbmdLZXlX"),
-        "the key leaked:\n{text}"
-    );
-    for cmd in [
-        &["list"][..],
-        &["backup", "--dry-run"],
-        &["verify", "--latest", "app"],
-    ] {
-        let t = output_text(&p.run(cmd));
-        assert!(!t.contains("V3JvbmdLZXlX"), "{cmd:?} leaked the key:\n{t}");
-    }
+    // Its start ("WrongKeyW" in base64) must not show, let alone all of it.
+    assert_wrong_credentials_refused(|args| p.run(args), "V3JvbmdLZXlX");
 }
 
 #[test]
 fn prune_on_azure_deletes_exactly_the_planned_blobs() {
-    let az = start();
     let p = Project::new();
     p.demo_db("app.db", 300_000);
-    p.write_config(&format!(
-        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n\n{}",
-        azure_section(&az, "")
-    ));
-    for _ in 0..3 {
-        p.run_ok(&["backup"]);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-    }
-    let sink = backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap();
-    let listed = |s: &dyn Sink| {
-        let (stored, _) = manifest::read_all(s).unwrap();
-        manifest::listed(s, &stored)
-    };
-    let before = listed(&sink);
-    assert_eq!(before.len(), 3);
-    let objects_before: std::collections::BTreeSet<String> =
-        sink.list("").unwrap().into_iter().collect();
-    p.run_ok(&["prune"]);
-    let after = listed(&sink);
-    assert_eq!(after.len(), 1);
-    assert_eq!(
-        after[0].entry.key, before[0].entry.key,
-        "the newest must survive"
-    );
-    let objects_after: std::collections::BTreeSet<String> =
-        sink.list("").unwrap().into_iter().collect();
-    let removed: std::collections::BTreeSet<String> =
-        objects_before.difference(&objects_after).cloned().collect();
-    let planned: std::collections::BTreeSet<String> = before[1..]
-        .iter()
-        .flat_map(|l| [l.entry.key.clone(), l.entry.sidecar_key.clone()])
-        .collect();
-    assert_eq!(
-        removed, planned,
-        "prune deleted something other than the planned blobs"
-    );
+    Remote::azure().assert_prune_deletes_exactly_the_planned_objects(&p);
 }

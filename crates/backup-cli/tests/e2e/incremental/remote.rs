@@ -1,87 +1,14 @@
 //! Incremental chains in object storage (Azurite, moto), and the cold tier,
 //! which keeps self-contained full images.
 
-use std::process::Output;
-
 use backup_core::digest::Sha256;
 use backup_core::manifest::{self, Listed};
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
-use backup_testkit::azurite::Azurite;
-use backup_testkit::moto::Moto;
+use backup_testkit::remote::Remote;
 use backup_testkit::testkit::{Project, output_text, require_tool};
 
 use super::{CONFIG, dump, sql};
-
-/// One object store the test kit runs, as the CLI and an in-process sink
-/// see it.
-enum Remote {
-    Azure(Azurite),
-    S3(Moto),
-}
-
-impl Remote {
-    fn azure() -> Self {
-        let az = Azurite::start().unwrap_or_else(|e| panic!("{e}"));
-        az.create_container("backups").unwrap();
-        Self::Azure(az)
-    }
-
-    fn s3() -> Self {
-        let moto = Moto::start().unwrap_or_else(|e| panic!("{e}"));
-        moto.create_bucket("backups")
-            .unwrap_or_else(|e| panic!("{e}"));
-        Self::S3(moto)
-    }
-
-    /// The sink's name in the CLI (`--from`, `list`).
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Azure(_) => "azure",
-            Self::S3(_) => "s3",
-        }
-    }
-
-    fn section(&self) -> String {
-        match self {
-            Self::Azure(az) => format!(
-                "[azure]\ncontainer = \"backups\"\nuse_emulator = true\nendpoint = \"{}\"\nmax_retries = 1\npart_size_mib = 1\n",
-                az.account_endpoint()
-            ),
-            Self::S3(moto) => moto.section("backups", ""),
-        }
-    }
-
-    fn sink(&self) -> Box<dyn Sink> {
-        match self {
-            Self::Azure(az) => {
-                Box::new(backup_azure::AzureSink::from_config(&az.sink_config("backups")).unwrap())
-            }
-            Self::S3(moto) => {
-                Box::new(backup_s3::S3Sink::from_config(&moto.sink_config("backups")).unwrap())
-            }
-        }
-    }
-
-    /// The binary, with the server's credentials in its environment.
-    fn run(&self, p: &Project, args: &[&str]) -> Output {
-        let mut c = p.command(args);
-        if let Self::S3(moto) = self {
-            c.env_remove("AWS_PROFILE").env("HOME", p.path());
-            for (k, v) in moto.env() {
-                c.env(k, v);
-            }
-        }
-        c.output().expect("run sqlite-backup")
-    }
-
-    fn run_ok(&self, p: &Project, args: &[&str]) -> String {
-        let out = self.run(p, args);
-        let text = output_text(&out);
-        assert_eq!(out.status.code(), Some(0), "{args:?} failed:\n{text}");
-        text
-    }
-}
 
 /// The sink's catalog, oldest first.
 fn chain(sink: &dyn Sink) -> Vec<Listed> {
@@ -101,7 +28,7 @@ fn remote_chain_restores_and_walks_back(remote: Remote) {
     let from = remote.name();
     let p = Project::new();
     let db = p.demo_db("app.db", 1_500_000);
-    p.write_config(&format!("{CONFIG}\n{}", remote.section()));
+    p.write_config(&format!("{CONFIG}\n{}", remote.section("")));
     let steps = [
         "",
         "UPDATE tasks SET status = 'a' WHERE id % 40 = 1;",
@@ -116,7 +43,7 @@ fn remote_chain_restores_and_walks_back(remote: Remote) {
         dumps.push(dump(&p, &db));
     }
     let sink = remote.sink();
-    let taken = chain(sink.as_ref());
+    let taken = chain(&sink);
     let depths: Vec<u32> = taken
         .iter()
         .map(|l| l.entry.pages.as_ref().expect("incremental").chain_depth)
