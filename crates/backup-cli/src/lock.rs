@@ -58,6 +58,12 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// The run lock of a state folder: one backup, drill, prune or counter
+    /// reset at a time per config.
+    pub fn run(state_dir: &Path) -> Result<Self, LockError> {
+        Self::acquire(&state_dir.join(RUN_LOCK), "a backup run")
+    }
+
     /// Take the lock at `path` (its folder is created), or say who holds it.
     /// `what` names the protected activity in the error (`a backup run`).
     pub fn acquire(path: &Path, what: &str) -> Result<Self, LockError> {

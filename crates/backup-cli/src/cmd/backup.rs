@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::lock::{self, FileLock, LockError};
+use crate::lock::{FileLock, LockError};
 use crate::state::{Event, RunResult, State};
 use anyhow::{Context, Result};
 use backup_config::{Config, DatabaseConfig};
@@ -156,7 +156,7 @@ pub fn run_backup_with(
 /// The run lock of `config`'s state folder: one backup, drill or prune at a
 /// time per config. Held by another: [`RunRefused`], naming the holder.
 pub fn take_run_lock(config: &Config) -> Result<FileLock> {
-    FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(|e| match e {
+    FileLock::run(&config.state_dir).map_err(|e| match e {
         held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
         other => anyhow::Error::new(other).context("taking the run lock"),
     })

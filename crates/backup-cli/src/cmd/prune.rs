@@ -53,8 +53,8 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
 /// Taken under the run lock, as every state write is; when a run holds it,
 /// the counts are lost with a warning rather than blocking the prune.
 fn record(config: &backup_config::Config, plan: &PrunePlan, report: &PruneReport) {
-    use crate::lock::{self, FileLock};
-    let lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run");
+    use crate::lock::FileLock;
+    let lock = FileLock::run(&config.state_dir);
     let Ok(_lock) = lock.map_err(|e| {
         tracing::warn!("prune deletions not counted in the state file: {e}");
     }) else {

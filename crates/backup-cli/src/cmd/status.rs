@@ -8,7 +8,7 @@
 //! any database's newest success is older than `max_age_hours`, or it never
 //! succeeded.
 
-use crate::lock::{self, FileLock, LockError};
+use crate::lock::{FileLock, LockError};
 use crate::state::{DbState, State, Success};
 use anyhow::{Context, Result};
 use backup_config::Config;
@@ -321,16 +321,14 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
 /// Zero every counter, under the run lock (a run in progress would
 /// overwrite the reset when it saves).
 fn reset(config: &Config) -> Result<()> {
-    let _lock = FileLock::acquire(&config.state_dir.join(lock::RUN_LOCK), "a backup run").map_err(
-        |e| match e {
-            held @ LockError::Held { .. } => {
-                anyhow::anyhow!(
-                    "cannot reset the failure counters now: {held}; try again when it has finished"
-                )
-            }
-            other => anyhow::Error::new(other),
-        },
-    )?;
+    let _lock = FileLock::run(&config.state_dir).map_err(|e| match e {
+        held @ LockError::Held { .. } => {
+            anyhow::anyhow!(
+                "cannot reset the failure counters now: {held}; try again when it has finished"
+            )
+        }
+        other => anyhow::Error::new(other),
+    })?;
     let mut state = State::load(&config.state_dir).context("reading the state file")?;
     let mut changed = Vec::new();
     for (label, db) in state.databases.iter_mut() {
