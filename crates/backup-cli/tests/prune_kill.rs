@@ -50,17 +50,15 @@ const EVENTS: [(&str, u64); 4] = [
 
 /// The furthest phase marker a (killed) prune printed.
 fn phase(log: &str) -> &'static str {
-    if log.contains("prune phase end") {
-        "4 finished"
-    } else if log.contains("collected sink=") {
-        "3 freeing packs"
-    } else if log.contains("manifest written") {
-        "2 recorded"
-    } else if log.contains("prune phase start") {
-        "1 recording"
-    } else {
-        "0 startup"
-    }
+    faults::furthest_phase(
+        log,
+        &[
+            ("prune phase end", "4 finished"),
+            ("collected sink=", "3 freeing packs"),
+            ("manifest written", "2 recorded"),
+            ("prune phase start", "1 recording"),
+        ],
+    )
 }
 
 /// Rewrite a block of neighbouring rows: a few pages of their own, so a

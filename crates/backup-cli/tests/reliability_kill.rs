@@ -170,19 +170,16 @@ fn kill_after(p: &Project, args: &[&str], delay: Duration) -> Output {
 
 /// The furthest phase marker a (killed) run printed.
 fn phase(log: &str) -> &'static str {
-    if log.contains("backup phase end") {
-        "5 finished"
-    } else if log.contains("manifest written") {
-        "4 manifests"
-    } else if log.contains("upload done") {
-        "3 sidecars+manifest"
-    } else if log.contains("snapshot done") {
-        "2 stream+check"
-    } else if log.contains("backup phase start") {
-        "1 snapshot"
-    } else {
-        "0 startup"
-    }
+    faults::furthest_phase(
+        log,
+        &[
+            ("backup phase end", "5 finished"),
+            ("manifest written", "4 manifests"),
+            ("upload done", "3 sidecars+manifest"),
+            ("snapshot done", "2 stream+check"),
+            ("backup phase start", "1 snapshot"),
+        ],
+    )
 }
 
 fn kill_runs(kills: u32, default_seed: u64) {
@@ -305,22 +302,19 @@ const INCREMENTAL_PHASES: &[&str] = &[
 /// The furthest phase an incremental run reached (`6 exited` when it ended
 /// before the kill).
 fn incremental_phase(out: &Output) -> &'static str {
-    let log = output_text(out);
     if out.status.code().is_some() {
-        "6 exited"
-    } else if log.contains("manifest written") {
-        "5 manifest written"
-    } else if log.contains("incremental done") {
-        "4 writing the manifest"
-    } else if log.contains("packs written") {
-        "3 writing the index"
-    } else if log.contains("pages hashed") {
-        "2 writing packs"
-    } else if log.contains("backup phase start") {
-        "1 hashing pages"
-    } else {
-        "0 startup"
+        return "6 exited";
     }
+    faults::furthest_phase(
+        &output_text(out),
+        &[
+            ("manifest written", "5 manifest written"),
+            ("incremental done", "4 writing the manifest"),
+            ("packs written", "3 writing the index"),
+            ("pages hashed", "2 writing packs"),
+            ("backup phase start", "1 hashing pages"),
+        ],
+    )
 }
 
 fn local_sink(p: &Project) -> LocalSink {

@@ -100,6 +100,16 @@ pub fn run(databases: &[Database], targets: &[Target], opts: &Options) -> RunRep
     pipeline::execute(&plan, &pipeline::Silent)
 }
 
+/// The furthest phase a killed process reached: the phase of the first of
+/// `markers` (log text, phase name; latest phase first) found in its log,
+/// else `0 startup`.
+pub fn furthest_phase(log: &str, markers: &[(&str, &'static str)]) -> &'static str {
+    markers
+        .iter()
+        .find(|(marker, _)| log.contains(marker))
+        .map_or("0 startup", |(_, phase)| phase)
+}
+
 /// Every file below `dir` (hidden ones included), relative, sorted.
 pub fn all_files(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = walkdir::WalkDir::new(dir)
