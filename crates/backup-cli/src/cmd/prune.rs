@@ -166,31 +166,31 @@ fn report_text(report: &PruneReport) -> String {
         return "nothing to prune\n".into();
     }
     let mut out = String::new();
+    // One line per phase that did something: what went, and its record.
+    let done = |sink: &str, what: String, manifest: &Option<(String, String)>| {
+        let recorded = manifest
+            .as_ref()
+            .map(|(key, _)| format!(", recorded in {key}"))
+            .unwrap_or_default();
+        format!("{sink}: {what}{recorded}\n")
+    };
     for s in &report.sinks {
         let p = &s.packs;
         if !s.deleted.is_empty() || !s.errors.is_empty() || p == &Default::default() {
-            out += &format!(
-                "{}: deleted {} snapshot(s), {} freed",
-                s.sink,
+            let what = format!(
+                "deleted {} snapshot(s), {} freed",
                 s.deleted.len(),
                 size(s.bytes)
             );
-            if let Some((key, _)) = &s.manifest {
-                out += &format!(", recorded in {key}");
-            }
-            out.push('\n');
+            out += &done(&s.sink, what, &s.manifest);
         }
         if !p.deleted.is_empty() {
-            out += &format!(
-                "{}: freed {} pack object(s) of pruned incremental snapshots, {}",
-                s.sink,
+            let what = format!(
+                "freed {} pack object(s) of pruned incremental snapshots, {}",
                 p.deleted.len(),
                 size(p.bytes)
             );
-            if let Some((key, _)) = &p.manifest {
-                out += &format!(", recorded in {key}");
-            }
-            out.push('\n');
+            out += &done(&s.sink, what, &p.manifest);
         }
         out += &waiting_line(&s.sink, p.waiting, p.next_ready);
         for e in s.errors.iter().chain(&p.errors) {
