@@ -85,29 +85,16 @@ fn check(p: &Project, n: u32, restore: bool) -> usize {
     let sink = LocalSink::new("local", p.backups(), Placement::Local);
     let listed = p.catalog();
     for l in &listed {
-        let to = p.join(&format!("restored-{n}-{}.db", l.run_id));
         if restore {
-            let out = p.run(&[
-                "restore",
-                "app",
-                "--id",
-                &l.run_id,
-                "--to",
-                to.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "{}", output_text(&out));
-        } else {
-            let (digest, _) = incremental::reassemble_to(&sink, &l.entry, &to)
-                .unwrap()
-                .unwrap_or_else(|e| panic!("snapshot {} cannot be reassembled: {e:?}", l.run_id));
-            assert_eq!(digest, l.entry.db_sha256);
+            p.assert_restores_exactly(l);
+            continue;
         }
-        assert_eq!(
-            Sha256::hex_of(&std::fs::read(&to).unwrap()),
-            l.entry.db_sha256,
-            "snapshot {} restores to its image",
-            l.run_id
-        );
+        let to = p.join(&format!("reassembled-{n}-{}.db", l.run_id));
+        let (digest, _) = incremental::reassemble_to(&sink, &l.entry, &to)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("snapshot {} cannot be reassembled: {e:?}", l.run_id));
+        assert_eq!(digest, l.entry.db_sha256);
+        assert_eq!(Sha256::hex_of(&std::fs::read(&to).unwrap()), digest);
         std::fs::remove_file(&to).unwrap();
     }
     listed.len()

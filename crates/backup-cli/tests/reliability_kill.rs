@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use backup_core::CheckLevel;
-use backup_core::digest::Sha256;
 use backup_core::incremental::PageMap;
 use backup_core::intent::{self, Intent};
 use backup_core::manifest::{self, Listed};
@@ -367,23 +366,7 @@ fn check_listed_snapshots(p: &Project, restored: &mut BTreeSet<String>) -> usize
         if !restored.insert(l.run_id.clone()) {
             continue;
         }
-        let to = p.join("restored.db");
-        let out = p.run(&[
-            "restore",
-            "app",
-            "--id",
-            &l.run_id,
-            "--to",
-            to.to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
-        assert_eq!(
-            Sha256::hex_of(&std::fs::read(&to).unwrap()),
-            l.entry.db_sha256,
-            "snapshot {} restored to another image",
-            l.run_id
-        );
-        std::fs::remove_file(&to).unwrap();
+        p.assert_restores_exactly(l);
     }
     listed.len()
 }

@@ -136,6 +136,30 @@ impl Project {
         text
     }
 
+    /// `restore LABEL --id RUN --to <scratch>` of a listed snapshot must
+    /// succeed and give exactly its image (SHA-256 = `db_sha256`); the
+    /// restored file is removed again.
+    pub fn assert_restores_exactly(&self, l: &Listed) {
+        let to = self.join(&format!("restored-{}.db", l.run_id));
+        let out = self.run(&[
+            "restore",
+            &l.entry.label,
+            "--id",
+            &l.run_id,
+            "--to",
+            to.to_str().expect("UTF-8 test path"),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+        let bytes = std::fs::read(&to).expect("restored file");
+        assert_eq!(
+            backup_core::digest::Sha256::hex_of(&bytes),
+            l.entry.db_sha256,
+            "snapshot {} restored to another image",
+            l.run_id
+        );
+        std::fs::remove_file(&to).expect("remove the restored file");
+    }
+
     /// The local sink's catalog, newest first.
     pub fn catalog(&self) -> Vec<Listed> {
         let sink = LocalSink::new("local", self.backups(), Placement::Local);
