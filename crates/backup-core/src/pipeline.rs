@@ -629,11 +629,10 @@ fn backup_one(
         written: vec![],
         errors: vec![],
     };
-    // The cold tier keeps self-contained images (a phase seal restores from
-    // one object): a run that includes it backs up the classic way.
+    // Only cold-only targets: nothing to chain, one classic image.
     let incremental = db.incremental
         && db.encryption.is_none()
-        && !artifacts.iter().any(|a| targets[a.target].cold_only);
+        && artifacts.iter().any(|a| !targets[a.target].cold_only);
     let result = if incremental {
         backup_incremental(db, artifacts, targets, opts, run_id)
     } else {
@@ -694,44 +693,11 @@ fn backup_streams(
     run_id: &str,
     _run_started: Timestamp,
 ) -> Result<(Written, Vec<BackupError>), Vec<BackupError>> {
-    let mut errors = Vec::new();
-    let mut writers = Vec::new();
-    // Two runs in the same second render the same name: never let the
-    // second replace the first one's artifact. Such a run gets the run id's
-    // suffix in its name instead (`app-r75-20261123-130812-1a2b.db.zst`).
-    let artifacts: Vec<PlannedArtifact> = artifacts
-        .iter()
-        .map(|a| unique_name(a, &targets[a.target], run_id))
-        .collect::<Result<_, _>>()
-        .map_err(|e| vec![e])?;
-    let artifacts = artifacts.as_slice();
-    for a in artifacts {
-        let target = &targets[a.target];
-        // Name the keys before writing them, so that if this process is
-        // killed before its manifest a later run can remove them.
-        if !target.template.allows_overwrite() {
-            let record = intent::Intent {
-                run_id: run_id.to_string(),
-                keys: vec![a.key.clone(), a.sidecar_key.clone()],
-            };
-            if let Err(e) = intent::record(target.sink.as_ref(), &db.label, &record) {
-                warn!("sink {}: cannot record what this run writes: {e}", a.sink);
-            }
-        }
-        match target.sink.create(&a.key) {
-            Ok(w) => writers.push((a.target, Some(w))),
-            Err(e) => errors.push(sink_error(&a.sink, e)),
-        }
-    }
-    if writers.is_empty() {
+    let (artifacts, mut fan, mut errors) = open_fan(db, artifacts, targets, run_id)?;
+    if fan.writers.is_empty() {
         return Err(errors);
     }
-    let mut fan = FanOut {
-        writers,
-        failures: vec![],
-        digest: Sha256::new(),
-        bytes: 0,
-    };
+    let artifacts = artifacts.as_slice();
     let started = Instant::now();
     let produced = produce(db, opts, run_id, &mut fan);
     let abort_all = |fan: FanOut| {
@@ -784,6 +750,51 @@ fn backup_streams(
         finish_uploads(fan, produced, db, artifacts, targets, opts, started);
     errors.extend(sink_errors);
     Ok((written, errors))
+}
+
+/// A classic artifact's writer in each of `artifacts`' sinks, under a name
+/// no earlier run used; the sinks that cannot take one are in the errors.
+fn open_fan(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    run_id: &str,
+) -> Result<(Vec<PlannedArtifact>, FanOut, Vec<BackupError>), Vec<BackupError>> {
+    let mut errors = Vec::new();
+    let mut writers = Vec::new();
+    // Two runs in the same second render the same name: never let the
+    // second replace the first one's artifact. Such a run gets the run id's
+    // suffix in its name instead (`app-r75-20261123-130812-1a2b.db.zst`).
+    let artifacts: Vec<PlannedArtifact> = artifacts
+        .iter()
+        .map(|a| unique_name(a, &targets[a.target], run_id))
+        .collect::<Result<_, _>>()
+        .map_err(|e| vec![e])?;
+    for a in &artifacts {
+        let target = &targets[a.target];
+        // Name the keys before writing them, so that if this process is
+        // killed before its manifest a later run can remove them.
+        if !target.template.allows_overwrite() {
+            let record = intent::Intent {
+                run_id: run_id.to_string(),
+                keys: vec![a.key.clone(), a.sidecar_key.clone()],
+            };
+            if let Err(e) = intent::record(target.sink.as_ref(), &db.label, &record) {
+                warn!("sink {}: cannot record what this run writes: {e}", a.sink);
+            }
+        }
+        match target.sink.create(&a.key) {
+            Ok(w) => writers.push((a.target, Some(w))),
+            Err(e) => errors.push(sink_error(&a.sink, e)),
+        }
+    }
+    let fan = FanOut {
+        writers,
+        failures: vec![],
+        digest: Sha256::new(),
+        bytes: 0,
+    };
+    Ok((artifacts, fan, errors))
 }
 
 /// Calls `each(page number, page)` for every `page_size` bytes written.
@@ -855,7 +866,9 @@ struct IncrTarget<'a> {
 
 /// An incremental-mode backup (see [`crate::incremental`]): hash every page
 /// of the pinned snapshot, check the snapshot, then store per sink only the
-/// pages that differ from that sink's previous snapshot.
+/// pages that differ from that sink's previous snapshot. Cold-only targets
+/// get one classic full artifact of the same snapshot instead (a phase seal
+/// restores from one object), written during the same pass.
 fn backup_incremental(
     db: &Database,
     artifacts: &[PlannedArtifact],
@@ -872,6 +885,10 @@ fn backup_incremental(
         );
         return backup_streams(db, artifacts, targets, opts, run_id, Timestamp::now());
     };
+    let (cold, artifacts): (Vec<PlannedArtifact>, Vec<PlannedArtifact>) = artifacts
+        .iter()
+        .cloned()
+        .partition(|a| targets[a.target].cold_only);
     let started = Instant::now();
     let checks = Checks::after_backup(db, opts.verify_level);
     let twin = stream.twin().map_err(|e| snap_err(e.to_string()))?;
@@ -913,8 +930,20 @@ fn backup_incremental(
     );
 
     let mut errors = Vec::new();
+    let mut seal = None;
+    if !cold.is_empty() {
+        match open_fan(db, &cold, targets, run_id) {
+            Ok((planned, fan, open_errors)) => {
+                errors.extend(open_errors);
+                if !fan.writers.is_empty() {
+                    seal = Some((planned, fan));
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
     let mut parts = Vec::new();
-    for a in artifacts {
+    for a in &artifacts {
         let sink = targets[a.target].sink.as_ref();
         let previous = match incremental::previous(sink, &db.label) {
             Ok(p) => p,
@@ -999,7 +1028,7 @@ fn backup_incremental(
     // Where each page lives in each sink's previous snapshot: a cursor into
     // its runs, which are in page order.
     let mut cursors = vec![0usize; parts.len()];
-    let copied = for_each_page(&stream, opts.observer, |i, page| {
+    let mut pages = |i: u64, page: &[u8]| {
         let hash = &hashes[i as usize];
         for (t, part) in parts.iter().enumerate() {
             let (w, runs, failed) = &mut writers[t];
@@ -1036,13 +1065,70 @@ fn backup_incremental(
             }
         }
         Ok(())
+    };
+    // The seal's compressor is fed the same pages; a seal that fails stops
+    // being fed, and the chains carry on.
+    let mut copied = Ok(());
+    let sealed = seal.as_mut().map(|(_, fan)| {
+        compress_into(fan, &opts.compression, None, opts.observer, |out| {
+            let mut seal_failed = None;
+            copied = for_each_page(&stream, opts.observer, |i, page| {
+                if seal_failed.is_none()
+                    && let Err(e) = out.write_all(page)
+                {
+                    seal_failed = Some(e);
+                }
+                pages(i, page)
+            });
+            seal_failed.map_or(Ok(()), Err)
+        })
     });
+    if sealed.is_none() {
+        copied = for_each_page(&stream, opts.observer, &mut pages);
+    }
+    let abort = |fan: FanOut| {
+        for w in fan.writers.into_iter().filter_map(|(_, w)| w) {
+            w.abort();
+        }
+    };
     if let Err(e) = copied {
+        if let Some((_, fan)) = seal {
+            abort(fan);
+        }
         return Err(snap_err(format!("reading the snapshot: {e}")));
     }
     let stats = stream.finish().map_err(|e| snap_err(e.to_string()))?;
     opts.observer
         .snapshot_progress(&db.label, stats.page_count, stats.page_count);
+    let mut written = Vec::new();
+    if let (Some((planned, fan)), Some(sealed)) = (seal, sealed) {
+        for (i, msg) in &fan.failures {
+            errors.push(sink_error(targets[*i].sink.name(), msg));
+        }
+        match sealed {
+            Ok((image_sha256, db_size)) => {
+                debug_assert_eq!(image_sha256, db_sha256, "one snapshot, one image");
+                let produced = Produced {
+                    stats: stats.clone(),
+                    db_sha256: image_sha256,
+                    db_size,
+                    report: report.clone(),
+                };
+                let (w, e) = finish_uploads(fan, produced, db, &planned, targets, opts, started);
+                written.extend(w);
+                errors.extend(e);
+            }
+            Err(e) => {
+                for (i, _) in fan.writers.iter().filter(|(_, w)| w.is_some()) {
+                    errors.push(sink_error(
+                        targets[*i].sink.name(),
+                        format!("writing the full image: {e}"),
+                    ));
+                }
+                abort(fan);
+            }
+        }
+    }
     let facts = report.facts.unwrap_or_default();
     let clear = SealedFacts {
         db_sha256,
@@ -1050,7 +1136,6 @@ fn backup_incremental(
         row_counts: facts.row_counts,
     };
     let source_mode = fsutil::mode_of(&db.path).ok();
-    let mut written = Vec::new();
     for (part, (w, runs, failed)) in parts.iter().zip(writers) {
         let a = part.artifact;
         let stored = failed.map_or(Ok(()), Err).and_then(|()| w.finish());

@@ -106,7 +106,9 @@ fn s3_incremental_chain_restores_by_id_and_walks_back_past_a_missing_pack() {
 }
 
 /// A run that includes the cold tier stores a classic full artifact there
-/// (one object, restorable with nothing else), never packs.
+/// (one object, restorable with nothing else), never packs; the local tier
+/// gets a link of its chain from the same snapshot, and the next run goes on
+/// with that chain.
 #[test]
 fn a_phase_seal_in_incremental_mode_goes_to_cold_as_one_full_image() {
     require_tool("sqlite3");
@@ -120,6 +122,17 @@ fn a_phase_seal_in_incremental_mode_goes_to_cold_as_one_full_image() {
     sql(&p, "UPDATE tasks SET status = 'sealed' WHERE id % 20 = 4;");
     p.run_ok(&["backup", "--tag", "phase1"]);
     let sealed_dump = dump(&p, &db);
+    sql(&p, "UPDATE tasks SET priority = 7 WHERE id % 30 = 5;");
+    p.run_ok(&["backup"]);
+
+    let local = chain(&LocalSink::new("local", p.backups(), Placement::Local));
+    let depths: Vec<u32> = local
+        .iter()
+        .map(|l| l.entry.pages.as_ref().expect("incremental").chain_depth)
+        .collect();
+    assert_eq!(depths, [0, 1, 2], "the seal broke the local chain");
+    let link = &local[1].entry;
+    assert_eq!(link.tag.as_deref(), Some("phase1"));
 
     let cold = LocalSink::new("cold", p.join("cold"), Placement::Cold);
     let seals = chain(&cold);
@@ -140,6 +153,17 @@ fn a_phase_seal_in_incremental_mode_goes_to_cold_as_one_full_image() {
     let mut want = vec![seal.key.clone(), seal.sidecar_key.clone()];
     want.sort();
     assert_eq!(objects, want, "the seal is one artifact and its sidecar");
+    assert_eq!(seal.db_sha256, link.db_sha256, "not the same image");
+    assert_eq!(seal.snapshot_at, link.snapshot_at, "not the same snapshot");
+
+    // The chain's head, built on the sealed run's link, restores exactly.
+    let out = p.run_ok(&["restore", "app", "--to", "head.db"]);
+    assert!(out.contains("(sink local,"), "{out}");
+    assert_eq!(
+        Sha256::hex_of(&std::fs::read(p.join("head.db")).unwrap()),
+        local[2].entry.db_sha256
+    );
+    assert_eq!(dump(&p, &p.join("head.db")), dump(&p, &db));
 
     // Nothing else is needed: with the local tier gone, it restores.
     std::fs::remove_dir_all(p.backups()).unwrap();
