@@ -735,8 +735,9 @@ fn newest(cli: &Path, cfg: &Path) -> Snap {
 
 /// Update `fraction` of the rows of each of `tables`, picked at random
 /// (seeded), in one transaction by the real `sqlite3` (a child process keeps
-/// this one small, see `demo_database`). Rows keep their size, as most
-/// application updates do, so pages change but do not split.
+/// this one small, see `demo_database`). Rows are updated in place and keep
+/// about their size, as most application updates do: pages change but
+/// rarely split.
 fn update_random_rows(db: &Path, rng: &mut demo::Rng, tables: &[&str], fraction: f64) {
     let query = tables
         .iter()
