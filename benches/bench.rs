@@ -9,8 +9,11 @@
 //! measured the same way (wall clock, peak RSS from `wait4`): the seed's shell
 //! pipeline, the zstd shell pipeline, `zstd` alone, the SQLite checks alone,
 //! our backups (zstd and gzip), our restore verification and a whole restore.
-//! Then it runs our backup and `sqlite3 .backup` under a writer committing
-//! 1,000 transactions per second. It prints markdown tables for the README.
+//! Then incremental mode: a full base, runs after 1% of the rows changed and
+//! after no change, and a restore at chain depth 100 against a restore of a
+//! full artifact of the same database. Then it runs our backup and
+//! `sqlite3 .backup` under a writer committing 1,000 transactions per second.
+//! It prints markdown tables for the README.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use backup_testkit::demo;
 
 const USAGE: &str = "\
 usage: bench [--size 200MB] [--seed 1] [--runs 1] [--dir target/bench]
-             [--writer-rate 1000] [--timeout 30] [--skip-seed]
+             [--writer-rate 1000] [--timeout 30] [--skip-seed] [--chain-depth 100]
 
   --size         database size to generate (e.g. 200MB, 2GB)
   --seed         demo data seed
@@ -29,7 +32,8 @@ usage: bench [--size 200MB] [--seed 1] [--runs 1] [--dir target/bench]
   --dir          work folder (the generated database is cached there)
   --writer-rate  commits per second of the concurrent writer
   --timeout      seconds before `sqlite3 .backup` under the writer is killed
-  --skip-seed    skip the slow seed pipeline (sqlite3 .backup | gzip)";
+  --skip-seed    skip the slow seed pipeline (sqlite3 .backup | gzip)
+  --chain-depth  incremental chain depth of the restore row (0 skips it)";
 
 struct Args {
     size: u64,
@@ -39,6 +43,7 @@ struct Args {
     writer_rate: u32,
     timeout: Duration,
     skip_seed: bool,
+    chain_depth: u32,
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -68,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         writer_rate: 1000,
         timeout: Duration::from_secs(30),
         skip_seed: false,
+        chain_depth: 100,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
                 a.timeout = Duration::from_secs(value()?.parse().map_err(|_| "bad --timeout")?)
             }
             "--skip-seed" => a.skip_seed = true,
+            "--chain-depth" => a.chain_depth = value()?.parse().map_err(|_| "bad --chain-depth")?,
             // `cargo bench` passes --bench; ignore it.
             "--bench" => {}
             "-h" | "--help" => return Err(USAGE.into()),
@@ -149,9 +156,20 @@ fn measure(cmd: &mut Command, timeout: Option<Duration>) -> Measured {
 
 /// Median by wall time of `runs` measurements (each after `prepare`).
 fn median(runs: usize, mut once: impl FnMut() -> Measured) -> Measured {
-    let mut all: Vec<Measured> = (0..runs).map(|_| once()).collect();
+    median_of((0..runs).map(|_| once()).collect())
+}
+
+fn median_of(mut all: Vec<Measured>) -> Measured {
     all.sort_by_key(|m| m.wall);
     all[all.len() / 2]
+}
+
+/// [`median`] of runs that also store bytes: the median run by wall time and
+/// the median of the bytes stored.
+fn median_stored(runs: usize, mut once: impl FnMut() -> (Measured, u64)) -> (Measured, u64) {
+    let (all, mut bytes): (Vec<Measured>, Vec<u64>) = (0..runs).map(|_| once()).unzip();
+    bytes.sort_unstable();
+    (median_of(all), bytes[bytes.len() / 2])
 }
 
 fn sh(script: &str) -> Command {
@@ -531,6 +549,107 @@ fn main() {
         Some(db_bytes),
     );
 
+    // Incremental mode on the same database: a full base, runs after
+    // changes, and a restore at depth `--chain-depth` of the chain.
+    let incr_root = work.join("backups-incremental");
+    let incr_cfg = work.join("bench-incremental.toml");
+    std::fs::write(
+        &incr_cfg,
+        std::fs::read_to_string(&zstd_cfg)
+            .expect("zstd config")
+            .replace(
+                &q_toml(&work.join("backups-zstd-backup")),
+                &q_toml(&incr_root),
+            )
+            // [snapshot] is the config's last table.
+            + "incremental = true\n",
+    )
+    .expect("writing the incremental config");
+    let backup = |cfg: &Path| {
+        measure(
+            Command::new(&cli)
+                .arg("--config")
+                .arg(cfg)
+                .args(["--quiet", "backup"]),
+            None,
+        )
+    };
+    let (m, stored) = median_stored(runs, || {
+        remove(&incr_root);
+        let m = backup(&incr_cfg);
+        (m, newest(&cli, &incr_cfg).stored)
+    });
+    add(INCR_BASE, m, Some(stored));
+    let mut rng = demo::Rng::new(args.seed);
+    for (name, tables) in [
+        (INCR_ALL, &demo::TABLES[..]),
+        (INCR_TASKS, &demo::TABLES[..1]),
+    ] {
+        let (m, stored) = median_stored(runs, || {
+            update_random_rows(&db, &mut rng, tables, 0.01);
+            let m = backup(&incr_cfg);
+            (m, newest(&cli, &incr_cfg).stored)
+        });
+        add(name, m, Some(stored));
+    }
+    let (m, stored) = median_stored(runs, || {
+        let m = backup(&incr_cfg);
+        (m, newest(&cli, &incr_cfg).stored)
+    });
+    add(INCR_SAME, m, Some(stored));
+
+    let mut notes = Vec::new();
+    if args.chain_depth > 0 {
+        // A chain of its own: a base, then only small changes.
+        let started = Instant::now();
+        remove(&incr_root);
+        assert!(backup(&incr_cfg).ok, "incremental base failed");
+        let mut snap = newest(&cli, &incr_cfg);
+        let mut built = 0;
+        while snap.depth < u64::from(args.chain_depth) {
+            update_random_rows(&db, &mut rng, &demo::TABLES, CHAIN_CHANGE);
+            assert!(backup(&incr_cfg).ok, "incremental backup failed");
+            let next = newest(&cli, &incr_cfg);
+            assert_eq!(next.depth, snap.depth + 1, "the chain restarted");
+            snap = next;
+            built += 1;
+        }
+        let took = started.elapsed().as_secs_f64();
+        notes.push(format!(
+            "Chain for the depth-{} restore: a full base, then {built} incremental runs, each \
+             after {}% of the rows of every table were updated at random; built in {took:.0} s \
+             ({:.2} s per change + run).",
+            args.chain_depth,
+            CHAIN_CHANGE * 100.0,
+            took / f64::from(built + 1),
+        ));
+        // A classic full artifact of exactly the same database.
+        let full_root = work.join("backups-zstd-backup");
+        remove(&full_root);
+        assert!(backup(&zstd_cfg).ok, "full backup failed");
+        let restore = |cfg: &Path, id: Option<&str>| {
+            fresh(&out);
+            let mut c = Command::new(&cli);
+            c.arg("--config")
+                .arg(cfg)
+                .args(["--quiet", "restore", "bench"]);
+            if let Some(id) = id {
+                c.args(["--id", id]);
+            }
+            measure(c.arg("--to").arg(out.join("restored.db")), None)
+        };
+        // Alternated, so both see the same machine load.
+        let (chain, full): (Vec<Measured>, Vec<Measured>) = (0..runs)
+            .map(|_| (restore(&incr_cfg, Some(&snap.id)), restore(&zstd_cfg, None)))
+            .unzip();
+        add(
+            &format!("{INCR_RESTORE} {}", args.chain_depth),
+            median_of(chain),
+            Some(db_bytes),
+        );
+        add(FULL_RESTORE, median_of(full), Some(db_bytes));
+    }
+
     let floor = own_peak_rss_kib();
     // Under a writer.
     eprintln!("with a writer at {} commits/s…", args.writer_rate);
@@ -562,12 +681,119 @@ fn main() {
         idle,
         (m_busy, lat),
         (m_sqlite, lat_sqlite),
+        &notes,
     );
     println!(
         "Wall and CPU time (user + system) and peak RSS are the kernel's figures for each \
          child process tree (`wait4`). Peak RSS includes at least the benchmark's own \
          {:.1} MiB, inherited at spawn.",
         mib(floor)
+    );
+}
+
+const INCR_BASE: &str = "ours, incremental: full base (zstd packs + page index)";
+const INCR_ALL: &str = "ours, incremental: after 1% of the rows of every table changed";
+const INCR_TASKS: &str = "ours, incremental: after 1% of `tasks` rows changed";
+const INCR_SAME: &str = "ours, incremental: nothing changed";
+const INCR_RESTORE: &str = "ours, incremental: restore --id at chain depth";
+const FULL_RESTORE: &str = "ours: restore --to of a full artifact of that same database";
+/// Fraction of the rows changed between the runs that build the chain for
+/// the depth restore: small, as between minutely runs.
+const CHAIN_CHANGE: f64 = 0.0002;
+
+/// The newest snapshot in a config's catalog.
+struct Snap {
+    id: String,
+    stored: u64,
+    depth: u64,
+}
+
+fn newest(cli: &Path, cfg: &Path) -> Snap {
+    let out = Command::new(cli)
+        .arg("--config")
+        .arg(cfg)
+        .args(["list", "--json"])
+        .output()
+        .expect("running list");
+    assert!(
+        out.status.success(),
+        "list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("list --json");
+    // Run ids sort by time.
+    let row = rows
+        .iter()
+        .max_by_key(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .expect("a snapshot in the catalog");
+    Snap {
+        id: row["id"].as_str().expect("id").to_string(),
+        stored: row["stored_bytes"].as_u64().expect("stored_bytes"),
+        depth: row["chain_depth"].as_u64().expect("chain_depth"),
+    }
+}
+
+/// Update `fraction` of the rows of each of `tables`, picked at random
+/// (seeded), in one transaction by the real `sqlite3` (a child process keeps
+/// this one small, see `demo_database`). Rows are updated in place and keep
+/// about their size, as most application updates do: pages change but
+/// rarely split.
+fn update_random_rows(db: &Path, rng: &mut demo::Rng, tables: &[&str], fraction: f64) {
+    let query = tables
+        .iter()
+        .map(|t| format!("(SELECT coalesce(max(id), 0) FROM {t})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(format!("SELECT {query};"))
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "sqlite3 failed");
+    let maxima: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split('|')
+        .map(|v| v.parse().expect("max id"))
+        .collect();
+    let mut sql = String::from("BEGIN;\n");
+    for (table, max) in tables.iter().zip(maxima) {
+        let n = ((max as f64 * fraction).round() as u64).clamp(1, max.max(1));
+        let mut ids = std::collections::BTreeSet::new();
+        while (ids.len() as u64) < n {
+            ids.insert(1 + rng.below(max));
+        }
+        let set = match *table {
+            "tasks" => {
+                "status = CASE status WHEN 'done' THEN 'running' ELSE 'done' END, \
+                 priority = (priority + 1) % 5"
+            }
+            "thought_records" => "body = substr(body, 2) || substr(body, 1, 1)",
+            "merkle_nodes" => "level = (level + 1) % 20",
+            other => panic!("no update for table {other}"),
+        };
+        let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            sql,
+            "UPDATE {table} SET {set} WHERE id IN ({});",
+            ids.join(",")
+        );
+    }
+    sql.push_str("COMMIT;\n");
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("writing to sqlite3");
+    assert!(
+        child.wait().is_ok_and(|s| s.success()),
+        "sqlite3 update failed"
     );
 }
 
@@ -659,6 +885,7 @@ fn print_report(
     idle: Latency,
     busy: (Measured, Latency),
     sqlite: (Measured, Latency),
+    notes: &[String],
 ) {
     let mut s = String::new();
     let find = |prefix: &str| {
@@ -688,8 +915,12 @@ fn print_report(
             r.m.wall.as_secs_f64(),
             r.m.cpu.as_secs_f64(),
             db_bytes as f64 / 1e6 / r.m.wall.as_secs_f64(),
-            r.output
-                .map_or("–".into(), |n| format!("{:.1}", n as f64 / 1e6)),
+            r.output.map_or("–".into(), |n| if n < 100_000 {
+                // What a run with no change stores would read 0.0.
+                format!("{n} bytes")
+            } else {
+                format!("{:.1}", n as f64 / 1e6)
+            }),
             mib(r.m.max_rss_kib),
         );
     }
@@ -782,6 +1013,63 @@ fn print_report(
         let measured = ratio(secs(find(row)), reference);
         target(name, measured, "≤ 2×", |v| v <= 2.0, "×");
     }
+    let output = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .and_then(|r| r.output)
+            .map(|n| n as f64)
+    };
+    let full_bytes = output("ours: backup, zstd");
+    let percent = |a: Option<f64>, b: Option<f64>| ratio(a, b).map(|v| v * 100.0);
+    target(
+        "incremental full base ÷ zstd backup: wall",
+        ratio(secs(find(INCR_BASE)), ours_zstd),
+        "(context)",
+        |_| true,
+        "×",
+    );
+    target(
+        "incremental full base ÷ zstd backup: stored bytes",
+        percent(output(INCR_BASE), full_bytes),
+        "(context)",
+        |_| true,
+        " %",
+    );
+    // Both readings of "1% of the rows": of every table, and of the narrow
+    // `tasks` rows only (fewer pages per changed row).
+    for (row, what) in [(INCR_ALL, "every table"), (INCR_TASKS, "`tasks`")] {
+        target(
+            &format!("1% of the rows of {what} changed: stored bytes ÷ zstd backup's"),
+            percent(output(row), full_bytes),
+            "≤ 5 %",
+            |v| v <= 5.0,
+            " %",
+        );
+        target(
+            &format!("1% of the rows of {what} changed: wall ÷ zstd backup"),
+            ratio(secs(find(row)), ours_zstd),
+            "≤ 0.5×",
+            |v| v <= 0.5,
+            "×",
+        );
+    }
+    target(
+        "nothing changed: wall ÷ zstd backup",
+        ratio(secs(find(INCR_SAME)), ours_zstd),
+        "(context)",
+        |_| true,
+        "×",
+    );
+    target(
+        &format!(
+            "restore at chain depth {} ÷ restore of a full artifact",
+            args.chain_depth
+        ),
+        ratio(secs(find(INCR_RESTORE)), secs(find(FULL_RESTORE))),
+        "≤ 1.3×",
+        |v| v <= 1.3,
+        "×",
+    );
     target(
         "writer p99 during our backup (ms)",
         busy.0.ok.then_some(busy.1.p99.as_secs_f64() * 1000.0),
@@ -833,6 +1121,9 @@ fn print_report(
     }
     if busy.1.errors + sqlite.1.errors > 0 {
         let _ = writeln!(s, "\nwriter errors: {}", busy.1.errors + sqlite.1.errors);
+    }
+    for n in notes {
+        let _ = writeln!(s, "\n{n}");
     }
     println!("{s}");
 }
