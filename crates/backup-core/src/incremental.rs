@@ -73,8 +73,83 @@ pub struct PageMap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashes_sha256: Option<String>,
     /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
-    /// in page order, covering the whole image.
+    /// in page order, covering the whole image. Stored packed when long
+    /// (see [`runs_format`]).
+    #[serde(with = "runs_format")]
     pub runs: Vec<Run>,
+}
+
+/// How [`PageMap::runs`] is stored in a manifest. As JSON arrays a run costs
+/// about 90 bytes pretty-printed, and scattered changes fragment a map into
+/// tens of thousands of runs: megabytes in every manifest, read by every
+/// `list`, restore and backup. A map of more than [`runs_format::INLINE`]
+/// runs is therefore stored as one string, `"zstd+base64:…"`, of
+/// `(count u64, pack u32, at u64)` little-endian per run (`first` is the
+/// sum of the counts before it). Short maps stay readable arrays; both
+/// forms are read.
+pub mod runs_format {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Run;
+
+    /// Up to this many runs are written as arrays.
+    pub const INLINE: usize = 64;
+    const PREFIX: &str = "zstd+base64:";
+    const RECORD: usize = 20;
+
+    /// Serde: write `runs`.
+    pub fn serialize<S: Serializer>(runs: &Vec<Run>, s: S) -> Result<S::Ok, S::Error> {
+        if runs.len() <= INLINE {
+            return runs.serialize(s);
+        }
+        let mut raw = Vec::with_capacity(runs.len() * RECORD);
+        for &Run(_, count, pack, at) in runs {
+            raw.extend_from_slice(&count.to_le_bytes());
+            raw.extend_from_slice(&pack.to_le_bytes());
+            raw.extend_from_slice(&at.to_le_bytes());
+        }
+        let packed = zstd::encode_all(raw.as_slice(), 3).map_err(serde::ser::Error::custom)?;
+        format!("{PREFIX}{}", STANDARD.encode(packed)).serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Inline(Vec<Run>),
+        Packed(String),
+    }
+
+    /// Serde: read either form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Run>, D::Error> {
+        let text = match Stored::deserialize(d)? {
+            Stored::Inline(runs) => return Ok(runs),
+            Stored::Packed(text) => text,
+        };
+        let bad = |why: &str| D::Error::custom(format!("page map runs: {why}"));
+        let b64 = text
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| bad("unknown encoding"))?;
+        let packed = STANDARD.decode(b64).map_err(|_| bad("not base64"))?;
+        let raw = zstd::decode_all(packed.as_slice()).map_err(|_| bad("not zstd"))?;
+        if raw.len() % RECORD != 0 {
+            return Err(bad("truncated"));
+        }
+        let mut first = 0u64;
+        let mut runs = Vec::with_capacity(raw.len() / RECORD);
+        for r in raw.chunks_exact(RECORD) {
+            let count = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
+            let pack = u32::from_le_bytes(r[8..12].try_into().expect("4 bytes"));
+            let at = u64::from_le_bytes(r[12..20].try_into().expect("8 bytes"));
+            runs.push(Run(first, count, pack, at));
+            first = first
+                .checked_add(count)
+                .ok_or_else(|| bad("page count overflows"))?;
+        }
+        Ok(runs)
+    }
 }
 
 /// One run of consecutive pages stored consecutively in one pack:
@@ -541,6 +616,39 @@ pub fn reassemble_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_page_maps_are_packed_and_read_back_and_short_ones_stay_arrays() {
+        let map = |n: u64| PageMap {
+            chain_depth: 3,
+            chain_started: Timestamp::UNIX_EPOCH,
+            stored_bytes: 1,
+            packs: vec![],
+            hashes_sha256: None,
+            // Alternating packs, as scattered changes leave them.
+            runs: (0..n).map(|i| Run(i * 2, 2, (i % 2) as u32, i)).collect(),
+        };
+        let short = serde_json::to_string_pretty(&map(3)).unwrap();
+        assert!(short.contains("\"runs\": [\n"), "{short}");
+        assert_eq!(serde_json::from_str::<PageMap>(&short).unwrap(), map(3));
+
+        let long = map(20_000);
+        let pretty_arrays = serde_json::to_string_pretty(&long.runs).unwrap().len();
+        let text = serde_json::to_string_pretty(&long).unwrap();
+        assert!(text.contains("\"runs\": \"zstd+base64:"));
+        assert!(
+            text.len() * 20 < pretty_arrays,
+            "{} vs {pretty_arrays}",
+            text.len()
+        );
+        assert_eq!(serde_json::from_str::<PageMap>(&text).unwrap(), long);
+
+        // Damage is an error, never a different map.
+        let cut = text.replace("zstd+base64:", "zstd+base64:AAAA");
+        assert!(serde_json::from_str::<PageMap>(&cut).is_err());
+        let other = text.replace("zstd+base64:", "gzip:");
+        assert!(serde_json::from_str::<PageMap>(&other).is_err());
+    }
 
     #[test]
     fn runs_merge_only_when_both_sides_continue() {
