@@ -73,73 +73,59 @@ pub struct PageMap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashes_sha256: Option<String>,
     /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
-    /// in page order, covering the whole image. Stored packed when long
-    /// (see [`runs_format`]).
-    #[serde(with = "runs_format")]
-    pub runs: Vec<Run>,
+    /// in page order, covering the whole image. Stored packed when long, and
+    /// decoded only when this snapshot's pages are read (see [`Runs`]).
+    pub runs: Runs,
 }
 
-/// How [`PageMap::runs`] is stored in a manifest. As JSON arrays a run costs
-/// about 90 bytes pretty-printed, and scattered changes fragment a map into
-/// tens of thousands of runs: megabytes in every manifest, read by every
-/// `list`, restore and backup. A map of more than [`runs_format::INLINE`]
-/// runs is therefore stored as one string, `"zstd+base64:…"`, of
-/// `(count u64, pack u32, at u64)` little-endian per run (`first` is the
-/// sum of the counts before it). Short maps stay readable arrays; both
-/// forms are read.
-pub mod runs_format {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+/// A page map's runs, as [`PageMap::runs`] stores them. As JSON arrays a
+/// run costs about 90 bytes pretty-printed, and scattered changes fragment
+/// a map into tens of thousands of runs: megabytes in every manifest, and
+/// every `list`, restore and backup parses every manifest. A map of more
+/// than [`Runs::INLINE`] runs is therefore stored as one string,
+/// `"zstd+base64:…"`, of `(count u64, pack u32, at u64)` little-endian per
+/// run (`first` is the sum of the counts before it), kept packed in memory
+/// and decoded only for the snapshot whose pages are read. Short maps stay
+/// readable arrays; both forms are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runs(Repr);
 
-    use super::Run;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Repr {
+    List(Vec<Run>),
+    Packed(String),
+}
 
+const PACKED_PREFIX: &str = "zstd+base64:";
+const PACKED_RECORD: usize = 20;
+
+impl Runs {
     /// Up to this many runs are written as arrays.
     pub const INLINE: usize = 64;
-    const PREFIX: &str = "zstd+base64:";
-    const RECORD: usize = 20;
 
-    /// Serde: write `runs`.
-    pub fn serialize<S: Serializer>(runs: &Vec<Run>, s: S) -> Result<S::Ok, S::Error> {
-        if runs.len() <= INLINE {
-            return runs.serialize(s);
-        }
-        let mut raw = Vec::with_capacity(runs.len() * RECORD);
-        for &Run(_, count, pack, at) in runs {
-            raw.extend_from_slice(&count.to_le_bytes());
-            raw.extend_from_slice(&pack.to_le_bytes());
-            raw.extend_from_slice(&at.to_le_bytes());
-        }
-        let packed = zstd::encode_all(raw.as_slice(), 3).map_err(serde::ser::Error::custom)?;
-        format!("{PREFIX}{}", STANDARD.encode(packed)).serialize(s)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Stored {
-        Inline(Vec<Run>),
-        Packed(String),
-    }
-
-    /// Serde: read either form.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Run>, D::Error> {
-        let text = match Stored::deserialize(d)? {
-            Stored::Inline(runs) => return Ok(runs),
-            Stored::Packed(text) => text,
+    /// The runs, decoded if stored packed; a damaged encoding is an error,
+    /// never a different map.
+    pub fn list(&self) -> Result<std::borrow::Cow<'_, [Run]>, String> {
+        use base64::Engine;
+        let text = match &self.0 {
+            Repr::List(runs) => return Ok(runs.as_slice().into()),
+            Repr::Packed(text) => text,
         };
-        let bad = |why: &str| D::Error::custom(format!("page map runs: {why}"));
+        let bad = |why: &str| format!("page map runs: {why}");
         let b64 = text
-            .strip_prefix(PREFIX)
+            .strip_prefix(PACKED_PREFIX)
             .ok_or_else(|| bad("unknown encoding"))?;
-        let packed = STANDARD.decode(b64).map_err(|_| bad("not base64"))?;
+        let packed = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad("not base64"))?;
         let raw = zstd::decode_all(packed.as_slice()).map_err(|_| bad("not zstd"))?;
-        if raw.len() % RECORD != 0 {
+        if raw.len() % PACKED_RECORD != 0 {
             return Err(bad("truncated"));
         }
         let mut first = 0u64;
-        let mut runs = Vec::with_capacity(raw.len() / RECORD);
-        for r in raw.chunks_exact(RECORD) {
+        let mut runs = Vec::with_capacity(raw.len() / PACKED_RECORD);
+        for r in raw.chunks_exact(PACKED_RECORD) {
             let count = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
             let pack = u32::from_le_bytes(r[8..12].try_into().expect("4 bytes"));
             let at = u64::from_le_bytes(r[12..20].try_into().expect("8 bytes"));
@@ -148,7 +134,37 @@ pub mod runs_format {
                 .checked_add(count)
                 .ok_or_else(|| bad("page count overflows"))?;
         }
-        Ok(runs)
+        Ok(runs.into())
+    }
+}
+
+impl From<Vec<Run>> for Runs {
+    fn from(runs: Vec<Run>) -> Self {
+        if runs.len() <= Self::INLINE {
+            return Self(Repr::List(runs));
+        }
+        use base64::Engine;
+        let mut raw = Vec::with_capacity(runs.len() * PACKED_RECORD);
+        for &Run(_, count, pack, at) in &runs {
+            raw.extend_from_slice(&count.to_le_bytes());
+            raw.extend_from_slice(&pack.to_le_bytes());
+            raw.extend_from_slice(&at.to_le_bytes());
+        }
+        let packed = zstd::encode_all(raw.as_slice(), 3).expect("zstd into memory");
+        let text = base64::engine::general_purpose::STANDARD.encode(packed);
+        Self(Repr::Packed(format!("{PACKED_PREFIX}{text}")))
+    }
+}
+
+impl Serialize for Runs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Runs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Repr::deserialize(d).map(Self)
     }
 }
 
@@ -188,7 +204,7 @@ impl PageMap {
     /// inside their packs.
     pub fn check(&self, page_count: u64) -> Result<(), String> {
         let mut next = 0;
-        for r in &self.runs {
+        for r in self.runs.list()?.iter() {
             let Run(first, count, pack, at) = *r;
             if first != next {
                 return Err(format!(
@@ -281,8 +297,12 @@ pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, Inde
             indexes.insert(p.index.as_str(), raw);
         }
     }
+    let runs = map.runs.list().map_err(|reason| IndexError::Damaged {
+        key: entry.key.clone(),
+        reason,
+    })?;
     let mut out = Vec::with_capacity(entry.page_count as usize);
-    for &Run(_, count, pack, at) in &map.runs {
+    for &Run(_, count, pack, at) in runs.iter() {
         let p = &map.packs[pack as usize];
         let index = &indexes[p.index.as_str()];
         let start = ((p.index_at + at) as usize) * HASH_LEN;
@@ -534,8 +554,17 @@ pub fn reassemble(
     let page_size = entry.page_size as usize;
     out.set_len(entry.page_count * entry.page_size)?;
     // Per pack: (offset in pack, count, first image page), in pack order.
+    let runs = match map.runs.list() {
+        Ok(runs) => runs,
+        Err(reason) => {
+            return Ok(Err(PackProblem {
+                key: entry.key.clone(),
+                reason,
+            }));
+        }
+    };
     let mut wanted: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
-    for &Run(first, count, pack, at) in &map.runs {
+    for &Run(first, count, pack, at) in runs.iter() {
         wanted.entry(pack).or_default().push((at, count, first));
     }
     let mut page = vec![0u8; page_size];
@@ -619,35 +648,43 @@ mod tests {
 
     #[test]
     fn long_page_maps_are_packed_and_read_back_and_short_ones_stay_arrays() {
+        // Alternating packs, as scattered changes leave them.
+        let runs =
+            |n: u64| -> Vec<Run> { (0..n).map(|i| Run(i * 2, 2, (i % 2) as u32, i)).collect() };
         let map = |n: u64| PageMap {
             chain_depth: 3,
             chain_started: Timestamp::UNIX_EPOCH,
             stored_bytes: 1,
             packs: vec![],
             hashes_sha256: None,
-            // Alternating packs, as scattered changes leave them.
-            runs: (0..n).map(|i| Run(i * 2, 2, (i % 2) as u32, i)).collect(),
+            runs: runs(n).into(),
         };
         let short = serde_json::to_string_pretty(&map(3)).unwrap();
         assert!(short.contains("\"runs\": [\n"), "{short}");
-        assert_eq!(serde_json::from_str::<PageMap>(&short).unwrap(), map(3));
+        let back = serde_json::from_str::<PageMap>(&short).unwrap();
+        assert_eq!(back.runs.list().unwrap().as_ref(), runs(3).as_slice());
 
-        let long = map(20_000);
-        let pretty_arrays = serde_json::to_string_pretty(&long.runs).unwrap().len();
-        let text = serde_json::to_string_pretty(&long).unwrap();
+        let pretty_arrays = serde_json::to_string_pretty(&runs(20_000)).unwrap().len();
+        let text = serde_json::to_string_pretty(&map(20_000)).unwrap();
         assert!(text.contains("\"runs\": \"zstd+base64:"));
         assert!(
             text.len() * 20 < pretty_arrays,
             "{} vs {pretty_arrays}",
             text.len()
         );
-        assert_eq!(serde_json::from_str::<PageMap>(&text).unwrap(), long);
+        let back = serde_json::from_str::<PageMap>(&text).unwrap();
+        assert_eq!(back.runs.list().unwrap().as_ref(), runs(20_000).as_slice());
+        assert_eq!(back, map(20_000));
 
         // Damage is an error, never a different map.
-        let cut = text.replace("zstd+base64:", "zstd+base64:AAAA");
-        assert!(serde_json::from_str::<PageMap>(&cut).is_err());
-        let other = text.replace("zstd+base64:", "gzip:");
-        assert!(serde_json::from_str::<PageMap>(&other).is_err());
+        for damaged in [
+            text.replace("zstd+base64:", "zstd+base64:AAAA"),
+            text.replace("zstd+base64:", "gzip:"),
+        ] {
+            let m = serde_json::from_str::<PageMap>(&damaged).unwrap();
+            assert!(m.runs.list().is_err());
+            assert!(m.check(40_000).is_err());
+        }
     }
 
     #[test]

@@ -289,7 +289,7 @@ mod tests {
                     index_sha256: String::new(),
                     index_at: 0,
                 }],
-                runs: vec![Run(0, 1, 0, 0)],
+                runs: vec![Run(0, 1, 0, 0)].into(),
             });
             crate::pipeline::write_manifest(&sink, manifest_id, t, t, vec![entry], vec![]).unwrap();
             assert_eq!(reclaim(&sink, now).unwrap(), 0, "manifest {manifest_id}");

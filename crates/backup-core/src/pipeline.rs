@@ -859,6 +859,8 @@ struct IncrTarget<'a> {
     artifact: &'a PlannedArtifact,
     sink: &'a dyn Sink,
     previous: Option<Entry>,
+    /// The previous snapshot's runs, decoded, when this one builds on it.
+    previous_runs: Vec<incremental::Run>,
     decision: incremental::Decision,
     index_key: String,
     base: String,
@@ -966,13 +968,25 @@ fn backup_incremental(
             },
             None => None,
         };
-        let decision = incremental::decide(
+        let mut decision = incremental::decide(
             previous.as_ref().zip(prev_hashes.as_deref()),
             page_size,
             &hashes,
             now,
             &opts.incremental,
         );
+        // Building on the previous snapshot needs its runs, decoded once.
+        let mut previous_runs = Vec::new();
+        if let (Decision::Incremental(_), Some(p)) = (&decision, &previous) {
+            let map = p.pages.as_ref().expect("an incremental snapshot has a map");
+            match map
+                .check(p.page_count)
+                .and_then(|()| map.runs.list().map(|r| r.into_owned()))
+            {
+                Ok(runs) => previous_runs = runs,
+                Err(why) => decision = Decision::Full(format!("previous page map: {why}")),
+            }
+        }
         if let Decision::Full(why) = &decision {
             info!("label={} sink={}: full base ({why})", db.label, a.sink);
         }
@@ -1004,6 +1018,7 @@ fn backup_incremental(
             artifact: a,
             sink,
             previous,
+            previous_runs,
             decision,
             index_key,
             base,
@@ -1054,13 +1069,12 @@ fn backup_incremental(
                     Err(e) => *failed = Some(e),
                 }
             } else {
-                let map = part.previous.as_ref().and_then(|p| p.pages.as_ref());
-                let map = map.expect("incremental has a previous map");
+                let prev = &part.previous_runs;
                 let c = &mut cursors[t];
-                while map.runs[*c].0 + map.runs[*c].1 <= i {
+                while prev[*c].0 + prev[*c].1 <= i {
                     *c += 1;
                 }
-                let r = map.runs[*c];
+                let r = prev[*c];
                 incremental::push_run(runs, i, r.2, r.3 + (i - r.0));
             }
         }
@@ -1190,7 +1204,7 @@ fn backup_incremental(
                 kept.push(p);
             }
         }
-        let runs = runs
+        let runs: Vec<incremental::Run> = runs
             .into_iter()
             .map(|r| incremental::Run(r.0, r.1, renumber[r.2 as usize], r.3))
             .collect();
@@ -1200,7 +1214,7 @@ fn backup_incremental(
             stored_bytes,
             packs: kept,
             hashes_sha256: Some(hashes_sha256.clone()),
-            runs,
+            runs: runs.into(),
         };
         // Written before the manifest: a cache is trusted only when its
         // digest matches the newest manifest's, so one for a snapshot that

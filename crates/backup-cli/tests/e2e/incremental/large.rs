@@ -29,6 +29,8 @@ fn pages_stored(l: &Listed, before: &Listed) -> Vec<u64> {
     let map = l.entry.pages.as_ref().unwrap();
     let old = &before.entry.pages.as_ref().unwrap().packs;
     map.runs
+        .list()
+        .unwrap()
         .iter()
         .filter(|r| !old.contains(&map.packs[r.2 as usize]))
         .flat_map(|r| r.0..r.0 + r.1)
