@@ -595,10 +595,12 @@ pub fn reassemble(
                     out.write_all_at(&page, (first + k) * entry.page_size)?;
                 }
             }
-            io::copy(&mut dec, &mut io::sink())?;
             Ok(())
         })();
-        // Hash every stored byte, even when decoding stopped early.
+        // The rest of the pack holds pages this image does not need: it is
+        // hashed (the stored bytes' SHA-256 is the pack's check) but not
+        // decompressed. Hash every stored byte, even when decoding stopped
+        // early.
         let drained = io::copy(&mut hashing, &mut io::sink());
         let (sha, size) = hashing.finish();
         if size != p.size || sha != p.sha256 {
