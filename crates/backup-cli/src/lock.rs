@@ -12,6 +12,8 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use backup_config::Config;
+
 /// File name of the lock held during a backup run.
 pub const RUN_LOCK: &str = "run.lock";
 /// File name of the lock held for a scheduling daemon's lifetime.
@@ -157,4 +159,18 @@ mod tests {
         drop(FileLock::acquire(&path, "x").unwrap());
         let _again = FileLock::acquire(&path, "x").unwrap();
     }
+}
+
+/// A run refused because another one holds the run lock (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; nothing was backed up, try again when it has finished")]
+pub struct RunRefused(pub LockError);
+
+/// The run lock of `config`'s state folder: one backup, drill or prune at a
+/// time per config. Held by another: [`RunRefused`], naming the holder.
+pub fn take_run_lock(config: &Config) -> anyhow::Result<FileLock> {
+    FileLock::run(&config.state_dir).map_err(|e| match e {
+        held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
+        other => anyhow::Error::new(other).context("taking the run lock"),
+    })
 }

@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod settings;
 mod shell;
+mod signals;
 mod state;
 
 use std::process::ExitCode;

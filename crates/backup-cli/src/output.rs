@@ -10,7 +10,7 @@ pub fn size(bytes: u64) -> String {
 /// How long ago `since` was: `3h 12m 5s`, `2d 4h 1m 3s`.
 pub fn age(since: Timestamp, now: Timestamp) -> String {
     let d = now.duration_since(since).max(SignedDuration::ZERO);
-    backup_core::restore::human_duration(std::time::Duration::from_secs(d.as_secs() as u64))
+    backup_core::duration::human(std::time::Duration::from_secs(d.as_secs() as u64))
 }
 
 /// `2026-11-23 13:08:12Z`.

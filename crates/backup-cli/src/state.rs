@@ -433,6 +433,14 @@ impl State {
         }
     }
 
+    /// [`State::save`], logging a failure instead of returning it: the
+    /// backups themselves are done, only the counters are lost.
+    pub fn save_logged(&mut self, state_dir: &Path) {
+        if let Err(e) = self.save(state_dir) {
+            tracing::error!("{e}: failure counters were not updated");
+        }
+    }
+
     /// Write atomically into `state_dir` (created if needed).
     pub fn save(&mut self, state_dir: &Path) -> Result<(), StateError> {
         let path = Self::path(state_dir);

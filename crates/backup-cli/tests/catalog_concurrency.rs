@@ -57,7 +57,7 @@ fn appender_child() {
     assert_eq!(go.trim(), "go");
     for i in 0..APPENDS {
         let now = jiff::Timestamp::now();
-        let (key, _) = backup_core::pipeline::write_manifest(
+        let (key, _) = backup_core::catalog::append::write_manifest(
             sink.as_ref(),
             &backup_core::manifest::new_run_id(now),
             now,

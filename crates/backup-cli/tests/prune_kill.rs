@@ -108,16 +108,8 @@ fn unneeded(p: &Project) -> Vec<String> {
     assert!(bad.is_empty(), "{bad:?}");
     let needed: BTreeSet<String> = manifest::listed(&sink, &stored)
         .into_iter()
-        .flat_map(|l| {
-            let map = l.entry.pages.clone().expect("incremental");
-            let mut keys = vec![l.entry.key.clone(), l.entry.sidecar_key.clone()];
-            for pack in map.packs {
-                keys.push(format!("{}.sha256", pack.index));
-                keys.push(pack.index);
-                keys.push(pack.key);
-            }
-            keys
-        })
+        .flat_map(|l| l.entry.objects())
+        .map(|n| n.key)
         .collect();
     all_files(&p.backups())
         .into_iter()

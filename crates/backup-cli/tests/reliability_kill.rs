@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use backup_core::CheckLevel;
-use backup_core::incremental::PageMap;
 use backup_core::intent::{self, Intent};
 use backup_core::manifest::{self, Listed};
+use backup_core::page_map::PageMap;
 use backup_core::sink::{Placement, Sink};
 use backup_core::verify::{self, Checks};
 use backup_local::LocalSink;
@@ -407,17 +407,14 @@ fn run_and_check_chain(p: &Project) -> (u32, String) {
 /// records aside).
 fn unlisted_objects(p: &Project) -> Vec<String> {
     let (_, listed) = catalog(p);
-    let needed: BTreeSet<&str> = listed
+    let needed: BTreeSet<String> = listed
         .iter()
-        .flat_map(|l| {
-            [l.entry.key.as_str(), l.entry.sidecar_key.as_str()]
-                .into_iter()
-                .chain(map(l).objects())
-        })
+        .flat_map(|l| l.entry.objects())
+        .map(|n| n.key)
         .collect();
     all_files(&p.backups())
         .into_iter()
-        .filter(|f| !f.starts_with("manifests/") && !needed.contains(f.as_str()))
+        .filter(|f| !f.starts_with("manifests/") && !needed.contains(f))
         .collect()
 }
 

@@ -415,7 +415,7 @@ impl Config {
                     Some(at),
                     format!(
                         "keep_within = {:?} has no effect while hot_days = {} keeps every snapshot younger than {} days",
-                        backup_core::restore::human_duration(within),
+                        backup_core::duration::human(within),
                         r.hot_days,
                         r.hot_days
                     ),

@@ -125,6 +125,13 @@ impl Builder {
         self
     }
 
+    /// When incremental databases start a new chain with a full base
+    /// (default: after 24 hours or 1,440 snapshots).
+    pub fn incremental(mut self, policy: crate::incremental::Policy) -> Self {
+        self.options.incremental = policy;
+        self
+    }
+
     /// Keys that open encrypted backups for verify and restore (backups
     /// themselves need only the recipients, set per [`Database`]).
     pub fn identities(mut self, identities: Identities) -> Self {

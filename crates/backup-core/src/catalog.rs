@@ -35,11 +35,11 @@
 //! artifact.
 //!
 //! ```
-//! use backup_core::{catalog, pipeline, sink::MemorySink};
+//! use backup_core::{catalog, sink::MemorySink};
 //! let sink = MemorySink::new("memory");
 //! let t = jiff::Timestamp::UNIX_EPOCH;
-//! pipeline::write_manifest(&sink, "19700101T000000Z-0001", t, t, vec![], vec![]).unwrap();
-//! pipeline::write_manifest(&sink, "19700101T000001Z-0002", t, t, vec![], vec![]).unwrap();
+//! catalog::append::write_manifest(&sink, "19700101T000000Z-0001", t, t, vec![], vec![]).unwrap();
+//! catalog::append::write_manifest(&sink, "19700101T000001Z-0002", t, t, vec![], vec![]).unwrap();
 //! let report = catalog::verify(&sink, &catalog::Options::default(), None).unwrap();
 //! assert!(report.ok(), "{:?}", report.problems);
 //! assert_eq!(report.chain, 2);

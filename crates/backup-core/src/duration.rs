@@ -32,3 +32,24 @@ pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de(d).map(Some)
 }
+
+/// A duration for people: `3h 12m 5s`, `2d 4h`, `45s`, `1s 250ms`.
+pub fn human(d: Duration) -> String {
+    // Tenths of a second matter only for short things (a restore's phases).
+    let smallest = if d < Duration::from_secs(10) {
+        jiff::Unit::Millisecond
+    } else {
+        jiff::Unit::Second
+    };
+    let span = jiff::Span::try_from(d)
+        .and_then(|s| {
+            s.round(
+                jiff::SpanRound::new()
+                    .largest(jiff::Unit::Day)
+                    .smallest(smallest)
+                    .days_are_24_hours(),
+            )
+        })
+        .unwrap_or_default();
+    format!("{span:#}")
+}

@@ -4,7 +4,7 @@
 //! path does), hashes each page with BLAKE3 and compares the hashes with the
 //! previous snapshot of the same database on the same sink. Only pages that
 //! differ are stored, zstd-compressed, in *packs* of at most
-//! [`PACK_RAW_BYTES`] of pages each. The manifest entry's [`PageMap`] says
+//! [`PACK_RAW_BYTES`] of pages each. The manifest entry's [`PageMap`](crate::page_map::PageMap) says
 //! where every page of the image lives (run-length encoded), and the entry's
 //! `db_sha256` is the SHA-256 of the whole reassembled image, which verify
 //! and restore check like any artifact's.
@@ -25,11 +25,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use crate::compress::{Compression, Format};
 use crate::digest::{HashingReader, Sha256};
 use crate::manifest::{self, Entry};
+use crate::page_map::{PackRef, Run};
 use crate::sink::{Sink, SinkError};
 
 /// Raw page bytes per pack before it is closed and a new one started.
@@ -54,180 +54,6 @@ impl Default for Policy {
             full_every: Duration::from_secs(24 * 3600),
             max_chain: 1440,
         }
-    }
-}
-
-/// Where every page of an incremental-mode snapshot lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageMap {
-    /// 0 for a full base, else the number of snapshots since it.
-    pub chain_depth: u32,
-    /// When the chain's full base was taken (`full_every` counts from here).
-    pub chain_started: Timestamp,
-    /// Bytes this snapshot stored (its new packs and its index).
-    pub stored_bytes: u64,
-    /// Every pack the image needs, its own and earlier ones.
-    pub packs: Vec<PackRef>,
-    /// SHA-256 of the image's page hashes in page order ([`hashes_digest`]):
-    /// a cached copy of them is used only when it matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hashes_sha256: Option<String>,
-    /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
-    /// in page order, covering the whole image. Stored packed when long, and
-    /// decoded only when this snapshot's pages are read (see [`Runs`]).
-    pub runs: Runs,
-}
-
-/// A page map's runs, as [`PageMap::runs`] stores them. As JSON arrays a
-/// run costs about 90 bytes pretty-printed, and scattered changes fragment
-/// a map into tens of thousands of runs: megabytes in every manifest, and
-/// every `list`, restore and backup parses every manifest. A map of more
-/// than [`Runs::INLINE`] runs is therefore stored as one string,
-/// `"zstd+base64:…"`, of `(count u64, pack u32, at u64)` little-endian per
-/// run (`first` is the sum of the counts before it), kept packed in memory
-/// and decoded only for the snapshot whose pages are read. Short maps stay
-/// readable arrays; both forms are read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Runs(Repr);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-enum Repr {
-    List(Vec<Run>),
-    Packed(String),
-}
-
-const PACKED_PREFIX: &str = "zstd+base64:";
-const PACKED_RECORD: usize = 20;
-
-impl Runs {
-    /// Up to this many runs are written as arrays.
-    pub const INLINE: usize = 64;
-
-    /// The runs, decoded if stored packed; a damaged encoding is an error,
-    /// never a different map.
-    pub fn list(&self) -> Result<std::borrow::Cow<'_, [Run]>, String> {
-        use base64::Engine;
-        let text = match &self.0 {
-            Repr::List(runs) => return Ok(runs.as_slice().into()),
-            Repr::Packed(text) => text,
-        };
-        let bad = |why: &str| format!("page map runs: {why}");
-        let b64 = text
-            .strip_prefix(PACKED_PREFIX)
-            .ok_or_else(|| bad("unknown encoding"))?;
-        let packed = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| bad("not base64"))?;
-        let raw = zstd::decode_all(packed.as_slice()).map_err(|_| bad("not zstd"))?;
-        if raw.len() % PACKED_RECORD != 0 {
-            return Err(bad("truncated"));
-        }
-        let mut first = 0u64;
-        let mut runs = Vec::with_capacity(raw.len() / PACKED_RECORD);
-        for r in raw.chunks_exact(PACKED_RECORD) {
-            let count = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
-            let pack = u32::from_le_bytes(r[8..12].try_into().expect("4 bytes"));
-            let at = u64::from_le_bytes(r[12..20].try_into().expect("8 bytes"));
-            runs.push(Run(first, count, pack, at));
-            first = first
-                .checked_add(count)
-                .ok_or_else(|| bad("page count overflows"))?;
-        }
-        Ok(runs.into())
-    }
-}
-
-impl From<Vec<Run>> for Runs {
-    fn from(runs: Vec<Run>) -> Self {
-        if runs.len() <= Self::INLINE {
-            return Self(Repr::List(runs));
-        }
-        use base64::Engine;
-        let mut raw = Vec::with_capacity(runs.len() * PACKED_RECORD);
-        for &Run(_, count, pack, at) in &runs {
-            raw.extend_from_slice(&count.to_le_bytes());
-            raw.extend_from_slice(&pack.to_le_bytes());
-            raw.extend_from_slice(&at.to_le_bytes());
-        }
-        let packed = zstd::encode_all(raw.as_slice(), 3).expect("zstd into memory");
-        let text = base64::engine::general_purpose::STANDARD.encode(packed);
-        Self(Repr::Packed(format!("{PACKED_PREFIX}{text}")))
-    }
-}
-
-impl Serialize for Runs {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Runs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Repr::deserialize(d).map(Self)
-    }
-}
-
-/// One run of consecutive pages stored consecutively in one pack:
-/// `[first page (0-based), count, pack index, page offset in the pack]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Run(pub u64, pub u64, pub u32, pub u64);
-
-/// A pack, as a snapshot needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackRef {
-    /// Object key.
-    pub key: String,
-    /// Stored bytes.
-    pub size: u64,
-    /// SHA-256 of the stored bytes.
-    pub sha256: String,
-    /// Pages in it.
-    pub pages: u64,
-    /// Key of the page-hash index holding its pages' hashes.
-    pub index: String,
-    /// SHA-256 of that index's stored bytes.
-    pub index_sha256: String,
-    /// Position of its first page's hash in that index.
-    pub index_at: u64,
-}
-
-impl PageMap {
-    /// Every object the snapshot needs: packs and their indexes.
-    pub fn objects(&self) -> impl Iterator<Item = &str> {
-        self.packs
-            .iter()
-            .flat_map(|p| [p.key.as_str(), p.index.as_str()])
-    }
-
-    /// Checks that the runs cover pages `0..page_count` in order and point
-    /// inside their packs.
-    pub fn check(&self, page_count: u64) -> Result<(), String> {
-        let mut next = 0;
-        for r in self.runs.list()?.iter() {
-            let Run(first, count, pack, at) = *r;
-            if first != next {
-                return Err(format!(
-                    "page map: run starts at page {first}, expected {next}"
-                ));
-            }
-            let Some(p) = self.packs.get(pack as usize) else {
-                return Err(format!(
-                    "page map: run names pack #{pack}, there are {}",
-                    self.packs.len()
-                ));
-            };
-            if at + count > p.pages {
-                return Err(format!("page map: run reaches past the end of {}", p.key));
-            }
-            next = first + count;
-        }
-        if next != page_count {
-            return Err(format!(
-                "page map covers {next} pages, the image has {page_count}"
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -302,7 +128,10 @@ pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, Inde
         reason,
     })?;
     let mut out = Vec::with_capacity(entry.page_count as usize);
-    for &Run(_, count, pack, at) in runs.iter() {
+    for &Run {
+        count, pack, at, ..
+    } in runs.iter()
+    {
         let p = &map.packs[pack as usize];
         let index = &indexes[p.index.as_str()];
         let start = ((p.index_at + at) as usize) * HASH_LEN;
@@ -507,20 +336,6 @@ fn io_sink(key: &str, e: io::Error) -> SinkError {
     }
 }
 
-/// Append `page` (which lives in `pack` at `at`) to `runs`, extending the
-/// last run when it continues it.
-pub fn push_run(runs: &mut Vec<Run>, page: u64, pack: u32, at: u64) {
-    if let Some(last) = runs.last_mut()
-        && last.0 + last.1 == page
-        && last.2 == pack
-        && last.3 + last.1 == at
-    {
-        last.1 += 1;
-        return;
-    }
-    runs.push(Run(page, 1, pack, at));
-}
-
 /// What went wrong reassembling an image; names the pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackProblem {
@@ -564,7 +379,13 @@ pub fn reassemble(
         }
     };
     let mut wanted: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
-    for &Run(first, count, pack, at) in runs.iter() {
+    for &Run {
+        first,
+        count,
+        pack,
+        at,
+    } in runs.iter()
+    {
         wanted.entry(pack).or_default().push((at, count, first));
     }
     let mut page = vec![0u8; page_size];
@@ -642,63 +463,4 @@ pub fn reassemble_to(
         .mode(0o600)
         .open(path)?;
     reassemble(sink, entry, &file)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_page_maps_are_packed_and_read_back_and_short_ones_stay_arrays() {
-        // Alternating packs, as scattered changes leave them.
-        let runs =
-            |n: u64| -> Vec<Run> { (0..n).map(|i| Run(i * 2, 2, (i % 2) as u32, i)).collect() };
-        let map = |n: u64| PageMap {
-            chain_depth: 3,
-            chain_started: Timestamp::UNIX_EPOCH,
-            stored_bytes: 1,
-            packs: vec![],
-            hashes_sha256: None,
-            runs: runs(n).into(),
-        };
-        let short = serde_json::to_string_pretty(&map(3)).unwrap();
-        assert!(short.contains("\"runs\": [\n"), "{short}");
-        let back = serde_json::from_str::<PageMap>(&short).unwrap();
-        assert_eq!(back.runs.list().unwrap().as_ref(), runs(3).as_slice());
-
-        let pretty_arrays = serde_json::to_string_pretty(&runs(20_000)).unwrap().len();
-        let text = serde_json::to_string_pretty(&map(20_000)).unwrap();
-        assert!(text.contains("\"runs\": \"zstd+base64:"));
-        assert!(
-            text.len() * 20 < pretty_arrays,
-            "{} vs {pretty_arrays}",
-            text.len()
-        );
-        let back = serde_json::from_str::<PageMap>(&text).unwrap();
-        assert_eq!(back.runs.list().unwrap().as_ref(), runs(20_000).as_slice());
-        assert_eq!(back, map(20_000));
-
-        // Damage is an error, never a different map.
-        for damaged in [
-            text.replace("zstd+base64:", "zstd+base64:AAAA"),
-            text.replace("zstd+base64:", "gzip:"),
-        ] {
-            let m = serde_json::from_str::<PageMap>(&damaged).unwrap();
-            assert!(m.runs.list().is_err());
-            assert!(m.check(40_000).is_err());
-        }
-    }
-
-    #[test]
-    fn runs_merge_only_when_both_sides_continue() {
-        let mut runs = Vec::new();
-        push_run(&mut runs, 0, 0, 0);
-        push_run(&mut runs, 1, 0, 1);
-        push_run(&mut runs, 2, 1, 0);
-        push_run(&mut runs, 3, 0, 5);
-        assert_eq!(
-            runs,
-            vec![Run(0, 2, 0, 0), Run(2, 1, 1, 0), Run(3, 1, 0, 5)]
-        );
-    }
 }

@@ -80,7 +80,7 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
         };
         let listed: Vec<String> = match get_bytes(sink, &manifest::manifest_key(&intent.run_id)) {
             Ok(bytes) => match Manifest::from_bytes(&k, &bytes) {
-                Ok(m) => m.entries.iter().flat_map(objects).collect(),
+                Ok(m) => m.entries.iter().flat_map(needed_keys).collect(),
                 // Its manifest is there but unreadable: it may list any of
                 // these keys, so keep them all (and the record).
                 Err(_) => continue,
@@ -125,21 +125,13 @@ fn listed_by_any(sink: &dyn Sink) -> Result<Option<Vec<String>>, SinkError> {
         stored
             .iter()
             .flat_map(|s| &s.manifest.entries)
-            .flat_map(objects)
+            .flat_map(needed_keys)
             .collect(),
     ))
 }
 
-/// The keys an entry needs: its artifact and sidecar and, for an
-/// incremental-mode snapshot, the packs and indexes of its page map (the
-/// packs a run's record names appear nowhere else).
-fn objects(e: &Entry) -> Vec<String> {
-    let pages = e.pages.iter().flat_map(|m| m.objects());
-    [e.key.as_str(), e.sidecar_key.as_str()]
-        .into_iter()
-        .chain(pages)
-        .map(String::from)
-        .collect()
+fn needed_keys(e: &Entry) -> impl Iterator<Item = String> {
+    e.objects().into_iter().map(|n| n.key)
 }
 
 fn records(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
@@ -208,7 +200,7 @@ mod tests {
         entry.key = "app-1000.db.zst".into();
         entry.sidecar_key = "app-1000.db.zst.sha256".into();
         let t = at("2026-11-23T10:00:00Z");
-        crate::pipeline::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
+        crate::catalog::append::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
         // The manifest lists both keys, so nothing is deleted, and the
         // record goes at once (no grace period needed).
         assert_eq!(reclaim(&sink, at("2026-11-23T10:05:00Z")).unwrap(), 0);
@@ -234,13 +226,20 @@ mod tests {
         // Another writer appended a run that started later; this run's
         // manifest then goes in under an id after that one.
         let t = at("2026-11-23T11:00:00Z");
-        crate::pipeline::write_manifest(&sink, "20261123T110000Z-0000", t, t, vec![], vec![])
-            .unwrap();
+        crate::catalog::append::write_manifest(
+            &sink,
+            "20261123T110000Z-0000",
+            t,
+            t,
+            vec![],
+            vec![],
+        )
+        .unwrap();
         let mut entry = manifest::sample_entry();
         entry.key = "app-1000.db.zst".into();
         entry.sidecar_key = "app-1000.db.zst.sha256".into();
         let (key, _) =
-            crate::pipeline::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
+            crate::catalog::append::write_manifest(&sink, RUN, t, t, vec![entry], vec![]).unwrap();
         assert_ne!(key, manifest::manifest_key(RUN), "renamed after the tip");
         // Past the grace period, the record is acted on: nothing it lists goes.
         assert_eq!(reclaim(&sink, at("2026-11-25T00:00:00Z")).unwrap(), 0);
@@ -253,7 +252,7 @@ mod tests {
     /// them, whether its manifest is under its own run id or a later one.
     #[test]
     fn the_packs_of_a_listed_incremental_snapshot_are_kept() {
-        use crate::incremental::{PackRef, PageMap, Run};
+        use crate::page_map::{PackRef, PageMap, Run};
         let t = at("2026-11-23T10:00:00Z");
         for (manifest_id, now) in [
             (RUN, at("2026-11-23T10:05:00Z")),
@@ -289,9 +288,16 @@ mod tests {
                     index_sha256: String::new(),
                     index_at: 0,
                 }],
-                runs: vec![Run(0, 1, 0, 0)].into(),
+                runs: vec![Run {
+                    first: 0,
+                    count: 1,
+                    pack: 0,
+                    at: 0,
+                }]
+                .into(),
             });
-            crate::pipeline::write_manifest(&sink, manifest_id, t, t, vec![entry], vec![]).unwrap();
+            crate::catalog::append::write_manifest(&sink, manifest_id, t, t, vec![entry], vec![])
+                .unwrap();
             assert_eq!(reclaim(&sink, now).unwrap(), 0, "manifest {manifest_id}");
             for k in &keys {
                 assert!(

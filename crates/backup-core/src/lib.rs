@@ -59,12 +59,14 @@ pub mod intent;
 pub mod inuse;
 pub mod manifest;
 pub mod naming;
+pub mod page_map;
 pub mod pipeline;
 pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod sink;
 pub mod snapshot;
+pub mod sqlite;
 pub mod verify;
 
 pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};

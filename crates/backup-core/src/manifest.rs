@@ -149,11 +149,11 @@ pub struct Entry {
     /// lives. `key` is then its page-hash index, and `db_sha256` the digest
     /// of the reassembled image. Absent for a self-contained artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pages: Option<crate::incremental::PageMap>,
+    pub pages: Option<crate::page_map::PageMap>,
 }
 
 /// What an encrypted entry keeps sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedFacts {
     /// SHA-256 of the decompressed database.
     pub db_sha256: String,
@@ -163,10 +163,66 @@ pub struct SealedFacts {
     pub row_counts: BTreeMap<String, u64>,
 }
 
+/// What an object is to the manifest entry that needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// A classic artifact: the whole compressed image.
+    Artifact,
+    /// A page-hash index of an incremental snapshot (its own `key`, or the
+    /// index of an earlier snapshot whose packs it uses).
+    PageIndex,
+    /// A pack of pages.
+    Pack,
+    /// The `.sha256` sidecar of an artifact or a page index.
+    Sidecar,
+}
+
+/// One object a manifest entry needs, from [`Entry::objects`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    /// Its key in the sink.
+    pub key: String,
+    /// What it is.
+    pub role: Role,
+    /// Its stored size, where the manifest records it.
+    pub size: Option<u64>,
+}
+
 impl Entry {
     /// Whether the artifact is encrypted.
     pub fn is_encrypted(&self) -> bool {
         !self.encrypted_to.is_empty() || self.sealed.is_some()
+    }
+
+    /// Every object this entry needs to be restored, each once: the
+    /// artifact or page index and its sidecar, and for an incremental
+    /// snapshot every pack of its page map with the page index naming it and
+    /// that index's sidecar. Intent records, pack collection, verify and the
+    /// tests all ask this one place.
+    pub fn objects(&self) -> Vec<Needed> {
+        let mut out: Vec<Needed> = Vec::new();
+        let mut add = |key: &str, role, size| {
+            if !out.iter().any(|n| n.key == key) {
+                out.push(Needed {
+                    key: key.to_string(),
+                    role,
+                    size,
+                });
+            }
+        };
+        let own = if self.pages.is_some() {
+            Role::PageIndex
+        } else {
+            Role::Artifact
+        };
+        add(&self.key, own, Some(self.size));
+        add(&self.sidecar_key, Role::Sidecar, None);
+        for p in self.pages.iter().flat_map(|m| &m.packs) {
+            add(&p.key, Role::Pack, Some(p.size));
+            add(&p.index, Role::PageIndex, None);
+            add(&crate::naming::sidecar_key(&p.index), Role::Sidecar, None);
+        }
+        out
     }
 
     /// The entry with its sealed facts opened by `identities` (an
@@ -632,7 +688,7 @@ mod tests {
         let sink = MemorySink::new("local");
         let t0: Timestamp = "2026-04-16T13:08:12Z".parse().unwrap();
         let t1: Timestamp = "2026-04-16T13:08:14Z".parse().unwrap();
-        crate::pipeline::write_manifest(
+        crate::catalog::append::write_manifest(
             &sink,
             "20260416T130812Z-1a2b",
             t0,
@@ -641,7 +697,7 @@ mod tests {
             vec![],
         )
         .unwrap();
-        let (key, _) = crate::pipeline::write_manifest(
+        let (key, _) = crate::catalog::append::write_manifest(
             &sink,
             "20260416T170812Z-3c4d",
             t0,

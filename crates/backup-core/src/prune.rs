@@ -45,9 +45,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use crate::catalog;
 use crate::catalog::append::AppendError;
 use crate::manifest::{self, Entry, Pruned};
-use crate::pipeline;
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink};
@@ -355,7 +355,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         }
         if !sr.deleted.is_empty() {
             let written = next_run_id(*sink, started).and_then(|run_id| {
-                pipeline::write_manifest(
+                catalog::append::write_manifest(
                     *sink,
                     &run_id,
                     started,

@@ -244,7 +244,7 @@ impl fmt::Display for Loss {
         write!(
             f,
             "loses {} of changes",
-            human_duration(self.age_gap.unsigned_abs())
+            crate::duration::human(self.age_gap.unsigned_abs())
         )?;
         let rows: Vec<String> = self
             .rows
@@ -263,27 +263,6 @@ impl fmt::Display for Loss {
         }
         Ok(())
     }
-}
-
-/// A duration for people: `3h 12m 5s`, `2d 4h`, `45s`, `1s 250ms`.
-pub fn human_duration(d: Duration) -> String {
-    // Tenths of a second matter only for short things (a restore's phases).
-    let smallest = if d < Duration::from_secs(10) {
-        jiff::Unit::Millisecond
-    } else {
-        jiff::Unit::Second
-    };
-    let span = jiff::Span::try_from(d)
-        .and_then(|s| {
-            s.round(
-                jiff::SpanRound::new()
-                    .largest(jiff::Unit::Day)
-                    .smallest(smallest)
-                    .days_are_24_hours(),
-            )
-        })
-        .unwrap_or_default();
-    format!("{span:#}")
 }
 
 /// One snapshot to try, in order.

@@ -279,7 +279,7 @@ impl fmt::Display for Reason {
             Self::Within { keep_within } => write!(
                 f,
                 "keep_within: younger than {}",
-                crate::restore::human_duration(*keep_within)
+                crate::duration::human(*keep_within)
             ),
             Self::Premigrate { premigrate_days } => {
                 write!(f, "premigrate: younger than {premigrate_days} days")

@@ -60,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::database::SnapshotMethod;
+use crate::sqlite::{BUSY_RETRIES, open_source};
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, backup::StepResult};
 
@@ -217,28 +218,13 @@ pub fn to_file(
     }
 }
 
-/// Open a live database read-only, the way every part of this crate does:
-/// we never write to a source, and we wait politely for brief locks.
-pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
-    // Always through a URI: this SQLite is built with SQLITE_USE_URI, so a
-    // plain name starting with `file:` would be parsed as one anyway.
-    let mut conn = Connection::open_with_flags(
-        crate::verify::sqlite_uri(path, ""),
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_handler(Some(retry_every_millisecond))?;
-    Ok(conn)
-}
-
 /// Create and open a new private database file (a snapshot's destination):
 /// an empty file created `0600`, then opened by SQLite (an empty file is an
 /// empty database).
 fn open_new(path: &Path) -> rusqlite::Result<Connection> {
     create_empty_private(path)?;
     Connection::open_with_flags(
-        crate::verify::sqlite_uri(path, ""),
+        crate::sqlite::sqlite_uri(path, ""),
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
@@ -255,27 +241,6 @@ fn create_empty_private(path: &Path) -> rusqlite::Result<()> {
             Some(format!("creating {}: {e}", path.display())),
         )
     })
-}
-
-/// How many times a busy snapshot retries, once a millisecond (about 30 s).
-pub const BUSY_RETRIES: i32 = 30_000;
-
-/// The busy handler of every source connection: retry each millisecond for
-/// about 30 s, then give up with `SQLITE_BUSY`.
-///
-/// SQLite's own `busy_timeout` backs off to 100 ms sleeps. A rollback-journal
-/// writer committing back to back leaves only short gaps between its
-/// exclusive locks, and a reader polling every 100 ms almost never lands in
-/// one: measured, a snapshot waited 6 s for its first read lock against a
-/// full-speed writer. Polling every millisecond finds a gap within a few
-/// milliseconds; once the snapshot holds its read lock, the writer waits
-/// for the copy instead (see the module doc).
-fn retry_every_millisecond(prior_calls: i32) -> bool {
-    if prior_calls >= BUSY_RETRIES {
-        return false;
-    }
-    std::thread::sleep(Duration::from_millis(1));
-    true
 }
 
 /// SQLite's online backup API under one pinned read transaction.
@@ -375,12 +340,12 @@ impl VacuumInto {
         let src = open_source(source).map_err(fail)?;
         let taken_at = Timestamp::now();
         // VACUUM INTO takes a URI too (ASCII, so any path fits in a string).
-        let dest_uri = crate::verify::sqlite_uri(dest, "");
+        let dest_uri = crate::sqlite::sqlite_uri(dest, "");
         // VACUUM INTO writes into an existing file when it is empty.
         create_empty_private(dest).map_err(fail)?;
         src.execute("VACUUM INTO ?1", [dest_uri.to_string_lossy()])
             .map_err(fail)?;
-        let out = crate::verify::open_private(dest).map_err(fail)?;
+        let out = crate::sqlite::open_private(dest).map_err(fail)?;
         let (page_size, pages): (i64, i64) = out
             .query_row(
                 "SELECT page_size, page_count FROM pragma_page_size, pragma_page_count",
@@ -673,7 +638,7 @@ mod tests {
         assert_eq!(line.trim(), "ready");
         // The same error the busy wait ends with, without the 30 s wait.
         let conn = Connection::open_with_flags(
-            crate::verify::sqlite_uri(&src, ""),
+            crate::sqlite::sqlite_uri(&src, ""),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
         )
         .unwrap();
@@ -717,7 +682,7 @@ mod tests {
     }
 
     fn ok_file(path: &Path) -> i64 {
-        let conn = crate::verify::open_private(path).unwrap();
+        let conn = crate::sqlite::open_private(path).unwrap();
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();

@@ -8,11 +8,12 @@ use std::fmt;
 use std::io::{self, BufWriter, Read};
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, types::Value};
+use rusqlite::{Connection, types::Value};
 use serde::{Deserialize, Serialize};
 
 use crate::database::CheckLevel;
 use crate::digest::{HashingReader, HashingWriter};
+use crate::sqlite::open_private;
 
 /// What to check in a database.
 #[derive(Debug, Clone, Default)]
@@ -217,78 +218,6 @@ impl DbReport {
     /// True when nothing was found wrong.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
-    }
-}
-
-/// Open a live database read-only (readers and writers carry on).
-pub fn open_live(path: &Path) -> rusqlite::Result<Connection> {
-    crate::snapshot::open_source(path)
-}
-
-/// Open a private snapshot file that nothing else touches: `immutable=1`
-/// means no locks and no `-wal`/`-shm` files are created beside it, so
-/// checking it can never change its bytes.
-pub fn open_private(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(
-        sqlite_uri(path, "immutable=1"),
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-}
-
-/// Bytes kept as they are in a `file:` URI path: RFC 3986 unreserved
-/// characters and `/`. Everything else, including every byte of a
-/// non-ASCII or non-UTF-8 name, becomes `%XX`, which SQLite decodes back
-/// to exactly that byte.
-const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `path` as a SQLite `file:` URI with `query` parameters (may be empty),
-/// for opening with `SQLITE_OPEN_URI`. Any name Linux allows round-trips:
-/// spaces, `%`, `?`, `#`, non-ASCII and non-UTF-8 bytes. The result is
-/// plain ASCII.
-///
-/// ```
-/// use std::path::Path;
-/// use backup_core::verify::sqlite_uri;
-/// assert_eq!(sqlite_uri(Path::new("/tmp/dé/a b?#%.db"), "immutable=1"),
-///            Path::new("file:///tmp/d%C3%A9/a%20b%3F%23%25.db?immutable=1"));
-/// // A relative name that looks like a URI stays a file name.
-/// assert_eq!(sqlite_uri(Path::new("file:x.db"), ""), Path::new("file:file%3Ax.db"));
-/// ```
-pub fn sqlite_uri(path: &Path, query: &str) -> std::path::PathBuf {
-    let bytes = path_bytes(path);
-    // `file:///abs` (empty authority): a path starting with `//` must not
-    // be read as `file://authority/...`.
-    let mut uri = String::from(if path.is_absolute() {
-        "file://"
-    } else {
-        "file:"
-    });
-    uri.extend(percent_encoding::percent_encode(&bytes, URI_PATH));
-    if !query.is_empty() {
-        uri.push('?');
-        uri.push_str(query);
-    }
-    uri.into()
-}
-
-#[cfg(unix)]
-fn path_bytes(path: &Path) -> std::borrow::Cow<'_, [u8]> {
-    use std::os::unix::ffi::OsStrExt;
-    std::borrow::Cow::Borrowed(path.as_os_str().as_bytes())
-}
-
-#[cfg(not(unix))]
-fn path_bytes(path: &Path) -> std::borrow::Cow<'_, [u8]> {
-    match path.to_string_lossy() {
-        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
-        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use backup_core::catalog;
 use backup_core::compress::Format;
 use backup_core::digest::Sha256;
 use backup_core::jiff::Timestamp;
 use backup_core::manifest::{self, Entry};
-use backup_core::pipeline;
 use backup_core::prune;
 use backup_core::sink::faults::Hooked;
 use backup_core::sink::{MemorySink, Placement, Sink, get_bytes};
@@ -77,7 +77,7 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
         pages: None,
     };
     let run_id = manifest::new_run_id(at);
-    pipeline::write_manifest(sink, &run_id, at, at, vec![entry.clone()], vec![]).unwrap();
+    catalog::append::write_manifest(sink, &run_id, at, at, vec![entry.clone()], vec![]).unwrap();
     entry
 }
 

@@ -9,7 +9,7 @@ use backup_core::jiff::Timestamp;
 use backup_core::manifest::{self, Entry};
 use backup_core::sink::{Placement, Sink};
 use backup_core::{CheckLevel, Retention};
-use backup_core::{pipeline, prune};
+use backup_core::{catalog, prune};
 use backup_local::LocalSink;
 
 const DAY: i64 = 86_400;
@@ -62,7 +62,8 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
         sealed: None,
         pages: None,
     };
-    pipeline::write_manifest(sink, &manifest::new_run_id(at), at, at, vec![entry], vec![]).unwrap();
+    catalog::append::write_manifest(sink, &manifest::new_run_id(at), at, at, vec![entry], vec![])
+        .unwrap();
 }
 
 #[test]

@@ -217,7 +217,7 @@ pub fn add_tasks(db: &Path, n: usize) {
 
 /// Open a database file read-only without side files (never changes it).
 pub fn open_ro(path: &Path) -> Connection {
-    backup_core::verify::open_private(path).expect("open")
+    backup_core::sqlite::open_private(path).expect("open")
 }
 
 /// `PRAGMA integrity_check` result lines; a check that stops on an error

@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::lock::{FileLock, LockError};
 use crate::state::{Event, RunResult, State};
 use anyhow::{Context, Result};
 use backup_config::{Config, DatabaseConfig};
@@ -66,7 +65,7 @@ fn on_signal(cancel: Arc<AtomicBool>) -> Result<Arc<OnceLock<&'static str>>> {
     // Installed here, before the run starts, so no signal is missed.
     let signals = {
         let _in_runtime = runtime.enter();
-        super::daemon::Signals::install().context("installing signal handlers")?
+        crate::signals::Signals::install().context("installing signal handlers")?
     };
     let received = Arc::new(OnceLock::new());
     let seen = received.clone();
@@ -92,11 +91,6 @@ pub struct RunControl {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-/// A run refused because another one holds the run lock (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}; nothing was backed up, try again when it has finished")]
-pub struct RunRefused(pub LockError);
-
 /// Plan and (unless `dry_run`) execute a backup of `databases`, silently.
 pub fn run_backup(
     config: &Config,
@@ -118,7 +112,7 @@ pub fn run_backup(
 /// Plan and (unless `dry_run`) execute a backup of `databases`.
 ///
 /// A real run holds `state_dir/run.lock` throughout (another run of the
-/// same config is refused with [`RunRefused`], naming the holder's pid),
+/// same config is refused with [`RunRefused`](crate::lock::RunRefused), naming the holder's pid),
 /// then records each database's result in the state file and sends the
 /// alerts and recovery messages that result calls for.
 pub fn run_backup_with(
@@ -137,7 +131,7 @@ pub fn run_backup_with(
         let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
         return Ok((plan, None));
     }
-    let _lock = take_run_lock(config)?;
+    let _lock = crate::lock::take_run_lock(config)?;
     // The local roots first, with the sinks' folder mode: the snapshot
     // scratch folder inside the local root would otherwise create it 0700.
     // A failure here shows as that sink's failure in the run.
@@ -151,15 +145,6 @@ pub fn run_backup_with(
     let report = pipeline::execute(&plan, &observer);
     record_run(config, &report, &observer);
     Ok((plan, Some(report)))
-}
-
-/// The run lock of `config`'s state folder: one backup, drill or prune at a
-/// time per config. Held by another: [`RunRefused`], naming the holder.
-pub fn take_run_lock(config: &Config) -> Result<FileLock> {
-    FileLock::run(&config.state_dir).map_err(|e| match e {
-        held @ LockError::Held { .. } => anyhow::Error::new(RunRefused(held)),
-        other => anyhow::Error::new(other).context("taking the run lock"),
-    })
 }
 
 /// Update the state file with a run's results and send what it calls for.
@@ -197,7 +182,7 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
             );
         }
     }
-    save(&mut state, config);
+    state.save_logged(&config.state_dir);
     let mut undelivered = false;
     for (label, event) in &events {
         match event {
@@ -221,15 +206,9 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
         }
     }
     if undelivered {
-        save(&mut state, config);
+        state.save_logged(&config.state_dir);
     }
     crate::metrics::write_textfile(config, &state);
-}
-
-pub(crate) fn save(state: &mut State, config: &Config) {
-    if let Err(e) = state.save(&config.state_dir) {
-        error!("{e}: failure counters were not updated");
-    }
 }
 
 fn print_plan(plan: &Plan, config: &Config) {

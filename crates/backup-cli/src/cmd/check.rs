@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
             ..Checks::default()
         },
     };
-    let conn = verify::open_live(&args.db_path)
+    let conn = backup_core::sqlite::open_source(&args.db_path)
         .with_context(|| format!("opening {}", args.db_path.display()))?;
     // Read the header first: a database that cannot be read as it is (a
     // hot journal, a read-only WAL, a lock held throughout) is not corrupt,

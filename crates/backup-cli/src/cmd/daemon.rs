@@ -34,7 +34,9 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::args::{Cli, DaemonArgs};
 use crate::cmd::drill::DrillReport;
-use crate::cmd::{RunControl, RunRefused, run_backup_with, run_drill};
+use crate::cmd::{RunControl, run_backup_with, run_drill};
+use crate::lock::RunRefused;
+use crate::signals::Signals;
 use crate::state::State;
 use crate::{interval, progress, settings};
 
@@ -280,45 +282,5 @@ async fn run_in_thread(config: Config, control: RunControl) -> RunEnd {
             None => RunEnd::Error(e),
         },
         Err(_) => RunEnd::Error(anyhow::anyhow!("the backup thread panicked")),
-    }
-}
-
-/// SIGINT and SIGTERM (Ctrl-C elsewhere), installed before the first run.
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    pub(crate) async fn recv(mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
     }
 }

@@ -9,8 +9,8 @@
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
 use backup_core::drill::{self, SinkDrill};
+use backup_core::duration;
 use backup_core::manifest;
-use backup_core::restore::human_duration;
 use backup_core::sink::Sink;
 use jiff::Timestamp;
 use tracing::{error, info, warn};
@@ -63,7 +63,7 @@ pub fn run_drill(
         backup_core::restore::check_sink_name(from, &refs)
             .map_err(|e| UsageError(e.to_string()))?;
     }
-    let _lock = super::backup::take_run_lock(config)?;
+    let _lock = crate::lock::take_run_lock(config)?;
     let drill_id = format!("drill-{}", Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
     info!("drill start id={drill_id} databases={}", databases.len());
     // One read of every sink's catalog for all databases.
@@ -156,7 +156,7 @@ fn record(config: &Config, report: &DrillReport) {
             events.push((label.clone(), event));
         }
     }
-    super::backup::save(&mut state, config);
+    state.save_logged(&config.state_dir);
     let mut undelivered = false;
     for (label, event) in &events {
         match event {
@@ -182,7 +182,7 @@ fn record(config: &Config, report: &DrillReport) {
         }
     }
     if undelivered {
-        super::backup::save(&mut state, config);
+        state.save_logged(&config.state_dir);
     }
     crate::metrics::write_textfile(config, &state);
 }
@@ -206,7 +206,7 @@ fn print_report(report: &DrillReport) {
                 label.clone(),
                 s.sink.clone(),
                 if errors.is_empty() { "ok" } else { "FAILED" }.into(),
-                s.rto().map_or("-".into(), human_duration),
+                s.rto().map_or("-".into(), duration::human),
                 s.drilled
                     .iter()
                     .map(|d| d.listed.run_id.as_str())

@@ -19,7 +19,7 @@ use anyhow::Result;
 use crate::Exit;
 use crate::args::{Cli, Command};
 
-pub use backup::{RunControl, RunRefused, run_backup, run_backup_with};
+pub use backup::{RunControl, run_backup, run_backup_with};
 pub use drill::run_drill;
 
 /// Dispatch.

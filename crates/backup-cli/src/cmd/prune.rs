@@ -77,7 +77,7 @@ fn record(config: &backup_config::Config, plan: &PrunePlan, report: &PruneReport
             state.database(label).record_pruned(&s.sink, n);
         }
     }
-    super::backup::save(&mut state, config);
+    state.save_logged(&config.state_dir);
     crate::metrics::write_textfile(config, &state);
 }
 

@@ -7,11 +7,10 @@ use std::time::Instant;
 use anyhow::Result;
 use backup_core::restore::{
     self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
-    human_duration,
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
-use backup_core::{inuse, manifest};
+use backup_core::{duration, inuse, manifest};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -128,17 +127,17 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         printer.tier(c),
         time(c.listed.entry.snapshot_at),
         age(c.listed.entry.snapshot_at, printer.now),
-        human_duration(started.elapsed()),
+        duration::human(started.elapsed()),
     );
     println!(
         "  timings: verify {}, place {}, re-check {}{}",
-        human_duration(outcome.timings.verify),
-        human_duration(outcome.timings.place),
-        human_duration(outcome.timings.recheck),
+        duration::human(outcome.timings.verify),
+        duration::human(outcome.timings.place),
+        duration::human(outcome.timings.recheck),
         if outcome.post_restore.is_some() {
             format!(
                 ", post_restore {}",
-                human_duration(outcome.timings.post_restore)
+                duration::human(outcome.timings.post_restore)
             )
         } else {
             String::new()

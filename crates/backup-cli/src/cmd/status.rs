@@ -274,9 +274,7 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
                         format!(
                             "{} RTO {}",
                             x.sink,
-                            backup_core::restore::human_duration(std::time::Duration::from_millis(
-                                ms
-                            ))
+                            backup_core::duration::human(std::time::Duration::from_millis(ms))
                         )
                     })
                 })

@@ -326,7 +326,8 @@ fn thousand_runs(root: &Path) {
             sealed: None,
             pages: None,
         };
-        backup_core::pipeline::write_manifest(&mem, &run_id, t, t, vec![entry], vec![]).unwrap();
+        backup_core::catalog::append::write_manifest(&mem, &run_id, t, t, vec![entry], vec![])
+            .unwrap();
     }
     for key in mem.keys() {
         let path = root.join(&key);

@@ -282,6 +282,31 @@ fn run_time(run_id: &str) -> Option<Timestamp> {
     Some(at + SignedDuration::from_millis(i64::from((bits >> 6).min(999))))
 }
 
+/// Append a manifest to a sink's chain (see [`append`]).
+/// Returns its key and the SHA-256 of its bytes (the new head).
+pub fn write_manifest(
+    sink: &dyn Sink,
+    run_id: &str,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    entries: Vec<Entry>,
+    pruned: Vec<manifest::Pruned>,
+) -> Result<(String, String), AppendError> {
+    let a = append(
+        sink,
+        Draft {
+            run_id: run_id.to_string(),
+            started_at,
+            finished_at,
+            entries,
+            pruned,
+            collected: vec![],
+            relinked: vec![],
+        },
+    )?;
+    Ok((a.key, a.sha256))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,9 +158,15 @@ mod tests {
     fn forked() -> (MemorySink, Vec<String>) {
         let sink = MemorySink::new("m");
         let t: Timestamp = "2026-11-23T13:00:00Z".parse().unwrap();
-        let base =
-            crate::pipeline::write_manifest(&sink, "20261123T130000Z-0001", t, t, vec![], vec![])
-                .unwrap();
+        let base = crate::catalog::append::write_manifest(
+            &sink,
+            "20261123T130000Z-0001",
+            t,
+            t,
+            vec![],
+            vec![],
+        )
+        .unwrap();
         let mut keys = vec![base.0];
         for id in ["20261123T140000Z-0001", "20261123T150000Z-0001"] {
             let mut m = Manifest::from_bytes("x", &get_bytes(&sink, &keys[0]).unwrap()).unwrap();

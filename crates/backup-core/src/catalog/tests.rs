@@ -5,10 +5,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::anchor::{self, AnchorLog};
+use crate::catalog::append::write_manifest;
 use crate::compress::Format;
 use crate::database::CheckLevel;
 use crate::manifest::{Pruned, manifest_key};
-use crate::pipeline::write_manifest;
 use crate::sink::MemorySink;
 
 fn t(i: usize) -> Timestamp {

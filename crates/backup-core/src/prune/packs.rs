@@ -23,7 +23,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::manifest::{self, Entry, Stored};
-use crate::naming;
 use crate::sink::Sink;
 
 /// An object no listed snapshot needs any more.
@@ -62,19 +61,13 @@ impl Garbage {
     }
 }
 
-/// The objects of an incremental snapshot: its packs, the page indexes they
-/// name and the sidecars of those, with their sizes where recorded.
+/// The objects of an incremental snapshot ([`Entry::objects`]), with their
+/// sizes where recorded (0 where not).
 fn objects(e: &Entry) -> Vec<(String, u64)> {
-    let Some(map) = &e.pages else {
-        return vec![];
-    };
-    let mut out = vec![(e.key.clone(), e.size), (e.sidecar_key.clone(), 0)];
-    for p in &map.packs {
-        out.push((p.key.clone(), p.size));
-        out.push((p.index.clone(), 0));
-        out.push((naming::sidecar_key(&p.index), 0));
-    }
-    out
+    e.objects()
+        .into_iter()
+        .map(|n| (n.key, n.size.unwrap_or(0)))
+        .collect()
 }
 
 /// Sort the objects of pruned incremental snapshots into ready and waiting.

@@ -32,8 +32,8 @@ fn pages_stored(l: &Listed, before: &Listed) -> Vec<u64> {
         .list()
         .unwrap()
         .iter()
-        .filter(|r| !old.contains(&map.packs[r.2 as usize]))
-        .flat_map(|r| r.0..r.0 + r.1)
+        .filter(|r| !old.contains(&map.packs[r.pack as usize]))
+        .flat_map(|r| r.first..r.end())
         .collect()
 }
 

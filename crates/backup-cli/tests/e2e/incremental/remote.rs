@@ -51,8 +51,12 @@ fn remote_chain_restores_and_walks_back(remote: Remote) {
     assert_eq!(depths, [0, 1, 2], "{from}");
     let stored: std::collections::BTreeSet<String> = sink.list("").unwrap().into_iter().collect();
     for l in &taken {
-        for key in l.entry.pages.as_ref().unwrap().objects() {
-            assert!(stored.contains(key), "{from}: {key} not stored: {stored:?}");
+        for n in l.entry.objects() {
+            let key = n.key;
+            assert!(
+                stored.contains(&key),
+                "{from}: {key} not stored: {stored:?}"
+            );
         }
     }
 

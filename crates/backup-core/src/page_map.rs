@@ -1,0 +1,485 @@
+//! The page map: where every page of an incremental-mode snapshot lives. It
+//! is part of the stored manifest format, so its serialised form stays
+//! stable (runs as `[first, count, pack, at]` arrays, or packed when long).
+
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Where every page of an incremental-mode snapshot lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageMap {
+    /// 0 for a full base, else the number of snapshots since it.
+    pub chain_depth: u32,
+    /// When the chain's full base was taken (`full_every` counts from here).
+    pub chain_started: Timestamp,
+    /// Bytes this snapshot stored (its new packs and its index).
+    pub stored_bytes: u64,
+    /// Every pack the image needs, its own and earlier ones.
+    pub packs: Vec<PackRef>,
+    /// SHA-256 of the image's page hashes in page order ([`hashes_digest`](crate::incremental::hashes_digest)):
+    /// a cached copy of them is used only when it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes_sha256: Option<String>,
+    /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
+    /// in page order, covering the whole image. Stored packed when long, and
+    /// decoded only when this snapshot's pages are read (see [`Runs`]).
+    pub runs: Runs,
+}
+
+/// A page map's runs, as [`PageMap::runs`] stores them. As JSON arrays a
+/// run costs about 90 bytes pretty-printed, and scattered changes fragment
+/// a map into tens of thousands of runs: megabytes in every manifest, and
+/// every `list`, restore and backup parses every manifest. A map of more
+/// than [`Runs::INLINE`] runs is therefore stored as one string,
+/// `"zstd+base64:…"`, of `(count u64, pack u32, at u64)` little-endian per
+/// run (`first` is the sum of the counts before it), kept packed in memory
+/// and decoded only for the snapshot whose pages are read. Short maps stay
+/// readable arrays; both forms are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runs(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Repr {
+    List(Vec<Run>),
+    Packed(String),
+}
+
+const PACKED_PREFIX: &str = "zstd+base64:";
+const PACKED_RECORD: usize = 20;
+
+impl Runs {
+    /// Up to this many runs are written as arrays.
+    pub const INLINE: usize = 64;
+
+    /// The runs, decoded if stored packed; a damaged encoding is an error,
+    /// never a different map.
+    pub fn list(&self) -> Result<Cow<'_, [Run]>, String> {
+        use base64::Engine;
+        let text = match &self.0 {
+            Repr::List(runs) => return Ok(runs.as_slice().into()),
+            Repr::Packed(text) => text,
+        };
+        let bad = |why: &str| format!("page map runs: {why}");
+        let b64 = text
+            .strip_prefix(PACKED_PREFIX)
+            .ok_or_else(|| bad("unknown encoding"))?;
+        let packed = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad("not base64"))?;
+        let raw = zstd::decode_all(packed.as_slice()).map_err(|_| bad("not zstd"))?;
+        if raw.len() % PACKED_RECORD != 0 {
+            return Err(bad("truncated"));
+        }
+        let mut first = 0u64;
+        let mut runs = Vec::with_capacity(raw.len() / PACKED_RECORD);
+        for r in raw.chunks_exact(PACKED_RECORD) {
+            let count = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
+            let pack = u32::from_le_bytes(r[8..12].try_into().expect("4 bytes"));
+            let at = u64::from_le_bytes(r[12..20].try_into().expect("8 bytes"));
+            runs.push(Run {
+                first,
+                count,
+                pack,
+                at,
+            });
+            first = first
+                .checked_add(count)
+                .ok_or_else(|| bad("page count overflows"))?;
+        }
+        Ok(runs.into())
+    }
+}
+
+impl From<Vec<Run>> for Runs {
+    fn from(runs: Vec<Run>) -> Self {
+        if runs.len() <= Self::INLINE {
+            return Self(Repr::List(runs));
+        }
+        use base64::Engine;
+        let mut raw = Vec::with_capacity(runs.len() * PACKED_RECORD);
+        for &Run {
+            count, pack, at, ..
+        } in &runs
+        {
+            raw.extend_from_slice(&count.to_le_bytes());
+            raw.extend_from_slice(&pack.to_le_bytes());
+            raw.extend_from_slice(&at.to_le_bytes());
+        }
+        let packed = zstd::encode_all(raw.as_slice(), 3).expect("zstd into memory");
+        let text = base64::engine::general_purpose::STANDARD.encode(packed);
+        Self(Repr::Packed(format!("{PACKED_PREFIX}{text}")))
+    }
+}
+
+impl Serialize for Runs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Runs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Repr::deserialize(d).map(Self)
+    }
+}
+
+/// One run of consecutive pages stored consecutively in one pack. Stored as
+/// the array `[first, count, pack, at]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u64, u64, u32, u64)", into = "(u64, u64, u32, u64)")]
+pub struct Run {
+    /// Its first page (0-based).
+    pub first: u64,
+    /// Pages in it.
+    pub count: u64,
+    /// The pack holding them: an index into [`PageMap::packs`].
+    pub pack: u32,
+    /// Where `first` is in that pack, in pages.
+    pub at: u64,
+}
+
+impl Run {
+    /// The page after its last.
+    pub fn end(&self) -> u64 {
+        self.first + self.count
+    }
+}
+
+impl From<(u64, u64, u32, u64)> for Run {
+    fn from((first, count, pack, at): (u64, u64, u32, u64)) -> Self {
+        Self {
+            first,
+            count,
+            pack,
+            at,
+        }
+    }
+}
+
+impl From<Run> for (u64, u64, u32, u64) {
+    fn from(r: Run) -> Self {
+        (r.first, r.count, r.pack, r.at)
+    }
+}
+
+/// A pack, as a snapshot needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    /// Object key.
+    pub key: String,
+    /// Stored bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Pages in it.
+    pub pages: u64,
+    /// Key of the page-hash index holding its pages' hashes.
+    pub index: String,
+    /// SHA-256 of that index's stored bytes.
+    pub index_sha256: String,
+    /// Position of its first page's hash in that index.
+    pub index_at: u64,
+}
+
+impl PageMap {
+    /// Checks that the runs cover pages `0..page_count` in order and point
+    /// inside their packs.
+    pub fn check(&self, page_count: u64) -> Result<(), String> {
+        let mut next = 0;
+        for r in self.runs.list()?.iter() {
+            let Run {
+                first,
+                count,
+                pack,
+                at,
+            } = *r;
+            if first != next {
+                return Err(format!(
+                    "page map: run starts at page {first}, expected {next}"
+                ));
+            }
+            let Some(p) = self.packs.get(pack as usize) else {
+                return Err(format!(
+                    "page map: run names pack #{pack}, there are {}",
+                    self.packs.len()
+                ));
+            };
+            if at + count > p.pages {
+                return Err(format!("page map: run reaches past the end of {}", p.key));
+            }
+            next = first + count;
+        }
+        if next != page_count {
+            return Err(format!(
+                "page map covers {next} pages, the image has {page_count}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds the page map of a new snapshot page by page, in page order: each
+/// page is either stored by this run (in one of its new packs) or left where
+/// the previous snapshot of the chain has it.
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// The previous snapshot's runs (empty for a full base).
+    previous: Vec<Run>,
+    /// The run of `previous` that the last unchanged page was found in.
+    cursor: usize,
+    /// This run's packs are numbered after the previous snapshot's.
+    first_new_pack: u32,
+    runs: Vec<Run>,
+}
+
+impl Builder {
+    /// A map for a full base: every page is stored by this run.
+    pub fn full() -> Self {
+        Self::default()
+    }
+
+    /// A map that builds on a snapshot with these runs over `packs` packs.
+    pub fn on(previous: Vec<Run>, packs: usize) -> Self {
+        Self {
+            previous,
+            first_new_pack: packs as u32,
+            ..Self::default()
+        }
+    }
+
+    /// `page` was stored by this run in its new pack `pack`, at `at`.
+    pub fn stored(&mut self, page: u64, pack: u32, at: u64) {
+        self.push(page, self.first_new_pack + pack, at);
+    }
+
+    /// `page` did not change: it stays where the previous snapshot has it.
+    /// Pages come in order, so the search only moves forward.
+    ///
+    /// # Panics
+    /// When the previous snapshot has no such page: a page past the end of
+    /// the previous image is always stored, never unchanged.
+    pub fn unchanged(&mut self, page: u64) {
+        while self.previous[self.cursor].end() <= page {
+            self.cursor += 1;
+        }
+        let r = self.previous[self.cursor];
+        self.push(page, r.pack, r.at + (page - r.first));
+    }
+
+    fn push(&mut self, page: u64, pack: u32, at: u64) {
+        if let Some(last) = self.runs.last_mut()
+            && last.end() == page
+            && last.pack == pack
+            && last.at + last.count == at
+        {
+            last.count += 1;
+            return;
+        }
+        self.runs.push(Run {
+            first: page,
+            count: 1,
+            pack,
+            at,
+        });
+    }
+
+    /// The runs, over only the packs some page still lives in: `packs` are
+    /// the previous snapshot's followed by this run's new ones; those no
+    /// page uses any more are dropped and the rest renumbered.
+    pub fn finish(self, packs: Vec<PackRef>) -> (Runs, Vec<PackRef>) {
+        let mut used = vec![false; packs.len()];
+        for r in &self.runs {
+            used[r.pack as usize] = true;
+        }
+        let mut renumber = vec![0u32; packs.len()];
+        let mut kept = Vec::new();
+        for (n, p) in packs.into_iter().enumerate() {
+            if used[n] {
+                renumber[n] = kept.len() as u32;
+                kept.push(p);
+            }
+        }
+        let runs: Vec<Run> = self
+            .runs
+            .into_iter()
+            .map(|r| Run {
+                pack: renumber[r.pack as usize],
+                ..r
+            })
+            .collect();
+        (runs.into(), kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_page_maps_are_packed_and_read_back_and_short_ones_stay_arrays() {
+        // Alternating packs, as scattered changes leave them.
+        let runs =
+            |n: u64| -> Vec<Run> { (0..n).map(|i| run(i * 2, 2, (i % 2) as u32, i)).collect() };
+        let map = |n: u64| PageMap {
+            chain_depth: 3,
+            chain_started: Timestamp::UNIX_EPOCH,
+            stored_bytes: 1,
+            packs: vec![],
+            hashes_sha256: None,
+            runs: runs(n).into(),
+        };
+        let short = serde_json::to_string_pretty(&map(3)).unwrap();
+        assert!(short.contains("\"runs\": [\n"), "{short}");
+        let back = serde_json::from_str::<PageMap>(&short).unwrap();
+        assert_eq!(back.runs.list().unwrap().as_ref(), runs(3).as_slice());
+
+        let pretty_arrays = serde_json::to_string_pretty(&runs(20_000)).unwrap().len();
+        let text = serde_json::to_string_pretty(&map(20_000)).unwrap();
+        assert!(text.contains("\"runs\": \"zstd+base64:"));
+        assert!(
+            text.len() * 20 < pretty_arrays,
+            "{} vs {pretty_arrays}",
+            text.len()
+        );
+        let back = serde_json::from_str::<PageMap>(&text).unwrap();
+        assert_eq!(back.runs.list().unwrap().as_ref(), runs(20_000).as_slice());
+        assert_eq!(back, map(20_000));
+
+        // Damage is an error, never a different map.
+        for damaged in [
+            text.replace("zstd+base64:", "zstd+base64:AAAA"),
+            text.replace("zstd+base64:", "gzip:"),
+        ] {
+            let m = serde_json::from_str::<PageMap>(&damaged).unwrap();
+            assert!(m.runs.list().is_err());
+            assert!(m.check(40_000).is_err());
+        }
+    }
+
+    fn run(first: u64, count: u64, pack: u32, at: u64) -> Run {
+        Run {
+            first,
+            count,
+            pack,
+            at,
+        }
+    }
+
+    fn pack(n: u64) -> PackRef {
+        PackRef {
+            key: format!("p{n}.pack"),
+            size: n,
+            sha256: String::new(),
+            pages: 100,
+            index: format!("i{n}.pageidx"),
+            index_sha256: String::new(),
+            index_at: 0,
+        }
+    }
+
+    fn runs_of(b: Builder, packs: u64) -> (Vec<Run>, Vec<String>) {
+        let (runs, kept) = b.finish((0..packs).map(pack).collect());
+        let keys = kept.into_iter().map(|p| p.key).collect();
+        (runs.list().unwrap().into_owned(), keys)
+    }
+
+    #[test]
+    fn runs_merge_only_when_both_sides_continue() {
+        let mut b = Builder::full();
+        b.stored(0, 0, 0);
+        b.stored(1, 0, 1);
+        b.stored(2, 1, 0);
+        b.stored(3, 0, 5);
+        let (runs, keys) = runs_of(b, 2);
+        assert_eq!(
+            runs,
+            vec![run(0, 2, 0, 0), run(2, 1, 1, 0), run(3, 1, 0, 5)]
+        );
+        assert_eq!(keys, ["p0.pack", "p1.pack"]);
+    }
+
+    #[test]
+    fn an_empty_image_has_no_runs_and_keeps_no_pack() {
+        let (runs, keys) = runs_of(Builder::full(), 1);
+        assert!(runs.is_empty());
+        assert!(keys.is_empty());
+        let (runs, keys) = runs_of(Builder::on(vec![run(0, 3, 0, 0)], 1), 1);
+        assert!(runs.is_empty() && keys.is_empty());
+    }
+
+    #[test]
+    fn unchanged_pages_keep_their_place_and_changed_ones_go_to_new_packs() {
+        // Previous: pages 0..4 in pack 0, 4..6 in pack 1 at 10.
+        let previous = vec![run(0, 4, 0, 0), run(4, 2, 1, 10)];
+        let mut b = Builder::on(previous, 2);
+        b.unchanged(0);
+        b.unchanged(1);
+        b.stored(2, 0, 0); // new pack 0 is pack 2 overall
+        b.unchanged(3);
+        b.unchanged(4);
+        b.unchanged(5);
+        let (runs, keys) = runs_of(b, 3);
+        assert_eq!(
+            runs,
+            vec![
+                run(0, 2, 0, 0),
+                run(2, 1, 2, 0),
+                run(3, 1, 0, 3),
+                run(4, 2, 1, 10)
+            ]
+        );
+        assert_eq!(keys, ["p0.pack", "p1.pack", "p2.pack"]);
+    }
+
+    #[test]
+    fn all_changed_drops_every_earlier_pack() {
+        let mut b = Builder::on(vec![run(0, 3, 0, 0), run(3, 1, 1, 0)], 2);
+        for page in 0..4 {
+            b.stored(page, 0, page);
+        }
+        let (runs, keys) = runs_of(b, 3);
+        assert_eq!(runs, vec![run(0, 4, 0, 0)]);
+        assert_eq!(keys, ["p2.pack"]);
+    }
+
+    #[test]
+    fn growth_and_shrink() {
+        // Grown from 2 to 4 pages: the new pages are stored.
+        let mut b = Builder::on(vec![run(0, 2, 0, 0)], 1);
+        b.unchanged(0);
+        b.unchanged(1);
+        b.stored(2, 0, 0);
+        b.stored(3, 0, 1);
+        let (runs, keys) = runs_of(b, 2);
+        assert_eq!(runs, vec![run(0, 2, 0, 0), run(2, 2, 1, 0)]);
+        assert_eq!(keys, ["p0.pack", "p1.pack"]);
+        // Shrunk from 4 to 1 page: the pack holding only the lost pages goes.
+        let mut b = Builder::on(vec![run(0, 2, 0, 0), run(2, 2, 1, 0)], 2);
+        b.unchanged(0);
+        let (runs, keys) = runs_of(b, 2);
+        assert_eq!(runs, vec![run(0, 1, 0, 0)]);
+        assert_eq!(keys, ["p0.pack"]);
+    }
+
+    #[test]
+    fn a_run_crossing_into_the_next_pack_splits() {
+        // This run's pages 0..3 fill new pack 0 up to page 2, then pack 1.
+        let mut b = Builder::full();
+        b.stored(0, 0, 0);
+        b.stored(1, 0, 1);
+        b.stored(2, 1, 0);
+        b.stored(3, 1, 1);
+        let (runs, _) = runs_of(b, 2);
+        assert_eq!(runs, vec![run(0, 2, 0, 0), run(2, 2, 1, 0)]);
+        // And the same map read back through a previous run that spans both.
+        let mut b = Builder::on(runs, 2);
+        for page in 0..4 {
+            b.unchanged(page);
+        }
+        let (again, _) = runs_of(b, 2);
+        assert_eq!(again, vec![run(0, 2, 0, 0), run(2, 2, 1, 0)]);
+    }
+}

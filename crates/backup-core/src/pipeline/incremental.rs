@@ -1,0 +1,572 @@
+//! An incremental-mode run: hash every page of the pinned snapshot, then
+//! store per sink only the pages that differ from its previous snapshot
+//! (see [`crate::incremental`]).
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::commit::{Produced, Stored, finish_uploads, new_entry};
+use super::fan_out::{Cancellable, FanOut, compress_into, open_fan};
+use super::full_image::backup_streams;
+use super::report::Written;
+use super::report::sink_error;
+use super::{BackupError, Observer, PlannedArtifact, RunOpts, Target};
+use crate::database::Database;
+use crate::digest::{Sha256, Sidecar};
+use crate::fsutil;
+use crate::incremental;
+use crate::incremental::{Decision, PackWriter, PageHash};
+use crate::intent;
+use crate::manifest::{Entry, SealedFacts};
+use crate::naming;
+use crate::page_map::{self, PageMap};
+use crate::sink::{Sink, SinkError};
+use crate::snapshot::{PageStream, SnapshotStats};
+use crate::verify::{self, Checks, DbReport};
+
+/// Calls `each(page number, page)` for every `page_size` bytes written.
+struct PageSplit<F> {
+    page_size: usize,
+    buf: Vec<u8>,
+    next: u64,
+    each: F,
+}
+
+impl<F: FnMut(u64, &[u8]) -> io::Result<()>> Write for PageSplit<F> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            if self.buf.is_empty() && data.len() >= self.page_size {
+                (self.each)(self.next, &data[..self.page_size])?;
+                self.next += 1;
+                data = &data[self.page_size..];
+                continue;
+            }
+            let take = (self.page_size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.page_size {
+                (self.each)(self.next, &self.buf)?;
+                self.next += 1;
+                self.buf.clear();
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Run every page of `stream` through `each`, stopping when the run is
+/// cancelled.
+fn for_each_page(
+    stream: &PageStream,
+    observer: &dyn Observer,
+    each: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut split = PageSplit {
+        page_size: stream.page_size() as usize,
+        buf: Vec::new(),
+        next: 0,
+        each,
+    };
+    stream.copy_to(
+        &mut Cancellable {
+            inner: &mut split,
+            observer,
+        },
+        &mut |_, _| {},
+    )?;
+    Ok(())
+}
+
+/// One sink's share of an incremental run, decided before pass 2.
+struct Chain<'a> {
+    artifact: &'a PlannedArtifact,
+    sink: &'a dyn Sink,
+    /// The snapshot this one builds on; `None` for a full base.
+    previous: Option<PageMap>,
+    /// Its runs, decoded once (taken by [`Progress::new`]).
+    previous_runs: Vec<page_map::Run>,
+    /// Which pages to store: all of them for a full base.
+    changed: Option<Vec<bool>>,
+    index_key: String,
+    base: String,
+}
+
+impl Chain<'_> {
+    fn stores(&self, page: u64) -> bool {
+        self.changed.as_ref().is_none_or(|c| c[page as usize])
+    }
+}
+
+/// A chain being written in pass 2.
+struct Progress<'a> {
+    packs: PackWriter<'a>,
+    map: page_map::Builder,
+    failed: Option<SinkError>,
+}
+
+/// Pass 1's result: every page's hash, and the check of the same snapshot.
+struct Hashed {
+    hashes: Vec<PageHash>,
+    db_sha256: String,
+    hashes_sha256: String,
+    report: DbReport,
+}
+
+/// An incremental-mode backup (see [`crate::incremental`]): hash every page
+/// of the pinned snapshot, check the snapshot, then store per sink only the
+/// pages that differ from that sink's previous snapshot. Cold-only targets
+/// get one classic full artifact of the same snapshot instead (a phase seal
+/// restores from one object), written during the same pass.
+pub(super) fn backup_incremental(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    opts: &RunOpts<'_>,
+    run_id: &str,
+) -> Result<(Written, Vec<BackupError>), Vec<BackupError>> {
+    let Some(stream) = PageStream::open(&db.path).map_err(|e| snap_err(e.to_string()))? else {
+        warn!(
+            "label={}: incremental mode needs a WAL database and sqlite_dbpage; taking a full artifact",
+            db.label
+        );
+        return backup_streams(db, artifacts, targets, opts, run_id, Timestamp::now());
+    };
+    let (cold, artifacts): (Vec<PlannedArtifact>, Vec<PlannedArtifact>) = artifacts
+        .iter()
+        .cloned()
+        .partition(|a| targets[a.target].cold_only);
+    let started = Instant::now();
+    let hashed = hash_and_check(&stream, db, opts)?;
+    info!(
+        "pages hashed label={} pages={} ms={}",
+        db.label,
+        hashed.hashes.len(),
+        started.elapsed().as_millis()
+    );
+    let now = Timestamp::now();
+    let mut errors = Vec::new();
+    let mut seal = None;
+    if !cold.is_empty() {
+        match open_fan(db, &cold, targets, run_id) {
+            Ok((planned, fan, open_errors)) => {
+                errors.extend(open_errors);
+                if !fan.writers.is_empty() {
+                    seal = Some((planned, fan));
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut chains = Vec::new();
+    for a in &artifacts {
+        let sink = targets[a.target].sink.as_ref();
+        match decide_chain(
+            db,
+            a,
+            sink,
+            opts,
+            run_id,
+            &hashed.hashes,
+            stream.page_size(),
+            now,
+        ) {
+            Ok(chain) => chains.push(chain),
+            Err(e) => errors.push(sink_error(&a.sink, e)),
+        }
+    }
+
+    // Pass 2, on the same pinned snapshot: each sink's new pages into its
+    // packs, and its page map. The seal's compressor is fed the same pages;
+    // a seal that fails stops being fed, and the chains carry on.
+    let mut progress: Vec<Progress<'_>> = chains.iter_mut().map(Progress::new).collect();
+    let mut pages = |i: u64, page: &[u8]| {
+        let hash = &hashed.hashes[i as usize];
+        for (chain, p) in chains.iter().zip(progress.iter_mut()) {
+            p.add(chain, i, page, hash);
+        }
+        Ok(())
+    };
+    let mut copied = Ok(());
+    let sealed = seal.as_mut().map(|(_, fan)| {
+        compress_into(fan, &opts.compression, None, opts.observer, |out| {
+            let mut seal_failed = None;
+            copied = for_each_page(&stream, opts.observer, |i, page| {
+                if seal_failed.is_none()
+                    && let Err(e) = out.write_all(page)
+                {
+                    seal_failed = Some(e);
+                }
+                pages(i, page)
+            });
+            seal_failed.map_or(Ok(()), Err)
+        })
+    });
+    if sealed.is_none() {
+        copied = for_each_page(&stream, opts.observer, &mut pages);
+    }
+    if let Err(e) = copied {
+        if let Some((_, fan)) = seal {
+            fan.abort();
+        }
+        return Err(snap_err(format!("reading the snapshot: {e}")));
+    }
+    let stats = stream.finish().map_err(|e| snap_err(e.to_string()))?;
+    opts.observer
+        .snapshot_progress(&db.label, stats.page_count, stats.page_count);
+    let mut written = Vec::new();
+    if let (Some((planned, fan)), Some(sealed)) = (seal, sealed) {
+        let seal = Seal {
+            planned,
+            fan,
+            sealed,
+        };
+        let (w, e) = seal.finish(db, targets, opts, &stats, &hashed, started);
+        written.extend(w);
+        errors.extend(e);
+    }
+    let facts = hashed.report.facts.clone().unwrap_or_default();
+    let clear = SealedFacts {
+        db_sha256: hashed.db_sha256.clone(),
+        schema_sha256: facts.schema_sha256,
+        row_counts: facts.row_counts,
+    };
+    let source_mode = fsutil::mode_of(&db.path).ok();
+    for (chain, p) in chains.iter().zip(progress) {
+        let committed = p
+            .commit(chain, &hashed, &stats, opts, &db.label)
+            .map(|(map, stored)| {
+                info!(
+                    "incremental done label={} sink={} depth={} stored_bytes={} ms={}",
+                    db.label,
+                    chain.artifact.sink,
+                    map.chain_depth,
+                    map.stored_bytes,
+                    started.elapsed().as_millis()
+                );
+                let stored = Stored {
+                    facts: clear.clone(),
+                    ..stored
+                };
+                Entry {
+                    pages: Some(map),
+                    ..new_entry(db, opts, &stats, source_mode, stored)
+                }
+            });
+        match committed {
+            Ok(entry) => written.push((chain.artifact.sink.clone(), entry)),
+            Err(e) => errors.push(sink_error(&chain.artifact.sink, e)),
+        }
+    }
+    Ok((written, errors))
+}
+
+fn snap_err(e: String) -> Vec<BackupError> {
+    vec![BackupError::Snapshot(e)]
+}
+
+/// Pass 1: the hash of every page and the digest of the whole image, while
+/// the post-backup check reads the same snapshot on a twin connection.
+fn hash_and_check(
+    stream: &PageStream,
+    db: &Database,
+    opts: &RunOpts<'_>,
+) -> Result<Hashed, Vec<BackupError>> {
+    let checks = Checks::after_backup(db, opts.verify_level);
+    let twin = stream.twin().map_err(|e| snap_err(e.to_string()))?;
+    let checker = twin.map(|conn| {
+        let _ = conn.pragma_update(None, "cache_size", -8192);
+        let checks = checks.clone();
+        std::thread::spawn(move || verify::check_connection(&conn, &checks))
+    });
+    let mut hashes = Vec::new();
+    let mut image = Sha256::new();
+    let hashed = for_each_page(stream, opts.observer, |_, page| {
+        image.update(page);
+        hashes.push(incremental::page_hash(page));
+        Ok(())
+    });
+    let report = match checker {
+        Some(h) => h
+            .join()
+            .map_err(|_| snap_err("post-backup check panicked".into()))?,
+        None if hashed.is_ok() => verify::check_connection(stream.connection(), &checks),
+        None => DbReport::default(),
+    };
+    hashed.map_err(|e| snap_err(format!("reading the snapshot: {e}")))?;
+    if !report.ok() {
+        return Err(vec![BackupError::Check {
+            problems: report.problems.clone(),
+        }]);
+    }
+    Ok(Hashed {
+        db_sha256: image.finish_hex(),
+        hashes_sha256: incremental::hashes_digest(&hashes),
+        hashes,
+        report,
+    })
+}
+
+/// Whether `a`'s sink continues its chain or starts a new base, from its
+/// previous snapshot's page hashes (the local cache, else its page index);
+/// records the keys the run will write there.
+#[allow(clippy::too_many_arguments)]
+fn decide_chain<'a>(
+    db: &Database,
+    a: &'a PlannedArtifact,
+    sink: &'a dyn Sink,
+    opts: &RunOpts<'_>,
+    run_id: &str,
+    hashes: &[PageHash],
+    page_size: u64,
+    now: Timestamp,
+) -> Result<Chain<'a>, SinkError> {
+    let previous = incremental::previous(sink, &db.label)?;
+    let cached = |p: &Entry| {
+        let dir = opts.page_cache.as_deref()?;
+        incremental::cached_hashes(dir, &a.sink, p)
+    };
+    let prev_hashes = match &previous {
+        Some(p) => match cached(p).map_or_else(|| incremental::load_hashes(sink, p), Ok) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!("sink {}: {e}; starting a new chain", a.sink);
+                None
+            }
+        },
+        None => None,
+    };
+    let decision = incremental::decide(
+        previous.as_ref().zip(prev_hashes.as_deref()),
+        page_size,
+        hashes,
+        now,
+        &opts.incremental,
+    );
+    // Building on the previous snapshot needs its runs, decoded once.
+    let (previous, previous_runs, changed) = match (decision, previous) {
+        (Decision::Incremental(changed), Some(p)) => {
+            let map = p.pages.expect("an incremental snapshot has a map");
+            let runs = map
+                .check(p.page_count)
+                .and_then(|()| map.runs.list().map(|r| r.into_owned()));
+            match runs {
+                Ok(runs) => (Some(map), runs, Some(changed)),
+                Err(why) => {
+                    info!(
+                        "label={} sink={}: full base (previous page map: {why})",
+                        db.label, a.sink
+                    );
+                    (None, Vec::new(), None)
+                }
+            }
+        }
+        (Decision::Full(why), _) => {
+            info!("label={} sink={}: full base ({why})", db.label, a.sink);
+            (None, Vec::new(), None)
+        }
+        (Decision::Incremental(_), None) => (None, Vec::new(), None),
+    };
+    let stem = match a.key.rfind(".db") {
+        Some(i) => &a.key[..i],
+        None => a.key.as_str(),
+    };
+    let suffix = run_id.rsplit('-').next().unwrap_or(run_id);
+    let base = format!("{stem}-{suffix}");
+    let index_key = format!("{base}.pageidx");
+    let stores = changed
+        .as_ref()
+        .map_or(hashes.len(), |c| c.iter().filter(|c| **c).count()) as u64;
+    let packs = (stores * page_size).div_ceil(incremental::PACK_RAW_BYTES) + 1;
+    let mut keys = vec![index_key.clone(), naming::sidecar_key(&index_key)];
+    keys.extend((0..packs as usize).map(|n| PackWriter::pack_key(&base, n)));
+    let intent = intent::Intent {
+        run_id: run_id.to_string(),
+        keys,
+    };
+    if let Err(e) = intent::record(sink, &db.label, &intent) {
+        warn!("sink {}: cannot record what this run writes: {e}", a.sink);
+    }
+    Ok(Chain {
+        artifact: a,
+        sink,
+        previous,
+        previous_runs,
+        changed,
+        index_key,
+        base,
+    })
+}
+
+impl<'a> Progress<'a> {
+    fn new(chain: &mut Chain<'a>) -> Self {
+        // Packs are always zstd at its default level: they are read page by
+        // page on restore, whatever the configured artifact format.
+        let packs = PackWriter::new(
+            chain.sink,
+            &chain.base,
+            &chain.index_key,
+            zstd::DEFAULT_COMPRESSION_LEVEL,
+        );
+        let map = match &chain.previous {
+            Some(m) => {
+                page_map::Builder::on(std::mem::take(&mut chain.previous_runs), m.packs.len())
+            }
+            None => page_map::Builder::full(),
+        };
+        Self {
+            packs,
+            map,
+            failed: None,
+        }
+    }
+
+    fn add(&mut self, chain: &Chain<'_>, page_no: u64, page: &[u8], hash: &PageHash) {
+        if self.failed.is_some() {
+            return;
+        }
+        if !chain.stores(page_no) {
+            self.map.unchanged(page_no);
+            return;
+        }
+        match self.packs.add(page, hash) {
+            Ok((pack, at)) => self.map.stored(page_no, pack, at),
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Closes the packs, stores the page index and its sidecar, and builds
+    /// the page map; caches the page hashes for the next run.
+    fn commit(
+        self,
+        chain: &Chain<'_>,
+        hashed: &Hashed,
+        stats: &SnapshotStats,
+        opts: &RunOpts<'_>,
+        label: &str,
+    ) -> Result<(PageMap, Stored), SinkError> {
+        let a = chain.artifact;
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let (new_packs, index) = self.packs.finish()?;
+        info!(
+            "packs written label={label} sink={} packs={} bytes={}",
+            a.sink,
+            new_packs.len(),
+            new_packs.iter().map(|p| p.size).sum::<u64>()
+        );
+        let index_sha = Sha256::hex_of(&index);
+        chain.sink.put(&chain.index_key, &index)?;
+        chain.sink.put(
+            &naming::sidecar_key(&chain.index_key),
+            Sidecar::new(&index_sha, naming::file_name(&chain.index_key))
+                .render()
+                .as_bytes(),
+        )?;
+        let stored_bytes = index.len() as u64 + new_packs.iter().map(|p| p.size).sum::<u64>();
+        let (chain_depth, chain_started, mut packs) = match &chain.previous {
+            Some(m) => (m.chain_depth + 1, m.chain_started, m.packs.clone()),
+            None => (0, stats.taken_at, Vec::new()),
+        };
+        packs.extend(new_packs);
+        let (runs, packs) = self.map.finish(packs);
+        let map = PageMap {
+            chain_depth,
+            chain_started,
+            stored_bytes,
+            packs,
+            hashes_sha256: Some(hashed.hashes_sha256.clone()),
+            runs,
+        };
+        // Written before the manifest: a cache is trusted only when its
+        // digest matches the newest manifest's, so one for a snapshot that
+        // never made it into the catalog is simply not used.
+        if let Some(dir) = &opts.page_cache
+            && let Err(e) = incremental::cache_hashes(dir, &a.sink, label, &hashed.hashes)
+        {
+            warn!(
+                "sink {}: cannot cache page hashes in {}: {e}",
+                a.sink,
+                dir.display()
+            );
+        }
+        let stored = Stored {
+            key: chain.index_key.clone(),
+            sidecar_key: naming::sidecar_key(&chain.index_key),
+            compression: crate::compress::Format::Zstd,
+            size: index.len() as u64,
+            sha256: index_sha,
+            db_size: stats.page_count * stats.page_size,
+            page_size: stats.page_size,
+            page_count: stats.page_count,
+            facts: SealedFacts::default(),
+        };
+        Ok((map, stored))
+    }
+}
+
+/// The phase seal of an incremental run: one classic artifact of the same
+/// snapshot for the cold-only sinks.
+struct Seal {
+    planned: Vec<PlannedArtifact>,
+    fan: FanOut,
+    sealed: io::Result<(String, u64)>,
+}
+
+impl Seal {
+    fn finish(
+        self,
+        db: &Database,
+        targets: &[Target],
+        opts: &RunOpts<'_>,
+        stats: &SnapshotStats,
+        hashed: &Hashed,
+        started: Instant,
+    ) -> (Written, Vec<BackupError>) {
+        let mut errors: Vec<BackupError> = self
+            .fan
+            .failures
+            .iter()
+            .map(|(i, msg)| sink_error(targets[*i].sink.name(), msg))
+            .collect();
+        match self.sealed {
+            Ok((image_sha256, db_size)) => {
+                debug_assert_eq!(image_sha256, hashed.db_sha256, "one snapshot, one image");
+                let produced = Produced {
+                    stats: stats.clone(),
+                    db_sha256: image_sha256,
+                    db_size,
+                    report: hashed.report.clone(),
+                };
+                let (w, e) = finish_uploads(
+                    self.fan,
+                    produced,
+                    db,
+                    &self.planned,
+                    targets,
+                    opts,
+                    started,
+                );
+                errors.extend(e);
+                (w, errors)
+            }
+            Err(e) => {
+                for (i, _) in self.fan.writers.iter().filter(|(_, w)| w.is_some()) {
+                    errors.push(sink_error(
+                        targets[*i].sink.name(),
+                        format!("writing the full image: {e}"),
+                    ));
+                }
+                self.fan.abort();
+                (Vec::new(), errors)
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! What a run reports: per database, the entries written and the errors.
+
+use std::fmt;
+
+use crate::manifest::Entry;
+
+/// Why a database was not backed up, or not to every sink.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackupError {
+    /// One sink failed; the others may hold the backup.
+    #[error("sink {sink}: {message}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The run's manifest could not be written to a sink, so nothing of
+    /// the run counts there (its artifacts were removed again).
+    #[error("manifest to sink {sink}: {message}")]
+    Manifest {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The snapshot failed its post-backup check; nothing was stored.
+    #[error(
+        "the snapshot failed its post-backup check, nothing was stored: {}",
+        join(problems)
+    )]
+    Check {
+        /// What the check found.
+        problems: Vec<crate::verify::Problem>,
+    },
+    /// The snapshot could not be taken or streamed; nothing was stored.
+    #[error("{0}")]
+    Snapshot(String),
+}
+
+fn join(problems: &[crate::verify::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(super) fn sink_error(sink: &str, message: impl fmt::Display) -> BackupError {
+    BackupError::Sink {
+        sink: sink.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The result for one database.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Label.
+    pub label: String,
+    /// Skip reason, when skipped.
+    pub skipped: Option<String>,
+    /// Entries written, with their sink name.
+    pub written: Vec<(String, Entry)>,
+    /// Errors (any error makes the database count as failed).
+    pub errors: Vec<BackupError>,
+}
+
+impl Outcome {
+    /// Backed up to every planned sink.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.skipped.is_none()
+    }
+    /// At least one error.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// A run's manifest in one sink: the new head of that sink's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestWritten {
+    /// The sink's name.
+    pub sink: String,
+    /// The manifest's key.
+    pub key: String,
+    /// Its SHA-256: the catalog's new chain head.
+    pub head: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Per database, in plan order.
+    pub outcomes: Vec<Outcome>,
+    /// Manifests written, one per sink that received anything.
+    pub manifests: Vec<ManifestWritten>,
+    /// Objects a fully successful run would have written.
+    pub expected_objects: usize,
+    /// Objects actually written and recorded.
+    pub written_objects: usize,
+}
+
+impl RunReport {
+    /// Databases backed up everywhere.
+    pub fn ok_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.ok()).count()
+    }
+    /// Databases with at least one error.
+    pub fn failed_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.failed()).count()
+    }
+}
+
+/// Manifest entries written, with their sink's name.
+pub(super) type Written = Vec<(String, Entry)>;

@@ -1,0 +1,236 @@
+//! Carrying out a plan: database by database, then one manifest per sink.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::full_image::backup_streams;
+use super::incremental::backup_incremental;
+use super::{
+    Action, BackupError, INTERRUPTED, ManifestWritten, Observer, Outcome, Plan, PlannedArtifact,
+    RunOpts, RunReport, Target, fallback_scratch_dir,
+};
+use crate::catalog::append::write_manifest;
+use crate::database::Database;
+use crate::fsutil;
+use crate::intent;
+use crate::manifest::Entry;
+
+/// Carry out a plan.
+pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
+    let targets = plan.targets.as_slice();
+    let opts = &RunOpts {
+        opts: &plan.options,
+        observer,
+    };
+    info!(
+        "backup phase start run={} databases={}",
+        plan.run_id,
+        plan.items.len()
+    );
+    clean_leftovers(targets, &opts.scratch_dir);
+    let mut outcomes = Vec::new();
+    for item in &plan.items {
+        let label = item.database.label.clone();
+        let outcome = match &item.action {
+            _ if opts.observer.cancelled() => {
+                warn!("not starting label={label}: run cancelled");
+                Outcome {
+                    label,
+                    skipped: Some(INTERRUPTED.into()),
+                    written: vec![],
+                    errors: vec![],
+                }
+            }
+            Action::Skip(reason) => {
+                warn!("skipping label={label}: {reason}");
+                Outcome {
+                    label,
+                    skipped: Some(reason.clone()),
+                    written: vec![],
+                    errors: vec![],
+                }
+            }
+            Action::Backup(artifacts) => backup_one(
+                &item.database,
+                artifacts,
+                targets,
+                opts,
+                &plan.run_id,
+                plan.started_at,
+            ),
+        };
+        for e in &outcome.errors {
+            tracing::error!("backup failed label={}: {e}", outcome.label);
+        }
+        outcomes.push(outcome);
+    }
+
+    // Manifests last, one per sink that received anything.
+    let mut manifests = Vec::new();
+    let finished_at = Timestamp::now();
+    for target in targets {
+        let sink_name = target.sink.name();
+        let entries: Vec<Entry> = outcomes
+            .iter()
+            .flat_map(|o| o.written.iter())
+            .filter(|(s, _)| s == sink_name)
+            .map(|(_, e)| e.clone())
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        match write_manifest(
+            target.sink.as_ref(),
+            &plan.run_id,
+            plan.started_at,
+            finished_at,
+            entries,
+            vec![],
+        ) {
+            Ok((key, head)) => {
+                info!("manifest written sink={sink_name} key={key} head={head}");
+                manifests.push(ManifestWritten {
+                    sink: sink_name.to_string(),
+                    key,
+                    head,
+                });
+                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+                    warn!("sink {sink_name}: removing this run's intent records: {e}");
+                }
+            }
+            Err(e) => {
+                // Without a manifest nothing of this run counts in that sink:
+                // remove what it uploaded, so no unlisted artifact lingers
+                // there looking like a backup (and filling the disk).
+                for o in outcomes.iter_mut() {
+                    if o.written.iter().any(|(s, _)| s == sink_name) {
+                        o.errors.push(BackupError::Manifest {
+                            sink: sink_name.to_string(),
+                            message: e.to_string(),
+                        });
+                        for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
+                            for key in [&entry.sidecar_key, &entry.key] {
+                                if let Err(e) = target.sink.delete(key) {
+                                    warn!("removing unlisted {key} from sink {sink_name}: {e}");
+                                }
+                            }
+                        }
+                        o.written.retain(|(s, _)| s != sink_name);
+                    }
+                }
+                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+                    warn!("sink {sink_name}: removing this run's intent records: {e}");
+                }
+            }
+        }
+    }
+    let written_objects =
+        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + 2 * manifests.len();
+    let report = RunReport {
+        run_id: plan.run_id.clone(),
+        expected_objects: plan.expected_objects(),
+        written_objects,
+        outcomes,
+        manifests,
+    };
+    info!(
+        "backup phase end ok={} failed={} skipped={} objects={}/{}",
+        report.ok_count(),
+        report.failed_count(),
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.skipped.is_some())
+            .count(),
+        report.written_objects,
+        report.expected_objects
+    );
+    report
+}
+
+fn clean_leftovers(targets: &[Target], scratch: &Path) {
+    for t in targets {
+        match t.sink.clean_incomplete() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "removed {n} leftover partial upload(s) in sink {}",
+                t.sink.name()
+            ),
+            Err(e) => warn!("cleaning partial uploads in sink {}: {e}", t.sink.name()),
+        }
+        match intent::reclaim(t.sink.as_ref(), Timestamp::now()) {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "removed {n} object(s) of interrupted runs (no manifest lists them) in sink {}",
+                t.sink.name()
+            ),
+            Err(e) => warn!(
+                "removing objects of interrupted runs in sink {}: {e}",
+                t.sink.name()
+            ),
+        }
+    }
+    for dir in [scratch.to_path_buf(), fallback_scratch_dir()] {
+        let Ok(dir) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for f in dir.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if fsutil::is_stale_partial(&name) && std::fs::remove_file(f.path()).is_ok() {
+                info!("removed leftover scratch file {name}");
+            }
+        }
+    }
+}
+
+fn backup_one(
+    db: &Database,
+    artifacts: &[PlannedArtifact],
+    targets: &[Target],
+    opts: &RunOpts<'_>,
+    run_id: &str,
+    run_started: Timestamp,
+) -> Outcome {
+    let mut outcome = Outcome {
+        label: db.label.clone(),
+        skipped: None,
+        written: vec![],
+        errors: vec![],
+    };
+    // Only cold-only targets: nothing to chain, one classic image.
+    let incremental = db.incremental
+        && db.encryption.is_none()
+        && artifacts.iter().any(|a| !targets[a.target].cold_only);
+    let result = if incremental {
+        backup_incremental(db, artifacts, targets, opts, run_id)
+    } else {
+        backup_streams(db, artifacts, targets, opts, run_id, run_started)
+    };
+    match result {
+        Ok((written, errors)) => {
+            outcome.written = written;
+            outcome.errors = errors;
+        }
+        Err(_) if opts.observer.cancelled() => {
+            warn!(
+                "abandoned label={}: run cancelled, nothing stored",
+                db.label
+            );
+            outcome.skipped = Some(INTERRUPTED.into());
+        }
+        Err(e) => outcome.errors.extend(e),
+    }
+    // Sinks that keep nothing of this database need no record of it.
+    for a in artifacts {
+        let sink = targets[a.target].sink.as_ref();
+        if !outcome.written.iter().any(|(s, _)| s == sink.name())
+            && let Err(e) = intent::discard(sink, run_id, &db.label)
+        {
+            warn!("sink {}: removing an intent record: {e}", a.sink);
+        }
+    }
+    opts.observer.database_done(&db.label);
+    outcome
+}
