@@ -72,8 +72,8 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
     let remote = |cfg: &dyn backup_object_store::StoreConfig, template: &str, allow_overwrite| {
         let sink = backup_object_store::ObjectStoreSink::from_config_dyn(cfg)
             .map_err(|e| UsageError(format!("{e} (in {})", config.file.display())))?;
-        let template =
-            backup_core::naming::Template::parse(template, allow_overwrite).map_err(UsageError)?;
+        let template = backup_core::naming::Template::parse(template, allow_overwrite)
+            .map_err(|e| UsageError(e.to_string()))?;
         Ok::<_, UsageError>(Target {
             sink: Arc::new(sink),
             template,
@@ -116,7 +116,7 @@ pub fn options(
     cold: bool,
 ) -> Result<Options> {
     if let Some(t) = &tag {
-        backup_core::validate_tag(t).map_err(UsageError)?;
+        backup_core::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
     if cold && config.local.cold.is_none() {
         return Err(UsageError(

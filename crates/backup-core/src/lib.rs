@@ -70,8 +70,11 @@ pub mod sqlite;
 pub mod verify;
 
 pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};
-pub use database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
-pub use error::Error;
+pub use database::{
+    CheckLevel, Database, NameError, NameKind, NameProblem, SnapshotMethod, validate_label,
+    validate_tag,
+};
+pub use error::{ConfigError, Error};
 pub use jiff;
 pub use restore::Restored;
 pub use retention::Retention;

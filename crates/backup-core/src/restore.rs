@@ -137,10 +137,8 @@ pub struct Request {
 /// ```
 /// use backup_core::restore::PostRestoreHook;
 /// let hook = PostRestoreHook::new(|r| {
-///     let conn = rusqlite::Connection::open(r.path).map_err(|e| e.to_string())?;
-///     let n: i64 = conn
-///         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-///         .map_err(|e| e.to_string())?;
+///     let conn = rusqlite::Connection::open(r.path)?;
+///     let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
 ///     if n > 0 { Ok(()) } else { Err("no tables".into()) }
 /// });
 /// # let _ = hook;
@@ -148,16 +146,29 @@ pub struct Request {
 #[derive(Clone)]
 pub struct PostRestoreHook(Arc<HookFn>);
 
-type HookFn = dyn Fn(&Restored<'_>) -> Result<(), String> + Send + Sync;
+type HookFn = dyn Fn(&Restored<'_>) -> Result<(), HookError> + Send + Sync;
+
+/// Whatever a [`PostRestoreHook`] rejects the restore with: the
+/// application's own error type, or a message (`"no tables".into()`).
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 impl PostRestoreHook {
     /// Wrap a closure.
-    pub fn new(f: impl Fn(&Restored<'_>) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(f: impl Fn(&Restored<'_>) -> Result<(), HookError> + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 
+    /// Its verdict; an error is kept as its text, with its causes.
     fn call(&self, restored: &Restored<'_>) -> Result<(), String> {
-        (self.0)(restored)
+        (self.0)(restored).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        })
     }
 }
 

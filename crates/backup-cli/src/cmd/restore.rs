@@ -472,7 +472,7 @@ pub(crate) fn shell_hook(command: String, drill: bool) -> PostRestoreHook {
             ("SQLITE_BACKUP_SINK", s.sink.clone().into()),
             ("SQLITE_BACKUP_KEY", s.entry.key.clone().into()),
         ];
-        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string())
+        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string().into())
     })
 }
 
