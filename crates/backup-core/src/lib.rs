@@ -22,7 +22,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Errors are one enum, [`Error`], with the cases an embedder acts on. The
+//! The facade's errors are one enum, [`Error`], with the cases an embedder
+//! acts on; each module below it has its own typed errors ([`sink::SinkError`],
+//! [`restore::RestoreError`], …), the causes kept as sources. The
 //! modules below the facade stay public for what it does not cover: several
 //! databases in one run with a printable plan ([`pipeline`]), the hash-chained
 //! catalog ([`catalog`], [`anchor`]), retention as a pure function

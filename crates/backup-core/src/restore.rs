@@ -1,5 +1,6 @@
-//! Restore: the stop-the-world runbook of SPEC §7, done more carefully than
-//! a person would, and never destructive.
+//! Restore: the operator's stop-the-world restore runbook (the README's
+//! "Restore runbook"), done more carefully than a person would, and never
+//! destructive.
 //!
 //! Two stages, like `backup`: [`plan`] resolves a [`Request`] against the
 //! catalog into a [`Plan`] (candidates newest first, the checks, the moves),
@@ -11,7 +12,7 @@
 //! 3. for each candidate, newest first: stream it from its sink, check the
 //!    sidecar and manifest digests, decompress into
 //!    `.<name>.partial-<pid>` **beside the target** (same file system, so
-//!    the final rename is atomic) and run every check of SPEC §6; when it
+//!    the final rename is atomic) and run every check of [`crate::verify`]; when it
 //!    fails, walk back to the next older candidate and say what that step
 //!    loses ([`Loss`]). When none passes, stop: nothing was touched;
 //! 4. probe for other users again (verification can take minutes);

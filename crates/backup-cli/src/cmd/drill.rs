@@ -114,11 +114,11 @@ pub fn run_drill(
 
 /// The state file's record of one database's drill.
 fn to_state(drill_id: &str, sinks: &[SinkDrill]) -> state::DrillRun {
-    let mut out: Vec<state::SinkDrill> = sinks
+    let mut out: Vec<state::SinkDrillRecord> = sinks
         .iter()
         .map(|s| {
             let errors: Vec<String> = s.errors().map(|e| e.to_string()).collect();
-            state::SinkDrill {
+            state::SinkDrillRecord {
                 sink: s.sink.clone(),
                 snapshots: s.drilled.iter().map(|d| d.listed.run_id.clone()).collect(),
                 rto_ms: s.rto().map(|d| d.as_millis() as u64),
@@ -128,7 +128,7 @@ fn to_state(drill_id: &str, sinks: &[SinkDrill]) -> state::DrillRun {
         .collect();
     if out.is_empty() {
         // Nothing restorable is a failed drill, not a skipped one.
-        out.push(state::SinkDrill {
+        out.push(state::SinkDrillRecord {
             sink: "-".into(),
             snapshots: vec![],
             rto_ms: None,
