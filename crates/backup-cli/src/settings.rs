@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
+use backup_core::Backups;
 use backup_core::fsutil::{self, Modes};
 use backup_core::pipeline::{Options, Target};
 use backup_core::sink::{Placement, Sink};
@@ -99,6 +100,14 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
 /// Just the sinks.
 pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>> {
     Ok(targets(config)?.into_iter().map(|t| t.sink).collect())
+}
+
+/// The library's facade over every sink of `config`, in restore order.
+pub fn backups(config: &Config) -> Result<Backups> {
+    Ok(targets(config)?
+        .into_iter()
+        .fold(Backups::builder(), |b, t| b.target(t))
+        .build())
 }
 
 /// Scratch folder for snapshots: inside the local root, so it is on the

@@ -10,7 +10,7 @@ use backup_core::restore::{
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
-use backup_core::{duration, inuse, manifest};
+use backup_core::{duration, inuse};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -29,12 +29,12 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         Timestamp::now(),
     )
     .map_err(UsageError)?;
-    let sinks = settings::sinks(&config)?;
-    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let backups = settings::backups(&config)?;
+    let refs: Vec<&dyn Sink> = backups.sinks().collect();
     if let Some(from) = &args.from {
         restore::check_sink_name(from, &refs).map_err(|e| UsageError(e.to_string()))?;
     }
-    let (catalog, problems) = manifest::collect(&refs);
+    let (catalog, problems) = backups.list();
     for p in &problems {
         tracing::warn!("catalog: {p}");
     }
