@@ -280,8 +280,13 @@ pub enum Problem {
     },
 }
 
+/// A digest shortened for a message. It comes from a manifest, which may
+/// hold any text there: cut by character, never by byte.
 fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(16)]
+    match hex.char_indices().nth(16) {
+        Some((end, _)) => &hex[..end],
+        None => hex,
+    }
 }
 
 impl fmt::Display for Problem {

@@ -503,3 +503,26 @@ fn catalog_repair_relinks_a_fork_and_keeps_every_manifest() {
         text(&again)
     );
 }
+
+#[test]
+fn non_ascii_in_resealed_digest_fields_is_named_not_a_panic() {
+    let site = Site::new(2);
+    let head = site.manifests().pop().unwrap();
+    let file = site.path(&format!("backups/{head}"));
+    let original = std::fs::read(&file).unwrap();
+    // Byte 16 falls inside a two-byte character: a digest shortened by byte
+    // index panicked (exit 101) in the command meant to catch tampering.
+    let hostile = format!("a{}", "é".repeat(40));
+    for field in ["previous", "entries[0].sha256", "entries[0].db_sha256"] {
+        site.edit(&head, |v| match field.strip_prefix("entries[0].") {
+            Some(f) => v["entries"][0][f] = hostile.clone().into(),
+            None => v[field] = hostile.clone().into(),
+        });
+        site.reseal(&head);
+        let out = site.verify(&["--deep"]);
+        assert_names(&out, &[&head, field, "Catalog NOT ok"]);
+        assert!(!out.1.contains("panicked"), "{}", out.1);
+        std::fs::write(&file, &original).unwrap();
+        site.reseal(&head);
+    }
+}
