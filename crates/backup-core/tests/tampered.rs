@@ -12,12 +12,12 @@ use std::io::Write;
 use backup_core::catalog::{self, ArtifactCheck, Options, Problem};
 use backup_core::compress::{Compression, Format};
 use backup_core::digest::{Sha256, Sidecar};
-use backup_core::incremental::{PackRef, PageMap, Run};
 use backup_core::jiff::{SignedDuration, Timestamp};
 use backup_core::manifest::{self, CatalogError, Entry};
+use backup_core::page_map::{PackRef, PageMap, Run};
 use backup_core::restore::{self, Request, Selector};
 use backup_core::sink::{MemorySink, Sink, get_bytes};
-use backup_core::{CheckLevel, Database, Retention, naming, pipeline, prune};
+use backup_core::{CheckLevel, Database, Retention, naming, prune};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -73,7 +73,7 @@ fn entry(sink: &dyn Sink, i: usize, incremental: bool) -> Entry {
                 index_at: 0,
             }],
             hashes_sha256: Some(Sha256::hex_of(b"hashes")),
-            runs: vec![Run(0, 1, 0, 0)].into(),
+            runs: vec![Run::from((0, 1, 0, 0))].into(),
         }
     });
     Entry {
@@ -106,7 +106,7 @@ fn chain() -> MemorySink {
     let sink = MemorySink::new("local");
     for i in 0..3 {
         let e = entry(&sink, i, i == 1);
-        pipeline::write_manifest(&sink, &run_id(i), t(i), t(i), vec![e], vec![]).unwrap();
+        catalog::append::write_manifest(&sink, &run_id(i), t(i), t(i), vec![e], vec![]).unwrap();
     }
     sink
 }

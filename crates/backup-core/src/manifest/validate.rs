@@ -11,7 +11,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::{Entry, FIELD_DIGEST_LEN, Manifest, SealedFacts};
-use crate::incremental::PageMap;
+use crate::page_map::PageMap;
 
 /// Characters of an untrusted value shown in a message.
 pub const SHOWN_CHARS: usize = 96;
@@ -375,7 +375,7 @@ fn descend(
 /// A manifest with every field filled (and every list one item long), as
 /// JSON: what [`locate`] substitutes fields into.
 fn template() -> Value {
-    use crate::incremental::{PackRef, Run};
+    use crate::page_map::{PackRef, Run};
     let t = jiff::Timestamp::UNIX_EPOCH;
     let digest = || "0".repeat(64);
     let m = Manifest {
@@ -424,7 +424,7 @@ fn template() -> Value {
                     index_at: 0,
                 }],
                 hashes_sha256: Some(digest()),
-                runs: vec![Run(0, 1, 0, 0)].into(),
+                runs: vec![Run::from((0, 1, 0, 0))].into(),
             }),
         }],
         pruned: vec![super::Pruned {
