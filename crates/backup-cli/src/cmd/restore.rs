@@ -501,7 +501,7 @@ fn selector(
 
 fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
     if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
+        return Ok(to_end_of_second(text, t));
     }
     // "2h" and "2h ago" both mean two hours before now; a day is 24 hours.
     let age =
@@ -515,9 +515,48 @@ fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
         .map_err(|e| format!("--at {text:?}: {e}"))
 }
 
+/// A time typed to the second, as `list` prints TAKEN, stands for that whole
+/// second: pasting `2026-12-04 13:48:01Z` selects the snapshot `list` showed
+/// on that line, not the one before it (`snapshot_at` has nanoseconds). A
+/// time with a fraction is taken as it is.
+fn to_end_of_second(text: &str, t: Timestamp) -> Timestamp {
+    // The fraction is the only part of an RFC 3339 time after a `.` or `,`.
+    if text.contains(['.', ',']) || t.subsec_nanosecond() != 0 {
+        return t;
+    }
+    t.checked_add(jiff::SignedDuration::from_nanos(999_999_999))
+        .unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_to_the_second_covers_that_second_and_a_fraction_is_exact() {
+        let now: Timestamp = "2026-12-04T14:00:00Z".parse().unwrap();
+        let end: Timestamp = "2026-12-04T13:48:01.999999999Z".parse().unwrap();
+        // As `list` prints TAKEN, and as RFC 3339.
+        for typed in [
+            "2026-12-04 13:48:01Z",
+            "2026-12-04T13:48:01Z",
+            "2026-12-04T14:48:01+01:00",
+        ] {
+            assert_eq!(point_in_time(typed, now), Ok(end), "{typed}");
+        }
+        for exact in ["2026-12-04T13:48:01.5Z", "2026-12-04T13:48:01.000Z"] {
+            assert_eq!(
+                point_in_time(exact, now),
+                Ok(exact.parse().unwrap()),
+                "{exact}"
+            );
+        }
+        // An age is measured from now, to the nanosecond.
+        assert_eq!(
+            point_in_time("1h", now),
+            Ok("2026-12-04T13:00:00Z".parse().unwrap())
+        );
+    }
 
     #[test]
     fn at_takes_latest_a_time_or_an_age() {
