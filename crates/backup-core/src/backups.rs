@@ -277,6 +277,11 @@ impl Backups {
             tag: tag.map(str::to_string),
             ..self.options.clone()
         };
+        // The rules the config file is held to, for settings built in code.
+        let refused = |e: &dyn std::error::Error| Error::Config(e.to_string());
+        db.validate().map_err(|e| refused(&e))?;
+        options.compression.validate().map_err(|e| refused(&e))?;
+        options.incremental.validate().map_err(|e| refused(&e))?;
         let plan = pipeline::plan(
             std::slice::from_ref(db),
             &self.targets,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::encryption::Recipients;
-use crate::retention::Retention;
+use crate::retention::{Retention, RetentionError};
 
 /// Which integrity check runs right after each backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -73,7 +73,7 @@ pub struct Database {
 
 impl Database {
     /// A database with no extra checks and the default retention. The label
-    /// is checked when a backup runs (see [`validate_label`]).
+    /// and [`Database::validate`]'s rules are checked when a backup runs.
     pub fn new(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
             label: label.into(),
@@ -114,6 +114,127 @@ impl Database {
     pub fn retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
+    }
+}
+
+impl Database {
+    /// Refuse settings the engine cannot honour: an empty path, a
+    /// contradictory retention, incremental snapshots of an encrypted
+    /// database. The label is checked by [`validate_label`].
+    pub fn validate(&self) -> Result<(), DatabaseError> {
+        let label = || self.label.clone();
+        if self.path.to_str().is_some_and(|p| p.trim().is_empty()) {
+            return Err(DatabaseError::EmptyPath { label: label() });
+        }
+        self.retention
+            .validate()
+            .map_err(|source| DatabaseError::Retention {
+                label: label(),
+                source,
+            })?;
+        if self.incremental && self.encryption.is_some() {
+            // Page hashes of plaintext would be readable next to the
+            // ciphertext; until they are keyed, refuse the combination.
+            return Err(DatabaseError::EncryptedIncremental { label: label() });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Database::validate`] refused a database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseError {
+    /// No path to back up.
+    #[error("database {label:?} has an empty path")]
+    EmptyPath {
+        /// The database's label.
+        label: String,
+    },
+    /// Its retention contradicts itself.
+    #[error("database {label:?}: {source}")]
+    Retention {
+        /// The database's label.
+        label: String,
+        /// The contradiction.
+        source: RetentionError,
+    },
+    /// Incremental snapshots were asked of an encrypted database.
+    #[error("database {label:?}: incremental snapshots cannot be encrypted yet")]
+    EncryptedIncremental {
+        /// The database's label.
+        label: String,
+    },
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::compress::{Compression, CompressionError, Format};
+    use crate::incremental::{Policy, PolicyError};
+
+    #[test]
+    fn a_database_built_in_code_meets_the_config_rules() {
+        let db = Database::new("app", "/srv/app.db");
+        assert_eq!(db.validate(), Ok(()));
+        let e = Database::new("app", " ").validate().unwrap_err();
+        assert_eq!(e.to_string(), "database \"app\" has an empty path");
+        let mut db = Database::new("app", "/srv/app.db");
+        db.retention.hot_days = 40;
+        assert!(matches!(
+            db.validate(),
+            Err(DatabaseError::Retention {
+                source: RetentionError::HotBeyondWarm {
+                    hot_days: 40,
+                    warm_days: 30
+                },
+                ..
+            })
+        ));
+        db.retention.warm_days = 0;
+        assert_eq!(db.validate(), Ok(()));
+        db.retention.keep_within = Some(Duration::from_secs(3600));
+        assert!(matches!(
+            db.validate(),
+            Err(DatabaseError::Retention {
+                source: RetentionError::KeepWithinInsideHot { .. },
+                ..
+            })
+        ));
+        let mut db = Database::new("app", "/srv/app.db")
+            .encrypt_to(crate::encryption::Recipients::passphrase("pw".into()));
+        db.incremental = true;
+        assert!(matches!(
+            db.validate(),
+            Err(DatabaseError::EncryptedIncremental { .. })
+        ));
+    }
+
+    #[test]
+    fn compression_levels_and_policies_are_checked() {
+        let zstd = Compression::new(Format::Zstd);
+        assert_eq!(zstd.with_level(19).map(|c| c.level), Ok(19));
+        assert_eq!(
+            zstd.with_level(20).unwrap_err().to_string(),
+            "compression level 20 is out of range for zstd"
+        );
+        let gzip = Compression::new(Format::Gzip);
+        assert!(matches!(
+            gzip.with_level(0),
+            Err(CompressionError::LevelOutOfRange { level: 0, .. })
+        ));
+        assert!(Compression::new(Format::None).with_level(42).is_ok());
+        let policy = Policy {
+            max_chain: 0,
+            ..Policy::default()
+        };
+        assert_eq!(policy.validate(), Err(PolicyError::ZeroMaxChain));
+        let policy = Policy {
+            full_every: Duration::ZERO,
+            ..Policy::default()
+        };
+        assert_eq!(policy.validate(), Err(PolicyError::ZeroFullEvery));
     }
 }
 

@@ -75,3 +75,5 @@ pub use error::Error;
 pub use jiff;
 pub use restore::Restored;
 pub use retention::Retention;
+
+pub use database::DatabaseError;
