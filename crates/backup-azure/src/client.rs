@@ -128,9 +128,6 @@ pub(crate) fn validate_container(name: &str) -> Result<(), AzureError> {
 pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
     validate_container(&cfg.container)?;
     let mut b = MicrosoftAzureBuilder::from_env();
-    let has = |b: &MicrosoftAzureBuilder, key: AzureConfigKey| {
-        b.get_config_value(&key).is_some_and(|v| !v.is_empty())
-    };
 
     // az CLI spellings object_store does not read itself.
     if !has(&b, AzureConfigKey::AccessKey)
@@ -145,24 +142,79 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
     if !config_has_credentials && let Some(text) = env("AZURE_STORAGE_CONNECTION_STRING") {
         scrubber.add(&text);
         let cs = ConnectionString::parse(&text)?;
-        if let Some(account) = cs.account {
-            b = b.with_account(account);
-        }
-        if let Some(key) = cs.key {
-            b = b.with_access_key(key);
-        }
-        if let Some(sas) = cs.sas {
-            b = b.with_config(AzureConfigKey::SasKey, sas);
-        }
-        if let Some(endpoint) = cs.blob_endpoint
-            && cfg.endpoint.is_none()
-        {
-            b = b.with_endpoint(endpoint);
-        }
         emulator |= cs.development;
+        b = with_connection_string(b, cs, cfg);
     }
+    b = with_config_credentials(b, cfg);
+    emulator |= b
+        .get_config_value(&AzureConfigKey::UseEmulator)
+        .is_some_and(|v| v == "true");
 
-    // The config file wins; a credential named there is the one used.
+    let endpoint = cfg
+        .endpoint
+        .clone()
+        .or_else(|| b.get_config_value(&AzureConfigKey::Endpoint));
+    b = with_endpoint(b, emulator, endpoint);
+    if !emulator && !has(&b, AzureConfigKey::AccountName) {
+        return Err(config_error(
+            "no storage account: set `account` in [azure] or AZURE_STORAGE_ACCOUNT_NAME \
+             (or AZURE_STORAGE_CONNECTION_STRING), or `use_emulator = true` for Azurite",
+        ));
+    }
+    scrub_secrets(&b, &mut scrubber);
+
+    let retry = RetryConfig {
+        max_retries: cfg.max_retries,
+        ..RetryConfig::default()
+    };
+    let store = b
+        .with_container_name(&cfg.container)
+        .with_retry(retry)
+        .build()
+        .map_err(|e| StoreError::Client {
+            section: "azure",
+            message: scrubber.scrub(&e.to_string()),
+        })?;
+    Ok(Built {
+        store,
+        scrubber,
+        emulator,
+    })
+}
+
+fn has(b: &MicrosoftAzureBuilder, key: AzureConfigKey) -> bool {
+    b.get_config_value(&key).is_some_and(|v| !v.is_empty())
+}
+
+/// The parts of `AZURE_STORAGE_CONNECTION_STRING` (the `development` flag
+/// is the caller's); an `endpoint` in the config file still wins.
+fn with_connection_string(
+    mut b: MicrosoftAzureBuilder,
+    cs: ConnectionString,
+    cfg: &AzureConfig,
+) -> MicrosoftAzureBuilder {
+    if let Some(account) = cs.account {
+        b = b.with_account(account);
+    }
+    if let Some(key) = cs.key {
+        b = b.with_access_key(key);
+    }
+    if let Some(sas) = cs.sas {
+        b = b.with_config(AzureConfigKey::SasKey, sas);
+    }
+    if let Some(endpoint) = cs.blob_endpoint
+        && cfg.endpoint.is_none()
+    {
+        b = b.with_endpoint(endpoint);
+    }
+    b
+}
+
+/// The config file wins; a credential named there is the one used.
+fn with_config_credentials(
+    mut b: MicrosoftAzureBuilder,
+    cfg: &AzureConfig,
+) -> MicrosoftAzureBuilder {
     if let Some(account) = &cfg.account {
         b = b.with_account(account);
     }
@@ -175,14 +227,14 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
             .with_config(AzureConfigKey::SasKey, sas.expose_secret())
             .with_config(AzureConfigKey::CredentialType, "sas_token");
     }
-    emulator |= b
-        .get_config_value(&AzureConfigKey::UseEmulator)
-        .is_some_and(|v| v == "true");
+    b
+}
 
-    let endpoint = cfg
-        .endpoint
-        .clone()
-        .or_else(|| b.get_config_value(&AzureConfigKey::Endpoint));
+fn with_endpoint(
+    mut b: MicrosoftAzureBuilder,
+    emulator: bool,
+    endpoint: Option<String>,
+) -> MicrosoftAzureBuilder {
     match (emulator, endpoint) {
         (true, Some(endpoint)) => {
             // An explicit emulator address: talk to it as an ordinary
@@ -208,13 +260,11 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
         }
         (false, None) => {}
     }
-    if !emulator && !has(&b, AzureConfigKey::AccountName) {
-        return Err(config_error(
-            "no storage account: set `account` in [azure] or AZURE_STORAGE_ACCOUNT_NAME \
-             (or AZURE_STORAGE_CONNECTION_STRING), or `use_emulator = true` for Azurite",
-        ));
-    }
+    b
+}
 
+/// Every secret the client will hold, so no error message echoes one.
+fn scrub_secrets(b: &MicrosoftAzureBuilder, scrubber: &mut Scrubber) {
     for key in [
         AzureConfigKey::AccessKey,
         AzureConfigKey::SasKey,
@@ -226,24 +276,6 @@ pub(crate) fn build(cfg: &AzureConfig) -> Result<Built, AzureError> {
             scrubber.add(&secret);
         }
     }
-
-    let retry = RetryConfig {
-        max_retries: cfg.max_retries,
-        ..RetryConfig::default()
-    };
-    let store = b
-        .with_container_name(&cfg.container)
-        .with_retry(retry)
-        .build()
-        .map_err(|e| StoreError::Client {
-            section: "azure",
-            message: scrubber.scrub(&e.to_string()),
-        })?;
-    Ok(Built {
-        store,
-        scrubber,
-        emulator,
-    })
 }
 
 #[cfg(test)]

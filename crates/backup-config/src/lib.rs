@@ -17,8 +17,12 @@ use toml::Spanned;
 use backup_azure::AzureConfig;
 use backup_core::compress::{Compression, Format};
 use backup_core::encryption::Recipients;
+use backup_core::incremental::{Policy, PolicyError};
 use backup_core::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
-use backup_core::{CheckLevel, Database, Retention, SnapshotMethod, validate_label, validate_tag};
+use backup_core::retention::RetentionError;
+use backup_core::{
+    CheckLevel, Database, DatabaseError, Retention, SnapshotMethod, validate_label, validate_tag,
+};
 use backup_s3::S3Config;
 use secrecy::SecretString;
 
@@ -157,7 +161,7 @@ pub struct Config {
     /// How snapshots are taken.
     pub snapshot_method: SnapshotMethod,
     /// When incremental databases start a new chain (`[snapshot] full_every`, `max_chain`).
-    pub incremental: backup_core::incremental::Policy,
+    pub incremental: Policy,
     /// Where run state (failure counts, locks) is kept.
     pub state_dir: PathBuf,
     /// `status` exits non-zero when a database's newest backup is older.
@@ -257,7 +261,7 @@ struct RawCompression {
     threads: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLocal {
     root: Option<String>,
@@ -347,6 +351,24 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The text being parsed and the file it came from: errors are located in
+/// it, relative paths anchored at its folder.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a Path,
+    base: &'a Path,
+}
+
+/// What a `[[database]]` table inherits from the file's global sections.
+struct Defaults<'a> {
+    retention: &'a Retention,
+    encryption: Option<&'a Recipients>,
+    incremental: bool,
+}
+
+const RECIPIENTS_HINT: &str =
+    "recipients are age public keys (age1…), e.g. from `age-keygen -y key.txt`";
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
@@ -365,13 +387,92 @@ impl Config {
     /// Parse and validate config text; `file` names it in errors and anchors
     /// relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let err = |offset: Option<usize>, message: String, hint: Option<&str>| ConfigError {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let src = Source { text, file, base };
+        // Sections are checked in this order so that a file with several
+        // mistakes always reports the same one first.
+        let raw = src.raw_config()?;
+        let incremental = src.incremental_policy(raw.snapshot.as_ref())?;
+        let retention = src.global_retention(raw.retention)?;
+        let passphrase = passphrase_from_env(raw.encryption.as_ref());
+        let encryption = raw.encryption.map(|e| src.recipients(e)).transpose()?;
+        let defaults = Defaults {
+            retention: &retention,
+            encryption: encryption.as_ref(),
+            incremental: raw.snapshot.as_ref().is_some_and(|s| s.incremental),
+        };
+        let databases = src.databases(raw.database, &defaults)?;
+        let compression = src.compression(raw.compression)?;
+        let local = src.local(raw.local.unwrap_or_default())?;
+        let azure = raw.azure.map(|a| src.azure(a)).transpose()?;
+        let s3 = raw.s3.map(|c| src.s3(c)).transpose()?;
+        src.refuse_databases_in_backup_folders(&databases, &local)?;
+        let drill = raw.drill.map(|d| src.drill(d)).transpose()?;
+        let metrics = raw.metrics.map(|m| src.metrics(m)).transpose()?;
+        Ok(Config {
             file: file.to_path_buf(),
-            line: offset.map(|o| line_of(text, o)),
+            databases,
+            compression,
+            local,
+            azure,
+            s3,
+            retention,
+            alerts: raw.alerts,
+            verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
+            snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
+            incremental,
+            state_dir: raw
+                .state_dir
+                .as_deref()
+                .map(|p| src.resolve(p))
+                .unwrap_or_else(|| base.join(".sqlite-backup-state")),
+            max_age_hours: raw.max_age_hours.unwrap_or(26),
+            passphrase,
+            drill,
+            metrics: metrics.unwrap_or_default(),
+        })
+    }
+
+    /// The database with this label.
+    pub fn database(&self, label: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.database.label == label)
+    }
+}
+
+/// `[encryption] passphrase_env`'s value, kept so that the backups it
+/// encrypted can be opened again.
+fn passphrase_from_env(encryption: Option<&Spanned<RawEncryption>>) -> Option<SecretString> {
+    encryption
+        .and_then(|e| e.get_ref().passphrase_env.as_ref())
+        .and_then(|var| std::env::var(var).ok())
+        .map(|p| p.as_str().into())
+}
+
+impl Source<'_> {
+    fn err(&self, offset: Option<usize>, message: String, hint: Option<&str>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: offset.map(|o| line_of(self.text, o)),
             message,
             hint: hint.map(str::to_string),
-        };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        }
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = PathBuf::from(path);
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    /// The TOML as written: syntax, unknown keys and types.
+    fn raw_config(&self) -> Result<RawConfig, ConfigError> {
+        toml::from_str(self.text).map_err(|e| {
             let message = e.message().trim().to_string();
             let hint = if message.contains("unknown field") {
                 Some("check the spelling; the README's config reference lists every key")
@@ -380,241 +481,232 @@ impl Config {
             } else {
                 None
             };
-            err(e.span().map(|s| s.start), message, hint)
-        })?;
-        let base = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let resolve = |p: &str| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() { p } else { base.join(p) }
-        };
+            self.err(e.span().map(|s| s.start), message, hint)
+        })
+    }
 
-        // Warm keeps one per round/day *after* hot ends: a hot span longer
-        // than the warm one would silently make the warm tier empty.
-        let check_tiers = |r: &Retention, at: usize| {
-            if r.warm_days != 0 && r.hot_days > r.warm_days {
-                return Err(err(
-                    Some(at),
-                    format!(
-                        "hot_days = {} is longer than warm_days = {}",
-                        r.hot_days, r.warm_days
-                    ),
-                    Some(
-                        "the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)",
-                    ),
-                ));
-            }
-            // hot_days keeps everything younger anyway: a shorter
-            // keep_within would look like it thins snapshots and not do it.
-            if let Some(within) = r.keep_within
-                && u64::from(r.hot_days) * 86_400 >= within.as_secs()
-            {
-                return Err(err(
-                    Some(at),
-                    format!(
-                        "keep_within = {:?} has no effect while hot_days = {} keeps every snapshot younger than {} days",
-                        backup_core::duration::human(within),
-                        r.hot_days,
-                        r.hot_days
-                    ),
-                    Some(
-                        "set hot_days = 0 next to keep_within, and let warm_days or keep_hourly / keep_daily thin the older snapshots",
-                    ),
-                ));
-            }
-            Ok(())
+    /// `[snapshot] full_every` and `max_chain`.
+    fn incremental_policy(&self, snapshot: Option<&RawSnapshot>) -> Result<Policy, ConfigError> {
+        let mut policy = Policy::default();
+        let Some(s) = snapshot else {
+            return Ok(policy);
         };
-        let mut incremental_policy = backup_core::incremental::Policy::default();
-        let global_incremental = raw.snapshot.as_ref().is_some_and(|s| s.incremental);
-        if let Some(s) = &raw.snapshot {
-            if let Some(every) = &s.full_every {
-                incremental_policy.full_every = parse_every(every.get_ref()).ok_or_else(|| {
-                    err(
-                        Some(every.span().start),
-                        format!("full_every = {:?} is not a duration", every.get_ref()),
-                        Some("e.g. full_every = \"24h\""),
-                    )
-                })?;
-            }
-            if let Some(n) = s.max_chain {
-                if n == 0 {
-                    return Err(err(
-                        None,
-                        "[snapshot] max_chain must be at least 1".into(),
-                        None,
-                    ));
-                }
-                incremental_policy.max_chain = n;
-            }
+        let not_a_duration = |every: &Spanned<String>| {
+            self.err(
+                Some(every.span().start),
+                format!("full_every = {:?} is not a duration", every.get_ref()),
+                Some("e.g. full_every = \"24h\""),
+            )
+        };
+        if let Some(every) = &s.full_every {
+            policy.full_every =
+                parse_duration(every.get_ref()).ok_or_else(|| not_a_duration(every))?;
         }
-        let global_retention = match raw.retention {
-            Some(r) => {
-                let at = r.span().start;
-                let r = r.into_inner();
-                check_tiers(&r, at)?;
-                r
-            }
-            None => Retention::default(),
+        if let Some(n) = s.max_chain {
+            policy.max_chain = n;
+        }
+        policy.validate().map_err(|e| match (e, &s.full_every) {
+            (PolicyError::ZeroFullEvery, Some(every)) => not_a_duration(every),
+            (e, _) => self.err(None, format!("[snapshot] {e}"), None),
+        })?;
+        Ok(policy)
+    }
+
+    /// `[retention]`, which every database's own `retention` overrides.
+    fn global_retention(&self, raw: Option<Spanned<Retention>>) -> Result<Retention, ConfigError> {
+        let Some(r) = raw else {
+            return Ok(Retention::default());
         };
-        // Keys are checked now, before anything runs: a configured but
-        // unusable recipient must stop the run, never let it write plaintext.
-        let encryption_of = |e: Spanned<RawEncryption>| -> Result<Recipients, ConfigError> {
-            let at = e.span().start;
-            let e = e.into_inner();
-            let bad = |m: String| {
-                err(
-                    Some(at),
-                    m,
-                    Some(
-                        "recipients are age public keys (age1…), e.g. from `age-keygen -y key.txt`",
-                    ),
-                )
-            };
-            if let Some(var) = &e.passphrase_env {
-                if !e.recipients.is_empty() || e.recipients_file.is_some() {
-                    return Err(bad(
-                        "encryption: passphrase_env cannot be combined with recipients (age allows one or the other)".into(),
-                    ));
-                }
-                let pass = std::env::var(var).ok().filter(|p| !p.is_empty()).ok_or_else(|| {
-                    bad(format!(
-                        "encryption: passphrase_env names {var:?}, which is not set in the environment"
-                    ))
-                })?;
-                return Ok(Recipients::passphrase(pass.as_str().into()));
+        let at = r.span().start;
+        let r = r.into_inner();
+        r.validate().map_err(|e| self.retention_error(at, &e))?;
+        Ok(r)
+    }
+
+    fn retention_error(&self, at: usize, e: &RetentionError) -> ConfigError {
+        let hint = match e {
+            RetentionError::HotBeyondWarm { .. } => {
+                "the warm tier starts where the hot one ends: make warm_days at least hot_days (or 0 to turn it off)"
             }
-            let mut keys = e.recipients.clone();
-            if let Some(f) = &e.recipients_file {
-                keys.extend(
-                    Recipients::read_file(&resolve(f))
-                        .map_err(|e| bad(format!("encryption: {e}")))?,
-                );
+            RetentionError::KeepWithinInsideHot { .. } => {
+                "set hot_days = 0 next to keep_within, and let warm_days or keep_hourly / keep_daily thin the older snapshots"
             }
-            Recipients::parse(&keys).map_err(|e| bad(format!("encryption: {e}")))
         };
-        let passphrase: Option<SecretString> = raw
-            .encryption
-            .as_ref()
-            .and_then(|e| e.get_ref().passphrase_env.as_ref())
-            .and_then(|var| std::env::var(var).ok())
-            .map(|p| p.as_str().into());
-        let global_encryption = raw.encryption.map(&encryption_of).transpose()?;
-        let mut databases = Vec::new();
+        self.err(Some(at), e.to_string(), Some(hint))
+    }
+
+    /// `[encryption]` or a database's own, read from the environment and
+    /// the recipients file. Keys are checked now, before anything runs: a
+    /// configured but unusable recipient must stop the run, never let it
+    /// write plaintext.
+    fn recipients(&self, e: Spanned<RawEncryption>) -> Result<Recipients, ConfigError> {
+        let at = e.span().start;
+        let e = e.into_inner();
+        let bad = |m: String| self.err(Some(at), m, Some(RECIPIENTS_HINT));
+        if let Some(var) = &e.passphrase_env {
+            if !e.recipients.is_empty() || e.recipients_file.is_some() {
+                return Err(bad(
+                    "encryption: passphrase_env cannot be combined with recipients (age allows one or the other)".into(),
+                ));
+            }
+            let pass = std::env::var(var).ok().filter(|p| !p.is_empty()).ok_or_else(|| {
+                bad(format!(
+                    "encryption: passphrase_env names {var:?}, which is not set in the environment"
+                ))
+            })?;
+            return Ok(Recipients::passphrase(pass.as_str().into()));
+        }
+        let mut keys = e.recipients;
+        if let Some(f) = &e.recipients_file {
+            keys.extend(
+                Recipients::read_file(&self.resolve(f))
+                    .map_err(|e| bad(format!("encryption: {e}")))?,
+            );
+        }
+        Recipients::parse(&keys).map_err(|e| bad(format!("encryption: {e}")))
+    }
+
+    /// The `[[database]]` tables, in file order.
+    fn databases(
+        &self,
+        raw: Vec<Spanned<RawDatabase>>,
+        defaults: &Defaults<'_>,
+    ) -> Result<Vec<DatabaseConfig>, ConfigError> {
         let mut seen = BTreeMap::new();
-        for spanned in raw.database {
-            let start = spanned.span().start;
-            let db = spanned.into_inner();
-            let label_at = db.label.span().start;
-            let label = db.label.into_inner();
-            validate_label(&label).map_err(|m| {
-                err(
-                    Some(label_at),
-                    m.to_string(),
-                    Some("e.g. label = \"mission-control\" (no spaces, no upper case, no `/`)"),
+        raw.into_iter()
+            .map(|db| self.database(db, defaults, &mut seen))
+            .collect()
+    }
+
+    /// One `[[database]]` table; `seen` maps the labels so far to where
+    /// each was first written.
+    fn database(
+        &self,
+        spanned: Spanned<RawDatabase>,
+        defaults: &Defaults<'_>,
+        seen: &mut BTreeMap<String, usize>,
+    ) -> Result<DatabaseConfig, ConfigError> {
+        let start = spanned.span().start;
+        let db = spanned.into_inner();
+        let label = self.unique_label(db.label, seen)?;
+        // Checked as written: a blank path would resolve to the config's folder.
+        if db.path.trim().is_empty() {
+            let e = DatabaseError::EmptyPath { label };
+            return Err(self.err(Some(start), e.to_string(), None));
+        }
+        for tag in &db.cold_tags {
+            validate_tag(tag).map_err(|m| self.err(Some(start), m.to_string(), None))?;
+        }
+        let path = self.database_path(&label, &db.path, start)?;
+        let encryption = match db.encryption {
+            Some(e) => Some(self.recipients(e)?),
+            None => defaults.encryption.cloned(),
+        };
+        let database = Database {
+            label,
+            path,
+            required_tables: db.required_tables,
+            checks: db.checks,
+            retention: db.retention.over(defaults.retention),
+            encryption,
+            incremental: db.incremental.unwrap_or(defaults.incremental),
+        };
+        database
+            .validate()
+            .map_err(|e| self.database_error(start, e))?;
+        Ok(DatabaseConfig {
+            database,
+            post_restore: db.post_restore,
+            cold_tags: db.cold_tags,
+            drill_post_restore: db.drill_post_restore,
+        })
+    }
+
+    /// A valid label not used by an earlier database.
+    fn unique_label(
+        &self,
+        label: Spanned<String>,
+        seen: &mut BTreeMap<String, usize>,
+    ) -> Result<String, ConfigError> {
+        let at = label.span().start;
+        let label = label.into_inner();
+        validate_label(&label).map_err(|m| {
+            self.err(
+                Some(at),
+                m.to_string(),
+                Some("e.g. label = \"mission-control\" (no spaces, no upper case, no `/`)"),
+            )
+        })?;
+        if let Some(first) = seen.insert(label.clone(), at) {
+            return Err(self.err(
+                Some(at),
+                format!(
+                    "duplicate label {label:?} (first used on line {})",
+                    line_of(self.text, first)
+                ),
+                Some("every database needs its own label"),
+            ));
+        }
+        Ok(label)
+    }
+
+    /// The database's absolute path (its folder resolved on the file
+    /// system), refused when it names a folder.
+    fn database_path(&self, label: &str, path: &str, at: usize) -> Result<PathBuf, ConfigError> {
+        let path = absolute_path(&self.resolve(path));
+        if path.is_dir() {
+            return Err(self.err(
+                Some(at),
+                format!(
+                    "database {label:?}: path {} is a directory, not a database file",
+                    path.display()
+                ),
+                Some("name the database file itself, e.g. path = \"data/app.db\""),
+            ));
+        }
+        Ok(path)
+    }
+
+    fn database_error(&self, at: usize, e: DatabaseError) -> ConfigError {
+        match e {
+            // Same text as for `[retention]`: the line says which database.
+            DatabaseError::Retention { source, .. } => self.retention_error(at, &source),
+            e @ DatabaseError::EncryptedIncremental { .. } => self.err(
+                Some(at),
+                e.to_string(),
+                Some("turn off `incremental` for this database or its [encryption]"),
+            ),
+            e => self.err(Some(at), e.to_string(), None),
+        }
+    }
+
+    /// `[compression]`.
+    fn compression(&self, raw: Option<RawCompression>) -> Result<Compression, ConfigError> {
+        let Some(c) = raw else {
+            return Ok(Compression::default());
+        };
+        let mut compression = Compression::new(c.format.unwrap_or(Format::Zstd));
+        if let Some(level) = c.level {
+            let at = level.span().start;
+            compression = compression.with_level(level.into_inner()).map_err(|e| {
+                self.err(
+                    Some(at),
+                    e.to_string(),
+                    Some("zstd takes 1-19 (3 is a good default), gzip 1-9 (6)"),
                 )
             })?;
-            if let Some(first) = seen.insert(label.clone(), label_at) {
-                return Err(err(
-                    Some(label_at),
-                    format!(
-                        "duplicate label {label:?} (first used on line {})",
-                        line_of(text, first)
-                    ),
-                    Some("every database needs its own label"),
-                ));
-            }
-            if db.path.trim().is_empty() {
-                return Err(err(
-                    Some(start),
-                    format!("database {label:?} has an empty path"),
-                    None,
-                ));
-            }
-            for tag in &db.cold_tags {
-                validate_tag(tag).map_err(|m| err(Some(start), m.to_string(), None))?;
-            }
-            let path = absolute_path(&resolve(&db.path));
-            if path.is_dir() {
-                return Err(err(
-                    Some(start),
-                    format!(
-                        "database {label:?}: path {} is a directory, not a database file",
-                        path.display()
-                    ),
-                    Some("name the database file itself, e.g. path = \"data/app.db\""),
-                ));
-            }
-            let retention = db.retention.over(&global_retention);
-            let encryption = match db.encryption {
-                Some(e) => Some(encryption_of(e)?),
-                None => global_encryption.clone(),
-            };
-            check_tiers(&retention, start)?;
-            let incremental = db.incremental.unwrap_or(global_incremental);
-            if incremental && encryption.is_some() {
-                // Page hashes of plaintext would be readable next to the
-                // ciphertext; until they are keyed, refuse the combination.
-                return Err(err(
-                    Some(start),
-                    format!("database {label:?}: incremental snapshots cannot be encrypted yet"),
-                    Some("turn off `incremental` for this database or its [encryption]"),
-                ));
-            }
-            databases.push(DatabaseConfig {
-                database: Database {
-                    label,
-                    path,
-                    required_tables: db.required_tables,
-                    checks: db.checks,
-                    retention,
-                    encryption,
-                    incremental,
-                },
-                post_restore: db.post_restore,
-                cold_tags: db.cold_tags,
-                drill_post_restore: db.drill_post_restore,
-            });
         }
+        compression.threads = c.threads.unwrap_or(0);
+        Ok(compression)
+    }
 
-        let mut compression = Compression::default();
-        if let Some(c) = raw.compression {
-            compression = Compression::new(c.format.unwrap_or(Format::Zstd));
-            if let Some(level) = c.level {
-                let at = level.span().start;
-                let level = level.into_inner();
-                let range = match compression.format {
-                    Format::Zstd => 1..=19,
-                    Format::Gzip => 1..=9,
-                    Format::None => 0..=0,
-                };
-                if !range.contains(&level) && compression.format != Format::None {
-                    return Err(err(
-                        Some(at),
-                        format!(
-                            "compression level {level} is out of range for {}",
-                            compression.format.as_str()
-                        ),
-                        Some("zstd takes 1-19 (3 is a good default), gzip 1-9 (6)"),
-                    ));
-                }
-                compression.level = level;
-            }
-            compression.threads = c.threads.unwrap_or(0);
-        }
-
-        let raw_local = raw.local.unwrap_or(RawLocal {
-            root: None,
-            cold: None,
-            template: None,
-            mode: None,
-        });
-        let template = match raw_local.template {
+    /// `[local]`.
+    fn local(&self, raw: RawLocal) -> Result<Local, ConfigError> {
+        let template = match raw.template {
             Some(t) => {
                 let at = t.span().start;
                 Template::parse(t.get_ref(), false).map_err(|m| {
-                    err(
+                    self.err(
                         Some(at),
                         m.to_string(),
                         Some("placeholders: {label} {tag} {date} {time} {ext}"),
@@ -623,74 +715,76 @@ impl Config {
             }
             None => Template::parse(DEFAULT_LOCAL_TEMPLATE, false).expect("default template"),
         };
-        let mode = match raw_local.mode {
-            Some(m) => {
-                let at = m.span().start;
-                let text = m.into_inner();
-                let mode = backup_core::fsutil::parse_mode(&text)
-                    .filter(|m| m & 0o600 == 0o600 && m & 0o111 == 0)
-                    .ok_or_else(|| {
-                        err(
-                            Some(at),
-                            format!("[local] mode {text:?} is not a file mode the tool can use"),
-                            Some("octal, owner read and write, no execute: e.g. mode = \"0640\" (group may read); leave it out to follow the databases' own modes"),
-                        )
-                    })?;
-                Some(mode)
-            }
-            None => None,
-        };
-        let local = Local {
-            root: resolve(raw_local.root.as_deref().unwrap_or("data/backups")),
-            cold: raw_local.cold.as_deref().map(resolve),
+        Ok(Local {
+            root: self.resolve(raw.root.as_deref().unwrap_or("data/backups")),
+            cold: raw.cold.as_deref().map(|p| self.resolve(p)),
             template,
-            mode,
-        };
+            mode: raw.mode.map(|m| self.local_mode(m)).transpose()?,
+        })
+    }
 
-        // Both object-store sections are checked alike: a template that
-        // cannot overwrite (unless allowed) and a clean prefix.
-        let check_remote = |section: &str,
-                            at: usize,
-                            template: &str,
-                            allow_overwrite: bool,
-                            prefix: &str|
-         -> Result<(), ConfigError> {
-            Template::parse(template, allow_overwrite).map_err(|m| {
-                err(
+    /// `[local] mode`: octal, owner read and write, no execute.
+    fn local_mode(&self, mode: Spanned<String>) -> Result<u32, ConfigError> {
+        let at = mode.span().start;
+        let text = mode.into_inner();
+        backup_core::fsutil::parse_mode(&text)
+            .filter(|m| m & 0o600 == 0o600 && m & 0o111 == 0)
+            .ok_or_else(|| {
+                self.err(
                     Some(at),
-                    format!("[{section}] template: {m}"),
-                    Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
+                    format!("[local] mode {text:?} is not a file mode the tool can use"),
+                    Some("octal, owner read and write, no execute: e.g. mode = \"0640\" (group may read); leave it out to follow the databases' own modes"),
                 )
-            })?;
-            if !prefix.is_empty() {
-                backup_core::sink::validate_key(prefix.trim_matches('/'))
-                    .map_err(|e| err(Some(at), format!("[{section}] prefix: {e}"), None))?;
-            }
-            Ok(())
-        };
-        let azure = match raw.azure {
-            Some(a) => {
-                let at = a.span().start;
-                let a = a.into_inner();
-                check_remote("azure", at, &a.template, a.allow_overwrite, &a.prefix)?;
-                Some(a)
-            }
-            None => None,
-        };
-        let s3 = match raw.s3 {
-            Some(c) => {
-                let at = c.span().start;
-                let c = c.into_inner();
-                check_remote("s3", at, &c.template, c.allow_overwrite, &c.prefix)?;
-                Some(c)
-            }
-            None => None,
-        };
+            })
+    }
 
+    fn azure(&self, a: Spanned<AzureConfig>) -> Result<AzureConfig, ConfigError> {
+        let at = a.span().start;
+        let a = a.into_inner();
+        self.check_remote("azure", at, &a.template, a.allow_overwrite, &a.prefix)?;
+        Ok(a)
+    }
+
+    fn s3(&self, c: Spanned<S3Config>) -> Result<S3Config, ConfigError> {
+        let at = c.span().start;
+        let c = c.into_inner();
+        self.check_remote("s3", at, &c.template, c.allow_overwrite, &c.prefix)?;
+        Ok(c)
+    }
+
+    /// Both object-store sections are checked alike: a template that
+    /// cannot overwrite (unless allowed) and a clean prefix.
+    fn check_remote(
+        &self,
+        section: &str,
+        at: usize,
+        template: &str,
+        allow_overwrite: bool,
+        prefix: &str,
+    ) -> Result<(), ConfigError> {
+        Template::parse(template, allow_overwrite).map_err(|m| {
+            self.err(
+                Some(at),
+                format!("[{section}] template: {m}"),
+                Some("include {time} so runs of the same day get distinct names, or set allow_overwrite = true"),
+            )
+        })?;
+        if !prefix.is_empty() {
+            backup_core::sink::validate_key(prefix.trim_matches('/'))
+                .map_err(|e| self.err(Some(at), format!("[{section}] prefix: {e}"), None))?;
+        }
+        Ok(())
+    }
+
+    fn refuse_databases_in_backup_folders(
+        &self,
+        databases: &[DatabaseConfig],
+        local: &Local,
+    ) -> Result<(), ConfigError> {
         for db in databases.iter().map(|d| &d.database) {
             for root in std::iter::once(&local.root).chain(local.cold.as_ref()) {
                 if is_inside(&db.path, root) {
-                    return Err(err(
+                    return Err(self.err(
                         None,
                         format!(
                             "database {:?} lives inside the backup folder {}",
@@ -702,70 +796,40 @@ impl Config {
                 }
             }
         }
-
-        let drill = match raw.drill {
-            Some(d) => {
-                let at = d.span().start;
-                let every = parse_every(&d.get_ref().every).ok_or_else(|| {
-                    err(
-                        Some(at),
-                        format!("[drill] every = {:?} is not a duration", d.get_ref().every),
-                        Some("a number and a unit, e.g. every = \"24h\", \"12h\" or \"7d\""),
-                    )
-                })?;
-                Some(Drill { every })
-            }
-            None => None,
-        };
-        let metrics = match raw.metrics {
-            Some(m) => {
-                let at = m.span().start;
-                let m = m.into_inner();
-                let listen = match m.listen {
-                    Some(l) => Some(l.parse().map_err(|e| {
-                        err(
-                            Some(at),
-                            format!("[metrics] listen = {l:?}: {e}"),
-                            Some("an IP address and a port, e.g. listen = \"127.0.0.1:9464\""),
-                        )
-                    })?),
-                    None => None,
-                };
-                Metrics {
-                    textfile: m.textfile.as_deref().map(resolve),
-                    listen,
-                }
-            }
-            None => Metrics::default(),
-        };
-
-        Ok(Config {
-            file: file.to_path_buf(),
-            databases,
-            compression,
-            local,
-            azure,
-            s3,
-            retention: global_retention,
-            alerts: raw.alerts,
-            verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
-            snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
-            incremental: incremental_policy,
-            state_dir: raw
-                .state_dir
-                .as_deref()
-                .map(resolve)
-                .unwrap_or_else(|| base.join(".sqlite-backup-state")),
-            max_age_hours: raw.max_age_hours.unwrap_or(26),
-            passphrase,
-            drill,
-            metrics,
-        })
+        Ok(())
     }
 
-    /// The database with this label.
-    pub fn database(&self, label: &str) -> Option<&DatabaseConfig> {
-        self.databases.iter().find(|d| d.database.label == label)
+    /// `[drill]`.
+    fn drill(&self, d: Spanned<RawDrill>) -> Result<Drill, ConfigError> {
+        let at = d.span().start;
+        let every = parse_every(&d.get_ref().every).ok_or_else(|| {
+            self.err(
+                Some(at),
+                format!("[drill] every = {:?} is not a duration", d.get_ref().every),
+                Some("a number and a unit, e.g. every = \"24h\", \"12h\" or \"7d\""),
+            )
+        })?;
+        Ok(Drill { every })
+    }
+
+    /// `[metrics]`.
+    fn metrics(&self, m: Spanned<RawMetrics>) -> Result<Metrics, ConfigError> {
+        let at = m.span().start;
+        let m = m.into_inner();
+        let listen = match m.listen {
+            Some(l) => Some(l.parse().map_err(|e| {
+                self.err(
+                    Some(at),
+                    format!("[metrics] listen = {l:?}: {e}"),
+                    Some("an IP address and a port, e.g. listen = \"127.0.0.1:9464\""),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Metrics {
+            textfile: m.textfile.as_deref().map(|p| self.resolve(p)),
+            listen,
+        })
     }
 }
 

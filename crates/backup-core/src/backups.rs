@@ -277,6 +277,10 @@ impl Backups {
             tag: tag.map(str::to_string),
             ..self.options.clone()
         };
+        // The rules the config file is held to, for settings built in code.
+        db.validate().map_err(ConfigError::from)?;
+        options.compression.validate().map_err(ConfigError::from)?;
+        options.incremental.validate().map_err(ConfigError::from)?;
         let plan = pipeline::plan(
             std::slice::from_ref(db),
             &self.targets,

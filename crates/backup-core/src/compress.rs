@@ -96,6 +96,31 @@ impl Compression {
         }
     }
 
+    /// The format with `level`, refused outside the format's range (any
+    /// level is accepted for `none`, which ignores it).
+    pub fn with_level(self, level: i32) -> Result<Self, CompressionError> {
+        let out = Self { level, ..self };
+        out.validate()?;
+        Ok(out)
+    }
+
+    /// Refuse a level the format does not have: zstd 1–19, gzip 1–9.
+    pub fn validate(&self) -> Result<(), CompressionError> {
+        let range = match self.format {
+            Format::Zstd => 1..=19,
+            Format::Gzip => 1..=9,
+            Format::None => return Ok(()),
+        };
+        if range.contains(&self.level) {
+            Ok(())
+        } else {
+            Err(CompressionError::LevelOutOfRange {
+                format: self.format,
+                level: self.level,
+            })
+        }
+    }
+
     fn worker_threads(&self) -> u32 {
         if self.threads > 0 {
             self.threads
@@ -103,6 +128,19 @@ impl Compression {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         }
     }
+}
+
+/// A [`Compression`] the codec cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CompressionError {
+    /// The level is outside the format's range.
+    #[error("compression level {level} is out of range for {}", format.as_str())]
+    LevelOutOfRange {
+        /// The format.
+        format: Format,
+        /// The level asked for.
+        level: i32,
+    },
 }
 
 struct ZstdEncoder<'a>(zstd::stream::write::Encoder<'static, Box<dyn Write + Send + 'a>>);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::encryption::Recipients;
-use crate::retention::Retention;
+use crate::retention::{Retention, RetentionError};
 
 /// Which integrity check runs right after each backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -73,7 +73,7 @@ pub struct Database {
 
 impl Database {
     /// A database with no extra checks and the default retention. The label
-    /// is checked when a backup runs (see [`validate_label`]).
+    /// and [`Database::validate`]'s rules are checked when a backup runs.
     pub fn new(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
             label: label.into(),
@@ -115,6 +115,55 @@ impl Database {
         self.retention = retention;
         self
     }
+}
+
+impl Database {
+    /// Refuse settings the engine cannot honour: an empty path, a
+    /// contradictory retention, incremental snapshots of an encrypted
+    /// database. The label is checked by [`validate_label`].
+    pub fn validate(&self) -> Result<(), DatabaseError> {
+        let label = || self.label.clone();
+        if self.path.to_str().is_some_and(|p| p.trim().is_empty()) {
+            return Err(DatabaseError::EmptyPath { label: label() });
+        }
+        self.retention
+            .validate()
+            .map_err(|source| DatabaseError::Retention {
+                label: label(),
+                source,
+            })?;
+        if self.incremental && self.encryption.is_some() {
+            // Page hashes of plaintext would be readable next to the
+            // ciphertext; until they are keyed, refuse the combination.
+            return Err(DatabaseError::EncryptedIncremental { label: label() });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Database::validate`] refused a database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseError {
+    /// No path to back up.
+    #[error("database {label:?} has an empty path")]
+    EmptyPath {
+        /// The database's label.
+        label: String,
+    },
+    /// Its retention contradicts itself.
+    #[error("database {label:?}: {source}")]
+    Retention {
+        /// The database's label.
+        label: String,
+        /// The contradiction.
+        source: RetentionError,
+    },
+    /// Incremental snapshots were asked of an encrypted database.
+    #[error("database {label:?}: incremental snapshots cannot be encrypted yet")]
+    EncryptedIncremental {
+        /// The database's label.
+        label: String,
+    },
 }
 
 /// Check a database label: lowercase ASCII letters and digits in

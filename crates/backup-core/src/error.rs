@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::database::NameError;
+use crate::compress::CompressionError;
+use crate::database::{DatabaseError, NameError};
+use crate::incremental::PolicyError;
 use crate::inuse::Holder;
 use crate::naming::TemplateError;
 use crate::pipeline::BackupError;
@@ -103,6 +105,16 @@ pub enum ConfigError {
     /// An artifact name template.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// A database's own settings (path, retention, incremental with
+    /// encryption).
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// A compression level out of range.
+    #[error(transparent)]
+    Compression(#[from] CompressionError),
+    /// When incremental chains start over.
+    #[error(transparent)]
+    Incremental(#[from] PolicyError),
     /// A backup with no sink to go to.
     #[error("no sink to back up to")]
     NoSink,

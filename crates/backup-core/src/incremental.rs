@@ -57,6 +57,31 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// Refuse a policy under which every run takes a new full base:
+    /// incremental in name only.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.full_every.is_zero() {
+            return Err(PolicyError::ZeroFullEvery);
+        }
+        if self.max_chain == 0 {
+            return Err(PolicyError::ZeroMaxChain);
+        }
+        Ok(())
+    }
+}
+
+/// An incremental [`Policy`] that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// [`Policy::full_every`] is zero.
+    #[error("full_every must be longer than zero")]
+    ZeroFullEvery,
+    /// [`Policy::max_chain`] is zero.
+    #[error("max_chain must be at least 1")]
+    ZeroMaxChain,
+}
+
 /// Why the previous snapshot's page hashes could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -80,3 +80,5 @@ pub use error::{ConfigError, Error};
 pub use jiff;
 pub use restore::Restored;
 pub use retention::Retention;
+
+pub use database::DatabaseError;

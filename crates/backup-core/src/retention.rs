@@ -140,6 +140,56 @@ impl Default for Retention {
     }
 }
 
+impl Retention {
+    /// Refuse settings whose rules contradict each other: the policy would
+    /// keep less (or thin less) than it reads as keeping.
+    pub fn validate(&self) -> Result<(), RetentionError> {
+        // Warm keeps one per round/day *after* hot ends: a hot span longer
+        // than the warm one would silently make the warm tier empty.
+        if self.warm_days != 0 && self.hot_days > self.warm_days {
+            return Err(RetentionError::HotBeyondWarm {
+                hot_days: self.hot_days,
+                warm_days: self.warm_days,
+            });
+        }
+        // hot_days keeps everything younger anyway: a shorter keep_within
+        // would look like it thins snapshots and not do it.
+        if let Some(keep_within) = self.keep_within
+            && u64::from(self.hot_days) * 86_400 >= keep_within.as_secs()
+        {
+            return Err(RetentionError::KeepWithinInsideHot {
+                keep_within,
+                hot_days: self.hot_days,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A [`Retention`] whose rules contradict each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetentionError {
+    /// The hot tier outlasts the warm one, leaving the warm tier empty.
+    #[error("hot_days = {hot_days} is longer than warm_days = {warm_days}")]
+    HotBeyondWarm {
+        /// [`Retention::hot_days`].
+        hot_days: u32,
+        /// [`Retention::warm_days`].
+        warm_days: u32,
+    },
+    /// `keep_within` is no longer than the hot tier, so it keeps nothing more.
+    #[error(
+        "keep_within = {:?} has no effect while hot_days = {hot_days} keeps every snapshot younger than {hot_days} days",
+        crate::duration::human(*keep_within)
+    )]
+    KeepWithinInsideHot {
+        /// [`Retention::keep_within`].
+        keep_within: Duration,
+        /// [`Retention::hot_days`].
+        hot_days: u32,
+    },
+}
+
 const DAY: i64 = 86_400;
 
 /// One snapshot as the policy sees it.
