@@ -72,6 +72,8 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "sink": l.sink,
                     "tier": tier(l, config.retention.hot_days, now),
                     "snapshot_at": l.entry.snapshot_at.to_string(),
+                    // As the table prints it; `restore --at` takes it back.
+                    "taken": time(l.entry.snapshot_at),
                     "tag": l.entry.tag,
                     "key": l.entry.key,
                     "size": l.entry.size,

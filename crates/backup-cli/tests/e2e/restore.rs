@@ -598,3 +598,49 @@ fn restores_the_file_a_symlink_points_to_and_keeps_the_link() {
     );
     assert_eq!(tasks(&kept[0]), old_tasks);
 }
+
+/// Whatever `list` prints as a snapshot's time, pasted into `restore --at`,
+/// selects the snapshot on that line: TAKEN (to the second) picks the newest
+/// snapshot of that second, `snapshot_at` exactly its own.
+#[test]
+fn every_time_list_prints_round_trips_through_restore_at() {
+    let f = Fixture::new(bin(), 1 << 18, "");
+    for i in 0..5 {
+        add_tasks(&f.db, 3);
+        f.backup(&format!("t{i}"));
+    }
+    let out = f.cmd().args(["list", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 5);
+    let at = |r: &serde_json::Value| {
+        r["snapshot_at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    let mut same_second = 0;
+    for row in &rows {
+        let taken = row["taken"].as_str().unwrap();
+        let second = at(row).strftime("%Y-%m-%d %H:%M:%SZ").to_string();
+        assert_eq!(taken, second, "TAKEN is the second of snapshot_at");
+        // Newest first: the first row of that second is the one TAKEN means.
+        let newest_of_second = rows.iter().find(|r| r["taken"] == row["taken"]).unwrap();
+        same_second += usize::from(newest_of_second != row);
+        for (typed, want) in [
+            (taken, newest_of_second),
+            (row["snapshot_at"].as_str().unwrap(), row),
+        ] {
+            let out = restore(&f, &["--dry-run", "--at", typed]);
+            assert!(out.status.success(), "--at {typed}: {}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let key = want["key"].as_str().unwrap();
+            assert!(
+                stdout.contains(&format!("({key}, taken")),
+                "--at {typed} must select {key}:\n{stdout}"
+            );
+        }
+    }
+    eprintln!("{same_second} of 5 snapshots shared their second with a newer one");
+}
