@@ -48,7 +48,7 @@
 //! rollback-journal writer's commits; then it fails with `SQLITE_BUSY`
 //! rather than wait forever.
 //!
-//! Why the pin matters, shown by `crates/backup-cli/tests/reliability_load.rs`: with another
+//! Why the pin matters, shown by `tests/reliability_load.rs`: with another
 //! connection committing between every two steps, the pinned copy of 1 100
 //! pages finishes in 12 steps of 100, while the same `step(100)` loop
 //! without the pinned transaction starts over at every step (not done

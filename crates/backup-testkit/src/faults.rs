@@ -1,4 +1,4 @@
-//! Helpers for the reliability tests (`crates/backup-cli/tests/reliability*`): seeded
+//! Helpers for the reliability tests (`tests/reliability*`): seeded
 //! randomness that prints its seed, byte-level damage, read-only and tiny
 //! (full) folders, leftover-file scans, and a library-level backup run.
 //!

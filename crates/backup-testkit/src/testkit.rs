@@ -12,11 +12,13 @@ use backup_local::LocalSink;
 ///
 /// `SQLITE_BACKUP_BIN` overrides. Otherwise it is the binary beside the
 /// test executable (`<target>/<profile>/deps/<test>` →
-/// `<target>/<profile>/sqlite-backup`): cargo builds a package's binaries
-/// before its integration tests, so the end-to-end tests in the CLI crate
-/// always find the current one there. `CARGO_BIN_EXE_sqlite-backup` names
-/// the same file, but only to code compiled inside that test crate; the CLI
-/// tests assert that both agree.
+/// `<target>/<profile>/sqlite-backup`). `cargo test --workspace` builds
+/// backup-cli's binary for its own integration test (`tests/binary.rs`), and
+/// compiles every target before it runs any test, so the workspace-level
+/// tests in the root `tests/` always find the current one there.
+/// `CARGO_BIN_EXE_sqlite-backup` names the same file, but only to code
+/// compiled inside backup-cli's tests; `tests/binary.rs` asserts that both
+/// agree.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -32,7 +34,7 @@ pub fn binary() -> PathBuf {
         let bin = profile_dir.join(format!("sqlite-backup{}", std::env::consts::EXE_SUFFIX));
         assert!(
             bin.exists(),
-            "{} is missing: run the tests with `cargo test -p backup-cli` (which builds it) or set SQLITE_BACKUP_BIN",
+            "{} is missing: run the tests with `cargo test --workspace` (which builds it), build it with `cargo build -p backup-cli`, or set SQLITE_BACKUP_BIN",
             bin.display()
         );
         bin

@@ -4,7 +4,6 @@
 
 mod azure_cli;
 mod backup;
-mod binary;
 mod catalog;
 mod cli_snapshots;
 mod drill_metrics;

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build -p backup-cli --release
 //! SQLITE_BACKUP_BIN=target/release/sqlite-backup \
-//!   cargo test -p backup-cli --test restore_rto -- --ignored --nocapture
+//!   cargo test --test restore_rto -- --ignored --nocapture
 //! ```
 //! Without `SQLITE_BACKUP_BIN` the debug binary is used (its dependencies
 //! — SQLite, zstd, SHA-256 — are built with opt-level 2 even in debug).

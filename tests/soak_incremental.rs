@@ -11,7 +11,7 @@
 //! ```text
 //! cargo build --release -p backup-cli
 //! SQLITE_BACKUP_BIN=$PWD/target/release/sqlite-backup \
-//!   cargo test --release -p backup-cli --test soak_incremental -- --ignored --nocapture
+//!   cargo test --release --test soak_incremental -- --ignored --nocapture
 //! ```
 //! `SOAK_MB` (default 200), `SOAK_RUNS` (default 11) and `SOAK_INTERVAL`
 //! (default `1m`) change the size, the number of runs and the interval.

@@ -21,7 +21,7 @@
 //!
 //! Kills: 36 classic and 32 incremental in the normal suite. Soak run (300
 //! kills each):
-//! `SQLITE_BACKUP_KILLS=300 cargo test -p backup-cli --test reliability_kill -- --ignored`
+//! `SQLITE_BACKUP_KILLS=300 cargo test --test reliability_kill -- --ignored`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
@@ -275,7 +275,7 @@ fn kill_9_at_random_moments_never_lists_an_incomplete_backup() {
 }
 
 #[test]
-#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test -p backup-cli --test reliability_kill -- --ignored"]
+#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test --test reliability_kill -- --ignored"]
 fn kill_9_soak() {
     let kills = std::env::var("SQLITE_BACKUP_KILLS")
         .ok()
@@ -560,7 +560,7 @@ fn kill_9_of_incremental_runs_never_lists_a_broken_snapshot() {
 }
 
 #[test]
-#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test -p backup-cli --test reliability_kill -- --ignored"]
+#[ignore = "soak run: SQLITE_BACKUP_KILLS=300 cargo test --test reliability_kill -- --ignored"]
 fn kill_9_of_incremental_runs_soak() {
     let kills = std::env::var("SQLITE_BACKUP_KILLS")
         .ok()
