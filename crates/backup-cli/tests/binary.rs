@@ -22,3 +22,38 @@ fn the_test_kit_runs_the_binary_cargo_built_for_these_tests() {
     let kit = std::fs::canonicalize(backup_testkit::testkit::binary()).unwrap();
     assert_eq!(ours, kit);
 }
+
+/// The released binary must not link test code: the test kit turns on the
+/// `testing` features (fault-injecting sinks, the conformance suite, the
+/// Azurite key) and is unpublished, so `cargo package` would fail too.
+/// `cargo tree` reads only the lock file, so this costs about a second and
+/// needs no release build.
+#[test]
+fn the_shipped_binary_depends_on_no_test_code() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "-p", "backup-cli", "-e", "normal,build,features"])
+        .args(["--prefix", "none", "--color", "never"])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tree.contains("backup-core v"), "unexpected output:\n{tree}");
+    let test_code: Vec<&str> = tree
+        .lines()
+        .filter(|l| {
+            l.starts_with("backup-testkit")
+                || (l.starts_with("backup-") && l.contains("feature \"testing\""))
+        })
+        .collect();
+    assert!(
+        test_code.is_empty(),
+        "backup-cli's normal dependencies pull in test code:\n{}",
+        test_code.join("\n")
+    );
+}

@@ -7,7 +7,6 @@
 //! never skips a test.
 
 pub mod azurite;
-pub mod demo;
 pub mod faults;
 pub mod moto;
 pub mod ops_support;
@@ -15,3 +14,7 @@ pub mod remote;
 pub mod restore_support;
 pub mod server;
 pub mod testkit;
+
+/// The demo database generator and writer, which the `demo` command ships
+/// too, hence a crate of its own.
+pub use backup_demo as demo;

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use backup_core::CheckLevel;
 use backup_core::verify::{self, Checks};
-use backup_testkit::demo;
+use backup_demo as demo;
 
 use crate::Exit;
 use crate::args::{Cli, DemoArgs};
