@@ -47,7 +47,7 @@ use tracing::{info, warn};
 
 use crate::catalog;
 use crate::catalog::append::AppendError;
-use crate::manifest::{self, Entry, Pruned};
+use crate::manifest::{self, Entry, Listed, Pruned};
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink};
@@ -131,6 +131,37 @@ pub fn plan_per_label(
     global: &Retention,
     policy_for: &dyn Fn(&str) -> Retention,
 ) -> PrunePlan {
+    let (listed, skipped) = read_catalogs(sinks, labels);
+    let decisions = decide(&listed, now, policy_for);
+    let mut items: Vec<PlanItem> = listed
+        .into_iter()
+        .zip(decisions)
+        .map(|(l, decision)| PlanItem {
+            sink: l.sink,
+            placement: l.placement,
+            run_id: l.run_id,
+            entry: l.entry,
+            decision,
+        })
+        .collect();
+    keep_shared_artifacts(&mut items);
+    items.sort_by(|a, b| {
+        (&a.entry.label, &a.sink)
+            .cmp(&(&b.entry.label, &b.sink))
+            .then(b.entry.snapshot_at.cmp(&a.entry.snapshot_at))
+            .then(b.run_id.cmp(&a.run_id))
+    });
+    PrunePlan {
+        now,
+        policy: global.clone(),
+        items,
+        skipped,
+    }
+}
+
+/// The listed artifacts of `labels` (all when empty) in every sink whose
+/// catalog reads whole; the other sinks are skipped, with the reason.
+fn read_catalogs(sinks: &[&dyn Sink], labels: &[String]) -> (Vec<Listed>, Vec<SkippedSink>) {
     let mut listed = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
@@ -162,7 +193,16 @@ pub fn plan_per_label(
     for s in &skipped {
         warn!("prune skips sink {}: {}", s.sink, s.reason);
     }
+    (listed, skipped)
+}
 
+/// The policy's decision for each of `listed` (parallel to it), each label
+/// under its own policy.
+fn decide(
+    listed: &[Listed],
+    now: Timestamp,
+    policy_for: &dyn Fn(&str) -> Retention,
+) -> Vec<Decision> {
     let backups: Vec<Backup> = listed
         .iter()
         .map(|l| Backup {
@@ -190,23 +230,16 @@ pub fn plan_per_label(
             decisions[i] = Some(d);
         }
     }
-    let decisions = decisions
+    decisions
         .into_iter()
-        .map(|d| d.expect("every backup has a label"));
-    let mut items: Vec<PlanItem> = listed
-        .into_iter()
-        .zip(decisions)
-        .map(|(l, decision)| PlanItem {
-            sink: l.sink,
-            placement: l.placement,
-            run_id: l.run_id,
-            entry: l.entry,
-            decision,
-        })
-        .collect();
+        .map(|d| d.expect("every backup has a label"))
+        .collect()
+}
 
-    // An overwriting name template can store two snapshots under one key:
-    // deleting the older one's object would delete the kept newer one.
+/// An overwriting name template can store two snapshots under one key:
+/// deleting the older one's object would delete the kept newer one, so
+/// every sharer of a kept artifact is kept.
+fn keep_shared_artifacts(items: &mut [PlanItem]) {
     let mut by_key: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         by_key
@@ -225,19 +258,6 @@ pub fn plan_per_label(
                 }
             }
         }
-    }
-
-    items.sort_by(|a, b| {
-        (&a.entry.label, &a.sink)
-            .cmp(&(&b.entry.label, &b.sink))
-            .then(b.entry.snapshot_at.cmp(&a.entry.snapshot_at))
-            .then(b.run_id.cmp(&a.run_id))
-    });
-    PrunePlan {
-        now,
-        policy: global.clone(),
-        items,
-        skipped,
     }
 }
 
