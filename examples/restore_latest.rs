@@ -34,10 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Restore in place; the damaged file is kept beside it, never deleted.
     let outcome = backups
         .restore(&app)
-        .post_restore(|r| match count(r.path) {
-            Ok(1000) => Ok(()),
-            Ok(n) => Err(format!("expected 1000 tasks, found {n}")),
-            Err(e) => Err(e.to_string()),
+        .post_restore(|r| match count(r.path)? {
+            1000 => Ok(()),
+            n => Err(format!("expected 1000 tasks, found {n}").into()),
         })
         .run()?;
 

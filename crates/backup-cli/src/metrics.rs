@@ -246,7 +246,7 @@ pub async fn serve(addr: SocketAddr, config: Arc<Mutex<Config>>) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{DrillRun, RunResult, SinkDrill};
+    use crate::state::{DrillRun, RunResult, SinkDrillRecord};
     use std::path::Path;
 
     fn config(dir: &Path) -> Config {
@@ -277,7 +277,7 @@ mod tests {
             DrillRun {
                 at: t(90),
                 drill_id: "drill-1".into(),
-                sinks: vec![SinkDrill {
+                sinks: vec![SinkDrillRecord {
                     sink: "local".into(),
                     snapshots: vec!["run-1".into()],
                     rto_ms: Some(1500),

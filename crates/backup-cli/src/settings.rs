@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
+use backup_core::Backups;
 use backup_core::fsutil::{self, Modes};
 use backup_core::pipeline::{Options, Target};
 use backup_core::sink::{Placement, Sink};
@@ -72,8 +73,8 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
     let remote = |cfg: &dyn backup_object_store::StoreConfig, template: &str, allow_overwrite| {
         let sink = backup_object_store::ObjectStoreSink::from_config_dyn(cfg)
             .map_err(|e| UsageError(format!("{e} (in {})", config.file.display())))?;
-        let template =
-            backup_core::naming::Template::parse(template, allow_overwrite).map_err(UsageError)?;
+        let template = backup_core::naming::Template::parse(template, allow_overwrite)
+            .map_err(|e| UsageError(e.to_string()))?;
         Ok::<_, UsageError>(Target {
             sink: Arc::new(sink),
             template,
@@ -101,6 +102,14 @@ pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>> {
     Ok(targets(config)?.into_iter().map(|t| t.sink).collect())
 }
 
+/// The library's facade over every sink of `config`, in restore order.
+pub fn backups(config: &Config) -> Result<Backups> {
+    Ok(targets(config)?
+        .into_iter()
+        .fold(Backups::builder(), |b, t| b.target(t))
+        .build())
+}
+
 /// Scratch folder for snapshots: inside the local root, so it is on the
 /// same disk as the hot tier and cleaned by the next run after a crash.
 pub fn scratch_dir(config: &Config) -> PathBuf {
@@ -116,7 +125,7 @@ pub fn options(
     cold: bool,
 ) -> Result<Options> {
     if let Some(t) = &tag {
-        backup_core::validate_tag(t).map_err(UsageError)?;
+        backup_core::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
     if cold && config.local.cold.is_none() {
         return Err(UsageError(

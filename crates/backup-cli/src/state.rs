@@ -122,7 +122,7 @@ pub struct DrillRun {
     /// Its id (`drill-<time>`), named in logs and alerts.
     pub drill_id: String,
     /// Per sink.
-    pub sinks: Vec<SinkDrill>,
+    pub sinks: Vec<SinkDrillRecord>,
 }
 
 impl DrillRun {
@@ -139,7 +139,7 @@ impl DrillRun {
 
 /// A drill of one database in one sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SinkDrill {
+pub struct SinkDrillRecord {
     /// Sink name.
     pub sink: String,
     /// Run ids restored, newest first.
@@ -586,7 +586,7 @@ mod tests {
         DrillRun {
             at: t(s),
             drill_id: format!("drill-{s}"),
-            sinks: vec![SinkDrill {
+            sinks: vec![SinkDrillRecord {
                 sink: "local".into(),
                 snapshots: vec!["run-1".into()],
                 rto_ms: error.is_none().then_some(40),

@@ -511,7 +511,7 @@ impl Config {
             validate_label(&label).map_err(|m| {
                 err(
                     Some(label_at),
-                    m,
+                    m.to_string(),
                     Some("e.g. label = \"mission-control\" (no spaces, no upper case, no `/`)"),
                 )
             })?;
@@ -533,7 +533,7 @@ impl Config {
                 ));
             }
             for tag in &db.cold_tags {
-                validate_tag(tag).map_err(|m| err(Some(start), m, None))?;
+                validate_tag(tag).map_err(|m| err(Some(start), m.to_string(), None))?;
             }
             let path = absolute_path(&resolve(&db.path));
             if path.is_dir() {
@@ -616,7 +616,7 @@ impl Config {
                 Template::parse(t.get_ref(), false).map_err(|m| {
                     err(
                         Some(at),
-                        m,
+                        m.to_string(),
                         Some("placeholders: {label} {tag} {date} {time} {ext}"),
                     )
                 })?

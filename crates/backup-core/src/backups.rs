@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use crate::compress::Compression;
 use crate::database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
 use crate::encryption::Identities;
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::manifest::{self, Entry, Listed};
 use crate::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
 use crate::pipeline::{self, Action, Observer, Options, Target};
@@ -77,7 +77,7 @@ impl Builder {
     /// Add a sink with its own name template (placeholders `{label}`,
     /// `{tag}`, `{date}`, `{yyyymmdd}`, `{time}`, `{run}`, `{ext}`).
     pub fn sink_named(mut self, sink: impl Sink + 'static, template: &str) -> Result<Self, Error> {
-        let template = Template::parse(template, false).map_err(Error::Config)?;
+        let template = Template::parse(template, false).map_err(ConfigError::from)?;
         self.targets.push(Target {
             sink: Arc::new(sink),
             template,
@@ -266,12 +266,12 @@ impl Backups {
         progress: impl Fn(Progress<'_>) + Send + Sync,
         cancel: Option<&CancelToken>,
     ) -> Result<BackedUp, Error> {
-        validate_label(&db.label).map_err(Error::Config)?;
+        validate_label(&db.label).map_err(ConfigError::from)?;
         if let Some(t) = tag {
-            validate_tag(t).map_err(Error::Config)?;
+            validate_tag(t).map_err(ConfigError::from)?;
         }
         if self.targets.is_empty() {
-            return Err(Error::Config("no sink to back up to".into()));
+            return Err(ConfigError::NoSink.into());
         }
         let options = Options {
             tag: tag.map(str::to_string),
@@ -478,7 +478,7 @@ impl Restore<'_> {
     /// restore fail (the previous database stays kept beside it).
     pub fn post_restore(
         mut self,
-        check: impl Fn(&Restored<'_>) -> Result<(), String> + Send + Sync + 'static,
+        check: impl Fn(&Restored<'_>) -> Result<(), restore::HookError> + Send + Sync + 'static,
     ) -> Self {
         self.request.post_restore = Some(PostRestoreHook::new(check));
         self

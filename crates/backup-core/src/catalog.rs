@@ -194,6 +194,19 @@ pub enum Problem {
         /// Why it is refused.
         reason: String,
     },
+    /// A manifest field the writer never produces (a digest that is not
+    /// lowercase hex of the right length, a size or page count out of
+    /// range): not written by sqlite-backup, and nothing it says is used.
+    InvalidField {
+        /// Manifest key.
+        key: String,
+        /// Field path (`entries[0].sha256`).
+        field: String,
+        /// The value, bounded and escaped.
+        value: String,
+        /// What it should be.
+        reason: String,
+    },
     /// Field `relinked` of a manifest vouches for a manifest that is gone or
     /// no longer has the recorded bytes.
     RelinkBroken {
@@ -280,21 +293,52 @@ pub enum Problem {
     },
 }
 
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(16)]
+/// A digest shortened for a message. It may come from a hostile manifest:
+/// cut by characters, never by byte, and escaped.
+fn short(hex: &str) -> manifest::Shown<'_> {
+    manifest::prefix(hex, 16)
 }
 
+/// A list of untrusted names, each [`manifest::shown`], at most
+/// [`SHOWN_ITEMS`] of them.
+fn shown_list(items: &[String]) -> String {
+    let mut out: Vec<String> = items
+        .iter()
+        .take(SHOWN_ITEMS)
+        .map(|s| manifest::shown(s).to_string())
+        .collect();
+    if items.len() > SHOWN_ITEMS {
+        out.push(format!("and {} more", items.len() - SHOWN_ITEMS));
+    }
+    out.join(", ")
+}
+
+/// Items of a list shown in one problem.
+const SHOWN_ITEMS: usize = 12;
+
+// Every string here may come from a hostile manifest or listing: each is
+// shown bounded and escaped (`s`, `short`, `shown_list`).
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = manifest::shown;
         match self {
-            Self::Unreadable { key, message } => write!(f, "{key} is unreadable: {message}"),
+            Self::Unreadable { key, message } => write!(
+                f,
+                "{} is unreadable: {}",
+                s(key),
+                manifest::shown_message(message)
+            ),
             Self::Misplaced { key, run_id } => write!(
                 f,
-                "{key} holds the manifest of run {run_id} (field `run_id`): manifests were renamed or reordered"
+                "{} holds the manifest of run {} (field `run_id`): manifests were renamed or reordered",
+                s(key),
+                s(run_id)
             ),
             Self::WrongSink { key, sink } => write!(
                 f,
-                "{key} records sink {sink:?} (field `sink`): copied from another sink"
+                "{} records sink \"{}\" (field `sink`): copied from another sink",
+                s(key),
+                s(sink)
             ),
             Self::Deleted {
                 run_id,
@@ -303,7 +347,10 @@ impl fmt::Display for Problem {
                 named_by,
             } => write!(
                 f,
-                "{key} was deleted: field `previous` of {named_by} names run {run_id} (sha256 {}), which is not stored",
+                "{} was deleted: field `previous` of {} names run {} (sha256 {}), which is not stored",
+                s(key),
+                s(named_by),
+                s(run_id),
                 short(sha256)
             ),
             Self::Altered {
@@ -315,19 +362,22 @@ impl fmt::Display for Problem {
             } => {
                 write!(
                     f,
-                    "{key} was altered: its sha256 is {}, field `previous` of {named_by} recorded {}",
+                    "{} was altered: its sha256 is {}, field `previous` of {} recorded {}",
+                    s(key),
                     short(actual),
+                    s(named_by),
                     short(recorded)
                 )?;
                 if fields.is_empty() {
                     write!(f, "; changed field(s) unknown")
                 } else {
-                    write!(f, "; changed field(s): {}", fields.join(", "))
+                    write!(f, "; changed field(s): {}", shown_list(fields))
                 }
             }
             Self::BrokenLink { key, previous } => write!(
                 f,
-                "field `previous` of {key} names sha256 {}, which no stored manifest has: the manifest before it was deleted or altered",
+                "field `previous` of {} names sha256 {}, which no stored manifest has: the manifest before it was deleted or altered",
+                s(key),
                 short(previous)
             ),
             Self::OutOfOrder {
@@ -336,31 +386,36 @@ impl fmt::Display for Problem {
                 field,
             } => write!(
                 f,
-                "chain out of order: field `previous` of {key} links to {previous_key}, which is not older (field `{field}`)"
+                "chain out of order: field `previous` of {} links to {}, which is not older (field `{}`)",
+                s(key),
+                s(previous_key),
+                s(field)
             ),
             Self::Fork { previous, keys } => match previous {
                 Some(p) => write!(
                     f,
                     "fork: {} all name previous {}",
-                    keys.join(", "),
+                    shown_list(keys),
                     short(p)
                 ),
-                None => write!(f, "fork: {} all start a chain", keys.join(", ")),
+                None => write!(f, "fork: {} all start a chain", shown_list(keys)),
             },
-            Self::Unlinked { key } => write!(f, "{key} is not on the chain from the head"),
+            Self::Unlinked { key } => write!(f, "{} is not on the chain from the head", s(key)),
             Self::SidecarMismatch {
                 key,
                 sidecar,
                 actual,
             } => write!(
                 f,
-                "{key} does not match its sidecar (sidecar {}, manifest sha256 {}): the manifest or its sidecar was altered after it was written",
+                "{} does not match its sidecar (sidecar {}, manifest sha256 {}): the manifest or its sidecar was altered after it was written",
+                s(key),
                 short(sidecar),
                 short(actual)
             ),
             Self::ManifestSidecarMissing { key } => write!(
                 f,
-                "{key} has no sidecar, while older manifests have theirs: the sidecar was deleted or the manifest slipped in"
+                "{} has no sidecar, while older manifests have theirs: the sidecar was deleted or the manifest slipped in",
+                s(key)
             ),
             Self::InvalidKey {
                 manifest,
@@ -369,7 +424,24 @@ impl fmt::Display for Problem {
                 reason,
             } => write!(
                 f,
-                "{manifest} {field}: {key:?} is not an object key of this sink ({reason}); this manifest was not written by sqlite-backup"
+                "{} {}: \"{}\" is not an object key of this sink ({}); this manifest was not written by sqlite-backup",
+                s(manifest),
+                s(field),
+                s(key),
+                s(reason)
+            ),
+            Self::InvalidField {
+                key,
+                field,
+                value,
+                reason,
+            } => write!(
+                f,
+                "{} field `{}` is {}: {}; this manifest was not written by sqlite-backup, and none of it is used",
+                s(key),
+                s(field),
+                manifest::shown_message(value),
+                s(reason)
             ),
             Self::RelinkBroken {
                 key,
@@ -379,13 +451,17 @@ impl fmt::Display for Problem {
             } => match actual {
                 Some(a) => write!(
                     f,
-                    "{key} was altered: its sha256 is {}, field `relinked` of {named_by} recorded {}",
+                    "{} was altered: its sha256 is {}, field `relinked` of {} recorded {}",
+                    s(key),
                     short(a),
+                    s(named_by),
                     short(recorded)
                 ),
                 None => write!(
                     f,
-                    "{key} was deleted: field `relinked` of {named_by} names it (sha256 {}), and it is not stored",
+                    "{} was deleted: field `relinked` of {} names it (sha256 {}), and it is not stored",
+                    s(key),
+                    s(named_by),
                     short(recorded)
                 ),
             },
@@ -395,7 +471,9 @@ impl fmt::Display for Problem {
                 key,
             } => write!(
                 f,
-                "{manifest} entries[{index}].key: artifact {key} is missing (and not recorded as pruned)"
+                "{} entries[{index}].key: artifact {} is missing (and not recorded as pruned)",
+                s(manifest),
+                s(key)
             ),
             Self::SidecarMissing {
                 manifest,
@@ -403,7 +481,9 @@ impl fmt::Display for Problem {
                 key,
             } => write!(
                 f,
-                "{manifest} entries[{index}].sidecar_key: sidecar {key} is missing"
+                "{} entries[{index}].sidecar_key: sidecar {} is missing",
+                s(manifest),
+                s(key)
             ),
             Self::SizeMismatch {
                 manifest,
@@ -413,7 +493,9 @@ impl fmt::Display for Problem {
                 actual,
             } => write!(
                 f,
-                "{manifest} entries[{index}].size: {key} is {actual} bytes, recorded {recorded}"
+                "{} entries[{index}].size: {} is {actual} bytes, recorded {recorded}",
+                s(manifest),
+                s(key)
             ),
             Self::DigestMismatch {
                 manifest,
@@ -425,7 +507,11 @@ impl fmt::Display for Problem {
                 actual,
             } => write!(
                 f,
-                "{manifest} entries[{index}].{field}: {against} of {key} hashes to {}, recorded {}",
+                "{} entries[{index}].{}: {} of {} hashes to {}, recorded {}",
+                s(manifest),
+                s(field),
+                s(against),
+                s(key),
                 short(actual),
                 short(recorded)
             ),
@@ -436,7 +522,10 @@ impl fmt::Display for Problem {
                 message,
             } => write!(
                 f,
-                "{manifest} entries[{index}]: {key} cannot be read to the end: {message}"
+                "{} entries[{index}]: {} cannot be read to the end: {}",
+                s(manifest),
+                s(key),
+                manifest::shown_message(message)
             ),
             Self::AnchorNotInChain {
                 line,
@@ -450,7 +539,7 @@ impl fmt::Display for Problem {
                     short(head)
                 )?;
                 match stored_as {
-                    Some(k) => write!(f, " (stored as {k}, cut off from the head)"),
+                    Some(k) => write!(f, " (stored as {}, cut off from the head)", s(k)),
                     None => write!(
                         f,
                         ": history rewritten, head altered, or newest manifests deleted"
@@ -577,6 +666,15 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
         }
         let manifest = match Manifest::from_bytes(&key, &bytes) {
             Ok(m) => Some(m),
+            Err(manifest::CatalogError::InvalidField { error, .. }) => {
+                problems.push(Problem::InvalidField {
+                    key: key.clone(),
+                    field: error.field,
+                    value: error.value,
+                    reason: error.reason,
+                });
+                None
+            }
             Err(e) => {
                 problems.push(Problem::Unreadable {
                     key: key.clone(),
@@ -1021,7 +1119,11 @@ fn check_artifact(
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e),
             };
-            *hashed += pack.size;
+            // What was read, not what the manifest claims (which may be
+            // anything up to manifest::MAX_BYTES, however many packs).
+            if let Some((_, n)) = &stored {
+                *hashed = hashed.saturating_add(*n);
+            }
             match stored {
                 None => problems.push(Problem::ArtifactMissing {
                     manifest: manifest(),

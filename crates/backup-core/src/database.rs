@@ -126,27 +126,75 @@ impl Database {
 /// assert!(validate_label("Mission Control").is_err());
 /// assert!(validate_label("../etc").is_err());
 /// ```
-pub fn validate_label(label: &str) -> Result<(), String> {
+pub fn validate_label(label: &str) -> Result<(), NameError> {
+    check_name(label).map_err(|problem| NameError {
+        kind: NameKind::Label,
+        name: label.to_string(),
+        problem,
+    })
+}
+
+/// Check a tag (`r75`, `session`, `phase1`): same alphabet as labels.
+pub fn validate_tag(tag: &str) -> Result<(), NameError> {
+    check_name(tag).map_err(|problem| NameError {
+        kind: NameKind::Tag,
+        name: tag.to_string(),
+        problem,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), NameProblem> {
     let ok_word = |w: &str| {
         !w.is_empty()
             && w.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     };
-    if label.len() > 64 {
-        return Err(format!("label {label:?} is longer than 64 characters"));
-    }
-    if label.split('-').all(ok_word) {
-        Ok(())
+    if name.len() > 64 {
+        Err(NameProblem::TooLong)
+    } else if !name.split('-').all(ok_word) {
+        Err(NameProblem::Alphabet)
     } else {
-        Err(format!(
-            "label {label:?} must be lowercase letters and digits in hyphen-separated words"
-        ))
+        Ok(())
     }
 }
 
-/// Check a tag (`r75`, `session`, `phase1`): same alphabet as labels.
-pub fn validate_tag(tag: &str) -> Result<(), String> {
-    validate_label(tag).map_err(|_| {
-        format!("tag {tag:?} must be lowercase letters and digits in hyphen-separated words")
-    })
+/// A label or tag that cannot name artifacts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name:?} {problem}")]
+pub struct NameError {
+    /// Label or tag.
+    pub kind: NameKind,
+    /// The name as given.
+    pub name: String,
+    /// What is wrong with it.
+    pub problem: NameProblem,
+}
+
+/// What a [`NameError`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A database label.
+    Label,
+    /// A run's tag.
+    Tag,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Label => "label",
+            Self::Tag => "tag",
+        })
+    }
+}
+
+/// Why a name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameProblem {
+    /// Over 64 characters.
+    #[error("is longer than 64 characters")]
+    TooLong,
+    /// Not lowercase letters and digits in hyphen-separated words.
+    #[error("must be lowercase letters and digits in hyphen-separated words")]
+    Alphabet,
 }

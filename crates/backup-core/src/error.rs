@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::database::NameError;
 use crate::inuse::Holder;
+use crate::naming::TemplateError;
 use crate::pipeline::BackupError;
 use crate::restore::{Rejection, RestoreError};
 use crate::sink::SinkError;
@@ -75,9 +77,9 @@ pub enum Error {
     /// Reading from or writing to a sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// A bad label, tag or option.
-    #[error("{0}")]
-    Config(String),
+    /// A bad label, tag, template or option, caught before anything ran.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Local file-system work failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -89,6 +91,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What [`Error::Config`] found wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A label or tag.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// An artifact name template.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// A backup with no sink to go to.
+    #[error("no sink to back up to")]
+    NoSink,
 }
 
 impl From<RestoreError> for Error {

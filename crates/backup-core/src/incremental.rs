@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use crate::compress::{Compression, Format};
 use crate::digest::{HashingReader, Sha256};
 use crate::manifest::{self, Entry};
-use crate::page_map::{PackRef, Run};
+use crate::page_map::{PackRef, PageMapError, Run};
 use crate::sink::{Sink, SinkError};
 
 /// Raw page bytes per pack before it is closed and a new one started.
@@ -63,6 +63,15 @@ pub enum IndexError {
     /// Reading the sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The snapshot's page map cannot be used.
+    #[error("{key}: {error}")]
+    Map {
+        /// The snapshot's key.
+        key: String,
+        /// What is wrong with its map.
+        #[source]
+        error: PageMapError,
+    },
     /// The index does not match its recorded digest or is malformed.
     #[error("page-hash index {key}: {reason}")]
     Damaged {
@@ -100,11 +109,11 @@ pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, Inde
         key: entry.key.clone(),
         reason: "not an incremental-mode snapshot".into(),
     })?;
-    map.check(entry.page_count)
-        .map_err(|reason| IndexError::Damaged {
-            key: entry.key.clone(),
-            reason,
-        })?;
+    let bad_map = |error| IndexError::Map {
+        key: entry.key.clone(),
+        error,
+    };
+    map.check(entry.page_count).map_err(bad_map)?;
     let mut indexes: HashMap<&str, Vec<u8>> = HashMap::new();
     for p in &map.packs {
         if !indexes.contains_key(p.index.as_str()) {
@@ -123,10 +132,7 @@ pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, Inde
             indexes.insert(p.index.as_str(), raw);
         }
     }
-    let runs = map.runs.list().map_err(|reason| IndexError::Damaged {
-        key: entry.key.clone(),
-        reason,
-    })?;
+    let runs = map.runs.list().map_err(bad_map)?;
     let mut out = Vec::with_capacity(entry.page_count as usize);
     for &Run {
         count, pack, at, ..
@@ -360,10 +366,10 @@ pub fn reassemble(
             reason: "not an incremental-mode snapshot".into(),
         }));
     };
-    if let Err(reason) = map.check(entry.page_count) {
+    if let Err(e) = map.check(entry.page_count) {
         return Ok(Err(PackProblem {
             key: entry.key.clone(),
-            reason,
+            reason: e.to_string(),
         }));
     }
     let page_size = entry.page_size as usize;
@@ -371,10 +377,10 @@ pub fn reassemble(
     // Per pack: (offset in pack, count, first image page), in pack order.
     let runs = match map.runs.list() {
         Ok(runs) => runs,
-        Err(reason) => {
+        Err(e) => {
             return Ok(Err(PackProblem {
                 key: entry.key.clone(),
-                reason,
+                reason: e.to_string(),
             }));
         }
     };

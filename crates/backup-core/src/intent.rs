@@ -282,10 +282,10 @@ mod tests {
                 packs: vec![PackRef {
                     key: keys[2].clone(),
                     size: 1,
-                    sha256: String::new(),
+                    sha256: "0".repeat(64),
                     pages: 1,
                     index: keys[0].clone(),
-                    index_sha256: String::new(),
+                    index_sha256: "0".repeat(64),
                     index_at: 0,
                 }],
                 runs: vec![Run {

@@ -22,7 +22,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Errors are one enum, [`Error`], with the cases an embedder acts on. The
+//! The facade's errors are one enum, [`Error`], with the cases an embedder
+//! acts on; each module below it has its own typed errors ([`sink::SinkError`],
+//! [`restore::RestoreError`], …), the causes kept as sources. The
 //! modules below the facade stay public for what it does not cover: several
 //! databases in one run with a printable plan ([`pipeline`]), the hash-chained
 //! catalog ([`catalog`], [`anchor`]), retention as a pure function
@@ -70,8 +72,11 @@ pub mod sqlite;
 pub mod verify;
 
 pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};
-pub use database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
-pub use error::Error;
+pub use database::{
+    CheckLevel, Database, NameError, NameKind, NameProblem, SnapshotMethod, validate_label,
+    validate_tag,
+};
+pub use error::{ConfigError, Error};
 pub use jiff;
 pub use restore::Restored;
 pub use retention::Retention;

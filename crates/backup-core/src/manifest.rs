@@ -25,6 +25,12 @@ use crate::database::CheckLevel;
 use crate::digest::Sha256;
 use crate::sink::{Placement, Sink, SinkError, get_bytes};
 
+mod validate;
+pub use validate::{
+    FieldError, MAX_BYTES, MAX_CHAIN_DEPTH, MAX_PAGES, MAX_ROWS, MAX_SNAPSHOT_MS, SHOWN_CHARS,
+    SHOWN_MESSAGE_CHARS, Shown, prefix, shown, shown_message,
+};
+
 /// `format` field of every manifest.
 pub const FORMAT: &str = "sqlite-backup/manifest";
 /// Current manifest version; readers reject newer major versions.
@@ -244,6 +250,8 @@ impl Entry {
         })?;
         let facts: SealedFacts = serde_json::from_slice(&bytes)
             .map_err(|e| crate::encryption::OpenError::Damaged(e.to_string()))?;
+        validate::sealed_facts(&facts)
+            .map_err(|e| crate::encryption::OpenError::Damaged(e.to_string()))?;
         Ok(Entry {
             db_sha256: facts.db_sha256,
             schema_sha256: facts.schema_sha256,
@@ -292,12 +300,21 @@ pub enum CatalogError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// A manifest that is not valid JSON of our format.
-    #[error("manifest {key} is unreadable: {message}")]
+    #[error("manifest {} is unreadable: {}", shown(key), shown_message(message))]
     Malformed {
         /// Manifest key.
         key: String,
         /// Parser message.
         message: String,
+    },
+    /// A manifest with a field the writer never produces (a digest that is
+    /// not hex, a size no database has): not written by this tool.
+    #[error("manifest {} {error}; its entries are not offered", shown(key))]
+    InvalidField {
+        /// Manifest key.
+        key: String,
+        /// The field and what is wrong with it.
+        error: FieldError,
     },
 }
 
@@ -320,7 +337,21 @@ impl Manifest {
             key: key.to_string(),
             message,
         };
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| match validate::locate(bytes) {
+                Some((field, value)) => CatalogError::InvalidField {
+                    key: key.to_string(),
+                    error: FieldError {
+                        field,
+                        value: value.map_or_else(
+                            || "missing".to_string(),
+                            |v| shown(&v.to_string()).to_string(),
+                        ),
+                        reason: shown_message(&e.to_string()).to_string(),
+                    },
+                },
+                None => malformed(e.to_string()),
+            })?;
         if m.format != FORMAT {
             return Err(malformed(format!(
                 "format is {:?}, expected {FORMAT:?}",
@@ -333,6 +364,10 @@ impl Manifest {
                 m.version
             )));
         }
+        validate::manifest(&m).map_err(|error| CatalogError::InvalidField {
+            key: key.to_string(),
+            error,
+        })?;
         Ok(m)
     }
 }
@@ -443,9 +478,10 @@ fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), Catalog
     let actual = Sha256::hex_of(bytes);
     if sidecar.sha256 != actual || sidecar.file_name != crate::naming::file_name(key) {
         return Err(malformed(format!(
-            "SHA-256 does not match its sidecar (sidecar {} for {:?}, manifest {actual}): \
+            "SHA-256 does not match its sidecar (sidecar {} for \"{}\", manifest {actual}): \
              the manifest or its sidecar was altered; its entries are not offered",
-            sidecar.sha256, sidecar.file_name
+            sidecar.sha256,
+            shown(&sidecar.file_name)
         )));
     }
     Ok(())
@@ -459,7 +495,8 @@ fn refuse_bad_keys(key: &str, m: Manifest) -> Result<Manifest, CatalogError> {
         Some((field, bad, reason)) => Err(CatalogError::Malformed {
             key: key.to_string(),
             message: format!(
-                "{field} {bad:?} is not an object key ({reason}); its entries are not offered"
+                "{field} \"{}\" is not an object key ({reason}); its entries are not offered",
+                shown(&bad)
             ),
         }),
     }

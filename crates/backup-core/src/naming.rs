@@ -42,6 +42,46 @@ pub struct NameContext<'a> {
 
 const PLACEHOLDERS: [&str; 7] = ["label", "tag", "date", "yyyymmdd", "time", "run", "ext"];
 
+/// A template that cannot name artifacts.
+#[derive(Debug, thiserror::Error)]
+#[error("template {template:?} {problem}")]
+pub struct TemplateError {
+    /// The template as given.
+    pub template: String,
+    /// What is wrong with it.
+    #[source]
+    pub problem: TemplateProblem,
+}
+
+/// Why a template is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateProblem {
+    /// A `{` without its `}`.
+    #[error("has an unclosed `{{`")]
+    Unclosed,
+    /// A `}` without its `{`.
+    #[error("has a stray `}}`")]
+    Stray,
+    /// A `{name}` that is not a placeholder.
+    #[error("has an unknown placeholder {{{0}}}; known: {known}", known = PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" "))]
+    UnknownPlaceholder(String),
+    /// No `{label}`.
+    #[error("lacks {{label}}: two databases would share one name")]
+    NoLabel,
+    /// No `{time}` or `{run}`, and overwriting is not allowed.
+    #[error("would make two runs of the same day overwrite each other (no {{time}} or {{run}})")]
+    Overwrites,
+    /// It renders keys a sink refuses.
+    #[error("makes keys a sink refuses: {0}")]
+    BadKey(#[source] crate::sink::SinkError),
+    /// It renders sidecar or manifest names.
+    #[error("collides with sidecar or manifest names")]
+    Collides,
+    /// It renders hidden or `.partial-` names.
+    #[error("makes hidden or `.partial-` names, which are reserved for temporary files")]
+    Reserved,
+}
+
 impl Template {
     /// Parse and check a template. Unless `allow_overwrite`, it must contain
     /// `{time}` or `{run}` so that two runs of the same day never share a name.
@@ -53,35 +93,32 @@ impl Template {
     /// assert!(Template::parse("{date}/{label}.db.gz", true).is_ok());
     /// assert!(Template::parse("../{label}-{time}{ext}", false).is_err());
     /// ```
-    pub fn parse(text: &str, allow_overwrite: bool) -> Result<Self, String> {
+    pub fn parse(text: &str, allow_overwrite: bool) -> Result<Self, TemplateError> {
+        let bad = |problem| TemplateError {
+            template: text.to_string(),
+            problem,
+        };
         let mut rest = text;
         let mut used = Vec::new();
         while let Some(open) = rest.find('{') {
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in template {text:?}"))?;
+                .ok_or_else(|| bad(TemplateProblem::Unclosed))?;
             let name = &rest[open + 1..open + close];
             if !PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "unknown placeholder {{{name}}} in template {text:?}; known: {}",
-                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
-                ));
+                return Err(bad(TemplateProblem::UnknownPlaceholder(name.to_string())));
             }
             used.push(name);
             rest = &rest[open + close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("stray `}}` in template {text:?}"));
+            return Err(bad(TemplateProblem::Stray));
         }
         if !used.contains(&"label") {
-            return Err(format!(
-                "template {text:?} lacks {{label}}: two databases would share one name"
-            ));
+            return Err(bad(TemplateProblem::NoLabel));
         }
         if !allow_overwrite && !used.contains(&"time") && !used.contains(&"run") {
-            return Err(format!(
-                "template {text:?} would make two runs of the same day overwrite each other (no {{time}} or {{run}})"
-            ));
+            return Err(bad(TemplateProblem::Overwrites));
         }
         // Render with harmless values and check the shape of the key.
         let probe = Template {
@@ -95,20 +132,16 @@ impl Template {
             run_id: "r",
             ext: ".db",
         });
-        crate::sink::validate_key(&probe).map_err(|e| format!("template {text:?}: {e}"))?;
+        crate::sink::validate_key(&probe).map_err(|e| bad(TemplateProblem::BadKey(e)))?;
         if probe.ends_with(".sha256") || probe.starts_with("manifests/") {
-            return Err(format!(
-                "template {text:?} collides with sidecar or manifest names"
-            ));
+            return Err(bad(TemplateProblem::Collides));
         }
         // Hidden names and `.partial-` names belong to the sinks themselves
         // (upload temporaries, the `.tmp` scratch folder): the local sink
         // does not list them, and the next run deletes `.partial-<pid>`
         // files as leftovers of a killed process.
         if probe.split('/').any(|s| s.starts_with('.')) || probe.contains(".partial-") {
-            return Err(format!(
-                "template {text:?} makes hidden or `.partial-` names, which are reserved for temporary files"
-            ));
+            return Err(bad(TemplateProblem::Reserved));
         }
         Ok(Template {
             text: text.to_string(),

@@ -28,6 +28,44 @@ pub struct PageMap {
     pub runs: Runs,
 }
 
+/// Why a stored page map cannot be used; it is never read as another map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageMapError {
+    /// The packed runs do not decode.
+    #[error("page map runs: {0}")]
+    Encoding(&'static str),
+    /// A run does not start where the previous one ended.
+    #[error("page map: run starts at page {found}, expected {expected}")]
+    Gap {
+        /// Where it starts.
+        found: u64,
+        /// Where it should.
+        expected: u64,
+    },
+    /// A run names a pack the map does not list.
+    #[error("page map: run names pack #{pack}, there are {packs}")]
+    NoSuchPack {
+        /// The pack number.
+        pack: u32,
+        /// How many packs the map lists.
+        packs: usize,
+    },
+    /// A run reaches past the end of its pack.
+    #[error("page map: run reaches past the end of {key}")]
+    PastPack {
+        /// The pack's key.
+        key: String,
+    },
+    /// The runs do not cover the image.
+    #[error("page map covers {covered} pages, the image has {pages}")]
+    Coverage {
+        /// Pages the runs cover.
+        covered: u64,
+        /// Pages of the image.
+        pages: u64,
+    },
+}
+
 /// A page map's runs, as [`PageMap::runs`] stores them. As JSON arrays a
 /// run costs about 90 bytes pretty-printed, and scattered changes fragment
 /// a map into tens of thousands of runs: megabytes in every manifest, and
@@ -56,13 +94,13 @@ impl Runs {
 
     /// The runs, decoded if stored packed; a damaged encoding is an error,
     /// never a different map.
-    pub fn list(&self) -> Result<Cow<'_, [Run]>, String> {
+    pub fn list(&self) -> Result<Cow<'_, [Run]>, PageMapError> {
         use base64::Engine;
         let text = match &self.0 {
             Repr::List(runs) => return Ok(runs.as_slice().into()),
             Repr::Packed(text) => text,
         };
-        let bad = |why: &str| format!("page map runs: {why}");
+        let bad = PageMapError::Encoding;
         let b64 = text
             .strip_prefix(PACKED_PREFIX)
             .ok_or_else(|| bad("unknown encoding"))?;
@@ -187,35 +225,31 @@ pub struct PackRef {
 impl PageMap {
     /// Checks that the runs cover pages `0..page_count` in order and point
     /// inside their packs.
-    pub fn check(&self, page_count: u64) -> Result<(), String> {
+    pub fn check(&self, page_count: u64) -> Result<(), PageMapError> {
         let mut next = 0;
         for r in self.runs.list()?.iter() {
-            let Run {
-                first,
-                count,
-                pack,
-                at,
-            } = *r;
-            if first != next {
-                return Err(format!(
-                    "page map: run starts at page {first}, expected {next}"
-                ));
+            if r.first != next {
+                return Err(PageMapError::Gap {
+                    found: r.first,
+                    expected: next,
+                });
             }
-            let Some(p) = self.packs.get(pack as usize) else {
-                return Err(format!(
-                    "page map: run names pack #{pack}, there are {}",
-                    self.packs.len()
-                ));
+            let Some(p) = self.packs.get(r.pack as usize) else {
+                return Err(PageMapError::NoSuchPack {
+                    pack: r.pack,
+                    packs: self.packs.len(),
+                });
             };
-            if at + count > p.pages {
-                return Err(format!("page map: run reaches past the end of {}", p.key));
+            if r.at.checked_add(r.count).is_none_or(|end| end > p.pages) {
+                return Err(PageMapError::PastPack { key: p.key.clone() });
             }
-            next = first + count;
+            next = r.first + r.count;
         }
         if next != page_count {
-            return Err(format!(
-                "page map covers {next} pages, the image has {page_count}"
-            ));
+            return Err(PageMapError::Coverage {
+                covered: next,
+                pages: page_count,
+            });
         }
         Ok(())
     }

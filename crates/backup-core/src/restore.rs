@@ -1,5 +1,6 @@
-//! Restore: the stop-the-world runbook of SPEC §7, done more carefully than
-//! a person would, and never destructive.
+//! Restore: the operator's stop-the-world restore runbook (the README's
+//! "Restore runbook"), done more carefully than a person would, and never
+//! destructive.
 //!
 //! Two stages, like `backup`: [`plan`] resolves a [`Request`] against the
 //! catalog into a [`Plan`] (candidates newest first, the checks, the moves),
@@ -11,7 +12,7 @@
 //! 3. for each candidate, newest first: stream it from its sink, check the
 //!    sidecar and manifest digests, decompress into
 //!    `.<name>.partial-<pid>` **beside the target** (same file system, so
-//!    the final rename is atomic) and run every check of SPEC §6; when it
+//!    the final rename is atomic) and run every check of [`crate::verify`]; when it
 //!    fails, walk back to the next older candidate and say what that step
 //!    loses ([`Loss`]). When none passes, stop: nothing was touched;
 //! 4. probe for other users again (verification can take minutes);
@@ -137,10 +138,8 @@ pub struct Request {
 /// ```
 /// use backup_core::restore::PostRestoreHook;
 /// let hook = PostRestoreHook::new(|r| {
-///     let conn = rusqlite::Connection::open(r.path).map_err(|e| e.to_string())?;
-///     let n: i64 = conn
-///         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-///         .map_err(|e| e.to_string())?;
+///     let conn = rusqlite::Connection::open(r.path)?;
+///     let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
 ///     if n > 0 { Ok(()) } else { Err("no tables".into()) }
 /// });
 /// # let _ = hook;
@@ -148,16 +147,29 @@ pub struct Request {
 #[derive(Clone)]
 pub struct PostRestoreHook(Arc<HookFn>);
 
-type HookFn = dyn Fn(&Restored<'_>) -> Result<(), String> + Send + Sync;
+type HookFn = dyn Fn(&Restored<'_>) -> Result<(), HookError> + Send + Sync;
+
+/// Whatever a [`PostRestoreHook`] rejects the restore with: the
+/// application's own error type, or a message (`"no tables".into()`).
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 impl PostRestoreHook {
     /// Wrap a closure.
-    pub fn new(f: impl Fn(&Restored<'_>) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(f: impl Fn(&Restored<'_>) -> Result<(), HookError> + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 
+    /// Its verdict; an error is kept as its text, with its causes.
     fn call(&self, restored: &Restored<'_>) -> Result<(), String> {
-        (self.0)(restored)
+        (self.0)(restored).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        })
     }
 }
 

@@ -53,7 +53,29 @@ pub enum SinkError {
         #[source]
         source: io::Error,
     },
-    /// The remote store refused or failed.
+    /// The store refused our credentials (authentication or permission).
+    #[error("{op} {key}: authentication failed: {message}")]
+    Unauthorized {
+        /// What we were doing.
+        op: &'static str,
+        /// Object key.
+        key: String,
+        /// How to fix it and what the server said, scrubbed of secrets.
+        message: String,
+    },
+    /// The sink's root (an Azure container, an S3 bucket) does not exist.
+    #[error("{op} {key}: {message}")]
+    MissingRoot {
+        /// What we were doing.
+        op: &'static str,
+        /// Object key.
+        key: String,
+        /// What is missing and what the server said, scrubbed of secrets.
+        message: String,
+    },
+    /// The remote store refused or failed otherwise. The cause is kept as
+    /// scrubbed text rather than as a source error: a store client's errors
+    /// can carry credentials (SAS tokens in URLs).
     #[error("{op} {key}: {message}")]
     Remote {
         /// What we were doing.
@@ -69,6 +91,11 @@ impl SinkError {
     /// True when the object was simply absent.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// True when the store refused the credentials.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. })
     }
 
     /// True when a conditional create lost to an existing object.

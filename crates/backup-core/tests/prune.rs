@@ -65,7 +65,7 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
         db_sha256: sha,
         page_size: 4096,
         page_count: 1,
-        schema_sha256: String::new(),
+        schema_sha256: Sha256::hex_of(b"schema"),
         row_counts: BTreeMap::new(),
         snapshot_at: at,
         snapshot_ms: 3,

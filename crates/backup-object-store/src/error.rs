@@ -56,15 +56,16 @@ impl ErrorMap {
         let key = key.to_string();
         let detail = self.scrubber.scrub(&err.to_string());
         let p = self.profile;
-        // Listing errors arrive as `Generic`, without the status mapping the
-        // other calls get: recognise them by status line or the store's code.
+        // object_store's listing errors arrive as `Generic`, without the
+        // status mapping its other calls get: only for those is the status
+        // line or the store's error code read from the text.
         let auth_failure = matches!(err, E::PermissionDenied { .. } | E::Unauthenticated { .. })
             || ["403 Forbidden", "401 Unauthorized"]
                 .iter()
                 .chain(p.auth_markers)
                 .any(|marker| detail.contains(marker));
         if p.missing_root_markers.iter().any(|m| detail.contains(m)) {
-            return SinkError::Remote {
+            return SinkError::MissingRoot {
                 op,
                 key,
                 message: format!(
@@ -74,13 +75,10 @@ impl ErrorMap {
             };
         }
         if auth_failure {
-            return SinkError::Remote {
+            return SinkError::Unauthorized {
                 op,
                 key,
-                message: format!(
-                    "authentication failed: {}; server said: {detail}",
-                    p.auth_hint
-                ),
+                message: format!("{}; server said: {detail}", p.auth_hint),
             };
         }
         match err {

@@ -140,12 +140,23 @@ impl S3Janitor {
                 .map_err(|e| generic(format!("list multipart uploads: {e}")))?;
             let text = String::from_utf8_lossy(&body);
             if !status.is_success() {
-                // The status line ("403 Forbidden") and the S3 error code
-                // are what the error mapping recognises.
-                return Err(generic(format!(
+                let detail = format!(
                     "list multipart uploads: {status}: {}",
                     element(&text, "Code").unwrap_or_default()
-                )));
+                );
+                // The same variants object_store gives its own calls, so the
+                // error mapping types them without reading the text.
+                return Err(match status.as_u16() {
+                    401 => object_store::Error::Unauthenticated {
+                        path: prefix.clone(),
+                        source: detail.into(),
+                    },
+                    403 => object_store::Error::PermissionDenied {
+                        path: prefix.clone(),
+                        source: detail.into(),
+                    },
+                    _ => generic(detail),
+                });
             }
             let (page, next) = parse_page(&text);
             out.extend(page.into_iter().filter(|u| u.path.starts_with(&prefix)));

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use backup_core::anchor::{self, AnchorLog};
 use backup_core::catalog::{self, ArtifactCheck, Options, Report, repair};
-use backup_core::manifest;
+use backup_core::manifest::{self, prefix, shown, shown_message};
 
 use crate::Exit;
 use crate::args::{AnchorArgs, CatalogCommand, Cli, RepairArgs, VerifyArgs};
@@ -51,7 +51,12 @@ fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
                 plan.relink.len()
             );
             for r in &plan.relink {
-                println!("  {}  sha256 {}…  ({})", r.key, &r.sha256[..16], r.reason);
+                println!(
+                    "  {}  sha256 {}…  ({})",
+                    shown(&r.key),
+                    prefix(&r.sha256, 16),
+                    shown_message(&r.reason)
+                );
             }
         }
         if args.dry_run {
@@ -262,7 +267,7 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
                 r.pruned.to_string(),
                 r.head
                     .as_deref()
-                    .map(|h| format!("{}…", &h[..16]))
+                    .map(|h| format!("{}…", prefix(h, 16)))
                     .unwrap_or_else(|| "-".into()),
                 r.anchor
                     .as_ref()

@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result, bail};
 use backup_core::CheckLevel;
-use backup_core::manifest;
 use backup_core::verify::{self, Checks};
 use backup_testkit::demo;
 
@@ -72,14 +71,13 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     println!(
         "Verifying the new backup from the catalog (sidecar, decompression, integrity_check, tables, checks)…"
     );
-    let sinks = settings::sinks(&config)?;
-    let refs: Vec<&dyn backup_core::sink::Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let (listed, _) = manifest::collect(&refs);
+    let backups = settings::backups(&config)?;
+    let (listed, _) = backups.list();
     let latest = listed.first().context("the catalog lists no backup")?;
     let scratch = backup_core::fsutil::private_tempdir("sqlite-backup-demo-", None)?;
     let checks = Checks::for_database(&config.databases[0].database, CheckLevel::IntegrityCheck);
     let v = verify::verify_entry(
-        sinks[0].as_ref(),
+        backups.sinks().next().expect("the local sink"),
         &latest.entry,
         &scratch.path().join("c.db"),
         &checks,

@@ -10,7 +10,6 @@ use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
 use backup_core::drill::{self, SinkDrill};
 use backup_core::duration;
-use backup_core::manifest;
 use backup_core::sink::Sink;
 use jiff::Timestamp;
 use tracing::{error, info, warn};
@@ -57,8 +56,8 @@ pub fn run_drill(
     from: Option<&str>,
     identities: Option<backup_core::encryption::Identities>,
 ) -> Result<DrillReport> {
-    let sinks = settings::sinks(config)?;
-    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let backups = settings::backups(config)?;
+    let refs: Vec<&dyn Sink> = backups.sinks().collect();
     if let Some(from) = from {
         backup_core::restore::check_sink_name(from, &refs)
             .map_err(|e| UsageError(e.to_string()))?;
@@ -67,7 +66,7 @@ pub fn run_drill(
     let drill_id = format!("drill-{}", Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
     info!("drill start id={drill_id} databases={}", databases.len());
     // One read of every sink's catalog for all databases.
-    let (catalog, problems) = manifest::collect(&refs);
+    let (catalog, problems) = backups.list();
     for p in &problems {
         warn!("catalog: {p}");
     }
@@ -114,11 +113,11 @@ pub fn run_drill(
 
 /// The state file's record of one database's drill.
 fn to_state(drill_id: &str, sinks: &[SinkDrill]) -> state::DrillRun {
-    let mut out: Vec<state::SinkDrill> = sinks
+    let mut out: Vec<state::SinkDrillRecord> = sinks
         .iter()
         .map(|s| {
             let errors: Vec<String> = s.errors().map(|e| e.to_string()).collect();
-            state::SinkDrill {
+            state::SinkDrillRecord {
                 sink: s.sink.clone(),
                 snapshots: s.drilled.iter().map(|d| d.listed.run_id.clone()).collect(),
                 rto_ms: s.rto().map(|d| d.as_millis() as u64),
@@ -128,7 +127,7 @@ fn to_state(drill_id: &str, sinks: &[SinkDrill]) -> state::DrillRun {
         .collect();
     if out.is_empty() {
         // Nothing restorable is a failed drill, not a skipped one.
-        out.push(state::SinkDrill {
+        out.push(state::SinkDrillRecord {
             sink: "-".into(),
             snapshots: vec![],
             rto_ms: None,

@@ -1,7 +1,7 @@
 //! `sqlite-backup list`.
 
 use anyhow::Result;
-use backup_core::manifest::{self, Listed};
+use backup_core::manifest::Listed;
 use backup_core::sink::Placement;
 use jiff::Timestamp;
 
@@ -54,9 +54,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     if let Some(l) = &args.label {
         settings::select(&config, std::slice::from_ref(l))?;
     }
-    let sinks = settings::sinks(&config)?;
-    let refs: Vec<&dyn backup_core::sink::Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let (mut all, problems) = manifest::collect(&refs);
+    let (mut all, problems) = settings::backups(&config)?.list();
     if let Some(l) = &args.label {
         all.retain(|x| &x.entry.label == l);
     }

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use backup_config::Config;
-use backup_core::manifest::{self, Listed};
-use backup_core::sink::Sink;
+use backup_core::manifest::Listed;
 use jiff::Timestamp;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -23,9 +22,7 @@ const HISTORY: usize = 30;
 
 pub fn run(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
-    let sinks = settings::sinks(&config)?;
-    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let (catalog, problems) = manifest::collect(&refs);
+    let (catalog, problems) = settings::backups(&config)?.list();
     let (state, _) = State::load_or_recover(&config.state_dir);
     let page = render(&config, &catalog, &problems, &state, Timestamp::now());
     backup_core::fsutil::atomic_write_mode(&args.html, page.as_bytes(), 0o644)

@@ -2,17 +2,17 @@
 //! each step as it happens and a summary. The work is `backup_core::restore`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use backup_config::Config;
+use backup_core::Backups;
 use backup_core::restore::{
     self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
 };
 use backup_core::sink::Sink;
 use backup_core::verify::ArtifactReport;
-use backup_core::{duration, inuse, manifest};
+use backup_core::{duration, inuse};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -24,10 +24,10 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     let Planned {
         plan,
-        sinks,
+        backups,
         database_post_restore,
     } = plan_restore(cli, args, &config)?;
-    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let refs: Vec<&dyn Sink> = backups.sinks().collect();
     let printer = Printer {
         hot_days: config.retention.hot_days,
         now: Timestamp::now(),
@@ -63,7 +63,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
 struct Planned {
     plan: Plan,
     /// The sinks the plan reads.
-    sinks: Vec<Arc<dyn Sink>>,
+    backups: Backups,
     /// The database's post-restore command, for printing.
     database_post_restore: Option<String>,
 }
@@ -78,12 +78,12 @@ fn plan_restore(cli: &Cli, args: &RestoreArgs, config: &Config) -> Result<Planne
         Timestamp::now(),
     )
     .map_err(UsageError)?;
-    let sinks = settings::sinks(config)?;
-    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let backups = settings::backups(config)?;
+    let refs: Vec<&dyn Sink> = backups.sinks().collect();
     if let Some(from) = &args.from {
         restore::check_sink_name(from, &refs).map_err(|e| UsageError(e.to_string()))?;
     }
-    let (catalog, problems) = manifest::collect(&refs);
+    let (catalog, problems) = backups.list();
     for p in &problems {
         tracing::warn!("catalog: {p}");
     }
@@ -104,7 +104,7 @@ fn plan_restore(cli: &Cli, args: &RestoreArgs, config: &Config) -> Result<Planne
     let plan = restore::plan(&catalog, &request)?;
     Ok(Planned {
         plan,
-        sinks,
+        backups,
         database_post_restore,
     })
 }
@@ -513,7 +513,7 @@ pub(crate) fn shell_hook(command: String, drill: bool) -> PostRestoreHook {
             ("SQLITE_BACKUP_SINK", s.sink.clone().into()),
             ("SQLITE_BACKUP_KEY", s.entry.key.clone().into()),
         ];
-        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string())
+        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string().into())
     })
 }
 
@@ -542,7 +542,7 @@ fn selector(
 
 fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
     if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
+        return Ok(to_end_of_second(text, t));
     }
     // "2h" and "2h ago" both mean two hours before now; a day is 24 hours.
     let age =
@@ -556,9 +556,48 @@ fn point_in_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
         .map_err(|e| format!("--at {text:?}: {e}"))
 }
 
+/// A time typed to the second, as `list` prints TAKEN, stands for that whole
+/// second: pasting `2026-12-04 13:48:01Z` selects the snapshot `list` showed
+/// on that line, not the one before it (`snapshot_at` has nanoseconds). A
+/// time with a fraction is taken as it is.
+fn to_end_of_second(text: &str, t: Timestamp) -> Timestamp {
+    // The fraction is the only part of an RFC 3339 time after a `.` or `,`.
+    if text.contains(['.', ',']) || t.subsec_nanosecond() != 0 {
+        return t;
+    }
+    t.checked_add(jiff::SignedDuration::from_nanos(999_999_999))
+        .unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_to_the_second_covers_that_second_and_a_fraction_is_exact() {
+        let now: Timestamp = "2026-12-04T14:00:00Z".parse().unwrap();
+        let end: Timestamp = "2026-12-04T13:48:01.999999999Z".parse().unwrap();
+        // As `list` prints TAKEN, and as RFC 3339.
+        for typed in [
+            "2026-12-04 13:48:01Z",
+            "2026-12-04T13:48:01Z",
+            "2026-12-04T14:48:01+01:00",
+        ] {
+            assert_eq!(point_in_time(typed, now), Ok(end), "{typed}");
+        }
+        for exact in ["2026-12-04T13:48:01.5Z", "2026-12-04T13:48:01.000Z"] {
+            assert_eq!(
+                point_in_time(exact, now),
+                Ok(exact.parse().unwrap()),
+                "{exact}"
+            );
+        }
+        // An age is measured from now, to the nanosecond.
+        assert_eq!(
+            point_in_time("1h", now),
+            Ok("2026-12-04T13:00:00Z".parse().unwrap())
+        );
+    }
 
     #[test]
     fn at_takes_latest_a_time_or_an_age() {

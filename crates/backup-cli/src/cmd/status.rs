@@ -12,8 +12,7 @@ use crate::lock::{FileLock, LockError};
 use crate::state::{DbState, State, Success};
 use anyhow::{Context, Result};
 use backup_config::Config;
-use backup_core::manifest::{self, Listed};
-use backup_core::sink::Sink;
+use backup_core::manifest::Listed;
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -61,9 +60,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     let catalog = if args.offline {
         None
     } else {
-        let sinks = settings::sinks(&config)?;
-        let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-        let (all, problems) = manifest::collect(&refs);
+        let (all, problems) = settings::backups(&config)?.list();
         for p in &problems {
             tracing::warn!("catalog: {p}");
         }

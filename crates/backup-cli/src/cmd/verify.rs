@@ -54,20 +54,19 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
 fn verify_latest(cli: &Cli, label: &str, scratch: &Path) -> Result<(String, ArtifactReport)> {
     let config = settings::load_config(&cli.config)?;
     let db = settings::select(&config, &[label.to_string()])?.remove(0);
-    let sinks = settings::sinks(&config)?;
-    let refs: Vec<&dyn backup_core::sink::Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let (all, _) = manifest::collect(&refs);
+    let backups = settings::backups(&config)?;
+    let (all, _) = backups.list();
     let Some(latest) = all.into_iter().find(|l| l.entry.label == label) else {
         bail!("no backup of {label:?} is recorded in any catalog");
     };
-    let sink = sinks
-        .iter()
+    let sink = backups
+        .sinks()
         .find(|s| s.name() == latest.sink)
         .expect("listed sink");
     let checks = Checks::for_database(&db.database, CheckLevel::IntegrityCheck).with_identities(
         settings::identities(cli.identity.as_deref(), Some(&config))?,
     );
-    let report = verify::verify_entry(sink.as_ref(), &latest.entry, scratch, &checks)?;
+    let report = verify::verify_entry(sink, &latest.entry, scratch, &checks)?;
     Ok((
         format!(
             "{} ({} in sink {})",

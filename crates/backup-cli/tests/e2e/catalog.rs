@@ -504,3 +504,61 @@ fn catalog_repair_relinks_a_fork_and_keeps_every_manifest() {
         text(&again)
     );
 }
+
+#[test]
+fn non_ascii_in_resealed_digest_fields_is_named_not_a_panic() {
+    let site = Site::new(2);
+    let head = site.manifests().pop().unwrap();
+    let file = site.path(&format!("backups/{head}"));
+    let original = std::fs::read(&file).unwrap();
+    // Byte 16 falls inside a two-byte character: a digest shortened by byte
+    // index panicked (exit 101) in the command meant to catch tampering.
+    let hostile = format!("a{}", "é".repeat(40));
+    for field in ["previous", "entries[0].sha256", "entries[0].db_sha256"] {
+        site.edit(&head, |v| match field.strip_prefix("entries[0].") {
+            Some(f) => v["entries"][0][f] = hostile.clone().into(),
+            None => v[field] = hostile.clone().into(),
+        });
+        site.reseal(&head);
+        let out = site.verify(&["--deep"]);
+        assert_names(&out, &[&head, field, "Catalog NOT ok"]);
+        assert!(!out.1.contains("panicked"), "{}", out.1);
+        // Nothing it says is offered.
+        let list = site.run(&["list"]);
+        assert_eq!(list.status.code(), Some(1), "{field}: {}", text(&list));
+        std::fs::write(&file, &original).unwrap();
+        site.reseal(&head);
+    }
+}
+
+#[test]
+fn a_hostile_resealed_manifest_is_refused_by_every_reader_with_safe_text() {
+    let site = Site::new(2);
+    let head = site.manifests().pop().unwrap();
+    let run = backup_core::manifest::run_id_of_key(&head).to_string();
+    // Escape sequences, a bidirectional override and 10 KB of text in a
+    // digest field; a page size no SQLite database has would do as well.
+    let hostile = format!("\u{1b}[2J\u{202e}{}", "é".repeat(5000));
+    site.edit(&head, |v| v["entries"][0]["db_sha256"] = hostile.into());
+    site.reseal(&head);
+    let unsafe_text = |t: &str| t.contains(['\u{1b}', '\u{202e}']) || t.contains(&"é".repeat(200));
+
+    let out = site.verify(&[]);
+    assert_names(
+        &out,
+        &[&head, "entries[0].db_sha256", "64 lowercase hex digits"],
+    );
+    assert!(!unsafe_text(&out.1), "{}", out.1);
+    // `list` and `prune --dry-run` report it (exit 1) and offer nothing of
+    // it; `restore` does not find that run.
+    for args in [
+        &["list"][..],
+        &["prune", "--dry-run"],
+        &["restore", "app", "--dry-run", "--id", &run],
+    ] {
+        let out = site.run(args);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
+        assert!(!unsafe_text(&t), "{args:?}: {t}");
+    }
+}

@@ -190,7 +190,10 @@ proptest! {
         ext in prop::sample::select(vec![".db", ".db.zst", ".db.gz"]),
     ) {
         match Template::parse(&text, allow) {
-            Err(e) => prop_assert!(e.contains("template") || e.contains('{'), "no context: {e}"),
+            Err(e) => {
+                prop_assert_eq!(&e.template, &text);
+                prop_assert!(e.to_string().starts_with("template "), "no context: {}", e);
+            }
             Ok(t) => {
                 let run_id = backup_core::manifest::new_run_id(Timestamp::from_second(secs).unwrap());
                 let key = t.render(&NameContext {

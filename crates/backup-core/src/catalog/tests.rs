@@ -690,3 +690,36 @@ fn an_escaping_entry_key_is_named_and_never_looked_up() {
     assert_eq!(stored.len(), 1);
     assert!(bad[0].to_string().contains("entries[0].key"), "{}", bad[0]);
 }
+
+#[test]
+fn non_ascii_in_resealed_digest_fields_is_named_not_a_panic() {
+    let (sink, _) = chain(2);
+    let head = manifest_key(&run_id(1));
+    let original = get_bytes(&sink, &head).unwrap();
+    // Byte 16 falls inside a two-byte character: a digest shortened by byte
+    // index panics there.
+    let hostile = format!("a{}", "é".repeat(40));
+    for (field, path) in [
+        ("previous", &["previous"][..]),
+        ("entries[0].sha256", &["entries", "0", "sha256"][..]),
+        ("entries[0].db_sha256", &["entries", "0", "db_sha256"][..]),
+    ] {
+        edit(&sink, &head, |v| {
+            let mut at = v;
+            for p in path {
+                at = match p.parse::<usize>() {
+                    Ok(i) => &mut at[i],
+                    Err(_) => &mut at[*p],
+                };
+            }
+            *at = hostile.clone().into();
+        });
+        let r = check(&sink, ArtifactCheck::Deep, None);
+        let text: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.contains(&head) && t.contains(field)),
+            "{field}: {text:#?}"
+        );
+        put_sealed(&sink, &head, &original);
+    }
+}

@@ -36,7 +36,7 @@ use crate::naming::Template;
 use crate::sink::Sink;
 
 pub use plan::{Action, Plan, PlanItem, PlannedArtifact, plan};
-pub use report::{BackupError, ManifestWritten, Outcome, RunReport};
+pub use report::{BackupError, ManifestWritten, Outcome, RunReport, SinkFailure};
 pub use run::execute;
 
 /// A sink and the template naming artifacts in it.

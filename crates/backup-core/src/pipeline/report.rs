@@ -1,19 +1,19 @@
 //! What a run reports: per database, the entries written and the errors.
 
-use std::fmt;
-
 use crate::manifest::Entry;
+use crate::sink::SinkError;
 
 /// Why a database was not backed up, or not to every sink.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// One sink failed; the others may hold the backup.
-    #[error("sink {sink}: {message}")]
+    #[error("sink {sink}: {error}")]
     Sink {
         /// The sink's name.
         sink: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong there.
+        #[source]
+        error: SinkFailure,
     },
     /// The run's manifest could not be written to a sink, so nothing of
     /// the run counts there (its artifacts were removed again).
@@ -46,15 +46,39 @@ fn join(problems: &[crate::verify::Problem]) -> String {
         .join("; ")
 }
 
-pub(super) fn sink_error(sink: &str, message: impl fmt::Display) -> BackupError {
+/// Why one sink did not get a database's backup.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkFailure {
+    /// The sink's own error (match on it: not found, unauthorized, …).
+    #[error(transparent)]
+    Store(#[from] SinkError),
+    /// What the run itself found wrong there: an upload that broke off
+    /// mid-stream, a name it refuses to overwrite, facts it could not seal.
+    #[error("{0}")]
+    Run(String),
+}
+
+impl From<String> for SinkFailure {
+    fn from(message: String) -> Self {
+        Self::Run(message)
+    }
+}
+
+impl From<&String> for SinkFailure {
+    fn from(message: &String) -> Self {
+        Self::Run(message.clone())
+    }
+}
+
+pub(super) fn sink_error(sink: &str, error: impl Into<SinkFailure>) -> BackupError {
     BackupError::Sink {
         sink: sink.to_string(),
-        message: message.to_string(),
+        error: error.into(),
     }
 }
 
 /// The result for one database.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     /// Label.
     pub label: String,
@@ -89,7 +113,7 @@ pub struct ManifestWritten {
 }
 
 /// The result of a run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunReport {
     /// Run id.
     pub run_id: String,
