@@ -47,7 +47,7 @@ use tracing::{info, warn};
 
 use crate::catalog;
 use crate::catalog::append::AppendError;
-use crate::manifest::{self, Entry, Pruned};
+use crate::manifest::{self, Entry, Listed, Pruned};
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink};
@@ -131,6 +131,37 @@ pub fn plan_per_label(
     global: &Retention,
     policy_for: &dyn Fn(&str) -> Retention,
 ) -> PrunePlan {
+    let (listed, skipped) = read_catalogs(sinks, labels);
+    let decisions = decide(&listed, now, policy_for);
+    let mut items: Vec<PlanItem> = listed
+        .into_iter()
+        .zip(decisions)
+        .map(|(l, decision)| PlanItem {
+            sink: l.sink,
+            placement: l.placement,
+            run_id: l.run_id,
+            entry: l.entry,
+            decision,
+        })
+        .collect();
+    keep_shared_artifacts(&mut items);
+    items.sort_by(|a, b| {
+        (&a.entry.label, &a.sink)
+            .cmp(&(&b.entry.label, &b.sink))
+            .then(b.entry.snapshot_at.cmp(&a.entry.snapshot_at))
+            .then(b.run_id.cmp(&a.run_id))
+    });
+    PrunePlan {
+        now,
+        policy: global.clone(),
+        items,
+        skipped,
+    }
+}
+
+/// The listed artifacts of `labels` (all when empty) in every sink whose
+/// catalog reads whole; the other sinks are skipped, with the reason.
+fn read_catalogs(sinks: &[&dyn Sink], labels: &[String]) -> (Vec<Listed>, Vec<SkippedSink>) {
     let mut listed = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
@@ -162,7 +193,16 @@ pub fn plan_per_label(
     for s in &skipped {
         warn!("prune skips sink {}: {}", s.sink, s.reason);
     }
+    (listed, skipped)
+}
 
+/// The policy's decision for each of `listed` (parallel to it), each label
+/// under its own policy.
+fn decide(
+    listed: &[Listed],
+    now: Timestamp,
+    policy_for: &dyn Fn(&str) -> Retention,
+) -> Vec<Decision> {
     let backups: Vec<Backup> = listed
         .iter()
         .map(|l| Backup {
@@ -190,23 +230,16 @@ pub fn plan_per_label(
             decisions[i] = Some(d);
         }
     }
-    let decisions = decisions
+    decisions
         .into_iter()
-        .map(|d| d.expect("every backup has a label"));
-    let mut items: Vec<PlanItem> = listed
-        .into_iter()
-        .zip(decisions)
-        .map(|(l, decision)| PlanItem {
-            sink: l.sink,
-            placement: l.placement,
-            run_id: l.run_id,
-            entry: l.entry,
-            decision,
-        })
-        .collect();
+        .map(|d| d.expect("every backup has a label"))
+        .collect()
+}
 
-    // An overwriting name template can store two snapshots under one key:
-    // deleting the older one's object would delete the kept newer one.
+/// An overwriting name template can store two snapshots under one key:
+/// deleting the older one's object would delete the kept newer one, so
+/// every sharer of a kept artifact is kept.
+fn keep_shared_artifacts(items: &mut [PlanItem]) {
     let mut by_key: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         by_key
@@ -225,19 +258,6 @@ pub fn plan_per_label(
                 }
             }
         }
-    }
-
-    items.sort_by(|a, b| {
-        (&a.entry.label, &a.sink)
-            .cmp(&(&b.entry.label, &b.sink))
-            .then(b.entry.snapshot_at.cmp(&a.entry.snapshot_at))
-            .then(b.run_id.cmp(&a.run_id))
-    });
-    PrunePlan {
-        now,
-        policy: global.clone(),
-        items,
-        skipped,
     }
 }
 
@@ -320,72 +340,7 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
             report.sinks.push(sr);
             continue;
         };
-        let started = Timestamp::now();
-        let mut gone: BTreeSet<&str> = BTreeSet::new();
-        for item in items {
-            let e = &item.entry;
-            // An incremental-mode snapshot shares its packs and index with
-            // later snapshots: it is only recorded as removed here, and
-            // `packs::collect` frees what no listed snapshot needs.
-            let shared = e.pages.is_some();
-            let deleted = gone.contains(e.key.as_str())
-                || shared
-                || sink
-                    .delete(&e.key)
-                    .and_then(|()| sink.delete(&e.sidecar_key))
-                    .map_err(|err| {
-                        sr.errors.push(format!("deleting {}: {err}", e.key));
-                    })
-                    .is_ok();
-            if !deleted {
-                continue;
-            }
-            if gone.insert(e.key.as_str()) && !shared {
-                sr.bytes += e.size;
-            }
-            info!(
-                "pruned label={} sink={name} key={} reason={}",
-                e.label, e.key, item.decision.reason
-            );
-            sr.deleted.push(Pruned {
-                run_id: item.run_id.clone(),
-                key: e.key.clone(),
-                reason: item.decision.reason.to_string(),
-            });
-        }
-        if !sr.deleted.is_empty() {
-            let written = next_run_id(*sink, started).and_then(|run_id| {
-                catalog::append::write_manifest(
-                    *sink,
-                    &run_id,
-                    started,
-                    Timestamp::now(),
-                    vec![],
-                    sr.deleted.clone(),
-                )
-            });
-            match written {
-                Ok((key, head)) => {
-                    info!("manifest written sink={name} key={key} head={head}");
-                    sr.manifest = Some((key, head));
-                }
-                Err(e) => {
-                    // The objects are gone but still listed; the next prune
-                    // plans them again and records them.
-                    sr.errors
-                        .push(format!("writing the prune manifest to {name}: {e}"));
-                }
-            }
-        }
-        // Only after this prune's record is in the catalog: its snapshots
-        // must count as gone when deciding what nothing needs.
-        // The plan's clock was read before this prune's own record was
-        // written; what it released is measured against the time now.
-        let now = plan.now.max(Timestamp::now());
-        sr.packs = packs::collect(*sink, now, plan.policy.pack_grace);
-        for e in sr.errors.iter().chain(&sr.packs.errors) {
-            tracing::error!("prune failed sink={name}: {e}");
-        }
+        prune_sink(plan, *sink, &items, &mut sr);
         let idle = sr.deleted.is_empty()
             && sr.errors.is_empty()
             && sr.packs == packs::Collected::default();
@@ -400,6 +355,91 @@ pub fn apply(plan: &PrunePlan, sinks: &[&dyn Sink]) -> PruneReport {
         report.ok()
     );
     report
+}
+
+/// [`apply`] in one sink: delete, record the deletions in one manifest,
+/// then free the packs nothing needs any more.
+fn prune_sink(plan: &PrunePlan, sink: &dyn Sink, items: &[&PlanItem], sr: &mut SinkReport) {
+    let name = sink.name();
+    let started = Timestamp::now();
+    delete_items(sink, items, sr);
+    if !sr.deleted.is_empty() {
+        record_pruned(sink, started, sr);
+    }
+    // Only after this prune's record is in the catalog: its snapshots
+    // must count as gone when deciding what nothing needs.
+    // The plan's clock was read before this prune's own record was
+    // written; what it released is measured against the time now.
+    let now = plan.now.max(Timestamp::now());
+    sr.packs = packs::collect(sink, now, plan.policy.pack_grace);
+    for e in sr.errors.iter().chain(&sr.packs.errors) {
+        tracing::error!("prune failed sink={name}: {e}");
+    }
+}
+
+/// Delete the artifact and sidecar of each planned deletion; what went is
+/// added to `sr.deleted`, what failed to `sr.errors`.
+fn delete_items(sink: &dyn Sink, items: &[&PlanItem], sr: &mut SinkReport) {
+    let name = sink.name();
+    let mut gone: BTreeSet<&str> = BTreeSet::new();
+    for item in items {
+        let e = &item.entry;
+        // An incremental-mode snapshot shares its packs and index with
+        // later snapshots: it is only recorded as removed here, and
+        // `packs::collect` frees what no listed snapshot needs.
+        let shared = e.pages.is_some();
+        let deleted = gone.contains(e.key.as_str())
+            || shared
+            || sink
+                .delete(&e.key)
+                .and_then(|()| sink.delete(&e.sidecar_key))
+                .map_err(|err| {
+                    sr.errors.push(format!("deleting {}: {err}", e.key));
+                })
+                .is_ok();
+        if !deleted {
+            continue;
+        }
+        if gone.insert(e.key.as_str()) && !shared {
+            sr.bytes += e.size;
+        }
+        info!(
+            "pruned label={} sink={name} key={} reason={}",
+            e.label, e.key, item.decision.reason
+        );
+        sr.deleted.push(Pruned {
+            run_id: item.run_id.clone(),
+            key: e.key.clone(),
+            reason: item.decision.reason.to_string(),
+        });
+    }
+}
+
+/// Append the one manifest that records this prune's deletions.
+fn record_pruned(sink: &dyn Sink, started: Timestamp, sr: &mut SinkReport) {
+    let name = sink.name();
+    let written = next_run_id(sink, started).and_then(|run_id| {
+        catalog::append::write_manifest(
+            sink,
+            &run_id,
+            started,
+            Timestamp::now(),
+            vec![],
+            sr.deleted.clone(),
+        )
+    });
+    match written {
+        Ok((key, head)) => {
+            info!("manifest written sink={name} key={key} head={head}");
+            sr.manifest = Some((key, head));
+        }
+        Err(e) => {
+            // The objects are gone but still listed; the next prune
+            // plans them again and records them.
+            sr.errors
+                .push(format!("writing the prune manifest to {name}: {e}"));
+        }
+    }
 }
 
 /// A run id that sorts after every manifest already in the sink, so the new

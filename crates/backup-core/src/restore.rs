@@ -920,15 +920,7 @@ pub fn execute(
     observer: &dyn Observer,
 ) -> Result<Outcome, RestoreError> {
     let target = plan.target.as_path();
-    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    // A folder we create for a new database is no more open than the
-    // database will be (its source's mode at backup time; else 0700).
-    let dir_mode = plan
-        .candidates
-        .first()
-        .and_then(|c| c.listed.entry.source_mode)
-        .map_or(fsutil::PRIVATE_DIR, |m| fsutil::Modes::from_source(m).dir);
-    fsutil::create_dir_all_mode(&dir, dir_mode).map_err(io_err("creating the folder", &dir))?;
+    let dir = make_folder(plan)?;
     clean_leftovers(target, observer);
     probe(plan, observer)?;
 
@@ -942,92 +934,22 @@ pub fn execute(
     // 2. Verification may have taken minutes: look again.
     let forced_past = probe(plan, observer)?;
 
-    // 3. Same mode and owner as the database it replaces. A new database
-    // gets the mode its source had at backup time (the scratch file was
-    // created 0600, which it keeps when the manifest does not say).
+    // 3. Same mode and owner as the database it replaces.
     let t1 = Instant::now();
     let old_meta = fs::metadata(target).ok();
-    if old_meta.is_none()
-        && let Some(mode) = plan.candidates[chosen].listed.entry.source_mode
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(scratch, fs::Permissions::from_mode(mode & 0o777))
-            .map_err(io_err("setting the mode of", scratch))?;
-    }
-    if let Some(meta) = &old_meta {
-        let _ = fs::set_permissions(scratch, meta.permissions());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if let Err(e) = std::os::unix::fs::chown(scratch, Some(meta.uid()), Some(meta.gid())) {
-                tracing::debug!("keeping the restored file's owner: {e}");
-            }
-        }
-    }
+    let source_mode = plan.candidates[chosen].listed.entry.source_mode;
+    match_old_mode(scratch, old_meta.as_ref(), source_mode)?;
 
     // 4. Keep the old database aside; the target path still holds it.
-    let family = inuse::family(target);
-    let side_exists = family[1..].iter().any(|p| p.exists());
-    let mut broken = None;
-    let mut moved = Vec::new();
-    let mut removed = Vec::new();
-    if old_meta.is_some() || side_exists {
-        let name = loop {
-            let candidate = free_broken_name(target, &ZonedDateTime::now());
-            if old_meta.is_none() {
-                break candidate;
-            }
-            match keep_as(target, &candidate) {
-                Ok(how) => {
-                    observer.step(&Step::KeptAside {
-                        from: target,
-                        to: &candidate,
-                        how,
-                    });
-                    break candidate;
-                }
-                // Raced with another name taker: pick the next free name.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err("keeping the live database aside as", &candidate)(e)),
-            }
-        };
-        fsutil::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
-        // 5. Side files: -wal and -journal go with it (they hold its last
-        // commits), -shm is removed. They must be gone before the new file
-        // is placed, or SQLite would replay them into it.
-        for (side, suffix) in [(&family[1], "-wal"), (&family[3], "-journal")] {
-            if side.exists() {
-                let to = inuse::side_file(&name, suffix);
-                keep_as(side, &to).map_err(io_err("keeping aside", side))?;
-                fs::remove_file(side).map_err(io_err("removing", side))?;
-                observer.step(&Step::SideFileMoved {
-                    from: side,
-                    to: &to,
-                });
-                moved.push((side.clone(), to));
-            }
-        }
-        let shm = &family[2];
-        match fs::remove_file(shm) {
-            Ok(()) => {
-                observer.step(&Step::SideFileRemoved { path: shm });
-                removed.push(shm.clone());
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing", shm)(e)),
-        }
-        fsutil::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
-        broken = Some(name);
-    }
+    // 5. Its side files go with it, or are removed.
+    let Aside {
+        broken,
+        moved,
+        removed,
+    } = keep_old_aside(target, &dir, old_meta.is_some(), observer)?;
 
     // 6. Place: fsync the file, rename over the target, fsync the folder.
-    File::open(scratch)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing", scratch))?;
-    fs::rename(scratch, target).map_err(io_err("placing the verified file at", target))?;
-    cleanup.disarm();
-    fsutil::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
-    observer.step(&Step::Placed { path: target });
+    place(scratch, target, &dir, &mut cleanup, observer)?;
     let place_time = t1.elapsed();
 
     // 7. Check the placed file again.
@@ -1072,6 +994,150 @@ pub fn execute(
             post_restore: t3.elapsed(),
         },
     })
+}
+
+/// The target's folder, created if missing. A folder we create for a new
+/// database is no more open than the database will be (its source's mode
+/// at backup time; else 0700).
+fn make_folder(plan: &Plan) -> Result<PathBuf, RestoreError> {
+    let dir = plan.target.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let dir_mode = plan
+        .candidates
+        .first()
+        .and_then(|c| c.listed.entry.source_mode)
+        .map_or(fsutil::PRIVATE_DIR, |m| fsutil::Modes::from_source(m).dir);
+    fsutil::create_dir_all_mode(&dir, dir_mode).map_err(io_err("creating the folder", &dir))?;
+    Ok(dir)
+}
+
+/// Step 3 of [`execute`]: the verified file (at `scratch`) gets the mode and
+/// owner of the database it replaces. A new database gets the mode its
+/// source had at backup time (the scratch file was created 0600, which it
+/// keeps when the manifest does not say).
+fn match_old_mode(
+    scratch: &Path,
+    old_meta: Option<&fs::Metadata>,
+    source_mode: Option<u32>,
+) -> Result<(), RestoreError> {
+    if old_meta.is_none()
+        && let Some(mode) = source_mode
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(scratch, fs::Permissions::from_mode(mode & 0o777))
+            .map_err(io_err("setting the mode of", scratch))?;
+    }
+    if let Some(meta) = old_meta {
+        let _ = fs::set_permissions(scratch, meta.permissions());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Err(e) = std::os::unix::fs::chown(scratch, Some(meta.uid()), Some(meta.gid())) {
+                tracing::debug!("keeping the restored file's owner: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`keep_old_aside`] did with the old database and its side files.
+#[derive(Default)]
+struct Aside {
+    broken: Option<PathBuf>,
+    moved: Vec<(PathBuf, PathBuf)>,
+    removed: Vec<PathBuf>,
+}
+
+/// Steps 4 and 5 of [`execute`]: keep the old database (if `old_exists`)
+/// under a free broken name, and clear its side files from the target's
+/// family. Nothing to do when the target has neither.
+fn keep_old_aside(
+    target: &Path,
+    dir: &Path,
+    old_exists: bool,
+    observer: &dyn Observer,
+) -> Result<Aside, RestoreError> {
+    let family = inuse::family(target);
+    let side_exists = family[1..].iter().any(|p| p.exists());
+    if !old_exists && !side_exists {
+        return Ok(Aside::default());
+    }
+    let name = loop {
+        let candidate = free_broken_name(target, &ZonedDateTime::now());
+        if !old_exists {
+            break candidate;
+        }
+        match keep_as(target, &candidate) {
+            Ok(how) => {
+                observer.step(&Step::KeptAside {
+                    from: target,
+                    to: &candidate,
+                    how,
+                });
+                break candidate;
+            }
+            // Raced with another name taker: pick the next free name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("keeping the live database aside as", &candidate)(e)),
+        }
+    };
+    fsutil::fsync_dir(dir).map_err(io_err("syncing", dir))?;
+    let mut aside = clear_side_files(&family, &name, observer)?;
+    fsutil::fsync_dir(dir).map_err(io_err("syncing", dir))?;
+    aside.broken = Some(name);
+    Ok(aside)
+}
+
+/// Step 5 of [`execute`]: -wal and -journal go with the old database kept
+/// as `name` (they hold its last commits), -shm is removed. They must be
+/// gone before the new file is placed, or SQLite would replay them into it.
+fn clear_side_files(
+    family: &[PathBuf; 4],
+    name: &Path,
+    observer: &dyn Observer,
+) -> Result<Aside, RestoreError> {
+    let mut aside = Aside::default();
+    for (side, suffix) in [(&family[1], "-wal"), (&family[3], "-journal")] {
+        if side.exists() {
+            let to = inuse::side_file(name, suffix);
+            keep_as(side, &to).map_err(io_err("keeping aside", side))?;
+            fs::remove_file(side).map_err(io_err("removing", side))?;
+            observer.step(&Step::SideFileMoved {
+                from: side,
+                to: &to,
+            });
+            aside.moved.push((side.clone(), to));
+        }
+    }
+    let shm = &family[2];
+    match fs::remove_file(shm) {
+        Ok(()) => {
+            observer.step(&Step::SideFileRemoved { path: shm });
+            aside.removed.push(shm.clone());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("removing", shm)(e)),
+    }
+    Ok(aside)
+}
+
+/// Step 6 of [`execute`]: fsync the verified file, rename it over the
+/// target, fsync the folder. From the rename on the file is the target's,
+/// so `cleanup` no longer removes it.
+fn place(
+    scratch: &Path,
+    target: &Path,
+    dir: &Path,
+    cleanup: &mut Cleanup,
+    observer: &dyn Observer,
+) -> Result<(), RestoreError> {
+    File::open(scratch)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing", scratch))?;
+    fs::rename(scratch, target).map_err(io_err("placing the verified file at", target))?;
+    cleanup.disarm();
+    fsutil::fsync_dir(dir).map_err(io_err("syncing", dir))?;
+    observer.step(&Step::Placed { path: target });
+    Ok(())
 }
 
 /// `PRAGMA integrity_check` alone on the placed file (the candidate passed

@@ -450,232 +450,312 @@ fn newest<'a>(snapshots: &[Backup], members: impl IntoIterator<Item = &'a usize>
         .max_by_key(|&i| (snapshots[i].at, i))
 }
 
-/// Names the calendar bucket of a group member, for the count rules.
-type BucketOf<'a> = dyn Fn(usize) -> String + 'a;
+/// Names the calendar bucket of a snapshot, for the count rules.
+type BucketOf = fn(&Backup) -> String;
 
+/// The policy for one (label, sink) group, as a list of rules. Rules run in
+/// the order their reasons are most telling: the first rule to keep a
+/// snapshot gives its reason.
 fn evaluate_group(
     snaps: &[Backup],
     members: &[usize],
     now: Timestamp,
     p: &Retention,
 ) -> Vec<(usize, Decision)> {
-    let age = |i: usize| now.as_second().saturating_sub(snaps[i].at.as_second());
-    let younger = |i: usize, days: u32| age(i) < i64::from(days) * DAY;
-    let tag = |i: usize| snaps[i].tag.as_deref();
-    let day_of = |i: usize| snaps[i].at.strftime("%Y-%m-%d").to_string();
+    let mut g = Group::new(snaps, members, now, p);
+    g.cold_seals();
+    g.hot();
+    g.within();
+    g.premigrate();
+    g.warm();
+    let verified = g.verified_newest_first();
+    g.keep_last(&verified);
+    g.calendar_counts(&verified);
+    g.newest_verified(&verified);
+    g.decisions()
+}
 
-    // Every rule that keeps something writes its reason here; the first
-    // writer wins, so rules run in the order their reasons are most telling.
-    let mut kept: BTreeMap<usize, Reason> = BTreeMap::new();
-    let keep = |i: usize, r: Reason, kept: &mut BTreeMap<usize, Reason>| {
-        kept.entry(i).or_insert(r);
-    };
-    let mut deleted: BTreeMap<usize, Reason> = BTreeMap::new();
+/// One group under evaluation: the rules record what they keep and delete.
+struct Group<'a> {
+    snaps: &'a [Backup],
+    members: &'a [usize],
+    now: Timestamp,
+    p: &'a Retention,
+    /// Kept snapshots; the first reason written wins.
+    kept: BTreeMap<usize, Reason>,
+    /// Why a snapshot no rule keeps is deleted, when a rule knows better
+    /// than "expired".
+    deleted: BTreeMap<usize, Reason>,
+}
 
-    // Cold: one per seal, forever.
-    let mut seals: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for &i in members {
-        let seal = match tag(i) {
-            Some(t) if is_phase_tag(t) => Some(t.to_string()),
-            Some(t) if snaps[i].placement == Placement::Cold => Some(t.to_string()),
-            None if snaps[i].placement == Placement::Cold => Some(
-                snaps[i]
-                    .at
-                    .strftime("untagged %Y-%m-%d %H:%M:%S")
-                    .to_string(),
-            ),
-            _ => None,
+impl<'a> Group<'a> {
+    fn new(snaps: &'a [Backup], members: &'a [usize], now: Timestamp, p: &'a Retention) -> Self {
+        Self {
+            snaps,
+            members,
+            now,
+            p,
+            kept: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+        }
+    }
+
+    fn age(&self, i: usize) -> i64 {
+        self.now
+            .as_second()
+            .saturating_sub(self.snaps[i].at.as_second())
+    }
+
+    fn younger(&self, i: usize, days: u32) -> bool {
+        self.age(i) < i64::from(days) * DAY
+    }
+
+    fn tag(&self, i: usize) -> Option<&'a str> {
+        self.snaps[i].tag.as_deref()
+    }
+
+    fn keep(&mut self, i: usize, r: Reason) {
+        self.kept.entry(i).or_insert(r);
+    }
+
+    /// Cold: one copy per seal, forever; the newest verified one, else the
+    /// newest.
+    fn cold_seals(&mut self) {
+        let mut seals: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for &i in self.members {
+            if let Some(seal) = seal_of(&self.snaps[i]) {
+                seals.entry(seal).or_default().push(i);
+            }
+        }
+        for (seal, copies) in seals {
+            let verified = newest(
+                self.snaps,
+                copies.iter().filter(|&&i| self.snaps[i].verified),
+            );
+            let chosen = verified
+                .or_else(|| newest(self.snaps, &copies))
+                .expect("non-empty");
+            self.keep(
+                chosen,
+                Reason::ColdSeal {
+                    seal: seal.clone(),
+                    unverified: verified.is_none(),
+                },
+            );
+            for &i in copies.iter().filter(|&&i| i != chosen) {
+                self.deleted
+                    .insert(i, Reason::ColdDuplicate { seal: seal.clone() });
+            }
+        }
+    }
+
+    /// Hot: everything younger than `hot_days`.
+    fn hot(&mut self) {
+        let hot_days = self.p.hot_days;
+        for &i in self.members {
+            if self.younger(i, hot_days) {
+                self.keep(i, Reason::Hot { hot_days });
+            }
+        }
+    }
+
+    /// `keep_within`: like hot, in any unit.
+    fn within(&mut self) {
+        let Some(keep_within) = self.p.keep_within else {
+            return;
         };
-        if let Some(seal) = seal {
-            seals.entry(seal).or_default().push(i);
-        }
-    }
-    for (seal, copies) in &seals {
-        let verified = newest(snaps, copies.iter().filter(|&&i| snaps[i].verified));
-        let chosen = verified
-            .or_else(|| newest(snaps, copies))
-            .expect("non-empty");
-        keep(
-            chosen,
-            Reason::ColdSeal {
-                seal: seal.clone(),
-                unverified: verified.is_none(),
-            },
-            &mut kept,
-        );
-        for &i in copies.iter().filter(|&&i| i != chosen) {
-            deleted.insert(i, Reason::ColdDuplicate { seal: seal.clone() });
+        let limit = i64::try_from(keep_within.as_secs()).unwrap_or(i64::MAX);
+        for &i in self.members {
+            if self.age(i) < limit {
+                self.keep(i, Reason::Within { keep_within });
+            }
         }
     }
 
-    // Hot: everything young.
-    for &i in members {
-        if younger(i, p.hot_days) {
-            keep(
+    /// Pre-migration snapshots, for their own time.
+    fn premigrate(&mut self) {
+        let premigrate_days = self.p.premigrate_days;
+        for &i in self.members {
+            if self.tag(i) != Some(PREMIGRATE_TAG) {
+                continue;
+            }
+            if self.younger(i, premigrate_days) {
+                self.keep(i, Reason::Premigrate { premigrate_days });
+            } else {
+                self.deleted
+                    .entry(i)
+                    .or_insert(Reason::PremigrateExpired { premigrate_days });
+            }
+        }
+    }
+
+    /// Warm: the newest verified snapshot per round / per UTC day, from
+    /// `hot_days` to `warm_days`; the rest of each bucket is superseded.
+    fn warm(&mut self) {
+        let mut warm: BTreeMap<Bucket, Vec<usize>> = BTreeMap::new();
+        for &i in self.members {
+            let eligible = !self.younger(i, self.p.hot_days)
+                && self.younger(i, self.p.warm_days)
+                && self.tag(i) != Some(PREMIGRATE_TAG)
+                && !self.tag(i).is_some_and(is_phase_tag);
+            if eligible {
+                warm.entry(warm_bucket(&self.snaps[i])).or_default().push(i);
+            }
+        }
+        for (bucket, list) in warm {
+            let chosen = newest(self.snaps, list.iter().filter(|&&i| self.snaps[i].verified));
+            if let Some(c) = chosen {
+                self.keep(
+                    c,
+                    Reason::Warm {
+                        bucket: bucket.clone(),
+                    },
+                );
+            }
+            for &i in list.iter().filter(|&&i| Some(i) != chosen) {
+                let r = if self.snaps[i].verified {
+                    Reason::WarmSuperseded {
+                        bucket: bucket.clone(),
+                    }
+                } else {
+                    Reason::Unverified
+                };
+                self.deleted.entry(i).or_insert(r);
+            }
+        }
+    }
+
+    /// The verified members, newest first: what the count rules pick from.
+    fn verified_newest_first(&self) -> Vec<usize> {
+        let mut verified: Vec<usize> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| self.snaps[i].verified)
+            .collect();
+        verified.sort_by_key(|&i| std::cmp::Reverse((self.snaps[i].at, i)));
+        verified
+    }
+
+    /// `keep_last`: the newest n verified snapshots.
+    fn keep_last(&mut self, verified: &[usize]) {
+        for &i in verified.iter().take(self.p.keep_last as usize) {
+            self.keep(
                 i,
-                Reason::Hot {
-                    hot_days: p.hot_days,
+                Reason::Count {
+                    rule: CountRule::Last,
+                    bucket: String::new(),
                 },
-                &mut kept,
             );
         }
     }
 
-    // keep_within: everything younger, like hot but in any unit.
-    if let Some(within) = p.keep_within {
-        for &i in members {
-            if age(i) < i64::try_from(within.as_secs()).unwrap_or(i64::MAX) {
-                keep(
-                    i,
-                    Reason::Within {
-                        keep_within: within,
-                    },
-                    &mut kept,
-                );
-            }
-        }
-    }
-
-    // Pre-migration snapshots, for their own time.
-    for &i in members {
-        if tag(i) == Some(PREMIGRATE_TAG) {
-            if younger(i, p.premigrate_days) {
-                keep(
-                    i,
-                    Reason::Premigrate {
-                        premigrate_days: p.premigrate_days,
-                    },
-                    &mut kept,
-                );
-            } else {
-                deleted.entry(i).or_insert(Reason::PremigrateExpired {
-                    premigrate_days: p.premigrate_days,
-                });
-            }
-        }
-    }
-
-    // Warm: newest verified per round / per UTC day, from hot_days to warm_days.
-    let mut warm: BTreeMap<Bucket, Vec<usize>> = BTreeMap::new();
-    for &i in members {
-        let eligible = !younger(i, p.hot_days)
-            && younger(i, p.warm_days)
-            && tag(i) != Some(PREMIGRATE_TAG)
-            && !tag(i).is_some_and(is_phase_tag);
-        if eligible {
-            let bucket = match tag(i) {
-                Some(t) if is_round_tag(t) => Bucket::Round(t.to_string()),
-                _ => Bucket::Day(day_of(i)),
-            };
-            warm.entry(bucket).or_default().push(i);
-        }
-    }
-    for (bucket, list) in &warm {
-        let chosen = newest(snaps, list.iter().filter(|&&i| snaps[i].verified));
-        if let Some(c) = chosen {
-            keep(
-                c,
-                Reason::Warm {
-                    bucket: bucket.clone(),
-                },
-                &mut kept,
-            );
-        }
-        for &i in list.iter().filter(|&&i| Some(i) != chosen) {
-            let r = if snaps[i].verified {
-                Reason::WarmSuperseded {
-                    bucket: bucket.clone(),
+    /// `keep_hourly` … `keep_monthly`: the newest verified snapshot of each
+    /// of the newest n calendar buckets that have one.
+    fn calendar_counts(&mut self, verified: &[usize]) {
+        let rules: [(CountRule, u32, BucketOf); 4] = [
+            (CountRule::Hourly, self.p.keep_hourly, hour_bucket),
+            (CountRule::Daily, self.p.keep_daily, day_bucket),
+            (CountRule::Weekly, self.p.keep_weekly, week_bucket),
+            (CountRule::Monthly, self.p.keep_monthly, month_bucket),
+        ];
+        for (rule, n, bucket_of) in rules {
+            let mut taken = 0;
+            let mut last: Option<String> = None;
+            // Newest first: the first snapshot of each new bucket is its newest.
+            for &i in verified {
+                if taken >= n {
+                    break;
                 }
-            } else {
-                Reason::Unverified
-            };
-            deleted.entry(i).or_insert(r);
+                let b = bucket_of(&self.snaps[i]);
+                if last.as_ref() != Some(&b) {
+                    self.keep(
+                        i,
+                        Reason::Count {
+                            rule,
+                            bucket: b.clone(),
+                        },
+                    );
+                    taken += 1;
+                    last = Some(b);
+                }
+            }
         }
     }
 
-    // Count rules, over the verified snapshots of the group.
-    let mut verified: Vec<usize> = members
-        .iter()
-        .copied()
-        .filter(|&i| snaps[i].verified)
-        .collect();
-    verified.sort_by_key(|&i| std::cmp::Reverse((snaps[i].at, i)));
-    for &i in verified.iter().take(p.keep_last as usize) {
-        keep(
-            i,
-            Reason::Count {
-                rule: CountRule::Last,
-                bucket: String::new(),
-            },
-            &mut kept,
-        );
+    /// Never the newest verified one.
+    fn newest_verified(&mut self, verified: &[usize]) {
+        if let Some(&i) = verified.first() {
+            let label = self.snaps[i].label.clone();
+            self.keep(i, Reason::NewestVerified { label });
+        }
     }
-    let civil = |i: usize| snaps[i].at.to_zoned_datetime(TimeZone::UTC).date();
-    let rules: [(CountRule, u32, &BucketOf); 4] = [
-        (CountRule::Hourly, p.keep_hourly, &|i| {
-            snaps[i].at.strftime("%Y-%m-%d %H:00").to_string()
-        }),
-        (CountRule::Daily, p.keep_daily, &|i| day_of(i)),
-        (CountRule::Weekly, p.keep_weekly, &|i| {
-            let w = civil(i).iso_week_date();
-            format!("{:04}-W{:02}", w.year(), w.week())
-        }),
-        (CountRule::Monthly, p.keep_monthly, &|i| {
-            civil(i).strftime("%Y-%m").to_string()
-        }),
-    ];
-    for (rule, n, bucket_of) in rules {
-        let mut taken = 0;
-        let mut last: Option<String> = None;
-        // Newest first: the first snapshot of each new bucket is its newest.
-        for &i in &verified {
-            if taken >= n {
-                break;
-            }
-            let b = bucket_of(i);
-            if last.as_ref() != Some(&b) {
-                keep(
-                    i,
-                    Reason::Count {
-                        rule,
-                        bucket: b.clone(),
+
+    /// Kept with the first keeper's reason; otherwise deleted with the
+    /// reason a rule gave, else as expired (or unverified).
+    fn decisions(mut self) -> Vec<(usize, Decision)> {
+        self.members
+            .iter()
+            .map(|&i| {
+                let d = match self.kept.remove(&i) {
+                    Some(reason) => Decision { keep: true, reason },
+                    None => Decision {
+                        keep: false,
+                        reason: self
+                            .deleted
+                            .remove(&i)
+                            .unwrap_or(if self.snaps[i].verified {
+                                Reason::Expired {
+                                    warm_days: self.p.warm_days,
+                                }
+                            } else {
+                                Reason::Unverified
+                            }),
                     },
-                    &mut kept,
-                );
-                taken += 1;
-                last = Some(b);
-            }
+                };
+                (i, d)
+            })
+            .collect()
+    }
+}
+
+/// The seal a snapshot holds, if any: its phase tag, or in a cold sink its
+/// tag or (untagged) its own time.
+fn seal_of(b: &Backup) -> Option<String> {
+    match b.tag.as_deref() {
+        Some(t) if is_phase_tag(t) => Some(t.to_string()),
+        Some(t) if b.placement == Placement::Cold => Some(t.to_string()),
+        None if b.placement == Placement::Cold => {
+            Some(b.at.strftime("untagged %Y-%m-%d %H:%M:%S").to_string())
         }
+        _ => None,
     }
+}
 
-    // Never the newest verified one.
-    if let Some(i) = verified.first() {
-        keep(
-            *i,
-            Reason::NewestVerified {
-                label: snaps[*i].label.clone(),
-            },
-            &mut kept,
-        );
+/// A warm snapshot's bucket: its round, else its UTC day.
+fn warm_bucket(b: &Backup) -> Bucket {
+    match b.tag.as_deref() {
+        Some(t) if is_round_tag(t) => Bucket::Round(t.to_string()),
+        _ => Bucket::Day(day_bucket(b)),
     }
+}
 
-    members
-        .iter()
-        .map(|&i| {
-            let d = match kept.remove(&i) {
-                Some(reason) => Decision { keep: true, reason },
-                None => Decision {
-                    keep: false,
-                    reason: deleted.remove(&i).unwrap_or(if snaps[i].verified {
-                        Reason::Expired {
-                            warm_days: p.warm_days,
-                        }
-                    } else {
-                        Reason::Unverified
-                    }),
-                },
-            };
-            (i, d)
-        })
-        .collect()
+fn hour_bucket(b: &Backup) -> String {
+    b.at.strftime("%Y-%m-%d %H:00").to_string()
+}
+
+fn day_bucket(b: &Backup) -> String {
+    b.at.strftime("%Y-%m-%d").to_string()
+}
+
+fn week_bucket(b: &Backup) -> String {
+    let w = b.at.to_zoned_datetime(TimeZone::UTC).date().iso_week_date();
+    format!("{:04}-W{:02}", w.year(), w.week())
+}
+
+fn month_bucket(b: &Backup) -> String {
+    b.at.to_zoned_datetime(TimeZone::UTC)
+        .date()
+        .strftime("%Y-%m")
+        .to_string()
 }

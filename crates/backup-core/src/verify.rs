@@ -500,39 +500,14 @@ pub fn verify_stream(
         1 << 20,
         crate::fsutil::WritebackFile::new(out),
     ));
-    let copy = match (&expected.encrypted_to, &checks.identities) {
-        (None, _) => {
-            let mut decoder = compression.decoder(Box::new(&mut hashing_in))?;
-            io::copy(&mut decoder, &mut hashing_out)
-        }
-        (Some(_), None) => {
-            report.needs_identity = true;
-            Ok(0)
-        }
-        (Some(to), Some(ids)) => match ids.decrypt(Box::new(&mut hashing_in), to) {
-            Ok(plain) => {
-                let mut decoder = compression.decoder(plain)?;
-                io::copy(&mut decoder, &mut hashing_out).inspect_err(|e| {
-                    // age reports a damaged chunk as InvalidData.
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        report.problems.push(Problem::Decrypt {
-                            error: e.to_string(),
-                        });
-                    }
-                })
-            }
-            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
-                report
-                    .problems
-                    .push(Problem::WrongIdentity { encrypted_to });
-                Ok(0)
-            }
-            Err(crate::encryption::OpenError::Damaged(error)) => {
-                report.problems.push(Problem::Decrypt { error });
-                Ok(0)
-            }
-        },
-    };
+    let copy = decode_into(
+        &mut hashing_in,
+        &mut hashing_out,
+        compression,
+        expected,
+        checks,
+        &mut report,
+    )?;
     // Drain the rest so the artifact digest covers every byte even when the
     // decoder stopped early (trailing garbage).
     let drained = io::copy(&mut hashing_in, &mut io::sink());
@@ -553,6 +528,74 @@ pub fn verify_stream(
     report.db_sha256 = db_sha;
     report.db_size = db_size;
 
+    compare_stored(&mut report, expected);
+    if report.problems.is_empty() && !report.needs_identity {
+        let db_sha = report.db_sha256.clone();
+        let mut p = Vec::new();
+        if let Some(want) = &expected.db_sha256
+            && *want != db_sha
+        {
+            p.push(Problem::DigestMismatch {
+                against: "manifest's database digest".into(),
+                expected: want.clone(),
+                actual: db_sha,
+            });
+        }
+        report.problems.extend(p);
+        report.db = check_file(scratch, checks);
+    }
+    Ok(report)
+}
+
+/// The decoding half of [`verify_stream`]: decrypt (when encrypted and an
+/// identity is given) and decompress `input` into `out`. The outer error is
+/// a decoder that cannot start; the inner one is how the copy ended, which
+/// the caller reports as a problem. Decryption problems go to `report`.
+fn decode_into<R: Read + Send, W: io::Write>(
+    input: &mut R,
+    out: &mut W,
+    compression: &crate::compress::Compression,
+    expected: &Expected,
+    checks: &Checks,
+    report: &mut ArtifactReport,
+) -> io::Result<io::Result<u64>> {
+    Ok(match (&expected.encrypted_to, &checks.identities) {
+        (None, _) => {
+            let mut decoder = compression.decoder(Box::new(&mut *input))?;
+            io::copy(&mut decoder, out)
+        }
+        (Some(_), None) => {
+            report.needs_identity = true;
+            Ok(0)
+        }
+        (Some(to), Some(ids)) => match ids.decrypt(Box::new(&mut *input), to) {
+            Ok(plain) => {
+                let mut decoder = compression.decoder(plain)?;
+                io::copy(&mut decoder, out).inspect_err(|e| {
+                    // age reports a damaged chunk as InvalidData.
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        report.problems.push(Problem::Decrypt {
+                            error: e.to_string(),
+                        });
+                    }
+                })
+            }
+            Err(crate::encryption::OpenError::WrongIdentity { encrypted_to }) => {
+                report
+                    .problems
+                    .push(Problem::WrongIdentity { encrypted_to });
+                Ok(0)
+            }
+            Err(crate::encryption::OpenError::Damaged(error)) => {
+                report.problems.push(Problem::Decrypt { error });
+                Ok(0)
+            }
+        },
+    })
+}
+
+/// The stored bytes' digest and size against the sidecar and the manifest.
+fn compare_stored(report: &mut ArtifactReport, expected: &Expected) {
     let mut compare = |against: &str, want: &Option<String>, got: &str| {
         if let Some(want) = want
             && want != got
@@ -578,22 +621,6 @@ pub fn verify_stream(
             actual: report.size,
         });
     }
-    if report.problems.is_empty() && !report.needs_identity {
-        let db_sha = report.db_sha256.clone();
-        let mut p = Vec::new();
-        if let Some(want) = &expected.db_sha256
-            && *want != db_sha
-        {
-            p.push(Problem::DigestMismatch {
-                against: "manifest's database digest".into(),
-                expected: want.clone(),
-                actual: db_sha,
-            });
-        }
-        report.problems.extend(p);
-        report.db = check_file(scratch, checks);
-    }
-    Ok(report)
 }
 
 /// Why an artifact could not be verified at all (as opposed to being found bad).

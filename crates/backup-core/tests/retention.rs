@@ -212,6 +212,188 @@ fn premigrate_kept_for_its_own_time() {
     assert_eq!(d[2].reason.to_string(), "premigrate: older than 45 days");
 }
 
+// ---- one rule at a time ----------------------------------------------------
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn reasons(d: &[Decision]) -> Vec<(bool, String)> {
+    d.iter().map(|d| (d.keep, d.reason.to_string())).collect()
+}
+
+fn kept(reason: &str) -> (bool, String) {
+    (true, reason.to_string())
+}
+
+fn gone(reason: &str) -> (bool, String) {
+    (false, reason.to_string())
+}
+
+#[test]
+fn cold_seals_keep_one_verified_copy_per_seal() {
+    let cold = |at, tag, verified| {
+        let mut b = backup("app", "cold", Placement::Cold, at, tag);
+        b.verified = verified;
+        b
+    };
+    let snaps = [
+        cold(ago(40 * DAY), Some("phase1"), true),
+        // Newer, but failed its check: the older verified copy wins.
+        cold(ago(35 * DAY), Some("phase1"), false),
+        cold(ago(50 * DAY), Some("phase2"), false),
+        // In the cold tier an untagged snapshot is a seal of its own time.
+        cold(at("2026-01-10T00:00:00Z"), None, true),
+    ];
+    let d = evaluate(&snaps, now(), &Retention::default());
+    assert_eq!(
+        reasons(&d),
+        [
+            kept("cold: phase seal phase1, kept forever"),
+            gone("cold: a newer snapshot holds phase seal phase1"),
+            kept("cold: phase seal phase2, kept forever (no verified copy exists)"),
+            kept("cold: phase seal untagged 2026-01-10 00:00:00, kept forever"),
+        ]
+    );
+}
+
+#[test]
+fn keep_within_keeps_the_recent_past_verified_or_not() {
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_within: Some(std::time::Duration::from_secs(2 * 3600)),
+        ..Retention::default()
+    };
+    let mut failed = backup("app", "local", Placement::Local, ago(HOUR), None);
+    failed.verified = false;
+    let snaps = [
+        failed,
+        backup("app", "local", Placement::Local, ago(3 * HOUR), None),
+        backup("app", "local", Placement::Local, ago(4 * HOUR), None),
+    ];
+    let d = evaluate(&snaps, now(), &policy);
+    assert_eq!(
+        reasons(&d),
+        [
+            kept("keep_within: younger than 2h"),
+            kept("newest verified backup of app"),
+            gone("expired: older than 0 days"),
+        ]
+    );
+}
+
+#[test]
+fn warm_keeps_the_newest_verified_per_round_and_per_day() {
+    let local = |at, tag, verified| {
+        let mut b = backup("app", "local", Placement::Local, at, tag);
+        b.verified = verified;
+        b
+    };
+    let snaps = [
+        local(ago(HOUR), None, true),
+        // Day 2026-02-19: the newer one failed, the older verified one stays.
+        local(ago(10 * DAY - HOUR), None, true),
+        local(ago(10 * DAY - 2 * HOUR), None, false),
+        // Round r5 spans two days: one bucket.
+        local(ago(12 * DAY), Some("r5"), true),
+        local(ago(11 * DAY), Some("r5"), true),
+        // A bucket with no verified snapshot keeps nothing.
+        local(ago(20 * DAY), None, false),
+    ];
+    let d = evaluate(&snaps, now(), &Retention::default());
+    assert_eq!(
+        reasons(&d),
+        [
+            kept("hot: younger than 7 days"),
+            kept("warm: newest of day 2026-02-19"),
+            gone("failed verification, past the hot window"),
+            gone("warm: a newer snapshot holds round r5"),
+            kept("warm: newest of round r5"),
+            gone("failed verification, past the hot window"),
+        ]
+    );
+}
+
+#[test]
+fn weekly_count_uses_iso_weeks_across_the_new_year() {
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_weekly: 2,
+        ..Retention::default()
+    };
+    let snaps = [
+        // Friday and Monday of 2026-W01, which starts in December.
+        backup(
+            "app",
+            "local",
+            Placement::Local,
+            at("2026-01-02T00:00:00Z"),
+            None,
+        ),
+        backup(
+            "app",
+            "local",
+            Placement::Local,
+            at("2025-12-29T12:00:00Z"),
+            None,
+        ),
+        // Sunday of 2025-W52, then 2025-W51 (beyond the two weeks kept).
+        backup(
+            "app",
+            "local",
+            Placement::Local,
+            at("2025-12-28T00:00:00Z"),
+            None,
+        ),
+        backup(
+            "app",
+            "local",
+            Placement::Local,
+            at("2025-12-20T00:00:00Z"),
+            None,
+        ),
+    ];
+    let d = evaluate(&snaps, now(), &policy);
+    assert_eq!(
+        reasons(&d),
+        [
+            kept("keep_weekly: newest of 2026-W01"),
+            gone("expired: older than 0 days"),
+            kept("keep_weekly: newest of 2025-W52"),
+            gone("expired: older than 0 days"),
+        ]
+    );
+}
+
+#[test]
+fn count_rules_skip_unverified_snapshots() {
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_last: 1,
+        keep_daily: 1,
+        ..Retention::default()
+    };
+    let mut failed = backup("app", "local", Placement::Local, ago(HOUR), None);
+    failed.verified = false;
+    let snaps = [
+        failed,
+        backup("app", "local", Placement::Local, ago(2 * HOUR), None),
+        backup("app", "local", Placement::Local, ago(DAY + HOUR), None),
+    ];
+    let d = evaluate(&snaps, now(), &policy);
+    assert_eq!(
+        reasons(&d),
+        [
+            gone("failed verification, past the hot window"),
+            kept("keep_last"),
+            gone("expired: older than 0 days"),
+        ]
+    );
+}
+
 // ---- properties -------------------------------------------------------------
 
 const SINKS: [(&str, Placement); 3] = [

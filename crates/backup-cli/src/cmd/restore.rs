@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use backup_config::Config;
+use backup_core::Backups;
 use backup_core::restore::{
     self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
 };
@@ -20,7 +22,54 @@ use crate::settings::{self, UsageError};
 
 pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
-    let database = settings::select(&config, std::slice::from_ref(&args.label))?.remove(0);
+    let Planned {
+        plan,
+        backups,
+        database_post_restore,
+    } = plan_restore(cli, args, &config)?;
+    let refs: Vec<&dyn Sink> = backups.sinks().collect();
+    let printer = Printer {
+        hot_days: config.retention.hot_days,
+        now: Timestamp::now(),
+        total: plan.candidates.len(),
+    };
+    print_plan(
+        &plan,
+        &printer,
+        args.dry_run,
+        database_post_restore.as_deref(),
+    );
+    let started = Instant::now();
+
+    if args.dry_run {
+        return dry_run(&plan, &refs, &printer, database_post_restore.as_deref());
+    }
+
+    let outcome = match restore::execute(&plan, &refs, &printer) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if let Some(p) = &outcome.post_restore {
+        match &p.error {
+            None => println!("post_restore: ok"),
+            Some(e) => println!("post_restore FAILED: {e}"),
+        }
+    }
+    print_outcome(&plan, &outcome, &printer, started);
+    Ok(if outcome.ok() { Exit::Ok } else { Exit::Failed })
+}
+
+/// A restore resolved from flags and config.
+struct Planned {
+    plan: Plan,
+    /// The sinks the plan reads.
+    backups: Backups,
+    /// The database's post-restore command, for printing.
+    database_post_restore: Option<String>,
+}
+
+fn plan_restore(cli: &Cli, args: &RestoreArgs, config: &Config) -> Result<Planned> {
+    let database = settings::select(config, std::slice::from_ref(&args.label))?.remove(0);
     let selector = selector(
         args.at.as_deref(),
         args.date.as_deref(),
@@ -29,7 +78,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         Timestamp::now(),
     )
     .map_err(UsageError)?;
-    let backups = settings::backups(&config)?;
+    let backups = settings::backups(config)?;
     let refs: Vec<&dyn Sink> = backups.sinks().collect();
     if let Some(from) = &args.from {
         restore::check_sink_name(from, &refs).map_err(|e| UsageError(e.to_string()))?;
@@ -50,68 +99,61 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         from: args.from.clone(),
         force: args.force,
         post_restore,
-        identities: settings::identities(cli.identity.as_deref(), Some(&config))?,
+        identities: settings::identities(cli.identity.as_deref(), Some(config))?,
     };
     let plan = restore::plan(&catalog, &request)?;
-    let printer = Printer {
-        hot_days: config.retention.hot_days,
-        now: Timestamp::now(),
-        total: plan.candidates.len(),
-    };
-    print_plan(
-        &plan,
-        &printer,
-        args.dry_run,
-        database_post_restore.as_deref(),
-    );
-    let started = Instant::now();
+    Ok(Planned {
+        plan,
+        backups,
+        database_post_restore,
+    })
+}
 
-    if args.dry_run {
-        if plan.refused() {
-            println!("A restore would be REFUSED now: the database is in use (see above).");
-        }
-        return match restore::dry_run(&plan, &refs, &printer) {
-            Ok(d) => {
-                println!(
-                    "Dry run: candidates were downloaded and verified in {} (now removed); \
-                     nothing beside {} was touched.",
-                    d.scratch_dir.display(),
-                    plan.target.display()
-                );
-                let c = &plan.candidates[d.chosen];
-                println!(
-                    "A restore would place snapshot {} ({}, taken {}){}.",
-                    c.listed.run_id,
-                    c.listed.entry.key,
-                    time(c.listed.entry.snapshot_at),
-                    if d.rejected.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" after rejecting {} newer candidate(s)", d.rejected.len())
-                    }
-                );
-                print_moves(&plan, database_post_restore.as_deref());
-                Ok(if plan.refused() {
-                    Exit::Failed
+/// `--dry-run`: verify the candidates as a restore would, and say what it
+/// would place and move, touching nothing.
+fn dry_run(
+    plan: &Plan,
+    refs: &[&dyn Sink],
+    printer: &Printer,
+    database_post_restore: Option<&str>,
+) -> Result<Exit> {
+    if plan.refused() {
+        println!("A restore would be REFUSED now: the database is in use (see above).");
+    }
+    match restore::dry_run(plan, refs, printer) {
+        Ok(d) => {
+            println!(
+                "Dry run: candidates were downloaded and verified in {} (now removed); \
+                 nothing beside {} was touched.",
+                d.scratch_dir.display(),
+                plan.target.display()
+            );
+            let c = &plan.candidates[d.chosen];
+            println!(
+                "A restore would place snapshot {} ({}, taken {}){}.",
+                c.listed.run_id,
+                c.listed.entry.key,
+                time(c.listed.entry.snapshot_at),
+                if d.rejected.is_empty() {
+                    String::new()
                 } else {
-                    Exit::Ok
-                })
-            }
-            Err(e) => fail(e),
-        };
-    }
-
-    let outcome = match restore::execute(&plan, &refs, &printer) {
-        Ok(o) => o,
-        Err(e) => return fail(e),
-    };
-    if let Some(p) = &outcome.post_restore {
-        match &p.error {
-            None => println!("post_restore: ok"),
-            Some(e) => println!("post_restore FAILED: {e}"),
+                    format!(" after rejecting {} newer candidate(s)", d.rejected.len())
+                }
+            );
+            print_moves(plan, database_post_restore);
+            Ok(if plan.refused() {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            })
         }
+        Err(e) => fail(e),
     }
+}
 
+/// The summary after a restore: what was placed, how long each phase took,
+/// what was lost or forced, and how to swap back.
+fn print_outcome(plan: &Plan, outcome: &restore::Outcome, printer: &Printer, started: Instant) {
     let c = &outcome.restored;
     println!();
     println!(
@@ -143,7 +185,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
             String::new()
         }
     );
-    if let Some(loss) = outcome.total_loss(&plan) {
+    if let Some(loss) = outcome.total_loss(plan) {
         println!(
             "  walked back {} candidate(s) past the newest one: {loss}",
             outcome.rejected.len()
@@ -157,14 +199,13 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     }
     if let Some(b) = &outcome.broken {
         println!("  previous database kept at {}", b.display());
-        print_swap_back(&outcome, b);
+        print_swap_back(outcome, b);
     }
     if !outcome.recheck.ok() {
         for p in &outcome.recheck.problems {
             println!("  re-check FAILED: {p}");
         }
     }
-    Ok(if outcome.ok() { Exit::Ok } else { Exit::Failed })
 }
 
 /// The complete swap-back, one shell command a line: the kept database

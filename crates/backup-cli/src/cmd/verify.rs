@@ -24,31 +24,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         .context("creating a scratch folder")?;
     let scratch = scratch_dir.path().join("candidate.db");
     let (subject, report) = match (&args.artifact, &args.latest) {
-        (_, Some(label)) => {
-            let config = settings::load_config(&cli.config)?;
-            let db = settings::select(&config, std::slice::from_ref(label))?.remove(0);
-            let backups = settings::backups(&config)?;
-            let (all, _) = backups.list();
-            let Some(latest) = all.into_iter().find(|l| &l.entry.label == label) else {
-                bail!("no backup of {label:?} is recorded in any catalog");
-            };
-            let sink = backups
-                .sinks()
-                .find(|s| s.name() == latest.sink)
-                .expect("listed sink");
-            let checks =
-                Checks::for_database(&db.database, CheckLevel::IntegrityCheck).with_identities(
-                    settings::identities(cli.identity.as_deref(), Some(&config))?,
-                );
-            let report = verify::verify_entry(sink, &latest.entry, &scratch, &checks)?;
-            (
-                format!(
-                    "{} ({} in sink {})",
-                    latest.entry.key, latest.run_id, latest.sink
-                ),
-                report,
-            )
-        }
+        (_, Some(label)) => verify_latest(cli, label, &scratch)?,
         (Some(path), None) => {
             let config = settings::load_optional_config(&cli.config)?;
             let identities = settings::identities(cli.identity.as_deref(), config.as_ref())?;
@@ -60,57 +36,9 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     let ok = report.ok();
     let key_problem = report.problems.iter().any(Problem::is_key_problem);
     if args.json {
-        let problems: Vec<&Problem> = report.all_problems().collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "artifact": subject,
-                "ok": ok,
-                "content_checked": !report.needs_identity && !key_problem,
-                "sha256": report.sha256,
-                "size": report.size,
-                "db_sha256": report.db_sha256,
-                "db_size": report.db_size,
-                "problems": problems,
-                "row_counts": report.db.facts.as_ref().map(|f| &f.row_counts),
-            }))?
-        );
+        print_json(&subject, &report, key_problem)?;
     } else {
-        println!("{subject}");
-        println!(
-            "  artifact  {} ({}), sha256 {}",
-            size(report.size),
-            report.size,
-            report.sha256
-        );
-        if report.db_size > 0 {
-            println!(
-                "  database  {} decompressed, sha256 {}",
-                size(report.db_size),
-                report.db_sha256
-            );
-        }
-        if let Some(f) = &report.db.facts {
-            for (t, n) in &f.row_counts {
-                println!("  table     {t}: {n} rows");
-            }
-        }
-        for p in report.all_problems() {
-            println!("  FAIL      {p}");
-        }
-        println!(
-            "{}",
-            if key_problem {
-                "NOT CHECKED: the identity given cannot open this backup (see above); it is not called corrupt"
-            } else if !ok {
-                "CORRUPT: do not restore from this artifact"
-            } else if report.needs_identity {
-                "OK, stored bytes only: the artifact's SHA-256 and size match; its content is encrypted, \
-                 so checking the database inside needs the identity (--identity FILE or SQLITE_BACKUP_IDENTITY_FILE)"
-            } else {
-                "OK: every check passed"
-            }
-        );
+        print_text(&subject, &report, key_problem);
     }
     Ok(if key_problem {
         Exit::Usage
@@ -119,6 +47,90 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+/// `--latest LABEL`: the newest catalogued artifact of `label` in any sink,
+/// named for the output, and its report.
+fn verify_latest(cli: &Cli, label: &str, scratch: &Path) -> Result<(String, ArtifactReport)> {
+    let config = settings::load_config(&cli.config)?;
+    let db = settings::select(&config, &[label.to_string()])?.remove(0);
+    let backups = settings::backups(&config)?;
+    let (all, _) = backups.list();
+    let Some(latest) = all.into_iter().find(|l| l.entry.label == label) else {
+        bail!("no backup of {label:?} is recorded in any catalog");
+    };
+    let sink = backups
+        .sinks()
+        .find(|s| s.name() == latest.sink)
+        .expect("listed sink");
+    let checks = Checks::for_database(&db.database, CheckLevel::IntegrityCheck).with_identities(
+        settings::identities(cli.identity.as_deref(), Some(&config))?,
+    );
+    let report = verify::verify_entry(sink, &latest.entry, scratch, &checks)?;
+    Ok((
+        format!(
+            "{} ({} in sink {})",
+            latest.entry.key, latest.run_id, latest.sink
+        ),
+        report,
+    ))
+}
+
+fn print_json(subject: &str, report: &ArtifactReport, key_problem: bool) -> Result<()> {
+    let problems: Vec<&Problem> = report.all_problems().collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "artifact": subject,
+            "ok": report.ok(),
+            "content_checked": !report.needs_identity && !key_problem,
+            "sha256": report.sha256,
+            "size": report.size,
+            "db_sha256": report.db_sha256,
+            "db_size": report.db_size,
+            "problems": problems,
+            "row_counts": report.db.facts.as_ref().map(|f| &f.row_counts),
+        }))?
+    );
+    Ok(())
+}
+
+fn print_text(subject: &str, report: &ArtifactReport, key_problem: bool) {
+    println!("{subject}");
+    println!(
+        "  artifact  {} ({}), sha256 {}",
+        size(report.size),
+        report.size,
+        report.sha256
+    );
+    if report.db_size > 0 {
+        println!(
+            "  database  {} decompressed, sha256 {}",
+            size(report.db_size),
+            report.db_sha256
+        );
+    }
+    if let Some(f) = &report.db.facts {
+        for (t, n) in &f.row_counts {
+            println!("  table     {t}: {n} rows");
+        }
+    }
+    for p in report.all_problems() {
+        println!("  FAIL      {p}");
+    }
+    println!(
+        "{}",
+        if key_problem {
+            "NOT CHECKED: the identity given cannot open this backup (see above); it is not called corrupt"
+        } else if !report.ok() {
+            "CORRUPT: do not restore from this artifact"
+        } else if report.needs_identity {
+            "OK, stored bytes only: the artifact's SHA-256 and size match; its content is encrypted, \
+             so checking the database inside needs the identity (--identity FILE or SQLITE_BACKUP_IDENTITY_FILE)"
+        } else {
+            "OK: every check passed"
+        }
+    );
 }
 
 /// Verify an artifact file by path, with its sidecar beside it and, when it

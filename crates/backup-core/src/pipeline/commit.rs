@@ -95,58 +95,32 @@ pub(super) fn finish_uploads(
     // Recorded so that `restore --to` a new path gives the new file the
     // source's mode, not the umask's.
     let source_mode = fsutil::mode_of(&db.path).ok();
-    // What the content digests and row counts look like in the manifest:
-    // in the clear, or sealed to the artifact's recipients.
-    let mut clear = SealedFacts {
+    let clear = SealedFacts {
         db_sha256: produced.db_sha256.clone(),
         schema_sha256: facts.schema_sha256.clone(),
         row_counts: facts.row_counts.clone(),
     };
-    let (mut encrypted_to, mut sealed) = (Vec::new(), None);
-    if let Some(r) = &db.encryption {
-        let facts_json = serde_json::to_vec(&clear).expect("facts serialize");
-        match r.seal(&facts_json) {
-            Ok(s) => {
-                sealed = Some(s);
-                encrypted_to = r.fingerprints().to_vec();
-                clear = SealedFacts::default();
-            }
-            Err(e) => {
-                for (i, w) in fan.writers {
-                    if let Some(w) = w {
-                        w.abort();
-                    }
-                    errors.push(sink_error(
-                        targets[i].sink.name(),
-                        format!("sealing the manifest facts: {e}"),
-                    ));
+    let recorded = match ManifestFacts::new(db, clear) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            for (i, w) in fan.writers {
+                if let Some(w) = w {
+                    w.abort();
                 }
-                return (Vec::new(), errors);
+                errors.push(sink_error(
+                    targets[i].sink.name(),
+                    format!("sealing the manifest facts: {e}"),
+                ));
             }
+            return (Vec::new(), errors);
         }
-    }
+    };
     let mut written = Vec::new();
     for (i, w) in fan.writers {
         let Some(w) = w else { continue };
         let a = artifacts.iter().find(|a| a.target == i).expect("planned");
         let sink = targets[i].sink.as_ref();
-        let stored = w.finish().and_then(|n| {
-            if n != size {
-                let _ = sink.delete(&a.key);
-                return Err(crate::sink::SinkError::Remote {
-                    op: "verify size of",
-                    key: a.key.clone(),
-                    message: format!("stored {n} bytes, sent {size}"),
-                });
-            }
-            sink.put(
-                &a.sidecar_key,
-                Sidecar::new(&sha256, naming::file_name(&a.key))
-                    .render()
-                    .as_bytes(),
-            )
-        });
-        match stored {
+        match commit_upload(sink, a, w, size, &sha256) {
             Ok(()) => {
                 info!(
                     "upload done label={} sink={} key={} bytes={} ms={}",
@@ -165,11 +139,11 @@ pub(super) fn finish_uploads(
                     db_size: produced.db_size,
                     page_size: facts.page_size,
                     page_count: facts.page_count,
-                    facts: clear.clone(),
+                    facts: recorded.clear.clone(),
                 };
                 let entry = Entry {
-                    encrypted_to: encrypted_to.clone(),
-                    sealed: sealed.clone(),
+                    encrypted_to: recorded.encrypted_to.clone(),
+                    sealed: recorded.sealed.clone(),
                     ..new_entry(db, opts, &produced.stats, source_mode, stored)
                 };
                 written.push((a.sink.clone(), entry));
@@ -181,4 +155,58 @@ pub(super) fn finish_uploads(
         }
     }
     (written, errors)
+}
+
+/// What the content digests and row counts look like in the manifest: in
+/// the clear, or sealed to the artifact's recipients.
+struct ManifestFacts {
+    /// Emptied when sealed.
+    clear: SealedFacts,
+    encrypted_to: Vec<String>,
+    sealed: Option<String>,
+}
+
+impl ManifestFacts {
+    fn new(db: &Database, clear: SealedFacts) -> std::io::Result<Self> {
+        let Some(r) = &db.encryption else {
+            return Ok(Self {
+                clear,
+                encrypted_to: Vec::new(),
+                sealed: None,
+            });
+        };
+        let facts_json = serde_json::to_vec(&clear).expect("facts serialize");
+        let sealed = r.seal(&facts_json)?;
+        Ok(Self {
+            clear: SealedFacts::default(),
+            encrypted_to: r.fingerprints().to_vec(),
+            sealed: Some(sealed),
+        })
+    }
+}
+
+/// Make one upload visible, check the sink stored every byte sent (else
+/// remove it), then write its sidecar.
+fn commit_upload(
+    sink: &dyn crate::sink::Sink,
+    a: &PlannedArtifact,
+    w: Box<dyn crate::sink::SinkWriter>,
+    size: u64,
+    sha256: &str,
+) -> Result<(), crate::sink::SinkError> {
+    let n = w.finish()?;
+    if n != size {
+        let _ = sink.delete(&a.key);
+        return Err(crate::sink::SinkError::Remote {
+            op: "verify size of",
+            key: a.key.clone(),
+            message: format!("stored {n} bytes, sent {size}"),
+        });
+    }
+    sink.put(
+        &a.sidecar_key,
+        Sidecar::new(sha256, naming::file_name(&a.key))
+            .render()
+            .as_bytes(),
+    )
 }

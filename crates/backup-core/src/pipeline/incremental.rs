@@ -152,65 +152,27 @@ pub(super) fn backup_incremental(
     );
     let now = Timestamp::now();
     let mut errors = Vec::new();
-    let mut seal = None;
-    if !cold.is_empty() {
-        match open_fan(db, &cold, targets, run_id) {
-            Ok((planned, fan, open_errors)) => {
-                errors.extend(open_errors);
-                if !fan.writers.is_empty() {
-                    seal = Some((planned, fan));
-                }
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    let mut chains = Vec::new();
-    for a in &artifacts {
-        let sink = targets[a.target].sink.as_ref();
-        match decide_chain(
-            db,
-            a,
-            sink,
-            opts,
-            run_id,
-            &hashed.hashes,
-            stream.page_size(),
-            now,
-        ) {
-            Ok(chain) => chains.push(chain),
-            Err(e) => errors.push(sink_error(&a.sink, e)),
-        }
-    }
-
-    // Pass 2, on the same pinned snapshot: each sink's new pages into its
-    // packs, and its page map. The seal's compressor is fed the same pages;
-    // a seal that fails stops being fed, and the chains carry on.
+    let mut seal = open_seal(db, &cold, targets, run_id, &mut errors);
+    let mut chains = decide_chains(
+        db,
+        &artifacts,
+        targets,
+        opts,
+        run_id,
+        &hashed.hashes,
+        stream.page_size(),
+        now,
+        &mut errors,
+    );
     let mut progress: Vec<Progress<'_>> = chains.iter_mut().map(Progress::new).collect();
-    let mut pages = |i: u64, page: &[u8]| {
-        let hash = &hashed.hashes[i as usize];
-        for (chain, p) in chains.iter().zip(progress.iter_mut()) {
-            p.add(chain, i, page, hash);
-        }
-        Ok(())
-    };
-    let mut copied = Ok(());
-    let sealed = seal.as_mut().map(|(_, fan)| {
-        compress_into(fan, &opts.compression, None, opts.observer, |out| {
-            let mut seal_failed = None;
-            copied = for_each_page(&stream, opts.observer, |i, page| {
-                if seal_failed.is_none()
-                    && let Err(e) = out.write_all(page)
-                {
-                    seal_failed = Some(e);
-                }
-                pages(i, page)
-            });
-            seal_failed.map_or(Ok(()), Err)
-        })
-    });
-    if sealed.is_none() {
-        copied = for_each_page(&stream, opts.observer, &mut pages);
-    }
+    let (copied, sealed) = store_pages(
+        &stream,
+        &hashed,
+        &chains,
+        &mut progress,
+        seal.as_mut().map(|(_, fan)| fan),
+        opts,
+    );
     if let Err(e) = copied {
         if let Some((_, fan)) = seal {
             fan.abort();
@@ -231,6 +193,112 @@ pub(super) fn backup_incremental(
         written.extend(w);
         errors.extend(e);
     }
+    let (w, e) = commit_chains(db, &chains, progress, &hashed, &stats, opts, started);
+    written.extend(w);
+    errors.extend(e);
+    Ok((written, errors))
+}
+
+/// The fan-out to the cold-only targets (one classic full artifact), if
+/// any of them opened; failures to open go to `errors`.
+fn open_seal(
+    db: &Database,
+    cold: &[PlannedArtifact],
+    targets: &[Target],
+    run_id: &str,
+    errors: &mut Vec<BackupError>,
+) -> Option<(Vec<PlannedArtifact>, FanOut)> {
+    if cold.is_empty() {
+        return None;
+    }
+    match open_fan(db, cold, targets, run_id) {
+        Ok((planned, fan, open_errors)) => {
+            errors.extend(open_errors);
+            (!fan.writers.is_empty()).then_some((planned, fan))
+        }
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    }
+}
+
+/// One [`Chain`] per sink that can take part; the others go to `errors`.
+#[allow(clippy::too_many_arguments)]
+fn decide_chains<'a>(
+    db: &Database,
+    artifacts: &'a [PlannedArtifact],
+    targets: &'a [Target],
+    opts: &RunOpts<'_>,
+    run_id: &str,
+    hashes: &[PageHash],
+    page_size: u64,
+    now: Timestamp,
+    errors: &mut Vec<BackupError>,
+) -> Vec<Chain<'a>> {
+    let mut chains = Vec::new();
+    for a in artifacts {
+        let sink = targets[a.target].sink.as_ref();
+        match decide_chain(db, a, sink, opts, run_id, hashes, page_size, now) {
+            Ok(chain) => chains.push(chain),
+            Err(e) => errors.push(sink_error(&a.sink, e)),
+        }
+    }
+    chains
+}
+
+/// Pass 2, on the same pinned snapshot: each sink's new pages into its
+/// packs, and its page map. The seal's compressor is fed the same pages;
+/// a seal that fails stops being fed, and the chains carry on. Returns how
+/// reading the snapshot went and, with a seal, how compressing it went.
+fn store_pages(
+    stream: &PageStream,
+    hashed: &Hashed,
+    chains: &[Chain<'_>],
+    progress: &mut [Progress<'_>],
+    seal: Option<&mut FanOut>,
+    opts: &RunOpts<'_>,
+) -> (io::Result<()>, Option<io::Result<(String, u64)>>) {
+    let mut pages = |i: u64, page: &[u8]| {
+        let hash = &hashed.hashes[i as usize];
+        for (chain, p) in chains.iter().zip(progress.iter_mut()) {
+            p.add(chain, i, page, hash);
+        }
+        Ok(())
+    };
+    let mut copied = Ok(());
+    let sealed = seal.map(|fan| {
+        compress_into(fan, &opts.compression, None, opts.observer, |out| {
+            let mut seal_failed = None;
+            copied = for_each_page(stream, opts.observer, |i, page| {
+                if seal_failed.is_none()
+                    && let Err(e) = out.write_all(page)
+                {
+                    seal_failed = Some(e);
+                }
+                pages(i, page)
+            });
+            seal_failed.map_or(Ok(()), Err)
+        })
+    });
+    if sealed.is_none() {
+        copied = for_each_page(stream, opts.observer, &mut pages);
+    }
+    (copied, sealed)
+}
+
+/// Close each chain's packs and store its index; the manifest entries of
+/// the chains that made it, and the errors of those that did not.
+fn commit_chains(
+    db: &Database,
+    chains: &[Chain<'_>],
+    progress: Vec<Progress<'_>>,
+    hashed: &Hashed,
+    stats: &SnapshotStats,
+    opts: &RunOpts<'_>,
+    started: Instant,
+) -> (Written, Vec<BackupError>) {
+    let (mut written, mut errors) = (Vec::new(), Vec::new());
     let facts = hashed.report.facts.clone().unwrap_or_default();
     let clear = SealedFacts {
         db_sha256: hashed.db_sha256.clone(),
@@ -240,7 +308,7 @@ pub(super) fn backup_incremental(
     let source_mode = fsutil::mode_of(&db.path).ok();
     for (chain, p) in chains.iter().zip(progress) {
         let committed = p
-            .commit(chain, &hashed, &stats, opts, &db.label)
+            .commit(chain, hashed, stats, opts, &db.label)
             .map(|(map, stored)| {
                 info!(
                     "incremental done label={} sink={} depth={} stored_bytes={} ms={}",
@@ -256,7 +324,7 @@ pub(super) fn backup_incremental(
                 };
                 Entry {
                     pages: Some(map),
-                    ..new_entry(db, opts, &stats, source_mode, stored)
+                    ..new_entry(db, opts, stats, source_mode, stored)
                 }
             });
         match committed {
@@ -264,7 +332,7 @@ pub(super) fn backup_incremental(
             Err(e) => errors.push(sink_error(&chain.artifact.sink, e)),
         }
     }
-    Ok((written, errors))
+    (written, errors)
 }
 
 fn snap_err(e: String) -> Vec<BackupError> {

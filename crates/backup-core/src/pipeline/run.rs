@@ -8,10 +8,10 @@ use tracing::{info, warn};
 use super::full_image::backup_streams;
 use super::incremental::backup_incremental;
 use super::{
-    Action, BackupError, INTERRUPTED, ManifestWritten, Observer, Outcome, Plan, PlannedArtifact,
-    RunOpts, RunReport, Target, fallback_scratch_dir,
+    Action, BackupError, INTERRUPTED, ManifestWritten, Observer, Outcome, Plan, PlanItem,
+    PlannedArtifact, RunOpts, RunReport, Target, fallback_scratch_dir,
 };
-use crate::catalog::append::write_manifest;
+use crate::catalog::append::{AppendError, write_manifest};
 use crate::database::Database;
 use crate::fsutil;
 use crate::intent;
@@ -30,47 +30,81 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
         plan.items.len()
     );
     clean_leftovers(targets, &opts.scratch_dir);
-    let mut outcomes = Vec::new();
-    for item in &plan.items {
-        let label = item.database.label.clone();
-        let outcome = match &item.action {
-            _ if opts.observer.cancelled() => {
-                warn!("not starting label={label}: run cancelled");
-                Outcome {
-                    label,
-                    skipped: Some(INTERRUPTED.into()),
-                    written: vec![],
-                    errors: vec![],
-                }
-            }
-            Action::Skip(reason) => {
-                warn!("skipping label={label}: {reason}");
-                Outcome {
-                    label,
-                    skipped: Some(reason.clone()),
-                    written: vec![],
-                    errors: vec![],
-                }
-            }
-            Action::Backup(artifacts) => backup_one(
-                &item.database,
-                artifacts,
-                targets,
-                opts,
-                &plan.run_id,
-                plan.started_at,
-            ),
-        };
-        for e in &outcome.errors {
-            tracing::error!("backup failed label={}: {e}", outcome.label);
-        }
-        outcomes.push(outcome);
-    }
-
+    let mut outcomes: Vec<Outcome> = plan
+        .items
+        .iter()
+        .map(|item| run_item(plan, item, opts))
+        .collect();
     // Manifests last, one per sink that received anything.
+    let manifests = write_manifests(plan, &mut outcomes);
+    let written_objects =
+        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + 2 * manifests.len();
+    let report = RunReport {
+        run_id: plan.run_id.clone(),
+        expected_objects: plan.expected_objects(),
+        written_objects,
+        outcomes,
+        manifests,
+    };
+    info!(
+        "backup phase end ok={} failed={} skipped={} objects={}/{}",
+        report.ok_count(),
+        report.failed_count(),
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.skipped.is_some())
+            .count(),
+        report.written_objects,
+        report.expected_objects
+    );
+    report
+}
+
+/// Back up one planned database, unless the plan skips it or the run was
+/// cancelled before it started.
+fn run_item(plan: &Plan, item: &PlanItem, opts: &RunOpts<'_>) -> Outcome {
+    let label = item.database.label.clone();
+    let outcome = match &item.action {
+        _ if opts.observer.cancelled() => {
+            warn!("not starting label={label}: run cancelled");
+            Outcome {
+                label,
+                skipped: Some(INTERRUPTED.into()),
+                written: vec![],
+                errors: vec![],
+            }
+        }
+        Action::Skip(reason) => {
+            warn!("skipping label={label}: {reason}");
+            Outcome {
+                label,
+                skipped: Some(reason.clone()),
+                written: vec![],
+                errors: vec![],
+            }
+        }
+        Action::Backup(artifacts) => backup_one(
+            &item.database,
+            artifacts,
+            &plan.targets,
+            opts,
+            &plan.run_id,
+            plan.started_at,
+        ),
+    };
+    for e in &outcome.errors {
+        tracing::error!("backup failed label={}: {e}", outcome.label);
+    }
+    outcome
+}
+
+/// One manifest per sink that received anything; a sink whose manifest
+/// cannot be written loses this run's uploads.
+fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten> {
     let mut manifests = Vec::new();
     let finished_at = Timestamp::now();
-    for target in targets {
+    for target in &plan.targets {
         let sink_name = target.sink.name();
         let entries: Vec<Entry> = outcomes
             .iter()
@@ -96,58 +130,37 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
                     key,
                     head,
                 });
-                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
-                    warn!("sink {sink_name}: removing this run's intent records: {e}");
-                }
             }
-            Err(e) => {
-                // Without a manifest nothing of this run counts in that sink:
-                // remove what it uploaded, so no unlisted artifact lingers
-                // there looking like a backup (and filling the disk).
-                for o in outcomes.iter_mut() {
-                    if o.written.iter().any(|(s, _)| s == sink_name) {
-                        o.errors.push(BackupError::Manifest {
-                            sink: sink_name.to_string(),
-                            message: e.to_string(),
-                        });
-                        for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
-                            for key in [&entry.sidecar_key, &entry.key] {
-                                if let Err(e) = target.sink.delete(key) {
-                                    warn!("removing unlisted {key} from sink {sink_name}: {e}");
-                                }
-                            }
-                        }
-                        o.written.retain(|(s, _)| s != sink_name);
-                    }
-                }
-                if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
-                    warn!("sink {sink_name}: removing this run's intent records: {e}");
-                }
-            }
+            Err(e) => unlist_uploads(target, outcomes, &e),
+        }
+        if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+            warn!("sink {sink_name}: removing this run's intent records: {e}");
         }
     }
-    let written_objects =
-        outcomes.iter().map(|o| 2 * o.written.len()).sum::<usize>() + 2 * manifests.len();
-    let report = RunReport {
-        run_id: plan.run_id.clone(),
-        expected_objects: plan.expected_objects(),
-        written_objects,
-        outcomes,
-        manifests,
-    };
-    info!(
-        "backup phase end ok={} failed={} skipped={} objects={}/{}",
-        report.ok_count(),
-        report.failed_count(),
-        report
-            .outcomes
-            .iter()
-            .filter(|o| o.skipped.is_some())
-            .count(),
-        report.written_objects,
-        report.expected_objects
-    );
-    report
+    manifests
+}
+
+/// Without a manifest nothing of this run counts in `target`'s sink: remove
+/// what it uploaded there, so no unlisted artifact lingers looking like a
+/// backup (and filling the disk), and fail the databases that had.
+fn unlist_uploads(target: &Target, outcomes: &mut [Outcome], e: &AppendError) {
+    let sink_name = target.sink.name();
+    for o in outcomes.iter_mut() {
+        if o.written.iter().any(|(s, _)| s == sink_name) {
+            o.errors.push(BackupError::Manifest {
+                sink: sink_name.to_string(),
+                message: e.to_string(),
+            });
+            for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
+                for key in [&entry.sidecar_key, &entry.key] {
+                    if let Err(e) = target.sink.delete(key) {
+                        warn!("removing unlisted {key} from sink {sink_name}: {e}");
+                    }
+                }
+            }
+            o.written.retain(|(s, _)| s != sink_name);
+        }
+    }
 }
 
 fn clean_leftovers(targets: &[Target], scratch: &Path) {
