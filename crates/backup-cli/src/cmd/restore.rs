@@ -604,9 +604,12 @@ mod tests {
         let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
         let at = |a: &str| selector(Some(a), None, None, None, now);
         assert_eq!(at("latest"), Ok(Selector::Latest));
+        // To the second: the whole second (see to_end_of_second).
         assert_eq!(
             at("2026-11-30T08:00:00Z"),
-            Ok(Selector::At("2026-11-30T08:00:00Z".parse().unwrap()))
+            Ok(Selector::At(
+                "2026-11-30T08:00:00.999999999Z".parse().unwrap()
+            ))
         );
         assert_eq!(
             at("15m"),
