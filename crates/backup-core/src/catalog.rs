@@ -968,6 +968,7 @@ pub fn verify(
 
     // Artifacts of the chain, minus those a later manifest pruned.
     if opts.artifacts != ArtifactCheck::Skip {
+        let mut sizes = HashMap::new();
         let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
         for &i in &reached {
             if let Some(m) = &nodes[i].manifest {
@@ -1002,6 +1003,7 @@ pub fn verify(
                     index,
                     entry,
                     opts.artifacts,
+                    &mut sizes,
                     &mut problems,
                     &mut report.hashed_bytes,
                 )?;
@@ -1037,141 +1039,219 @@ pub fn verify(
     Ok(report)
 }
 
+/// Checks one listed entry: every object it needs exists at its recorded
+/// size (without reading any), and at `Deep` its digests too.
+#[allow(clippy::too_many_arguments)]
 fn check_artifact(
     sink: &dyn Sink,
     manifest_key: &str,
     index: usize,
     entry: &Entry,
     depth: ArtifactCheck,
+    sizes: &mut HashMap<String, Option<u64>>,
     problems: &mut Vec<Problem>,
     hashed: &mut u64,
 ) -> Result<(), SinkError> {
-    let manifest = || manifest_key.to_string();
-    match sink.size(&entry.key)? {
-        None => {
-            problems.push(Problem::ArtifactMissing {
-                manifest: manifest(),
-                index,
-                key: entry.key.clone(),
-            });
-            return Ok(());
-        }
-        Some(n) if n != entry.size => problems.push(Problem::SizeMismatch {
-            manifest: manifest(),
-            index,
-            key: entry.key.clone(),
-            recorded: entry.size,
-            actual: n,
-        }),
-        Some(_) => {}
-    }
-    if depth != ArtifactCheck::Deep {
-        if sink.size(&entry.sidecar_key)?.is_none() {
-            problems.push(Problem::SidecarMissing {
-                manifest: manifest(),
-                index,
-                key: entry.sidecar_key.clone(),
-            });
-        }
+    let at = Place {
+        manifest: manifest_key,
+        index,
+    };
+    let complete = check_presence(sink, at, entry, sizes, problems)?;
+    if !complete || depth != ArtifactCheck::Deep {
         return Ok(());
     }
-    let digest =
-        |field: &str, against: &str, recorded: &str, actual: &str| Problem::DigestMismatch {
-            manifest: manifest(),
-            index,
-            key: entry.key.clone(),
-            field: field.into(),
-            against: against.into(),
-            recorded: recorded.into(),
-            actual: actual.into(),
-        };
     match crate::verify::read_sidecar(sink, &entry.sidecar_key)? {
         Ok(s) if s.sha256 != entry.sha256 => {
-            problems.push(digest("sha256", "sidecar", &entry.sha256, &s.sha256));
+            problems.push(at.digest(&entry.key, "sha256", "sidecar", &entry.sha256, &s.sha256));
         }
         Ok(_) => {}
+        // A missing one is named already.
+        Err(_) if sizes.get(&entry.sidecar_key) == Some(&None) => {}
         Err(_) => problems.push(Problem::SidecarMissing {
-            manifest: manifest(),
+            manifest: at.manifest.to_string(),
             index,
             key: entry.sidecar_key.clone(),
         }),
     }
-    if let Some(map) = &entry.pages {
-        // The index was checked above; the image lives in the packs, each
-        // named with every snapshot (manifest entry) that needs it.
-        for (i, pack) in map.packs.iter().enumerate() {
-            let stored = match sink.get(&pack.key) {
-                Ok(mut r) => {
-                    let mut h = crate::digest::HashingReader::new(&mut r);
-                    match std::io::copy(&mut h, &mut std::io::sink()) {
-                        Ok(_) => Some(h.finish()),
-                        Err(e) => {
-                            problems.push(Problem::ArtifactUnreadable {
-                                manifest: manifest(),
-                                index,
-                                key: pack.key.clone(),
-                                message: e.to_string(),
-                            });
-                            continue;
-                        }
-                    }
-                }
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(e),
-            };
-            // What was read, not what the manifest claims (which may be
-            // anything up to manifest::MAX_BYTES, however many packs).
-            if let Some((_, n)) = &stored {
-                *hashed = hashed.saturating_add(*n);
-            }
-            match stored {
-                None => problems.push(Problem::ArtifactMissing {
-                    manifest: manifest(),
-                    index,
-                    key: pack.key.clone(),
-                }),
-                Some((sha, _)) if sha != pack.sha256 => problems.push(Problem::DigestMismatch {
-                    manifest: manifest(),
-                    index,
-                    key: pack.key.clone(),
-                    field: format!("pages.packs[{i}].sha256"),
-                    against: "stored pack".into(),
-                    recorded: pack.sha256.clone(),
-                    actual: sha,
-                }),
-                Some(_) => {}
-            }
-        }
-        return Ok(());
+    match &entry.pages {
+        Some(map) => check_packs(sink, at, map, problems, hashed),
+        None => check_image(sink, at, entry, problems, hashed),
     }
+}
+
+/// Where a listed entry sits: its manifest and its place in it.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    manifest: &'a str,
+    index: usize,
+}
+
+impl Place<'_> {
+    fn digest(
+        &self,
+        key: &str,
+        field: &str,
+        against: &str,
+        recorded: &str,
+        actual: &str,
+    ) -> Problem {
+        Problem::DigestMismatch {
+            manifest: self.manifest.to_string(),
+            index: self.index,
+            key: key.to_string(),
+            field: field.into(),
+            against: against.into(),
+            recorded: recorded.into(),
+            actual: actual.into(),
+        }
+    }
+}
+
+/// Every object of [`Entry::objects`] exists, at its recorded size where
+/// there is one. A missing or short pack is named under every entry that
+/// needs it; `sizes` asks the sink once per object however many do.
+/// Returns whether the entry's own artifact (or page index) is there.
+fn check_presence(
+    sink: &dyn Sink,
+    at: Place<'_>,
+    entry: &Entry,
+    sizes: &mut HashMap<String, Option<u64>>,
+    problems: &mut Vec<Problem>,
+) -> Result<bool, SinkError> {
+    // `objects` lists the entry's own key first.
+    for needed in entry.objects() {
+        let actual = match sizes.get(&needed.key) {
+            Some(size) => *size,
+            None => {
+                let size = sink.size(&needed.key)?;
+                sizes.insert(needed.key.clone(), size);
+                size
+            }
+        };
+        let manifest = at.manifest.to_string();
+        match (actual, needed.size) {
+            (None, _) if needed.key == entry.key => {
+                // Its own object gone: nothing else of it matters.
+                problems.push(Problem::ArtifactMissing {
+                    manifest,
+                    index: at.index,
+                    key: needed.key,
+                });
+                return Ok(false);
+            }
+            (None, _) => {
+                problems.push(if needed.role == manifest::Role::Sidecar {
+                    Problem::SidecarMissing {
+                        manifest,
+                        index: at.index,
+                        key: needed.key,
+                    }
+                } else {
+                    Problem::ArtifactMissing {
+                        manifest,
+                        index: at.index,
+                        key: needed.key,
+                    }
+                });
+            }
+            (Some(actual), Some(recorded)) if actual != recorded => {
+                problems.push(Problem::SizeMismatch {
+                    manifest,
+                    index: at.index,
+                    key: needed.key,
+                    recorded,
+                    actual,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(true)
+}
+
+/// Deep: each pack of an incremental snapshot hashes to its recorded
+/// SHA-256 (its page index was checked as the entry's own object).
+fn check_packs(
+    sink: &dyn Sink,
+    at: Place<'_>,
+    map: &crate::page_map::PageMap,
+    problems: &mut Vec<Problem>,
+    hashed: &mut u64,
+) -> Result<(), SinkError> {
+    for (i, pack) in map.packs.iter().enumerate() {
+        let mut reader = match sink.get(&pack.key) {
+            Ok(r) => r,
+            // Named by check_presence already, unless it went since.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let mut h = crate::digest::HashingReader::new(&mut reader);
+        if let Err(e) = std::io::copy(&mut h, &mut std::io::sink()) {
+            problems.push(Problem::ArtifactUnreadable {
+                manifest: at.manifest.to_string(),
+                index: at.index,
+                key: pack.key.clone(),
+                message: e.to_string(),
+            });
+            continue;
+        }
+        let (sha, n) = h.finish();
+        // What was read, not what the manifest claims (which may be
+        // anything up to manifest::MAX_BYTES, however many packs).
+        *hashed = hashed.saturating_add(n);
+        if sha != pack.sha256 {
+            let field = format!("pages.packs[{i}].sha256");
+            problems.push(at.digest(&pack.key, &field, "stored pack", &pack.sha256, &sha));
+        }
+    }
+    Ok(())
+}
+
+/// Deep: a classic artifact hashes to its recorded SHA-256, and decompresses
+/// to the recorded database.
+fn check_image(
+    sink: &dyn Sink,
+    at: Place<'_>,
+    entry: &Entry,
+    problems: &mut Vec<Problem>,
+    hashed: &mut u64,
+) -> Result<(), SinkError> {
+    let unreadable = |message: String| Problem::ArtifactUnreadable {
+        manifest: at.manifest.to_string(),
+        index: at.index,
+        key: entry.key.clone(),
+        message,
+    };
     let rehash = match rehash(sink, entry) {
         Ok(r) => r,
         Err(RehashError::Sink(e)) if e.is_not_found() => {
             problems.push(Problem::ArtifactMissing {
-                manifest: manifest(),
-                index,
+                manifest: at.manifest.to_string(),
+                index: at.index,
                 key: entry.key.clone(),
             });
             return Ok(());
         }
         Err(RehashError::Sink(e)) => return Err(e),
         Err(RehashError::Read(e)) => {
-            problems.push(Problem::ArtifactUnreadable {
-                manifest: manifest(),
-                index,
-                key: entry.key.clone(),
-                message: e.to_string(),
-            });
+            problems.push(unreadable(e.to_string()));
             return Ok(());
         }
     };
-    *hashed += rehash.size;
+    *hashed = hashed.saturating_add(rehash.size);
     if rehash.sha256 != entry.sha256 {
-        problems.push(digest("sha256", "artifact", &entry.sha256, &rehash.sha256));
+        problems.push(at.digest(
+            &entry.key,
+            "sha256",
+            "artifact",
+            &entry.sha256,
+            &rehash.sha256,
+        ));
     }
     match rehash.decoded {
         Ok(db_sha256) if db_sha256 != entry.db_sha256 => {
-            problems.push(digest(
+            problems.push(at.digest(
+                &entry.key,
                 "db_sha256",
                 "database",
                 &entry.db_sha256,
@@ -1179,12 +1259,7 @@ fn check_artifact(
             ));
         }
         Ok(_) => {}
-        Err(message) => problems.push(Problem::ArtifactUnreadable {
-            manifest: manifest(),
-            index,
-            key: entry.key.clone(),
-            message: format!("decompression failed: {message}"),
-        }),
+        Err(message) => problems.push(unreadable(format!("decompression failed: {message}"))),
     }
     Ok(())
 }

@@ -200,11 +200,11 @@ impl Entry {
         !self.encrypted_to.is_empty() || self.sealed.is_some()
     }
 
-    /// Every object this entry needs to be restored, each once: the
-    /// artifact or page index and its sidecar, and for an incremental
-    /// snapshot every pack of its page map with the page index naming it and
-    /// that index's sidecar. Intent records, pack collection, verify and the
-    /// tests all ask this one place.
+    /// Every object this entry needs to be restored, each once, its own key
+    /// first: the artifact or page index and its sidecar, and for an
+    /// incremental snapshot every pack of its page map with the page index
+    /// naming it and that index's sidecar. Intent records, pack collection,
+    /// `verify --catalog` and the tests all ask this one place.
     pub fn objects(&self) -> Vec<Needed> {
         let mut out: Vec<Needed> = Vec::new();
         let mut add = |key: &str, role, size| {
