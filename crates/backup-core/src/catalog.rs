@@ -788,9 +788,42 @@ pub fn verify(
         anchor: None,
         problems: vec![],
     };
+    let chain = Chain::new(&nodes);
+    // 1. What each manifest says of itself.
+    manifest_facts(sink.name(), &nodes, &mut problems);
+    // 2. The walk from the head, then the manifests a repair relinked.
+    let walk = chain.walk(&mut problems);
+    let walk = chain.follow_relinks(walk, &mut problems);
+    let reached: Vec<usize> = (0..nodes.len()).filter(|&i| walk.visited[i]).collect();
+    report.chain = reached.len();
+    // 3. Forks, and manifests no walk reached.
+    chain.forks(&walk.relinked, &mut problems);
+    for (i, n) in nodes.iter().enumerate() {
+        if !walk.visited[i] {
+            problems.push(Problem::Unlinked { key: n.key.clone() });
+        }
+    }
+    // 4. The artifacts of the chain, minus those a later manifest pruned.
+    if opts.artifacts != ArtifactCheck::Skip {
+        check_artifacts(
+            sink,
+            &nodes,
+            &reached,
+            opts.artifacts,
+            &mut report,
+            &mut problems,
+        )?;
+    }
+    // 5. The anchor file.
+    if let Some(log) = anchors {
+        report.anchor = Some(chain.anchors(log, sink.name(), &walk.position, &mut problems));
+    }
+    report.problems = problems;
+    Ok(report)
+}
 
-    // Per-manifest facts.
-    for n in &nodes {
+fn manifest_facts(sink: &str, nodes: &[Node], problems: &mut Vec<Problem>) {
+    for n in nodes {
         let Some(m) = &n.manifest else { continue };
         if manifest::manifest_key(&m.run_id) != n.key {
             problems.push(Problem::Misplaced {
@@ -798,7 +831,7 @@ pub fn verify(
                 run_id: m.run_id.clone(),
             });
         }
-        if m.sink != sink.name() {
+        if m.sink != sink {
             problems.push(Problem::WrongSink {
                 key: n.key.clone(),
                 sink: m.sink.clone(),
@@ -813,230 +846,290 @@ pub fn verify(
             });
         }
     }
+}
 
-    // Walk from the head.
-    let by_sha: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.sha256.as_str(), i))
-        .collect();
-    let by_key: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.key.as_str(), i))
-        .collect();
-    let mut visited = vec![false; nodes.len()];
-    let mut chain: Vec<usize> = Vec::new(); // head first
-    // The newest manifest not yet visited that is older than `bound`: where
-    // the walk resumes after a gap.
-    let resume = |visited: &[bool], bound: &str| {
-        (0..nodes.len())
-            .rev()
-            .find(|&i| !visited[i] && nodes[i].run_id.as_str() < bound)
-    };
-    let mut cur = nodes.len().checked_sub(1);
-    while let Some(c) = cur {
-        visited[c] = true;
-        chain.push(c);
-        let node = &nodes[c];
-        let Some(m) = &node.manifest else {
-            // Unreadable (already reported): its link is unknown.
-            cur = resume(&visited, &node.run_id);
-            continue;
+/// A sink's manifests, found by their SHA-256 or their key.
+struct Chain<'a> {
+    nodes: &'a [Node],
+    by_sha: HashMap<&'a str, usize>,
+    by_key: HashMap<&'a str, usize>,
+}
+
+/// What the walks reached.
+struct Walk {
+    visited: Vec<bool>,
+    /// The main chain, head first.
+    chain: Vec<usize>,
+    /// How many manifests of the main chain come after each reached one.
+    position: Vec<Option<usize>>,
+    /// Reached only through a repair's `relinked`.
+    relinked: Vec<bool>,
+}
+
+impl<'a> Chain<'a> {
+    fn new(nodes: &'a [Node]) -> Self {
+        let index = |f: fn(&Node) -> &str| -> HashMap<&'a str, usize> {
+            nodes.iter().enumerate().map(|(i, n)| (f(n), i)).collect()
         };
-        let Some(prev) = &m.previous else { break };
-        if let Some(&p) = by_sha.get(prev.as_str())
-            && !visited[p]
-        {
-            let older = &nodes[p];
-            // Keys (run ids) grow along the chain: appends give each manifest
-            // a run id after its previous one's. Start times need not: runs
-            // that overlap are appended in the order they finish.
-            if older.run_id >= node.run_id {
-                problems.push(Problem::OutOfOrder {
-                    key: node.key.clone(),
-                    previous_key: older.key.clone(),
-                    field: "run_id".into(),
-                });
-            }
-            cur = Some(p);
-            continue;
+        Self {
+            nodes,
+            by_sha: index(|n| n.sha256.as_str()),
+            by_key: index(|n| n.key.as_str()),
         }
-        // A broken link: say which manifest, and whether it is gone or changed.
+    }
+
+    /// The newest manifest not yet visited that is older than `bound`:
+    /// where the walk resumes after a gap.
+    fn resume(&self, visited: &[bool], bound: &str) -> Option<usize> {
+        (0..self.nodes.len())
+            .rev()
+            .find(|&i| !visited[i] && self.nodes[i].run_id.as_str() < bound)
+    }
+
+    /// From the head along `previous`, naming each broken link and going on
+    /// past it.
+    fn walk(&self, problems: &mut Vec<Problem>) -> Walk {
+        let nodes = self.nodes;
+        let mut visited = vec![false; nodes.len()];
+        let mut chain: Vec<usize> = Vec::new();
+        let mut cur = nodes.len().checked_sub(1);
+        while let Some(c) = cur {
+            visited[c] = true;
+            chain.push(c);
+            let node = &nodes[c];
+            let Some(m) = &node.manifest else {
+                // Unreadable (already reported): its link is unknown.
+                cur = self.resume(&visited, &node.run_id);
+                continue;
+            };
+            let Some(prev) = &m.previous else { break };
+            if let Some(&p) = self.by_sha.get(prev.as_str())
+                && !visited[p]
+            {
+                let older = &nodes[p];
+                // Keys (run ids) grow along the chain: appends give each
+                // manifest a run id after its previous one's. Start times
+                // need not: runs that overlap are appended in the order
+                // they finish.
+                if older.run_id >= node.run_id {
+                    problems.push(Problem::OutOfOrder {
+                        key: node.key.clone(),
+                        previous_key: older.key.clone(),
+                        field: "run_id".into(),
+                    });
+                }
+                cur = Some(p);
+                continue;
+            }
+            cur = self.broken_link(node, m, prev, &visited, problems);
+        }
+        let mut position = vec![None; nodes.len()];
+        for (pos, &i) in chain.iter().enumerate() {
+            position[i] = Some(pos);
+        }
+        Walk {
+            relinked: vec![false; nodes.len()],
+            visited,
+            chain,
+            position,
+        }
+    }
+
+    /// Names a broken link (whether the manifest it names is gone or
+    /// changed); returns where the walk goes on.
+    fn broken_link(
+        &self,
+        node: &Node,
+        m: &Manifest,
+        prev: &str,
+        visited: &[bool],
+        problems: &mut Vec<Problem>,
+    ) -> Option<usize> {
         let named = m.previous_run_id.as_deref();
         let named_idx = named
-            .and_then(|r| by_key.get(manifest::manifest_key(r).as_str()))
+            .and_then(|r| self.by_key.get(manifest::manifest_key(r).as_str()))
             .copied()
             .filter(|&i| !visited[i]);
         match (named, named_idx) {
             (Some(_), Some(p)) => {
+                let older = &self.nodes[p];
                 problems.push(Problem::Altered {
-                    key: nodes[p].key.clone(),
-                    recorded: prev.clone(),
-                    actual: nodes[p].sha256.clone(),
+                    key: older.key.clone(),
+                    recorded: prev.to_string(),
+                    actual: older.sha256.clone(),
                     named_by: node.key.clone(),
                     fields: changed_fields(
                         &m.previous_fields,
-                        &manifest::field_digests(&nodes[p].bytes),
+                        &manifest::field_digests(&older.bytes),
                     ),
                 });
-                cur = Some(p);
+                Some(p)
             }
             (Some(run_id), None) => {
                 problems.push(Problem::Deleted {
                     run_id: run_id.to_string(),
                     key: manifest::manifest_key(run_id),
-                    sha256: prev.clone(),
+                    sha256: prev.to_string(),
                     named_by: node.key.clone(),
                 });
-                cur = resume(&visited, run_id);
+                self.resume(visited, run_id)
             }
             (None, _) => {
                 problems.push(Problem::BrokenLink {
                     key: node.key.clone(),
-                    previous: prev.clone(),
+                    previous: prev.to_string(),
                 });
-                cur = resume(&visited, &node.run_id);
+                self.resume(visited, &node.run_id)
             }
         }
     }
-    // Manifests a repair brought back onto the chain: each vouched for by
-    // its SHA-256 in field `relinked` of a manifest already reached.
-    // `position`: how many manifests of the main chain come after it.
-    let mut position: Vec<Option<usize>> = vec![None; nodes.len()];
-    for (pos, &i) in chain.iter().enumerate() {
-        position[i] = Some(pos);
-    }
-    let mut relinked = vec![false; nodes.len()];
-    let mut work = chain.clone();
-    while let Some(i) = work.pop() {
-        let Some(m) = &nodes[i].manifest else {
-            continue;
-        };
-        for r in &m.relinked {
-            let found = by_key.get(r.key.as_str()).copied();
-            match found {
-                Some(j) if nodes[j].sha256 == r.sha256 => {
-                    if !visited[j] {
-                        visited[j] = true;
-                        relinked[j] = true;
-                        position[j] = position[i];
-                        work.push(j);
-                    }
-                }
-                _ => problems.push(Problem::RelinkBroken {
-                    key: r.key.clone(),
-                    named_by: nodes[i].key.clone(),
-                    recorded: r.sha256.clone(),
-                    actual: found.map(|j| nodes[j].sha256.clone()),
-                }),
-            }
-        }
-    }
-    let reached: Vec<usize> = (0..nodes.len()).filter(|&i| visited[i]).collect();
-    report.chain = reached.len();
 
-    // Forks: one `previous` claimed twice.
-    let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
-    for n in &nodes {
-        if let Some(m) = &n.manifest {
-            claims
-                .entry(m.previous.as_deref())
-                .or_default()
-                .push(&n.key);
-        }
-    }
-    for (previous, keys) in claims {
-        // Settled once all but one of them were re-linked by a repair.
-        let unsettled = keys
-            .iter()
-            .filter(|k| by_key.get(**k).is_none_or(|&i| !relinked[i]))
-            .count();
-        if unsettled > 1 {
-            problems.push(Problem::Fork {
-                previous: previous.map(str::to_string),
-                keys: keys.into_iter().map(str::to_string).collect(),
-            });
-        }
-    }
-
-    for (i, n) in nodes.iter().enumerate() {
-        if !visited[i] {
-            problems.push(Problem::Unlinked { key: n.key.clone() });
-        }
-    }
-
-    // Artifacts of the chain, minus those a later manifest pruned.
-    if opts.artifacts != ArtifactCheck::Skip {
-        let mut sizes = HashMap::new();
-        let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
-        for &i in &reached {
-            if let Some(m) = &nodes[i].manifest {
-                for p in &m.pruned {
-                    pruned_at.insert((&p.run_id, &p.key), &m.run_id);
-                }
-            }
-        }
-        for &i in &reached {
+    /// Manifests a repair brought back onto the chain: each vouched for by
+    /// its SHA-256 in field `relinked` of a manifest already reached.
+    fn follow_relinks(&self, mut walk: Walk, problems: &mut Vec<Problem>) -> Walk {
+        let nodes = self.nodes;
+        let mut work = walk.chain.clone();
+        while let Some(i) = work.pop() {
             let Some(m) = &nodes[i].manifest else {
                 continue;
             };
-            for (index, entry) in m.entries.iter().enumerate() {
-                // Reported as InvalidKey above; never looked up.
-                if [&entry.key, &entry.sidecar_key]
-                    .iter()
-                    .any(|k| crate::sink::validate_key(k).is_err())
-                {
-                    continue;
+            for r in &m.relinked {
+                let found = self.by_key.get(r.key.as_str()).copied();
+                match found {
+                    Some(j) if nodes[j].sha256 == r.sha256 => {
+                        if !walk.visited[j] {
+                            walk.visited[j] = true;
+                            walk.relinked[j] = true;
+                            walk.position[j] = walk.position[i];
+                            work.push(j);
+                        }
+                    }
+                    _ => problems.push(Problem::RelinkBroken {
+                        key: r.key.clone(),
+                        named_by: nodes[i].key.clone(),
+                        recorded: r.sha256.clone(),
+                        actual: found.map(|j| nodes[j].sha256.clone()),
+                    }),
                 }
-                let pruned = pruned_at
-                    .get(&(m.run_id.as_str(), entry.key.as_str()))
-                    .is_some_and(|by| *by > m.run_id.as_str());
-                if pruned {
-                    report.pruned += 1;
-                    continue;
-                }
-                report.artifacts += 1;
-                check_artifact(
-                    sink,
-                    &nodes[i].key,
-                    index,
-                    entry,
-                    opts.artifacts,
-                    &mut sizes,
-                    &mut problems,
-                    &mut report.hashed_bytes,
-                )?;
+            }
+        }
+        walk
+    }
+
+    /// One `previous` claimed twice, unless a repair settled it.
+    fn forks(&self, relinked: &[bool], problems: &mut Vec<Problem>) {
+        let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
+        for n in self.nodes {
+            if let Some(m) = &n.manifest {
+                claims
+                    .entry(m.previous.as_deref())
+                    .or_default()
+                    .push(&n.key);
+            }
+        }
+        for (previous, keys) in claims {
+            // Settled once all but one of them were re-linked by a repair.
+            let unsettled = keys
+                .iter()
+                .filter(|k| self.by_key.get(**k).is_none_or(|&i| !relinked[i]))
+                .count();
+            if unsettled > 1 {
+                problems.push(Problem::Fork {
+                    previous: previous.map(str::to_string),
+                    keys: keys.into_iter().map(str::to_string).collect(),
+                });
             }
         }
     }
 
-    // The anchor file.
-    if let Some(log) = anchors {
+    /// Every anchored head is on the chain; how far the newest is behind.
+    fn anchors(
+        &self,
+        log: &AnchorLog,
+        sink: &str,
+        position: &[Option<usize>],
+        problems: &mut Vec<Problem>,
+    ) -> AnchorStatus {
+        let nodes = self.nodes;
         let position: HashMap<&str, usize> = (0..nodes.len())
             .filter_map(|i| Some((nodes[i].sha256.as_str(), position[i]?)))
             .collect();
-        for a in log.for_sink(sink.name()) {
+        for a in log.for_sink(sink) {
             if !position.contains_key(a.head.as_str()) {
                 problems.push(Problem::AnchorNotInChain {
                     line: a.line,
                     anchored_at: a.at,
                     head: a.head.clone(),
-                    stored_as: by_sha.get(a.head.as_str()).map(|&i| nodes[i].key.clone()),
+                    stored_as: self
+                        .by_sha
+                        .get(a.head.as_str())
+                        .map(|&i| nodes[i].key.clone()),
                 });
             }
         }
-        report.anchor = Some(match log.newest(sink.name()) {
+        match log.newest(sink) {
             None => AnchorStatus::NotAnchored,
             Some(a) => match position.get(a.head.as_str()) {
                 Some(0) => AnchorStatus::Head { line: a.line },
                 Some(&runs) => AnchorStatus::Behind { line: a.line, runs },
                 None => AnchorStatus::Lost { line: a.line },
             },
-        });
+        }
     }
-    report.problems = problems;
-    Ok(report)
+}
+
+/// The artifacts of the reached manifests, minus those a later manifest
+/// pruned.
+fn check_artifacts(
+    sink: &dyn Sink,
+    nodes: &[Node],
+    reached: &[usize],
+    depth: ArtifactCheck,
+    report: &mut Report,
+    problems: &mut Vec<Problem>,
+) -> Result<(), SinkError> {
+    let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
+    for &i in reached {
+        if let Some(m) = &nodes[i].manifest {
+            for p in &m.pruned {
+                pruned_at.insert((&p.run_id, &p.key), &m.run_id);
+            }
+        }
+    }
+    let mut sizes = HashMap::new();
+    for &i in reached {
+        let Some(m) = &nodes[i].manifest else {
+            continue;
+        };
+        for (index, entry) in m.entries.iter().enumerate() {
+            // Reported as InvalidKey above; never looked up.
+            if [&entry.key, &entry.sidecar_key]
+                .iter()
+                .any(|k| crate::sink::validate_key(k).is_err())
+            {
+                continue;
+            }
+            let pruned = pruned_at
+                .get(&(m.run_id.as_str(), entry.key.as_str()))
+                .is_some_and(|by| *by > m.run_id.as_str());
+            if pruned {
+                report.pruned += 1;
+                continue;
+            }
+            report.artifacts += 1;
+            check_artifact(
+                sink,
+                &nodes[i].key,
+                index,
+                entry,
+                depth,
+                &mut sizes,
+                problems,
+                &mut report.hashed_bytes,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks one listed entry: every object it needs exists at its recorded
