@@ -318,6 +318,8 @@ const SHOWN_ITEMS: usize = 12;
 
 // Every string here may come from a hostile manifest or listing: each is
 // shown bounded and escaped (`s`, `short`, `shown_list`).
+// Over 100 lines on purpose: one arm per problem, a table of messages read
+// side by side with the variants, not steps that splitting would name.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = manifest::shown;

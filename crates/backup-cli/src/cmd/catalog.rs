@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use backup_core::anchor::{self, AnchorLog};
+use backup_core::anchor::{self, AnchorLog, BadLine};
 use backup_core::catalog::{self, ArtifactCheck, Options, Report, repair};
 use backup_core::manifest::{self, prefix, shown, shown_message};
 
@@ -210,6 +210,35 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
             .all(|(_, r)| r.as_ref().is_ok_and(Report::ok));
 
     if args.json {
+        print_json(&results, ok, opts.artifacts, args, &unknown, bad_lines)?;
+        return Ok(if ok { Exit::Ok } else { Exit::Failed });
+    }
+    print_reports(&results, opts.artifacts, args);
+    if let Some(path) = &args.anchor {
+        print_anchor_notes(path, bad_lines, &unknown);
+    }
+    println!(
+        "\n{}",
+        if ok {
+            "Catalog ok."
+        } else {
+            "Catalog NOT ok: see the problems above."
+        }
+    );
+    Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+type SinkResult = (String, Result<Report, String>);
+
+fn print_json(
+    results: &[SinkResult],
+    ok: bool,
+    artifacts: ArtifactCheck,
+    args: &VerifyArgs,
+    unknown: &[&str],
+    bad_lines: &[BadLine],
+) -> Result<()> {
+    {
         let sinks: Vec<serde_json::Value> = results
             .iter()
             .map(|(name, r)| match r {
@@ -221,7 +250,7 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "ok": ok,
-                "artifact_check": opts.artifacts,
+                "artifact_check": artifacts,
                 "anchor_file": args.anchor.as_ref().map(|p| serde_json::json!({
                     "path": p.display().to_string(),
                     "bad_lines": bad_lines,
@@ -230,12 +259,15 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
                 "sinks": sinks,
             }))?
         );
-        return Ok(if ok { Exit::Ok } else { Exit::Failed });
     }
+    Ok(())
+}
 
+/// The table of sinks, then each sink's problems.
+fn print_reports(results: &[SinkResult], artifacts: ArtifactCheck, args: &VerifyArgs) {
     println!(
         "Catalog check: hash chain{}{}",
-        match opts.artifacts {
+        match artifacts {
             ArtifactCheck::Deep => ", every artifact re-hashed (--deep)",
             _ => ", artifacts exist with their recorded size (--deep re-hashes them)",
         },
@@ -254,13 +286,13 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         "ANCHOR",
         "RESULT",
     ]);
-    for (name, r) in &results {
+    for (name, r) in results {
         match r {
             Ok(r) => t.row(vec![
                 name.clone(),
                 r.manifests.to_string(),
                 r.chain.to_string(),
-                match opts.artifacts {
+                match artifacts {
                     ArtifactCheck::Deep => format!("{} ({})", r.artifacts, size(r.hashed_bytes)),
                     _ => r.artifacts.to_string(),
                 },
@@ -292,7 +324,7 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         }
     }
     print!("{t}");
-    for (name, r) in &results {
+    for (name, r) in results {
         match r {
             Ok(r) if !r.ok() => {
                 println!("\nSink {name} ({}):", r.location);
@@ -304,30 +336,22 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
             Err(e) => println!("\nSink {name}: cannot read the catalog: {e}"),
         }
     }
-    if let Some(path) = &args.anchor {
-        for b in bad_lines {
-            println!(
-                "\nAnchor file {} line {}: {} ({:?})",
-                path.display(),
-                b.line,
-                b.reason,
-                b.text
-            );
-        }
-        for s in &unknown {
-            println!(
-                "\nNote: anchor file {} names sink {s:?}, which is not configured.",
-                path.display()
-            );
-        }
+}
+
+fn print_anchor_notes(path: &Path, bad_lines: &[BadLine], unknown: &[&str]) {
+    for b in bad_lines {
+        println!(
+            "\nAnchor file {} line {}: {} ({:?})",
+            path.display(),
+            b.line,
+            b.reason,
+            b.text
+        );
     }
-    println!(
-        "\n{}",
-        if ok {
-            "Catalog ok."
-        } else {
-            "Catalog NOT ok: see the problems above."
-        }
-    );
-    Ok(if ok { Exit::Ok } else { Exit::Failed })
+    for s in unknown {
+        println!(
+            "\nNote: anchor file {} names sink {s:?}, which is not configured.",
+            path.display()
+        );
+    }
 }
