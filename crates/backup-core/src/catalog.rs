@@ -5,23 +5,23 @@
 //! What is detected, and how it is named:
 //! - a **deleted** manifest: a `previous` that no stored manifest has, while
 //!   the manifest it names by `previous_run_id` is absent
-//!   ([`Problem::Deleted`]);
+//!   ([`CatalogProblem::Deleted`]);
 //! - an **altered** manifest: its bytes no longer hash to what the next
 //!   manifest's `previous` names; the fields that changed are found by
 //!   comparing with the next manifest's `previous_fields`
-//!   ([`Problem::Altered`]). The head has no next manifest: an altered head
-//!   is caught by the anchor ([`Problem::AnchorNotInChain`]);
+//!   ([`CatalogProblem::Altered`]). The head has no next manifest: an altered head
+//!   is caught by the anchor ([`CatalogProblem::AnchorNotInChain`]);
 //! - a **reordered** chain: a manifest stored under another run's key
-//!   ([`Problem::Misplaced`]), or a link to a later run ([`Problem::OutOfOrder`]);
-//! - a **fork**: two manifests naming the same previous ([`Problem::Fork`]),
-//!   and manifests the walk from the head never reaches ([`Problem::Unlinked`]);
+//!   ([`CatalogProblem::Misplaced`]), or a link to a later run ([`CatalogProblem::OutOfOrder`]);
+//! - a **fork**: two manifests naming the same previous ([`CatalogProblem::Fork`]),
+//!   and manifests the walk from the head never reaches ([`CatalogProblem::Unlinked`]);
 //!   unless a later manifest of the chain re-linked them (`catalog repair`,
 //!   field `relinked`, each vouched for by its SHA-256);
 //! - a manifest that does not match its **sidecar**, the head included,
-//!   which no later manifest vouches for ([`Problem::SidecarMismatch`]), or
+//!   which no later manifest vouches for ([`CatalogProblem::SidecarMismatch`]), or
 //!   whose sidecar is gone while older manifests have theirs;
 //! - an entry naming a **key no sink would store** (`../../app.db`,
-//!   [`Problem::InvalidKey`]): nothing checks or restores such an entry;
+//!   [`CatalogProblem::InvalidKey`]): nothing checks or restores such an entry;
 //! - an **artifact** that is gone, has another size or (with
 //!   [`ArtifactCheck::Deep`]) other bytes than recorded;
 //! - a **head that disagrees with the anchor file**: an anchored head that is
@@ -86,7 +86,7 @@ pub struct Options {
 /// and, where it applies, the field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Problem {
+pub enum CatalogProblem {
     /// A stored manifest that is not valid JSON of our format.
     Unreadable {
         /// Manifest key.
@@ -320,7 +320,7 @@ const SHOWN_ITEMS: usize = 12;
 // shown bounded and escaped (`s`, `short`, `shown_list`).
 // Over 100 lines on purpose: one arm per problem, a table of messages read
 // side by side with the variants, not steps that splitting would name.
-impl fmt::Display for Problem {
+impl fmt::Display for CatalogProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = manifest::shown;
         match self {
@@ -569,7 +569,7 @@ pub enum AnchorStatus {
         /// Manifests after it.
         runs: usize,
     },
-    /// The newest anchor is not on the chain (a [`Problem::AnchorNotInChain`]).
+    /// The newest anchor is not on the chain (a [`CatalogProblem::AnchorNotInChain`]).
     Lost {
         /// Its line.
         line: usize,
@@ -615,7 +615,7 @@ pub struct Report {
     /// Relation to the anchor file, when one was given.
     pub anchor: Option<AnchorStatus>,
     /// What is wrong.
-    pub problems: Vec<Problem>,
+    pub problems: Vec<CatalogProblem>,
 }
 
 impl Report {
@@ -636,7 +636,7 @@ struct Node {
 }
 
 /// Read every manifest of a sink with its raw bytes, sorted by key.
-fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
+fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<CatalogProblem>), SinkError> {
     let mut nodes = Vec::new();
     let mut problems = Vec::new();
     let mut keys: Vec<String> = sink
@@ -656,10 +656,12 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
             Seal::Matches => sealed_before = true,
             // Written before manifests had sidecars: the chain covers it.
             Seal::Absent if !sealed_before => {}
-            Seal::Absent => problems.push(Problem::ManifestSidecarMissing { key: key.clone() }),
+            Seal::Absent => {
+                problems.push(CatalogProblem::ManifestSidecarMissing { key: key.clone() })
+            }
             Seal::Differs(sidecar) => {
                 sealed_before = true;
-                problems.push(Problem::SidecarMismatch {
+                problems.push(CatalogProblem::SidecarMismatch {
                     key: key.clone(),
                     sidecar,
                     actual: Sha256::hex_of(&bytes),
@@ -669,7 +671,7 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
         let manifest = match Manifest::from_bytes(&key, &bytes) {
             Ok(m) => Some(m),
             Err(manifest::CatalogError::InvalidField { error, .. }) => {
-                problems.push(Problem::InvalidField {
+                problems.push(CatalogProblem::InvalidField {
                     key: key.clone(),
                     field: error.field,
                     value: error.value,
@@ -678,7 +680,7 @@ fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<Problem>), SinkError> {
                 None
             }
             Err(e) => {
-                problems.push(Problem::Unreadable {
+                problems.push(CatalogProblem::Unreadable {
                     key: key.clone(),
                     message: match e {
                         manifest::CatalogError::Malformed { message, .. } => message,
@@ -802,7 +804,7 @@ pub fn verify(
     chain.forks(&walk.relinked, &mut problems);
     for (i, n) in nodes.iter().enumerate() {
         if !walk.visited[i] {
-            problems.push(Problem::Unlinked { key: n.key.clone() });
+            problems.push(CatalogProblem::Unlinked { key: n.key.clone() });
         }
     }
     // 4. The artifacts of the chain, minus those a later manifest pruned.
@@ -824,23 +826,23 @@ pub fn verify(
     Ok(report)
 }
 
-fn manifest_facts(sink: &str, nodes: &[Node], problems: &mut Vec<Problem>) {
+fn manifest_facts(sink: &str, nodes: &[Node], problems: &mut Vec<CatalogProblem>) {
     for n in nodes {
         let Some(m) = &n.manifest else { continue };
         if manifest::manifest_key(&m.run_id) != n.key {
-            problems.push(Problem::Misplaced {
+            problems.push(CatalogProblem::Misplaced {
                 key: n.key.clone(),
                 run_id: m.run_id.clone(),
             });
         }
         if m.sink != sink {
-            problems.push(Problem::WrongSink {
+            problems.push(CatalogProblem::WrongSink {
                 key: n.key.clone(),
                 sink: m.sink.clone(),
             });
         }
         for (field, key, reason) in m.bad_keys() {
-            problems.push(Problem::InvalidKey {
+            problems.push(CatalogProblem::InvalidKey {
                 manifest: n.key.clone(),
                 field,
                 key,
@@ -890,7 +892,7 @@ impl<'a> Chain<'a> {
 
     /// From the head along `previous`, naming each broken link and going on
     /// past it.
-    fn walk(&self, problems: &mut Vec<Problem>) -> Walk {
+    fn walk(&self, problems: &mut Vec<CatalogProblem>) -> Walk {
         let nodes = self.nodes;
         let mut visited = vec![false; nodes.len()];
         let mut chain: Vec<usize> = Vec::new();
@@ -914,7 +916,7 @@ impl<'a> Chain<'a> {
                 // need not: runs that overlap are appended in the order
                 // they finish.
                 if older.run_id >= node.run_id {
-                    problems.push(Problem::OutOfOrder {
+                    problems.push(CatalogProblem::OutOfOrder {
                         key: node.key.clone(),
                         previous_key: older.key.clone(),
                         field: "run_id".into(),
@@ -945,7 +947,7 @@ impl<'a> Chain<'a> {
         m: &Manifest,
         prev: &str,
         visited: &[bool],
-        problems: &mut Vec<Problem>,
+        problems: &mut Vec<CatalogProblem>,
     ) -> Option<usize> {
         let named = m.previous_run_id.as_deref();
         let named_idx = named
@@ -955,7 +957,7 @@ impl<'a> Chain<'a> {
         match (named, named_idx) {
             (Some(_), Some(p)) => {
                 let older = &self.nodes[p];
-                problems.push(Problem::Altered {
+                problems.push(CatalogProblem::Altered {
                     key: older.key.clone(),
                     recorded: prev.to_string(),
                     actual: older.sha256.clone(),
@@ -968,7 +970,7 @@ impl<'a> Chain<'a> {
                 Some(p)
             }
             (Some(run_id), None) => {
-                problems.push(Problem::Deleted {
+                problems.push(CatalogProblem::Deleted {
                     run_id: run_id.to_string(),
                     key: manifest::manifest_key(run_id),
                     sha256: prev.to_string(),
@@ -977,7 +979,7 @@ impl<'a> Chain<'a> {
                 self.resume(visited, run_id)
             }
             (None, _) => {
-                problems.push(Problem::BrokenLink {
+                problems.push(CatalogProblem::BrokenLink {
                     key: node.key.clone(),
                     previous: prev.to_string(),
                 });
@@ -988,7 +990,7 @@ impl<'a> Chain<'a> {
 
     /// Manifests a repair brought back onto the chain: each vouched for by
     /// its SHA-256 in field `relinked` of a manifest already reached.
-    fn follow_relinks(&self, mut walk: Walk, problems: &mut Vec<Problem>) -> Walk {
+    fn follow_relinks(&self, mut walk: Walk, problems: &mut Vec<CatalogProblem>) -> Walk {
         let nodes = self.nodes;
         let mut work = walk.chain.clone();
         while let Some(i) = work.pop() {
@@ -1006,7 +1008,7 @@ impl<'a> Chain<'a> {
                             work.push(j);
                         }
                     }
-                    _ => problems.push(Problem::RelinkBroken {
+                    _ => problems.push(CatalogProblem::RelinkBroken {
                         key: r.key.clone(),
                         named_by: nodes[i].key.clone(),
                         recorded: r.sha256.clone(),
@@ -1019,7 +1021,7 @@ impl<'a> Chain<'a> {
     }
 
     /// One `previous` claimed twice, unless a repair settled it.
-    fn forks(&self, relinked: &[bool], problems: &mut Vec<Problem>) {
+    fn forks(&self, relinked: &[bool], problems: &mut Vec<CatalogProblem>) {
         let mut claims: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
         for n in self.nodes {
             if let Some(m) = &n.manifest {
@@ -1036,7 +1038,7 @@ impl<'a> Chain<'a> {
                 .filter(|k| self.by_key.get(**k).is_none_or(|&i| !relinked[i]))
                 .count();
             if unsettled > 1 {
-                problems.push(Problem::Fork {
+                problems.push(CatalogProblem::Fork {
                     previous: previous.map(str::to_string),
                     keys: keys.into_iter().map(str::to_string).collect(),
                 });
@@ -1050,7 +1052,7 @@ impl<'a> Chain<'a> {
         log: &AnchorLog,
         sink: &str,
         position: &[Option<usize>],
-        problems: &mut Vec<Problem>,
+        problems: &mut Vec<CatalogProblem>,
     ) -> AnchorStatus {
         let nodes = self.nodes;
         let position: HashMap<&str, usize> = (0..nodes.len())
@@ -1058,7 +1060,7 @@ impl<'a> Chain<'a> {
             .collect();
         for a in log.for_sink(sink) {
             if !position.contains_key(a.head.as_str()) {
-                problems.push(Problem::AnchorNotInChain {
+                problems.push(CatalogProblem::AnchorNotInChain {
                     line: a.line,
                     anchored_at: a.at,
                     head: a.head.clone(),
@@ -1088,7 +1090,7 @@ fn check_artifacts(
     reached: &[usize],
     depth: ArtifactCheck,
     report: &mut Report,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<CatalogProblem>,
 ) -> Result<(), SinkError> {
     let mut pruned_at: HashMap<(&str, &str), &str> = HashMap::new();
     for &i in reached {
@@ -1144,7 +1146,7 @@ fn check_artifact(
     entry: &Entry,
     depth: ArtifactCheck,
     sizes: &mut HashMap<String, Option<u64>>,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<CatalogProblem>,
     hashed: &mut u64,
 ) -> Result<(), SinkError> {
     let at = Place {
@@ -1162,7 +1164,7 @@ fn check_artifact(
         Ok(_) => {}
         // A missing one is named already.
         Err(_) if sizes.get(&entry.sidecar_key) == Some(&None) => {}
-        Err(_) => problems.push(Problem::SidecarMissing {
+        Err(_) => problems.push(CatalogProblem::SidecarMissing {
             manifest: at.manifest.to_string(),
             index,
             key: entry.sidecar_key.clone(),
@@ -1189,8 +1191,8 @@ impl Place<'_> {
         against: &str,
         recorded: &str,
         actual: &str,
-    ) -> Problem {
-        Problem::DigestMismatch {
+    ) -> CatalogProblem {
+        CatalogProblem::DigestMismatch {
             manifest: self.manifest.to_string(),
             index: self.index,
             key: key.to_string(),
@@ -1211,7 +1213,7 @@ fn check_presence(
     at: Place<'_>,
     entry: &Entry,
     sizes: &mut HashMap<String, Option<u64>>,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<CatalogProblem>,
 ) -> Result<bool, SinkError> {
     // `objects` lists the entry's own key first.
     for needed in entry.objects() {
@@ -1227,7 +1229,7 @@ fn check_presence(
         match (actual, needed.size) {
             (None, _) if needed.key == entry.key => {
                 // Its own object gone: nothing else of it matters.
-                problems.push(Problem::ArtifactMissing {
+                problems.push(CatalogProblem::ArtifactMissing {
                     manifest,
                     index: at.index,
                     key: needed.key,
@@ -1236,13 +1238,13 @@ fn check_presence(
             }
             (None, _) => {
                 problems.push(if needed.role == manifest::Role::Sidecar {
-                    Problem::SidecarMissing {
+                    CatalogProblem::SidecarMissing {
                         manifest,
                         index: at.index,
                         key: needed.key,
                     }
                 } else {
-                    Problem::ArtifactMissing {
+                    CatalogProblem::ArtifactMissing {
                         manifest,
                         index: at.index,
                         key: needed.key,
@@ -1250,7 +1252,7 @@ fn check_presence(
                 });
             }
             (Some(actual), Some(recorded)) if actual != recorded => {
-                problems.push(Problem::SizeMismatch {
+                problems.push(CatalogProblem::SizeMismatch {
                     manifest,
                     index: at.index,
                     key: needed.key,
@@ -1270,7 +1272,7 @@ fn check_packs(
     sink: &dyn Sink,
     at: Place<'_>,
     map: &crate::page_map::PageMap,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<CatalogProblem>,
     hashed: &mut u64,
 ) -> Result<(), SinkError> {
     for (i, pack) in map.packs.iter().enumerate() {
@@ -1282,7 +1284,7 @@ fn check_packs(
         };
         let mut h = crate::digest::HashingReader::new(&mut reader);
         if let Err(e) = std::io::copy(&mut h, &mut std::io::sink()) {
-            problems.push(Problem::ArtifactUnreadable {
+            problems.push(CatalogProblem::ArtifactUnreadable {
                 manifest: at.manifest.to_string(),
                 index: at.index,
                 key: pack.key.clone(),
@@ -1308,10 +1310,10 @@ fn check_image(
     sink: &dyn Sink,
     at: Place<'_>,
     entry: &Entry,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<CatalogProblem>,
     hashed: &mut u64,
 ) -> Result<(), SinkError> {
-    let unreadable = |message: String| Problem::ArtifactUnreadable {
+    let unreadable = |message: String| CatalogProblem::ArtifactUnreadable {
         manifest: at.manifest.to_string(),
         index: at.index,
         key: entry.key.clone(),
@@ -1320,7 +1322,7 @@ fn check_image(
     let rehash = match rehash(sink, entry) {
         Ok(r) => r,
         Err(RehashError::Sink(e)) if e.is_not_found() => {
-            problems.push(Problem::ArtifactMissing {
+            problems.push(CatalogProblem::ArtifactMissing {
                 manifest: at.manifest.to_string(),
                 index: at.index,
                 key: entry.key.clone(),

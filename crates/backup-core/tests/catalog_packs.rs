@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use backup_core::catalog::{self, ArtifactCheck, Options, Problem};
+use backup_core::catalog::{self, ArtifactCheck, CatalogProblem, Options};
 use backup_core::sink::{MemorySink, Sink, get_bytes};
 use backup_core::{Backups, Database};
 
@@ -31,7 +31,7 @@ fn chain(dir: &Path) -> (MemorySink, Backups) {
     (sink, backups)
 }
 
-fn cheap(sink: &MemorySink) -> Vec<Problem> {
+fn cheap(sink: &MemorySink) -> Vec<CatalogProblem> {
     let opts = Options {
         artifacts: ArtifactCheck::Cheap,
     };
@@ -59,7 +59,7 @@ fn a_deleted_or_truncated_pack_is_named_under_every_entry_that_needs_it() {
     let short: Vec<_> = problems
         .iter()
         .filter(|p| {
-            matches!(p, Problem::SizeMismatch { key, actual, recorded, .. }
+            matches!(p, CatalogProblem::SizeMismatch { key, actual, recorded, .. }
             if *key == base && *actual + 1 == *recorded)
         })
         .collect();
@@ -69,7 +69,7 @@ fn a_deleted_or_truncated_pack_is_named_under_every_entry_that_needs_it() {
     let problems = cheap(&sink);
     let missing = problems
         .iter()
-        .filter(|p| matches!(p, Problem::ArtifactMissing { key, .. } if *key == base))
+        .filter(|p| matches!(p, CatalogProblem::ArtifactMissing { key, .. } if *key == base))
         .count();
     assert_eq!(missing, needing, "{problems:#?}");
     assert!(problems.iter().all(|p| !p.to_string().is_empty()));

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use backup_core::catalog::{self, ArtifactCheck, Options, Problem};
+use backup_core::catalog::{self, ArtifactCheck, CatalogProblem, Options};
 use backup_core::compress::{Compression, Format};
 use backup_core::digest::{Sha256, Sidecar};
 use backup_core::jiff::{SignedDuration, Timestamp};
@@ -257,7 +257,7 @@ fn tamper_and_read(target: usize, pick: prop::sample::Index, m: &Mutation) -> Op
         assert!(!report.ok(), "{p} {m:?}: not reported");
     }
     let refused = report.problems.iter().any(|problem| {
-        matches!(problem, Problem::InvalidField { key: k, .. } | Problem::Unreadable { key: k, .. } if *k == key)
+        matches!(problem, CatalogProblem::InvalidField { key: k, .. } | CatalogProblem::Unreadable { key: k, .. } if *k == key)
     });
 
     // list
@@ -508,7 +508,7 @@ fn each_bad_field_is_named() {
         }
         let r = catalog::verify(&sink, &Options::default(), None).unwrap();
         let named = r.problems.iter().any(|p| {
-            matches!(p, Problem::InvalidField { key: k, field: f, .. } if *k == key && f == field)
+            matches!(p, CatalogProblem::InvalidField { key: k, field: f, .. } if *k == key && f == field)
         });
         assert!(named, "{pointer}: {:#?}", r.problems);
         for p in &r.problems {

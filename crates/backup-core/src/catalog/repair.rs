@@ -17,7 +17,7 @@
 use jiff::Timestamp;
 
 use super::append::{self, AppendError, Appended, Draft};
-use super::{ArtifactCheck, Options, Problem, verify};
+use super::{ArtifactCheck, CatalogProblem, Options, verify};
 use crate::digest::Sha256;
 use crate::manifest::{self, Manifest, Relinked};
 use crate::sink::{Sink, SinkError, get_bytes};
@@ -30,7 +30,7 @@ pub struct RepairPlan {
     /// Manifests off the chain, oldest first, that the repair re-links.
     pub relink: Vec<Relinked>,
     /// Problems a repair does not fix; it refuses while there are any.
-    pub blocking: Vec<Problem>,
+    pub blocking: Vec<CatalogProblem>,
 }
 
 impl RepairPlan {
@@ -51,7 +51,7 @@ pub enum RepairError {
     Append(#[from] AppendError),
     /// The catalog has problems a repair must not paper over.
     #[error("{} problem(s) that a repair does not fix, first: {}", .0.len(), .0[0])]
-    Blocked(Vec<Problem>),
+    Blocked(Vec<CatalogProblem>),
 }
 
 /// Look at a sink's catalog and say what [`apply`] would do. Reads only.
@@ -70,7 +70,7 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
     };
     for p in &report.problems {
         match p {
-            Problem::Unlinked { key } => {
+            CatalogProblem::Unlinked { key } => {
                 let bytes = get_bytes(sink, key)?;
                 let m = Manifest::from_bytes(key, &bytes)
                     .map_err(|e| RepairError::Blocked(vec![unreadable(key, e)]))?;
@@ -78,18 +78,20 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
                     .problems
                     .iter()
                     .find_map(|f| match f {
-                        Problem::Fork { previous, keys } if keys.contains(key) => Some(format!(
-                            "forked: {} also name{} previous {}",
-                            keys.iter()
-                                .filter(|k| *k != key)
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            if keys.len() > 2 { "" } else { "s" },
-                            previous
-                                .as_deref()
-                                .map_or("(none: a first manifest)", |p| p.get(..16).unwrap_or(p))
-                        )),
+                        CatalogProblem::Fork { previous, keys } if keys.contains(key) => {
+                            Some(format!(
+                                "forked: {} also name{} previous {}",
+                                keys.iter()
+                                    .filter(|k| *k != key)
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                if keys.len() > 2 { "" } else { "s" },
+                                previous.as_deref().map_or("(none: a first manifest)", |p| p
+                                    .get(..16)
+                                    .unwrap_or(p))
+                            ))
+                        }
                         _ => None,
                     })
                     .unwrap_or_else(|| "not on the chain from the head".into());
@@ -101,7 +103,7 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
                 });
             }
             // Settled by re-linking the manifests above.
-            Problem::Fork { .. } => {}
+            CatalogProblem::Fork { .. } => {}
             other => out.blocking.push(other.clone()),
         }
     }
@@ -109,8 +111,8 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
     Ok(out)
 }
 
-fn unreadable(key: &str, e: manifest::CatalogError) -> Problem {
-    Problem::Unreadable {
+fn unreadable(key: &str, e: manifest::CatalogError) -> CatalogProblem {
+    CatalogProblem::Unreadable {
         key: key.to_string(),
         message: e.to_string(),
     }
@@ -198,7 +200,7 @@ mod tests {
             before
                 .problems
                 .iter()
-                .any(|p| matches!(p, Problem::Fork { .. })),
+                .any(|p| matches!(p, CatalogProblem::Fork { .. })),
             "{:?}",
             before.problems
         );
@@ -239,7 +241,7 @@ mod tests {
         assert!(
             r.problems
                 .iter()
-                .any(|p| matches!(p, Problem::RelinkBroken { key, actual: Some(_), .. } if key == &keys[1])),
+                .any(|p| matches!(p, CatalogProblem::RelinkBroken { key, actual: Some(_), .. } if key == &keys[1])),
             "{:?}",
             r.problems
         );

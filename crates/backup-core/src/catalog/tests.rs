@@ -172,7 +172,7 @@ fn a_deleted_manifest_is_named() {
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert_eq!(
         r.problems,
-        vec![Problem::Deleted {
+        vec![CatalogProblem::Deleted {
             run_id: run_id(2),
             key: manifest_key(&run_id(2)),
             sha256: Manifest::from_bytes("", &get_bytes(&sink, &manifest_key(&run_id(3))).unwrap())
@@ -203,7 +203,7 @@ fn an_altered_manifest_is_named_with_its_field() {
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
     match &r.problems[0] {
-        Problem::Altered {
+        CatalogProblem::Altered {
             key: k,
             named_by,
             fields,
@@ -226,13 +226,13 @@ fn an_altered_size_is_named_twice_by_chain_and_by_artifact() {
     let r = check(&sink, ArtifactCheck::Cheap, None);
     let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
     assert!(
-        matches!(&r.problems[0], Problem::Altered { fields, .. } if fields == &["entries[0].size"]),
+        matches!(&r.problems[0], CatalogProblem::Altered { fields, .. } if fields == &["entries[0].size"]),
         "{text:#?}"
     );
     assert!(
         matches!(
             &r.problems[1],
-            Problem::SizeMismatch {
+            CatalogProblem::SizeMismatch {
                 recorded: 1,
                 index: 0,
                 ..
@@ -251,7 +251,7 @@ fn a_reformatted_manifest_is_altered_with_no_field_changed() {
     put_sealed(&sink, &key, &bytes);
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert!(
-        matches!(&r.problems[..], [Problem::Altered { fields, .. }] if fields[0].starts_with("none")),
+        matches!(&r.problems[..], [CatalogProblem::Altered { fields, .. }] if fields[0].starts_with("none")),
         "{:#?}",
         r.problems
     );
@@ -265,11 +265,11 @@ fn swapped_manifests_are_reported_as_reordered() {
     sink.put(&a, &bb).unwrap();
     sink.put(&b, &ba).unwrap();
     let r = check(&sink, ArtifactCheck::Cheap, None);
-    assert!(r.problems.contains(&Problem::Misplaced {
+    assert!(r.problems.contains(&CatalogProblem::Misplaced {
         key: a.clone(),
         run_id: run_id(2)
     }));
-    assert!(r.problems.contains(&Problem::Misplaced {
+    assert!(r.problems.contains(&CatalogProblem::Misplaced {
         key: b.clone(),
         run_id: run_id(1)
     }));
@@ -287,7 +287,10 @@ fn a_manifest_written_behind_the_head_is_cut_off() {
     let e0 = artifact(&sink, 0);
     let k0 = write_unclaimed(&sink, 0, vec![e0]);
     let r = check(&sink, ArtifactCheck::Skip, None);
-    assert_eq!(r.problems, vec![Problem::Unlinked { key: k0.clone() }]);
+    assert_eq!(
+        r.problems,
+        vec![CatalogProblem::Unlinked { key: k0.clone() }]
+    );
     // The next run links to run 1 as well: now two manifests claim it.
     let e2 = artifact(&sink, 2);
     write_manifest(&sink, &run_id(2), t(2), t(2), vec![e2], vec![]).unwrap();
@@ -295,7 +298,7 @@ fn a_manifest_written_behind_the_head_is_cut_off() {
     assert!(
         r.problems
             .iter()
-            .any(|p| matches!(p, Problem::Fork { keys, .. } if keys.contains(&k0))),
+            .any(|p| matches!(p, CatalogProblem::Fork { keys, .. } if keys.contains(&k0))),
         "{:#?}",
         r.problems
     );
@@ -324,7 +327,7 @@ fn previous_pointing_forward_is_out_of_order() {
     sink.put(&k(3), &bytes).unwrap();
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert!(
-        r.problems.contains(&Problem::Misplaced {
+        r.problems.contains(&CatalogProblem::Misplaced {
             key: k(3),
             run_id: run_id(1)
         }),
@@ -332,7 +335,7 @@ fn previous_pointing_forward_is_out_of_order() {
         r.problems
     );
     assert!(
-        r.problems.contains(&Problem::OutOfOrder {
+        r.problems.contains(&CatalogProblem::OutOfOrder {
             key: k(3),
             previous_key: k(2),
             field: "run_id".into()
@@ -355,14 +358,14 @@ fn two_manifests_claiming_one_previous_are_a_fork() {
     sink.put(&m.key(), &m.to_bytes()).unwrap();
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert!(
-        r.problems.contains(&Problem::Fork {
+        r.problems.contains(&CatalogProblem::Fork {
             previous: Some(heads[0].clone()),
             keys: vec![manifest_key(&run_id(1)), manifest_key(&run_id(5))],
         }),
         "{:#?}",
         r.problems
     );
-    assert!(r.problems.contains(&Problem::Unlinked {
+    assert!(r.problems.contains(&CatalogProblem::Unlinked {
         key: manifest_key(&run_id(1))
     }));
 }
@@ -381,7 +384,7 @@ fn changed_artifact_bytes_are_caught_by_size_cheaply_and_by_digest_deeply() {
     let m1 = manifest_key(&run_id(1));
     assert!(
         r.problems.iter().any(|p| matches!(p,
-            Problem::DigestMismatch { manifest, index: 0, field, against, .. }
+            CatalogProblem::DigestMismatch { manifest, index: 0, field, against, .. }
                 if manifest == &m1 && field == "sha256" && against == "artifact")),
         "{:#?}",
         r.problems
@@ -390,7 +393,7 @@ fn changed_artifact_bytes_are_caught_by_size_cheaply_and_by_digest_deeply() {
     sink.put(key, &bytes[..mid]).unwrap();
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert!(
-        matches!(&r.problems[..], [Problem::SizeMismatch { manifest, index: 0, .. }] if manifest == &m1),
+        matches!(&r.problems[..], [CatalogProblem::SizeMismatch { manifest, index: 0, .. }] if manifest == &m1),
         "{:#?}",
         r.problems
     );
@@ -403,7 +406,10 @@ fn missing_artifacts_are_errors_unless_a_later_manifest_pruned_them() {
     sink.delete("app-0000.db.gz.sha256").unwrap();
     let r = check(&sink, ArtifactCheck::Cheap, None);
     assert!(
-        matches!(&r.problems[..], [Problem::ArtifactMissing { index: 0, .. }]),
+        matches!(
+            &r.problems[..],
+            [CatalogProblem::ArtifactMissing { index: 0, .. }]
+        ),
         "{:#?}",
         r.problems
     );
@@ -449,7 +455,7 @@ fn the_anchor_catches_an_altered_head_and_a_truncated_chain() {
     let r = check(&sink, ArtifactCheck::Skip, Some(&log));
     assert_eq!(
         r.problems,
-        vec![Problem::AnchorNotInChain {
+        vec![CatalogProblem::AnchorNotInChain {
             line: 2,
             anchored_at: t(0),
             head: heads[2].clone(),
@@ -466,7 +472,7 @@ fn the_anchor_catches_an_altered_head_and_a_truncated_chain() {
     let log = anchor_log(&[("local", &heads[2])]);
     let r = check(&sink, ArtifactCheck::Skip, Some(&log));
     assert!(
-        matches!(&r.problems[..], [Problem::AnchorNotInChain { line: 1, head, .. }] if head == &heads[2]),
+        matches!(&r.problems[..], [CatalogProblem::AnchorNotInChain { line: 1, head, .. }] if head == &heads[2]),
         "{:#?}",
         r.problems
     );
@@ -486,7 +492,10 @@ fn a_rewritten_history_is_caught_by_an_old_anchor() {
     assert!(check(&sink, ArtifactCheck::Cheap, Some(&log)).ok());
     let r = check(&rebuilt, ArtifactCheck::Cheap, Some(&log));
     assert!(
-        matches!(&r.problems[..], [Problem::AnchorNotInChain { line: 1, .. }]),
+        matches!(
+            &r.problems[..],
+            [CatalogProblem::AnchorNotInChain { line: 1, .. }]
+        ),
         "{:#?}",
         r.problems
     );
@@ -524,7 +533,7 @@ fn a_manifest_without_run_link_reports_a_broken_link() {
     relinked.delete(&manifest_key(&run_id(1))).unwrap();
     let r = check(&relinked, ArtifactCheck::Skip, None);
     assert!(
-        matches!(&r.problems[..], [Problem::BrokenLink { key, .. }] if key == &manifest_key(&run_id(2))),
+        matches!(&r.problems[..], [CatalogProblem::BrokenLink { key, .. }] if key == &manifest_key(&run_id(2))),
         "{:#?}",
         r.problems
     );
@@ -539,8 +548,8 @@ fn an_unreadable_manifest_is_named_and_the_walk_goes_on() {
         .problems
         .iter()
         .map(|p| match p {
-            Problem::Unreadable { .. } => "unreadable",
-            Problem::Altered { .. } => "altered",
+            CatalogProblem::Unreadable { .. } => "unreadable",
+            CatalogProblem::Altered { .. } => "altered",
             _ => "other",
         })
         .collect();
@@ -554,7 +563,7 @@ fn a_manifest_copied_from_another_sink_is_named() {
     let key = manifest_key(&run_id(1));
     edit(&sink, &key, |v| v["sink"] = "azure".into());
     let r = check(&sink, ArtifactCheck::Skip, None);
-    assert!(r.problems.contains(&Problem::WrongSink {
+    assert!(r.problems.contains(&CatalogProblem::WrongSink {
         key,
         sink: "azure".into()
     }));
@@ -568,7 +577,7 @@ fn an_empty_sink_is_fine_unless_anchored() {
     let r = check(&sink, ArtifactCheck::Deep, Some(&log));
     assert!(matches!(
         &r.problems[..],
-        [Problem::AnchorNotInChain { .. }]
+        [CatalogProblem::AnchorNotInChain { .. }]
     ));
     let other = anchor_log(&[("cold", &"e".repeat(64))]);
     let r = check(&sink, ArtifactCheck::Deep, Some(&other));
@@ -631,7 +640,7 @@ fn an_edit_without_resealing_is_caught_by_the_sidecar_even_at_the_head() {
     for depth in [ArtifactCheck::Skip, ArtifactCheck::Deep] {
         let r = check(&sink, depth, None);
         assert!(
-            matches!(&r.problems[..], [Problem::SidecarMismatch { key, .. }] if key == &head),
+            matches!(&r.problems[..], [CatalogProblem::SidecarMismatch { key, .. }] if key == &head),
             "{depth:?}: {:#?}",
             r.problems
         );
@@ -641,7 +650,7 @@ fn an_edit_without_resealing_is_caught_by_the_sidecar_even_at_the_head() {
     let r = check(&sink, ArtifactCheck::Skip, None);
     assert_eq!(
         r.problems,
-        vec![Problem::ManifestSidecarMissing { key: head.clone() }]
+        vec![CatalogProblem::ManifestSidecarMissing { key: head.clone() }]
     );
     // Catalogs from before sidecars (none at all) are fine.
     for i in 0..3 {
@@ -672,7 +681,7 @@ fn an_escaping_entry_key_is_named_and_never_looked_up() {
             .problems
             .iter()
             .filter_map(|p| match p {
-                Problem::InvalidKey {
+                CatalogProblem::InvalidKey {
                     manifest, field, ..
                 } if manifest == &head => Some(field.as_str()),
                 _ => None,
