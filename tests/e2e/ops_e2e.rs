@@ -464,3 +464,48 @@ fn sigint_during_a_backup_keeps_nothing_incomplete() {
     let leftovers = files_under(&root);
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
+
+/// One health rule for `status`, `status --json`, the metrics and the
+/// report: a run that fails right after a success is not "ok".
+#[test]
+fn status_metrics_and_report_call_a_failed_latest_run_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("app.db"));
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[metrics]\ntextfile = \"metrics.prom\"\n",
+    );
+    let o = run(&config, &["backup"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (exit, status) = status_json(&config);
+    assert_eq!(
+        (exit, &status["databases"][0]["health"]),
+        (0, &Value::from("ok"))
+    );
+
+    // The source becomes unreadable as a database: the next run fails.
+    not_a_database(&dir.path().join("app.db"));
+    let _ = std::fs::remove_file(dir.path().join("app.db-wal"));
+    let o = run(&config, &["backup"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+
+    let (exit, status) = status_json(&config);
+    assert_eq!(
+        (exit, &status["databases"][0]["health"]),
+        (1, &Value::from("failing")),
+        "{status:#}"
+    );
+    let o = run(&config, &["status"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("FAILING"), "{}", stdout(&o));
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
+    assert!(
+        metrics.contains("sqlite_backup_healthy{database=\"app\"} 0"),
+        "{metrics}"
+    );
+    let page = dir.path().join("report.html");
+    let o = run(&config, &["report", "--html", page.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(">failing<"), "the report agrees");
+}

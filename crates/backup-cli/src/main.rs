@@ -6,6 +6,7 @@
 mod alerts;
 mod args;
 mod cmd;
+mod health;
 mod interval;
 mod lock;
 mod logging;

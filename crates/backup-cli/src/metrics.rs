@@ -19,6 +19,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing::{info, warn};
 
+use crate::health::{Health, health};
 use crate::state::State;
 
 /// Seconds since the epoch, as Prometheus timestamps are.
@@ -35,10 +36,22 @@ pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
             let label = d.database.label.clone();
             let Some(db) = state.databases.get(&label) else {
                 // Known but never run: its failure count is known (zero).
+                gauge!("sqlite_backup_healthy", "database" => label.clone()).set(0.0);
                 gauge!("sqlite_backup_consecutive_failures", "database" => label).set(0.0);
                 continue;
             };
             let l = || label.clone();
+            let h = health(
+                db.last_success.as_ref().map(|s| s.at),
+                db.consecutive_failures,
+                config.max_age_hours,
+                now,
+            );
+            gauge!("sqlite_backup_healthy", "database" => l()).set(if h == Health::Ok {
+                1.0
+            } else {
+                0.0
+            });
             gauge!("sqlite_backup_consecutive_failures", "database" => l())
                 .set(f64::from(db.consecutive_failures));
             gauge!("sqlite_backup_drill_consecutive_failures", "database" => l())
@@ -122,6 +135,11 @@ fn describe() {
         "sqlite_backup_database_bytes",
         Unit::Bytes,
         "Size of the live database at the newest backup.",
+    );
+    g(
+        "sqlite_backup_healthy",
+        Unit::Count,
+        "1 when the database is healthy as `status` says (latest attempt succeeded, newest backup within max_age_hours), else 0.",
     );
     g(
         "sqlite_backup_consecutive_failures",

@@ -13,6 +13,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::Exit;
 use crate::args::{Cli, ReportArgs};
+use crate::health::Health;
 use crate::output::{age, size, time};
 use crate::settings;
 use crate::state::{DbState, State};
@@ -114,18 +115,18 @@ fn render(
 }
 
 fn health(newest: Option<&Listed>, s: &DbState, max_age_hours: u32, now: Timestamp) -> Markup {
-    let stale = newest.is_none_or(|l| {
-        now.duration_since(l.entry.snapshot_at).as_secs() > i64::from(max_age_hours) * 3600
-    });
-    html! {
-        @if s.consecutive_failures > 0 {
-            span.bad { "failing" }
-        } @else if stale {
-            span.warn { "stale" }
-        } @else {
-            span.ok { "ok" }
-        }
-    }
+    let h = crate::health::health(
+        newest.map(|l| l.entry.snapshot_at),
+        s.consecutive_failures,
+        max_age_hours,
+        now,
+    );
+    let class = match h {
+        Health::Ok => "ok",
+        Health::Stale => "warn",
+        Health::Failing | Health::Never => "bad",
+    };
+    html! { span class=(class) { (h.as_str()) } }
 }
 
 fn sinks_of(list: Option<&Vec<&Listed>>, newest: Option<&Listed>) -> String {

@@ -17,39 +17,9 @@ use jiff::Timestamp;
 
 use crate::Exit;
 use crate::args::{Cli, StatusArgs};
+use crate::health::{Health, health};
 use crate::output::{Table, age, size, time};
 use crate::settings;
-
-/// Health of one database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    /// Newest success within `max_age_hours`.
-    Ok,
-    /// Newest success too old.
-    Stale,
-    /// Never backed up.
-    Never,
-}
-
-impl Health {
-    fn as_str(self) -> &'static str {
-        match self {
-            Health::Ok => "ok",
-            Health::Stale => "stale",
-            Health::Never => "never",
-        }
-    }
-}
-
-fn health(success: Option<&Success>, max_age_hours: u32, now: Timestamp) -> Health {
-    match success {
-        None => Health::Never,
-        Some(s) if now.duration_since(s.at).as_secs() > i64::from(max_age_hours) * 3600 => {
-            Health::Stale
-        }
-        Some(_) => Health::Ok,
-    }
-}
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
@@ -78,7 +48,12 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 None => (s.last_success.clone(), "state", None),
                 Some((all, problems)) => reconcile(label, s.last_success.as_ref(), all, problems),
             };
-            let h = health(success.as_ref(), config.max_age_hours, now);
+            let h = health(
+                success.as_ref().map(|x| x.at),
+                s.consecutive_failures,
+                config.max_age_hours,
+                now,
+            );
             Row {
                 label,
                 state: s,
@@ -292,22 +267,34 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
             }
         }
     }
-    let bad: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.health != Health::Ok)
-        .map(|r| r.label)
-        .collect();
-    if bad.is_empty() {
+    let with = |h: Health| -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r.health == h)
+            .map(|r| r.label)
+            .collect()
+    };
+    let (failing, old) = (
+        with(Health::Failing),
+        [with(Health::Never), with(Health::Stale)].concat(),
+    );
+    if failing.is_empty() && old.is_empty() {
         println!(
             "All {} databases have a backup newer than {} h.",
             rows.len(),
             config.max_age_hours
         );
-    } else {
+    }
+    if !failing.is_empty() {
+        println!(
+            "UNHEALTHY: the latest backup run failed for {}.",
+            failing.join(", ")
+        );
+    }
+    if !old.is_empty() {
         println!(
             "UNHEALTHY: no backup newer than {} h for {} (max_age_hours in {}).",
             config.max_age_hours,
-            bad.join(", "),
+            old.join(", "),
             config.file.display()
         );
     }
