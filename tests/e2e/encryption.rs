@@ -293,6 +293,29 @@ fn passphrase_mode_round_trips_and_never_prints_the_passphrase() {
     for f in files_below(&e.p.backups()) {
         assert!(!contains(&std::fs::read(&f).unwrap(), MARKER.as_bytes()));
     }
+
+    // A wrong passphrase is a key problem, as a wrong identity is: exit 2,
+    // never "corrupt", and a restore neither walks back nor touches anything.
+    let wrong = |args: &[&str]| {
+        let out =
+            e.p.command(args)
+                .env("APP_BACKUP_PASSPHRASE", "correct horse battery stapler")
+                .output()
+                .unwrap();
+        (out.status.code(), output_text(&out))
+    };
+    let before = std::fs::read(&e.db).unwrap();
+    for args in [&["verify", "--latest", "app"][..], &["restore", "app"]] {
+        let (code, text) = wrong(args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains("passphrase given")
+                && !text.contains("CORRUPT")
+                && !text.contains("REJECTED"),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(std::fs::read(&e.db).unwrap(), before);
 }
 
 #[test]

@@ -66,7 +66,7 @@ pub enum KeyError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// None of the identities is a recipient of this object.
-    #[error("none of the given identities can decrypt it (it was encrypted to {})", if encrypted_to.is_empty() { "unknown recipients".to_string() } else { encrypted_to.join(", ") })]
+    #[error("{}", wrong_identity(encrypted_to))]
     WrongIdentity {
         /// Short fingerprints of the recipients, when known.
         encrypted_to: Vec<String>,
@@ -160,7 +160,7 @@ impl Recipients {
     pub fn passphrase(passphrase: SecretString) -> Self {
         Self(Arc::new(RecipientsInner {
             keys: vec![Box::new(age::scrypt::Recipient::new(passphrase))],
-            fingerprints: vec!["passphrase".into()],
+            fingerprints: vec![PASSPHRASE.into()],
         }))
     }
 
@@ -273,8 +273,18 @@ impl Identities {
         encrypted_to: &[String],
     ) -> Result<age::stream::StreamReader<R>, OpenError> {
         let d = Decryptor::new(input).map_err(|e| damaged(e, encrypted_to))?;
+        let scrypt = d.is_scrypt();
         d.decrypt(self.0.iter().map(|k| k.as_ref() as &dyn age::Identity))
-            .map_err(|e| damaged(e, encrypted_to))
+            .map_err(|e| match e {
+                // A wrong passphrase fails the scrypt stanza's AEAD, as a
+                // damaged stanza would: the two cannot be told apart, and
+                // calling a backup corrupt for a mistyped passphrase would
+                // send a restore walking back past good backups.
+                age::DecryptError::DecryptionFailed if scrypt => OpenError::WrongIdentity {
+                    encrypted_to: vec![PASSPHRASE.into()],
+                },
+                e => damaged(e, encrypted_to),
+            })
     }
 
     /// A reader of the plaintext of `input`. Damage later in the stream
@@ -295,6 +305,25 @@ impl Identities {
             .read_to_end(&mut out)
             .map_err(|e| OpenError::Damaged(e.to_string()))?;
         Ok(out)
+    }
+}
+
+/// How backups encrypted in passphrase mode name their "recipient".
+const PASSPHRASE: &str = "passphrase";
+
+fn wrong_identity(encrypted_to: &[String]) -> String {
+    match encrypted_to {
+        [p] if p == PASSPHRASE => {
+            "the passphrase does not open it (it was encrypted with another one)".into()
+        }
+        [] => {
+            "none of the given identities can decrypt it (it was encrypted to unknown recipients)"
+                .into()
+        }
+        _ => format!(
+            "none of the given identities can decrypt it (it was encrypted to {})",
+            encrypted_to.join(", ")
+        ),
     }
 }
 

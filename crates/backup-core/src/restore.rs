@@ -380,7 +380,7 @@ pub enum RestoreError {
         encrypted_to: Vec<String>,
     },
     /// The identity given is not a recipient of the backups.
-    #[error("the identity given cannot decrypt the backups of {label:?} (encrypted to {}); nothing was touched", encrypted_to.join(", "))]
+    #[error("the {} given cannot decrypt the backups of {label:?} (encrypted to {}); nothing was touched", if encrypted_to == &["passphrase"] { "passphrase" } else { "identity" }, encrypted_to.join(", "))]
     WrongIdentity {
         /// Label.
         label: String,

@@ -182,6 +182,9 @@ impl fmt::Display for Problem {
                 write!(f, "stored size is {actual} bytes, recorded {expected}")
             }
             Self::Decrypt { error } => write!(f, "cannot decrypt: {error}"),
+            Self::WrongIdentity { encrypted_to } if encrypted_to == &["passphrase"] => {
+                write!(f, "the passphrase given does not open this backup")
+            }
             Self::WrongIdentity { encrypted_to } => write!(
                 f,
                 "the identity given is not a recipient of this backup (encrypted to {})",

@@ -121,7 +121,7 @@ fn print_text(subject: &str, report: &ArtifactReport, key_problem: bool) {
     println!(
         "{}",
         if key_problem {
-            "NOT CHECKED: the identity given cannot open this backup (see above); it is not called corrupt"
+            "NOT CHECKED: the identity or passphrase given cannot open this backup (see above); it is not called corrupt"
         } else if !report.ok() {
             "CORRUPT: do not restore from this artifact"
         } else if report.needs_identity {
