@@ -133,9 +133,22 @@ fn verify_and_restore_need_the_right_identity_and_say_so() {
     // No identity: stored bytes are checked, the content is not, and it says so.
     let text = e.p.run_ok(&["verify", "--latest", "app"]);
     assert!(text.contains("stored bytes only"), "{text}");
-    // With it: every check, row counts from inside.
+    // With it: every check, row counts from inside; a key only its owner
+    // can read draws no warning.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&e.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text =
         e.p.run_ok(&["verify", "--latest", "app", "--identity", key]);
+    assert!(!text.contains("chmod 600"), "{text}");
+    // Readable by others: it still works (a restore must not be blocked in
+    // an emergency), but says loudly how to fix it.
+    std::fs::set_permissions(&e.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text =
+        e.p.run_ok(&["verify", "--latest", "app", "--identity", key]);
+    assert!(
+        text.contains("mode 0644") && text.contains("chmod 600"),
+        "{text}"
+    );
     assert!(
         text.contains("OK: every check passed") && text.contains("tasks: 2000 rows"),
         "{text}"

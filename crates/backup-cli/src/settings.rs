@@ -241,6 +241,7 @@ pub fn identities(
     config: Option<&Config>,
 ) -> Result<Option<backup_core::encryption::Identities>> {
     if let Some(path) = identity {
+        warn_if_others_can_read(path);
         return backup_core::encryption::Identities::read_file(path)
             .map(Some)
             .map_err(|e| UsageError(format!("--identity: {e}")).into());
@@ -248,4 +249,24 @@ pub fn identities(
     Ok(config
         .and_then(|c| c.passphrase.clone())
         .map(backup_core::encryption::Identities::passphrase))
+}
+
+/// An identity file others can read opens every backup for them. ssh
+/// refuses such a key; we warn instead, loudly, because refusing would block
+/// a restore in the very emergency it is for, over a mode the fix for which
+/// is one command.
+fn warn_if_others_can_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return; // reading it reports the problem
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "identity file {} has mode {mode:04o}: other users of this host can read it and \
+             decrypt every backup; run `chmod 600 {}`",
+            path.display(),
+            shlex::try_quote(&path.to_string_lossy()).unwrap_or_default()
+        );
+    }
 }
