@@ -427,3 +427,47 @@ fn status_reads_the_catalog_when_the_state_folder_is_gone() {
     assert_eq!(v["databases"][0]["health"], "never");
     assert_eq!(v["catalog_read"], false);
 }
+
+/// node_exporter reads the textfile as its own user: a rewrite keeps the
+/// mode and group the operator gave it, `[metrics] mode` sets one, and a new
+/// file is 0644 (it was 0600, unreadable to the collector).
+#[test]
+fn the_metrics_textfile_stays_readable_to_the_collector() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    backup_testkit::demo::create(&dir.path().join("app.db"), 200_000, 3).unwrap();
+    let write = |extra: &str| {
+        let config = dir.path().join("sqlite-backup.toml");
+        std::fs::write(
+            &config,
+            format!("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[metrics]\ntextfile = \"m/app.prom\"\n{extra}"),
+        )
+        .unwrap();
+        config
+    };
+    let prom = dir.path().join("m/app.prom");
+    let mode = || std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777;
+
+    let config = write("");
+    let (code, text) = run_code(&config, &["backup"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(mode(), 0o644, "a new file is readable by the collector");
+
+    // The operator's choice survives the next rewrite, group included.
+    std::fs::set_permissions(&prom, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&prom, None, Some(4242)).unwrap();
+    let (code, text) = run_code(&config, &["backup"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(mode(), 0o640);
+    assert_eq!(std::fs::metadata(&prom).unwrap().gid(), 4242);
+
+    // An explicit mode wins.
+    let config = write("mode = \"0604\"\n");
+    let (code, text) = run_code(&config, &["backup"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(mode(), 0o604);
+    let config = write("mode = \"0755\"\n");
+    let (code, text) = run_code(&config, &["backup"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("[metrics] mode"), "{text}");
+}

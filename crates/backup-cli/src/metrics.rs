@@ -181,10 +181,20 @@ pub fn write_textfile(config: &Config, state: &State) {
         return;
     };
     let text = render(config, state, Timestamp::now());
+    // node_exporter's textfile collector reads the file as its own user: a
+    // rewrite keeps the mode and group the operator gave the file (metrics
+    // hold no database content), else `[metrics] mode`, else 0644.
+    let existing = std::fs::metadata(path).ok();
+    let mode = config.metrics.mode.unwrap_or_else(|| {
+        existing.as_ref().map_or(0o644, |m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+        })
+    });
+    let group = existing.map(|m| std::os::unix::fs::MetadataExt::gid(&m));
     let result = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| fsutil::atomic_write(path, text.as_bytes()));
+        .and_then(|()| fsutil::atomic_write_owned(path, text.as_bytes(), mode, group));
     match result {
         Ok(()) => info!("metrics written file={}", path.display()),
         Err(e) => warn!("writing the metrics file {}: {e}", path.display()),

@@ -69,6 +69,9 @@ pub struct Metrics {
     pub textfile: Option<PathBuf>,
     /// Address of the daemon's HTTP `/metrics` endpoint.
     pub listen: Option<std::net::SocketAddr>,
+    /// File mode of the textfile; `None`: keep the existing file's, else
+    /// 0644 (node_exporter reads it as its own user).
+    pub mode: Option<u32>,
 }
 
 /// Where local tiers live.
@@ -222,6 +225,7 @@ struct RawDrill {
 struct RawMetrics {
     textfile: Option<String>,
     listen: Option<String>,
+    mode: Option<Spanned<String>>,
 }
 
 /// A duration as people write it (`24h`, `30m`, `1d`); the config file,
@@ -826,9 +830,27 @@ impl Source<'_> {
             })?),
             None => None,
         };
+        let mode = match m.mode {
+            Some(mode) => {
+                let at = mode.span().start;
+                let text = mode.into_inner();
+                // Metrics hold no database content; owner write, no execute.
+                let parsed = backup_core::fsutil::parse_mode(&text)
+                    .filter(|m| m & 0o200 != 0 && m & 0o111 == 0);
+                Some(parsed.ok_or_else(|| {
+                    self.err(
+                        Some(at),
+                        format!("[metrics] mode {text:?} is not a file mode the tool can use"),
+                        Some("octal, owner write, no execute: e.g. mode = \"0644\" (node_exporter runs as its own user)"),
+                    )
+                })?)
+            }
+            None => None,
+        };
         Ok(Metrics {
             textfile: m.textfile.as_deref().map(|p| self.resolve(p)),
             listen,
+            mode,
         })
     }
 }

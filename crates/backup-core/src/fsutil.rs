@@ -240,11 +240,26 @@ pub fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
 /// (by `fchmod` on its descriptor) after its last byte is written, before
 /// the rename makes it visible under its name.
 pub fn atomic_write_mode(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    atomic_write_owned(target, data, mode, None)
+}
+
+/// [`atomic_write_mode`], also giving the file group `group` (when set)
+/// before it becomes visible: a file another user's process reads (a
+/// metrics collector) keeps the group it was given.
+pub fn atomic_write_owned(
+    target: &Path,
+    data: &[u8],
+    mode: u32,
+    group: Option<u32>,
+) -> io::Result<()> {
     let tmp = partial_path(target);
     let result = (|| {
         let mut f = create_partial(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        if group.is_some() {
+            std::os::unix::fs::fchown(&f, None, group)?;
+        }
         set_mode(&f, mode)?;
         std::fs::rename(&tmp, target)?;
         // `report.html` has the parent "", which is the working folder.
