@@ -1106,10 +1106,11 @@ fn check_artifacts(
             continue;
         };
         for (index, entry) in m.entries.iter().enumerate() {
-            // Reported as InvalidKey above; never looked up.
-            if [&entry.key, &entry.sidecar_key]
+            // Reported as InvalidKey above (any object's key); never looked up.
+            if entry
+                .objects()
                 .iter()
-                .any(|k| crate::sink::validate_key(k).is_err())
+                .any(|n| crate::sink::validate_key(&n.key).is_err())
             {
                 continue;
             }
@@ -1215,7 +1216,8 @@ fn check_presence(
     sizes: &mut HashMap<String, Option<u64>>,
     problems: &mut Vec<CatalogProblem>,
 ) -> Result<bool, SinkError> {
-    // `objects` lists the entry's own key first.
+    // `objects` lists the entry's own key first (all valid: see
+    // check_artifacts).
     for needed in entry.objects() {
         let actual = match sizes.get(&needed.key) {
             Some(size) => *size,

@@ -379,7 +379,18 @@ impl Manifest {
     pub fn bad_keys(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
-            for (field, key) in [("key", &e.key), ("sidecar_key", &e.sidecar_key)] {
+            let packs = e.pages.iter().flat_map(|m| m.packs.iter().enumerate());
+            let pack_keys = packs.flat_map(|(j, p)| {
+                [
+                    (format!("pages.packs[{j}].key"), &p.key),
+                    (format!("pages.packs[{j}].index"), &p.index),
+                ]
+            });
+            let own = [
+                ("key".to_string(), &e.key),
+                ("sidecar_key".to_string(), &e.sidecar_key),
+            ];
+            for (field, key) in own.into_iter().chain(pack_keys) {
                 if let Err(err) = crate::sink::validate_key(key) {
                     let reason = match err {
                         SinkError::InvalidKey { reason, .. } => reason.to_string(),
