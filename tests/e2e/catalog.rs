@@ -321,6 +321,7 @@ fn thousand_runs(root: &Path) {
             snapshot_ms: 1,
             verified_with: Default::default(),
             source: "/srv/app.db".into(),
+            host: None,
             source_mode: None,
             encrypted_to: vec![],
             sealed: None,

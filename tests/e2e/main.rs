@@ -16,3 +16,4 @@ mod prune_cli;
 mod report;
 mod restore;
 mod s3_cli;
+mod sources;

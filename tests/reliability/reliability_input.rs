@@ -239,6 +239,7 @@ fn sample_manifest() -> Vec<u8> {
         snapshot_ms: 5,
         verified_with: backup_core::CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        host: None,
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,

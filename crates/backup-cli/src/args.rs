@@ -172,6 +172,15 @@ pub struct ListArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Show every source's backups: other machines and files sharing these
+    /// sinks under any label (a SOURCE column tells them apart).
+    #[arg(long, conflicts_with = "source")]
+    pub all_sources: bool,
+    /// Another machine's or file's backups, as `list
+    /// --all-sources` prints them (`web-2:/srv/app.db`) or by host name
+    /// alone. Default: this machine's own database file only.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 /// `verify` arguments.
@@ -195,6 +204,11 @@ pub struct VerifyArgs {
     /// With --catalog: also re-hash every artifact.
     #[arg(long, requires = "catalog")]
     pub deep: bool,
+    /// Another machine's or file's snapshots of the label, as `list
+    /// --all-sources` prints them (`web-2:/srv/app.db`) or by host name
+    /// alone. Default: this machine's own database file only.
+    #[arg(long, value_name = "SOURCE", requires = "latest")]
+    pub source: Option<String>,
 }
 
 /// `restore` arguments.
@@ -227,6 +241,11 @@ pub struct RestoreArgs {
     /// Restore even if another process has the database open (it is still moved aside, not deleted).
     #[arg(long)]
     pub force: bool,
+    /// Another machine's or file's snapshots of the label, as `list
+    /// --all-sources` prints them (`web-2:/srv/app.db`) or by host name
+    /// alone. Default: this machine's own database file only.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 /// `prune` arguments.
@@ -263,6 +282,11 @@ pub struct DrillArgs {
     /// Only this sink (`local`, `cold`, `azure`). Default: every sink.
     #[arg(long, value_name = "SINK")]
     pub from: Option<String>,
+    /// Another machine's or file's snapshots of the label, as `list
+    /// --all-sources` prints them (`web-2:/srv/app.db`) or by host name
+    /// alone. Default: this machine's own database file only.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 /// `daemon` arguments.

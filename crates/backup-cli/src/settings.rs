@@ -153,6 +153,32 @@ pub fn options(
 }
 
 /// The databases named by `--label` (all when none); unknown labels are usage errors.
+/// Which backups are this config's own, for the commands that default to
+/// them (list, status, verify --latest, restore, drill).
+pub struct Own<'a> {
+    config: &'a Config,
+    host: String,
+}
+
+impl<'a> Own<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Own {
+            config,
+            host: config.host_name(),
+        }
+    }
+
+    /// For a configured label: taken from that database's file on this
+    /// machine. For any other label: written by this machine (or before
+    /// entries named their host).
+    pub fn owns(&self, entry: &backup_core::manifest::Entry) -> bool {
+        match self.config.database(&entry.label) {
+            Some(d) => backup_core::source::Source::local(&d.database).owns(entry),
+            None => entry.host.as_ref().is_none_or(|h| *h == self.host),
+        }
+    }
+}
+
 pub fn select(config: &Config, labels: &[String]) -> Result<Vec<DatabaseConfig>> {
     if labels.is_empty() {
         return Ok(config.databases.clone());

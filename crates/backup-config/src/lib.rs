@@ -176,6 +176,9 @@ pub struct Config {
     pub drill: Option<Drill>,
     /// Metrics outputs.
     pub metrics: Metrics,
+    /// This machine's name in shared sinks (`host = "web-1"`); `None`: its
+    /// host name.
+    pub host: Option<String>,
 }
 
 // ---- raw, as written in the file ------------------------------------------
@@ -202,6 +205,7 @@ struct RawConfig {
     encryption: Option<Spanned<RawEncryption>>,
     drill: Option<Spanned<RawDrill>>,
     metrics: Option<Spanned<RawMetrics>>,
+    host: Option<Spanned<String>>,
 }
 
 /// `[encryption]`, or a database's own `encryption = { … }`.
@@ -365,6 +369,7 @@ struct Source<'a> {
 
 /// What a `[[database]]` table inherits from the file's global sections.
 struct Defaults<'a> {
+    host: Option<String>,
     retention: &'a Retention,
     encryption: Option<&'a Recipients>,
     incremental: bool,
@@ -403,7 +408,9 @@ impl Config {
         let retention = src.global_retention(raw.retention)?;
         let passphrase = passphrase_from_env(raw.encryption.as_ref());
         let encryption = raw.encryption.map(|e| src.recipients(e)).transpose()?;
+        let host = src.host(raw.host)?;
         let defaults = Defaults {
+            host: host.clone(),
             retention: &retention,
             encryption: encryption.as_ref(),
             incremental: raw.snapshot.as_ref().is_some_and(|s| s.incremental),
@@ -437,7 +444,15 @@ impl Config {
             passphrase,
             drill,
             metrics: metrics.unwrap_or_default(),
+            host,
         })
+    }
+
+    /// This machine's name in shared sinks: `host`, else its host name.
+    pub fn host_name(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(backup_core::source::this_host)
     }
 
     /// The database with this label.
@@ -614,6 +629,7 @@ impl Source<'_> {
             retention: db.retention.over(defaults.retention),
             encryption,
             incremental: db.incremental.unwrap_or(defaults.incremental),
+            host: defaults.host.clone(),
         };
         database
             .validate()
@@ -803,6 +819,27 @@ impl Source<'_> {
         Ok(())
     }
 
+    /// `host`: this machine's name in shared sinks. It is printed as
+    /// `host:/path` and matched by `--source`, so it must read as one word.
+    fn host(&self, host: Option<Spanned<String>>) -> Result<Option<String>, ConfigError> {
+        let Some(host) = host else { return Ok(None) };
+        let at = host.span().start;
+        let host = host.into_inner();
+        let bad = host.is_empty()
+            || host.len() > 253
+            || host
+                .chars()
+                .any(|c| c == ':' || c == '/' || c.is_whitespace() || c.is_control());
+        if bad {
+            return Err(self.err(
+                Some(at),
+                format!("host {host:?} is not a machine name"),
+                Some("use letters, digits, '-' and '.', as in host = \"web-1\""),
+            ));
+        }
+        Ok(Some(host))
+    }
+
     /// `[drill]`.
     fn drill(&self, d: Spanned<RawDrill>) -> Result<Drill, ConfigError> {
         let at = d.span().start;
@@ -881,6 +918,21 @@ mod tests {
         assert!(e.message.contains("[metrics] listen"), "{e}");
         let c = parse("").unwrap();
         assert_eq!((c.drill, c.metrics), (None, Metrics::default()));
+    }
+
+    #[test]
+    fn host_names_this_machine_for_every_database() {
+        let c =
+            parse("host = \"web-1\"\n[[database]]\nlabel = \"app\"\npath = \"app.db\"\n").unwrap();
+        assert_eq!(c.host.as_deref(), Some("web-1"));
+        assert_eq!(c.host_name(), "web-1");
+        assert_eq!(c.databases[0].database.host.as_deref(), Some("web-1"));
+        for bad in ["", "web 1", "web:1", "a/b"] {
+            let e = parse(&format!("host = {bad:?}\n")).unwrap_err();
+            assert_eq!(e.line, Some(1), "{e}");
+            assert!(e.message.contains("not a machine name"), "{e}");
+        }
+        assert!(!parse("").unwrap().host_name().is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::prune::{self, PrunePlan, PruneReport};
 use crate::restore::{self, PostRestoreHook, Restored, Selector};
 use crate::retention::Retention;
 use crate::sink::Sink;
+use crate::source::Scope;
 use crate::verify::{ArtifactReport, Checks};
 
 /// Backups of SQLite databases kept in one or more sinks.
@@ -334,9 +335,9 @@ impl Backups {
     /// tables and check queries. Nothing is written but a scratch file.
     pub fn verify_latest(&self, db: &Database) -> Result<Verified, Error> {
         let (all, _) = self.list();
-        let newest = all
-            .into_iter()
-            .find(|l| l.entry.label == db.label)
+        let newest = crate::source::select(&all, db, &Scope::Own)?
+            .first()
+            .map(|&l| l.clone())
             .ok_or_else(|| Error::NotFound(format!("no backup of {:?} is listed", db.label)))?;
         self.verify(db, newest)
     }
@@ -358,13 +359,13 @@ impl Backups {
         copies.into_iter().map(|l| self.verify(db, l)).collect()
     }
 
-    /// Check every listed backup of `db` in every sink (a deep check; it
-    /// reads every artifact once).
+    /// Check every listed backup of `db` from its own source in every sink
+    /// (a deep check; it reads every artifact once).
     pub fn verify_all(&self, db: &Database) -> Result<Vec<Verified>, Error> {
         let (all, _) = self.list();
-        all.into_iter()
-            .filter(|l| l.entry.label == db.label)
-            .map(|l| self.verify(db, l))
+        crate::source::select(&all, db, &Scope::Own)?
+            .into_iter()
+            .map(|l| self.verify(db, l.clone()))
             .collect()
     }
 
@@ -463,6 +464,13 @@ impl Restore<'_> {
     /// Restore to another path instead of the database's own.
     pub fn to(mut self, path: impl AsRef<Path>) -> Self {
         self.request.target = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Another source's snapshots (`host:/path` as listed, or a host
+    /// name), or [`Scope::All`]; by default only this machine's file's.
+    pub fn source(mut self, scope: Scope) -> Self {
+        self.request.source = scope;
         self
     }
 

@@ -69,6 +69,9 @@ pub struct Database {
     pub encryption: Option<Recipients>,
     /// Back it up as incremental page-level snapshots (see [`crate::incremental`]).
     pub incremental: bool,
+    /// The name this machine goes by in shared sinks (default: its host
+    /// name); with the path, whose database this is ([`crate::source`]).
+    pub host: Option<String>,
 }
 
 impl Database {
@@ -83,7 +86,15 @@ impl Database {
             retention: Retention::default(),
             encryption: None,
             incremental: false,
+            host: None,
         }
+    }
+
+    /// Name this machine `host` in the catalog instead of its host name
+    /// (for containers whose host name changes on every start).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Encrypt this database's backups to `recipients` (age): the host

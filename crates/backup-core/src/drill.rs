@@ -23,6 +23,7 @@ use crate::database::Database;
 use crate::manifest::Listed;
 use crate::restore::{self, PostRestoreHook, Request, RestoreError, Selector};
 use crate::sink::Sink;
+use crate::source::Scope;
 
 /// How a drill runs.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,8 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Keys that open encrypted backups.
     pub identities: Option<crate::encryption::Identities>,
+    /// Whose snapshots (default: this machine's file's).
+    pub source: Scope,
 }
 
 /// Why one restored snapshot failed its drill.
@@ -152,15 +155,17 @@ pub fn run(
         None => rand::rngs::StdRng::from_os_rng(),
     };
     let mut out = Vec::new();
+    // One source's snapshots; another's, or two files', are never drilled
+    // as this database's (`source::select` says why to whoever asks).
+    let Ok(mine) = crate::source::select(catalog, database, &options.source) else {
+        return out;
+    };
     for sink in sinks {
         let name = sink.name();
         if options.from.as_deref().is_some_and(|f| f != name) {
             continue;
         }
-        let mut entries: Vec<&Listed> = catalog
-            .iter()
-            .filter(|l| l.sink == name && l.entry.label == database.label)
-            .collect();
+        let mut entries: Vec<&Listed> = mine.iter().copied().filter(|l| l.sink == name).collect();
         entries.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
         let chosen = choose(&entries, &mut rng);
         if chosen.is_empty() {
@@ -209,6 +214,7 @@ fn restore_one(
             force: false,
             post_restore: options.post_restore.clone(),
             identities: options.identities.clone(),
+            source: Scope::All,
         };
         let plan = restore::plan(std::slice::from_ref(listed), &request).map_err(|source| {
             DrillError::Restore {

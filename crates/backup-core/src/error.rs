@@ -11,6 +11,7 @@ use crate::naming::TemplateError;
 use crate::pipeline::BackupError;
 use crate::restore::{Rejection, RestoreError};
 use crate::sink::SinkError;
+use crate::source::SourceError;
 use crate::verify::{Problem, VerifyError};
 
 /// What went wrong, as an embedder needs to tell it apart.
@@ -21,6 +22,11 @@ pub enum Error {
     /// snapshot id, nothing before that time).
     #[error("{0}")]
     NotFound(String),
+    /// Only other machines or files have backups of the label (naming one
+    /// with [`crate::Restore::source`] restores it), or the name given
+    /// matches several.
+    #[error(transparent)]
+    WrongSource(#[from] SourceError),
     /// A backup failed its checks: what was checked, and what failed.
     #[error("{subject} is corrupt: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
@@ -126,6 +132,7 @@ impl From<RestoreError> for Error {
             e @ (RestoreError::NoBackups { .. } | RestoreError::UnknownSink { .. }) => {
                 Error::NotFound(e.to_string())
             }
+            RestoreError::WrongSource(e) => Error::WrongSource(e),
             RestoreError::InUse { target, holders } => Error::InUse {
                 path: target,
                 holders,

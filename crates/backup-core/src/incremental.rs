@@ -27,10 +27,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::compress::{Compression, Format};
+use crate::database::Database;
 use crate::digest::{HashingReader, Sha256};
 use crate::manifest::{self, Entry};
 use crate::page_map::{PackRef, PageMapError, Run};
 use crate::sink::{Sink, SinkError};
+use crate::source::Source;
 
 /// Raw page bytes per pack before it is closed and a new one started.
 pub const PACK_RAW_BYTES: u64 = 8 << 20;
@@ -115,14 +117,17 @@ pub fn page_hash(page: &[u8]) -> PageHash {
     h
 }
 
-/// The newest entry of `label` in `sink`'s catalog, if it is an
-/// incremental-mode snapshot (a classic artifact has no page hashes: the
-/// next run is then a full base).
-pub fn previous(sink: &dyn Sink, label: &str) -> Result<Option<Entry>, SinkError> {
+/// The newest entry of `db` (its label, from its own source) in `sink`'s
+/// catalog, if it is an incremental-mode snapshot (a classic artifact has
+/// no page hashes: the next run is then a full base). Another host's
+/// snapshot under the same label is never a base: its pages are another
+/// database's.
+pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkError> {
     let (stored, _bad) = manifest::read_all(sink)?;
+    let own = Source::local(db);
     let newest = manifest::listed(sink, &stored)
         .into_iter()
-        .filter(|l| l.entry.label == label)
+        .filter(|l| l.entry.label == db.label && own.owns(&l.entry))
         .max_by(|a, b| a.run_id.cmp(&b.run_id));
     Ok(newest.map(|l| l.entry).filter(|e| e.pages.is_some()))
 }

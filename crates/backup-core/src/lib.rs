@@ -68,6 +68,7 @@ pub mod restore;
 pub mod retention;
 pub mod sink;
 pub mod snapshot;
+pub mod source;
 pub mod sqlite;
 pub mod verify;
 

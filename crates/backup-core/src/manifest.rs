@@ -133,8 +133,12 @@ pub struct Entry {
     /// The check run right after the backup (it passed, or there would be
     /// no entry).
     pub verified_with: CheckLevel,
-    /// Source path at backup time.
+    /// Absolute path of the live file at backup time (see [`crate::source`]).
     pub source: String,
+    /// The machine it was taken on: with `source`, whose database this is.
+    /// Absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Permission bits of the source file at backup time, written as
     /// `chmod` takes them (`"0640"`); `restore --to` a new path gives them
     /// to the new file. Absent in manifests written before it existed (the
@@ -712,6 +716,7 @@ pub(crate) fn sample_entry() -> Entry {
         snapshot_ms: 180,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app/mission-control.db".into(),
+        host: Some("web-1".into()),
         source_mode: Some(0o640),
         encrypted_to: vec![],
         sealed: None,

@@ -51,6 +51,7 @@ use crate::manifest::{self, Entry, Listed, Pruned};
 use crate::retention::Retention;
 use crate::retention::{self, Backup, Decision, Reason};
 use crate::sink::{Placement, Sink};
+use crate::source::Source;
 
 pub mod packs;
 
@@ -119,19 +120,26 @@ pub fn plan(
     now: Timestamp,
     policy: &Retention,
 ) -> PrunePlan {
-    plan_per_label(sinks, labels, now, policy, &|_| policy.clone())
+    plan_per_label(sinks, labels, None, now, policy, &|_| policy.clone())
 }
 
 /// [`plan`] with a policy per database label (`[[database]] retention`);
-/// `global` is the `[retention]` the plan reports as its policy.
+/// `global` is the `[retention]` the plan reports as its policy. With
+/// `host`, only what that machine wrote is pruned (and what was written
+/// before entries named their host): one host never thins out another's
+/// runs in a shared sink, whatever its own policy says.
 pub fn plan_per_label(
     sinks: &[&dyn Sink],
     labels: &[String],
+    host: Option<&str>,
     now: Timestamp,
     global: &Retention,
     policy_for: &dyn Fn(&str) -> Retention,
 ) -> PrunePlan {
-    let (listed, skipped) = read_catalogs(sinks, labels);
+    let (mut listed, skipped) = read_catalogs(sinks, labels);
+    if let Some(host) = host {
+        listed.retain(|l| l.entry.host.as_deref().is_none_or(|h| h == host));
+    }
     let decisions = decide(&listed, now, policy_for);
     let mut items: Vec<PlanItem> = listed
         .into_iter()
@@ -215,13 +223,18 @@ fn decide(
             verified: true,
         })
         .collect();
-    // The policy is evaluated per label anyway; each label gets its own.
+    // Each label gets its own policy, and each source of a label its own
+    // evaluation: two hosts' `app` are two databases, and one's runs must
+    // not count towards the other's `keep_last`.
     let mut decisions: Vec<Option<retention::Decision>> = vec![None; backups.len()];
-    let labels_seen: BTreeSet<&str> = backups.iter().map(|b| b.label.as_str()).collect();
-    for label in labels_seen {
-        let idx: Vec<usize> = (0..backups.len())
-            .filter(|&i| backups[i].label == label)
-            .collect();
+    let mut groups: BTreeMap<(&str, Source), Vec<usize>> = BTreeMap::new();
+    for (i, l) in listed.iter().enumerate() {
+        groups
+            .entry((l.entry.label.as_str(), Source::of(&l.entry)))
+            .or_default()
+            .push(i);
+    }
+    for ((label, _), idx) in groups {
         let group: Vec<Backup> = idx.iter().map(|&i| backups[i].clone()).collect();
         for (i, d) in idx
             .into_iter()

@@ -68,6 +68,7 @@ use crate::fsutil;
 use crate::inuse::{self, Holder};
 use crate::manifest::Listed;
 use crate::sink::Sink;
+use crate::source::{Scope, Source, SourceError};
 use crate::verify::{self, ArtifactReport, Checks, DbReport};
 
 /// Which snapshot to start from.
@@ -130,6 +131,9 @@ pub struct Request {
     pub post_restore: Option<PostRestoreHook>,
     /// Keys for encrypted backups.
     pub identities: Option<crate::encryption::Identities>,
+    /// Whose snapshots: by default only this machine's file's
+    /// ([`crate::source`]).
+    pub source: Scope,
 }
 
 /// A post-restore check: told what was restored, it says whether the
@@ -203,6 +207,7 @@ impl Request {
             force: false,
             post_restore: None,
             identities: None,
+            source: Scope::Own,
         }
     }
 }
@@ -316,6 +321,9 @@ pub struct Plan {
     pub side_files: Vec<PathBuf>,
     /// Run after placing.
     pub post_restore: Option<PostRestoreHook>,
+    /// The database's own source; candidates from another are there only
+    /// because the request named it.
+    pub source: Source,
 }
 
 impl Plan {
@@ -347,6 +355,10 @@ pub enum RestoreError {
         /// The sink filter.
         from: Option<String>,
     },
+    /// Only other machines or files have backups of the label, or the
+    /// source asked for names more than one.
+    #[error(transparent)]
+    WrongSource(#[from] SourceError),
     /// `from` names a sink that is not configured.
     #[error("unknown sink {name:?} (configured: {known})")]
     UnknownSink {
@@ -431,9 +443,8 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
     // kept aside as `.broken-`), as the application sees it through the link.
     let target = follow_links(&given).map_err(io_err("following the symlink", &given))?;
     let link = (target != given).then_some(given);
-    let mine: Vec<&Listed> = catalog
-        .iter()
-        .filter(|l| l.entry.label == db.label)
+    let mine: Vec<&Listed> = crate::source::select(catalog, db, &request.source)?
+        .into_iter()
         .filter(|l| request.from.as_ref().is_none_or(|s| *s == l.sink))
         .collect();
     let start = mine
@@ -482,6 +493,7 @@ pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError>
         broken,
         side_files,
         post_restore: request.post_restore.clone(),
+        source: Source::local(db),
     })
 }
 
@@ -1180,7 +1192,8 @@ mod tests {
                 snapshot_at: at.parse().unwrap(),
                 snapshot_ms: 1,
                 verified_with: CheckLevel::IntegrityCheck,
-                source: "/x/app.db".into(),
+                source: db().path.display().to_string(),
+                host: None,
                 source_mode: None,
                 encrypted_to: vec![],
                 sealed: None,
@@ -1198,6 +1211,7 @@ mod tests {
             retention: Default::default(),
             encryption: None,
             incremental: false,
+            host: None,
         }
     }
 
@@ -1234,6 +1248,34 @@ mod tests {
         assert_eq!(runs(&plan(&c, &r).unwrap()), ["r2@cold"]);
         let e = plan(&c, &Request::new(db(), Selector::Tag("nope".into()))).unwrap_err();
         assert!(matches!(e, RestoreError::NoBackups { .. }), "{e}");
+    }
+
+    #[test]
+    fn another_sources_snapshots_are_never_candidates_unless_named() {
+        let mut theirs = listed("r9", "local", "2026-11-02T10:00:00Z", None, 9);
+        theirs.entry.host = Some("web-2".into());
+        let mut c = catalog();
+        c.insert(0, theirs);
+        let r = Request::new(db(), Selector::Latest);
+        assert!(
+            !runs(&plan(&c, &r).unwrap())
+                .iter()
+                .any(|x| x.starts_with("r9"))
+        );
+
+        let only_theirs = vec![c[0].clone()];
+        let e = plan(&only_theirs, &r).unwrap_err();
+        assert!(
+            matches!(&e, RestoreError::WrongSource(SourceError::Elsewhere { others, .. }) if others[0].starts_with("web-2:")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--source web-2:"), "{e}");
+
+        let named = Request {
+            source: Scope::Named("web-2".into()),
+            ..Request::new(db(), Selector::Latest)
+        };
+        assert_eq!(runs(&plan(&c, &named).unwrap()), ["r9@local"]);
     }
 
     #[test]

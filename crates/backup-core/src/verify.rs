@@ -882,6 +882,7 @@ mod tests {
             retention: Default::default(),
             encryption: None,
             incremental: false,
+            host: None,
         };
         assert!(Checks::after_backup(&db, CheckLevel::QuickCheck).skip_foreign_keys);
         assert!(!Checks::after_backup(&db, CheckLevel::IntegrityCheck).skip_foreign_keys);

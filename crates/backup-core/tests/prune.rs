@@ -71,6 +71,7 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
         snapshot_ms: 3,
         verified_with: CheckLevel::QuickCheck,
         source: format!("/srv/{label}.db"),
+        host: None,
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,
@@ -397,4 +398,84 @@ proptest! {
             assert_chain_whole(s);
         }
     }
+}
+
+/// Store a backup of `label` taken by `host` (an entry naming its machine).
+fn backup_by(sink: &dyn Sink, host: &str, label: &str, at: Timestamp) -> Entry {
+    let key = format!("{label}-{host}-{}.db.zst", at.strftime("%Y%m%d-%H%M%S"));
+    let body = format!("{host} {label} {at}").into_bytes();
+    let sha = Sha256::hex_of(&body);
+    sink.put(&key, &body).unwrap();
+    let sidecar_key = format!("{key}.sha256");
+    sink.put(&sidecar_key, format!("{sha}  {key}\n").as_bytes())
+        .unwrap();
+    let entry = Entry {
+        host: Some(host.into()),
+        key,
+        sidecar_key,
+        sha256: sha.clone(),
+        db_sha256: sha,
+        ..store(
+            &MemorySink::new("scratch"),
+            label,
+            at,
+            None,
+            "unused.db.zst",
+        )
+    };
+    let run_id = manifest::new_run_id(at);
+    catalog::append::write_manifest(sink, &run_id, at, at, vec![entry.clone()], vec![]).unwrap();
+    entry
+}
+
+/// Two hosts share a sink and a label: `keep_last` counts each host's runs
+/// apart, and a host's prune never deletes what the other wrote.
+#[test]
+fn hosts_sharing_a_sink_each_keep_their_own_runs() {
+    let sink = MemorySink::new("local");
+    for k in (0..6).rev() {
+        backup_by(&sink, "web-1", "app", ago(k * HOUR + 60));
+        if k < 2 {
+            backup_by(&sink, "web-2", "app", ago(k * HOUR));
+        }
+    }
+    let dyns: [&dyn Sink; 1] = [&sink];
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_last: 3,
+        ..Retention::default()
+    };
+    let by = |plan: &prune::PrunePlan, host: &str, keep: bool| {
+        plan.items
+            .iter()
+            .filter(|i| i.entry.host.as_deref() == Some(host) && i.decision.keep == keep)
+            .count()
+    };
+
+    // The whole sink: each source evaluated on its own.
+    let all = prune::plan(&dyns, &[], now(), &policy);
+    assert_eq!((by(&all, "web-1", true), by(&all, "web-1", false)), (3, 3));
+    assert_eq!((by(&all, "web-2", true), by(&all, "web-2", false)), (2, 0));
+
+    // web-2's prune with keep_last = 1 plans only web-2's runs.
+    let strict = Retention {
+        keep_last: 1,
+        ..policy.clone()
+    };
+    let theirs = prune::plan_per_label(&dyns, &[], Some("web-2"), now(), &strict, &|_| {
+        strict.clone()
+    });
+    assert_eq!(by(&theirs, "web-1", true) + by(&theirs, "web-1", false), 0);
+    assert_eq!(
+        (by(&theirs, "web-2", true), by(&theirs, "web-2", false)),
+        (1, 1)
+    );
+    let report = prune::apply(&theirs, &dyns);
+    assert!(report.ok());
+    let (listed, _) = manifest::collect(&dyns);
+    let web1 = listed
+        .iter()
+        .filter(|l| l.entry.host.as_deref() == Some("web-1"));
+    assert_eq!(web1.count(), 6, "web-2's prune touched web-1's runs");
 }

@@ -93,7 +93,8 @@ fn entry(sink: &dyn Sink, i: usize, incremental: bool) -> Entry {
         snapshot_at: t(i),
         snapshot_ms: 3,
         verified_with: CheckLevel::QuickCheck,
-        source: "/srv/app.db".into(),
+        source: database().path.display().to_string(),
+        host: Some("web-1".into()),
         source_mode: Some(0o640),
         encrypted_to: vec![],
         sealed: None,
@@ -220,6 +221,7 @@ fn database() -> Database {
         retention: Default::default(),
         encryption: None,
         incremental: false,
+        host: Some("web-1".into()),
     }
 }
 

@@ -58,6 +58,7 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
         snapshot_ms: 1,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        host: None,
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,

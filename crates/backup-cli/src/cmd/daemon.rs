@@ -216,7 +216,13 @@ async fn drill_in_thread(
     let spawned = std::thread::Builder::new()
         .name("drill".into())
         .spawn(move || {
-            let _ = tx.send(run_drill(&config, &config.databases, None, identities));
+            let _ = tx.send(run_drill(
+                &config,
+                &config.databases,
+                None,
+                &backup_core::source::Scope::Own,
+                identities,
+            ));
         });
     if let Err(e) = spawned {
         error!("starting the drill thread: {e}");

@@ -17,6 +17,8 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::alerts;
 use crate::args::{Cli, DrillArgs};
+use backup_core::source::Scope;
+
 use crate::output::Table;
 use crate::settings::{self, UsageError};
 use crate::state::{self, Event, State};
@@ -25,7 +27,14 @@ pub fn run(cli: &Cli, args: &DrillArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     let databases = settings::select(&config, &args.labels)?;
     let identities = settings::identities(cli.identity.as_deref(), Some(&config))?;
-    let report = run_drill(&config, &databases, args.from.as_deref(), identities)?;
+    let source = args.source.clone().map_or(Scope::Own, Scope::Named);
+    let report = run_drill(
+        &config,
+        &databases,
+        args.from.as_deref(),
+        &source,
+        identities,
+    )?;
     print_report(&report);
     Ok(if report.ok() { Exit::Ok } else { Exit::Failed })
 }
@@ -48,12 +57,14 @@ impl DrillReport {
     }
 }
 
-/// Drill `databases` (all sinks, or only `from`), holding the run lock,
-/// then record the results and send the alerts they call for.
+/// Drill `databases` (all sinks, or only `from`; their own source's
+/// snapshots unless `source` names another), holding the run lock, then
+/// record the results and send the alerts they call for.
 pub fn run_drill(
     config: &Config,
     databases: &[DatabaseConfig],
     from: Option<&str>,
+    source: &Scope,
     identities: Option<backup_core::encryption::Identities>,
 ) -> Result<DrillReport> {
     let backups = settings::backups(config)?;
@@ -83,12 +94,18 @@ pub fn run_drill(
                 .filter(|_| d.drill_post_restore)
                 .map(|c| super::restore::shell_hook(c, true)),
             identities: identities.clone(),
+            source: source.clone(),
             ..drill::Options::default()
         };
         let label = d.database.label.clone();
         let sinks = drill::run(&catalog, &d.database, &refs, &options);
         if sinks.is_empty() {
-            error!("drill label={label}: no backup of it is listed in any sink drilled");
+            match backup_core::source::select(&catalog, &d.database, source) {
+                Err(e) => error!("drill label={label}: {e}"),
+                Ok(_) => {
+                    error!("drill label={label}: no backup of it is listed in any sink drilled")
+                }
+            }
         }
         for s in &sinks {
             match s.errors().map(|e| e.to_string()).collect::<Vec<_>>() {

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 use backup_core::manifest::Listed;
+use std::collections::BTreeSet;
+
 use backup_core::sink::Placement;
+use backup_core::source::{Scope, Source};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -26,6 +29,11 @@ pub fn tier(l: &Listed, hot_days: u32, now: Timestamp) -> String {
         Placement::Cold => "cold".into(),
         Placement::Remote => l.sink.clone(),
     }
+}
+
+/// `host:/path`, as `--source` takes it.
+fn source_of(l: &Listed) -> String {
+    Source::of(&l.entry).to_string()
 }
 
 fn chain_depth(l: &Listed) -> u32 {
@@ -61,6 +69,23 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     for p in &problems {
         tracing::warn!("{p}");
     }
+    let before = all.len();
+    let own = settings::Own::new(&config);
+    if let Some(name) = &args.source {
+        let named = Scope::Named(name.clone());
+        all.retain(|l| named.admits_from(&Source::of(&l.entry), &l.entry));
+    } else if !args.all_sources {
+        all.retain(|l| own.owns(&l.entry));
+    }
+    if all.len() < before && args.source.is_none() {
+        // On stderr: stdout stays the table or the JSON asked for.
+        eprintln!(
+            "note: {} backup(s) of other machines or files in these sinks are not shown \
+             (list --all-sources shows them)",
+            before - all.len()
+        );
+    }
+    let sources: BTreeSet<String> = all.iter().map(source_of).collect();
     let now = Timestamp::now();
     if args.json {
         let rows: Vec<serde_json::Value> = all
@@ -85,6 +110,8 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "kind": if chain_depth(l) > 0 { "incremental" } else { "full" },
                     "stored_bytes": stored_bytes(l),
                     "chain_depth": chain_depth(l),
+                    "source": source_of(l),
+                    "host": l.entry.host,
                 })
             })
             .collect();
@@ -92,8 +119,12 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     } else if all.is_empty() {
         println!("No backups recorded yet. Run `sqlite-backup backup`.");
     } else {
-        let mut t = Table::new(&[
-            "LABEL",
+        let several = sources.len() > 1;
+        let mut headers = vec!["LABEL"];
+        if several {
+            headers.push("SOURCE");
+        }
+        headers.extend([
             "TAKEN (UTC)",
             "AGE",
             "TAG",
@@ -106,9 +137,13 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
             "ID",
             "KEY",
         ]);
+        let mut t = Table::new(&headers);
         for l in &all {
-            t.row(vec![
-                l.entry.label.clone(),
+            let mut row = vec![l.entry.label.clone()];
+            if several {
+                row.push(source_of(l));
+            }
+            row.extend([
                 time(l.entry.snapshot_at),
                 age(l.entry.snapshot_at, now),
                 l.entry.tag.clone().unwrap_or_else(|| "-".into()),
@@ -125,6 +160,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 l.run_id.clone(),
                 l.entry.key.clone(),
             ]);
+            t.row(row);
         }
         print!("{t}");
     }

@@ -22,9 +22,12 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
             |d| d.database.retention.clone(),
         )
     };
+    // Only what this machine wrote: hosts sharing a sink prune their own.
+    let host = config.host_name();
     let plan = prune::plan_per_label(
         &refs,
         &labels,
+        Some(&host),
         jiff::Timestamp::now(),
         &config.retention,
         &policy_for,

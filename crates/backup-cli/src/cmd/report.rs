@@ -23,7 +23,9 @@ const HISTORY: usize = 30;
 
 pub fn run(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
-    let (catalog, problems) = settings::backups(&config)?.list();
+    let (mut catalog, problems) = settings::backups(&config)?.list();
+    let own = settings::Own::new(&config);
+    catalog.retain(|l| own.owns(&l.entry));
     let (state, _) = State::load_or_recover(&config.state_dir);
     let page = render(&config, &catalog, &problems, &state, Timestamp::now());
     backup_core::fsutil::atomic_write_mode(&args.html, page.as_bytes(), 0o644)

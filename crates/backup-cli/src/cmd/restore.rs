@@ -11,6 +11,7 @@ use backup_core::restore::{
     self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
 };
 use backup_core::sink::Sink;
+use backup_core::source::{Scope, Source};
 use backup_core::verify::ArtifactReport;
 use backup_core::{duration, inuse};
 use jiff::Timestamp;
@@ -100,6 +101,7 @@ fn plan_restore(cli: &Cli, args: &RestoreArgs, config: &Config) -> Result<Planne
         force: args.force,
         post_restore,
         identities: settings::identities(cli.identity.as_deref(), Some(config))?,
+        source: args.source.clone().map_or(Scope::Own, Scope::Named),
     };
     let plan = restore::plan(&catalog, &request)?;
     Ok(Planned {
@@ -407,6 +409,20 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
         plan.selector,
         plan.candidates.len()
     );
+    let own = &plan.source;
+    let mut theirs: Vec<String> = plan
+        .candidates
+        .iter()
+        .filter(|c| !own.owns(&c.listed.entry))
+        .map(|c| Source::of(&c.listed.entry).to_string())
+        .collect();
+    theirs.dedup();
+    for source in theirs {
+        println!(
+            "Source: {source}: ANOTHER machine's or file's database (this config's is {own}), \
+             chosen with --source"
+        );
+    }
     for (i, c) in plan.candidates.iter().enumerate() {
         println!("  {}. {}", i + 1, p.describe(c));
         if let Some(loss) = &c.loss {

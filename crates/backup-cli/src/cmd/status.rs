@@ -30,10 +30,13 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     let catalog = if args.offline {
         None
     } else {
-        let (all, problems) = settings::backups(&config)?.list();
+        let (mut all, problems) = settings::backups(&config)?.list();
         for p in &problems {
             tracing::warn!("catalog: {p}");
         }
+        // Another host's run under the same label is not this database's.
+        let own = settings::Own::new(&config);
+        all.retain(|l| own.owns(&l.entry));
         Some((all, problems))
     };
     let now = Timestamp::now();

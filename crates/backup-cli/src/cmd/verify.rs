@@ -11,6 +11,8 @@ use backup_core::manifest::{self, Entry};
 use backup_core::sink::Placement;
 use backup_core::verify::{self, ArtifactReport, Checks, Expected, Problem};
 
+use backup_core::source::Scope;
+
 use crate::Exit;
 use crate::args::{Cli, VerifyArgs};
 use crate::output::size;
@@ -24,7 +26,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
         .context("creating a scratch folder")?;
     let scratch = scratch_dir.path().join("candidate.db");
     let (subject, report) = match (&args.artifact, &args.latest) {
-        (_, Some(label)) => verify_latest(cli, label, &scratch)?,
+        (_, Some(label)) => verify_latest(cli, label, args.source.as_deref(), &scratch)?,
         (Some(path), None) => {
             let config = settings::load_optional_config(&cli.config)?;
             let identities = settings::identities(cli.identity.as_deref(), config.as_ref())?;
@@ -51,12 +53,21 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
 
 /// `--latest LABEL`: the newest catalogued artifact of `label` in any sink,
 /// named for the output, and its report.
-fn verify_latest(cli: &Cli, label: &str, scratch: &Path) -> Result<(String, ArtifactReport)> {
+fn verify_latest(
+    cli: &Cli,
+    label: &str,
+    source: Option<&str>,
+    scratch: &Path,
+) -> Result<(String, ArtifactReport)> {
     let config = settings::load_config(&cli.config)?;
     let db = settings::select(&config, &[label.to_string()])?.remove(0);
     let backups = settings::backups(&config)?;
     let (all, _) = backups.list();
-    let Some(latest) = all.into_iter().find(|l| l.entry.label == label) else {
+    let scope = source.map_or(Scope::Own, |s| Scope::Named(s.to_string()));
+    let Some(latest) = backup_core::source::select(&all, &db.database, &scope)?
+        .first()
+        .map(|&l| l.clone())
+    else {
         bail!("no backup of {label:?} is recorded in any catalog");
     };
     let sink = backups

@@ -59,6 +59,7 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
         snapshot_ms: 1,
         verified_with: CheckLevel::QuickCheck,
         source: "/srv/app.db".into(),
+        host: None,
         source_mode: None,
         encrypted_to: vec![],
         sealed: None,

@@ -207,6 +207,17 @@ fn entry(at: &str, e: &Entry) -> Checked {
     at_most(f("page_count"), e.page_count, MAX_PAGES, "SQLite's largest")?;
     row_counts(&f("row_counts"), &e.row_counts)?;
     at_most(f("snapshot_ms"), e.snapshot_ms, MAX_SNAPSHOT_MS, "a year")?;
+    if let Some(host) = &e.host {
+        // Printed in listings and matched by `--source host:/path`.
+        let odd = |c: char| c == ':' || c == '/' || c.is_whitespace() || c.is_control();
+        if host.is_empty() || host.len() > 253 || host.chars().any(odd) {
+            return Err(bad(
+                f("host"),
+                shown(host).to_string(),
+                "not a machine name",
+            ));
+        }
+    }
     for (i, fp) in e.encrypted_to.iter().enumerate() {
         if fp != "passphrase" {
             hex(f(&format!("encrypted_to[{i}]")), fp, 12)?;
@@ -407,6 +418,7 @@ fn template() -> Value {
             snapshot_ms: 1,
             verified_with: crate::database::CheckLevel::QuickCheck,
             source: "s".into(),
+            host: Some("h".into()),
             source_mode: Some(0o600),
             encrypted_to: vec!["passphrase".into()],
             sealed: Some("s".into()),

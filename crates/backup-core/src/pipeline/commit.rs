@@ -52,6 +52,7 @@ pub(super) fn new_entry(
     source_mode: Option<u32>,
     stored: Stored,
 ) -> Entry {
+    let source = crate::source::Source::local(db);
     Entry {
         label: db.label.clone(),
         tag: opts.tag.clone(),
@@ -69,7 +70,8 @@ pub(super) fn new_entry(
         snapshot_at: stats.taken_at,
         snapshot_ms: stats.elapsed.as_millis() as u64,
         verified_with: opts.verify_level,
-        source: db.path.display().to_string(),
+        source: source.path,
+        host: source.host,
         source_mode,
         encrypted_to: vec![],
         sealed: None,

@@ -395,7 +395,7 @@ fn decide_chain<'a>(
     page_size: u64,
     now: Timestamp,
 ) -> Result<Chain<'a>, SinkError> {
-    let previous = incremental::previous(sink, &db.label)?;
+    let previous = incremental::previous(sink, db)?;
     let cached = |p: &Entry| {
         let dir = opts.page_cache.as_deref()?;
         incremental::cached_hashes(dir, &a.sink, p)

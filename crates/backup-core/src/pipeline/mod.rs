@@ -166,6 +166,7 @@ mod tests {
             retention: Default::default(),
             encryption: None,
             incremental: false,
+            host: None,
         };
         let sink: Arc<dyn Sink> = Arc::new(MemorySink::new("memory"));
         let targets = [Target {
