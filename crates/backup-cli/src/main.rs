@@ -8,6 +8,7 @@ mod args;
 mod cmd;
 mod health;
 mod interval;
+mod jobs;
 mod lock;
 mod logging;
 mod metrics;

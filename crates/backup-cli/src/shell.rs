@@ -86,3 +86,35 @@ where
         })
     }
 }
+
+/// How long a `post_restore` command may run before it is killed and the
+/// restore reported as failed (the restored file stays in place).
+const POST_RESTORE_LIMIT: Duration = Duration::from_secs(600);
+
+/// The configured `post_restore` shell command as the library's hook, with
+/// the restore described in `SQLITE_BACKUP_*` variables: `LABEL`, `PATH`
+/// (the restored file), `BROKEN` (the kept previous database, empty if
+/// none), `SNAPSHOT_ID`, `SNAPSHOT_AT`, `SINK`, `KEY`, and `DRILL` (`1`
+/// in a restore drill, where `PATH` is a scratch copy, else `0`).
+pub fn post_restore_hook(command: String, drill: bool) -> backup_core::restore::PostRestoreHook {
+    backup_core::restore::PostRestoreHook::new(move |r| {
+        let s = r.snapshot;
+        let env: [(&str, std::ffi::OsString); 8] = [
+            ("SQLITE_BACKUP_DRILL", if drill { "1" } else { "0" }.into()),
+            ("SQLITE_BACKUP_LABEL", r.label.into()),
+            ("SQLITE_BACKUP_PATH", r.path.into()),
+            (
+                "SQLITE_BACKUP_BROKEN",
+                r.broken.unwrap_or(std::path::Path::new("")).into(),
+            ),
+            ("SQLITE_BACKUP_SNAPSHOT_ID", s.run_id.clone().into()),
+            (
+                "SQLITE_BACKUP_SNAPSHOT_AT",
+                s.entry.snapshot_at.to_string().into(),
+            ),
+            ("SQLITE_BACKUP_SINK", s.sink.clone().into()),
+            ("SQLITE_BACKUP_KEY", s.entry.key.clone().into()),
+        ];
+        run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string().into())
+    })
+}

@@ -33,8 +33,8 @@ use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::{Cli, DaemonArgs};
-use crate::cmd::drill::DrillReport;
-use crate::cmd::{RunControl, run_backup_with, run_drill};
+use crate::jobs::backup::{RunControl, run_backup_with};
+use crate::jobs::drill::{DrillReport, run_drill};
 use crate::lock::RunRefused;
 use crate::signals::Signals;
 use crate::state::State;

@@ -46,7 +46,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
 
     println!("Starting an application writer (200 commits/s) and backing up while it runs…");
     let writer = demo::Writer::start(&db_path, 200).context("starting the writer")?;
-    let (_, report) = super::run_backup(
+    let (_, report) = crate::jobs::backup::run_backup(
         &config,
         &config.databases,
         Some("session".into()),

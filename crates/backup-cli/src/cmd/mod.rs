@@ -5,7 +5,7 @@ mod catalog;
 mod check;
 mod daemon;
 mod demo;
-pub(crate) mod drill;
+mod drill;
 mod list;
 mod prune;
 mod report;
@@ -18,9 +18,6 @@ use anyhow::Result;
 
 use crate::Exit;
 use crate::args::{Cli, Command};
-
-pub use backup::{RunControl, run_backup, run_backup_with};
-pub use drill::run_drill;
 
 /// Dispatch.
 pub fn run(cli: &Cli) -> Result<Exit> {

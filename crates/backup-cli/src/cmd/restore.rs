@@ -8,7 +8,7 @@ use anyhow::Result;
 use backup_config::Config;
 use backup_core::Backups;
 use backup_core::restore::{
-    self, Candidate, Observer, Plan, PostRestoreHook, Request, RestoreError, Selector, Step,
+    self, Candidate, Observer, Plan, Request, RestoreError, Selector, Step,
 };
 use backup_core::sink::Sink;
 use backup_core::source::{Scope, Source};
@@ -89,7 +89,9 @@ fn plan_restore(cli: &Cli, args: &RestoreArgs, config: &Config) -> Result<Planne
         tracing::warn!("catalog: {p}");
     }
     let database_post_restore = database.post_restore.clone();
-    let post_restore = database_post_restore.clone().map(|c| shell_hook(c, false));
+    let post_restore = database_post_restore
+        .clone()
+        .map(|c| crate::shell::post_restore_hook(c, false));
     let request = Request {
         target: args
             .to
@@ -499,38 +501,6 @@ fn print_moves(plan: &Plan, post_restore_command: Option<&str>) {
     if let Some(cmd) = post_restore_command {
         println!("  run post_restore: sh -c {cmd:?}");
     }
-}
-
-/// How long a `post_restore` command may run before it is killed and the
-/// restore reported as failed (the restored file stays in place).
-const POST_RESTORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The configured `post_restore` shell command as the library's hook, with
-/// the restore described in `SQLITE_BACKUP_*` variables: `LABEL`, `PATH`
-/// (the restored file), `BROKEN` (the kept previous database, empty if
-/// none), `SNAPSHOT_ID`, `SNAPSHOT_AT`, `SINK`, `KEY`, and `DRILL` (`1`
-/// in a restore drill, where `PATH` is a scratch copy, else `0`).
-pub(crate) fn shell_hook(command: String, drill: bool) -> PostRestoreHook {
-    PostRestoreHook::new(move |r| {
-        let s = r.snapshot;
-        let env: [(&str, std::ffi::OsString); 8] = [
-            ("SQLITE_BACKUP_DRILL", if drill { "1" } else { "0" }.into()),
-            ("SQLITE_BACKUP_LABEL", r.label.into()),
-            ("SQLITE_BACKUP_PATH", r.path.into()),
-            (
-                "SQLITE_BACKUP_BROKEN",
-                r.broken.unwrap_or(Path::new("")).into(),
-            ),
-            ("SQLITE_BACKUP_SNAPSHOT_ID", s.run_id.clone().into()),
-            (
-                "SQLITE_BACKUP_SNAPSHOT_AT",
-                s.entry.snapshot_at.to_string().into(),
-            ),
-            ("SQLITE_BACKUP_SINK", s.sink.clone().into()),
-            ("SQLITE_BACKUP_KEY", s.entry.key.clone().into()),
-        ];
-        crate::shell::run(&command, env, true, POST_RESTORE_LIMIT).map_err(|e| e.to_string().into())
-    })
 }
 
 /// The snapshot the mutually exclusive flags ask for; `Err` is a usage
