@@ -92,7 +92,7 @@ impl AnchorLog {
     }
 
     /// Anchors of one sink, in file order.
-    pub fn for_sink<'a>(&'a self, sink: &'a str) -> impl Iterator<Item = &'a Anchor> + 'a {
+    pub(crate) fn for_sink<'a>(&'a self, sink: &'a str) -> impl Iterator<Item = &'a Anchor> + 'a {
         self.anchors.iter().filter(move |a| a.sink == sink)
     }
 
@@ -133,7 +133,7 @@ fn parse_line(line: &str) -> Result<(Timestamp, String, String), String> {
 }
 
 /// True for 64 lowercase hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

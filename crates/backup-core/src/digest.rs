@@ -45,7 +45,7 @@ impl Sha256 {
 }
 
 /// A `Write` adapter that hashes and counts everything written through it.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     digest: Sha256,
     bytes: u64,

@@ -137,7 +137,7 @@ impl Recipients {
 
     /// The keys of an age recipients file: one `age1…` per line, `#`
     /// comments and blank lines ignored.
-    pub fn parse_file_text(text: &str) -> Result<Vec<String>, KeyError> {
+    pub(crate) fn parse_file_text(text: &str) -> Result<Vec<String>, KeyError> {
         Ok(text
             .lines()
             .map(str::trim)

@@ -113,7 +113,7 @@ pub fn partial_path(target: &Path) -> PathBuf {
 
 /// `.<name>.partial-`: what every [`partial_path`] of `target` starts with,
 /// whichever process made it.
-pub fn partial_prefix(target: &Path) -> OsString {
+pub(crate) fn partial_prefix(target: &Path) -> OsString {
     // `.` + `.partial-` + the longest pid (10 digits) + a companion suffix.
     let budget = NAME_MAX - 1 - ".partial-".len() - 10 - COMPANION;
     let mut name = OsString::from(".");
@@ -125,7 +125,7 @@ pub fn partial_prefix(target: &Path) -> OsString {
 /// A name made of `target`'s file name and `suffix` that fits in
 /// [`NAME_MAX`] with room for a SQLite companion suffix (`-wal`, `-journal`):
 /// `<name><suffix>`, with `<name>` shortened as [`shorten`] does when needed.
-pub fn with_suffix(target: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(target: &Path, suffix: &str) -> PathBuf {
     let budget = NAME_MAX.saturating_sub(suffix.len() + COMPANION);
     let mut name = shorten(target.file_name().unwrap_or_default(), budget);
     name.push(suffix);
@@ -214,7 +214,7 @@ pub fn is_stale_partial(file_name: &str) -> bool {
 
 /// Whether a process with this id is running (Linux: `/proc`; elsewhere we
 /// assume it is, and leave the file alone).
-pub fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }
@@ -277,7 +277,7 @@ pub fn atomic_write_owned(
 }
 
 /// Permission bits of scratch and partial files: owner read and write.
-pub const PRIVATE_FILE: u32 = 0o600;
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
 /// Permission bits of folders made only for ourselves: owner only.
 pub const PRIVATE_DIR: u32 = 0o700;
 
@@ -343,7 +343,7 @@ pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
 }
 
 /// The permission bits (`0o777` part) of `path`, following symlinks.
-pub fn mode_of(path: &Path) -> io::Result<u32> {
+pub(crate) fn mode_of(path: &Path) -> io::Result<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -39,7 +39,7 @@ pub const PACK_RAW_BYTES: u64 = 8 << 20;
 /// Bytes of each page hash (BLAKE3, truncated to 128 bits).
 pub const HASH_LEN: usize = 16;
 /// A page's hash.
-pub type PageHash = [u8; HASH_LEN];
+pub(crate) type PageHash = [u8; HASH_LEN];
 
 /// When an incremental run starts a new chain with a full base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub enum PolicyError {
 
 /// Why the previous snapshot's page hashes could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum IndexError {
+pub(crate) enum IndexError {
     /// Reading the sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -110,7 +110,7 @@ pub enum IndexError {
 }
 
 /// BLAKE3 of a page, truncated to [`HASH_LEN`] bytes.
-pub fn page_hash(page: &[u8]) -> PageHash {
+pub(crate) fn page_hash(page: &[u8]) -> PageHash {
     let full = blake3::hash(page);
     let mut h = [0u8; HASH_LEN];
     h.copy_from_slice(&full.as_bytes()[..HASH_LEN]);
@@ -134,7 +134,7 @@ pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkErr
 
 /// The hash of every page of `entry`'s image, read from the page-hash
 /// indexes its packs name (each read once, checked against its digest).
-pub fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, IndexError> {
+pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash>, IndexError> {
     let map = entry.pages.as_ref().ok_or_else(|| IndexError::Damaged {
         key: entry.key.clone(),
         reason: "not an incremental-mode snapshot".into(),
@@ -218,7 +218,12 @@ pub fn cached_hashes(dir: &Path, sink: &str, entry: &Entry) -> Option<Vec<PageHa
 
 /// Keep `hashes` (a new snapshot's, in page order) as the cache for the
 /// next run of `label` to `sink`: a private file, replaced atomically.
-pub fn cache_hashes(dir: &Path, sink: &str, label: &str, hashes: &[PageHash]) -> io::Result<()> {
+pub(crate) fn cache_hashes(
+    dir: &Path,
+    sink: &str,
+    label: &str,
+    hashes: &[PageHash],
+) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
     crate::fsutil::atomic_write_mode(&cache_file(dir, sink, label), hashes.as_flattened(), 0o600)
 }
@@ -234,7 +239,7 @@ pub enum Decision {
 
 /// Decide, from the previous snapshot and its page hashes, what this run
 /// stores. A pure function of its inputs.
-pub fn decide(
+pub(crate) fn decide(
     previous: Option<(&Entry, &[PageHash])>,
     page_size: u64,
     hashes: &[PageHash],
@@ -276,7 +281,7 @@ pub fn decide(
 
 /// Collects pages into packs of at most [`PACK_RAW_BYTES`] and stores each
 /// one as it closes, so memory stays bounded by one pack.
-pub struct PackWriter<'a> {
+pub(crate) struct PackWriter<'a> {
     sink: &'a dyn Sink,
     base: String,
     index_key: String,
@@ -303,7 +308,7 @@ impl<'a> PackWriter<'a> {
     }
 
     /// Key of pack `n`.
-    pub fn pack_key(base: &str, n: usize) -> String {
+    pub(crate) fn pack_key(base: &str, n: usize) -> String {
         format!("{base}.{n:03}.pack")
     }
 
@@ -385,7 +390,7 @@ pub struct PackProblem {
 /// the page map needs is read once, in order, with one page in memory at a
 /// time, checked against its recorded size and SHA-256. Returns the image's
 /// SHA-256 and size, or the first pack found missing or damaged.
-pub fn reassemble(
+pub(crate) fn reassemble(
     sink: &dyn Sink,
     entry: &Entry,
     out: &std::fs::File,

@@ -49,7 +49,7 @@ pub fn record(sink: &dyn Sink, label: &str, intent: &Intent) -> Result<(), SinkE
 
 /// Remove the record of `run_id` for `label`: nothing of it was kept in
 /// this sink (the upload failed or was abandoned, and was cleaned up).
-pub fn discard(sink: &dyn Sink, run_id: &str, label: &str) -> Result<(), SinkError> {
+pub(crate) fn discard(sink: &dyn Sink, run_id: &str, label: &str) -> Result<(), SinkError> {
     sink.delete(&key(run_id, label))
 }
 

@@ -273,7 +273,7 @@ fn open_file_holders(_files: &[Probed]) -> Vec<Holder> {
 }
 
 /// `comm` of a process (Linux).
-pub fn process_name(pid: u32) -> Option<String> {
+pub(crate) fn process_name(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
@@ -281,7 +281,7 @@ pub fn process_name(pid: u32) -> Option<String> {
 }
 
 /// Command line of a process, arguments joined by spaces (Linux).
-pub fn process_cmdline(pid: u32) -> Option<String> {
+pub(crate) fn process_cmdline(pid: u32) -> Option<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .map(|b| {

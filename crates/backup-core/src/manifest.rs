@@ -164,7 +164,7 @@ pub struct Entry {
 
 /// What an encrypted entry keeps sealed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedFacts {
+pub(crate) struct SealedFacts {
     /// SHA-256 of the decompressed database.
     pub db_sha256: String,
     /// SHA-256 of the schema.
@@ -380,7 +380,7 @@ impl Manifest {
     /// Every object key the manifest's entries name that a sink would
     /// refuse (`../../app.db`): `(field path, key, reason)`. Such a
     /// manifest was not written by us, whatever its sidecar says.
-    pub fn bad_keys(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn bad_keys(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let packs = e.pages.iter().flat_map(|m| m.packs.iter().enumerate());

@@ -151,7 +151,7 @@ impl Template {
 
     /// Whether a new artifact may replace an existing one of the same name
     /// (only for templates parsed with `allow_overwrite`).
-    pub fn allows_overwrite(&self) -> bool {
+    pub(crate) fn allows_overwrite(&self) -> bool {
         self.overwrite
     }
 

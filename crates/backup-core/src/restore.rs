@@ -248,7 +248,7 @@ impl Loss {
     }
 
     /// True when both are copies of the same snapshot (another sink).
-    pub fn is_nothing(&self) -> bool {
+    pub(crate) fn is_nothing(&self) -> bool {
         self.age_gap.is_zero() && self.rows.values().all(|(a, b)| a == b)
     }
 }
@@ -542,7 +542,7 @@ pub fn check_sink_name(from: &str, sinks: &[&dyn Sink]) -> Result<(), RestoreErr
 
 /// `<name>.broken-YYYYMMDD-HHMMSS` beside `target`, with `-2`, `-3` … when
 /// that name or one of its side-file names is taken.
-pub fn free_broken_name(target: &Path, now: &ZonedDateTime) -> PathBuf {
+pub(crate) fn free_broken_name(target: &Path, now: &ZonedDateTime) -> PathBuf {
     let base = broken_name(target, now, 1);
     (1..)
         .map(|n| broken_name(target, now, n))

@@ -121,7 +121,7 @@ pub struct Retention {
 }
 
 /// Default [`Retention::pack_grace`].
-pub const PACK_GRACE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const PACK_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Retention {
     fn default() -> Self {
@@ -413,7 +413,7 @@ pub fn is_phase_tag(tag: &str) -> bool {
 }
 
 /// The tag of pre-migration snapshots.
-pub const PREMIGRATE_TAG: &str = "premigrate";
+pub(crate) const PREMIGRATE_TAG: &str = "premigrate";
 
 fn numbered(tag: &str, prefix: &str) -> bool {
     tag.strip_prefix(prefix)

@@ -204,7 +204,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 /// [`crate::fsutil::create_private`]) before SQLite opens it, whatever the
 /// umask: SQLite would create it `0644` minus the umask, and gives its
 /// `-journal` the mode of the database file.
-pub fn to_file(
+pub(crate) fn to_file(
     method: SnapshotMethod,
     source: &Path,
     dest: &Path,
@@ -397,7 +397,7 @@ impl std::fmt::Debug for PageStream {
 }
 
 /// True when this SQLite build has the `sqlite_dbpage` virtual table.
-pub fn has_dbpage(conn: &Connection) -> bool {
+pub(crate) fn has_dbpage(conn: &Connection) -> bool {
     conn.prepare("SELECT data FROM sqlite_dbpage WHERE pgno = 1")
         .is_ok()
 }

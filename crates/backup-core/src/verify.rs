@@ -671,7 +671,7 @@ pub fn expected_db_sha256(
 }
 
 /// Read and parse a sidecar; a missing or malformed one becomes a problem.
-pub fn read_sidecar(
+pub(crate) fn read_sidecar(
     sink: &dyn crate::sink::Sink,
     key: &str,
 ) -> Result<Result<crate::digest::Sidecar, Problem>, crate::sink::SinkError> {

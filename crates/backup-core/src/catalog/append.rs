@@ -36,12 +36,12 @@ use crate::naming;
 use crate::sink::{Sink, SinkError, get_bytes};
 
 /// Folder of chain links inside a sink.
-pub const LINK_DIR: &str = "manifests/chain";
+pub(crate) const LINK_DIR: &str = "manifests/chain";
 
 /// How many lost races [`append`] takes before giving up. Each lost race is
 /// another writer's manifest appended, so only a crowd of writers (or a
 /// broken link) gets near it.
-pub const MAX_ATTEMPTS: u32 = 200;
+pub(crate) const MAX_ATTEMPTS: u32 = 200;
 
 /// The link that claims the place after the manifest whose bytes hash to
 /// `previous` (`None`: the first manifest of the sink).

@@ -138,7 +138,7 @@ impl Default for Options {
 }
 
 /// Where snapshots go when the configured scratch folder cannot be created.
-pub fn fallback_scratch_dir() -> PathBuf {
+pub(crate) fn fallback_scratch_dir() -> PathBuf {
     std::env::temp_dir().join("sqlite-backup-scratch")
 }
 
