@@ -1,4 +1,6 @@
-//! The Azure sink against a real Azurite (no mocked HTTP).
+//! The Azure sink against a real Azurite (no mocked HTTP): what only Azure
+//! has. The shared conformance suite runs in the workspace's
+//! `tests/sink_conformance.rs`.
 //!
 //! Needs the pinned Azurite: run `npm ci` at the repo root first. A missing
 //! Azurite fails these tests with that instruction; they are never skipped.
@@ -13,15 +15,6 @@ use backup_testkit::remote::{
     upload_cut_off,
 };
 use secrecy::SecretString;
-
-#[test]
-fn azure_sink_passes_the_conformance_suite() {
-    let remote = Remote::azure();
-    // 1 MiB parts: the suite's 3 MiB stream goes through multipart upload.
-    conformance::run(&remote.sink_with_parts(1));
-    // And with the default part size, where it is a single PUT.
-    conformance::run(&remote.sink());
-}
 
 #[test]
 fn multipart_upload_round_trips_with_bounded_buffers() {

@@ -409,12 +409,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_sink_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        backup_core::sink::conformance::run(&LocalSink::new("local", dir.path(), Placement::Local));
-    }
-
-    #[test]
     fn stale_partials_are_cleaned_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalSink::new("local", dir.path(), Placement::Local);

@@ -1,5 +1,7 @@
 //! The S3 sink against a real moto server (no mocked HTTP), with
-//! authentication on and the README's least-privilege policy.
+//! authentication on and the README's least-privilege policy: what only S3
+//! has. The shared conformance suite runs in the workspace's
+//! `tests/sink_conformance.rs`.
 //!
 //! Needs moto in `<repo>/.venv-moto` (scripts/test.sh installs it). A
 //! missing moto fails these tests with that instruction; they are never
@@ -8,22 +10,13 @@
 use std::io::Write;
 use std::time::Instant;
 
-use backup_core::sink::{Sink, conformance, get_bytes};
+use backup_core::sink::{Sink, get_bytes};
 use backup_s3::S3Sink;
 use backup_testkit::remote::{
     MIB, ROOT, Remote, assert_pattern, errors_of_every_request, time_round_trip, upload,
     upload_cut_off, wait_for_open_upload,
 };
 use secrecy::SecretString;
-
-#[test]
-fn s3_sink_passes_the_conformance_suite_with_small_and_large_parts() {
-    let remote = Remote::s3();
-    // The smallest parts S3 allows, and large ones.
-    conformance::run(&remote.sink_with_parts(5));
-    conformance::run(&remote.sink_with_parts(64));
-    assert!(remote.open_uploads().is_empty());
-}
 
 #[test]
 fn multipart_upload_round_trips_with_bounded_buffers_and_boto3_agrees() {

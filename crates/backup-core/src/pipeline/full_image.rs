@@ -13,18 +13,24 @@ use super::commit::{Produced, finish_uploads};
 use super::fan_out::{FanOut, compress_into, open_fan};
 use super::report::Written;
 use super::report::sink_error;
-use super::{BackupError, INTERRUPTED, PlannedArtifact, RunOpts, Target, fallback_scratch_dir};
+use super::{BackupError, PlannedArtifact, RunOpts, SnapshotFailure, Target, fallback_scratch_dir};
 use crate::database::{Database, SnapshotMethod};
 use crate::fsutil;
 use crate::snapshot::{self, PageStream};
-use crate::verify::{self, Checks, DbReport};
+use crate::verify::{self, Checks};
+
+use super::twin_check::read_while_checking;
 
 /// Why producing the image failed.
 enum Failure {
     /// Reading, compressing or sending the stream failed (sinks may say why).
     Stream(io::Error),
     /// Anything else (snapshot, scratch folder, checker).
-    Other(String),
+    Other(SnapshotFailure),
+}
+
+fn snapshot_err(e: snapshot::SnapshotError) -> Failure {
+    Failure::Other(e.into())
 }
 
 pub(super) fn backup_streams(
@@ -46,23 +52,16 @@ pub(super) fn backup_streams(
         Ok(p) => p,
         Err(Failure::Other(e)) => {
             fan.abort();
-            return Err(vec![BackupError::Snapshot(e)]);
+            return Err(vec![e.into()]);
         }
-        Err(Failure::Stream(e)) => {
-            let detail = fan
+        Err(Failure::Stream(error)) => {
+            let sinks = fan
                 .failures
                 .iter()
                 .map(|(i, m)| format!("sink {}: {m}", targets[*i].sink.name()))
                 .collect::<Vec<_>>();
             fan.abort();
-            return Err(vec![BackupError::Snapshot(format!(
-                "streaming the snapshot: {e}{}",
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", detail.join("; "))
-                }
-            ))]);
+            return Err(vec![SnapshotFailure::Stream { error, sinks }.into()]);
         }
     };
     info!(
@@ -98,8 +97,7 @@ fn produce(
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
     if opts.snapshot_method == SnapshotMethod::Backup
-        && let Some(stream) =
-            PageStream::open(&db.path).map_err(|e| Failure::Other(e.to_string()))?
+        && let Some(stream) = PageStream::open(&db.path).map_err(snapshot_err)?
     {
         return stream_pages(stream, db, opts, fan);
     }
@@ -118,41 +116,27 @@ fn stream_pages(
     fan: &mut FanOut,
 ) -> Result<Produced, Failure> {
     let checks = Checks::after_backup(db, opts.verify_level);
-    let twin = stream.twin().map_err(|e| Failure::Other(e.to_string()))?;
-    let checker = twin.map(|conn| {
-        // The checks revisit pages (foreign_key_check, at integrity_check
-        // level, looks up a parent row for every child row); with SQLite's
-        // default 2 MiB cache most revisits re-read pages from the OS.
-        // 8 MiB halves that system time for a few MiB of memory.
-        let _ = conn.pragma_update(None, "cache_size", -8192);
-        let checks = checks.clone();
-        std::thread::spawn(move || verify::check_connection(&conn, &checks))
-    });
     let total = stream.size();
     let page_size = stream.page_size();
-    let streamed = compress_into(
-        fan,
-        &opts.compression,
-        db.encryption.as_ref(),
-        opts.observer,
-        |out| {
-            stream
-                .copy_to(out, &mut |done, _| {
-                    opts.observer
-                        .stream_progress(&db.label, done * page_size, total)
-                })
-                .map(|_| ())
-        },
-    );
-    let report = match checker {
-        Some(h) => h
-            .join()
-            .map_err(|_| Failure::Other("post-backup check panicked".into()))?,
-        None if streamed.is_ok() => verify::check_connection(stream.connection(), &checks),
-        None => DbReport::default(),
-    };
+    let (streamed, report) = read_while_checking(&stream, &checks, || {
+        compress_into(
+            fan,
+            &opts.compression,
+            db.encryption.as_ref(),
+            opts.observer,
+            |out| {
+                stream
+                    .copy_to(out, &mut |done, _| {
+                        opts.observer
+                            .stream_progress(&db.label, done * page_size, total)
+                    })
+                    .map(|_| ())
+            },
+        )
+    })
+    .map_err(Failure::Other)?;
     let (db_sha256, db_size) = streamed.map_err(Failure::Stream)?;
-    let stats = stream.finish().map_err(|e| Failure::Other(e.to_string()))?;
+    let stats = stream.finish().map_err(snapshot_err)?;
     opts.observer
         .snapshot_progress(&db.label, stats.page_count, stats.page_count);
     Ok(Produced {
@@ -187,11 +171,12 @@ fn via_scratch(
                 fallback.display()
             );
             fsutil::create_dir_all_mode(&fallback, fsutil::PRIVATE_DIR).map_err(|e2| {
-                Failure::Other(format!(
-                    "creating scratch folder {} ({e}) or {} ({e2})",
-                    opts.scratch_dir.display(),
-                    fallback.display()
-                ))
+                Failure::Other(SnapshotFailure::Scratch {
+                    dir: opts.scratch_dir.clone(),
+                    error: e,
+                    fallback: fallback.clone(),
+                    fallback_error: e2,
+                })
             })?;
             fallback
         }
@@ -205,9 +190,9 @@ fn via_scratch(
         &scratch.0,
         &mut |done, total| opts.observer.snapshot_progress(&db.label, done, total),
     )
-    .map_err(|e| Failure::Other(e.to_string()))?;
+    .map_err(snapshot_err)?;
     if opts.observer.cancelled() {
-        return Err(Failure::Other(INTERRUPTED.into()));
+        return Err(Failure::Other(SnapshotFailure::Interrupted));
     }
 
     let checks = Checks::after_backup(db, opts.verify_level);
@@ -236,7 +221,7 @@ fn via_scratch(
     );
     let report = checker
         .join()
-        .map_err(|_| Failure::Other("post-backup check panicked".into()))?;
+        .map_err(|_| Failure::Other(SnapshotFailure::CheckPanicked))?;
     let (db_sha256, db_size) = streamed.map_err(Failure::Stream)?;
     Ok(Produced {
         stats,

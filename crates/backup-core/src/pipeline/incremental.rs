@@ -13,7 +13,8 @@ use super::fan_out::{Cancellable, FanOut, compress_into, open_fan};
 use super::full_image::backup_streams;
 use super::report::Written;
 use super::report::sink_error;
-use super::{BackupError, Observer, PlannedArtifact, RunOpts, Target};
+use super::twin_check::read_while_checking;
+use super::{BackupError, Observer, PlannedArtifact, RunOpts, SnapshotFailure, Target};
 use crate::database::Database;
 use crate::digest::{Sha256, Sidecar};
 use crate::fsutil;
@@ -25,7 +26,7 @@ use crate::naming;
 use crate::page_map::{self, PageMap};
 use crate::sink::{Sink, SinkError};
 use crate::snapshot::{PageStream, SnapshotStats};
-use crate::verify::{self, Checks, DbReport};
+use crate::verify::{Checks, DbReport};
 
 /// Calls `each(page number, page)` for every `page_size` bytes written.
 struct PageSplit<F> {
@@ -131,7 +132,7 @@ pub(super) fn backup_incremental(
     opts: &RunOpts<'_>,
     run_id: &str,
 ) -> Result<(Written, Vec<BackupError>), Vec<BackupError>> {
-    let Some(stream) = PageStream::open(&db.path).map_err(|e| snap_err(e.to_string()))? else {
+    let Some(stream) = PageStream::open(&db.path).map_err(snap_err)? else {
         warn!(
             "label={}: incremental mode needs a WAL database and sqlite_dbpage; taking a full artifact",
             db.label
@@ -177,9 +178,9 @@ pub(super) fn backup_incremental(
         if let Some((_, fan)) = seal {
             fan.abort();
         }
-        return Err(snap_err(format!("reading the snapshot: {e}")));
+        return Err(snap_err(SnapshotFailure::Read(e)));
     }
-    let stats = stream.finish().map_err(|e| snap_err(e.to_string()))?;
+    let stats = stream.finish().map_err(snap_err)?;
     opts.observer
         .snapshot_progress(&db.label, stats.page_count, stats.page_count);
     let mut written = Vec::new();
@@ -335,8 +336,8 @@ fn commit_chains(
     (written, errors)
 }
 
-fn snap_err(e: String) -> Vec<BackupError> {
-    vec![BackupError::Snapshot(e)]
+fn snap_err(e: impl Into<SnapshotFailure>) -> Vec<BackupError> {
+    vec![BackupError::Snapshot(e.into())]
 }
 
 /// Pass 1: the hash of every page and the digest of the whole image, while
@@ -347,27 +348,17 @@ fn hash_and_check(
     opts: &RunOpts<'_>,
 ) -> Result<Hashed, Vec<BackupError>> {
     let checks = Checks::after_backup(db, opts.verify_level);
-    let twin = stream.twin().map_err(|e| snap_err(e.to_string()))?;
-    let checker = twin.map(|conn| {
-        let _ = conn.pragma_update(None, "cache_size", -8192);
-        let checks = checks.clone();
-        std::thread::spawn(move || verify::check_connection(&conn, &checks))
-    });
     let mut hashes = Vec::new();
     let mut image = Sha256::new();
-    let hashed = for_each_page(stream, opts.observer, |_, page| {
-        image.update(page);
-        hashes.push(incremental::page_hash(page));
-        Ok(())
-    });
-    let report = match checker {
-        Some(h) => h
-            .join()
-            .map_err(|_| snap_err("post-backup check panicked".into()))?,
-        None if hashed.is_ok() => verify::check_connection(stream.connection(), &checks),
-        None => DbReport::default(),
-    };
-    hashed.map_err(|e| snap_err(format!("reading the snapshot: {e}")))?;
+    let (hashed, report) = read_while_checking(stream, &checks, || {
+        for_each_page(stream, opts.observer, |_, page| {
+            image.update(page);
+            hashes.push(incremental::page_hash(page));
+            Ok(())
+        })
+    })
+    .map_err(snap_err)?;
+    hashed.map_err(|e| snap_err(SnapshotFailure::Read(e)))?;
     if !report.ok() {
         return Err(vec![BackupError::Check {
             problems: report.problems.clone(),

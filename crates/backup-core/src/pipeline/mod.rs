@@ -26,6 +26,7 @@ mod incremental;
 mod plan;
 mod report;
 mod run;
+mod twin_check;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use crate::naming::Template;
 use crate::sink::Sink;
 
 pub use plan::{Action, Plan, PlanItem, PlannedArtifact, plan};
-pub use report::{BackupError, ManifestWritten, Outcome, RunReport, SinkFailure};
+pub use report::{BackupError, ManifestWritten, Outcome, RunReport, SinkFailure, SnapshotFailure};
 pub use run::execute;
 
 /// A sink and the template naming artifacts in it.

@@ -17,12 +17,14 @@ pub enum BackupError {
     },
     /// The run's manifest could not be written to a sink, so nothing of
     /// the run counts there (its artifacts were removed again).
-    #[error("manifest to sink {sink}: {message}")]
+    #[error("manifest to sink {sink}: {error}")]
     Manifest {
         /// The sink's name.
         sink: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong (one append failure fails every database of the
+        /// run in that sink, hence shared).
+        #[source]
+        error: std::sync::Arc<crate::catalog::append::AppendError>,
     },
     /// The snapshot failed its post-backup check; nothing was stored.
     #[error(
@@ -34,8 +36,48 @@ pub enum BackupError {
         problems: Vec<crate::verify::Problem>,
     },
     /// The snapshot could not be taken or streamed; nothing was stored.
-    #[error("{0}")]
-    Snapshot(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFailure),
+}
+
+/// Why a database's snapshot could not be taken or streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFailure {
+    /// SQLite could not open, copy or finish reading the snapshot.
+    #[error(transparent)]
+    Sqlite(#[from] crate::snapshot::SnapshotError),
+    /// Reading the snapshot's pages failed.
+    #[error("reading the snapshot: {0}")]
+    Read(#[source] std::io::Error),
+    /// Compressing or sending the stream failed; `sinks` says what each
+    /// sink reported, when one did.
+    #[error("streaming the snapshot: {error}{}", if sinks.is_empty() { String::new() } else { format!(" ({})", sinks.join("; ")) })]
+    Stream {
+        /// The stream's error.
+        #[source]
+        error: std::io::Error,
+        /// `sink NAME: what it said`, per failed sink.
+        sinks: Vec<String>,
+    },
+    /// Neither the scratch folder nor its fallback could be created.
+    #[error("creating scratch folder {} ({error}) or {} ({fallback_error})", dir.display(), fallback.display())]
+    Scratch {
+        /// The configured scratch folder.
+        dir: std::path::PathBuf,
+        /// Why it failed.
+        #[source]
+        error: std::io::Error,
+        /// The fallback folder.
+        fallback: std::path::PathBuf,
+        /// Why that failed too.
+        fallback_error: std::io::Error,
+    },
+    /// The post-backup check's thread panicked.
+    #[error("post-backup check panicked")]
+    CheckPanicked,
+    /// The run was cancelled while the snapshot was taken.
+    #[error("{}", super::INTERRUPTED)]
+    Interrupted,
 }
 
 fn join(problems: &[crate::verify::Problem]) -> String {

@@ -131,7 +131,7 @@ fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten
                     head,
                 });
             }
-            Err(e) => unlist_uploads(target, outcomes, &e),
+            Err(e) => unlist_uploads(target, outcomes, e),
         }
         if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
             warn!("sink {sink_name}: removing this run's intent records: {e}");
@@ -143,13 +143,14 @@ fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten
 /// Without a manifest nothing of this run counts in `target`'s sink: remove
 /// what it uploaded there, so no unlisted artifact lingers looking like a
 /// backup (and filling the disk), and fail the databases that had.
-fn unlist_uploads(target: &Target, outcomes: &mut [Outcome], e: &AppendError) {
+fn unlist_uploads(target: &Target, outcomes: &mut [Outcome], e: AppendError) {
     let sink_name = target.sink.name();
+    let e = std::sync::Arc::new(e);
     for o in outcomes.iter_mut() {
         if o.written.iter().any(|(s, _)| s == sink_name) {
             o.errors.push(BackupError::Manifest {
                 sink: sink_name.to_string(),
-                message: e.to_string(),
+                error: e.clone(),
             });
             for (_, entry) in o.written.iter().filter(|(s, _)| s == sink_name) {
                 for key in [&entry.sidecar_key, &entry.key] {
