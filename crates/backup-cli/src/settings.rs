@@ -8,7 +8,7 @@ use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
 use backup_core::Backups;
 use backup_core::fsutil::{self, Modes};
-use backup_core::pipeline::{Options, Target};
+use backup_core::pipeline::Target;
 use backup_core::sink::{Placement, Sink};
 use backup_local::LocalSink;
 
@@ -102,11 +102,19 @@ pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>> {
     Ok(targets(config)?.into_iter().map(|t| t.sink).collect())
 }
 
-/// The library's facade over every sink of `config`, in restore order.
+/// The library's facade over every sink of `config`, in restore order,
+/// with the config's compression, checks, snapshot method, incremental
+/// policy, scratch folder and page-hash cache.
 pub fn backups(config: &Config) -> Result<Backups> {
     Ok(targets(config)?
         .into_iter()
         .fold(Backups::builder(), |b, t| b.target(t))
+        .compression(config.compression)
+        .check_level(config.verify_level)
+        .snapshot_method(config.snapshot_method)
+        .incremental(config.incremental)
+        .scratch_dir(scratch_dir(config))
+        .page_cache(config.state_dir.join("page-hashes"))
         .build())
 }
 
@@ -116,15 +124,15 @@ pub fn scratch_dir(config: &Config) -> PathBuf {
     config.local.root.join(".tmp")
 }
 
-/// Backup options from config and flags: every database goes to the cold
-/// tier with `--tier cold`, and those whose `cold_tags` hold the tag.
-pub fn options(
+/// The labels a run also sends to the cold tier: every database with
+/// `--tier cold`, else those whose `cold_tags` hold the run's tag.
+pub fn cold_labels(
     config: &Config,
     databases: &[DatabaseConfig],
-    tag: Option<String>,
+    tag: Option<&str>,
     cold: bool,
-) -> Result<Options> {
-    if let Some(t) = &tag {
+) -> Result<Vec<String>> {
+    if let Some(t) = tag {
         backup_core::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
     if cold && config.local.cold.is_none() {
@@ -134,22 +142,11 @@ pub fn options(
         )
         .into());
     }
-    let cold_labels = databases
+    Ok(databases
         .iter()
-        .filter(|d| tag.as_ref().is_some_and(|t| d.cold_tags.contains(t)))
+        .filter(|d| cold || tag.is_some_and(|t| d.cold_tags.iter().any(|c| c == t)))
         .map(|d| d.database.label.clone())
-        .collect();
-    Ok(Options {
-        tag,
-        cold,
-        cold_labels,
-        compression: config.compression,
-        verify_level: config.verify_level,
-        snapshot_method: config.snapshot_method,
-        incremental: config.incremental,
-        scratch_dir: scratch_dir(config),
-        page_cache: Some(config.state_dir.join("page-hashes")),
-    })
+        .collect())
 }
 
 /// The databases named by `--label` (all when none); unknown labels are usage errors.

@@ -311,6 +311,42 @@ impl Backups {
         })
     }
 
+    /// Several databases in one run, as the command line and the daemon
+    /// run them: one run id, one manifest per sink. The plan says what each
+    /// database would write where (or why it is skipped) and touches
+    /// nothing; [`execute`](Self::execute) carries it out. Databases whose
+    /// label is in `cold` also go to cold-only sinks.
+    pub fn plan_run(
+        &self,
+        databases: &[Database],
+        tag: Option<&str>,
+        cold: &[String],
+    ) -> Result<pipeline::Plan, Error> {
+        if let Some(t) = tag {
+            validate_tag(t).map_err(ConfigError::from)?;
+        }
+        if self.targets.is_empty() {
+            return Err(ConfigError::NoSink.into());
+        }
+        let options = Options {
+            tag: tag.map(str::to_string),
+            cold_labels: cold.to_vec(),
+            ..self.options.clone()
+        };
+        Ok(pipeline::plan(
+            databases,
+            &self.targets,
+            &options,
+            Timestamp::now(),
+        ))
+    }
+
+    /// Carry out a plan from [`plan_run`](Self::plan_run); `observer` sees
+    /// progress and can cancel. Per database: what each sink got, or why not.
+    pub fn execute(&self, plan: &pipeline::Plan, observer: &dyn Observer) -> pipeline::RunReport {
+        pipeline::execute(plan, observer)
+    }
+
     /// Every backup the sinks' catalogs list, newest first. Sinks or
     /// manifests that cannot be read are reported in the second list and
     /// left out of the first.

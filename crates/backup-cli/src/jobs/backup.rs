@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
-use backup_core::pipeline::{self, Plan, RunReport};
+use backup_core::pipeline::{Plan, RunReport};
 use tracing::{error, info, warn};
 
 use crate::alerts;
@@ -58,13 +58,12 @@ pub fn run_backup_with(
     dry_run: bool,
     control: &RunControl,
 ) -> Result<(Plan, Option<RunReport>)> {
-    let targets = settings::targets(config)?;
-    let opts = settings::options(config, databases, tag, cold)?;
+    let backups = settings::backups(config)?;
+    let cold = settings::cold_labels(config, databases, tag.as_deref(), cold)?;
     let engine_dbs: Vec<backup_core::Database> =
         databases.iter().map(|d| d.database.clone()).collect();
     if dry_run {
-        let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
-        return Ok((plan, None));
+        return Ok((backups.plan_run(&engine_dbs, tag.as_deref(), &cold)?, None));
     }
     let _lock = crate::lock::take_run_lock(config)?;
     // The local roots first, with the sinks' folder mode: the snapshot
@@ -76,8 +75,8 @@ pub fn run_backup_with(
         }
     }
     let observer = CliObserver::new(control.progress, control.cancel.clone());
-    let plan = pipeline::plan(&engine_dbs, &targets, &opts, jiff::Timestamp::now());
-    let report = pipeline::execute(&plan, &observer);
+    let plan = backups.plan_run(&engine_dbs, tag.as_deref(), &cold)?;
+    let report = backups.execute(&plan, &observer);
     record_run(config, &report, &observer);
     Ok((plan, Some(report)))
 }
