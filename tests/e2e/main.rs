@@ -9,6 +9,7 @@ mod cli_snapshots;
 mod drill_metrics;
 mod encryption;
 mod incremental;
+mod mirror;
 mod ops_e2e;
 mod paths;
 mod perms;

@@ -102,7 +102,9 @@ pub enum CatalogProblem {
         /// The run id it records.
         run_id: String,
     },
-    /// A manifest whose field `sink` names another sink (copied over).
+    /// A manifest whose field `sink` names neither this sink nor the sink
+    /// this catalog began on (see [`Report::copy_of`]): copied over from
+    /// another sink's catalog.
     WrongSink {
         /// Manifest key.
         key: String,
@@ -614,6 +616,13 @@ pub struct Report {
     pub artifact_check: ArtifactCheck,
     /// Relation to the anchor file, when one was given.
     pub anchor: Option<AnchorStatus>,
+    /// The sink this catalog began on, when it is not this one: the sink
+    /// holds a faithful copy of that sink's catalog (`rclone sync`, bucket
+    /// replication). It is field `sink` of the catalog's first manifest:
+    /// the one without `previous` that most stored manifests descend from
+    /// through links that hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
     /// What is wrong.
     pub problems: Vec<CatalogProblem>,
 }
@@ -790,11 +799,15 @@ pub fn verify(
         hashed_bytes: 0,
         artifact_check: opts.artifacts,
         anchor: None,
+        copy_of: None,
         problems: vec![],
     };
     let chain = Chain::new(&nodes);
-    // 1. What each manifest says of itself.
-    manifest_facts(sink.name(), &nodes, &mut problems);
+    // 1. What each manifest says of itself; the sink it records is checked
+    //    against this sink and the one the catalog began on.
+    let origin = chain.origin().filter(|o| *o != sink.name());
+    report.copy_of = origin.map(str::to_string);
+    manifest_facts(sink.name(), origin, &nodes, &mut problems);
     // 2. The walk from the head, then the manifests a repair relinked.
     let walk = chain.walk(&mut problems);
     let walk = chain.follow_relinks(walk, &mut problems);
@@ -826,7 +839,15 @@ pub fn verify(
     Ok(report)
 }
 
-fn manifest_facts(sink: &str, nodes: &[Node], problems: &mut Vec<CatalogProblem>) {
+/// `origin`: the sink the chain began on, when not this one (a copy); a
+/// manifest recording it is no more out of place than one recording
+/// `sink` (runs after a fail-over to the copy record the copy's name).
+fn manifest_facts(
+    sink: &str,
+    origin: Option<&str>,
+    nodes: &[Node],
+    problems: &mut Vec<CatalogProblem>,
+) {
     for n in nodes {
         let Some(m) = &n.manifest else { continue };
         if manifest::manifest_key(&m.run_id) != n.key {
@@ -835,7 +856,7 @@ fn manifest_facts(sink: &str, nodes: &[Node], problems: &mut Vec<CatalogProblem>
                 run_id: m.run_id.clone(),
             });
         }
-        if m.sink != sink {
+        if m.sink != sink && Some(m.sink.as_str()) != origin {
             problems.push(CatalogProblem::WrongSink {
                 key: n.key.clone(),
                 sink: m.sink.clone(),
@@ -880,6 +901,73 @@ impl<'a> Chain<'a> {
             by_sha: index(|n| n.sha256.as_str()),
             by_key: index(|n| n.key.as_str()),
         }
+    }
+
+    /// The sink this catalog began on: field `sink` of its genesis (a
+    /// manifest without `previous`) that the most stored manifests descend
+    /// from through links that hold (`previous` naming its bytes). It must
+    /// be named by a successor, unless it is the only manifest, and no
+    /// other genesis may tie with it.
+    ///
+    /// Why the genesis, and not only the sink's own name, a catalog id or a
+    /// setting: the check on field `sink` is there to catch a manifest
+    /// spliced in from another sink's catalog, while a faithful copy of a
+    /// whole catalog (rclone, bucket replication) keeps names that are not
+    /// the new sink's. The hash chain already ties every manifest to its
+    /// genesis by SHA-256, so the genesis tells a copy from a splice with no
+    /// new field: it works for catalogs copied before this check knew of
+    /// copies, and an id written in each manifest would be one more claim a
+    /// splicer can copy, vouched for by nothing the chain does not already
+    /// vouch for. Counting descendants rather than following the walk from
+    /// the head keeps a spliced newest manifest from taking the catalog's
+    /// name: a copy brings its whole chain, a splice a few manifests. A
+    /// manifest spliced in records another sink than the genesis (named by
+    /// [`manifest_facts`]); one from another catalog of a sink with the same
+    /// name breaks the chain (named by the walk).
+    fn origin(&self) -> Option<&'a str> {
+        let nodes = self.nodes;
+        // root[i]: the genesis manifest i descends from (Some(None): a
+        // link that does not hold, or an unreadable manifest on the way).
+        let mut root: Vec<Option<Option<usize>>> = vec![None; nodes.len()];
+        for start in 0..nodes.len() {
+            let mut path = Vec::new();
+            let mut cur = start;
+            let found = loop {
+                if let Some(r) = root[cur] {
+                    break r;
+                }
+                // Hash links cannot loop; bytes from a sink are hostile.
+                if path.len() > nodes.len() {
+                    break None;
+                }
+                path.push(cur);
+                let Some(m) = &nodes[cur].manifest else {
+                    break None;
+                };
+                match m.previous.as_deref() {
+                    None => break Some(cur),
+                    Some(prev) => match self.by_sha.get(prev) {
+                        Some(&p) => cur = p,
+                        None => break None,
+                    },
+                }
+            };
+            for i in path {
+                root[i] = Some(found);
+            }
+        }
+        let mut descendants: BTreeMap<usize, usize> = BTreeMap::new();
+        for r in root.into_iter().flatten().flatten() {
+            *descendants.entry(r).or_default() += 1;
+        }
+        let most = *descendants.values().max()?;
+        let mut best = descendants.iter().filter(|(_, n)| **n == most);
+        let (&genesis, _) = best.next()?;
+        let vouched = most >= 2 || nodes.len() == 1;
+        if best.next().is_some() || !vouched {
+            return None;
+        }
+        nodes[genesis].manifest.as_ref().map(|m| m.sink.as_str())
     }
 
     /// The newest manifest not yet visited that is older than `bound`:

@@ -325,6 +325,18 @@ fn print_reports(results: &[SinkResult], artifacts: ArtifactCheck, args: &Verify
     }
     print!("{t}");
     for (name, r) in results {
+        if let Ok(Report {
+            copy_of: Some(origin),
+            ..
+        }) = r
+        {
+            println!(
+                "Sink {name} holds a copy of sink {}'s catalog (field `sink` of its first manifest): manifests recording {0} are its own.",
+                shown(origin)
+            );
+        }
+    }
+    for (name, r) in results {
         match r {
             Ok(r) if !r.ok() => {
                 println!("\nSink {name} ({}):", r.location);

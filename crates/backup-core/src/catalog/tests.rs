@@ -69,7 +69,12 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
 
 /// A sink with `n` chained runs, one artifact each. Returns the heads.
 fn chain(n: usize) -> (MemorySink, Vec<String>) {
-    let sink = MemorySink::new("local");
+    chain_on("local", n)
+}
+
+/// [`chain`] on a sink named `name`.
+fn chain_on(name: &str, n: usize) -> (MemorySink, Vec<String>) {
+    let sink = MemorySink::new(name);
     let heads = (0..n)
         .map(|i| {
             let e = artifact(&sink, i);
@@ -568,6 +573,101 @@ fn a_manifest_copied_from_another_sink_is_named() {
         key,
         sink: "azure".into()
     }));
+}
+
+/// Every object of `from` copied to a new sink named `name`, byte for
+/// byte, as `rclone sync` or bucket replication copies a container.
+fn mirror(from: &MemorySink, name: &str) -> MemorySink {
+    let to = MemorySink::new(name);
+    for key in from.list("").unwrap() {
+        to.put(&key, &get_bytes(from, &key).unwrap()).unwrap();
+    }
+    to
+}
+
+/// Copy one manifest and its sidecar from `from` into `to`.
+fn splice(from: &MemorySink, to: &MemorySink, key: &str) {
+    for k in [key.to_string(), manifest::sidecar_key(key)] {
+        to.put(&k, &get_bytes(from, &k).unwrap()).unwrap();
+    }
+}
+
+fn wrong_sinks(r: &Report) -> Vec<(&str, &str)> {
+    r.problems
+        .iter()
+        .filter_map(|p| match p {
+            CatalogProblem::WrongSink { key, sink } => Some((key.as_str(), sink.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_faithful_copy_of_a_catalog_verifies_and_a_manifest_spliced_into_it_is_named() {
+    let (azure, _) = chain_on("azure", 4);
+    let copy = mirror(&azure, "s3");
+    let r = check(&copy, ArtifactCheck::Deep, None);
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!((r.chain, r.artifacts), (4, 4));
+    assert_eq!(r.copy_of.as_deref(), Some("azure"));
+    // The original is no copy.
+    assert_eq!(check(&azure, ArtifactCheck::Skip, None).copy_of, None);
+
+    // After a fail-over, runs append to the copy under its own name.
+    let e = artifact(&copy, 4);
+    write_manifest(&copy, &run_id(4), t(4), t(4), vec![e], vec![]).unwrap();
+    let r = check(&copy, ArtifactCheck::Deep, None);
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!(r.chain, 5);
+
+    // One manifest of the sibling sink's catalog (same runs), spliced in
+    // as a new run: named, and the copy is still known for what it is.
+    let (local, _) = chain(6);
+    let spliced = manifest_key(&run_id(5));
+    splice(&local, &copy, &spliced);
+    let r = check(&copy, ArtifactCheck::Skip, None);
+    assert_eq!(
+        wrong_sinks(&r),
+        [(spliced.as_str(), "local")],
+        "{:#?}",
+        r.problems
+    );
+    assert_eq!(r.copy_of.as_deref(), Some("azure"));
+
+    // Spliced over a run the copy holds: named too (and the link to it
+    // breaks).
+    let copy = mirror(&azure, "s3");
+    let over = manifest_key(&run_id(2));
+    splice(&local, &copy, &over);
+    let r = check(&copy, ArtifactCheck::Skip, None);
+    assert_eq!(
+        wrong_sinks(&r),
+        [(over.as_str(), "local")],
+        "{:#?}",
+        r.problems
+    );
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, CatalogProblem::Altered { key, .. } if *key == over)),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
+fn a_copy_whose_first_manifest_is_not_vouched_for_names_every_manifest() {
+    // The genesis tells what the catalog is a copy of only while the chain
+    // vouches for it: an edited one (resealed) cannot rename the catalog.
+    let (azure, _) = chain_on("azure", 3);
+    let copy = mirror(&azure, "s3");
+    let genesis = manifest_key(&run_id(0));
+    edit(&copy, &genesis, |v| v["sink"] = "local".into());
+    let r = check(&copy, ArtifactCheck::Skip, None);
+    assert_eq!(r.copy_of, None);
+    let named: Vec<&str> = wrong_sinks(&r).iter().map(|(k, _)| *k).collect();
+    assert_eq!(named.len(), 3, "{:#?}", r.problems);
+    assert!(named.contains(&genesis.as_str()));
 }
 
 #[test]
