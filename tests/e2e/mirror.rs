@@ -87,12 +87,16 @@ fn problems(json: &str, sink: &str) -> Vec<(String, String)> {
 
 fn restore_check(s3: &Remote, dr: &Project, l: &Listed, by_id: bool, rows: &str) {
     let to = format!("restored-{}.db", l.run_id);
-    let mut args = vec!["restore", "app", "--from", "s3", "--to", &to];
+    // Host A's database: a restore on another host names it.
+    let mut args = vec![
+        "restore", "app", "--from", "s3", "--source", "web-1", "--to", &to,
+    ];
     if by_id {
         args.extend(["--id", &l.run_id]);
     }
     let out = s3.run_ok(dr, &args);
     assert!(out.contains("(sink s3,"), "{out}");
+    assert!(out.contains("Source: web-1:"), "{out}");
     let restored = dr.join(&to);
     assert_eq!(
         Sha256::hex_of(&std::fs::read(&restored).unwrap()),
@@ -114,7 +118,7 @@ fn a_catalog_mirrored_with_rclone_verifies_and_restores_and_a_spliced_manifest_i
     let a = Project::new();
     let db = a.demo_db("app.db", 800_000);
     let local = format!("[local]\ncold = {:?}\n", a.join("cold"));
-    a.write_config(&format!("{DATABASE}\n{local}"));
+    a.write_config(&format!("host = \"web-1\"\n{DATABASE}\n{local}"));
     let mut rows = Vec::new();
     for i in 0..2 {
         mutate(&a, i);
@@ -123,7 +127,7 @@ fn a_catalog_mirrored_with_rclone_verifies_and_restores_and_a_spliced_manifest_i
         rows.push(format!("{:?}", table_checksums(&db)));
     }
     a.write_config(&format!(
-        "{DATABASE}\n[snapshot]\nincremental = true\n\n{local}"
+        "host = \"web-1\"\n{DATABASE}\n[snapshot]\nincremental = true\n\n{local}"
     ));
     for i in 2..5 {
         mutate(&a, i);
@@ -144,7 +148,7 @@ fn a_catalog_mirrored_with_rclone_verifies_and_restores_and_a_spliced_manifest_i
 
     // Host B knows only the copy (its own local tier is empty).
     let dr = Project::new();
-    dr.write_config(&format!("{DATABASE}\n{}", s3.section("")));
+    dr.write_config(&format!("host = \"dr-1\"\n{DATABASE}\n{}", s3.section("")));
     let out = s3.run_ok(&dr, &["verify", "--catalog", "--deep"]);
     assert!(out.contains("Catalog ok."), "{out}");
     assert!(out.contains("copy of sink local"), "{out}");
