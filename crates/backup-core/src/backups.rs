@@ -267,27 +267,7 @@ impl Backups {
         progress: impl Fn(Progress<'_>) + Send + Sync,
         cancel: Option<&CancelToken>,
     ) -> Result<BackedUp, Error> {
-        validate_label(&db.label).map_err(ConfigError::from)?;
-        if let Some(t) = tag {
-            validate_tag(t).map_err(ConfigError::from)?;
-        }
-        if self.targets.is_empty() {
-            return Err(ConfigError::NoSink.into());
-        }
-        let options = Options {
-            tag: tag.map(str::to_string),
-            ..self.options.clone()
-        };
-        // The rules the config file is held to, for settings built in code.
-        db.validate().map_err(ConfigError::from)?;
-        options.compression.validate().map_err(ConfigError::from)?;
-        options.incremental.validate().map_err(ConfigError::from)?;
-        let plan = pipeline::plan(
-            std::slice::from_ref(db),
-            &self.targets,
-            &options,
-            Timestamp::now(),
-        );
+        let plan = self.plan_run(std::slice::from_ref(db), tag, &[])?;
         if let Action::Skip(_) = &plan.items[0].action {
             return Err(Error::NoSource {
                 path: db.path.clone(),
@@ -322,6 +302,11 @@ impl Backups {
         tag: Option<&str>,
         cold: &[String],
     ) -> Result<pipeline::Plan, Error> {
+        // The rules the config file is held to, for settings built in code.
+        for db in databases {
+            validate_label(&db.label).map_err(ConfigError::from)?;
+            db.validate().map_err(ConfigError::from)?;
+        }
         if let Some(t) = tag {
             validate_tag(t).map_err(ConfigError::from)?;
         }
@@ -333,6 +318,8 @@ impl Backups {
             cold_labels: cold.to_vec(),
             ..self.options.clone()
         };
+        options.compression.validate().map_err(ConfigError::from)?;
+        options.incremental.validate().map_err(ConfigError::from)?;
         Ok(pipeline::plan(
             databases,
             &self.targets,
