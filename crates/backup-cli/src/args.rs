@@ -75,7 +75,7 @@ pub enum Command {
     Backup(BackupArgs),
     /// List backups recorded in the catalogs, newest first.
     #[command(
-        after_help = "Examples:\n  sqlite-backup list\n  sqlite-backup list --label mission-control\n  sqlite-backup list --json | jq '.[0]'\n\nReads the manifests (one listing of manifests/ per sink), never every object."
+        after_help = "Examples:\n  sqlite-backup list\n  sqlite-backup list --label mission-control\n  sqlite-backup list --json | jq '.[0]'\n  sqlite-backup list --all-sources               other hosts' backups in shared sinks too\n\nReads the manifests (one listing of manifests/ per sink), never every object.\nOnly this host's own backups unless --all-sources or --source."
     )]
     List(ListArgs),
     /// Verify a backup artifact: digest, decompression, integrity, schema, checks.
@@ -90,7 +90,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Restore a database from its newest good backup, never destroying the live file.
     #[command(
-        after_help = "Examples:\n  sqlite-backup restore mission-control --dry-run     print the plan, change nothing\n  sqlite-backup restore mission-control               newest backup that passes every check\n  sqlite-backup restore colibri --tag r75             newest backup tagged r75\n  sqlite-backup restore colibri --date 2026-04-16     newest backup of that UTC day\n  sqlite-backup restore app --to /tmp/app-copy.db     restore a copy elsewhere\n\nEach candidate is downloaded, its digest checked, decompressed beside the\ntarget and fully verified; a failing candidate makes the restore walk back to\nthe next older one (hot, warm, then cold), saying what each step loses. The live\ndatabase is moved aside as <name>.broken-YYYYMMDD-HHMMSS, never deleted."
+        after_help = "Examples:\n  sqlite-backup restore mission-control --dry-run     print the plan, change nothing\n  sqlite-backup restore mission-control               newest backup that passes every check\n  sqlite-backup restore colibri --tag r75             newest backup tagged r75\n  sqlite-backup restore colibri --date 2026-04-16     newest backup of that UTC day\n  sqlite-backup restore app --to /tmp/app-copy.db     restore a copy elsewhere\n  sqlite-backup restore app --source web-1            on a new host: web-1's database\n\nEach candidate is downloaded, its digest checked, decompressed beside the\ntarget and fully verified; a failing candidate makes the restore walk back to\nthe next older one (hot, warm, then cold), saying what each step loses. The live\ndatabase is moved aside as <name>.broken-YYYYMMDD-HHMMSS, never deleted."
     )]
     Restore(RestoreArgs),
     /// Delete backups the retention policy no longer keeps.
