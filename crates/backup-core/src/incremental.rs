@@ -122,14 +122,37 @@ pub(crate) fn page_hash(page: &[u8]) -> PageHash {
 /// no page hashes: the next run is then a full base). Another host's
 /// snapshot under the same label is never a base: its pages are another
 /// database's.
+///
+/// Manifests are read newest first and the search stops at the first one
+/// holding such an entry, so a run reads one or two manifests whatever the
+/// catalog's length (one listing of `manifests/` aside). An entry counts
+/// only if no manifest read so far pruned it; one pruned by an older
+/// manifest would need a key reused across runs, which only an overwriting
+/// template of classic artifacts does, and a classic newest entry means a
+/// full base anyway. An unreadable manifest is skipped, as readers skip it.
 pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkError> {
-    let (stored, _bad) = manifest::read_all(sink)?;
     let own = Source::local(db);
-    let newest = manifest::listed(sink, &stored)
-        .into_iter()
-        .filter(|l| l.entry.label == db.label && own.owns(&l.entry))
-        .max_by(|a, b| a.run_id.cmp(&b.run_id));
-    Ok(newest.map(|l| l.entry).filter(|e| e.pages.is_some()))
+    let mut pruned = std::collections::BTreeSet::new();
+    for key in manifest::keys(sink)?.into_iter().rev() {
+        let stored = match manifest::read_one(sink, key) {
+            Ok(Some(stored)) => stored,
+            Ok(None)
+            | Err(manifest::CatalogError::Malformed { .. })
+            | Err(manifest::CatalogError::InvalidField { .. }) => continue,
+            Err(manifest::CatalogError::Sink(e)) => return Err(e),
+        };
+        let m = stored.manifest;
+        pruned.extend(m.pruned.into_iter().map(|p| p.key));
+        let newest = m
+            .entries
+            .into_iter()
+            .filter(|e| e.label == db.label && own.owns(e) && !pruned.contains(&e.key))
+            .max_by_key(|e| e.snapshot_at);
+        if let Some(e) = newest {
+            return Ok(Some(e).filter(|e| e.pages.is_some()));
+        }
+    }
+    Ok(None)
 }
 
 /// The hash of every page of `entry`'s image, read from the page-hash

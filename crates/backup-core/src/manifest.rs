@@ -525,28 +525,44 @@ fn refuse_bad_keys(key: &str, m: Manifest) -> Result<Manifest, CatalogError> {
 pub fn read_all(sink: &dyn Sink) -> Result<(Vec<Stored>, Vec<CatalogError>), SinkError> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for key in sink.list(MANIFEST_DIR)? {
-        if !key.ends_with(".json") {
-            continue;
-        }
-        match get_bytes(sink, &key) {
-            Ok(bytes) => match check_sidecar(sink, &key, &bytes)
-                .and_then(|()| Manifest::from_bytes(&key, &bytes))
-                .and_then(|m| refuse_bad_keys(&key, m))
-            {
-                Ok(manifest) => good.push(Stored {
-                    sha256: Sha256::hex_of(&bytes),
-                    key,
-                    manifest,
-                }),
-                Err(e) => bad.push(e),
-            },
-            Err(e) if e.is_not_found() => {}
-            Err(e) => bad.push(e.into()),
+    for key in keys(sink)? {
+        match read_one(sink, key) {
+            Ok(Some(stored)) => good.push(stored),
+            Ok(None) => {}
+            Err(e) => bad.push(e),
         }
     }
     good.sort_by(|a, b| a.manifest.run_id.cmp(&b.manifest.run_id));
     Ok((good, bad))
+}
+
+/// The manifest keys of a sink, oldest first (keys sort as run ids do).
+pub fn keys(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
+    let mut keys: Vec<String> = sink
+        .list(MANIFEST_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// One manifest, checked as [`read_all`] checks each: against its sidecar,
+/// its format and its fields. `None`: it is gone (pruned races are not an
+/// error).
+pub fn read_one(sink: &dyn Sink, key: String) -> Result<Option<Stored>, CatalogError> {
+    let bytes = match get_bytes(sink, &key) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    check_sidecar(sink, &key, &bytes)?;
+    let manifest = refuse_bad_keys(&key, Manifest::from_bytes(&key, &bytes)?)?;
+    Ok(Some(Stored {
+        sha256: Sha256::hex_of(&bytes),
+        key,
+        manifest,
+    }))
 }
 
 /// SHA-256 of the newest manifest's bytes: the chain head.

@@ -95,13 +95,17 @@ impl Scope {
     pub fn admits_from(&self, own: &Source, entry: &Entry) -> bool {
         match self {
             Scope::Own => own.owns(entry),
-            Scope::Named(name) => {
-                let theirs = Source::of(entry);
-                theirs.to_string() == *name || theirs.host.as_deref() == Some(name.as_str())
-            }
+            Scope::Named(name) => is_named(name, entry),
             Scope::All => true,
         }
     }
+}
+
+/// Whether `name` (`host:/path` as listed, or a host name alone) names the
+/// source of `entry`.
+pub fn is_named(name: &str, entry: &Entry) -> bool {
+    let theirs = Source::of(entry);
+    theirs.to_string() == name || theirs.host.as_deref() == Some(name)
 }
 
 /// Why no one source's backups could be chosen: never fall back to another

@@ -1,11 +1,11 @@
 //! `sqlite-backup list`.
 
-use anyhow::Result;
-use backup_core::manifest::Listed;
 use std::collections::BTreeSet;
 
+use anyhow::Result;
+use backup_core::manifest::Listed;
 use backup_core::sink::Placement;
-use backup_core::source::{Scope, Source};
+use backup_core::source::{self, Source};
 use jiff::Timestamp;
 
 use crate::Exit;
@@ -72,12 +72,11 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     let before = all.len();
     let own = settings::Own::new(&config);
     if let Some(name) = &args.source {
-        let named = Scope::Named(name.clone());
-        all.retain(|l| named.admits_from(&Source::of(&l.entry), &l.entry));
+        all.retain(|l| source::is_named(name, &l.entry));
     } else if !args.all_sources {
         all.retain(|l| own.owns(&l.entry));
     }
-    if all.len() < before && args.source.is_none() {
+    if all.len() < before && args.source.is_none() && !cli.quiet {
         // On stderr: stdout stays the table or the JSON asked for.
         eprintln!(
             "note: {} backup(s) of other machines or files in these sinks are not shown \
