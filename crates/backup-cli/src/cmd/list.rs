@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
+use backup_config::Config;
 use backup_core::manifest::Listed;
 use backup_core::sink::Placement;
 use backup_core::source::{self, Source};
@@ -57,6 +58,28 @@ fn kind(l: &Listed) -> String {
     }
 }
 
+/// This host's own backups, unless `--all-sources` or `--source`; says on
+/// stderr how many of other sources it hides (stdout stays the table or
+/// the JSON asked for).
+fn keep_sources(all: &mut Vec<Listed>, config: &Config, args: &ListArgs, quiet: bool) {
+    let before = all.len();
+    if let Some(name) = &args.source {
+        all.retain(|l| source::is_named(name, &l.entry));
+        return;
+    }
+    if !args.all_sources {
+        let own = settings::Own::new(config);
+        all.retain(|l| own.owns(&l.entry));
+    }
+    if all.len() < before && !quiet {
+        eprintln!(
+            "note: {} backup(s) of other machines or files in these sinks are not shown \
+             (list --all-sources shows them)",
+            before - all.len()
+        );
+    }
+}
+
 pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     if let Some(l) = &args.label {
@@ -69,21 +92,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     for p in &problems {
         tracing::warn!("{p}");
     }
-    let before = all.len();
-    let own = settings::Own::new(&config);
-    if let Some(name) = &args.source {
-        all.retain(|l| source::is_named(name, &l.entry));
-    } else if !args.all_sources {
-        all.retain(|l| own.owns(&l.entry));
-    }
-    if all.len() < before && args.source.is_none() && !cli.quiet {
-        // On stderr: stdout stays the table or the JSON asked for.
-        eprintln!(
-            "note: {} backup(s) of other machines or files in these sinks are not shown \
-             (list --all-sources shows them)",
-            before - all.len()
-        );
-    }
+    keep_sources(&mut all, &config, args, cli.quiet);
     let sources: BTreeSet<String> = all.iter().map(source_of).collect();
     let now = Timestamp::now();
     if args.json {

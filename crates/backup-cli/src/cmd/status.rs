@@ -1,8 +1,9 @@
 //! `sqlite-backup status`: per configured database the last success, its
 //! age, size and sinks, the failure streak and the last error, the last
 //! restore drill. It reads the state file and the sinks' catalogs (the
-//! manifests, as `list` does), so it is right when the state folder is new
-//! or another host took the newest backup, and it names any disagreement
+//! manifests, as `list` does, this config's own source only), so it is
+//! right when the state folder is new or a run with another state folder
+//! took the newest backup, and it names any disagreement
 //! between the two; `--offline` reads only the state file (no sink is
 //! contacted: cheap enough for a health check every minute). Exit 1 when
 //! any database's newest success is older than `max_age_hours`, or it never
@@ -30,14 +31,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     let catalog = if args.offline {
         None
     } else {
-        let (mut all, problems) = settings::backups(&config)?.list();
-        for p in &problems {
-            tracing::warn!("catalog: {p}");
-        }
-        // Another host's run under the same label is not this database's.
-        let own = settings::Own::new(&config);
-        all.retain(|l| own.owns(&l.entry));
-        Some((all, problems))
+        Some(own_catalog(&config)?)
     };
     let now = Timestamp::now();
     let empty = DbState::default();
@@ -201,6 +195,18 @@ fn reconcile(
     }
 }
 
+/// This config's own backups in every sink's catalog (another host's run
+/// under the same label is not this database's), and the problems met.
+fn own_catalog(config: &Config) -> Result<(Vec<Listed>, Vec<String>)> {
+    let (mut all, problems) = settings::backups(config)?.list();
+    for p in &problems {
+        tracing::warn!("catalog: {p}");
+    }
+    let own = settings::Own::new(config);
+    all.retain(|l| own.owns(&l.entry));
+    Ok((all, problems))
+}
+
 fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
     if rows.is_empty() {
         println!("No databases configured in {}.", config.file.display());
@@ -240,35 +246,7 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
         if let Some(d) = &r.disagreement {
             println!("note: {}: {d}", r.label);
         }
-        if let Some(drill) = &r.state.drill.last {
-            let rto: Vec<String> = drill
-                .sinks
-                .iter()
-                .filter_map(|x| {
-                    x.rto_ms.map(|ms| {
-                        format!(
-                            "{} RTO {}",
-                            x.sink,
-                            backup_core::duration::human(std::time::Duration::from_millis(ms))
-                        )
-                    })
-                })
-                .collect();
-            match drill.error() {
-                None => println!(
-                    "drill: {}: passed {} ago ({})",
-                    r.label,
-                    age(drill.at, now),
-                    rto.join(", ")
-                ),
-                Some(e) => println!(
-                    "drill: {}: FAILED {} ago ({} in a row): {e}",
-                    r.label,
-                    age(drill.at, now),
-                    r.state.drill.consecutive_failures
-                ),
-            }
-        }
+        print_drill(r, now);
     }
     let with = |h: Health| -> Vec<&str> {
         rows.iter()
@@ -300,6 +278,39 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
             old.join(", "),
             config.file.display()
         );
+    }
+}
+
+/// The last restore drill of a database, one line.
+fn print_drill(r: &Row<'_>, now: Timestamp) {
+    if let Some(drill) = &r.state.drill.last {
+        let rto: Vec<String> = drill
+            .sinks
+            .iter()
+            .filter_map(|x| {
+                x.rto_ms.map(|ms| {
+                    format!(
+                        "{} RTO {}",
+                        x.sink,
+                        backup_core::duration::human(std::time::Duration::from_millis(ms))
+                    )
+                })
+            })
+            .collect();
+        match drill.error() {
+            None => println!(
+                "drill: {}: passed {} ago ({})",
+                r.label,
+                age(drill.at, now),
+                rto.join(", ")
+            ),
+            Some(e) => println!(
+                "drill: {}: FAILED {} ago ({} in a row): {e}",
+                r.label,
+                age(drill.at, now),
+                r.state.drill.consecutive_failures
+            ),
+        }
     }
 }
 
