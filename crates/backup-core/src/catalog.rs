@@ -58,7 +58,7 @@ use serde::Serialize;
 use crate::anchor::AnchorLog;
 use crate::compress::Compression;
 use crate::digest::{HashingReader, HashingWriter, Sha256};
-use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest};
+use crate::manifest::{self, Entry, Manifest};
 use crate::sink::{Sink, SinkError, get_bytes};
 
 /// How much of each recorded artifact to check.
@@ -648,14 +648,8 @@ struct Node {
 fn read_nodes(sink: &dyn Sink) -> Result<(Vec<Node>, Vec<CatalogProblem>), SinkError> {
     let mut nodes = Vec::new();
     let mut problems = Vec::new();
-    let mut keys: Vec<String> = sink
-        .list(MANIFEST_DIR)?
-        .into_iter()
-        .filter(|k| k.ends_with(".json"))
-        .collect();
-    keys.sort();
     let mut sealed_before = false;
-    for key in keys {
+    for key in manifest::keys(sink)? {
         let bytes = match get_bytes(sink, &key) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,

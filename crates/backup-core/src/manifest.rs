@@ -586,8 +586,7 @@ pub struct Tip {
 
 /// Read the newest manifest of a sink, if any.
 pub fn tip(sink: &dyn Sink) -> Result<Option<Tip>, SinkError> {
-    let keys = sink.list(MANIFEST_DIR)?;
-    let Some(key) = keys.into_iter().filter(|k| k.ends_with(".json")).max() else {
+    let Some(key) = keys(sink)?.pop() else {
         return Ok(None);
     };
     let bytes = get_bytes(sink, &key)?;
