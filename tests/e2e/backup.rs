@@ -407,7 +407,7 @@ fn objects_of_a_killed_run_are_removed_a_day_later_and_nothing_else() {
     assert!(names.contains(&"notes.db.zst".to_string()), "{names:?}");
     // The two real backups are still listed and intact.
     assert_eq!(p.catalog().len(), 2);
-    let pending: Vec<String> = std::fs::read_dir(p.backups().join("manifests"))
+    let pending: Vec<String> = std::fs::read_dir(p.backups().join("manifests/pending"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

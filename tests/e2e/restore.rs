@@ -397,7 +397,7 @@ fn the_target_always_holds_old_or_new_at_every_step() {
     let db = config.database("app").unwrap().database.clone();
     let local = LocalSink::new("local", &f.root, Placement::Local);
     let sinks: [&dyn Sink; 1] = [&local];
-    let (catalog, _) = backup_core::manifest::collect(&sinks);
+    let (catalog, _) = backup_core::manifest::view::collect(&sinks);
     let plan = restore::plan(&catalog, &Request::new(db, Selector::Latest)).unwrap();
     let watch = Watch {
         target: &f.db,

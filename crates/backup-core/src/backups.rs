@@ -15,7 +15,7 @@ use crate::compress::Compression;
 use crate::database::{CheckLevel, Database, SnapshotMethod, validate_label, validate_tag};
 use crate::encryption::Identities;
 use crate::error::{ConfigError, Error};
-use crate::manifest::{self, Entry, Listed};
+use crate::manifest::{Entry, Listed};
 use crate::naming::{DEFAULT_LOCAL_TEMPLATE, Template};
 use crate::pipeline::{self, Action, Observer, Options, Target};
 use crate::prune::{self, PrunePlan, PruneReport};
@@ -338,7 +338,7 @@ impl Backups {
     /// manifests that cannot be read are reported in the second list and
     /// left out of the first.
     pub fn list(&self) -> (Vec<Listed>, Vec<String>) {
-        manifest::collect(&self.sink_refs())
+        crate::manifest::view::collect(&self.sink_refs())
     }
 
     /// Restore drill of `db` ([`crate::drill`]): per sink, restore the

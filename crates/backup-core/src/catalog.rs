@@ -58,7 +58,7 @@ use serde::Serialize;
 use crate::anchor::AnchorLog;
 use crate::compress::Compression;
 use crate::digest::{HashingReader, HashingWriter, Sha256};
-use crate::manifest::{self, Entry, Manifest};
+use crate::manifest::{self, Entry, Manifest, view};
 use crate::sink::{Sink, SinkError, get_bytes};
 
 /// How much of each recorded artifact to check.
@@ -292,6 +292,14 @@ pub enum CatalogProblem {
         head: String,
         /// A stored manifest with those bytes, off the chain, if any.
         stored_as: Option<String>,
+    },
+    /// A checkpoint that does not summarise the manifests it names: readers
+    /// starting from it would see another catalog than the manifests hold.
+    Checkpoint {
+        /// Checkpoint key.
+        key: String,
+        /// What does not match.
+        message: String,
     },
 }
 
@@ -550,6 +558,13 @@ impl fmt::Display for CatalogProblem {
                     ),
                 }
             }
+            Self::Checkpoint { key, message } => write!(
+                f,
+                "checkpoint {} {}; readers fall back to reading every manifest only \
+                 when it is unreadable, so move it away (`catalog repair` writes a new one)",
+                s(key),
+                manifest::shown_message(message)
+            ),
         }
     }
 }
@@ -829,8 +844,82 @@ pub fn verify(
     if let Some(log) = anchors {
         report.anchor = Some(chain.anchors(log, sink.name(), &walk.position, &mut problems));
     }
+    // 6. Each checkpoint against a replay of the manifests it summarises.
+    check_checkpoints(sink, &nodes, &mut problems)?;
     report.problems = problems;
     Ok(report)
+}
+
+/// Replay the manifests in order and compare each stored checkpoint with
+/// the state as of the manifest it names.
+fn check_checkpoints(
+    sink: &dyn Sink,
+    nodes: &[Node],
+    problems: &mut Vec<CatalogProblem>,
+) -> Result<(), SinkError> {
+    let mut wanted = BTreeMap::new();
+    for key in view::checkpoint_keys(sink)? {
+        match view::read_checkpoint(sink, &key) {
+            Ok(c) => {
+                wanted.insert(c.run_id.clone(), (key, c));
+            }
+            Err(view::CheckpointError::Sink(e)) if !e.is_not_found() => return Err(e),
+            Err(e) => problems.push(CatalogProblem::Checkpoint {
+                key,
+                message: match e {
+                    view::CheckpointError::Malformed { message, .. } => {
+                        format!("is unreadable: {message}")
+                    }
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+    let mut state = view::State::default();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(m) = &n.manifest {
+            state.apply(m);
+        }
+        let Some((key, c)) = wanted.remove(&n.run_id) else {
+            continue;
+        };
+        let message = if c.head != n.sha256 {
+            Some(format!(
+                "names manifest {} with SHA-256 {}, but its bytes hash to {}",
+                n.key,
+                short(&c.head),
+                short(&n.sha256)
+            ))
+        } else if c.manifests != i as u64 + 1 {
+            Some(format!(
+                "counts {} manifests up to {}, the catalog has {}",
+                c.manifests,
+                n.key,
+                i + 1
+            ))
+        } else if c.state != state || c.head_fields != manifest::field_digests(&n.bytes) {
+            Some(format!(
+                "does not match the manifests up to {} ({} listed entries, a replay gives {})",
+                n.key,
+                c.state.live.len(),
+                state.live.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            problems.push(CatalogProblem::Checkpoint { key, message });
+        }
+    }
+    problems.extend(
+        wanted
+            .into_values()
+            .map(|(key, c)| CatalogProblem::Checkpoint {
+                key,
+                message: format!("names manifest {}, which is not in the catalog", c.run_id),
+            }),
+    );
+    Ok(())
 }
 
 /// `origin`: the sink the chain began on, when not this one (a copy); a

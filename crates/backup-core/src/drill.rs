@@ -141,7 +141,7 @@ pub fn choose<'a>(entries: &[&'a Listed], rng: &mut impl Rng) -> Vec<&'a Listed>
 }
 
 /// Drill `database` in every sink of `sinks` that holds a backup of it
-/// (or only `options.from`), per `catalog` (`manifest::collect` output).
+/// (or only `options.from`), per `catalog` (`manifest::view::collect` output).
 /// Sinks with no backup of it are left out; an empty result means there was
 /// nothing to drill.
 pub fn run(
@@ -312,7 +312,7 @@ mod tests {
         backups.backup(&database).unwrap();
         backups.backup(&database).unwrap();
         let sinks: [&dyn Sink; 1] = [&sink];
-        let (catalog, _) = crate::manifest::collect(&sinks);
+        let (catalog, _) = crate::manifest::view::collect(&sinks);
         let scratch = tempfile::tempdir().unwrap();
         let options = Options {
             scratch_root: Some(scratch.path().to_path_buf()),

@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use crate::compress::{Compression, Format};
 use crate::database::Database;
 use crate::digest::{HashingReader, Sha256};
-use crate::manifest::{self, Entry};
+use crate::manifest::Entry;
 use crate::page_map::{PackRef, PageMapError, Run};
 use crate::sink::{Sink, SinkError};
 use crate::source::Source;
@@ -123,36 +123,21 @@ pub(crate) fn page_hash(page: &[u8]) -> PageHash {
 /// snapshot under the same label is never a base: its pages are another
 /// database's.
 ///
-/// Manifests are read newest first and the search stops at the first one
-/// holding such an entry, so a run reads one or two manifests whatever the
-/// catalog's length (one listing of `manifests/` aside). An entry counts
-/// only if no manifest read so far pruned it; one pruned by an older
-/// manifest would need a key reused across runs, which only an overwriting
-/// template of classic artifacts does, and a classic newest entry means a
-/// full base anyway. An unreadable manifest is skipped, as readers skip it.
+/// The catalog is read from its newest checkpoint on
+/// ([`crate::manifest::view`]), so a run reads a bounded number of objects
+/// whatever the catalog's length. Unreadable manifests are skipped, as
+/// readers skip them.
 pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkError> {
     let own = Source::local(db);
-    let mut pruned = std::collections::BTreeSet::new();
-    for key in manifest::keys(sink)?.into_iter().rev() {
-        let stored = match manifest::read_one(sink, key) {
-            Ok(Some(stored)) => stored,
-            Ok(None)
-            | Err(manifest::CatalogError::Malformed { .. })
-            | Err(manifest::CatalogError::InvalidField { .. }) => continue,
-            Err(manifest::CatalogError::Sink(e)) => return Err(e),
-        };
-        let m = stored.manifest;
-        pruned.extend(m.pruned.into_iter().map(|p| p.key));
-        let newest = m
-            .entries
-            .into_iter()
-            .filter(|e| e.label == db.label && own.owns(e) && !pruned.contains(&e.key))
-            .max_by_key(|e| e.snapshot_at);
-        if let Some(e) = newest {
-            return Ok(Some(e).filter(|e| e.pages.is_some()));
-        }
-    }
-    Ok(None)
+    let view = crate::manifest::view::view(sink)?;
+    let newest = view
+        .state
+        .live
+        .into_iter()
+        .map(|l| l.entry)
+        .filter(|e| e.label == db.label && own.owns(e))
+        .max_by_key(|e| e.snapshot_at);
+    Ok(newest.filter(|e| e.pages.is_some()))
 }
 
 /// The hash of every page of `entry`'s image, read from the page-hash

@@ -2,7 +2,7 @@
 //! objects of a run killed before its manifest can be found and removed.
 //!
 //! Before the first byte of a database's artifact is written, the run puts
-//! `manifests/<run id>-<label>.pending` listing the artifact and sidecar
+//! `manifests/pending/<run id>-<label>.pending` listing the artifact and sidecar
 //! keys it will create (after collision renaming, so never a key an earlier
 //! run owns). Once the run's manifest is in the sink, the records go. A run
 //! killed in between leaves complete-looking artifacts that no manifest
@@ -27,6 +27,10 @@ pub const GRACE: SignedDuration = SignedDuration::from_hours(24);
 
 const SUFFIX: &str = ".pending";
 
+/// Their own folder, so that finding them lists only them: `manifests/`
+/// holds a manifest, a sidecar and a link per run ever made.
+const PENDING_DIR: &str = "manifests/pending";
+
 /// One record: a run's keys for one database in one sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
@@ -38,7 +42,7 @@ pub struct Intent {
 
 /// The record's key for `run_id` and `label`.
 pub fn key(run_id: &str, label: &str) -> String {
-    format!("{MANIFEST_DIR}/{run_id}-{label}{SUFFIX}")
+    format!("{PENDING_DIR}/{run_id}-{label}{SUFFIX}")
 }
 
 /// Put the record (an atomic `put`: all of it or nothing).
@@ -55,7 +59,7 @@ pub(crate) fn discard(sink: &dyn Sink, run_id: &str, label: &str) -> Result<(), 
 
 /// Remove the records of `run_id` (its manifest is written).
 pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
-    for k in records(sink)? {
+    for k in records(sink, false)? {
         if file_name(&k).starts_with(&format!("{run_id}-")) {
             sink.delete(&k)?;
         }
@@ -67,9 +71,16 @@ pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
 /// its manifest does not need (all of them when it has none), then the
 /// record. Returns how many objects were deleted.
 pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
+    let legacy = crate::manifest::view::checkpoint_keys(sink)?.is_empty();
+    reclaim_records(sink, now, legacy)
+}
+
+/// [`reclaim`], looking for records of older versions in `manifests/` too
+/// when `legacy`.
+pub fn reclaim_records(sink: &dyn Sink, now: Timestamp, legacy: bool) -> Result<usize, SinkError> {
     let mut deleted = 0;
     let mut all_listed: Option<Option<Vec<String>>> = None;
-    for k in records(sink)? {
+    for k in records(sink, legacy)? {
         let intent: Intent = match get_bytes(sink, &k)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -117,29 +128,33 @@ pub fn reclaim(sink: &dyn Sink, now: Timestamp) -> Result<usize, SinkError> {
 /// Every artifact and sidecar key the sink's manifests list; `None` when a
 /// manifest cannot be read (it might list anything).
 fn listed_by_any(sink: &dyn Sink) -> Result<Option<Vec<String>>, SinkError> {
-    let (stored, bad) = manifest::read_all(sink)?;
-    if !bad.is_empty() {
+    let view = crate::manifest::view::view(sink)?;
+    if !view.problems.is_empty() {
         return Ok(None);
     }
-    Ok(Some(
-        stored
-            .iter()
-            .flat_map(|s| &s.manifest.entries)
-            .flat_map(needed_keys)
-            .collect(),
-    ))
+    Ok(Some(view.state.named_keys().into_iter().collect()))
 }
 
 fn needed_keys(e: &Entry) -> impl Iterator<Item = String> {
     e.objects().into_iter().map(|n| n.key)
 }
 
-fn records(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
-    Ok(sink
-        .list(MANIFEST_DIR)?
-        .into_iter()
-        .filter(|k| k.ends_with(SUFFIX))
-        .collect())
+/// The records in the sink. Versions before checkpoints put them directly
+/// in `manifests/`; those are looked for too while the sink has no
+/// checkpoint (its catalog is then read whole anyway), and by `catalog
+/// repair`, since listing `manifests/` costs what the catalog's history
+/// weighs.
+fn records(sink: &dyn Sink, legacy: bool) -> Result<Vec<String>, SinkError> {
+    let mut keys = sink.list(PENDING_DIR)?;
+    if legacy {
+        keys.extend(
+            sink.list(MANIFEST_DIR)?
+                .into_iter()
+                .filter(|k| k.matches('/').count() == 1),
+        );
+    }
+    keys.retain(|k| k.ends_with(SUFFIX));
+    Ok(keys)
 }
 
 fn file_name(key: &str) -> &str {
@@ -319,7 +334,7 @@ mod tests {
         };
         record(&sink, "app", &other).unwrap();
         clear(&sink, RUN).unwrap();
-        let left: Vec<String> = records(&sink).unwrap();
+        let left: Vec<String> = records(&sink, false).unwrap();
         assert_eq!(left, [key(&other.run_id, "app")]);
     }
 }

@@ -26,6 +26,7 @@ use crate::digest::Sha256;
 use crate::sink::{Placement, Sink, SinkError, get_bytes};
 
 mod validate;
+pub mod view;
 pub use validate::{
     FieldError, MAX_BYTES, MAX_CHAIN_DEPTH, MAX_PAGES, MAX_ROWS, MAX_SNAPSHOT_MS, SHOWN_CHARS,
     SHOWN_MESSAGE_CHARS, Shown, prefix, shown, shown_message,
@@ -474,14 +475,19 @@ pub fn sidecar_key(manifest_key: &str) -> String {
 
 /// Check manifest bytes against their sidecar. A manifest without one
 /// (written before sidecars existed) is accepted; the chain still covers it.
-fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), CatalogError> {
+/// Returns whether the sidecar exists.
+pub(crate) fn check_sidecar(
+    sink: &dyn Sink,
+    key: &str,
+    bytes: &[u8],
+) -> Result<bool, CatalogError> {
     let malformed = |message: String| CatalogError::Malformed {
         key: key.to_string(),
         message,
     };
     let text = match get_bytes(sink, &sidecar_key(key)) {
         Ok(t) => t,
-        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     let sidecar = std::str::from_utf8(&text)
@@ -499,12 +505,12 @@ fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), Catalog
             shown(&sidecar.file_name)
         )));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A manifest naming keys no sink would store was not written by us:
 /// none of its entries may be offered (a restore would try `../../app.db`).
-fn refuse_bad_keys(key: &str, m: Manifest) -> Result<Manifest, CatalogError> {
+pub(crate) fn refuse_bad_keys(key: &str, m: Manifest) -> Result<Manifest, CatalogError> {
     match m.bad_keys().into_iter().next() {
         None => Ok(m),
         Some((field, bad, reason)) => Err(CatalogError::Malformed {
@@ -685,29 +691,6 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
         .collect();
     out.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
     out
-}
-
-/// The catalog of several sinks together: every listed artifact, newest
-/// first (ties keep the sinks' order, so put the preferred sink first), and
-/// the problems met reading it (an unreadable sink or manifest).
-pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
-    let mut all = Vec::new();
-    let mut problems = Vec::new();
-    for sink in sinks {
-        match read_all(*sink) {
-            Ok((stored, bad)) => {
-                problems.extend(
-                    bad.into_iter()
-                        .map(|e| format!("sink {}: {e}", sink.name())),
-                );
-                all.extend(listed(*sink, &stored));
-            }
-            Err(e) => problems.push(format!("sink {}: {e}", sink.name())),
-        }
-    }
-    // Stable sort: equal times keep sink order.
-    all.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
-    (all, problems)
 }
 
 /// A filled-in entry for tests.

@@ -182,17 +182,21 @@ fn read_catalogs(sinks: &[&dyn Sink], labels: &[String]) -> (Vec<Listed>, Vec<Sk
             });
             continue;
         }
-        match manifest::read_all(*sink) {
+        match crate::manifest::view::view(*sink) {
             Err(e) => skipped.push(SkippedSink {
                 sink: name,
-                reason: format!("cannot list its manifests: {e}"),
+                reason: format!("cannot read its catalog: {e}"),
             }),
-            Ok((_, bad)) if !bad.is_empty() => skipped.push(SkippedSink {
+            Ok(v) if !v.problems.is_empty() => skipped.push(SkippedSink {
                 sink: name,
-                reason: format!("{} unreadable manifest(s), first: {}", bad.len(), bad[0]),
+                reason: format!(
+                    "{} unreadable manifest(s), first: {}",
+                    v.problems.len(),
+                    v.problems[0]
+                ),
             }),
-            Ok((stored, _)) => listed.extend(
-                manifest::listed(*sink, &stored)
+            Ok(v) => listed.extend(
+                crate::manifest::view::listed(*sink, &v.state)
                     .into_iter()
                     .filter(|l| labels.is_empty() || labels.contains(&l.entry.label)),
             ),
@@ -455,24 +459,15 @@ fn record_pruned(sink: &dyn Sink, started: Timestamp, sr: &mut SinkReport) {
     }
 }
 
-/// A run id that sorts after every manifest already in the sink, so the new
+/// A run id that sorts after the newest manifest of the sink, so the new
 /// manifest becomes the chain head even if this host's clock is behind.
 fn next_run_id(sink: &dyn Sink, at: Timestamp) -> Result<String, AppendError> {
-    let newest = sink
-        .list(manifest::MANIFEST_DIR)?
-        .into_iter()
-        .filter(|k| k.ends_with(".json"))
-        .max();
+    let tip = crate::manifest::view::view(sink)?.tip;
     let mut at = at;
-    if let Some(key) = &newest {
-        let stem = key
-            .trim_start_matches(manifest::MANIFEST_DIR)
-            .trim_start_matches('/');
-        if let Some(t) = manifest::run_started(stem)
-            && t.as_second() >= at.as_second()
-        {
-            at = Timestamp::from_second(t.as_second() + 1).unwrap_or(at);
-        }
+    if let Some(t) = tip.and_then(|t| manifest::run_started(&t.run_id))
+        && t.as_second() >= at.as_second()
+    {
+        at = Timestamp::from_second(t.as_second() + 1).unwrap_or(at);
     }
     Ok(manifest::new_run_id(at))
 }

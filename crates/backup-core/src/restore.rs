@@ -41,11 +41,11 @@
 //! `.broken-` name instead (slower, but the path is still never empty).
 //!
 //! ```no_run
-//! use backup_core::{Database, manifest, restore, sink::MemorySink};
+//! use backup_core::{Database, catalog, restore, sink::MemorySink};
 //! let db = Database::new("app", "/srv/app.db");
 //! let local = MemorySink::new("local"); // backup_local::LocalSink in the CLI
 //! let sinks: [&dyn backup_core::sink::Sink; 1] = [&local];
-//! let (catalog, _problems) = manifest::collect(&sinks);
+//! let (catalog, _problems) = manifest::view::collect(&sinks);
 //! let request = restore::Request::new(db, restore::Selector::Latest);
 //! let plan = restore::plan(&catalog, &request)?;
 //! let outcome = restore::execute(&plan, &sinks, &restore::Silent)?;
@@ -432,7 +432,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RestoreE
     move |source| RestoreError::Io { what, path, source }
 }
 
-/// Resolve a request against the catalog (`manifest::collect` output,
+/// Resolve a request against the catalog (`manifest::view::collect` output,
 /// newest first, preferred sink first on ties). Reads nothing but the
 /// target's directory entry and the process table; changes nothing.
 pub fn plan(catalog: &[Listed], request: &Request) -> Result<Plan, RestoreError> {

@@ -473,7 +473,7 @@ fn hosts_sharing_a_sink_each_keep_their_own_runs() {
     );
     let report = prune::apply(&theirs, &dyns);
     assert!(report.ok());
-    let (listed, _) = manifest::collect(&dyns);
+    let (listed, _) = manifest::view::collect(&dyns);
     let web1 = listed
         .iter()
         .filter(|l| l.entry.host.as_deref() == Some("web-1"));

@@ -1,13 +1,16 @@
-//! A backup run reads a bounded number of manifests whatever the catalog's
-//! length: an incremental run finds its base in the newest manifests, not
-//! by reading every manifest the sink ever received (issue: continuous
-//! protection at constant cost). Counted on a real sink wrapper, over a
-//! thousand runs, with another host's runs interleaved in the same sink.
+//! A backup run and a catalog read cost the same whatever the catalog's
+//! length: readers start from the newest checkpoint and follow the chain
+//! links after it, and nothing lists the whole `manifests/` folder (issue:
+//! continuous protection at constant cost). Counted on a real sink wrapper,
+//! over a thousand runs, with another host's runs interleaved in the same
+//! sink; the checkpoints then match a replay of every manifest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use backup_core::manifest::MANIFEST_DIR;
+use backup_core::catalog;
+use backup_core::manifest::view;
+use backup_core::manifest::{self, MANIFEST_DIR};
 use backup_core::sink::MemorySink;
 use backup_core::sink::faults::{Hooked, Op};
 use backup_core::{Backups, Database};
@@ -38,15 +41,37 @@ fn insert(d: &Database, i: usize) {
         .unwrap();
 }
 
+#[derive(Default)]
+struct Counts {
+    gets: AtomicUsize,
+    whole_listings: AtomicUsize,
+}
+
+impl Counts {
+    fn now(&self) -> (usize, usize) {
+        (
+            self.gets.load(Ordering::SeqCst),
+            self.whole_listings.load(Ordering::SeqCst),
+        )
+    }
+    fn since(&self, before: (usize, usize)) -> (usize, usize) {
+        let now = self.now();
+        (now.0 - before.0, now.1 - before.1)
+    }
+}
+
 #[test]
-fn an_incremental_run_reads_as_many_manifests_after_a_thousand_runs_as_after_ten() {
+fn runs_and_catalog_reads_cost_as_much_after_a_thousand_runs_as_after_forty() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemorySink::new("local");
-    let manifest_gets = Arc::new(AtomicUsize::new(0));
-    let seen = manifest_gets.clone();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
     let spy = Hooked::new(store.clone()).with_hook(move |op, key, _| {
         if op == Op::Get && key.starts_with(MANIFEST_DIR) {
-            seen.fetch_add(1, Ordering::SeqCst);
+            seen.gets.fetch_add(1, Ordering::SeqCst);
+        }
+        if op == Op::List && key.trim_end_matches('/') == MANIFEST_DIR {
+            seen.whole_listings.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
     });
@@ -57,12 +82,12 @@ fn an_incremental_run_reads_as_many_manifests_after_a_thousand_runs_as_after_ten
     let ours = database(dir.path(), "ours.db", "web-1");
     // Another host backs up its own `app` into the same sink.
     let theirs = database(dir.path(), "theirs.db", "web-2");
-    let mut reads = Vec::with_capacity(RUNS);
+    let (mut runs, mut lists) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
     for i in 0..RUNS {
         insert(&ours, i);
-        let before = manifest_gets.load(Ordering::SeqCst);
+        let before = counts.now();
         let taken = backups.backup(&ours).unwrap();
-        reads.push(manifest_gets.load(Ordering::SeqCst) - before);
+        runs.push(counts.since(before));
         let depth = taken.copies[0].1.pages.as_ref().unwrap().chain_depth;
         assert_eq!(
             depth as usize, i,
@@ -72,15 +97,47 @@ fn an_incremental_run_reads_as_many_manifests_after_a_thousand_runs_as_after_ten
             insert(&theirs, i);
             backups.backup(&theirs).unwrap();
         }
+        let before = counts.now();
+        let (listed, problems) = backups.list();
+        lists.push(counts.since(before));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(listed.len(), i + 1 + i / 3 + 1, "after run {i}");
     }
-    // Each manifest read is two GETs (it and its sidecar); a run reads its
-    // base's manifest (and the other host's newer one, every third run)
-    // and the chain tip it appends to.
-    let early = *reads[10..20].iter().max().unwrap();
-    let late = *reads[RUNS - 10..].iter().max().unwrap();
-    eprintln!("manifest GETs per run: at most {early} around run 10, {late} at run {RUNS}");
-    assert!(
-        late <= early && late <= 6,
-        "manifest reads per run grew with the catalog: {early} around run 10, {late} at run {RUNS}"
+    // Whole cycles of checkpoints: a reader follows up to CHECKPOINT_EVERY
+    // links (a GET of the link and of its manifest's sidecar each).
+    let cycle = 3 * view::CHECKPOINT_EVERY as usize;
+    let worst = |v: &[(usize, usize)]| v.iter().map(|c| c.0).max().unwrap();
+    let early = (worst(&runs[40..40 + cycle]), worst(&lists[40..40 + cycle]));
+    let late = (worst(&runs[RUNS - cycle..]), worst(&lists[RUNS - cycle..]));
+    eprintln!(
+        "manifest-folder GETs, at most: a run {} around run 40, {} at run {RUNS}; \
+         a list {} around run 40, {} at run {RUNS}",
+        early.0, late.0, early.1, late.1
     );
+    assert!(
+        late.0 <= early.0 && late.1 <= early.1,
+        "reads grew with the catalog: runs {early:?} around run 40, {late:?} at run {RUNS}"
+    );
+    let bound = 4 * view::CHECKPOINT_EVERY as usize + 8;
+    assert!(early.0 <= bound && early.1 <= bound, "{early:?} > {bound}");
+    let listings: usize = runs[40..].iter().chain(&lists[40..]).map(|c| c.1).sum();
+    assert_eq!(
+        listings, 0,
+        "something listed all of manifests/ after run 40"
+    );
+
+    // What the checkpoints summarise is what every manifest says.
+    let (stored, bad) = manifest::read_all(&store).unwrap();
+    assert!(bad.is_empty());
+    let replayed: Vec<String> = manifest::listed(&store, &stored)
+        .into_iter()
+        .map(|l| l.entry.key)
+        .collect();
+    let read: Vec<String> = backups.list().0.into_iter().map(|l| l.entry.key).collect();
+    assert_eq!(read, replayed);
+    let v = view::view(&store).unwrap();
+    assert!(v.checkpoint.is_some() && v.since_checkpoint < view::CHECKPOINT_EVERY);
+    assert_eq!(v.manifests as usize, stored.len());
+    let report = catalog::verify(&store, &catalog::Options::default(), None).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 }

@@ -263,7 +263,7 @@ fn tamper_and_read(target: usize, pick: prop::sample::Index, m: &Mutation) -> Op
     });
 
     // list
-    let (listed, problems) = manifest::collect(&sinks);
+    let (listed, problems) = manifest::view::collect(&sinks);
     for problem in &problems {
         assert_safe("list", problem);
     }
@@ -333,7 +333,7 @@ fn the_untampered_chain_is_clean() {
     )
     .unwrap();
     assert!(r.ok(), "{:#?}", r.problems);
-    let (listed, problems) = manifest::collect(&[&sink]);
+    let (listed, problems) = manifest::view::collect(&[&sink]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(listed.len(), 3);
 }

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use backup_core::manifest::{self, Listed};
-use backup_core::sink::Placement;
+use backup_core::catalog::append;
+use backup_core::manifest::{self, Listed, Manifest};
+use backup_core::sink::{Placement, Sink, get_bytes};
 use backup_local::LocalSink;
 
 /// Path of the `sqlite-backup` binary the running test uses.
@@ -165,10 +166,31 @@ impl Project {
     /// The local sink's catalog, newest first.
     pub fn catalog(&self) -> Vec<Listed> {
         let sink = LocalSink::new("local", self.backups(), Placement::Local);
-        let (stored, bad) = manifest::read_all(&sink).expect("read manifests");
-        assert!(bad.is_empty(), "unreadable manifests: {bad:?}");
-        manifest::listed(&sink, &stored)
+        committed(&sink)
     }
+}
+
+/// What `sink`'s manifests list, read one by one without checkpoints (an
+/// oracle for the tool's own reading): the stored manifests, and those a
+/// claim committed whose writer was killed before storing them. Every
+/// manifest must read.
+pub fn committed(sink: &dyn Sink) -> Vec<Listed> {
+    let (mut stored, bad) = manifest::read_all(sink).expect("read manifests");
+    assert!(
+        bad.is_empty(),
+        "{}: unreadable manifests: {bad:?}",
+        sink.name()
+    );
+    for (link, key) in append::unfinished(sink).expect("read chain claims") {
+        let bytes = get_bytes(sink, &link).expect("read a claim");
+        stored.push(manifest::Stored {
+            sha256: backup_core::digest::Sha256::hex_of(&bytes),
+            manifest: Manifest::from_bytes(&link, &bytes).expect("a claim holds a manifest"),
+            key,
+        });
+    }
+    stored.sort_by(|a, b| a.manifest.run_id.cmp(&b.manifest.run_id));
+    manifest::listed(sink, &stored)
 }
 
 /// stdout and stderr of a finished command, for assertion messages.

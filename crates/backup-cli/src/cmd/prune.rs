@@ -130,13 +130,13 @@ fn packs_preview(plan: &PrunePlan, sinks: &[&dyn Sink]) -> String {
     let grace = plan.policy.pack_grace;
     let mut out = String::new();
     for sink in sinks {
-        let Ok((stored, bad)) = backup_core::manifest::read_all(*sink) else {
+        let Ok(view) = backup_core::manifest::view::view(*sink) else {
             continue;
         };
-        if !bad.is_empty() {
+        if !view.problems.is_empty() {
             continue;
         }
-        let g = packs::find(&stored, plan.now, grace);
+        let g = packs::find(&view.state, plan.now, grace);
         if !g.ready.is_empty() {
             out += &format!(
                 "{}: {} object(s) of pruned incremental snapshots ({}) would be freed\n",

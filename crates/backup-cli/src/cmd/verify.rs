@@ -7,7 +7,7 @@ use backup_config::Config;
 use backup_core::CheckLevel;
 use backup_core::compress::{Compression, Format};
 use backup_core::digest::Sidecar;
-use backup_core::manifest::{self, Entry};
+use backup_core::manifest::Entry;
 use backup_core::sink::Placement;
 use backup_core::verify::{self, ArtifactReport, Checks, Expected, Problem};
 
@@ -249,8 +249,8 @@ fn find_entry(config: &Config, path: &Path) -> Option<Entry> {
             let root = std::fs::canonicalize(folder).ok()?;
             let key = abs.strip_prefix(&root).ok()?.to_str()?.replace('\\', "/");
             let sink = backup_local::LocalSink::new("local", folder, placement);
-            let (stored, _) = manifest::read_all(&sink).ok()?;
-            manifest::listed(&sink, &stored)
+            let view = backup_core::manifest::view::view(&sink).ok()?;
+            backup_core::manifest::view::listed(&sink, &view.state)
                 .into_iter()
                 .find(|l| l.entry.key == key)
                 .map(|l| l.entry)

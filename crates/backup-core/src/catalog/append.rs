@@ -35,25 +35,15 @@ use crate::manifest::{self, Entry, MANIFEST_DIR, Manifest, Pruned, Relinked, Tip
 use crate::naming;
 use crate::sink::{Sink, SinkError, get_bytes};
 
-/// Folder of chain links inside a sink.
-pub(crate) const LINK_DIR: &str = "manifests/chain";
+use crate::manifest::view;
 
 /// How many lost races [`append`] takes before giving up. Each lost race is
 /// another writer's manifest appended, so only a crowd of writers (or a
 /// broken link) gets near it.
 pub(crate) const MAX_ATTEMPTS: u32 = 200;
 
-/// The link that claims the place after the manifest whose bytes hash to
-/// `previous` (`None`: the first manifest of the sink).
-///
-/// ```
-/// use backup_core::catalog::append::link_key;
-/// assert_eq!(link_key(None), "manifests/chain/genesis");
-/// assert_eq!(link_key(Some("ab12")), "manifests/chain/ab12");
-/// ```
-pub fn link_key(previous: Option<&str>) -> String {
-    format!("{LINK_DIR}/{}", previous.unwrap_or("genesis"))
-}
+pub(crate) use crate::manifest::view::LINK_DIR;
+pub use crate::manifest::view::link_key;
 
 /// What a writer wants recorded; [`append`] adds the link fields.
 #[derive(Debug, Clone)]
@@ -118,7 +108,13 @@ pub enum AppendError {
 /// Append a manifest for `draft` to the chain of `sink` and return where it
 /// went. See the module documentation for the protocol.
 pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
-    let mut tip = manifest::tip(sink)?;
+    let view = view::view(sink)?;
+    // A writer that died between claim and store must not leave its
+    // manifest only in the link once the chain has moved past it.
+    for link in &view.unstored {
+        complete(sink, link, &get_bytes(sink, link)?)?;
+    }
+    let mut tip = view.tip.clone();
     for lost_races in 0..MAX_ATTEMPTS {
         let previous = tip.as_ref().map(|t| t.sha256.clone());
         let m = Manifest {
@@ -154,6 +150,9 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
         let won = claimed == bytes;
         let next = complete(sink, &link, &claimed)?;
         if won {
+            if lost_races == 0 {
+                checkpoint_after(sink, view, &m, &next);
+            }
             return Ok(Appended {
                 key: next.key,
                 run_id: next.run_id,
@@ -167,6 +166,19 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
         sink: sink.name().to_string(),
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// Store a checkpoint when [`view::CHECKPOINT_EVERY`] manifests have been
+/// appended since the last one (or there is none yet). Only from a view
+/// read whole: a checkpoint past an unreadable manifest would hide it, and
+/// pack collection would no longer see what it lists.
+fn checkpoint_after(sink: &dyn Sink, view: view::View, appended: &Manifest, tip: &Tip) {
+    if !view.problems.is_empty() || view.since_checkpoint + 1 < view::CHECKPOINT_EVERY {
+        return;
+    }
+    let mut state = view.state;
+    state.apply(appended);
+    view::write_checkpoint(sink, &state, tip, view.manifests + 1);
 }
 
 /// Make sure the manifest claimed by `link` (bytes `claimed`) is stored
@@ -366,7 +378,7 @@ mod tests {
             .unwrap();
         assert_eq!(unfinished(&sink).unwrap().len(), 1);
         let c = append(&sink, draft("20261123T130814Z-0003")).unwrap();
-        assert_eq!(c.lost_races, 1);
+        assert_eq!(c.lost_races, 0, "the reader followed the claim");
         assert!(unfinished(&sink).unwrap().is_empty());
         let r = crate::catalog::verify(&sink, &Default::default(), None).unwrap();
         assert!(r.ok(), "{:?}", r.problems);

@@ -29,6 +29,8 @@ pub struct RepairPlan {
     pub unfinished: Vec<(String, String)>,
     /// Manifests off the chain, oldest first, that the repair re-links.
     pub relink: Vec<Relinked>,
+    /// Checkpoints that do not match the manifests: replaced by a new one.
+    pub bad_checkpoints: Vec<String>,
     /// Problems a repair does not fix; it refuses while there are any.
     pub blocking: Vec<CatalogProblem>,
 }
@@ -36,7 +38,7 @@ pub struct RepairPlan {
 impl RepairPlan {
     /// True when there is something to do (and nothing blocks it).
     pub fn needed(&self) -> bool {
-        !self.unfinished.is_empty() || !self.relink.is_empty()
+        !self.unfinished.is_empty() || !self.relink.is_empty() || !self.bad_checkpoints.is_empty()
     }
 }
 
@@ -104,6 +106,7 @@ pub fn plan(sink: &dyn Sink) -> Result<RepairPlan, RepairError> {
             }
             // Settled by re-linking the manifests above.
             CatalogProblem::Fork { .. } => {}
+            CatalogProblem::Checkpoint { key, .. } => out.bad_checkpoints.push(key.clone()),
             other => out.blocking.push(other.clone()),
         }
     }
@@ -119,9 +122,10 @@ fn unreadable(key: &str, e: manifest::CatalogError) -> CatalogProblem {
 }
 
 /// Complete unfinished links, then append one manifest re-linking every
-/// manifest off the chain. Returns the repair manifest, or `None` when no
-/// re-linking was needed. The plan is made again here, so a run that
-/// appended meanwhile is taken into account.
+/// manifest off the chain, then replace bad checkpoints by a checkpoint of
+/// the whole catalog (a catalog without one gets its first). Returns the
+/// repair manifest, or `None` when no re-linking was needed. The plan is
+/// made again here, so a run that appended meanwhile is taken into account.
 pub fn apply(sink: &dyn Sink, now: Timestamp) -> Result<Option<Appended>, RepairError> {
     let first = plan(sink)?;
     if !first.blocking.is_empty() {
@@ -132,7 +136,15 @@ pub fn apply(sink: &dyn Sink, now: Timestamp) -> Result<Option<Appended>, Repair
     if !plan.blocking.is_empty() {
         return Err(RepairError::Blocked(plan.blocking));
     }
+    for key in &plan.bad_checkpoints {
+        for k in [crate::naming::sidecar_key(key), key.clone()] {
+            sink.delete(&k)?;
+        }
+    }
+    // Records of interrupted runs left by versions before checkpoints.
+    crate::intent::reclaim_records(sink, now, true)?;
     if plan.relink.is_empty() {
+        crate::manifest::view::checkpoint_whole(sink)?;
         return Ok(None);
     }
     let appended = append::append(
@@ -147,6 +159,7 @@ pub fn apply(sink: &dyn Sink, now: Timestamp) -> Result<Option<Appended>, Repair
             relinked: plan.relink,
         },
     )?;
+    crate::manifest::view::checkpoint_whole(sink)?;
     Ok(Some(appended))
 }
 

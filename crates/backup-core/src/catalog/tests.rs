@@ -833,3 +833,111 @@ fn non_ascii_in_resealed_digest_fields_is_named_not_a_panic() {
         put_sealed(&sink, &head, &original);
     }
 }
+
+/// The keys `view::collect` offers from `sink`, and those a replay of
+/// every manifest lists.
+fn offered_and_replayed(sink: &MemorySink) -> (Vec<String>, Vec<String>) {
+    let (offered, problems) = view::collect(&[sink]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let (stored, _) = manifest::read_all(sink).unwrap();
+    let keys = |l: Vec<manifest::Listed>| l.into_iter().map(|l| l.entry.key).collect();
+    (keys(offered), keys(manifest::listed(sink, &stored)))
+}
+
+#[test]
+fn readers_start_from_the_newest_checkpoint_and_see_what_a_replay_sees() {
+    let every = view::CHECKPOINT_EVERY as usize;
+    let (sink, heads) = chain(3 * every + 5);
+    prune_one(&sink, 3 * every + 5, 2);
+    let keys = view::checkpoint_keys(&sink).unwrap();
+    assert_eq!(keys.len(), 2, "older checkpoints are deleted: {keys:?}");
+    let v = view::view(&sink).unwrap();
+    assert_eq!(v.checkpoint.as_deref(), keys.last().map(String::as_str));
+    assert_eq!(v.since_checkpoint, 6);
+    assert_eq!(v.manifests as usize, heads.len() + 1);
+    assert_eq!(
+        v.tip.unwrap().sha256,
+        manifest::head(&sink).unwrap().unwrap()
+    );
+    let (offered, replayed) = offered_and_replayed(&sink);
+    assert_eq!(offered.len(), heads.len() - 1);
+    assert_eq!(offered, replayed);
+    assert!(check(&sink, ArtifactCheck::Skip, None).ok());
+}
+
+/// Record that run `run` pruned the artifact of run `i`.
+fn prune_one(sink: &MemorySink, run: usize, i: usize) {
+    let pruned = Pruned {
+        run_id: run_id(i),
+        key: format!("app-{i:04}.db.gz"),
+        reason: "test".into(),
+    };
+    let at = t(run);
+    crate::catalog::append::append(
+        sink,
+        crate::catalog::append::Draft {
+            run_id: run_id(run),
+            started_at: at,
+            finished_at: at,
+            entries: vec![],
+            pruned: vec![pruned],
+            collected: vec![],
+            relinked: vec![],
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_checkpoint_that_disagrees_with_the_manifests_is_named_and_repair_replaces_it() {
+    let (sink, heads) = chain(view::CHECKPOINT_EVERY as usize + 3);
+    let key = view::checkpoint_keys(&sink).unwrap().pop().unwrap();
+    // Sealed again after the edit, as someone covering their tracks would:
+    // readers trust it, the replay in `verify --catalog` does not.
+    edit(&sink, &key, |v| {
+        v["state"]["live"].as_array_mut().unwrap().remove(0);
+    });
+    let (offered, replayed) = offered_and_replayed(&sink);
+    assert_eq!(offered.len() + 1, replayed.len());
+    let problems = check(&sink, ArtifactCheck::Skip, None).problems;
+    assert!(
+        matches!(&problems[..], [CatalogProblem::Checkpoint { key: k, message }]
+            if *k == key && message.contains("does not match")),
+        "{problems:?}"
+    );
+    assert!(problems[0].to_string().contains("catalog repair"));
+    repair::apply(&sink, Timestamp::now()).unwrap();
+    assert!(check(&sink, ArtifactCheck::Skip, None).ok());
+    let (offered, replayed) = offered_and_replayed(&sink);
+    assert_eq!((offered.len(), replayed.len()), (heads.len(), heads.len()));
+}
+
+#[test]
+fn a_checkpoint_or_link_that_fails_its_seal_is_not_used() {
+    let (sink, heads) = chain(view::CHECKPOINT_EVERY as usize + 3);
+    let key = view::checkpoint_keys(&sink).unwrap().pop().unwrap();
+    let mut bytes = get_bytes(&sink, &key).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    sink.put(&key, &bytes).unwrap();
+    let v = view::view(&sink).unwrap();
+    assert_eq!((v.checkpoint, v.state.live.len()), (None, heads.len()));
+    let problems = check(&sink, ArtifactCheck::Skip, None).problems;
+    assert!(
+        matches!(&problems[..], [CatalogProblem::Checkpoint { message, .. }] if message.contains("unreadable")),
+        "{problems:?}"
+    );
+    repair::apply(&sink, Timestamp::now()).unwrap();
+    assert!(view::view(&sink).unwrap().checkpoint.is_some());
+    // A link after the checkpoint whose bytes its manifest's sidecar does
+    // not vouch for: readers replay every manifest rather than trust it.
+    let (sink, heads) = chain(view::CHECKPOINT_EVERY as usize + 3);
+    let after = &heads[view::CHECKPOINT_EVERY as usize - 1];
+    let link = view::link_key(Some(after));
+    let edited = String::from_utf8(get_bytes(&sink, &link).unwrap())
+        .unwrap()
+        .replace("\"size\"", "\"size\" ");
+    sink.put(&link, edited.as_bytes()).unwrap();
+    let v = view::view(&sink).unwrap();
+    assert_eq!((v.checkpoint, v.state.live.len()), (None, heads.len()));
+}

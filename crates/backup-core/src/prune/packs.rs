@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::manifest::{self, Entry, Stored};
+use crate::manifest::Entry;
+use crate::manifest::view::State;
 use crate::sink::Sink;
 
 /// An object no listed snapshot needs any more.
@@ -71,44 +72,27 @@ fn objects(e: &Entry) -> Vec<(String, u64)> {
 }
 
 /// Sort the objects of pruned incremental snapshots into ready and waiting.
-/// A pure function of the catalog, the clock and the grace period.
-pub fn find(stored: &[Stored], now: Timestamp, grace: Duration) -> Garbage {
-    let mut pruned_at: BTreeMap<&str, Timestamp> = BTreeMap::new();
-    let mut collected: BTreeSet<&str> = BTreeSet::new();
-    for s in stored {
-        for p in &s.manifest.pruned {
-            let t = pruned_at
-                .entry(p.key.as_str())
-                .or_insert(s.manifest.finished_at);
-            *t = (*t).max(s.manifest.finished_at);
-        }
-        collected.extend(s.manifest.collected.iter().map(String::as_str));
-    }
-    let incremental = stored
+/// A pure function of the catalog's state, the clock and the grace period.
+pub fn find(state: &State, now: Timestamp, grace: Duration) -> Garbage {
+    let needed: BTreeSet<String> = state
+        .live
         .iter()
-        .flat_map(|s| &s.manifest.entries)
-        .filter(|e| e.pages.is_some());
-    let (gone, listed): (Vec<&Entry>, Vec<&Entry>) =
-        incremental.partition(|e| pruned_at.contains_key(e.key.as_str()));
-    let needed: BTreeSet<String> = listed
-        .iter()
-        .flat_map(|e| objects(e))
+        .filter(|l| l.entry.pages.is_some())
+        .flat_map(|l| objects(&l.entry))
         .map(|(k, _)| k)
         .collect();
-
     let mut unneeded: BTreeMap<String, Unneeded> = BTreeMap::new();
-    for e in gone {
-        let released = pruned_at[e.key.as_str()];
-        for (key, size) in objects(e) {
-            if needed.contains(&key) || collected.contains(key.as_str()) {
+    for r in &state.released {
+        for (key, size) in objects(&r.entry) {
+            if needed.contains(&key) || state.collected.contains(&key) {
                 continue;
             }
             let u = unneeded.entry(key.clone()).or_insert(Unneeded {
                 key,
                 size,
-                released,
+                released: r.pruned_at,
             });
-            u.released = u.released.max(released);
+            u.released = u.released.max(r.pruned_at);
             u.size = u.size.max(size);
         }
     }
@@ -141,23 +125,23 @@ pub struct Collected {
 /// an unreadable manifest may list a snapshot that needs a pack.
 pub fn collect(sink: &dyn Sink, now: Timestamp, grace: Duration) -> Collected {
     let mut out = Collected::default();
-    let stored = match manifest::read_all(sink) {
-        Ok((stored, bad)) if bad.is_empty() => stored,
-        Ok((_, bad)) => {
+    let view = match crate::manifest::view::view(sink) {
+        Ok(v) if v.problems.is_empty() => v,
+        Ok(v) => {
             out.errors.push(format!(
                 "packs not collected: {} unreadable manifest(s), first: {}",
-                bad.len(),
-                bad[0]
+                v.problems.len(),
+                v.problems[0]
             ));
             return out;
         }
         Err(e) => {
             out.errors
-                .push(format!("packs not collected: cannot list manifests: {e}"));
+                .push(format!("packs not collected: cannot read the catalog: {e}"));
             return out;
         }
     };
-    let garbage = find(&stored, now, grace);
+    let garbage = find(&view.state, now, grace);
     out.waiting = garbage.waiting.len();
     out.next_ready = garbage.next_ready(grace);
     if garbage.ready.is_empty() {

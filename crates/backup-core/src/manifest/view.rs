@@ -1,0 +1,533 @@
+//! Reading a sink's catalog at a cost that does not grow with its history.
+//!
+//! The catalog is the chain of manifests; what readers need of it is its
+//! **state**: the entries still listed, and for pack collection the pruned
+//! incremental snapshots whose objects are not freed yet. Replaying every
+//! manifest gives that state, but a sink receives a manifest per run (86,400
+//! a day at one run a second), so every so often ([`CHECKPOINT_EVERY`]
+//! appends, and `catalog repair`) a writer stores a **checkpoint**: the
+//! state as of one manifest, named by that manifest's run id and SHA-256.
+//!
+//! A reader takes the newest checkpoint whose sidecar matches, then follows
+//! the chain forward from its manifest by the append links
+//! (`manifests/chain/<sha256>`, each holding the next manifest's exact
+//! bytes) until a link is missing: that manifest is the tip. No listing of
+//! `manifests/` is needed, so the cost is one small listing, the checkpoint
+//! and the manifests since it, whatever the number of runs. Anything that
+//! does not add up (a link whose manifest does not name the one before it,
+//! a stored copy that disagrees with its link, an unreadable checkpoint)
+//! makes the reader replay every manifest instead, as before checkpoints
+//! existed, so a doubt costs time, never a backup.
+//!
+//! A checkpoint is a summary that `verify --catalog` replays and compares;
+//! it is never the only record of anything: the manifests stay.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::digest::{Sha256, Sidecar};
+use crate::manifest::{self, CatalogError, Entry, Listed, Manifest, Tip};
+use crate::naming;
+use crate::sink::{Sink, SinkError, get_bytes};
+
+/// Folder of chain links inside a sink.
+pub(crate) const LINK_DIR: &str = "manifests/chain";
+
+/// Folder of checkpoints. Their names end in `.checkpoint`, not `.json`, so
+/// readers of manifests (older versions too) skip them.
+pub const CHECKPOINT_DIR: &str = "manifests/checkpoints";
+
+/// Appends between checkpoints: a reader follows at most this many links.
+pub const CHECKPOINT_EVERY: u64 = 16;
+
+/// Checkpoints kept; older ones are deleted after a new one is stored (a
+/// reader that finds the newest unreadable falls back to the one before).
+const CHECKPOINTS_KEPT: usize = 2;
+
+const FORMAT: &str = "sqlite-backup/checkpoint";
+const VERSION: u32 = 1;
+const SUFFIX: &str = ".checkpoint";
+
+/// The link that claims the place after the manifest whose bytes hash to
+/// `previous` (`None`: the first manifest of the sink).
+///
+/// ```
+/// use backup_core::catalog::append::link_key;
+/// assert_eq!(link_key(None), "manifests/chain/genesis");
+/// assert_eq!(link_key(Some("ab12")), "manifests/chain/ab12");
+/// ```
+pub fn link_key(previous: Option<&str>) -> String {
+    format!("{LINK_DIR}/{}", previous.unwrap_or("genesis"))
+}
+
+/// The key of the checkpoint as of manifest `run_id`.
+pub fn checkpoint_key(run_id: &str) -> String {
+    format!("{CHECKPOINT_DIR}/{run_id}{SUFFIX}")
+}
+
+/// An entry still listed, with the run that recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// Run id of the manifest that listed it.
+    pub run_id: String,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// A pruned incremental snapshot whose objects may still need freeing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Released {
+    /// When the (last) manifest pruning it finished.
+    pub pruned_at: Timestamp,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// What the manifests up to one of them add up to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Entries no manifest pruned, in manifest order.
+    pub live: Vec<Live>,
+    /// Pruned incremental snapshots with objects that are neither freed nor
+    /// needed by a live snapshot (see [`State::apply`]).
+    pub released: Vec<Released>,
+    /// Objects freed by pack collection that a released snapshot names.
+    pub collected: BTreeSet<String>,
+}
+
+impl State {
+    /// The state after manifest `m`. A pure function of the state and the
+    /// manifest, so a checkpoint and a replay from the first manifest agree
+    /// exactly, which is what `verify --catalog` compares.
+    pub fn apply(&mut self, m: &Manifest) {
+        self.live.extend(m.entries.iter().map(|e| Live {
+            run_id: m.run_id.clone(),
+            entry: e.clone(),
+        }));
+        if m.pruned.is_empty() && m.collected.is_empty() {
+            return;
+        }
+        let pruned: BTreeSet<&str> = m.pruned.iter().map(|p| p.key.as_str()).collect();
+        for r in &mut self.released {
+            if pruned.contains(r.entry.key.as_str()) {
+                r.pruned_at = r.pruned_at.max(m.finished_at);
+            }
+        }
+        let (gone, kept): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(|l| pruned.contains(l.entry.key.as_str()));
+        self.live = kept;
+        self.released.extend(
+            gone.into_iter()
+                .filter(|l| l.entry.pages.is_some())
+                .map(|l| Released {
+                    pruned_at: m.finished_at,
+                    entry: l.entry,
+                }),
+        );
+        self.collected.extend(m.collected.iter().cloned());
+        self.settle();
+    }
+
+    /// Forget what can no longer matter: a released snapshot whose every
+    /// object is freed or needed by a live snapshot (the live one carries
+    /// those objects itself and releases them later), and freed objects no
+    /// released snapshot names. Pack collection decides the same either way.
+    fn settle(&mut self) {
+        let needed: BTreeSet<String> = self
+            .live
+            .iter()
+            .filter(|l| l.entry.pages.is_some())
+            .flat_map(|l| l.entry.objects())
+            .map(|n| n.key)
+            .collect();
+        let collected = &self.collected;
+        self.released.retain(|r| {
+            r.entry
+                .objects()
+                .iter()
+                .any(|n| !needed.contains(&n.key) && !collected.contains(&n.key))
+        });
+        let named: BTreeSet<String> = self
+            .released
+            .iter()
+            .flat_map(|r| r.entry.objects())
+            .map(|n| n.key)
+            .collect();
+        self.collected.retain(|k| named.contains(k));
+    }
+
+    /// Every object key a listed or released snapshot names.
+    pub fn named_keys(&self) -> BTreeSet<String> {
+        let live = self.live.iter().map(|l| &l.entry);
+        live.chain(self.released.iter().map(|r| &r.entry))
+            .flat_map(Entry::objects)
+            .map(|n| n.key)
+            .collect()
+    }
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Always `sqlite-backup/checkpoint`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Run id of the manifest it summarises (the chain head as of it).
+    pub run_id: String,
+    /// SHA-256 of that manifest's bytes.
+    pub head: String,
+    /// [`manifest::field_digests`] of that manifest (the next append's
+    /// `previous_fields`, without reading it again).
+    pub head_fields: BTreeMap<String, String>,
+    /// How many manifests it summarises.
+    pub manifests: u64,
+    /// The state as of that manifest.
+    pub state: State,
+}
+
+impl Checkpoint {
+    /// The chain head it names, as an append builds on it.
+    fn tip(&self) -> Tip {
+        Tip {
+            key: manifest::manifest_key(&self.run_id),
+            run_id: self.run_id.clone(),
+            sha256: self.head.clone(),
+            fields: self.head_fields.clone(),
+        }
+    }
+}
+
+/// Why a stored checkpoint is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Sink failure.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Not a checkpoint this version reads, or not matching its sidecar.
+    #[error("checkpoint {key} is unreadable: {message}")]
+    Malformed {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Read one checkpoint, checked against its sidecar.
+pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, CheckpointError> {
+    let malformed = |message: String| CheckpointError::Malformed {
+        key: key.to_string(),
+        message,
+    };
+    let bytes = get_bytes(sink, key)?;
+    let sidecar = get_bytes(sink, &naming::sidecar_key(key))?;
+    let sidecar = std::str::from_utf8(&sidecar)
+        .ok()
+        .and_then(|t| Sidecar::parse(t).ok())
+        .ok_or_else(|| malformed("its sidecar is unreadable".into()))?;
+    if sidecar.sha256 != Sha256::hex_of(&bytes) {
+        return Err(malformed("SHA-256 does not match its sidecar".into()));
+    }
+    let c: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+    if c.format != FORMAT || c.version > VERSION {
+        return Err(malformed(format!(
+            "format {:?} version {} is not one this tool reads",
+            c.format, c.version
+        )));
+    }
+    if checkpoint_key(&c.run_id) != key {
+        return Err(malformed(format!("it names run {}", c.run_id)));
+    }
+    Ok(c)
+}
+
+/// The checkpoint keys of a sink, oldest first.
+pub fn checkpoint_keys(sink: &dyn Sink) -> Result<Vec<String>, SinkError> {
+    let mut keys: Vec<String> = sink
+        .list(CHECKPOINT_DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(SUFFIX))
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// A sink's catalog as read.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Its state as of the tip.
+    pub state: State,
+    /// The newest manifest.
+    pub tip: Option<Tip>,
+    /// How many manifests the chain holds up to the tip.
+    pub manifests: u64,
+    /// Manifests read after the checkpoint used (all of them without one).
+    pub since_checkpoint: u64,
+    /// The checkpoint it started from.
+    pub checkpoint: Option<String>,
+    /// Manifests that could not be read (only when every manifest was
+    /// read): their entries are not offered.
+    pub problems: Vec<String>,
+    /// Links followed whose manifest has no stored sidecar yet: its writer
+    /// is between claim and store, or died there. Appends complete them.
+    pub unstored: Vec<String>,
+}
+
+/// Read `sink`'s catalog: the newest usable checkpoint and the manifests
+/// after it, else every manifest.
+pub fn view(sink: &dyn Sink) -> Result<View, SinkError> {
+    for key in checkpoint_keys(sink)?.iter().rev().take(CHECKPOINTS_KEPT) {
+        let checkpoint = match read_checkpoint(sink, key) {
+            Ok(c) => c,
+            Err(CheckpointError::Sink(e)) if !e.is_not_found() => return Err(e),
+            Err(e) => {
+                warn!("sink {}: {e}; trying an older one", sink.name());
+                continue;
+            }
+        };
+        match follow(sink, key, checkpoint)? {
+            Ok(view) => return Ok(view),
+            Err(why) => {
+                warn!(
+                    "sink {}: the chain after checkpoint {key} does not add up ({why}); \
+                     reading every manifest",
+                    sink.name()
+                );
+                break;
+            }
+        }
+    }
+    replay(sink)
+}
+
+/// The chain after `checkpoint`, link by link; `Err(why)` when a link does
+/// not prove the next manifest.
+fn follow(
+    sink: &dyn Sink,
+    key: &str,
+    checkpoint: Checkpoint,
+) -> Result<Result<View, String>, SinkError> {
+    let mut view = View {
+        tip: Some(checkpoint.tip()),
+        manifests: checkpoint.manifests,
+        checkpoint: Some(key.to_string()),
+        state: checkpoint.state,
+        ..View::default()
+    };
+    Ok(advance(sink, &mut view)?.map(|()| view))
+}
+
+/// Move `view` forward along the append links from its tip until a link is
+/// missing; `Err(why)` (with `view` as far as it got) when a link does not
+/// prove the next manifest.
+fn advance(sink: &dyn Sink, view: &mut View) -> Result<Result<(), String>, SinkError> {
+    let Some(mut head) = view.tip.as_ref().map(|t| t.sha256.clone()) else {
+        return Ok(Ok(()));
+    };
+    loop {
+        let link = link_key(Some(&head));
+        let bytes = match get_bytes(sink, &link) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(Ok(())),
+            Err(e) => return Err(e),
+        };
+        let m = match linked_manifest(sink, &link, &bytes, &head) {
+            Ok((m, true)) => m,
+            Ok((m, false)) => {
+                view.unstored.push(link);
+                m
+            }
+            Err(CatalogError::Sink(e)) => return Err(e),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        head = Sha256::hex_of(&bytes);
+        view.state.apply(&m);
+        view.manifests += 1;
+        view.since_checkpoint += 1;
+        view.tip = Some(Tip {
+            key: m.key(),
+            run_id: m.run_id.clone(),
+            sha256: head.clone(),
+            fields: manifest::field_digests(&bytes),
+        });
+    }
+}
+
+/// The manifest a link holds, checked as every manifest read is, and
+/// against the one before it; and whether its stored copy's sidecar exists.
+fn linked_manifest(
+    sink: &dyn Sink,
+    link: &str,
+    bytes: &[u8],
+    previous: &str,
+) -> Result<(Manifest, bool), CatalogError> {
+    let m = manifest::refuse_bad_keys(link, Manifest::from_bytes(link, bytes)?)?;
+    if m.previous.as_deref() != Some(previous) {
+        return Err(CatalogError::Malformed {
+            key: link.to_string(),
+            message: "it does not name the manifest before it".into(),
+        });
+    }
+    // Its stored copy's sidecar, when written, must vouch for these bytes.
+    let sealed = manifest::check_sidecar(sink, &m.key(), bytes)?;
+    Ok((m, sealed))
+}
+
+/// Every manifest, oldest first. The tip is the newest manifest of the same
+/// listing, followed by its links: a manifest appended while the listing
+/// was read is then counted in the state as well as named as the tip, so a
+/// checkpoint written from this view never misses it.
+fn replay(sink: &dyn Sink) -> Result<View, SinkError> {
+    let keys = manifest::keys(sink)?;
+    let mut state = State::default();
+    let mut problems = Vec::new();
+    let mut stored = Vec::new();
+    for key in &keys {
+        match manifest::read_one(sink, key.clone()) {
+            Ok(Some(s)) => stored.push(s),
+            Ok(None) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    stored.sort_by(|a, b| a.manifest.run_id.cmp(&b.manifest.run_id));
+    for s in &stored {
+        state.apply(&s.manifest);
+    }
+    let read = (stored.len() + problems.len()) as u64;
+    let mut view = View {
+        state,
+        tip: newest(sink, &keys)?,
+        manifests: read,
+        since_checkpoint: read,
+        checkpoint: None,
+        problems,
+        unstored: Vec::new(),
+    };
+    if let Err(why) = advance(sink, &mut view)? {
+        // Appends will meet the bad link themselves and say so.
+        warn!("sink {}: {why}", sink.name());
+    }
+    Ok(view)
+}
+
+/// The newest of `keys` that is still there, as an append builds on it.
+fn newest(sink: &dyn Sink, keys: &[String]) -> Result<Option<Tip>, SinkError> {
+    for key in keys.iter().rev() {
+        match get_bytes(sink, key) {
+            Ok(bytes) => {
+                return Ok(Some(Tip {
+                    key: key.clone(),
+                    run_id: manifest::run_id_of_key(key).to_string(),
+                    sha256: Sha256::hex_of(&bytes),
+                    fields: manifest::field_digests(&bytes),
+                }));
+            }
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Replay every manifest of `sink` and store a checkpoint of the result,
+/// unless a manifest is unreadable. Returns the checkpoint's key.
+pub fn checkpoint_whole(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
+    let view = replay(sink)?;
+    match (&view.tip, view.problems.is_empty()) {
+        (Some(tip), true) => {
+            write_checkpoint(sink, &view.state, tip, view.manifests);
+            Ok(Some(checkpoint_key(&tip.run_id)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Store a checkpoint of `state` as of the manifest `tip` (the
+/// `manifests`-th), then delete the checkpoints before the last few. A
+/// checkpoint only saves readers time, so failures are logged, not
+/// returned.
+pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u64) {
+    let c = Checkpoint {
+        format: FORMAT.into(),
+        version: VERSION,
+        run_id: tip.run_id.clone(),
+        head: tip.sha256.clone(),
+        head_fields: tip.fields.clone(),
+        manifests,
+        state: state.clone(),
+    };
+    let key = checkpoint_key(&c.run_id);
+    let bytes = serde_json::to_vec(&c).expect("a checkpoint serializes");
+    let sidecar = Sidecar::new(Sha256::hex_of(&bytes), naming::file_name(&key)).render();
+    // Sidecar first: a checkpoint without a matching sidecar is not used.
+    let stored = sink
+        .put(&naming::sidecar_key(&key), sidecar.as_bytes())
+        .and_then(|()| sink.put(&key, &bytes));
+    if let Err(e) = stored {
+        warn!("sink {}: storing checkpoint {key}: {e}", sink.name());
+        return;
+    }
+    info!(
+        "checkpoint written sink={} key={key} manifests={manifests} live={} bytes={}",
+        sink.name(),
+        state.live.len(),
+        bytes.len()
+    );
+    let old = match checkpoint_keys(sink) {
+        Ok(keys) => keys,
+        Err(e) => return warn!("sink {}: listing checkpoints: {e}", sink.name()),
+    };
+    let keep_from = old.len().saturating_sub(CHECKPOINTS_KEPT);
+    for k in old[..keep_from].iter().filter(|k| **k < key) {
+        for k in [naming::sidecar_key(k), k.clone()] {
+            if let Err(e) = sink.delete(&k) {
+                warn!("sink {}: deleting old checkpoint {k}: {e}", sink.name());
+            }
+        }
+    }
+}
+
+/// Every artifact still listed in `sink`'s catalog, newest first.
+pub fn listed(sink: &dyn Sink, state: &State) -> Vec<Listed> {
+    let mut out: Vec<Listed> = state
+        .live
+        .iter()
+        .map(|l| Listed {
+            sink: sink.name().to_string(),
+            placement: sink.placement(),
+            run_id: l.run_id.clone(),
+            entry: l.entry.clone(),
+        })
+        .collect();
+    out.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
+    out
+}
+
+/// The catalog of several sinks together: every listed artifact, newest
+/// first (ties keep the sinks' order, so put the preferred sink first), and
+/// the problems met reading it (an unreadable sink or manifest).
+pub fn collect(sinks: &[&dyn Sink]) -> (Vec<Listed>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut problems = Vec::new();
+    for sink in sinks {
+        match view(*sink) {
+            Ok(v) => {
+                problems.extend(
+                    v.problems
+                        .iter()
+                        .map(|e| format!("sink {}: {e}", sink.name())),
+                );
+                all.extend(listed(*sink, &v.state));
+            }
+            Err(e) => problems.push(format!("sink {}: {e}", sink.name())),
+        }
+    }
+    // Stable sort: equal times keep sink order.
+    all.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
+    (all, problems)
+}
