@@ -475,19 +475,14 @@ pub fn sidecar_key(manifest_key: &str) -> String {
 
 /// Check manifest bytes against their sidecar. A manifest without one
 /// (written before sidecars existed) is accepted; the chain still covers it.
-/// Returns whether the sidecar exists.
-pub(crate) fn check_sidecar(
-    sink: &dyn Sink,
-    key: &str,
-    bytes: &[u8],
-) -> Result<bool, CatalogError> {
+pub(crate) fn check_sidecar(sink: &dyn Sink, key: &str, bytes: &[u8]) -> Result<(), CatalogError> {
     let malformed = |message: String| CatalogError::Malformed {
         key: key.to_string(),
         message,
     };
     let text = match get_bytes(sink, &sidecar_key(key)) {
         Ok(t) => t,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     let sidecar = std::str::from_utf8(&text)
@@ -505,7 +500,7 @@ pub(crate) fn check_sidecar(
             shown(&sidecar.file_name)
         )));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// A manifest naming keys no sink would store was not written by us:

@@ -110,8 +110,12 @@ pub enum AppendError {
 pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
     let view = view::view(sink)?;
     // A writer that died between claim and store must not leave its
-    // manifest only in the link once the chain has moved past it.
-    for link in &view.unstored {
+    // manifest only in the claim once the chain moves past it. Such a
+    // manifest is always the tip the next append reads (or the claim it
+    // loses to, which it completes below), so checking the tip suffices.
+    if let (Some(link), Some(tip)) = (&view.tip_link, &view.tip)
+        && sink.size(&tip.key)?.is_none()
+    {
         complete(sink, link, &get_bytes(sink, link)?)?;
     }
     let mut tip = view.tip.clone();

@@ -273,9 +273,10 @@ pub struct View {
     /// Manifests that could not be read (only when every manifest was
     /// read): their entries are not offered.
     pub problems: Vec<String>,
-    /// Links followed whose manifest has no stored sidecar yet: its writer
-    /// is between claim and store, or died there. Appends complete them.
-    pub unstored: Vec<String>,
+    /// The claim the tip was read from, when it was reached by following
+    /// one: its stored copy may be missing (its writer is between claim and
+    /// store, or died there), and the next append completes it.
+    pub tip_link: Option<String>,
 }
 
 /// Read `sink`'s catalog: the newest usable checkpoint and the manifests
@@ -337,11 +338,7 @@ fn advance(sink: &dyn Sink, view: &mut View) -> Result<Result<(), String>, SinkE
             Err(e) => return Err(e),
         };
         let m = match linked_manifest(sink, &link, &bytes, &head) {
-            Ok((m, true)) => m,
-            Ok((m, false)) => {
-                view.unstored.push(link);
-                m
-            }
+            Ok(m) => m,
             Err(CatalogError::Sink(e)) => return Err(e),
             Err(e) => return Ok(Err(e.to_string())),
         };
@@ -355,17 +352,18 @@ fn advance(sink: &dyn Sink, view: &mut View) -> Result<Result<(), String>, SinkE
             sha256: head.clone(),
             fields: manifest::field_digests(&bytes),
         });
+        view.tip_link = Some(link);
     }
 }
 
 /// The manifest a link holds, checked as every manifest read is, and
-/// against the one before it; and whether its stored copy's sidecar exists.
+/// against the one before it.
 fn linked_manifest(
     sink: &dyn Sink,
     link: &str,
     bytes: &[u8],
     previous: &str,
-) -> Result<(Manifest, bool), CatalogError> {
+) -> Result<Manifest, CatalogError> {
     let m = manifest::refuse_bad_keys(link, Manifest::from_bytes(link, bytes)?)?;
     if m.previous.as_deref() != Some(previous) {
         return Err(CatalogError::Malformed {
@@ -374,8 +372,8 @@ fn linked_manifest(
         });
     }
     // Its stored copy's sidecar, when written, must vouch for these bytes.
-    let sealed = manifest::check_sidecar(sink, &m.key(), bytes)?;
-    Ok((m, sealed))
+    manifest::check_sidecar(sink, &m.key(), bytes)?;
+    Ok(m)
 }
 
 /// Every manifest, oldest first. The tip is the newest manifest of the same
@@ -406,7 +404,7 @@ fn replay(sink: &dyn Sink) -> Result<View, SinkError> {
         since_checkpoint: read,
         checkpoint: None,
         problems,
-        unstored: Vec::new(),
+        tip_link: None,
     };
     if let Err(why) = advance(sink, &mut view)? {
         // Appends will meet the bad link themselves and say so.

@@ -260,32 +260,75 @@ fn store_pages(
     seal: Option<&mut FanOut>,
     opts: &RunOpts<'_>,
 ) -> (io::Result<()>, Option<io::Result<(String, u64)>>) {
-    let mut pages = |i: u64, page: &[u8]| {
+    let mut pages = |i: u64, page: Option<&[u8]>| {
         let hash = &hashed.hashes[i as usize];
         for (chain, p) in chains.iter().zip(progress.iter_mut()) {
             p.add(chain, i, page, hash);
         }
         Ok(())
     };
+    let Some(fan) = seal else {
+        let total = hashed.hashes.len() as u64;
+        let copied = match sparse_pages(chains, total) {
+            Some(wanted) => read_sparse(stream, &wanted, total, opts.observer, &mut pages),
+            None => for_each_page(stream, opts.observer, |i, page| pages(i, Some(page))),
+        };
+        return (copied, None);
+    };
     let mut copied = Ok(());
-    let sealed = seal.map(|fan| {
-        compress_into(fan, &opts.compression, None, opts.observer, |out| {
-            let mut seal_failed = None;
-            copied = for_each_page(stream, opts.observer, |i, page| {
-                if seal_failed.is_none()
-                    && let Err(e) = out.write_all(page)
-                {
-                    seal_failed = Some(e);
-                }
-                pages(i, page)
-            });
-            seal_failed.map_or(Ok(()), Err)
-        })
+    let sealed = compress_into(fan, &opts.compression, None, opts.observer, |out| {
+        let mut seal_failed = None;
+        copied = for_each_page(stream, opts.observer, |i, page| {
+            if seal_failed.is_none()
+                && let Err(e) = out.write_all(page)
+            {
+                seal_failed = Some(e);
+            }
+            pages(i, Some(page))
+        });
+        seal_failed.map_or(Ok(()), Err)
     });
-    if sealed.is_none() {
-        copied = for_each_page(stream, opts.observer, &mut pages);
+    (copied, Some(sealed))
+}
+
+/// The pages some chain stores, when they are few enough that looking each
+/// up costs less than reading the whole snapshot again (every chain builds
+/// on a previous snapshot, and under a quarter of the pages changed).
+fn sparse_pages(chains: &[Chain<'_>], total: u64) -> Option<Vec<u64>> {
+    let changed: Vec<&Vec<bool>> = chains
+        .iter()
+        .map(|c| c.changed.as_ref())
+        .collect::<Option<_>>()?;
+    let wanted: Vec<u64> = (0..total)
+        .filter(|&i| changed.iter().any(|c| c[i as usize]))
+        .collect();
+    (wanted.len() as u64 * 4 <= total).then_some(wanted)
+}
+
+/// Visit every page number in order: the `wanted` ones with their bytes,
+/// the others without (they did not change for any chain).
+fn read_sparse(
+    stream: &PageStream,
+    wanted: &[u64],
+    total: u64,
+    observer: &dyn Observer,
+    visit: &mut impl FnMut(u64, Option<&[u8]>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut next = 0;
+    stream.read_pages(wanted, |i, page| {
+        if observer.cancelled() {
+            return Err(io::Error::other(super::INTERRUPTED));
+        }
+        for skipped in next..i {
+            visit(skipped, None)?;
+        }
+        next = i + 1;
+        visit(i, Some(page))
+    })?;
+    for skipped in next..total {
+        visit(skipped, None)?;
     }
-    (copied, sealed)
+    Ok(())
 }
 
 /// Close each chain's packs and store its index; the manifest entries of
@@ -486,7 +529,9 @@ impl<'a> Progress<'a> {
         }
     }
 
-    fn add(&mut self, chain: &Chain<'_>, page_no: u64, page: &[u8], hash: &PageHash) {
+    /// Record page `page_no`; `page` is `None` only for a page this chain
+    /// does not store.
+    fn add(&mut self, chain: &Chain<'_>, page_no: u64, page: Option<&[u8]>, hash: &PageHash) {
         if self.failed.is_some() {
             return;
         }
@@ -494,6 +539,7 @@ impl<'a> Progress<'a> {
             self.map.unchanged(page_no);
             return;
         }
+        let page = page.expect("a page a chain stores is read");
         match self.packs.add(page, hash) {
             Ok((pack, at)) => self.map.stored(page_no, pack, at),
             Err(e) => self.failed = Some(e),
