@@ -71,6 +71,7 @@ pub mod snapshot;
 pub mod source;
 pub mod sqlite;
 pub mod verify;
+pub mod wal_frames;
 
 pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};
 pub use database::{
