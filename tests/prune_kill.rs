@@ -90,11 +90,11 @@ fn check(p: &Project, n: u32, restore: bool) -> usize {
             continue;
         }
         let to = p.join(&format!("reassembled-{n}-{}.db", l.run_id));
-        let (digest, _) = incremental::reassemble_to(&sink, &l.entry, &to)
+        let image = incremental::reassemble_to(&sink, &l.entry, &to)
             .unwrap()
             .unwrap_or_else(|e| panic!("snapshot {} cannot be reassembled: {e:?}", l.run_id));
-        assert_eq!(digest, l.entry.db_sha256);
-        assert_eq!(Sha256::hex_of(&std::fs::read(&to).unwrap()), digest);
+        assert_eq!(image.mismatch(&l.entry), None);
+        assert_eq!(Sha256::hex_of(&std::fs::read(&to).unwrap()), image.sha256);
         std::fs::remove_file(&to).unwrap();
     }
     listed.len()

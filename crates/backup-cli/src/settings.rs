@@ -106,6 +106,11 @@ pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>> {
 /// with the config's compression, checks, snapshot method, incremental
 /// policy, scratch folder and page-hash cache.
 pub fn backups(config: &Config) -> Result<Backups> {
+    Ok(builder(config)?.build())
+}
+
+/// [`backups`], not built yet.
+pub fn builder(config: &Config) -> Result<backup_core::Builder> {
     Ok(targets(config)?
         .into_iter()
         .fold(Backups::builder(), |b, t| b.target(t))
@@ -114,8 +119,7 @@ pub fn backups(config: &Config) -> Result<Backups> {
         .snapshot_method(config.snapshot_method)
         .incremental(config.incremental)
         .scratch_dir(scratch_dir(config))
-        .page_cache(config.state_dir.join("page-hashes"))
-        .build())
+        .page_cache(config.state_dir.join("page-hashes")))
 }
 
 /// Scratch folder for snapshots: inside the local root, so it is on the

@@ -126,6 +126,15 @@ impl Builder {
         self
     }
 
+    /// Keep each incremental run's snapshot pinned until the next run of
+    /// the same database, so the WAL cannot restart between runs and the
+    /// next run reads only the pages its frames name (for a process that
+    /// runs backups every few seconds; see [`crate::pipeline::HeldSnapshots`]).
+    pub fn hold_snapshots(mut self, held: crate::pipeline::HeldSnapshots) -> Self {
+        self.options.held = Some(held);
+        self
+    }
+
     /// When incremental databases start a new chain with a full base
     /// (default: after 24 hours or 1,440 snapshots).
     pub fn incremental(mut self, policy: crate::incremental::Policy) -> Self {

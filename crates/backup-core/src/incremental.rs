@@ -5,9 +5,12 @@
 //! previous snapshot of the same database on the same sink. Only pages that
 //! differ are stored, zstd-compressed, in *packs* of at most
 //! [`PACK_RAW_BYTES`] of pages each. The manifest entry's [`PageMap`](crate::page_map::PageMap) says
-//! where every page of the image lives (run-length encoded), and the entry's
-//! `db_sha256` is the SHA-256 of the whole reassembled image, which verify
-//! and restore check like any artifact's.
+//! where every page of the image lives (run-length encoded). The page map's
+//! `hashes_sha256` (SHA-256 over every page's hash) is the image's digest,
+//! and the entry's `db_sha256` the SHA-256 of the whole image when the run
+//! read every page (a run that read only the pages the WAL named has none:
+//! manifest version 2). Verify and restore check both on the reassembled
+//! image.
 //!
 //! Objects a snapshot writes next to its template-named key:
 //! - `<base>.NNN.pack`: the pages it stored, in page order, one zstd frame;
@@ -397,12 +400,12 @@ pub struct PackProblem {
 /// Reassemble `entry`'s image into `out` (a new, empty file): every pack
 /// the page map needs is read once, in order, with one page in memory at a
 /// time, checked against its recorded size and SHA-256. Returns the image's
-/// SHA-256 and size, or the first pack found missing or damaged.
+/// digests, or the first pack found missing or damaged.
 pub(crate) fn reassemble(
     sink: &dyn Sink,
     entry: &Entry,
     out: &std::fs::File,
-) -> io::Result<Result<(String, u64), PackProblem>> {
+) -> io::Result<Result<Reassembled, PackProblem>> {
     let Some(map) = &entry.pages else {
         return Ok(Err(PackProblem {
             key: entry.key.clone(),
@@ -484,19 +487,72 @@ pub(crate) fn reassemble(
         }
     }
     out.sync_all()?;
-    // One more sequential pass for the image digest: pages were written out
-    // of order above.
-    let mut digest = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // One more sequential pass for the image digests: pages were written
+    // out of order above.
+    let mut sha256 = Sha256::new();
+    let mut pages = Sha256::new();
+    let mut buf = vec![0u8; page_size.max(1 << 20) / page_size * page_size];
     let mut at = 0u64;
     let len = entry.page_count * entry.page_size;
     while at < len {
         let n = (len - at).min(buf.len() as u64) as usize;
         out.read_exact_at(&mut buf[..n], at)?;
-        digest.update(&buf[..n]);
+        sha256.update(&buf[..n]);
+        for page in buf[..n].chunks(page_size) {
+            pages.update(&page_hash(page));
+        }
         at += n as u64;
     }
-    Ok(Ok((digest.finish_hex(), len)))
+    Ok(Ok(Reassembled {
+        sha256: sha256.finish_hex(),
+        size: len,
+        pages_sha256: pages.finish_hex(),
+    }))
+}
+
+/// The digests of a reassembled image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassembled {
+    /// SHA-256 of the whole image.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 over its pages' hashes ([`hashes_digest`]).
+    pub pages_sha256: String,
+}
+
+impl Reassembled {
+    /// The digests of `image` (page size `page_size`).
+    pub fn of(image: &[u8], page_size: u64) -> Self {
+        let hashes: Vec<PageHash> = image.chunks(page_size as usize).map(page_hash).collect();
+        Self {
+            sha256: Sha256::hex_of(image),
+            size: image.len() as u64,
+            pages_sha256: hashes_digest(&hashes),
+        }
+    }
+
+    /// The first digest `entry` records that this image does not have:
+    /// `(which, recorded, found)`. An entry has a whole-image SHA-256 unless
+    /// its run read only the pages the WAL named; every entry written since
+    /// page hashes existed has their digest.
+    pub fn mismatch(&self, entry: &Entry) -> Option<(&'static str, String, String)> {
+        if !entry.db_sha256.is_empty() && entry.db_sha256 != self.sha256 {
+            return Some((
+                "image SHA-256",
+                entry.db_sha256.clone(),
+                self.sha256.clone(),
+            ));
+        }
+        let recorded = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
+        (*recorded != self.pages_sha256).then(|| {
+            (
+                "page-hash digest",
+                recorded.clone(),
+                self.pages_sha256.clone(),
+            )
+        })
+    }
 }
 
 /// Reassemble into a new private file at `path`.
@@ -504,7 +560,7 @@ pub fn reassemble_to(
     sink: &dyn Sink,
     entry: &Entry,
     path: &Path,
-) -> io::Result<Result<(String, u64), PackProblem>> {
+) -> io::Result<Result<Reassembled, PackProblem>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -34,8 +34,19 @@ pub use validate::{
 
 /// `format` field of every manifest.
 pub const FORMAT: &str = "sqlite-backup/manifest";
-/// Current manifest version; readers reject newer major versions.
-pub const VERSION: u32 = 1;
+/// Newest manifest version; readers reject newer ones. Version 2 adds
+/// incremental snapshots without a whole-image SHA-256 (see
+/// [`version_for`]); a manifest without one is still written as version 1,
+/// so older readers keep reading it.
+pub const VERSION: u32 = 2;
+
+/// The lowest version that describes `entries`.
+pub fn version_for(entries: &[Entry]) -> u32 {
+    let page_digest_only = entries
+        .iter()
+        .any(|e| e.pages.is_some() && e.sealed.is_none() && e.db_sha256.is_empty());
+    if page_digest_only { 2 } else { 1 }
+}
 /// Folder of manifests inside a sink.
 pub const MANIFEST_DIR: &str = "manifests";
 

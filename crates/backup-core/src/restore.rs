@@ -41,7 +41,7 @@
 //! `.broken-` name instead (slower, but the path is still never empty).
 //!
 //! ```no_run
-//! use backup_core::{Database, catalog, restore, sink::MemorySink};
+//! use backup_core::{Database, manifest, restore, sink::MemorySink};
 //! let db = Database::new("app", "/srv/app.db");
 //! let local = MemorySink::new("local"); // backup_local::LocalSink in the CLI
 //! let sinks: [&dyn backup_core::sink::Sink; 1] = [&local];

@@ -580,12 +580,17 @@ impl PageStream {
         self.conn
             .execute_batch("COMMIT")
             .map_err(SnapshotError::of(&self.source))?;
-        Ok(SnapshotStats {
+        Ok(self.stats())
+    }
+
+    /// What was taken, so far; the read transaction stays open.
+    pub fn stats(&self) -> SnapshotStats {
+        SnapshotStats {
             taken_at: self.taken_at,
             page_size: self.page_size,
             page_count: self.page_count,
             elapsed: self.started.elapsed(),
-        })
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
         &RunControl {
             progress: progress::wanted(cli.quiet),
             cancel: Some(cancel),
+            held: None,
         },
     )?;
     let Some(report) = report else {

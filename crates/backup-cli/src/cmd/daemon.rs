@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::lock::{self, FileLock, LockError};
 use anyhow::{Context, Result};
 use backup_config::Config;
-use backup_core::pipeline::RunReport;
+use backup_core::pipeline::{HeldSnapshots, RunReport};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -39,6 +39,10 @@ use crate::lock::RunRefused;
 use crate::signals::Signals;
 use crate::state::State;
 use crate::{interval, progress, settings};
+
+/// The longest interval at which runs keep their snapshot pinned until the
+/// next (see `HeldSnapshots`).
+const HOLD_UP_TO: Duration = Duration::from_secs(60);
 
 /// How one scheduled run ended.
 enum RunEnd {
@@ -76,6 +80,11 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<Exit> {
     let control = RunControl {
         progress: progress::wanted(cli.quiet),
         cancel: Some(Arc::new(AtomicBool::new(false))),
+        // At a short interval, each run's snapshot stays pinned until the
+        // next, so the WAL cannot restart in between and runs read only
+        // what changed. At a long one that would hold a checkpoint back
+        // for too long.
+        held: (!args.once && every <= HOLD_UP_TO).then(HeldSnapshots::new),
     };
     runtime.block_on(schedule(cli, args, every, config, control))
 }

@@ -24,6 +24,9 @@ pub struct RunControl {
     /// Set to true to stop the run cleanly (the database in flight is
     /// abandoned, nothing incomplete is stored).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Keep incremental snapshots pinned between runs (the daemon at a
+    /// short interval).
+    pub held: Option<backup_core::pipeline::HeldSnapshots>,
 }
 
 /// Plan and (unless `dry_run`) execute a backup of `databases`, silently.
@@ -58,7 +61,11 @@ pub fn run_backup_with(
     dry_run: bool,
     control: &RunControl,
 ) -> Result<(Plan, Option<RunReport>)> {
-    let backups = settings::backups(config)?;
+    let mut builder = settings::builder(config)?;
+    if let Some(held) = &control.held {
+        builder = builder.hold_snapshots(held.clone());
+    }
+    let backups = builder.build();
     let cold = settings::cold_labels(config, databases, tag.as_deref(), cold)?;
     let engine_dbs: Vec<backup_core::Database> =
         databases.iter().map(|d| d.database.clone()).collect();

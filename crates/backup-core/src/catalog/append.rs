@@ -123,7 +123,7 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
         let previous = tip.as_ref().map(|t| t.sha256.clone());
         let m = Manifest {
             format: manifest::FORMAT.into(),
-            version: manifest::VERSION,
+            version: manifest::version_for(&draft.entries),
             run_id: run_id_after(
                 &draft.run_id,
                 tip.as_ref().map(|t| t.run_id.as_str()),

@@ -182,11 +182,14 @@ fn entry(at: &str, e: &Entry) -> Checked {
     // Sealed entries keep these digests encrypted; in the clear they are
     // empty (see `Entry::sealed`).
     let sealed = e.sealed.is_some();
-    for (name, digest) in [
-        ("db_sha256", &e.db_sha256),
-        ("schema_sha256", &e.schema_sha256),
+    // An incremental snapshot whose run read only the pages the WAL named
+    // has no whole-image SHA-256: its image digest is its page hashes'.
+    let page_digest = e.pages.as_ref().is_some_and(|p| p.hashes_sha256.is_some());
+    for (name, digest, may_be_empty) in [
+        ("db_sha256", &e.db_sha256, sealed || page_digest),
+        ("schema_sha256", &e.schema_sha256, sealed),
     ] {
-        if !(sealed && digest.is_empty()) {
+        if !(may_be_empty && digest.is_empty()) {
             sha256(f(name), digest)?;
         }
     }

@@ -22,11 +22,13 @@
 mod commit;
 mod fan_out;
 mod full_image;
+mod held;
 mod incremental;
 mod plan;
 mod report;
 mod run;
 mod twin_check;
+mod wal_hint;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::database::{CheckLevel, SnapshotMethod};
 use crate::naming::Template;
 use crate::sink::Sink;
 
+pub use held::{HeldSnapshots, MAX_HELD_WAL};
 pub use plan::{Action, Plan, PlanItem, PlannedArtifact, plan};
 pub use report::{BackupError, ManifestWritten, Outcome, RunReport, SinkFailure, SnapshotFailure};
 pub use run::execute;
@@ -107,6 +110,10 @@ pub struct Options {
     /// hashes, so that the next run reads no page index from the sink
     /// (see [`crate::incremental::cached_hashes`]); `None`: always read the sink.
     pub page_cache: Option<PathBuf>,
+    /// Keep each incremental run's snapshot pinned until the next run of
+    /// the same database (a daemon with a short interval; see
+    /// [`HeldSnapshots`]); `None`: release it at the end of the run.
+    pub held: Option<HeldSnapshots>,
 }
 
 /// The options and the observer of the run under way.
@@ -134,6 +141,7 @@ impl Default for Options {
             incremental: crate::incremental::Policy::default(),
             scratch_dir: fallback_scratch_dir(),
             page_cache: None,
+            held: None,
         }
     }
 }

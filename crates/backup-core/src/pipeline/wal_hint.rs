@@ -1,0 +1,138 @@
+//! What an incremental run remembers locally so the next one reads only the
+//! pages the WAL says changed: the previous snapshot's WAL mark and the
+//! hashes of every page of its image (see [`crate::wal_frames`]).
+//!
+//! Kept in the page cache folder as `<label>.wal-hint.json` and
+//! `<label>.wal-hint.pagehashes`. The JSON names the SHA-256 of the hashes
+//! file, so a torn or stale pair is never used: the run reads every page.
+//! The state describes an image, not a catalog: a run whose uploads failed
+//! still leaves a correct one.
+
+use std::path::{Path, PathBuf};
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::incremental::{self, HASH_LEN, PageHash};
+use crate::wal_frames::{self, Changes, Mark};
+
+/// A run reads and checks every page (`quick_check` included) at least this
+/// often, whatever the WAL says: the whole-image SHA-256 is recorded again,
+/// and damage to pages no one writes is found within the hour.
+pub(super) const FULL_READ_EVERY: SignedDuration = SignedDuration::from_secs(3600);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    mark: Mark,
+    page_count: u64,
+    hashes_sha256: String,
+    full_read_at: Timestamp,
+}
+
+fn files(dir: &Path, label: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{label}.wal-hint.json")),
+        dir.join(format!("{label}.wal-hint.pagehashes")),
+    )
+}
+
+/// What the previous run left that this one may build on.
+pub(super) struct Known {
+    /// Every page's hash in the previous image.
+    pub hashes: Vec<PageHash>,
+    /// The pages (0-based, below this image's page count) to read again.
+    pub changed: Vec<u64>,
+    /// When a run last read every page.
+    pub full_read_at: Timestamp,
+}
+
+/// The previous image's hashes and the pages changed since, when the WAL
+/// proves them; `None` (with the reason logged) when every page must be read.
+pub(super) fn known(
+    dir: &Path,
+    label: &str,
+    db: &Path,
+    now: Option<&Mark>,
+    page_count: u64,
+    at: Timestamp,
+) -> Option<Known> {
+    let full = |why: &str| {
+        info!("wal hint label={label}: reading every page ({why})");
+        None
+    };
+    let (json, bin) = files(dir, label);
+    let state: State = match std::fs::read(&json) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(_) => return full("its state file is unreadable"),
+        },
+        Err(_) => return full("no state from a previous run"),
+    };
+    if at.duration_since(state.full_read_at) >= FULL_READ_EVERY {
+        return full("the last full read is over an hour old");
+    }
+    let changes = match wal_frames::changed_between(db, Some(&state.mark), now) {
+        Ok(Changes::Pages(p)) => p,
+        Ok(Changes::Unknown(why)) => return full(&why),
+        Err(e) => return full(&format!("reading the WAL: {e}")),
+    };
+    let hashes: Vec<PageHash> = match std::fs::read(&bin) {
+        Ok(b) if b.len() as u64 == state.page_count * HASH_LEN as u64 => b
+            .chunks_exact(HASH_LEN)
+            .map(|c| c.try_into().expect("HASH_LEN bytes"))
+            .collect(),
+        _ => return full("its page hashes are missing or torn"),
+    };
+    if incremental::hashes_digest(&hashes) != state.hashes_sha256 {
+        return full("its page hashes do not match their digest");
+    }
+    // A page past the previous end that no frame names would be hashed from
+    // nothing: SQLite writes every new page through the WAL, so that is
+    // never the case, but a doubt means a full read.
+    if (state.page_count..page_count).any(|p| !changes.contains(&p)) {
+        return full("the image grew by pages no frame names");
+    }
+    Some(Known {
+        hashes,
+        changed: changes.into_iter().filter(|&p| p < page_count).collect(),
+        full_read_at: state.full_read_at,
+    })
+}
+
+/// Remember `hashes` (the image at `mark`) for the next run. Hashes first,
+/// then the JSON naming their digest, each replaced atomically.
+pub(super) fn remember(
+    dir: &Path,
+    label: &str,
+    mark: Option<Mark>,
+    hashes: &[PageHash],
+    hashes_sha256: &str,
+    full_read_at: Timestamp,
+) {
+    let (json, bin) = files(dir, label);
+    let Some(mark) = mark else {
+        // Nothing to build on: a stale state must not outlive its image.
+        let _ = std::fs::remove_file(&json);
+        return;
+    };
+    let state = State {
+        mark,
+        page_count: hashes.len() as u64,
+        hashes_sha256: hashes_sha256.to_string(),
+        full_read_at,
+    };
+    let written = crate::fsutil::create_dir_all_mode(dir, 0o700)
+        .and_then(|()| crate::fsutil::atomic_write_mode(&bin, hashes.as_flattened(), 0o600))
+        .and_then(|()| {
+            let bytes = serde_json::to_vec(&state).expect("the state serializes");
+            crate::fsutil::atomic_write_mode(&json, &bytes, 0o600)
+        });
+    if let Err(e) = written {
+        warn!(
+            "label={label}: cannot keep the WAL hint in {}: {e}; the next run reads every page",
+            dir.display()
+        );
+        let _ = std::fs::remove_file(&json);
+    }
+}
