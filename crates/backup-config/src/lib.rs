@@ -281,7 +281,24 @@ struct RawLocal {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
-    level: Option<CheckLevel>,
+    level: Option<ConfiguredLevel>,
+}
+
+/// The levels a config may choose (`schema` is only ever recorded).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ConfiguredLevel {
+    QuickCheck,
+    IntegrityCheck,
+}
+
+impl From<ConfiguredLevel> for CheckLevel {
+    fn from(l: ConfiguredLevel) -> Self {
+        match l {
+            ConfiguredLevel::QuickCheck => CheckLevel::QuickCheck,
+            ConfiguredLevel::IntegrityCheck => CheckLevel::IntegrityCheck,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -432,7 +449,11 @@ impl Config {
             s3,
             retention,
             alerts: raw.alerts,
-            verify_level: raw.verify.and_then(|v| v.level).unwrap_or_default(),
+            verify_level: raw
+                .verify
+                .and_then(|v| v.level)
+                .map(CheckLevel::from)
+                .unwrap_or_default(),
             snapshot_method: raw.snapshot.and_then(|s| s.method).unwrap_or_default(),
             incremental,
             state_dir: raw

@@ -17,6 +17,10 @@ pub enum CheckLevel {
     QuickCheck,
     /// `PRAGMA integrity_check` and `foreign_key_check`: the full check.
     IntegrityCheck,
+    /// Neither: only the schema checks (required tables, row counts, check
+    /// queries). What an incremental run that read only the pages the WAL
+    /// named records (manifest version 2); never a configured level.
+    Schema,
 }
 
 impl std::fmt::Display for CheckLevel {
@@ -24,6 +28,7 @@ impl std::fmt::Display for CheckLevel {
         f.write_str(match self {
             Self::QuickCheck => "quick_check",
             Self::IntegrityCheck => "integrity_check",
+            Self::Schema => "schema",
         })
     }
 }

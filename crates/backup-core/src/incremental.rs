@@ -430,7 +430,7 @@ pub(crate) fn reassemble(
             }));
         }
     };
-    let mut wanted: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut wanted: BTreeMap<u32, Vec<Span>> = BTreeMap::new();
     for &Run {
         first,
         count,
@@ -440,50 +440,46 @@ pub(crate) fn reassemble(
     {
         wanted.entry(pack).or_default().push((at, count, first));
     }
-    let mut page = vec![0u8; page_size];
-    for (pack, mut spans) in wanted {
-        spans.sort_unstable();
-        let p = &map.packs[pack as usize];
-        let problem = |reason: String| PackProblem {
-            key: p.key.clone(),
-            reason,
-        };
-        let input = match sink.get(&p.key) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => return Ok(Err(problem("missing".into()))),
-            Err(e) => return Ok(Err(problem(format!("cannot read it: {e}")))),
-        };
-        let mut hashing = HashingReader::new(input);
-        let decoded = (|| -> io::Result<()> {
-            let mut dec = Compression::new(Format::Zstd).decoder(Box::new(&mut hashing))?;
-            let mut pos = 0u64;
-            for &(at, count, first) in &spans {
-                while pos < at {
-                    dec.read_exact(&mut page)?;
-                    pos += 1;
-                }
-                for k in 0..count {
-                    dec.read_exact(&mut page)?;
-                    pos += 1;
-                    out.write_all_at(&page, (first + k) * entry.page_size)?;
-                }
-            }
-            Ok(())
-        })();
-        // The rest of the pack holds pages this image does not need: it is
-        // hashed (the stored bytes' SHA-256 is the pack's check) but not
-        // decompressed. Hash every stored byte, even when decoding stopped
-        // early.
-        let drained = io::copy(&mut hashing, &mut io::sink());
-        let (sha, size) = hashing.finish();
-        if size != p.size || sha != p.sha256 {
-            return Ok(Err(problem(format!(
-                "stored bytes differ from the manifest's ({size} bytes, SHA-256 {sha}; expected {} bytes, {})",
-                p.size, p.sha256
-            ))));
-        }
-        if let Err(e) = decoded.and(drained.map(|_| ())) {
-            return Ok(Err(problem(format!("cannot decompress it: {e}"))));
+    let work: Vec<(u32, Vec<Span>)> = wanted.into_iter().collect();
+    // Packs are read a few at a time: against a remote sink each GET
+    // waits on the network, and a deep chain needs many packs. Each reader
+    // holds one page and one decoder, so memory stays bounded.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, io::Result<Result<(), PackProblem>>)> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..PARALLEL_PACKS.min(work.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    let mut page = vec![0u8; page_size];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((pack, spans)) = work.get(i) else {
+                            return done;
+                        };
+                        let p = &map.packs[*pack as usize];
+                        let r = read_pack(sink, p, spans, entry.page_size, &mut page, out);
+                        let failed = !matches!(r, Ok(Ok(())));
+                        done.push((i, r));
+                        if failed {
+                            // The others stop at their next pack.
+                            next.store(work.len(), std::sync::atomic::Ordering::Relaxed);
+                            return done;
+                        }
+                    }
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("a pack reader panicked"))
+            .collect()
+    });
+    // The first failure in pack order, as a sequential read would find it.
+    let mut results = results;
+    results.sort_by_key(|(i, _)| *i);
+    for (_, r) in results {
+        if let Err(problem) = r? {
+            return Ok(Err(problem));
         }
     }
     out.sync_all()?;
@@ -554,6 +550,67 @@ impl Reassembled {
         })
     }
 }
+
+/// Pages of a pack an image needs: `(offset in pack, count, first image
+/// page)`.
+type Span = (u64, u64, u64);
+
+/// Read one pack: write the pages of `spans` (sorted) into `out`, and check
+/// the pack's size and SHA-256 over every stored byte.
+fn read_pack(
+    sink: &dyn Sink,
+    p: &PackRef,
+    spans: &[Span],
+    page_size: u64,
+    page: &mut [u8],
+    out: &std::fs::File,
+) -> io::Result<Result<(), PackProblem>> {
+    let problem = |reason: String| PackProblem {
+        key: p.key.clone(),
+        reason,
+    };
+    let input = match sink.get(&p.key) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => return Ok(Err(problem("missing".into()))),
+        Err(e) => return Ok(Err(problem(format!("cannot read it: {e}")))),
+    };
+    let mut hashing = HashingReader::new(input);
+    let decoded = (|| -> io::Result<()> {
+        let mut dec = Compression::new(Format::Zstd).decoder(Box::new(&mut hashing))?;
+        let mut pos = 0u64;
+        for &(at, count, first) in spans {
+            while pos < at {
+                dec.read_exact(page)?;
+                pos += 1;
+            }
+            for k in 0..count {
+                dec.read_exact(page)?;
+                pos += 1;
+                out.write_all_at(page, (first + k) * page_size)?;
+            }
+        }
+        Ok(())
+    })();
+    // The rest of the pack holds pages this image does not need: it is
+    // hashed (the stored bytes' SHA-256 is the pack's check) but not
+    // decompressed. Hash every stored byte, even when decoding stopped
+    // early.
+    let drained = io::copy(&mut hashing, &mut io::sink());
+    let (sha, size) = hashing.finish();
+    if size != p.size || sha != p.sha256 {
+        return Ok(Err(problem(format!(
+            "stored bytes differ from the manifest's ({size} bytes, SHA-256 {sha}; expected {} bytes, {})",
+            p.size, p.sha256
+        ))));
+    }
+    if let Err(e) = decoded.and(drained.map(|_| ())) {
+        return Ok(Err(problem(format!("cannot decompress it: {e}"))));
+    }
+    Ok(Ok(()))
+}
+
+/// Packs a restore reads at once.
+pub const PARALLEL_PACKS: usize = 4;
 
 /// Reassemble into a new private file at `path`.
 pub fn reassemble_to(

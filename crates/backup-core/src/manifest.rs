@@ -35,16 +35,18 @@ pub use validate::{
 /// `format` field of every manifest.
 pub const FORMAT: &str = "sqlite-backup/manifest";
 /// Newest manifest version; readers reject newer ones. Version 2 adds
-/// incremental snapshots without a whole-image SHA-256 (see
-/// [`version_for`]); a manifest without one is still written as version 1,
+/// incremental snapshots without a whole-image SHA-256, checked with the
+/// schema checks only (`verified_with: "schema"`; see [`version_for`]); a manifest without one is still written as version 1,
 /// so older readers keep reading it.
 pub const VERSION: u32 = 2;
 
 /// The lowest version that describes `entries`.
 pub fn version_for(entries: &[Entry]) -> u32 {
-    let page_digest_only = entries
-        .iter()
-        .any(|e| e.pages.is_some() && e.sealed.is_none() && e.db_sha256.is_empty());
+    let page_digest_only = entries.iter().any(|e| {
+        e.pages.is_some()
+            && ((e.sealed.is_none() && e.db_sha256.is_empty())
+                || e.verified_with == CheckLevel::Schema)
+    });
     if page_digest_only { 2 } else { 1 }
 }
 /// Folder of manifests inside a sink.

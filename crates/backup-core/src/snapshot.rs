@@ -505,20 +505,7 @@ impl PageStream {
         let mut rows = stmt.query([]).map_err(sql_err)?;
         let mut pages = 0u64;
         while let Some(row) = rows.next().map_err(sql_err)? {
-            let data = row.get_ref(0).map_err(sql_err)?;
-            let page = data
-                .as_blob()
-                .map_err(|e| sql_err(rusqlite::Error::from(e)))?;
-            if page.len() as u64 != self.page_size {
-                return Err(io::Error::other(format!(
-                    "page {} of {} has {} bytes, expected {}",
-                    pages + 1,
-                    self.source.display(),
-                    page.len(),
-                    self.page_size
-                )));
-            }
-            out.write_all(page)?;
+            out.write_all(self.page_of(row, pages)?)?;
             pages += 1;
             if pages.is_multiple_of(1024) {
                 progress(pages, self.page_count);
@@ -557,22 +544,30 @@ impl PageStream {
                     self.source.display()
                 ))
             })?;
-            let data = row.get_ref(0).map_err(sql_err)?;
-            let data = data
-                .as_blob()
-                .map_err(|e| sql_err(rusqlite::Error::from(e)))?;
-            if data.len() as u64 != self.page_size {
-                return Err(io::Error::other(format!(
-                    "page {} of {} has {} bytes, expected {}",
-                    page + 1,
-                    self.source.display(),
-                    data.len(),
-                    self.page_size
-                )));
-            }
-            each(page, data)?;
+            each(page, self.page_of(row, page)?)?;
         }
         Ok(())
+    }
+
+    /// The `data` column of a `sqlite_dbpage` row: page `page` (0-based),
+    /// exactly one page long.
+    fn page_of<'r>(&self, row: &'r rusqlite::Row<'_>, page: u64) -> io::Result<&'r [u8]> {
+        let sql_err = |e: rusqlite::Error| io::Error::other(SnapshotError::of(&self.source)(e));
+        let data = row
+            .get_ref(0)
+            .map_err(sql_err)?
+            .as_blob()
+            .map_err(|e| sql_err(rusqlite::Error::from(e)))?;
+        if data.len() as u64 != self.page_size {
+            return Err(io::Error::other(format!(
+                "page {} of {} has {} bytes, expected {}",
+                page + 1,
+                self.source.display(),
+                data.len(),
+                self.page_size
+            )));
+        }
+        Ok(data)
     }
 
     /// End the read transaction (checkpoints may proceed again).

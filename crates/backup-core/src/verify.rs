@@ -26,10 +26,7 @@ pub struct Checks {
     pub queries: Vec<String>,
     /// Leave out `foreign_key_check` (see [`Checks::after_backup`]).
     pub skip_foreign_keys: bool,
-    /// Leave out `quick_check` / `integrity_check` and `foreign_key_check`:
-    /// an incremental run that read only the pages the WAL named (a full
-    /// read with the whole check comes at least hourly).
-    pub skip_integrity: bool,
+
     /// Keys that open encrypted artifacts; without them only the stored
     /// bytes' digests are checked.
     pub identities: Option<crate::encryption::Identities>,
@@ -43,7 +40,6 @@ impl Checks {
             required_tables: db.required_tables.clone(),
             queries: db.checks.clone(),
             skip_foreign_keys: false,
-            skip_integrity: false,
             identities: None,
         }
     }
@@ -236,15 +232,11 @@ fn quote_ident(name: &str) -> String {
 /// Run every check on an open connection, one after the other.
 pub fn check_connection(conn: &Connection, checks: &Checks) -> DbReport {
     let mut report = DbReport::default();
-    if checks.skip_integrity {
-        check_schema(conn, checks, &mut report);
-        return report;
-    }
     if let Err(fatal) = check_integrity(conn, checks.level, &mut report.problems) {
         report.problems.push(fatal);
         return report;
     }
-    if !checks.skip_foreign_keys {
+    if !checks.skip_foreign_keys && checks.level != CheckLevel::Schema {
         report.problems.extend(check_foreign_keys(conn));
     }
     check_schema(conn, checks, &mut report);
@@ -261,6 +253,7 @@ fn check_integrity(
     let pragma = match level {
         CheckLevel::QuickCheck => "PRAGMA quick_check(100)",
         CheckLevel::IntegrityCheck => "PRAGMA integrity_check(100)",
+        CheckLevel::Schema => return Ok(()),
     };
     let lines: rusqlite::Result<Vec<String>> = conn
         .prepare(pragma)

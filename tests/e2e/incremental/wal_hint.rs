@@ -69,6 +69,7 @@ fn an_open_application_connection_lets_runs_read_only_what_changed() {
         !newest(&p).entry.db_sha256.is_empty(),
         "a full read records the image SHA-256"
     );
+    assert_eq!(newest(&p).entry.verified_with.to_string(), "quick_check");
 
     for round in 0..3 {
         app.execute(
@@ -83,6 +84,7 @@ fn an_open_application_connection_lets_runs_read_only_what_changed() {
             l.entry.db_sha256.is_empty(),
             "no whole-image digest without a full read"
         );
+        assert_eq!(l.entry.verified_with.to_string(), "schema");
         assert!(l.entry.pages.as_ref().unwrap().hashes_sha256.is_some());
         let to = restored(&p, &l, &format!("round-{round}.db"));
         assert_eq!(dump(&p, &to), dump(&p, &db), "round {round}");
@@ -153,4 +155,17 @@ fn verify_names_a_page_digest_that_does_not_match_the_image() {
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("page-hash digest"), "{text}");
+}
+
+#[test]
+fn schema_is_recorded_never_configured() {
+    let p = Project::new();
+    p.write_config(&format!("{CONFIG}\n[verify]\nlevel = \"schema\"\n"));
+    let out = p.run(&["list"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("quick_check") && text.contains("integrity_check"),
+        "{text}"
+    );
 }

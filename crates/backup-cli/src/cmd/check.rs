@@ -55,10 +55,7 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
         return Ok(Exit::Failed);
     }
     let report = verify::check_connection(&conn, &checks);
-    let what = match level {
-        CheckLevel::QuickCheck => "quick_check",
-        CheckLevel::IntegrityCheck => "integrity_check",
-    };
+    let what = level.to_string();
     println!(
         "{}{}",
         args.db_path.display(),

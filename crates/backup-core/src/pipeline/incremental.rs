@@ -15,7 +15,7 @@ use super::report::Written;
 use super::report::sink_error;
 use super::twin_check::read_while_checking;
 use super::{BackupError, Observer, PlannedArtifact, RunOpts, SnapshotFailure, Target};
-use crate::database::Database;
+use crate::database::{CheckLevel, Database};
 use crate::digest::{Sha256, Sidecar};
 use crate::fsutil;
 use crate::incremental;
@@ -117,6 +117,9 @@ struct Progress<'a> {
 
 /// Pass 1's result: every page's hash, and the check of the same snapshot.
 struct Hashed {
+    /// The check that ran: the configured level, or only the schema checks
+    /// when the WAL named the pages.
+    checked_with: CheckLevel,
     /// How many pages were read, when the WAL named them (else all were).
     read_from_wal: Option<usize>,
     hashes: Vec<PageHash>,
@@ -149,7 +152,9 @@ pub(super) fn backup_incremental(
         .cloned()
         .partition(|a| targets[a.target].cold_only);
     let started = Instant::now();
-    let hashed = hash_and_check(&stream, db, opts)?;
+    // A run with a seal reads every page anyway (the cold artifact holds
+    // them all), so it also takes the whole check and image SHA-256.
+    let hashed = hash_and_check(&stream, db, opts, !cold.is_empty())?;
     info!(
         "pages hashed label={} pages={} read={} ms={}",
         db.label,
@@ -380,6 +385,7 @@ fn commit_chains(
                 };
                 Entry {
                     pages: Some(map),
+                    verified_with: hashed.checked_with,
                     ..new_entry(db, opts, stats, source_mode, stored)
                 }
             });
@@ -400,11 +406,13 @@ fn snap_err(e: impl Into<SnapshotFailure>) -> Vec<BackupError> {
 /// again, the schema checks run on the pinned snapshot, and the image has
 /// no whole-image SHA-256 (its digest is the page hashes'). Otherwise every
 /// page is read and hashed, with the whole-image SHA-256, while the
-/// post-backup check reads the same snapshot on a twin connection.
+/// post-backup check reads the same snapshot on a twin connection; always
+/// so when `every_page`.
 fn hash_and_check(
     stream: &PageStream,
     db: &Database,
     opts: &RunOpts<'_>,
+    every_page: bool,
 ) -> Result<Hashed, Vec<BackupError>> {
     let mark = wal_frames::mark(stream.connection(), &db.path);
     let now = Timestamp::now();
@@ -412,6 +420,7 @@ fn hash_and_check(
     let known = opts
         .page_cache
         .as_deref()
+        .filter(|_| !every_page)
         .and_then(|dir| wal_hint::known(dir, &db.label, &db.path, mark.as_ref(), page_count, now));
     let (hashed, full_read_at) = match known {
         Some(known) => {
@@ -454,6 +463,7 @@ fn hash_every_page(
     hashed.map_err(|e| snap_err(SnapshotFailure::Read(e)))?;
     let report = checked(report)?;
     Ok(Hashed {
+        checked_with: opts.verify_level,
         read_from_wal: None,
         db_sha256: image.finish_hex(),
         hashes_sha256: incremental::hashes_digest(&hashes),
@@ -483,12 +493,10 @@ fn hash_changed(
             Ok(())
         })
         .map_err(|e| snap_err(SnapshotFailure::Read(e)))?;
-    let checks = Checks {
-        skip_integrity: true,
-        ..Checks::after_backup(db, opts.verify_level)
-    };
+    let checks = Checks::after_backup(db, CheckLevel::Schema);
     let report = checked(verify::check_connection(stream.connection(), &checks))?;
     Ok(Hashed {
+        checked_with: CheckLevel::Schema,
         read_from_wal: Some(known.changed.len()),
         db_sha256: String::new(),
         hashes_sha256: incremental::hashes_digest(&hashes),
