@@ -48,7 +48,7 @@ pub const CHECKPOINT_EVERY: u64 = 16;
 const CHECKPOINTS_KEPT: usize = 2;
 
 const FORMAT: &str = "sqlite-backup/checkpoint";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SUFFIX: &str = ".checkpoint";
 
 /// The link that claims the place after the manifest whose bytes hash to
@@ -186,8 +186,128 @@ pub struct Checkpoint {
     pub head_fields: BTreeMap<String, String>,
     /// How many manifests it summarises.
     pub manifests: u64,
-    /// The state as of that manifest.
+    /// The state as of that manifest. Stored with every pack reference
+    /// once ([`compact`]): the entries of one chain name the same packs.
+    #[serde(with = "compact")]
     pub state: State,
+}
+
+/// A state as stored in a checkpoint (version 2): the page maps' pack
+/// references in one table, each entry naming its packs by position. Every
+/// snapshot of a chain lists every pack of the chain, so storing them per
+/// entry grows with the square of the chain's depth. Version 1 checkpoints
+/// (whole entries) still read.
+mod compact {
+    use std::collections::{BTreeSet, HashMap};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Live, Released, State};
+    use crate::manifest::Entry;
+    use crate::page_map::PackRef;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Compact {
+        packs: Vec<PackRef>,
+        live: Vec<(Live, Vec<u32>)>,
+        released: Vec<(Released, Vec<u32>)>,
+        collected: BTreeSet<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Compact(Compact),
+        Whole(State),
+    }
+
+    /// Move `entry`'s pack references into `table`; their positions.
+    fn intern(
+        entry: &mut Entry,
+        table: &mut Vec<PackRef>,
+        seen: &mut HashMap<String, Vec<u32>>,
+    ) -> Vec<u32> {
+        let Some(map) = entry.pages.as_mut() else {
+            return Vec::new();
+        };
+        std::mem::take(&mut map.packs)
+            .into_iter()
+            .map(|p| {
+                let same = seen.entry(p.key.clone()).or_default();
+                if let Some(&i) = same.iter().find(|&&i| table[i as usize] == p) {
+                    return i;
+                }
+                let i = table.len() as u32;
+                table.push(p);
+                same.push(i);
+                i
+            })
+            .collect()
+    }
+
+    fn restore(entry: &mut Entry, ids: &[u32], table: &[PackRef]) -> Result<(), String> {
+        let packs = ids
+            .iter()
+            .map(|&i| table.get(i as usize).cloned().ok_or(format!("no pack {i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        match entry.pages.as_mut() {
+            Some(map) => map.packs = packs,
+            None if packs.is_empty() => {}
+            None => return Err(format!("entry {} has no page map", entry.key)),
+        }
+        Ok(())
+    }
+
+    pub fn serialize<S: Serializer>(state: &State, s: S) -> Result<S::Ok, S::Error> {
+        let (mut packs, mut seen) = (Vec::new(), HashMap::new());
+        let live = state
+            .live
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                let ids = intern(&mut l.entry, &mut packs, &mut seen);
+                (l, ids)
+            })
+            .collect();
+        let released = state
+            .released
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let ids = intern(&mut r.entry, &mut packs, &mut seen);
+                (r, ids)
+            })
+            .collect();
+        Compact {
+            packs,
+            live,
+            released,
+            collected: state.collected.clone(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<State, D::Error> {
+        let c = match Stored::deserialize(d)? {
+            Stored::Whole(state) => return Ok(state),
+            Stored::Compact(c) => c,
+        };
+        let bad = serde::de::Error::custom;
+        let mut state = State {
+            collected: c.collected,
+            ..State::default()
+        };
+        for (mut l, ids) in c.live {
+            restore(&mut l.entry, &ids, &c.packs).map_err(bad)?;
+            state.live.push(l);
+        }
+        for (mut r, ids) in c.released {
+            restore(&mut r.entry, &ids, &c.packs).map_err(bad)?;
+            state.released.push(r);
+        }
+        Ok(state)
+    }
 }
 
 impl Checkpoint {

@@ -1,0 +1,84 @@
+//! A checkpoint of a deep incremental chain stores each pack reference
+//! once: every snapshot of a chain names every pack of the chain, so whole
+//! entries would make the checkpoint grow with the square of the depth.
+
+use rusqlite::Connection;
+
+use backup_core::digest::{Sha256, Sidecar};
+use backup_core::manifest::{self, view};
+use backup_core::sink::{MemorySink, Sink, get_bytes};
+use backup_core::{Backups, Database};
+
+#[test]
+fn a_deep_chain_checkpoint_names_each_pack_once_and_reads_as_the_manifests_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let app = Connection::open(&path).unwrap();
+    app.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
+    )
+    .unwrap();
+    let mut db = Database::new("app", &path).require_tables(["t"]);
+    db.incremental = true;
+    let sink = MemorySink::new("local");
+    let backups = Backups::builder()
+        .sink(sink.clone())
+        .scratch_dir(dir.path().join("scratch"))
+        .page_cache(dir.path().join("cache"))
+        .build();
+    let runs = 2 * view::CHECKPOINT_EVERY as i64 + 3;
+    for round in 0..runs {
+        app.execute("UPDATE t SET v = 'b' || v WHERE id = ?1", [round * 50 + 1])
+            .unwrap();
+        backups.backup(&db).unwrap();
+    }
+
+    let key = view::checkpoint_keys(&sink).unwrap().pop().unwrap();
+    let text = String::from_utf8(get_bytes(&sink, &key).unwrap()).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let packs = stored["state"]["packs"].as_array().unwrap();
+    let live = stored["state"]["live"].as_array().unwrap();
+    assert_eq!(live.len() as i64, 2 * view::CHECKPOINT_EVERY as i64);
+    for p in packs {
+        let key = p["key"].as_str().unwrap();
+        assert_eq!(text.matches(key).count(), 1, "{key} stored more than once");
+    }
+    // The deepest entry names every pack of its chain.
+    let deepest = live.last().unwrap()[1].as_array().unwrap().len();
+    assert!(deepest >= 2 * view::CHECKPOINT_EVERY as usize, "{deepest}");
+
+    // Read back, it is what a replay of the manifests gives.
+    let c = view::read_checkpoint(&sink, &key).unwrap();
+    let (stored, _) = manifest::read_all(&sink).unwrap();
+    let upto: Vec<_> = stored
+        .into_iter()
+        .filter(|s| s.manifest.run_id <= c.run_id)
+        .collect();
+    let mut replayed = view::State::default();
+    for s in &upto {
+        replayed.apply(&s.manifest);
+    }
+    assert_eq!(c.state, replayed);
+    // A version 1 checkpoint (whole entries) still reads.
+    let mut v1: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v1["version"] = 1.into();
+    v1["state"] = serde_json::to_value(&c.state).unwrap();
+    let bytes = serde_json::to_vec(&v1).unwrap();
+    let name = key.rsplit('/').next().unwrap();
+    sink.put(&key, &bytes).unwrap();
+    sink.put(
+        &format!("{key}.sha256"),
+        Sidecar::new(Sha256::hex_of(&bytes), name)
+            .render()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(view::read_checkpoint(&sink, &key).unwrap().state, replayed);
+
+    let v = view::view(&sink).unwrap();
+    assert_eq!(v.checkpoint.as_deref(), Some(key.as_str()));
+    assert_eq!(v.state.live.len() as i64, runs);
+}
