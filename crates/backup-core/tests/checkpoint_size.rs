@@ -2,27 +2,16 @@
 //! once: every snapshot of a chain names every pack of the chain, so whole
 //! entries would make the checkpoint grow with the square of the depth.
 
-use rusqlite::Connection;
-
+use backup_core::Backups;
 use backup_core::digest::{Sha256, Sidecar};
 use backup_core::manifest::{self, view};
 use backup_core::sink::{MemorySink, Sink, get_bytes};
-use backup_core::{Backups, Database};
+use backup_testkit::testkit::incremental_app;
 
 #[test]
 fn a_deep_chain_checkpoint_names_each_pack_once_and_reads_as_the_manifests_do() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let app = Connection::open(&path).unwrap();
-    app.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
-    )
-    .unwrap();
-    let mut db = Database::new("app", &path).require_tables(["t"]);
-    db.incremental = true;
+    let (db, app) = incremental_app(dir.path());
     let sink = MemorySink::new("local");
     let backups = Backups::builder()
         .sink(sink.clone())

@@ -10,21 +10,7 @@ use rusqlite::Connection;
 use backup_core::pipeline::HeldSnapshots;
 use backup_core::sink::MemorySink;
 use backup_core::{Backups, Database};
-
-fn database(dir: &std::path::Path) -> (Database, Connection) {
-    let path = dir.join("app.db");
-    let app = Connection::open(&path).unwrap();
-    app.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
-    )
-    .unwrap();
-    let mut d = Database::new("app", path).require_tables(["t"]);
-    d.incremental = true;
-    (d, app)
-}
+use backup_testkit::testkit::incremental_app;
 
 /// Per round: a write, a checkpoint, another write, then a run. Returns
 /// for each run whether it read only what the WAL named, and checks every
@@ -64,7 +50,7 @@ fn rounds(backups: &Backups, db: &Database, app: &Connection) -> Vec<bool> {
 #[test]
 fn a_held_snapshot_keeps_runs_reading_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, app) = database(dir.path());
+    let (db, app) = incremental_app(dir.path());
     let build = |cache: &str| {
         Backups::builder()
             .sink(MemorySink::new("local"))

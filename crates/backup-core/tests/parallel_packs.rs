@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
-
+use backup_core::Backups;
 use backup_core::sink::MemorySink;
 use backup_core::sink::faults::{Hooked, Op};
-use backup_core::{Backups, Database};
+use backup_testkit::testkit::incremental_app;
 
 #[derive(Default)]
 struct Meeting {
@@ -42,17 +41,7 @@ impl Meeting {
 #[test]
 fn a_restore_reads_several_packs_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let app = Connection::open(&path).unwrap();
-    app.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
-    )
-    .unwrap();
-    let mut db = Database::new("app", &path).require_tables(["t"]);
-    db.incremental = true;
+    let (db, app) = incremental_app(dir.path());
 
     let watching = Arc::new(AtomicBool::new(false));
     let meeting = Arc::new(Meeting::default());

@@ -178,6 +178,26 @@ pub fn assert_image(entry: &backup_core::manifest::Entry, image: &[u8], what: &s
     );
 }
 
+/// `app.db` in `dir`: WAL mode, no automatic checkpoints, a table `t` of
+/// 2,000 rows over a few hundred pages (one changed row is a small change),
+/// as the incremental-mode engine tests need; and the application's open
+/// connection, which keeps the WAL between runs. The database backs up
+/// incrementally.
+pub fn incremental_app(dir: &Path) -> (backup_core::Database, rusqlite::Connection) {
+    let path = dir.join("app.db");
+    let app = rusqlite::Connection::open(&path).expect("open app.db");
+    app.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
+    )
+    .expect("create app.db");
+    let mut d = backup_core::Database::new("app", path).require_tables(["t"]);
+    d.incremental = true;
+    (d, app)
+}
+
 /// What `sink`'s manifests list, read one by one without checkpoints (an
 /// oracle for the tool's own reading): the stored manifests, and those a
 /// claim committed whose writer was killed before storing them. Every
