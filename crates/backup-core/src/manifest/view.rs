@@ -187,7 +187,7 @@ pub struct Checkpoint {
     /// How many manifests it summarises.
     pub manifests: u64,
     /// The state as of that manifest. Stored with every pack reference
-    /// once ([`compact`]): the entries of one chain name the same packs.
+    /// once (see `compact` below): the entries of one chain name the same packs.
     #[serde(with = "compact")]
     pub state: State,
 }
