@@ -572,3 +572,91 @@ fn kill_9_of_incremental_runs_soak() {
         .unwrap_or(300);
     kill_incremental_runs(kills, 1);
 }
+
+/// kill -9 of runs that fold earlier packs into their own (pack
+/// compaction). A fold is decided from the newest listed snapshot, so a
+/// killed folding run leaves the next attempt folding the same packs:
+/// kills keep landing in folding runs until one completes and the chain
+/// moves on. After every kill every listed snapshot verifies and restores
+/// exactly.
+#[test]
+fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
+    const KILLED_FOLDS: usize = 6;
+    let seed = faults::seed("kill -9 folding", 20261205);
+    let mut rng = Rng::new(seed);
+    let p = Project::new();
+    let db = p.demo_db("app.db", 2_000_000);
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[snapshot]\nincremental = true\n",
+    );
+    // The application keeps its connection open and changes a few rows
+    // before each attempt: small packs, as at one run a second.
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.execute_batch("PRAGMA wal_autocheckpoint = 0;").unwrap();
+    let mut round = 0i64;
+    let mut change = || {
+        round += 1;
+        app.execute(
+            "UPDATE tasks SET title = ?1 WHERE id = ?2",
+            rusqlite::params![format!("r{round}"), 1 + round * 37 % 2_000],
+        )
+        .unwrap();
+    };
+    // How long the newest uninterrupted run took: kills aim inside it.
+    let t0 = Instant::now();
+    p.run_ok(&["backup"]);
+    let mut last = t0.elapsed();
+
+    let mut restored = BTreeSet::new();
+    let mut killed_folds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut completed_folds = 0;
+    // Kills of the fold the newest listed snapshot leads to.
+    let mut kills_here = 0;
+    let mut attempts = 0;
+    while killed_folds.values().sum::<usize>() < KILLED_FOLDS || completed_folds == 0 {
+        assert!(
+            attempts < 200,
+            "seed {seed}: after {attempts} attempts, killed folds {killed_folds:?}, {completed_folds} completed"
+        );
+        attempts += 1;
+        change();
+        let delay = last.mul_f64((200 + rng.below(900)) as f64 / 1_000.0);
+        let t0 = Instant::now();
+        let out = kill_after(&p, &["backup"], delay);
+        let ph = incremental_phase(&out);
+        let folded = output_text(&out).contains("packs folded");
+        if ph == "6 exited" {
+            last = t0.elapsed();
+            assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+            completed_folds += usize::from(folded);
+            kills_here = 0;
+        } else if folded {
+            *killed_folds.entry(ph).or_default() += 1;
+            kills_here += 1;
+        }
+        check_listed_snapshots(&p, &mut restored);
+        // Move the chain on when this run decided not to fold (phase 2 and
+        // later come after the decision), or after a few kills of a fold.
+        let decided = ph.as_bytes()[0] >= b'2';
+        if ph != "6 exited" && ((decided && !folded) || kills_here >= 2) {
+            let t0 = Instant::now();
+            let log = p.run_ok(&["backup"]);
+            last = t0.elapsed();
+            completed_folds += usize::from(log.contains("packs folded"));
+            kills_here = 0;
+            check_listed_snapshots(&p, &mut restored);
+        }
+    }
+    let (_, listed) = catalog(&p);
+    let depth = map(newest(&listed)).chain_depth;
+    eprintln!(
+        "kill -9 folding: seed={seed} {attempts} attempts; killed folding runs by phase {killed_folds:?}, \
+         {completed_folds} completed; newest depth {depth}, {} snapshots restored exactly",
+        restored.len()
+    );
+    assert!(
+        killed_folds.len() >= 2,
+        "kills landed in one phase only: {killed_folds:?}"
+    );
+    assert!(depth >= 8, "one chain: depth {depth}");
+}

@@ -1,6 +1,7 @@
 //! End-to-end: `[snapshot] incremental = true` stores only changed pages,
 //! and every snapshot of a chain restores to exactly its image.
 
+mod compaction;
 mod daemon;
 mod history;
 mod large;

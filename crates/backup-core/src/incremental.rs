@@ -20,6 +20,9 @@
 //!
 //! A run where nothing changed writes no pack: only its (tiny) index, its
 //! sidecar and a manifest entry whose page map points at earlier packs.
+//! Runs also fold the live pages of the chain's small packs into their own
+//! ([`crate::compaction`]), so a snapshot needs a bounded number of packs
+//! at any chain depth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};

@@ -48,6 +48,7 @@
 pub mod anchor;
 mod backups;
 pub mod catalog;
+pub mod compaction;
 pub mod compress;
 mod database;
 pub mod digest;

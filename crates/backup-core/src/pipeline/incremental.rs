@@ -15,6 +15,7 @@ use super::report::Written;
 use super::report::sink_error;
 use super::twin_check::read_while_checking;
 use super::{BackupError, Observer, PlannedArtifact, RunOpts, SnapshotFailure, Target};
+use crate::compaction;
 use crate::database::{CheckLevel, Database};
 use crate::digest::{Sha256, Sidecar};
 use crate::fsutil;
@@ -553,13 +554,22 @@ fn decide_chain<'a>(
     );
     // Building on the previous snapshot needs its runs, decoded once.
     let (previous, previous_runs, changed) = match (decision, previous) {
-        (Decision::Incremental(changed), Some(p)) => {
+        (Decision::Incremental(mut changed), Some(p)) => {
             let map = p.pages.expect("an incremental snapshot has a map");
             let runs = map
                 .check(p.page_count)
                 .and_then(|()| map.runs.list().map(|r| r.into_owned()));
             match runs {
-                Ok(runs) => (Some(map), runs, Some(changed)),
+                Ok(runs) => {
+                    let folded = compaction::fold(&runs, map.packs.len(), &mut changed, page_size);
+                    if folded.packs > 0 {
+                        info!(
+                            "packs folded label={} sink={} packs={} pages={}",
+                            db.label, a.sink, folded.packs, folded.pages
+                        );
+                    }
+                    (Some(map), runs, Some(changed))
+                }
                 Err(why) => {
                     info!(
                         "label={} sink={}: full base (previous page map: {why})",
