@@ -143,7 +143,15 @@ pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkErr
         .map(|l| l.entry)
         .filter(|e| e.label == db.label && own.owns(e))
         .max_by_key(|e| e.snapshot_at);
-    Ok(newest.filter(|e| e.pages.is_some()))
+    let Some(mut newest) = newest.filter(|e| e.pages.is_some()) else {
+        return Ok(None);
+    };
+    // A run builds on its page map: read the runs a checkpoint left in the
+    // manifest. If that fails, the map does not check and a new chain starts.
+    if let Err(e) = crate::manifest::view::load_runs(sink, &mut newest) {
+        tracing::warn!("sink {}: {e}", sink.name());
+    }
+    Ok(Some(newest))
 }
 
 /// The hash of every page of `entry`'s image, read from the page-hash
@@ -409,6 +417,25 @@ pub(crate) fn reassemble(
     entry: &Entry,
     out: &std::fs::File,
 ) -> io::Result<Result<Reassembled, PackProblem>> {
+    // An entry read from a checkpoint has its runs in its manifest.
+    let loaded;
+    let entry = if entry
+        .pages
+        .as_ref()
+        .is_some_and(|m| m.runs.manifest().is_some())
+    {
+        let mut e = entry.clone();
+        if let Err(e) = crate::manifest::view::load_runs(sink, &mut e) {
+            return Ok(Err(PackProblem {
+                key: entry.key.clone(),
+                reason: e.to_string(),
+            }));
+        }
+        loaded = e;
+        &loaded
+    } else {
+        entry
+    };
     let Some(map) = &entry.pages else {
         return Ok(Err(PackProblem {
             key: entry.key.clone(),

@@ -56,6 +56,10 @@ pub enum PageMapError {
         /// The pack's key.
         key: String,
     },
+    /// The runs were left in the entry's manifest (an entry read from a
+    /// catalog checkpoint) and not read yet.
+    #[error("page map runs not read from the manifest")]
+    NotLoaded,
     /// The runs do not cover the image.
     #[error("page map covers {covered} pages, the image has {pages}")]
     Coverage {
@@ -83,6 +87,11 @@ pub struct Runs(Repr);
 enum Repr {
     List(Vec<Run>),
     Packed(String),
+    /// In the manifest of this run id: a checkpoint stores no runs (they
+    /// are most of an entry's size), and only the snapshot being read or
+    /// built on needs them. Never written.
+    #[serde(skip)]
+    InManifest(Option<String>),
 }
 
 const PACKED_PREFIX: &str = "zstd+base64:";
@@ -99,6 +108,7 @@ impl Runs {
         let text = match &self.0 {
             Repr::List(runs) => return Ok(runs.as_slice().into()),
             Repr::Packed(text) => text,
+            Repr::InManifest(_) => return Err(PageMapError::NotLoaded),
         };
         let bad = PageMapError::Encoding;
         let b64 = text
@@ -128,6 +138,23 @@ impl Runs {
                 .ok_or_else(|| bad("page count overflows"))?;
         }
         Ok(runs.into())
+    }
+}
+
+impl Runs {
+    /// Runs left in the manifest of `run_id` (`None`: of no manifest the
+    /// reader needs), as a checkpoint reads them.
+    pub fn in_manifest(run_id: Option<String>) -> Self {
+        Self(Repr::InManifest(run_id))
+    }
+
+    /// The run id of the manifest holding these runs, when they are not
+    /// loaded: `Some(None)` when no manifest was named.
+    pub fn manifest(&self) -> Option<Option<&str>> {
+        match &self.0 {
+            Repr::InManifest(run_id) => Some(run_id.as_deref()),
+            _ => None,
+        }
     }
 }
 

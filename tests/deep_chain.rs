@@ -1,0 +1,177 @@
+//! Measurement, not a functional test: a chain thousands of runs deep,
+//! built by the CLI into a local folder and Azurite (127.0.0.1) while the
+//! application keeps its connection open and changes a few rows before each
+//! run. Prints the run time after 10 runs and at the end, `list` at the
+//! end, the newest snapshot's manifest size and packs, and a restore of the
+//! newest snapshot (at the chain's depth) from each sink beside a restore
+//! of a full artifact of the same database. Asserts only that every step
+//! succeeds and the restores are exact.
+//!
+//! ```text
+//! cargo build --release -p backup-cli
+//! SQLITE_BACKUP_BIN=$PWD/target/release/sqlite-backup DEEP_RUNS=1000 DEEP_MB=50 \
+//!   cargo test --release --test deep_chain -- --ignored --nocapture
+//! ```
+//! `DEEP_RUNS` (default 1,000; runs past `max_chain` = 1440 start new
+//! chains, as they would for a user) and `DEEP_MB` (default 50);
+//! `DEEP_KEEP=1` keeps the project folder and Azurite to look at.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use backup_core::manifest::Listed;
+use backup_testkit::remote::Remote;
+use backup_testkit::testkit::{Project, assert_image, require_tool};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const INCREMENTAL: &str = "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[snapshot]\nincremental = true\n";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn timed(f: impl FnOnce() -> String) -> (Duration, String) {
+    let t = Instant::now();
+    let out = f();
+    (t.elapsed(), out)
+}
+
+fn restore(remote: &Remote, p: &Project, l: &Listed, from: &str, name: &str) -> Duration {
+    let (took, _) = timed(|| {
+        remote.run_ok(
+            p,
+            &[
+                "restore", "app", "--from", from, "--id", &l.run_id, "--to", name,
+            ],
+        )
+    });
+    assert_image(&l.entry, &std::fs::read(p.join(name)).unwrap(), name);
+    took
+}
+
+#[test]
+#[ignore = "measurement, minutes: run with --ignored --nocapture (see the file's header)"]
+fn a_chain_thousands_of_runs_deep() {
+    require_tool("sqlite3");
+    let runs: usize = env_or("DEEP_RUNS", 1_000);
+    let mb: u64 = env_or("DEEP_MB", 50);
+    let remote = Remote::azure();
+    let p = Project::new();
+    let db = p.demo_db("app.db", mb * 1_000_000);
+    let rows: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT max(id) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    p.write_config(&format!("{INCREMENTAL}\n{}", remote.section("")));
+    let app = Connection::open(&db).unwrap();
+    app.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+        .unwrap();
+
+    let started = Instant::now();
+    let mut took = Vec::with_capacity(runs);
+    for round in 0..runs as i64 {
+        for k in 0..3 {
+            app.execute(
+                "UPDATE tasks SET title = ?1 WHERE id = ?2",
+                rusqlite::params![format!("r{round}"), 1 + (round * 7919 + k * 104_729) % rows],
+            )
+            .unwrap();
+        }
+        // Checkpoints as SQLite's own auto-checkpoint would, now and then.
+        if round % 500 == 499 {
+            app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        took.push(timed(|| remote.run_ok(&p, &["backup"])).0);
+        if (round + 1) % 1_000 == 0 {
+            eprintln!("{} runs in {:.0?}", round + 1, started.elapsed());
+        }
+    }
+    let (list_took, list) = timed(|| remote.run_ok(&p, &["list", "--json"]));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(
+        list.lines()
+            .skip_while(|l| !l.starts_with('['))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap_or_default();
+
+    let mut catalog = p.catalog();
+    catalog.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    assert_eq!(catalog.len(), runs);
+    let newest = catalog.last().unwrap().clone();
+    let map = newest.entry.pages.as_ref().unwrap();
+    let manifest = std::fs::metadata(
+        p.backups()
+            .join(backup_core::manifest::MANIFEST_DIR)
+            .join(format!("{}.json", newest.run_id)),
+    )
+    .map(|m| m.len())
+    .unwrap_or(0);
+    let deep_local = restore(&remote, &p, &newest, "local", "deep-local.db");
+    let deep_azure = restore(&remote, &p, &newest, "azure", "deep-azure.db");
+
+    // A full artifact of the same database, restored the same way.
+    p.write_config(&format!(
+        "{}\n{}",
+        INCREMENTAL.replace("incremental = true", "incremental = false"),
+        remote.section("")
+    ));
+    remote.run_ok(&p, &["backup"]);
+    let mut catalog = p.catalog();
+    catalog.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    let full = catalog.last().unwrap().clone();
+    assert!(full.entry.pages.is_none());
+    let full_local = restore(&remote, &p, &full, "local", "full-local.db");
+    let full_azure = restore(&remote, &p, &full, "azure", "full-azure.db");
+
+    let early = median(took[1..11.min(runs)].to_vec());
+    let late = median(took[runs.saturating_sub(10)..].to_vec());
+    let s = |d: Duration| d.as_secs_f64();
+    println!(
+        "\n{runs} runs in {:.0} s over a {:.1} MB database; newest at chain depth {}\n",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&db).unwrap().len() as f64 / 1e6,
+        map.chain_depth
+    );
+    println!("| measure | result |\n|---|---:|");
+    println!("| run time, median of runs 2-11 (s) | {:.3} |", s(early));
+    println!(
+        "| run time, median of the last 10 runs (s) | {:.3} |",
+        s(late)
+    );
+    println!("| later ÷ earlier | {:.2}× |", s(late) / s(early));
+    println!(
+        "| `list --json` after {runs} runs (s, {} rows) | {:.3} |",
+        listed.len(),
+        s(list_took)
+    );
+    println!("| newest manifest (bytes) | {manifest} |");
+    println!("| packs the newest snapshot needs | {} |", map.packs.len());
+    for (from, deep, full) in [
+        ("local", deep_local, full_local),
+        ("azure", deep_azure, full_azure),
+    ] {
+        println!(
+            "| restore at depth {} from {from} ÷ full artifact ({:.2} s ÷ {:.2} s) | {:.2}× |",
+            map.chain_depth,
+            s(deep),
+            s(full),
+            s(deep) / s(full)
+        );
+    }
+    if std::env::var_os("DEEP_KEEP").is_some() {
+        println!("\nkept: {} (Azurite left running)", p.path().display());
+        std::mem::forget(p);
+        std::mem::forget(remote);
+    }
+}
