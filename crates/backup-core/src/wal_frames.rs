@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 const WAL_HEADER: u64 = 32;
-const FRAME_HEADER: u64 = 24;
+pub(crate) const FRAME_HEADER: u64 = 24;
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
 

@@ -73,3 +73,29 @@ fn a_held_snapshot_keeps_runs_reading_only_what_changed() {
     assert_eq!(from_wal, [false, true, true, true, true, true]);
     assert_eq!(held.len(), 1);
 }
+
+#[test]
+fn a_wal_file_grown_once_by_a_burst_does_not_stop_the_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, app) = incremental_app(dir.path());
+    // A burst long ago left the WAL file longer than MAX_HELD_WAL: SQLite
+    // restarts a WAL by writing over it from the start and never shortens
+    // it (without journal_size_limit). What lies past the valid frames is
+    // ignored by SQLite, as the stale frames of a restarted WAL are.
+    app.execute("UPDATE t SET v = 'w' || v WHERE id = 1", [])
+        .unwrap();
+    let wal = db.path.with_file_name("app.db-wal");
+    let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    f.set_len(backup_core::pipeline::MAX_HELD_WAL + (8 << 20))
+        .unwrap();
+
+    let held = HeldSnapshots::new();
+    let holding = Backups::builder()
+        .sink(MemorySink::new("local"))
+        .scratch_dir(dir.path().join("scratch"))
+        .page_cache(dir.path().join("cache"))
+        .hold_snapshots(held.clone())
+        .build();
+    let from_wal = rounds(&holding, &db, &app);
+    assert_eq!(from_wal, [false, true, true, true, true, true]);
+}

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use tracing::debug;
 
 use crate::snapshot::{PageStream, SnapshotError, SnapshotStats};
-use crate::wal_frames::wal_path;
+use crate::wal_frames;
 
 /// A WAL larger than this is not held back from its checkpoint.
 pub const MAX_HELD_WAL: u64 = 64 << 20;
@@ -61,7 +61,12 @@ impl HeldSnapshots {
     ) -> Result<SnapshotStats, SnapshotError> {
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let previous = held.remove(db);
-        let wal = std::fs::metadata(wal_path(db)).map_or(0, |m| m.len());
+        // The frames the snapshot covers, not the file's length: a restart
+        // writes over the file from its start, so a file grown once by a
+        // burst stays that long.
+        let wal = wal_frames::mark(stream.connection(), db).map_or(0, |m| {
+            u64::from(m.frames) * (u64::from(m.page_size) + wal_frames::FRAME_HEADER)
+        });
         let stats = if wal > MAX_HELD_WAL {
             debug!(
                 "{}: WAL is {wal} bytes; letting its checkpoint complete",
