@@ -478,11 +478,14 @@ struct Minute {
     written: u64,
     /// The application's WAL at the minute's end.
     wal_bytes: u64,
+    /// Our runs that read every page (the WAL did not name what changed).
+    full_reads: Option<usize>,
 }
 
 /// What one tool did over its window.
 struct Watched {
     tool: &'static str,
+    started: Timestamp,
     window: f64,
     /// Seconds into the window when the first restorable point appeared.
     first_point: Option<f64>,
@@ -512,6 +515,7 @@ fn watch(
     let pid = child.id();
     let ticks = clock_ticks();
     let start = Instant::now();
+    let started = Timestamp::now();
     let window_s = window.as_secs_f64();
     let mut minutes: Vec<Minute> = (0..minutes_len(window_s))
         .map(|_| Minute::default())
@@ -570,6 +574,7 @@ fn watch(
     let steady_from = (window_s / 2.0).min(60.0);
     Watched {
         tool,
+        started,
         window: window_s,
         first_point,
         lags,
@@ -692,7 +697,7 @@ fn daemon_beside_litestream() {
                 .expect("spawn the daemon"),
         );
         let mut folder = Folder::new(p.backups(), our_point);
-        let watched = watch(
+        let mut watched = watch(
             "sqlite-backup",
             &mut daemon.0,
             &mut folder,
@@ -713,7 +718,31 @@ fn daemon_beside_litestream() {
             .lines()
             .filter(|l| l.contains("backup phase end") && !l.contains("failed=0"))
             .count();
-        println!("\nsqlite-backup: {runs} runs ended, {failed} with a failure");
+        // Runs that read every page, by the minute they did (the log's
+        // lines start with their time).
+        let mut hashed = 0;
+        for m in &mut watched.minutes {
+            m.full_reads = Some(0);
+        }
+        for l in text.lines().filter(|l| l.contains("pages hashed")) {
+            hashed += 1;
+            if !l.contains("read=all") {
+                continue;
+            }
+            let at: Timestamp = l.split_whitespace().next().unwrap().parse().unwrap();
+            let minute =
+                (at.duration_since(watched.started).as_secs_f64() / 60.0).max(0.0) as usize;
+            let last = watched.minutes.len() - 1;
+            *watched.minutes[minute.min(last)]
+                .full_reads
+                .as_mut()
+                .unwrap() += 1;
+        }
+        let full: usize = watched.minutes.iter().filter_map(|m| m.full_reads).sum();
+        println!(
+            "\nsqlite-backup: {runs} runs ended, {failed} with a failure; {} of {hashed} read only the pages the WAL named, {full} read every page",
+            hashed - full
+        );
         let complaints: Vec<String> = text
             .lines()
             .filter(|l| l.contains("ERROR") || l.contains("WARN"))
@@ -882,18 +911,19 @@ fn report(ours: &Row, theirs: &Row) {
     );
     for r in [ours, theirs] {
         println!(
-            "\n{} per minute:\n\n| minute | lag median (s) | lag max (s) | CPU (s) | written (MB) | app WAL at the end (MB) |\n|---:|---:|---:|---:|---:|---:|",
+            "\n{} per minute:\n\n| minute | lag median (s) | lag max (s) | CPU (s) | written (MB) | app WAL at the end (MB) | runs that read every page |\n|---:|---:|---:|---:|---:|---:|---:|",
             r.watched.tool
         );
         for (i, m) in r.watched.minutes.iter().enumerate() {
             println!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
                 i + 1,
                 quantile(&m.lags, 0.5),
                 quantile(&m.lags, 1.0),
                 m.cpu,
                 mb(m.written),
-                mb(m.wal_bytes)
+                mb(m.wal_bytes),
+                m.full_reads.map_or("–".to_string(), |n| n.to_string())
             );
         }
         if !r.complaints.is_empty() {
