@@ -116,6 +116,18 @@ struct RunSeen {
     cpu: f64,
 }
 
+/// A demo database of about `mb` MB in `p`, saying how long it took.
+fn demo_db(p: &Project, name: &str, mb: u64, more: &str) -> PathBuf {
+    let t = Instant::now();
+    let db = p.demo_db(name, mb * 1_000_000);
+    println!(
+        "database {:.1} MB created in {:.1?}{more}",
+        std::fs::metadata(&db).unwrap().len() as f64 / 1e6,
+        t.elapsed()
+    );
+    db
+}
+
 #[test]
 #[ignore = "soak, ~11 min: run with --ignored --nocapture (see the file's header)"]
 fn daemon_in_incremental_mode_under_a_writer() {
@@ -126,13 +138,7 @@ fn daemon_in_incremental_mode_under_a_writer() {
     let ticks = clock_ticks();
 
     let p = Project::new();
-    let t = Instant::now();
-    let db = p.demo_db("app.db", mb * 1_000_000);
-    println!(
-        "database {:.1} MB created in {:.1?}",
-        std::fs::metadata(&db).unwrap().len() as f64 / 1e6,
-        t.elapsed()
-    );
+    let db = demo_db(&p, "app.db", mb, "");
     p.write_config(
         "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n\
          [snapshot]\nincremental = true\n",
@@ -669,13 +675,14 @@ fn daemon_beside_litestream() {
     let litestream = litestream();
 
     let template = Project::new();
-    let t = Instant::now();
-    let source = template.demo_db("template.db", mb * 1_000_000);
-    println!(
-        "database {:.1} MB created in {:.1?}; each tool gets {} s on a fresh copy, writer 100 commits/s",
-        std::fs::metadata(&source).unwrap().len() as f64 / 1e6,
-        t.elapsed(),
-        window.as_secs()
+    let source = demo_db(
+        &template,
+        "template.db",
+        mb,
+        &format!(
+            "; each tool gets {} s on a fresh copy, writer 100 commits/s",
+            window.as_secs()
+        ),
     );
 
     // Ours: the daemon at a 1 s interval, incremental.
