@@ -14,8 +14,15 @@
 //! ```
 //! `DEEP_RUNS` (default 1,000; runs past `max_chain` = 1440 start new
 //! chains, as they would for a user) and `DEEP_MB` (default 50);
-//! `DEEP_KEEP=1` keeps the project folder and Azurite to look at.
+//! `DEEP_KEEP=1` keeps the project folder and Azurite to look at;
+//! `DEEP_DAEMON=200ms` takes the runs with one `daemon --interval 200ms`
+//! (which keeps its catalog views between runs) instead of one process a
+//! run, while the application changes a row every 50 ms.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -57,6 +64,114 @@ fn restore(remote: &Remote, p: &Project, l: &Listed, from: &str, name: &str) -> 
     took
 }
 
+/// A few rows changed before each run, one CLI process a run.
+fn one_shot_runs(
+    remote: &Remote,
+    p: &Project,
+    app: &Connection,
+    rows: i64,
+    runs: usize,
+) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(runs);
+    for round in 0..runs as i64 {
+        for k in 0..3 {
+            app.execute(
+                "UPDATE tasks SET title = ?1 WHERE id = ?2",
+                rusqlite::params![format!("r{round}"), 1 + (round * 7919 + k * 104_729) % rows],
+            )
+            .unwrap();
+        }
+        // Checkpoints as SQLite's own auto-checkpoint would, now and then.
+        if round % 500 == 499 {
+            app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        took.push(timed(|| remote.run_ok(p, &["backup"])).0);
+        if (round + 1) % 1_000 == 0 {
+            eprintln!("{} runs", round + 1);
+        }
+    }
+    took
+}
+
+/// `daemon --interval <interval>` while the application changes a few rows
+/// every 50 ms: each run's time from its "backup phase start" line to its
+/// "backup phase end" line, as they arrive.
+fn daemon_runs(
+    remote: &Remote,
+    p: &Project,
+    db: &std::path::Path,
+    rows: i64,
+    runs: usize,
+    interval: &str,
+) -> Vec<Duration> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), db.to_path_buf());
+        std::thread::spawn(move || {
+            let app = Connection::open(db).unwrap();
+            app.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut round = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                app.execute(
+                    "UPDATE tasks SET title = ?1 WHERE id = ?2",
+                    rusqlite::params![format!("w{round}"), 1 + (round * 7919) % rows],
+                )
+                .unwrap();
+                round += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut daemon = remote
+        .command(p, &["daemon", "--interval", interval])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the daemon");
+    let mut took = Vec::with_capacity(runs);
+    let mut begun = None;
+    let mut log = Vec::new();
+    for line in BufReader::new(daemon.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        assert!(!line.contains("ERROR"), "{line}\n{}", log.join("\n"));
+        if line.contains("backup phase start") {
+            begun = Some(Instant::now());
+        } else if line.contains("backup phase end") {
+            assert!(line.contains("ok=1 failed=0"), "{line}");
+            took.push(begun.take().expect("a run that started").elapsed());
+            if took.len() % 1_000 == 0 {
+                eprintln!("{} runs", took.len());
+            }
+            if took.len() == runs {
+                break;
+            }
+        }
+        log.push(line);
+        if log.len() > 200 {
+            log.drain(..100);
+        }
+    }
+    let pid = daemon.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(daemon.wait().unwrap().success());
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert_eq!(
+        took.len(),
+        runs,
+        "the daemon stopped early:\n{}",
+        log.join("\n")
+    );
+    took
+}
+
 #[test]
 #[ignore = "measurement, minutes: run with --ignored --nocapture (see the file's header)"]
 fn a_chain_thousands_of_runs_deep() {
@@ -76,25 +191,14 @@ fn a_chain_thousands_of_runs_deep() {
         .unwrap();
 
     let started = Instant::now();
-    let mut took = Vec::with_capacity(runs);
-    for round in 0..runs as i64 {
-        for k in 0..3 {
-            app.execute(
-                "UPDATE tasks SET title = ?1 WHERE id = ?2",
-                rusqlite::params![format!("r{round}"), 1 + (round * 7919 + k * 104_729) % rows],
-            )
-            .unwrap();
+    let took = match std::env::var("DEEP_DAEMON") {
+        Ok(interval) => {
+            drop(app);
+            daemon_runs(&remote, &p, &db, rows, runs, &interval)
         }
-        // Checkpoints as SQLite's own auto-checkpoint would, now and then.
-        if round % 500 == 499 {
-            app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .unwrap();
-        }
-        took.push(timed(|| remote.run_ok(&p, &["backup"])).0);
-        if (round + 1) % 1_000 == 0 {
-            eprintln!("{} runs in {:.0?}", round + 1, started.elapsed());
-        }
-    }
+        Err(_) => one_shot_runs(&remote, &p, &app, rows, runs),
+    };
+    eprintln!("{runs} runs in {:.0?}", started.elapsed());
     let (list_took, list) = timed(|| remote.run_ok(&p, &["list", "--json"]));
     let listed: Vec<serde_json::Value> = serde_json::from_str(
         list.lines()

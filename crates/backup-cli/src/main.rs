@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(Exit::Usage as u8);
     }
+    // A daemon reads its sinks' catalogs every run; each run then reads only
+    // what was appended since the last (see backup_core's view::memo).
+    backup_core::manifest::view::memo::remember();
     let result = cmd::run(&cli);
     let exit = match result {
         Ok(exit) => exit,

@@ -155,7 +155,7 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
         let next = complete(sink, &link, &claimed)?;
         if won {
             if lost_races == 0 {
-                checkpoint_after(sink, view, &m, &next);
+                after_append(sink, view, &m, &next, link);
             }
             return Ok(Appended {
                 key: next.key,
@@ -172,17 +172,35 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
     })
 }
 
-/// Store a checkpoint when [`view::CHECKPOINT_EVERY`] manifests have been
-/// appended since the last one (or there is none yet). Only from a view
-/// read whole: a checkpoint past an unreadable manifest would hide it, and
-/// pack collection would no longer see what it lists.
-fn checkpoint_after(sink: &dyn Sink, view: view::View, appended: &Manifest, tip: &Tip) {
-    if !view.problems.is_empty() || view.since_checkpoint + 1 < view::CHECKPOINT_EVERY {
+/// `view` (read just before appending, with no race lost) moved past the
+/// appended manifest: stored as a checkpoint when
+/// [`view::CHECKPOINT_EVERY`] manifests have been appended since the last
+/// one (or there is none yet), and kept in memory for the next read (see
+/// [`view::memo`]). Only a view read whole is used: a checkpoint past an
+/// unreadable manifest would hide it, and pack collection would no longer
+/// see what it lists.
+fn after_append(
+    sink: &dyn Sink,
+    mut view: view::View,
+    appended: &Manifest,
+    tip: &Tip,
+    link: String,
+) {
+    let due = view.since_checkpoint + 1 >= view::CHECKPOINT_EVERY;
+    if !view.problems.is_empty() || !(due || view::memo::enabled()) {
         return;
     }
-    let mut state = view.state;
-    state.apply(appended);
-    view::write_checkpoint(sink, &state, tip, view.manifests + 1);
+    view.state.apply(appended);
+    view.manifests += 1;
+    view.since_checkpoint += 1;
+    view.tip = Some(tip.clone());
+    view.tip_link = Some(link);
+    if due {
+        view::write_checkpoint(sink, &view.state, tip, view.manifests);
+        view.since_checkpoint = 0;
+        view.checkpoint = Some(view::checkpoint_key(&tip.run_id));
+    }
+    view::memo::keep(sink, &view);
 }
 
 /// Make sure the manifest claimed by `link` (bytes `claimed`) is stored

@@ -34,6 +34,8 @@ use crate::naming;
 use crate::page_map::Runs;
 use crate::sink::{Sink, SinkError, get_bytes};
 
+pub mod memo;
+
 /// Folder of chain links inside a sink.
 pub(crate) const LINK_DIR: &str = "manifests/chain";
 
@@ -494,9 +496,22 @@ pub struct View {
     pub tip_link: Option<String>,
 }
 
-/// Read `sink`'s catalog: the newest usable checkpoint and the manifests
-/// after it, else every manifest.
+/// Read `sink`'s catalog: the view this process kept of it, if it opted in
+/// ([`memo::remember`]) and the sink still holds its tip, else the newest
+/// usable checkpoint, else every manifest; then the manifests after it.
 pub fn view(sink: &dyn Sink) -> Result<View, SinkError> {
+    if let Some(mut kept) = memo::recall(sink)
+        && advance(sink, &mut kept)?.is_ok()
+    {
+        memo::keep(sink, &kept);
+        return Ok(kept);
+    }
+    let view = read_view(sink)?;
+    memo::keep(sink, &view);
+    Ok(view)
+}
+
+fn read_view(sink: &dyn Sink) -> Result<View, SinkError> {
     for key in checkpoint_keys(sink)?.iter().rev().take(CHECKPOINTS_KEPT) {
         let checkpoint = match read_checkpoint(sink, key) {
             Ok(c) => c,
