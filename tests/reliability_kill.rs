@@ -163,6 +163,72 @@ fn kill_after(p: &Project, args: &[&str], delay: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Run `args`; once the run logs a line containing `trigger`, kill it
+/// `delay` later unless it has ended by then (no delay: let it finish).
+/// Returns the output and, when the trigger came, how long after it the
+/// run's log ended.
+fn kill_after_line(
+    p: &Project,
+    args: &[&str],
+    trigger: &str,
+    delay: Option<Duration>,
+) -> (Output, Option<Duration>) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut child = p
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (events, events_rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let trigger = trigger.to_owned();
+    // The reader sends the trigger's moment once, then the log's end.
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut triggered = false;
+        for line in stderr.split(b'\n') {
+            let line = line.unwrap();
+            if !triggered && String::from_utf8_lossy(&line).contains(&trigger) {
+                triggered = true;
+                let _ = events.send(Instant::now());
+            }
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+        }
+        let _ = events.send(Instant::now());
+        (text, triggered)
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stdout.read_to_end(&mut text).unwrap();
+        text
+    });
+    let first = events_rx.recv().unwrap();
+    let ended = match delay {
+        None => events_rx.recv().ok(),
+        Some(delay) => match events_rx.recv_timeout(delay) {
+            Ok(end) => Some(end),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                None
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        },
+    };
+    let status = child.wait().unwrap();
+    let (stderr, triggered) = reader.join().unwrap();
+    let tail = triggered.then(|| ended.map_or(first.elapsed(), |end| end - first));
+    let out = Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr,
+    };
+    (out, tail)
+}
+
 /// The furthest phase marker a (killed) run printed.
 fn phase(log: &str) -> &'static str {
     faults::furthest_phase(
@@ -575,10 +641,11 @@ fn kill_9_of_incremental_runs_soak() {
 
 /// kill -9 of runs that fold earlier packs into their own (pack
 /// compaction). A fold is decided from the newest listed snapshot, so a
-/// killed folding run leaves the next attempt folding the same packs:
-/// kills keep landing in folding runs until one completes and the chain
-/// moves on. After every kill every listed snapshot verifies and restores
-/// exactly.
+/// killed folding run leaves the next attempt folding the same packs. Kills
+/// are aimed from the run's own "packs folded" line (the decision), at a
+/// random moment of what the last uninterrupted fold took after it; after
+/// two kills of one fold a run is let finish and the chain moves on. After
+/// every kill every listed snapshot verifies and restores exactly.
 #[test]
 fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
     const KILLED_FOLDS: usize = 6;
@@ -602,14 +669,14 @@ fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
         )
         .unwrap();
     };
-    // How long the newest uninterrupted run took: kills aim inside it.
-    let t0 = Instant::now();
     p.run_ok(&["backup"]);
-    let mut last = t0.elapsed();
 
     let mut restored = BTreeSet::new();
     let mut killed_folds: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut completed_folds = 0;
+    // How long the last uninterrupted fold ran after deciding to fold; a
+    // guess until one has been seen.
+    let mut fold_tail = Duration::from_millis(200);
     // Kills of the fold the newest listed snapshot leads to.
     let mut kills_here = 0;
     let mut attempts = 0;
@@ -620,32 +687,21 @@ fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
         );
         attempts += 1;
         change();
-        let delay = last.mul_f64((200 + rng.below(900)) as f64 / 1_000.0);
-        let t0 = Instant::now();
-        let out = kill_after(&p, &["backup"], delay);
+        let delay = (kills_here < 2).then(|| fold_tail.mul_f64(rng.below(1_100) as f64 / 1_000.0));
+        let (out, after_fold) = kill_after_line(&p, &["backup"], "packs folded", delay);
         let ph = incremental_phase(&out);
-        let folded = output_text(&out).contains("packs folded");
         if ph == "6 exited" {
-            last = t0.elapsed();
             assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
-            completed_folds += usize::from(folded);
+            if let Some(tail) = after_fold {
+                completed_folds += 1;
+                fold_tail = tail;
+            }
             kills_here = 0;
-        } else if folded {
+        } else {
             *killed_folds.entry(ph).or_default() += 1;
             kills_here += 1;
         }
         check_listed_snapshots(&p, &mut restored);
-        // Move the chain on when this run decided not to fold (phase 2 and
-        // later come after the decision), or after a few kills of a fold.
-        let decided = ph.as_bytes()[0] >= b'2';
-        if ph != "6 exited" && ((decided && !folded) || kills_here >= 2) {
-            let t0 = Instant::now();
-            let log = p.run_ok(&["backup"]);
-            last = t0.elapsed();
-            completed_folds += usize::from(log.contains("packs folded"));
-            kills_here = 0;
-            check_listed_snapshots(&p, &mut restored);
-        }
     }
     let (_, listed) = catalog(&p);
     let depth = map(newest(&listed)).chain_depth;
