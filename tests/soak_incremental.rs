@@ -1,6 +1,7 @@
 //! Soaks of `sqlite-backup daemon` in incremental mode against a ~200 MB
 //! WAL database under a writer committing 100 transactions per second (each
-//! inserts one `tasks` row and records when its commit returned).
+//! inserts one `tasks` row, updates a random one and records when its commit
+//! returned).
 //!
 //! `daemon_in_incremental_mode_under_a_writer`: `--interval 1m` for ten
 //! minutes (11 runs). It prints, per run, the chain depth, bytes stored,
@@ -144,7 +145,7 @@ fn daemon_in_incremental_mode_under_a_writer() {
          [snapshot]\nincremental = true\n",
     );
 
-    let writer = Writer::start(&db, 100).expect("writer");
+    let writer = Writer::start_updating(&db, 100).expect("writer");
     let started = Instant::now();
     let mut daemon = Daemon(
         sqlite_backup()
@@ -695,7 +696,7 @@ fn daemon_beside_litestream() {
              [snapshot]\nincremental = true\n",
         );
         let log = p.join("daemon.log");
-        let writer = Writer::start(&db, 100).expect("writer");
+        let writer = Writer::start_updating(&db, 100).expect("writer");
         let mut daemon = Daemon(
             p.command(&["daemon", "--interval", "1s"])
                 .stdout(Stdio::null())
@@ -804,7 +805,7 @@ fn daemon_beside_litestream() {
         )
         .unwrap();
         let log = p.join("litestream.log");
-        let writer = Writer::start(&db, 100).expect("writer");
+        let writer = Writer::start_updating(&db, 100).expect("writer");
         let mut child = Daemon(
             Command::new(&litestream)
                 .args(["replicate", "-config"])

@@ -198,9 +198,19 @@ pub struct Writer {
 
 impl Writer {
     /// Start committing about `per_second` transactions per second (0 = as
-    /// fast as possible) to the database at `path`.
+    /// fast as possible) to the database at `path`, each inserting a row.
     pub fn start(path: &Path, per_second: u32) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
+        Self::spawn(path, per_second, false)
+    }
+
+    /// The same, each transaction also updating one random existing row:
+    /// an application's writes land all over the file, not only at its end.
+    pub fn start_updating(path: &Path, per_second: u32) -> rusqlite::Result<Self> {
+        Self::spawn(path, per_second, true)
+    }
+
+    fn spawn(path: &Path, per_second: u32, update: bool) -> rusqlite::Result<Self> {
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -218,10 +228,21 @@ impl Writer {
             while !flag.load(Ordering::Relaxed) {
                 let id = last + 1;
                 let t0 = Instant::now();
-                let r = conn.execute(
-                    "INSERT INTO tasks VALUES (?1, ?2, 'writer', 'pending', 1, ?3)",
-                    params![id, rng.sentence(5), Timestamp::now().to_string()],
-                );
+                let target = 1 + rng.below(last.max(1) as u64) as i64;
+                let title = rng.sentence(5);
+                let r = conn.transaction().and_then(|tx| {
+                    tx.execute(
+                        "INSERT INTO tasks VALUES (?1, ?2, 'writer', 'pending', 1, ?3)",
+                        params![id, title, Timestamp::now().to_string()],
+                    )?;
+                    if update {
+                        tx.execute(
+                            "UPDATE tasks SET status = 'done', title = ?1 WHERE id = ?2",
+                            params![title, target],
+                        )?;
+                    }
+                    tx.commit()
+                });
                 let elapsed = t0.elapsed();
                 match r {
                     Ok(_) => {
