@@ -139,10 +139,11 @@ pub fn previous(sink: &dyn Sink, db: &Database) -> Result<Option<Entry>, SinkErr
     let newest = view
         .state
         .live
-        .into_iter()
-        .map(|l| l.entry)
+        .iter()
+        .map(|l| &l.entry)
         .filter(|e| e.label == db.label && own.owns(e))
-        .max_by_key(|e| e.snapshot_at);
+        .max_by_key(|e| e.snapshot_at)
+        .cloned();
     let Some(mut newest) = newest.filter(|e| e.pages.is_some()) else {
         return Ok(None);
     };

@@ -64,11 +64,12 @@ fn a_deep_chain_checkpoint_names_each_pack_once_and_reads_as_the_manifests_do() 
         "runs stored in the checkpoint"
     );
     assert_ne!(c.state, replayed);
-    for (mut l, r) in c.state.live.clone().into_iter().zip(&replayed.live) {
-        view::load_runs(&sink, &mut l.entry).unwrap();
-        assert_eq!(l.entry, r.entry);
-        view::load_runs(&sink, &mut l.entry).unwrap();
-        assert_eq!(l.entry, r.entry, "loading twice changes nothing");
+    for (l, r) in c.state.live.iter().zip(&replayed.live) {
+        let mut entry = l.entry.clone();
+        view::load_runs(&sink, &mut entry).unwrap();
+        assert_eq!(entry, r.entry);
+        view::load_runs(&sink, &mut entry).unwrap();
+        assert_eq!(entry, r.entry, "loading twice changes nothing");
     }
     // A manifest that disagrees with the checkpoint is named.
     let mut other = c.state.live[3].entry.clone();

@@ -23,6 +23,7 @@
 //! it is never the only record of anything: the manifests stay.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,12 @@ pub struct Released {
 /// What the manifests up to one of them add up to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    /// Entries no manifest pruned, in manifest order.
-    pub live: Vec<Live>,
+    /// Entries no manifest pruned, in manifest order. Shared, not owned:
+    /// a long-lived process keeps its view ([`memo`]) and hands out copies
+    /// several times a run, and copying every entry's page map each time
+    /// cost what the catalog's history weighs (most of a daemon's run time
+    /// at a thousand entries).
+    pub live: Vec<Arc<Live>>,
     /// Pruned incremental snapshots with objects that are neither freed nor
     /// needed by a live snapshot (see [`State::apply`]).
     pub released: Vec<Released>,
@@ -106,9 +111,11 @@ impl State {
     /// manifest, so a checkpoint and a replay from the first manifest agree
     /// exactly, which is what `verify --catalog` compares.
     pub fn apply(&mut self, m: &Manifest) {
-        self.live.extend(m.entries.iter().map(|e| Live {
-            run_id: m.run_id.clone(),
-            entry: e.clone(),
+        self.live.extend(m.entries.iter().map(|e| {
+            Arc::new(Live {
+                run_id: m.run_id.clone(),
+                entry: e.clone(),
+            })
         }));
         if m.pruned.is_empty() && m.collected.is_empty() {
             return;
@@ -119,7 +126,7 @@ impl State {
                 r.pruned_at = r.pruned_at.max(m.finished_at);
             }
         }
-        let (gone, kept): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)
+        let (gone, kept): (Vec<Arc<Live>>, Vec<Arc<Live>>) = std::mem::take(&mut self.live)
             .into_iter()
             .partition(|l| pruned.contains(l.entry.key.as_str()));
         self.live = kept;
@@ -128,7 +135,7 @@ impl State {
                 .filter(|l| l.entry.pages.is_some())
                 .map(|l| Released {
                     pruned_at: m.finished_at,
-                    entry: l.entry,
+                    entry: Arc::unwrap_or_clone(l).entry,
                 }),
         );
         self.collected.extend(m.collected.iter().cloned());
@@ -180,7 +187,7 @@ impl State {
         }
         let mut replay = replay.clone();
         for (mine, theirs) in self.live.iter().zip(replay.live.iter_mut()) {
-            theirs.entry = like(&mine.entry, &theirs.entry);
+            Arc::make_mut(theirs).entry = like(&mine.entry, &theirs.entry);
         }
         for (mine, theirs) in self.released.iter().zip(replay.released.iter_mut()) {
             theirs.entry = like(&mine.entry, &theirs.entry);
@@ -231,6 +238,7 @@ pub struct Checkpoint {
 /// on. Version 1 (whole entries) and 2 still read.
 mod compact {
     use std::collections::{BTreeSet, HashMap};
+    use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -307,7 +315,7 @@ mod compact {
             .live
             .iter()
             .map(|l| {
-                let mut l = l.clone();
+                let mut l = Live::clone(l);
                 let ids = intern(&mut l.entry, &mut packs, &mut seen);
                 drop_runs(&mut l.entry);
                 (l, ids)
@@ -351,7 +359,7 @@ mod compact {
         for (mut l, ids) in c.live {
             restore(&mut l.entry, &ids, &c.packs).map_err(bad)?;
             elided(&mut l.entry, Some(&l.run_id));
-            state.live.push(l);
+            state.live.push(Arc::new(l));
         }
         // Pruned snapshots are only ever collected (by their objects).
         for (mut r, ids) in c.released {

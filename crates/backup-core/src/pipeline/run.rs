@@ -164,9 +164,45 @@ fn unlist_uploads(target: &Target, outcomes: &mut [Outcome], e: AppendError) {
     }
 }
 
+/// How often a long-lived process (one that keeps its catalog views, see
+/// [`crate::manifest::view::memo`]) sweeps a sink for partial uploads.
+/// A local sink's sweep walks every object, which a daemon at one run a
+/// second would pay every second for a tree that only grows. A leftover
+/// partial never looks like a backup, so finding it later costs only its
+/// space for a while.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether `sink` is due for a sweep of partial uploads: always in a
+/// process that does not keep views, else once per [`SWEEP_EVERY`].
+fn sweep_due(sink: &dyn crate::sink::Sink) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static SWEPT: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    if !crate::manifest::view::memo::enabled() {
+        return true;
+    }
+    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let swept = swept.get_or_insert_with(HashMap::new);
+    let id = format!("{}\n{}", sink.name(), sink.location());
+    let now = Instant::now();
+    if swept
+        .get(&id)
+        .is_some_and(|at| now.duration_since(*at) < SWEEP_EVERY)
+    {
+        return false;
+    }
+    swept.insert(id, now);
+    true
+}
+
 fn clean_leftovers(targets: &[Target], scratch: &Path) {
     for t in targets {
-        match t.sink.clean_incomplete() {
+        let swept = match sweep_due(t.sink.as_ref()) {
+            true => t.sink.clean_incomplete(),
+            false => Ok(0),
+        };
+        match swept {
             Ok(0) => {}
             Ok(n) => info!(
                 "removed {n} leftover partial upload(s) in sink {}",
