@@ -28,7 +28,7 @@
 //!    `session`, any other tag) counts in its UTC day, and the newest verified
 //!    one per day is kept. A bucket with no verified snapshot keeps nothing.
 //! 6. **Counts** (restic-style, all off by default). `keep_last = n` keeps
-//!    the newest n verified snapshots; `keep_hourly`, `keep_daily`,
+//!    the newest n verified snapshots; `keep_minutely`, `keep_hourly`, `keep_daily`,
 //!    `keep_weekly` (ISO weeks) and `keep_monthly = n` each keep the newest
 //!    verified snapshot of each of the newest n hours / days / weeks / months
 //!    that have one. Like restic, each count rule is applied on its own over
@@ -98,6 +98,10 @@ pub struct Retention {
     pub premigrate_days: u32,
     /// restic-style: also keep the newest N verified snapshots.
     pub keep_last: u32,
+    /// Also keep the newest verified snapshot of each of the newest N UTC
+    /// minutes that have one (restic has no such rule; a daemon running
+    /// every second needs one between `keep_within` and `keep_hourly`).
+    pub keep_minutely: u32,
     /// restic-style: also keep the newest verified snapshot of each of the
     /// newest N UTC hours that have one.
     pub keep_hourly: u32,
@@ -130,6 +134,7 @@ impl Default for Retention {
             warm_days: 30,
             premigrate_days: 30,
             keep_last: 0,
+            keep_minutely: 0,
             keep_hourly: 0,
             keep_daily: 0,
             keep_weekly: 0,
@@ -216,6 +221,8 @@ pub struct Backup {
 pub enum CountRule {
     /// `keep_last`.
     Last,
+    /// `keep_minutely`.
+    Minutely,
     /// `keep_hourly`.
     Hourly,
     /// `keep_daily`.
@@ -231,6 +238,7 @@ impl CountRule {
     pub fn key(self) -> &'static str {
         match self {
             Self::Last => "keep_last",
+            Self::Minutely => "keep_minutely",
             Self::Hourly => "keep_hourly",
             Self::Daily => "keep_daily",
             Self::Weekly => "keep_weekly",
@@ -650,10 +658,11 @@ impl<'a> Group<'a> {
         }
     }
 
-    /// `keep_hourly` … `keep_monthly`: the newest verified snapshot of each
+    /// `keep_minutely` … `keep_monthly`: the newest verified snapshot of each
     /// of the newest n calendar buckets that have one.
     fn calendar_counts(&mut self, verified: &[usize]) {
-        let rules: [(CountRule, u32, BucketOf); 4] = [
+        let rules: [(CountRule, u32, BucketOf); 5] = [
+            (CountRule::Minutely, self.p.keep_minutely, minute_bucket),
             (CountRule::Hourly, self.p.keep_hourly, hour_bucket),
             (CountRule::Daily, self.p.keep_daily, day_bucket),
             (CountRule::Weekly, self.p.keep_weekly, week_bucket),
@@ -738,6 +747,10 @@ fn warm_bucket(b: &Backup) -> Bucket {
         Some(t) if is_round_tag(t) => Bucket::Round(t.to_string()),
         _ => Bucket::Day(day_bucket(b)),
     }
+}
+
+fn minute_bucket(b: &Backup) -> String {
+    b.at.strftime("%Y-%m-%d %H:%M").to_string()
 }
 
 fn hour_bucket(b: &Backup) -> String {

@@ -283,6 +283,42 @@ fn keep_within_keeps_the_recent_past_verified_or_not() {
     );
 }
 
+/// A daemon at one run a second for two hours, pruned to every second of
+/// the last ten minutes and one a minute for the hour.
+#[test]
+fn keep_minutely_thins_a_second_by_second_history_to_a_minute() {
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_within: Some(std::time::Duration::from_secs(600)),
+        keep_minutely: 60,
+        ..Retention::default()
+    };
+    policy.validate().unwrap();
+    let snaps: Vec<Backup> = (1..=2 * HOUR)
+        .map(|s| backup("app", "local", Placement::Local, ago(s), None))
+        .collect();
+    let d = evaluate(&snaps, now(), &policy);
+    let age = |b: &Backup| now().as_second() - b.at.as_second();
+    for (b, d) in snaps.iter().zip(&d) {
+        if age(b) < 600 {
+            assert!(d.keep, "{}s old: {}", age(b), d.reason);
+        }
+    }
+    let older: Vec<(i64, String)> = snaps
+        .iter()
+        .zip(&d)
+        .filter(|(b, d)| d.keep && age(b) >= 600)
+        .map(|(b, d)| (age(b), d.reason.to_string()))
+        .collect();
+    // Minutes 23:49 back to 23:00 (23:50 to 23:59 hold younger snapshots,
+    // which take their buckets), each by its newest second.
+    let expected: Vec<i64> = (0..50).map(|m| 601 + 60 * m).collect();
+    assert_eq!(older.iter().map(|o| o.0).collect::<Vec<_>>(), expected);
+    assert!(older[0].1.starts_with("keep_minutely"), "{}", older[0].1);
+    assert_eq!(d.iter().filter(|d| d.keep).count(), 599 + 50);
+}
+
 #[test]
 fn warm_keeps_the_newest_verified_per_round_and_per_day() {
     let local = |at, tag, verified| {
@@ -441,15 +477,16 @@ fn policy_strategy() -> impl Strategy<Value = Retention> {
         0u32..10,
         0u32..45,
         0u32..45,
-        (count(), count(), count(), count(), count()),
+        (count(), count(), count(), count(), count(), count()),
         prop::option::of(1u64..72 * 60),
     )
         .prop_map(
-            |(hot_days, warm_days, premigrate_days, (l, h, d, w, m), within)| Retention {
+            |(hot_days, warm_days, premigrate_days, (l, mi, h, d, w, m), within)| Retention {
                 hot_days,
                 warm_days,
                 premigrate_days,
                 keep_last: l,
+                keep_minutely: mi,
                 keep_hourly: h,
                 keep_daily: d,
                 keep_weekly: w,
@@ -542,7 +579,7 @@ proptest! {
 
     #[test]
     fn count_rules_only_add(snaps in timeline_strategy(), policy in policy_strategy()) {
-        let tiers_only = Retention { keep_last: 0, keep_hourly: 0, keep_daily: 0, keep_weekly: 0, keep_monthly: 0, ..policy.clone() };
+        let tiers_only = Retention { keep_last: 0, keep_minutely: 0, keep_hourly: 0, keep_daily: 0, keep_weekly: 0, keep_monthly: 0, ..policy.clone() };
         let with = evaluate(&snaps, now(), &policy);
         let without = evaluate(&snaps, now(), &tiers_only);
         for (a, b) in with.iter().zip(&without) {
