@@ -185,3 +185,87 @@ fn keep_within_needs_hot_days_zero_and_keeps_the_recent_past() {
     let text = backup_testkit::testkit::output_text(&out);
     assert!(text.contains("\"soon\" is not a duration"), "{text}");
 }
+
+/// `daemon --prune-every`: the first run is followed by a prune (the
+/// policy keeps only the newest), and the next runs within the hour are not.
+#[test]
+fn the_daemon_prunes_after_a_run_when_due() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let p = Project::new();
+    p.demo_db("app.db", 300_000);
+    p.write_config(
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n",
+    );
+    for _ in 0..2 {
+        p.run_ok(&["backup"]);
+    }
+    let before = p.catalog();
+    assert_eq!(before.len(), 2);
+
+    let mut daemon = p
+        .command(&["daemon", "--interval", "200ms", "--prune-every", "1h"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut prunes, mut runs_after_prune, mut log) = (Vec::new(), 0, Vec::new());
+    for line in BufReader::new(daemon.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("prune done") {
+            prunes.push(line.clone());
+        } else if line.contains("backup phase end") && !prunes.is_empty() {
+            runs_after_prune += 1;
+        }
+        log.push(line);
+        if runs_after_prune == 2 {
+            break;
+        }
+    }
+    let pid = daemon.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(daemon.wait().unwrap().success());
+    let log = log.join("\n");
+    assert_eq!(prunes.len(), 1, "one prune within the hour:\n{log}");
+    assert!(prunes[0].contains("deleted=2"), "{}", prunes[0]);
+    assert!(prunes[0].contains("ok=true"), "{}", prunes[0]);
+    let after = p.catalog();
+    for gone in &before {
+        assert!(
+            after.iter().all(|l| l.run_id != gone.run_id),
+            "run {} still listed",
+            gone.run_id
+        );
+    }
+    // Names are per second, so a later run may reuse a pruned one's: count
+    // what is stored instead.
+    let stored = std::fs::read_dir(p.backups())
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".db.zst"))
+        .count();
+    assert_eq!(
+        stored,
+        after.len(),
+        "artifacts stored beside the listed ones:\n{log}"
+    );
+    // The run the prune kept and the two after it.
+    assert_eq!(after.len(), 3, "{after:#?}");
+}
+
+#[test]
+fn the_daemon_refuses_a_bad_prune_interval() {
+    let p = Project::new();
+    p.demo_db("app.db", 100_000);
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n");
+    let o = p.run(&["daemon", "--once", "--prune-every", "soon"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--prune-every"), "{err}");
+    assert!(p.catalog().is_empty(), "nothing runs on a bad flag");
+}

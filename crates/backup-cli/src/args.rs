@@ -115,7 +115,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Run backups on a schedule (or once, for cron and timers).
     #[command(
-        after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers"
+        after_help = "Examples:\n  sqlite-backup daemon                  every 4 hours\n  sqlite-backup daemon --interval 30m\n  sqlite-backup daemon --once           one run, for cron / systemd timers\n  sqlite-backup daemon --interval 1s --prune-every 1m\n                                        continuous, thinned by the retention policy each minute"
     )]
     Daemon(DaemonArgs),
     /// Print service files for systemd timers or launchd.
@@ -298,6 +298,11 @@ pub struct DaemonArgs {
     /// Run once and exit (for cron / systemd timers / launchd).
     #[arg(long)]
     pub once: bool,
+    /// Also prune by the retention policy after a run, at most this often
+    /// (1m, 1h): a daemon at `--interval 1s` otherwise lists every run
+    /// forever. Off by default; with --once, prunes after the run.
+    #[arg(long, value_name = "INTERVAL")]
+    pub prune_every: Option<String>,
 }
 
 /// `schedule` subcommands.

@@ -680,25 +680,17 @@ pub struct Listed {
 }
 
 /// Every artifact still listed (not pruned) in a sink's catalog, newest first.
+/// A prune hides what was listed before it, in chain (run id) order, as
+/// [`view::State::apply`] does: a later snapshot under a pruned key (names
+/// are per second, and a prune may free one within its second) is listed.
 pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
-    let pruned: std::collections::BTreeSet<&str> = stored
-        .iter()
-        .flat_map(|s| s.manifest.pruned.iter().map(|p| p.key.as_str()))
-        .collect();
-    let mut out: Vec<Listed> = stored
-        .iter()
-        .flat_map(|s| {
-            s.manifest.entries.iter().map(move |e| Listed {
-                sink: sink.name().to_string(),
-                placement: sink.placement(),
-                run_id: s.manifest.run_id.clone(),
-                entry: e.clone(),
-            })
-        })
-        .filter(|l| !pruned.contains(l.entry.key.as_str()))
-        .collect();
-    out.sort_by_key(|l| std::cmp::Reverse(l.entry.snapshot_at));
-    out
+    let mut in_order: Vec<&Stored> = stored.iter().collect();
+    in_order.sort_by(|a, b| a.manifest.run_id.cmp(&b.manifest.run_id));
+    let mut state = view::State::default();
+    for s in in_order {
+        state.apply(&s.manifest);
+    }
+    view::listed(sink, &state)
 }
 
 /// A filled-in entry for tests.

@@ -17,6 +17,9 @@
 //!   runs when the oldest database's last drill is that old (or it never
 //!   had one); the daemon wakes for whichever of the two is due first.
 //!   `--once` runs a due drill too, so timers need no unit of their own.
+//! - `--prune-every 1m`: after a backup run, `prune` (every database, by
+//!   its retention policy) when the last prune is that old, on the same
+//!   thread of runs, so a prune never overlaps a run.
 //! - `[metrics] listen`: an HTTP `/metrics` endpoint for the daemon's
 //!   lifetime (not with `--once`), rendered from the state file per scrape.
 
@@ -56,6 +59,9 @@ enum RunEnd {
 
 pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<Exit> {
     let every = interval::parse(&args.interval)?;
+    if let Some(p) = &args.prune_every {
+        interval::parse(p).context("--prune-every")?;
+    }
     let config = settings::load_config(&cli.config)?;
     let _daemon_lock = if args.once {
         None
@@ -135,7 +141,13 @@ async fn schedule(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::SeqCst))
     };
+    let prune_every = args
+        .prune_every
+        .as_deref()
+        .map(interval::parse)
+        .transpose()?;
     let mut next_backup = jiff::Timestamp::now();
+    let mut next_prune = jiff::Timestamp::now();
     loop {
         match settings::load_config(&cli.config) {
             Ok(fresh) => {
@@ -148,6 +160,15 @@ async fn schedule(
         if jiff::Timestamp::now() >= next_backup || args.once {
             exit = backup_once(config.clone(), control.clone()).await;
             next_backup = later(jiff::Timestamp::now(), every);
+            if let Some(prune_every) = prune_every
+                && !stopping()
+                && jiff::Timestamp::now() >= next_prune
+            {
+                if !prune_in_thread(config.clone()).await {
+                    exit = Exit::Failed;
+                }
+                next_prune = later(jiff::Timestamp::now(), prune_every);
+            }
         }
         if !stopping() && drill_due(&config).is_some_and(|at| at <= jiff::Timestamp::now()) {
             let drilled = drill_in_thread(config.clone(), identities.clone()).await;
@@ -251,6 +272,31 @@ async fn drill_in_thread(
         }
         Err(_) => {
             error!("the drill thread panicked");
+            false
+        }
+    }
+}
+
+/// A prune on a plain thread (it blocks on the sinks); true when it passed.
+async fn prune_in_thread(config: Config) -> bool {
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("prune".into())
+        .spawn(move || {
+            let _ = tx.send(super::prune::prune_logged(&config));
+        });
+    if let Err(e) = spawned {
+        error!("starting the prune thread: {e}");
+        return false;
+    }
+    match rx.await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            error!("scheduled prune failed to start: {e:#}");
+            false
+        }
+        Err(_) => {
+            error!("the prune thread panicked");
             false
         }
     }

@@ -15,23 +15,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     settings::select(&config, &labels)?;
     let sinks = settings::sinks(&config)?;
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
-    // Each database's own policy; catalogued labels no longer configured get the global one.
-    let policy_for = |label: &str| {
-        config.database(label).map_or_else(
-            || config.retention.clone(),
-            |d| d.database.retention.clone(),
-        )
-    };
-    // Only what this machine wrote: hosts sharing a sink prune their own.
-    let host = config.host_name();
-    let plan = prune::plan_per_label(
-        &refs,
-        &labels,
-        Some(&host),
-        jiff::Timestamp::now(),
-        &config.retention,
-        &policy_for,
-    );
+    let plan = plan(&config, &refs, &labels);
     print!("{}", plan_table(&plan));
     if args.dry_run {
         print!("{}", packs_preview(&plan, &refs));
@@ -50,6 +34,54 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+/// What the policy keeps and deletes of `labels` (all when empty) in `sinks`.
+fn plan(config: &backup_config::Config, sinks: &[&dyn Sink], labels: &[String]) -> PrunePlan {
+    // Each database's own policy; catalogued labels no longer configured get the global one.
+    let policy_for = |label: &str| {
+        config.database(label).map_or_else(
+            || config.retention.clone(),
+            |d| d.database.retention.clone(),
+        )
+    };
+    // Only what this machine wrote: hosts sharing a sink prune their own.
+    let host = config.host_name();
+    prune::plan_per_label(
+        sinks,
+        labels,
+        Some(&host),
+        jiff::Timestamp::now(),
+        &config.retention,
+        &policy_for,
+    )
+}
+
+/// A prune of every database, as `prune` does it, for the daemon's
+/// `--prune-every`: logged instead of printed; true when nothing failed.
+pub fn prune_logged(config: &backup_config::Config) -> Result<bool> {
+    let sinks = settings::sinks(config)?;
+    let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let plan = plan(config, &refs, &[]);
+    let report = prune::apply(&plan, &refs);
+    record(config, &plan, &report);
+    for s in &report.sinks {
+        for e in s.errors.iter().chain(&s.packs.errors) {
+            tracing::error!("prune in sink {}: {e}", s.sink);
+        }
+    }
+    for s in &plan.skipped {
+        tracing::warn!("prune left sink {} untouched: {}", s.sink, s.reason);
+    }
+    tracing::info!(
+        "prune done kept={} deleted={} packs_freed={} bytes_freed={} ok={}",
+        plan.keep_count(),
+        report.deleted_count(),
+        report.collected_count(),
+        report.bytes(),
+        report.ok() && plan.skipped.is_empty()
+    );
+    Ok(report.ok() && plan.skipped.is_empty())
 }
 
 /// Count the deletions in the state file (the metrics' prune counter).
