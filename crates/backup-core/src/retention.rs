@@ -28,11 +28,12 @@
 //!    `session`, any other tag) counts in its UTC day, and the newest verified
 //!    one per day is kept. A bucket with no verified snapshot keeps nothing.
 //! 6. **Counts** (restic-style, all off by default). `keep_last = n` keeps
-//!    the newest n verified snapshots; `keep_minutely`, `keep_hourly`, `keep_daily`,
-//!    `keep_weekly` (ISO weeks) and `keep_monthly = n` each keep the newest
-//!    verified snapshot of each of the newest n hours / days / weeks / months
-//!    that have one. Like restic, each count rule is applied on its own over
-//!    the whole group, regardless of age or tier.
+//!    the newest n verified snapshots; `keep_minutely`, `keep_hourly`,
+//!    `keep_daily`, `keep_weekly` (ISO weeks) and `keep_monthly = n` each
+//!    keep the newest verified snapshot of each of the newest n minutes /
+//!    hours / days / weeks / months that have one. Like restic, each count
+//!    rule is applied on its own over the whole group, regardless of age or
+//!    tier.
 //!
 //! Anything else is deleted: older than `warm_days` and not kept by a rule
 //! above, superseded by a newer snapshot of its round or day, a duplicate of

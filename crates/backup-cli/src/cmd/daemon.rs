@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::args::{Cli, DaemonArgs};
 use crate::jobs::backup::{RunControl, run_backup_with};
-use crate::jobs::drill::{DrillReport, run_drill};
+use crate::jobs::drill::run_drill;
 use crate::lock::RunRefused;
 use crate::signals::Signals;
 use crate::state::State;
@@ -59,9 +59,10 @@ enum RunEnd {
 
 pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<Exit> {
     let every = interval::parse(&args.interval)?;
-    if let Some(p) = &args.prune_every {
-        interval::parse(p).context("--prune-every")?;
-    }
+    let prune_every = (args.prune_every.as_deref())
+        .map(interval::parse)
+        .transpose()
+        .context("--prune-every")?;
     let config = settings::load_config(&cli.config)?;
     let _daemon_lock = if args.once {
         None
@@ -92,13 +93,14 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<Exit> {
         // for too long.
         held: (!args.once && every <= HOLD_UP_TO).then(HeldSnapshots::new),
     };
-    runtime.block_on(schedule(cli, args, every, config, control))
+    runtime.block_on(schedule(cli, args, every, prune_every, config, control))
 }
 
 async fn schedule(
     cli: &Cli,
     args: &DaemonArgs,
     every: Duration,
+    prune_every: Option<Duration>,
     mut config: Config,
     control: RunControl,
 ) -> Result<Exit> {
@@ -141,11 +143,6 @@ async fn schedule(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::SeqCst))
     };
-    let prune_every = args
-        .prune_every
-        .as_deref()
-        .map(interval::parse)
-        .transpose()?;
     let mut next_backup = jiff::Timestamp::now();
     let mut next_prune = jiff::Timestamp::now();
     loop {
@@ -237,28 +234,38 @@ fn drill_due(config: &Config) -> Option<jiff::Timestamp> {
         .min()
 }
 
+/// Run `job` on a plain thread named `name` (blocking work, and the
+/// blocking HTTP client of the alerts, must not run on the async runtime)
+/// and await it; `Err` says why it gave no result.
+async fn on_thread<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(job());
+        })
+        .map_err(|e| format!("starting the {name} thread: {e}"))?;
+    rx.await.map_err(|_| format!("the {name} thread panicked"))
+}
+
 /// Run a drill of every database on a plain thread; true when it passed.
 async fn drill_in_thread(
     config: Config,
     identities: Option<backup_core::encryption::Identities>,
 ) -> bool {
-    let (tx, rx) = oneshot::channel::<Result<DrillReport>>();
-    let spawned = std::thread::Builder::new()
-        .name("drill".into())
-        .spawn(move || {
-            let _ = tx.send(run_drill(
-                &config,
-                &config.databases,
-                None,
-                &backup_core::source::Scope::Own,
-                identities,
-            ));
-        });
-    if let Err(e) = spawned {
-        error!("starting the drill thread: {e}");
-        return false;
-    }
-    match rx.await {
+    let drilled = on_thread("drill", move || {
+        run_drill(
+            &config,
+            &config.databases,
+            None,
+            &backup_core::source::Scope::Own,
+            identities,
+        )
+    });
+    match drilled.await {
         Ok(Ok(report)) => {
             info!("drill done id={} ok={}", report.drill_id, report.ok());
             report.ok()
@@ -270,8 +277,8 @@ async fn drill_in_thread(
             }
             false
         }
-        Err(_) => {
-            error!("the drill thread panicked");
+        Err(e) => {
+            error!("{e}");
             false
         }
     }
@@ -279,24 +286,14 @@ async fn drill_in_thread(
 
 /// A prune on a plain thread (it blocks on the sinks); true when it passed.
 async fn prune_in_thread(config: Config) -> bool {
-    let (tx, rx) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("prune".into())
-        .spawn(move || {
-            let _ = tx.send(super::prune::prune_logged(&config));
-        });
-    if let Err(e) = spawned {
-        error!("starting the prune thread: {e}");
-        return false;
-    }
-    match rx.await {
+    match on_thread("prune", move || super::prune::prune_logged(&config)).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             error!("scheduled prune failed to start: {e:#}");
             false
         }
-        Err(_) => {
-            error!("the prune thread panicked");
+        Err(e) => {
+            error!("{e}");
             false
         }
     }
@@ -321,27 +318,19 @@ async fn backup_once(config: Config, control: RunControl) -> Exit {
     }
 }
 
-/// Run one backup on a plain thread (blocking work, and the blocking HTTP
-/// client of the alerts, must not run on the async runtime) and await it.
-/// The run watches the cancel flag itself, so this always completes.
+/// Run one backup on a plain thread and await it. The run watches the
+/// cancel flag itself, so this always completes.
 async fn run_in_thread(config: Config, control: RunControl) -> RunEnd {
-    let (tx, rx) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("backup-run".into())
-        .spawn(move || {
-            let result = run_backup_with(&config, &config.databases, None, false, false, &control);
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        return RunEnd::Error(anyhow::Error::new(e).context("starting the backup thread"));
-    }
-    match rx.await {
+    let ran = on_thread("backup-run", move || {
+        run_backup_with(&config, &config.databases, None, false, false, &control)
+    });
+    match ran.await {
         Ok(Ok((_, Some(report)))) => RunEnd::Ran(report),
         Ok(Ok((_, None))) => RunEnd::Error(anyhow::anyhow!("the run was planned but not executed")),
         Ok(Err(e)) => match e.downcast_ref::<RunRefused>() {
             Some(refused) => RunEnd::Refused(refused.0.to_string()),
             None => RunEnd::Error(e),
         },
-        Err(_) => RunEnd::Error(anyhow::anyhow!("the backup thread panicked")),
+        Err(e) => RunEnd::Error(anyhow::anyhow!(e)),
     }
 }

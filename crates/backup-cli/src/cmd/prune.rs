@@ -73,15 +73,15 @@ pub fn prune_logged(config: &backup_config::Config) -> Result<bool> {
     for s in &plan.skipped {
         tracing::warn!("prune left sink {} untouched: {}", s.sink, s.reason);
     }
+    let ok = report.ok() && plan.skipped.is_empty();
     tracing::info!(
-        "prune done kept={} deleted={} packs_freed={} bytes_freed={} ok={}",
+        "prune done kept={} deleted={} packs_freed={} bytes_freed={} ok={ok}",
         plan.keep_count(),
         report.deleted_count(),
         report.collected_count(),
         report.bytes(),
-        report.ok() && plan.skipped.is_empty()
     );
-    Ok(report.ok() && plan.skipped.is_empty())
+    Ok(ok)
 }
 
 /// Count the deletions in the state file (the metrics' prune counter).

@@ -184,7 +184,7 @@ fn sweep_due(sink: &dyn crate::sink::Sink) -> bool {
     }
     let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
     let swept = swept.get_or_insert_with(HashMap::new);
-    let id = format!("{}\n{}", sink.name(), sink.location());
+    let id = crate::manifest::view::memo::id(sink);
     let now = Instant::now();
     if swept
         .get(&id)

@@ -31,7 +31,8 @@ fn memo() -> MutexGuard<'static, Option<HashMap<String, View>>> {
     MEMO.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn id(sink: &dyn Sink) -> String {
+/// A sink's identity within this process: its name and location.
+pub(crate) fn id(sink: &dyn Sink) -> String {
     format!("{}\n{}", sink.name(), sink.location())
 }
 
