@@ -471,6 +471,33 @@ impl Folder {
             .sum()
     }
 
+    /// Bytes of the files first seen from `from` seconds on, by kind: the
+    /// folder and the name with its digits and hex runs dropped
+    /// (`manifests/*.json`, `*.pack`, `ltx/0/*.ltx`), largest first.
+    fn written_by_kind(&self, from: f64) -> Vec<(String, u64, usize)> {
+        let mut kinds: HashMap<String, (u64, usize)> = HashMap::new();
+        for (rel, (size, at)) in &self.files {
+            if *at < from {
+                continue;
+            }
+            let dir = rel.parent().map(|d| d.display().to_string()).unwrap_or_default();
+            let name = rel.file_name().unwrap().to_string_lossy();
+            let ext = name.split_once('.').map_or("", |(_, e)| e);
+            let ext: String = ext
+                .split('.')
+                .filter(|part| !part.chars().all(|c| c.is_ascii_hexdigit()))
+                .collect::<Vec<_>>()
+                .join(".");
+            let kind = format!("{}{}*.{ext}", dir, if dir.is_empty() { "" } else { "/" });
+            let k = kinds.entry(kind).or_default();
+            k.0 += size;
+            k.1 += 1;
+        }
+        let mut v: Vec<_> = kinds.into_iter().map(|(k, (b, n))| (k, b, n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
+    }
+
     /// Bytes of the files present at the last scan.
     fn stored(&self) -> u64 {
         self.present.iter().map(|p| self.files[p].0).sum()
@@ -507,6 +534,8 @@ struct Watched {
     steady: u64,
     steady_from: f64,
     stored: u64,
+    /// What `steady` is made of: kind, bytes, files.
+    kinds: Vec<(String, u64, usize)>,
 }
 
 /// Sample `child`'s sink `folder` every 100 ms for `window`: the age of the
@@ -592,6 +621,7 @@ fn watch(
         steady: folder.written(steady_from, f64::INFINITY),
         steady_from,
         stored: folder.stored(),
+        kinds: folder.written_by_kind(steady_from),
     }
 }
 
@@ -932,6 +962,17 @@ fn report(ours: &Row, theirs: &Row) {
                 mb(m.written),
                 mb(m.wal_bytes),
                 m.full_reads.map_or("–".to_string(), |n| n.to_string())
+            );
+        }
+        println!(
+            "\n{} wrote after the first {:.0} s, by kind:\n\n| kind | files | MB | share |\n|---|---:|---:|---:|",
+            r.watched.tool, r.watched.steady_from
+        );
+        for (kind, bytes, files) in &r.watched.kinds {
+            println!(
+                "| `{kind}` | {files} | {:.2} | {:.1} % |",
+                mb(*bytes),
+                *bytes as f64 / r.watched.steady.max(1) as f64 * 100.0
             );
         }
         if !r.complaints.is_empty() {
