@@ -480,7 +480,10 @@ impl Folder {
             if *at < from {
                 continue;
             }
-            let dir = rel.parent().map(|d| d.display().to_string()).unwrap_or_default();
+            let dir = rel
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
             let name = rel.file_name().unwrap().to_string_lossy();
             let ext = name.split_once('.').map_or("", |(_, e)| e);
             let ext: String = ext

@@ -77,7 +77,8 @@ pub fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn identity(path: &Path) -> io::Result<(u64, u64)> {
+/// Device and inode of the file at `path`.
+pub(crate) fn identity(path: &Path) -> io::Result<(u64, u64)> {
     let m = std::fs::metadata(path)?;
     Ok((m.dev(), m.ino()))
 }

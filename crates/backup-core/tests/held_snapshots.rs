@@ -2,8 +2,9 @@
 //! (the daemon at a short interval) stops the WAL from restarting between
 //! runs, so runs keep reading only the pages the WAL names; without it, a
 //! checkpoint that completes between runs costs the next run a full read.
-//! A run that read only what the WAL named records no whole-image SHA-256
-//! (its digest is the page hashes'), which is what these tests observe.
+//! The tests read what each run logs (`pages hashed … read=…`).
+
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
@@ -12,10 +13,38 @@ use backup_core::sink::MemorySink;
 use backup_core::{Backups, Database};
 use backup_testkit::testkit::incremental_app;
 
+/// The log lines of the runs, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// What was logged since the last call.
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
 /// Per round: a write, a checkpoint, another write, then a run. Returns
 /// for each run whether it read only what the WAL named, and checks every
 /// snapshot against the live image.
 fn rounds(backups: &Backups, db: &Database, app: &Connection) -> Vec<bool> {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     (0..6)
         .map(|round| {
             app.execute("UPDATE t SET v = 'a' || v WHERE id = ?1", [round * 300 + 1])
@@ -42,7 +71,16 @@ fn rounds(backups: &Backups, db: &Database, app: &Connection) -> Vec<bool> {
                     .unwrap()
             };
             assert_eq!(dump(&Connection::open(&restored).unwrap()), dump(app));
-            entry.db_sha256.is_empty()
+            let logged = logs.take();
+            let line = logged
+                .lines()
+                .find(|l| l.contains("pages hashed"))
+                .unwrap_or_else(|| panic!("round {round}: no pages hashed line in {logged}"));
+            let named = line.contains("(named by the WAL)");
+            assert_eq!(named, !line.contains("read=all"), "{line}");
+            // Only the first run reads and checks the image whole.
+            assert_eq!(entry.db_sha256.is_empty(), round > 0, "round {round}");
+            named
         })
         .collect()
 }

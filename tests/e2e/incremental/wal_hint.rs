@@ -102,15 +102,23 @@ fn an_open_application_connection_lets_runs_read_only_what_changed() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 
     // A checkpoint that restarts the WAL: the next run cannot know what
-    // changed, reads every page and records the image SHA-256 again.
+    // changed and reads every page. The first run's full check (this hour,
+    // this file) still vouches for the database, so it is not checked page
+    // by page again: no image SHA-256, no row counts, the schema checks.
     app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     app.execute("UPDATE tasks SET title = 'after restart' WHERE id = 3", [])
         .unwrap();
-    let line = backup(&p);
-    assert!(line.contains("read=all"), "{line}");
+    let out = p.run_ok(&["backup"]);
+    assert!(
+        out.contains("reading every page (the WAL was restarted"),
+        "{out}"
+    );
+    assert!(out.contains("read=all"), "{out}");
     let l = newest(&p);
-    assert!(!l.entry.db_sha256.is_empty());
+    assert!(l.entry.db_sha256.is_empty());
+    assert!(l.entry.row_counts.is_empty());
+    assert_eq!(l.entry.verified_with.to_string(), "schema");
     let to = restored(&p, &l, "after-restart.db");
     assert_eq!(dump(&p, &to), dump(&p, &db));
 
@@ -126,6 +134,34 @@ fn an_open_application_connection_lets_runs_read_only_what_changed() {
     let line = backup(&p);
     assert!(line.contains("read=all"), "{line}");
     let to = restored(&p, &newest(&p), "after-damage.db");
+    assert_eq!(dump(&p, &to), dump(&p, &db));
+
+    // Another file moved over the database: nothing vouches for it, so the
+    // run reads and checks it whole again.
+    drop(app);
+    let copy = p.join("copy.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    let other = Connection::open(&copy).unwrap();
+    other
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; UPDATE tasks SET title = 'moved in' WHERE id = 5;",
+        )
+        .unwrap();
+    drop(other);
+    std::fs::rename(&copy, &db).unwrap();
+    let out = p.run_ok(&["backup"]);
+    assert!(
+        out.contains("reading and checking every page (the database file was replaced)"),
+        "{out}"
+    );
+    let l = newest(&p);
+    assert!(!l.entry.db_sha256.is_empty());
+    assert!(l.entry.row_counts["tasks"] > 0);
+    assert_eq!(l.entry.verified_with.to_string(), "quick_check");
+    let to = restored(&p, &l, "moved-in.db");
     assert_eq!(dump(&p, &to), dump(&p, &db));
 }
 

@@ -405,10 +405,11 @@ fn snap_err(e: impl Into<SnapshotFailure>) -> Vec<BackupError> {
 /// Pass 1: the hash of every page. When the WAL proves which pages changed
 /// since the previous run ([`wal_hint`]), only those are read and hashed
 /// again, the schema checks run on the pinned snapshot, and the image has
-/// no whole-image SHA-256 (its digest is the page hashes'). Otherwise every
-/// page is read and hashed, with the whole-image SHA-256, while the
-/// post-backup check reads the same snapshot on a twin connection; always
-/// so when `every_page`.
+/// no whole-image SHA-256 (its digest is the page hashes'). When it cannot,
+/// every page is read and hashed; with the whole-image SHA-256 and the
+/// post-backup check (on a twin connection to the same snapshot) when no
+/// full check within the hour vouches for the file, and always when
+/// `every_page`.
 fn hash_and_check(
     stream: &PageStream,
     db: &Database,
@@ -418,17 +419,21 @@ fn hash_and_check(
     let mark = wal_frames::mark(stream.connection(), &db.path);
     let now = Timestamp::now();
     let page_count = stream.size() / stream.page_size();
-    let known = opts
-        .page_cache
-        .as_deref()
-        .filter(|_| !every_page)
-        .and_then(|dir| wal_hint::known(dir, &db.label, &db.path, mark.as_ref(), page_count, now));
-    let (hashed, full_read_at) = match known {
-        Some(known) => {
+    let read = match opts.page_cache.as_deref() {
+        Some(dir) if !every_page => {
+            wal_hint::known(dir, &db.label, &db.path, mark.as_ref(), page_count, now)
+        }
+        _ => wal_hint::Read::Verified,
+    };
+    let (hashed, full_read_at) = match read {
+        wal_hint::Read::Changed(known) => {
             let at = known.full_read_at;
             (hash_changed(stream, db, opts, known)?, at)
         }
-        None => (hash_every_page(stream, db, opts)?, now),
+        wal_hint::Read::Rescan { full_read_at } => {
+            (hash_every_page(stream, db, opts, false)?, full_read_at)
+        }
+        wal_hint::Read::Verified => (hash_every_page(stream, db, opts, true)?, now),
     };
     if let Some(dir) = opts.page_cache.as_deref() {
         wal_hint::remember(
@@ -443,15 +448,29 @@ fn hash_and_check(
     Ok(hashed)
 }
 
-/// Read and hash every page, with the whole-image SHA-256 and the full
-/// post-backup check.
+/// Read and hash every page. `verified`: with the whole-image SHA-256, the
+/// row counts and the configured page-by-page check, on a twin connection
+/// while the pages stream; else only the schema checks, as
+/// [`hash_changed`] runs.
 fn hash_every_page(
     stream: &PageStream,
     db: &Database,
     opts: &RunOpts<'_>,
+    verified: bool,
 ) -> Result<Hashed, Vec<BackupError>> {
-    let checks = Checks::after_backup(db, opts.verify_level);
     let mut hashes = Vec::new();
+    if !verified {
+        for_each_page(stream, opts.observer, |_, page| {
+            hashes.push(incremental::page_hash(page));
+            Ok(())
+        })
+        .map_err(|e| snap_err(SnapshotFailure::Read(e)))?;
+        return Ok(Hashed {
+            read_from_wal: None,
+            ..schema_checked(stream, db, hashes)?
+        });
+    }
+    let checks = Checks::after_backup(db, opts.verify_level);
     let mut image = Sha256::new();
     let (hashed, report) = read_while_checking(stream, &checks, || {
         for_each_page(stream, opts.observer, |_, page| {
@@ -474,8 +493,7 @@ fn hash_every_page(
 }
 
 /// Hash again only the pages the WAL names, on top of the previous image's
-/// hashes; the schema checks (required tables, row counts, check queries)
-/// run, the page-by-page `quick_check` waits for the next full read.
+/// hashes.
 fn hash_changed(
     stream: &PageStream,
     db: &Database,
@@ -494,11 +512,29 @@ fn hash_changed(
             Ok(())
         })
         .map_err(|e| snap_err(SnapshotFailure::Read(e)))?;
-    let checks = Checks::after_backup(db, CheckLevel::Schema);
+    Ok(Hashed {
+        read_from_wal: Some(known.changed.len()),
+        ..schema_checked(stream, db, hashes)?
+    })
+}
+
+/// An image whose pages were hashed without the page-by-page check: the
+/// schema checks (required tables, check queries) run on the snapshot; the
+/// `quick_check`, the row counts (`count(*)` visits every leaf page of a
+/// table) and the whole-image SHA-256 wait for the next verified full read.
+fn schema_checked(
+    stream: &PageStream,
+    db: &Database,
+    hashes: Vec<PageHash>,
+) -> Result<Hashed, Vec<BackupError>> {
+    let checks = Checks {
+        skip_row_counts: true,
+        ..Checks::after_backup(db, CheckLevel::Schema)
+    };
     let report = checked(verify::check_connection(stream.connection(), &checks))?;
     Ok(Hashed {
         checked_with: CheckLevel::Schema,
-        read_from_wal: Some(known.changed.len()),
+        read_from_wal: None,
         db_sha256: String::new(),
         hashes_sha256: incremental::hashes_digest(&hashes),
         hashes,

@@ -47,8 +47,25 @@ pub(super) struct Known {
     pub full_read_at: Timestamp,
 }
 
-/// The previous image's hashes and the pages changed since, when the WAL
-/// proves them; `None` (with the reason logged) when every page must be read.
+/// How much of the image a run reads, and whether it checks it page by page.
+pub(super) enum Read {
+    /// Only the pages the WAL names.
+    Changed(Known),
+    /// Every page, to learn what changed, but without the whole-image
+    /// SHA-256 and the page-by-page check: the WAL cannot name the changes
+    /// (a checkpoint restarted it), yet the database was read and checked
+    /// whole less than [`FULL_READ_EVERY`] ago (at `full_read_at`), the same
+    /// file, and runs that read only what the WAL named rest on that check
+    /// just as well.
+    Rescan { full_read_at: Timestamp },
+    /// Every page, checked (the configured `quick_check` or
+    /// `integrity_check`), with the whole-image SHA-256.
+    Verified,
+}
+
+/// What this run must read: the pages the WAL proves changed since the
+/// previous run, else every page (the reason logged), checked whole when
+/// nothing recent vouches for the file.
 pub(super) fn known(
     dir: &Path,
     label: &str,
@@ -56,44 +73,54 @@ pub(super) fn known(
     now: Option<&Mark>,
     page_count: u64,
     at: Timestamp,
-) -> Option<Known> {
-    let full = |why: &str| {
-        info!("wal hint label={label}: reading every page ({why})");
-        None
+) -> Read {
+    let verified = |why: &str| {
+        info!("wal hint label={label}: reading and checking every page ({why})");
+        Read::Verified
     };
     let (json, bin) = files(dir, label);
     let state: State = match std::fs::read(&json) {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(s) => s,
-            Err(_) => return full("its state file is unreadable"),
+            Err(_) => return verified("its state file is unreadable"),
         },
-        Err(_) => return full("no state from a previous run"),
+        Err(_) => return verified("no state from a previous run"),
     };
     if at.duration_since(state.full_read_at) >= FULL_READ_EVERY {
-        return full("the last full read is over an hour old");
+        return verified("the last full read is over an hour old");
     }
+    let file = now.map_or_else(|| wal_frames::identity(db).ok(), |m| Some(m.db_file));
+    if file != Some(state.mark.db_file) {
+        return verified("the database file was replaced");
+    }
+    let rescan = |why: &str| {
+        info!("wal hint label={label}: reading every page ({why})");
+        Read::Rescan {
+            full_read_at: state.full_read_at,
+        }
+    };
     let changes = match wal_frames::changed_between(db, Some(&state.mark), now) {
         Ok(Changes::Pages(p)) => p,
-        Ok(Changes::Unknown(why)) => return full(&why),
-        Err(e) => return full(&format!("reading the WAL: {e}")),
+        Ok(Changes::Unknown(why)) => return rescan(&why),
+        Err(e) => return rescan(&format!("reading the WAL: {e}")),
     };
     let hashes: Vec<PageHash> = match std::fs::read(&bin) {
         Ok(b) if b.len() as u64 == state.page_count * HASH_LEN as u64 => b
             .chunks_exact(HASH_LEN)
             .map(|c| c.try_into().expect("HASH_LEN bytes"))
             .collect(),
-        _ => return full("its page hashes are missing or torn"),
+        _ => return rescan("its page hashes are missing or torn"),
     };
     if incremental::hashes_digest(&hashes) != state.hashes_sha256 {
-        return full("its page hashes do not match their digest");
+        return rescan("its page hashes do not match their digest");
     }
     // A page past the previous end that no frame names would be hashed from
     // nothing: SQLite writes every new page through the WAL, so that is
     // never the case, but a doubt means a full read.
     if (state.page_count..page_count).any(|p| !changes.contains(&p)) {
-        return full("the image grew by pages no frame names");
+        return rescan("the image grew by pages no frame names");
     }
-    Some(Known {
+    Read::Changed(Known {
         hashes,
         changed: changes.into_iter().filter(|&p| p < page_count).collect(),
         full_read_at: state.full_read_at,
