@@ -497,7 +497,7 @@ impl Folder {
             k.1 += 1;
         }
         let mut v: Vec<_> = kinds.into_iter().map(|(k, (b, n))| (k, b, n)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|k| std::cmp::Reverse(k.1));
         v
     }
 
