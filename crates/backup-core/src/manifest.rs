@@ -36,9 +36,11 @@ pub use validate::{
 pub const FORMAT: &str = "sqlite-backup/manifest";
 /// Newest manifest version; readers reject newer ones. Version 2 adds
 /// incremental snapshots without a whole-image SHA-256, checked with the
-/// schema checks only (`verified_with: "schema"`; see [`version_for`]); a manifest without one is still written as version 1,
-/// so older readers keep reading it.
-pub const VERSION: u32 = 2;
+/// schema checks only (`verified_with: "schema"`; see [`version_for`]);
+/// version 3, page maps packed as varints ([`Runs`](crate::page_map::Runs)).
+/// A manifest that needs neither is still written as version 1, so older
+/// readers keep reading it.
+pub const VERSION: u32 = 3;
 
 /// The lowest version that describes `entries`.
 pub fn version_for(entries: &[Entry]) -> u32 {
@@ -47,7 +49,13 @@ pub fn version_for(entries: &[Entry]) -> u32 {
             && ((e.sealed.is_none() && e.db_sha256.is_empty())
                 || e.verified_with == CheckLevel::Schema)
     });
-    if page_digest_only { 2 } else { 1 }
+    let runs = entries
+        .iter()
+        .filter_map(|e| e.pages.as_ref())
+        .map(|p| p.runs.version())
+        .max()
+        .unwrap_or(1);
+    runs.max(if page_digest_only { 2 } else { 1 })
 }
 /// Folder of manifests inside a sink.
 pub const MANIFEST_DIR: &str = "manifests";
