@@ -168,7 +168,7 @@ fn numbered(
 }
 
 fn decode_fixed(raw: &[u8]) -> Result<Vec<Run>, PageMapError> {
-    if raw.len() % PACKED_RECORD != 0 {
+    if !raw.len().is_multiple_of(PACKED_RECORD) {
         return Err(PageMapError::Encoding("truncated"));
     }
     numbered(raw.chunks_exact(PACKED_RECORD).map(|r| {
