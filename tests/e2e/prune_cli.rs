@@ -1,19 +1,27 @@
 //! `sqlite-backup prune` end to end on the local tier.
 
+use backup_core::manifest::Listed;
 use backup_testkit::testkit::Project;
 
-#[test]
-fn prune_keeps_the_newest_and_deletes_exactly_the_rest() {
+/// A demo database under a policy that keeps only the newest backup, after
+/// `runs` backups; with the catalog they made.
+fn backed_up(runs: usize) -> (Project, Vec<Listed>) {
     let p = Project::new();
     p.demo_db("app.db", 300_000);
     p.write_config(
         "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n",
     );
-    for _ in 0..3 {
+    for _ in 0..runs {
         p.run_ok(&["backup"]);
     }
     let before = p.catalog();
-    assert_eq!(before.len(), 3);
+    assert_eq!(before.len(), runs);
+    (p, before)
+}
+
+#[test]
+fn prune_keeps_the_newest_and_deletes_exactly_the_rest() {
+    let (p, before) = backed_up(3);
 
     let dry = p.run_ok(&["prune", "--dry-run"]);
     assert!(dry.contains("Dry run"), "{dry}");
@@ -193,16 +201,7 @@ fn the_daemon_prunes_after_a_run_when_due() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let p = Project::new();
-    p.demo_db("app.db", 300_000);
-    p.write_config(
-        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n",
-    );
-    for _ in 0..2 {
-        p.run_ok(&["backup"]);
-    }
-    let before = p.catalog();
-    assert_eq!(before.len(), 2);
+    let (p, before) = backed_up(2);
 
     let mut daemon = p
         .command(&["daemon", "--interval", "200ms", "--prune-every", "1h"])

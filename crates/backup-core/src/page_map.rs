@@ -146,14 +146,12 @@ impl Runs {
     }
 }
 
-/// Give each run its `first` page, the sum of the counts before it.
-fn numbered(
-    parts: impl Iterator<Item = Result<(u64, u32, u64), PageMapError>>,
-) -> Result<Vec<Run>, PageMapError> {
+/// Give each `(count, pack, at)` its `first` page, the sum of the counts
+/// before it.
+fn numbered(parts: impl IntoIterator<Item = (u64, u32, u64)>) -> Result<Vec<Run>, PageMapError> {
     let mut first = 0u64;
     let mut runs = Vec::new();
-    for part in parts {
-        let (count, pack, at) = part?;
+    for (count, pack, at) in parts {
         runs.push(Run {
             first,
             count,
@@ -172,11 +170,11 @@ fn decode_fixed(raw: &[u8]) -> Result<Vec<Run>, PageMapError> {
         return Err(PageMapError::Encoding("truncated"));
     }
     numbered(raw.chunks_exact(PACKED_RECORD).map(|r| {
-        Ok((
+        (
             u64::from_le_bytes(r[0..8].try_into().expect("8 bytes")),
             u32::from_le_bytes(r[8..12].try_into().expect("4 bytes")),
             u64::from_le_bytes(r[12..20].try_into().expect("8 bytes")),
-        ))
+        )
     }))
 }
 
@@ -189,24 +187,21 @@ fn decode_varints(mut raw: &[u8]) -> Result<Vec<Run>, PageMapError> {
     }
     // Where the last run in each pack ended, in that pack's pages.
     let mut ends: HashMap<u32, u64> = HashMap::new();
-    numbered(std::iter::from_fn(|| {
-        if raw.is_empty() {
-            return None;
-        }
-        Some((|| {
-            let count: u64 = next(&mut raw)?;
-            let pack: u32 = next(&mut raw)?;
-            let skip: i64 = next(&mut raw)?;
-            let end = ends.entry(pack).or_default();
-            let at = end
-                .checked_add_signed(skip)
-                .ok_or(PageMapError::Encoding("a run starts outside its pack"))?;
-            *end = at
-                .checked_add(count)
-                .ok_or(PageMapError::Encoding("a run ends outside its pack"))?;
-            Ok((count, pack, at))
-        })())
-    }))
+    let mut parts = Vec::new();
+    while !raw.is_empty() {
+        let count: u64 = next(&mut raw)?;
+        let pack: u32 = next(&mut raw)?;
+        let skip: i64 = next(&mut raw)?;
+        let end = ends.entry(pack).or_default();
+        let at = end
+            .checked_add_signed(skip)
+            .ok_or(PageMapError::Encoding("a run starts outside its pack"))?;
+        *end = at
+            .checked_add(count)
+            .ok_or(PageMapError::Encoding("a run ends outside its pack"))?;
+        parts.push((count, pack, at));
+    }
+    numbered(parts)
 }
 
 impl Runs {
