@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use crate::incremental::PACK_RAW_BYTES;
-use crate::page_map::Run;
+use crate::page_map::{PackRef, Run};
 
 /// Small packs of one tier that trigger a fold.
 pub const FAN_IN: usize = 8;
@@ -98,6 +98,41 @@ pub fn fold(previous: &[Run], packs: usize, changed: &mut [bool], page_size: u64
     }
     out.packs = folded.iter().filter(|f| **f).count();
     out
+}
+
+/// Which of a snapshot's `packs` a run folds into its own XOR pack, the
+/// run itself adding `new` deltas: as [`crate::compaction`] tiers plain
+/// packs, a tier is the base-[`FAN_IN`] order of a pack's deltas, and when
+/// one holds `FAN_IN` packs every XOR pack of that tier and below is
+/// folded. A pack of at least `settled` deltas is left alone. Every delta
+/// of a pack stays needed (the page's other deltas cancel nothing), so a
+/// fold shrinks only by deltas of one page merging into one.
+pub fn fold_xor(packs: &[PackRef], new: u64, settled: u64) -> Vec<usize> {
+    let tier = |n: u64| n.max(1).ilog(FAN_IN as u64);
+    let small = |p: &PackRef| p.xor && p.pages < settled;
+    let mut folded = vec![false; packs.len()];
+    let mut new = new;
+    loop {
+        let mut per_tier = BTreeMap::<u32, usize>::new();
+        for (i, p) in packs.iter().enumerate() {
+            if small(p) && !folded[i] {
+                *per_tier.entry(tier(p.pages)).or_default() += 1;
+            }
+        }
+        if new > 0 && new < settled {
+            *per_tier.entry(tier(new)).or_default() += 1;
+        }
+        let Some((&full, _)) = per_tier.iter().find(|(_, n)| **n >= FAN_IN) else {
+            break;
+        };
+        for (i, p) in packs.iter().enumerate() {
+            if small(p) && !folded[i] && tier(p.pages) <= full {
+                folded[i] = true;
+                new += p.pages;
+            }
+        }
+    }
+    (0..packs.len()).filter(|&i| folded[i]).collect()
 }
 
 #[cfg(test)]
@@ -216,6 +251,7 @@ mod tests {
             index: String::new(),
             index_sha256: String::new(),
             index_at: 0,
+            xor: false,
         }
     }
 
@@ -291,5 +327,37 @@ mod tests {
                 prop_assert!(chain.refs.len() <= chain.bound());
             }
         }
+    }
+
+    fn xor_pack(pages: u64, xor: bool) -> PackRef {
+        PackRef {
+            key: format!("p{pages}"),
+            size: 0,
+            sha256: String::new(),
+            pages,
+            index: String::new(),
+            index_sha256: String::new(),
+            index_at: 0,
+            xor,
+        }
+    }
+
+    #[test]
+    fn folds_take_full_tiers_of_small_xor_packs_and_never_plain_or_settled_ones() {
+        let settled = 1024;
+        // Seven one-delta packs and this run's: tier 0 is full.
+        let mut packs = vec![xor_pack(5_000, false), xor_pack(2_000, true)];
+        packs.extend((0..7).map(|_| xor_pack(1, true)));
+        let folded = fold_xor(&packs, 1, settled);
+        assert_eq!(folded, (2..9).collect::<Vec<_>>());
+        // Six: not yet.
+        assert!(fold_xor(&packs[..8], 1, settled).is_empty());
+        // A run with nothing new adds no pack to any tier.
+        assert!(fold_xor(&packs, 0, settled).is_empty());
+        // A full tier 0 folds into tier 1, which then holds eight.
+        let mut packs = vec![xor_pack(5_000, false)];
+        packs.extend((0..7).map(|_| xor_pack(8, true)));
+        packs.extend((0..7).map(|_| xor_pack(1, true)));
+        assert_eq!(fold_xor(&packs, 1, settled).len(), 14);
     }
 }

@@ -162,6 +162,15 @@ pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash
         key: entry.key.clone(),
         reason: "not an incremental-mode snapshot".into(),
     })?;
+    if map.has_xor() {
+        // Its index holds the hashes of the pages its deltas changed, not
+        // of every page: they are kept only in the local cache.
+        return Err(IndexError::Damaged {
+            key: entry.key.clone(),
+            reason: "a snapshot with XOR deltas keeps its page hashes only in the local cache"
+                .into(),
+        });
+    }
     let bad_map = |error| IndexError::Map {
         key: entry.key.clone(),
         error,
@@ -227,8 +236,19 @@ fn cache_file(dir: &Path, sink: &str, label: &str) -> std::path::PathBuf {
 /// them from the sink. The cache saves a remote sink one download of every
 /// page index a snapshot's packs name, on every run.
 pub fn cached_hashes(dir: &Path, sink: &str, entry: &Entry) -> Option<Vec<PageHash>> {
+    let file = cache_file(dir, sink, &entry.label);
+    cached_in(&file, entry).or_else(|| cached_in(&previous_cache(&file), entry))
+}
+
+/// The cache before the newest run's: a run killed before its manifest
+/// leaves the catalog at the snapshot it describes.
+fn previous_cache(file: &Path) -> std::path::PathBuf {
+    file.with_extension("pagehashes.prev")
+}
+
+fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
     let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
-    let bytes = std::fs::read(cache_file(dir, sink, &entry.label)).ok()?;
+    let bytes = std::fs::read(file).ok()?;
     if bytes.len() as u64 != entry.page_count * HASH_LEN as u64 {
         return None;
     }
@@ -248,7 +268,12 @@ pub(crate) fn cache_hashes(
     hashes: &[PageHash],
 ) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
-    crate::fsutil::atomic_write_mode(&cache_file(dir, sink, label), hashes.as_flattened(), 0o600)
+    let file = cache_file(dir, sink, label);
+    match std::fs::rename(&file, previous_cache(&file)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    crate::fsutil::atomic_write_mode(&file, hashes.as_flattened(), 0o600)
 }
 
 /// What a run stores for one sink.
@@ -314,6 +339,8 @@ pub(crate) struct PackWriter<'a> {
     /// Hashes of every page written, in pack order.
     hashes: Vec<u8>,
     level: i32,
+    /// Writing XOR packs: the page numbers of the current pack's deltas.
+    xor: Option<Vec<u64>>,
 }
 
 impl<'a> PackWriter<'a> {
@@ -327,7 +354,33 @@ impl<'a> PackWriter<'a> {
             packs: Vec::new(),
             hashes: Vec::new(),
             level,
+            xor: None,
         }
+    }
+
+    /// A writer of XOR packs ([`crate::xor_pack`]), added to with
+    /// [`Self::add_delta`].
+    pub fn xor(sink: &'a dyn Sink, base: &str, index_key: &str, level: i32) -> Self {
+        Self {
+            xor: Some(Vec::new()),
+            ..Self::new(sink, base, index_key, level)
+        }
+    }
+
+    /// Add the XOR delta of page `page_no` (page numbers ascending); `hash`
+    /// is the page's in this run's image.
+    pub fn add_delta(
+        &mut self,
+        page_no: u64,
+        delta: &[u8],
+        hash: &PageHash,
+    ) -> Result<(), SinkError> {
+        self.add(delta, hash)?;
+        self.xor
+            .as_mut()
+            .expect("a writer of XOR packs")
+            .push(page_no);
+        Ok(())
     }
 
     /// Key of pack `n`.
@@ -361,7 +414,14 @@ impl<'a> PackWriter<'a> {
         let Some((enc, pages)) = self.current.take() else {
             return Ok(());
         };
-        let bytes = enc.finish().map_err(|e| io_sink(&self.base, e))?;
+        let mut bytes = enc.finish().map_err(|e| io_sink(&self.base, e))?;
+        let xor = self.xor.is_some();
+        if let Some(list) = self.xor.as_mut() {
+            let header =
+                crate::xor_pack::header(list, self.level).map_err(|e| io_sink(&self.base, e))?;
+            list.clear();
+            bytes.splice(0..0, header);
+        }
         let key = Self::pack_key(&self.base, self.packs.len());
         self.sink.put(&key, &bytes)?;
         let index_at = self.packs.iter().map(|p| p.pages).sum();
@@ -373,6 +433,7 @@ impl<'a> PackWriter<'a> {
             index: self.index_key.clone(),
             index_sha256: String::new(),
             index_at,
+            xor,
         });
         Ok(())
     }
@@ -400,14 +461,7 @@ fn io_sink(key: &str, e: io::Error) -> SinkError {
     }
 }
 
-/// What went wrong reassembling an image; names the pack.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackProblem {
-    /// The pack's key.
-    pub key: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use crate::page_map::PackProblem;
 
 /// Reassemble `entry`'s image into `out` (a new, empty file): every pack
 /// the page map needs is read once, in order, with one page in memory at a
@@ -472,46 +526,29 @@ pub(crate) fn reassemble(
         wanted.entry(pack).or_default().push((at, count, first));
     }
     let work: Vec<(u32, Vec<Span>)> = wanted.into_iter().collect();
-    // Packs are read a few at a time: against a remote sink each GET
-    // waits on the network, and a deep chain needs many packs. Each reader
-    // holds one page and one decoder, so memory stays bounded.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<(usize, io::Result<Result<(), PackProblem>>)> = std::thread::scope(|s| {
-        let readers: Vec<_> = (0..PARALLEL_PACKS.min(work.len()))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut page = vec![0u8; page_size];
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((pack, spans)) = work.get(i) else {
-                            return done;
-                        };
-                        let p = &map.packs[*pack as usize];
-                        let r = read_pack(sink, p, spans, entry.page_size, &mut page, out);
-                        let failed = !matches!(r, Ok(Ok(())));
-                        done.push((i, r));
-                        if failed {
-                            // The others stop at their next pack.
-                            next.store(work.len(), std::sync::atomic::Ordering::Relaxed);
-                            return done;
-                        }
-                    }
-                })
-            })
-            .collect();
-        readers
-            .into_iter()
-            .flat_map(|r| r.join().expect("a pack reader panicked"))
-            .collect()
-    });
-    // The first failure in pack order, as a sequential read would find it.
-    let mut results = results;
-    results.sort_by_key(|(i, _)| *i);
-    for (_, r) in results {
-        if let Err(problem) = r? {
-            return Ok(Err(problem));
-        }
+    let plain = in_parallel(
+        work.len(),
+        |i, page| {
+            let (pack, spans) = &work[i];
+            let p = &map.packs[*pack as usize];
+            read_pack(sink, p, spans, entry.page_size, page, out)
+        },
+        page_size,
+    );
+    if let Err(problem) = plain? {
+        return Ok(Err(problem));
+    }
+    // The XOR deltas apply on top of the whole image the runs describe, in
+    // any order; one page's read-XOR-write at a time.
+    let xor: Vec<&PackRef> = map.packs.iter().filter(|p| p.xor).collect();
+    let locks: Vec<std::sync::Mutex<()>> = (0..64).map(|_| Default::default()).collect();
+    let deltas = in_parallel(
+        xor.len(),
+        |i, page| apply_xor(sink, xor[i], entry, page, out, &locks),
+        page_size,
+    );
+    if let Err(problem) = deltas? {
+        return Ok(Err(problem));
     }
     out.sync_all()?;
     // One more sequential pass for the image digests: pages were written
@@ -580,6 +617,90 @@ impl Reassembled {
             )
         })
     }
+}
+
+/// Run `job(i, page buffer)` for `i` in `0..jobs`, a few at a time: against
+/// a remote sink each GET waits on the network, and a deep chain needs
+/// many packs. Each reader holds one page and one decoder, so memory stays
+/// bounded. The first failure in job order, as a sequential read would find
+/// it; the other readers stop at their next job.
+fn in_parallel(
+    jobs: usize,
+    job: impl Fn(usize, &mut [u8]) -> io::Result<Result<(), PackProblem>> + Sync,
+    page_size: usize,
+) -> io::Result<Result<(), PackProblem>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, io::Result<Result<(), PackProblem>>)> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..PARALLEL_PACKS.min(jobs))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    let mut page = vec![0u8; page_size];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= jobs {
+                            return done;
+                        }
+                        let r = job(i, &mut page);
+                        let failed = !matches!(r, Ok(Ok(())));
+                        done.push((i, r));
+                        if failed {
+                            next.store(jobs, std::sync::atomic::Ordering::Relaxed);
+                            return done;
+                        }
+                    }
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("a pack reader panicked"))
+            .collect()
+    });
+    let mut results = results;
+    results.sort_by_key(|(i, _)| *i);
+    for (_, r) in results {
+        if let Err(problem) = r? {
+            return Ok(Err(problem));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// XOR every delta of pack `p` into its page of `out`.
+fn apply_xor(
+    sink: &dyn Sink,
+    p: &PackRef,
+    entry: &Entry,
+    delta: &mut [u8],
+    out: &std::fs::File,
+    locks: &[std::sync::Mutex<()>],
+) -> io::Result<Result<(), PackProblem>> {
+    let mut reader = match crate::xor_pack::Reader::open(sink, p) {
+        Ok(r) => r,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    if let Some(last) = reader.last_page().filter(|&l| l >= entry.page_count) {
+        return Ok(Err(PackProblem {
+            key: p.key.clone(),
+            reason: format!("holds a delta of page {last}, past the image's end"),
+        }));
+    }
+    let mut page = vec![0u8; delta.len()];
+    while reader.peek().is_some() {
+        let n = match reader.read(delta) {
+            Ok(n) => n,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let at = n * entry.page_size;
+        let _one = locks[(n % locks.len() as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        out.read_exact_at(&mut page, at)?;
+        crate::xor_pack::xor_into(&mut page, delta);
+        out.write_all_at(&page, at)?;
+    }
+    Ok(reader.finish())
 }
 
 /// Pages of a pack an image needs: `(offset in pack, count, first image

@@ -302,6 +302,7 @@ mod tests {
                     index: keys[0].clone(),
                     index_sha256: "0".repeat(64),
                     index_at: 0,
+                    xor: false,
                 }],
                 runs: vec![Run {
                     first: 0,

@@ -61,6 +61,7 @@ pub mod incremental;
 pub mod intent;
 pub mod inuse;
 pub mod manifest;
+mod mirror;
 pub mod naming;
 pub mod page_map;
 pub mod pipeline;
@@ -73,6 +74,7 @@ pub mod source;
 pub mod sqlite;
 pub mod verify;
 pub mod wal_frames;
+pub mod xor_pack;
 
 pub use backups::{BackedUp, Backups, Builder, CancelToken, Progress, Restore, Verified};
 pub use database::{

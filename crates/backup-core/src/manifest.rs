@@ -37,10 +37,12 @@ pub const FORMAT: &str = "sqlite-backup/manifest";
 /// Newest manifest version; readers reject newer ones. Version 2 adds
 /// incremental snapshots without a whole-image SHA-256, checked with the
 /// schema checks only (`verified_with: "schema"`; see [`version_for`]);
-/// version 3, page maps packed as varints ([`Runs`](crate::page_map::Runs)).
-/// A manifest that needs neither is still written as version 1, so older
+/// version 3, page maps packed as varints ([`Runs`](crate::page_map::Runs));
+/// version 4, packs of XOR deltas ([`crate::xor_pack`]), which a reader that
+/// does not know them would restore as a wrong image. A manifest that needs
+/// none of these is still written as version 1, so older
 /// readers keep reading it.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The lowest version that describes `entries`.
 pub fn version_for(entries: &[Entry]) -> u32 {
@@ -55,6 +57,12 @@ pub fn version_for(entries: &[Entry]) -> u32 {
         .map(|p| p.runs.version())
         .max()
         .unwrap_or(1);
+    let xor = entries
+        .iter()
+        .any(|e| e.pages.as_ref().is_some_and(|p| p.has_xor()));
+    if xor {
+        return 4;
+    }
     runs.max(if page_digest_only { 2 } else { 1 })
 }
 /// Folder of manifests inside a sink.

@@ -57,6 +57,12 @@ pub enum PageMapError {
         /// The pack's key.
         key: String,
     },
+    /// A run names a pack of XOR deltas, which apply to pages, not hold them.
+    #[error("page map: a run names {key}, a pack of XOR deltas")]
+    XorRun {
+        /// The pack's key.
+        key: String,
+    },
     /// The runs were left in the entry's manifest (an entry read from a
     /// catalog checkpoint) and not read yet.
     #[error("page map runs not read from the manifest")]
@@ -302,6 +308,15 @@ impl From<Run> for (u64, u64, u32, u64) {
     }
 }
 
+/// What went wrong reassembling an image; names the pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackProblem {
+    /// The pack's key.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 /// A pack, as a snapshot needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRef {
@@ -319,11 +334,21 @@ pub struct PackRef {
     pub index_sha256: String,
     /// Position of its first page's hash in that index.
     pub index_at: u64,
+    /// Its pages are XOR deltas ([`crate::xor_pack`]), applied on top of
+    /// the image the runs describe; `pages` counts them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xor: bool,
 }
 
 impl PageMap {
-    /// Checks that the runs cover pages `0..page_count` in order and point
-    /// inside their packs.
+    /// Whether some pack holds XOR deltas: the runs then describe the image
+    /// the deltas apply to, and pages past them start as zeros.
+    pub fn has_xor(&self) -> bool {
+        self.packs.iter().any(|p| p.xor)
+    }
+
+    /// Checks that the runs cover pages `0..page_count` in order (with XOR
+    /// packs, a prefix of them) and point inside their plain packs.
     pub fn check(&self, page_count: u64) -> Result<(), PageMapError> {
         let mut next = 0;
         for r in self.runs.list()?.iter() {
@@ -339,12 +364,16 @@ impl PageMap {
                     packs: self.packs.len(),
                 });
             };
+            if p.xor {
+                return Err(PageMapError::XorRun { key: p.key.clone() });
+            }
             if r.at.checked_add(r.count).is_none_or(|end| end > p.pages) {
                 return Err(PageMapError::PastPack { key: p.key.clone() });
             }
             next = r.first + r.count;
         }
-        if next != page_count {
+        let xor = self.has_xor();
+        if next != page_count && !(xor && next < page_count) {
             return Err(PageMapError::Coverage {
                 covered: next,
                 pages: page_count,
@@ -605,6 +634,7 @@ mod tests {
             index: format!("i{n}.pageidx"),
             index_sha256: String::new(),
             index_at: 0,
+            xor: false,
         }
     }
 

@@ -230,13 +230,22 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
     std::fs::write(&file, &bytes[..bytes.len() - 16]).unwrap();
     assert!(backup_core::incremental::cached_hashes(&cache, "local", &second.entry).is_none());
     assert!(backup_core::incremental::cached_hashes(&cache, "other", &second.entry).is_none());
-    // ... and the run reads the sink instead, and rewrites the cache.
+    // The chain stores XOR deltas, whose page indexes hold only the pages
+    // each run changed: without its cache the run cannot learn every
+    // page's hash from the sink, so it starts a new base, and rewrites the
+    // cache for the run after it.
+    assert!(second.entry.pages.as_ref().unwrap().has_xor());
     touch(&app, 300, 400, "c");
     b.backup(&app).unwrap();
     let third = newest(&b);
-    assert_eq!(third.entry.pages.as_ref().unwrap().chain_depth, 2);
+    assert_eq!(third.entry.pages.as_ref().unwrap().chain_depth, 0);
     restores_exactly(&b, &app, &third, &dir.path().join("r2.db"));
     assert!(backup_core::incremental::cached_hashes(&cache, "local", &third.entry).is_some());
+    touch(&app, 500, 600, "d");
+    b.backup(&app).unwrap();
+    let fourth = newest(&b);
+    assert_eq!(fourth.entry.pages.as_ref().unwrap().chain_depth, 1);
+    restores_exactly(&b, &app, &fourth, &dir.path().join("r3.db"));
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -71,6 +71,7 @@ fn entry(sink: &dyn Sink, i: usize, incremental: bool) -> Entry {
                 index: key.clone(),
                 index_sha256: sha256.clone(),
                 index_at: 0,
+                xor: false,
             }],
             hashes_sha256: Some(Sha256::hex_of(b"hashes")),
             runs: vec![Run::from((0, 1, 0, 0))].into(),

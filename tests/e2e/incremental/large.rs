@@ -25,16 +25,17 @@ fn file_sha256(path: &Path) -> String {
 }
 
 /// Image pages the snapshot stored itself (in packs no earlier one has).
-fn pages_stored(l: &Listed, before: &Listed) -> Vec<u64> {
+/// The pages of `l`'s own packs: XOR deltas name theirs.
+fn pages_stored(p: &Project, l: &Listed, before: &Listed) -> Vec<u64> {
     let map = l.entry.pages.as_ref().unwrap();
     let old = &before.entry.pages.as_ref().unwrap().packs;
-    map.runs
-        .list()
-        .unwrap()
-        .iter()
-        .filter(|r| !old.contains(&map.packs[r.pack as usize]))
-        .flat_map(|r| r.first..r.end())
-        .collect()
+    let mut pages = Vec::new();
+    for pack in map.packs.iter().filter(|pk| pk.xor && !old.contains(pk)) {
+        let file = std::fs::File::open(p.backups().join(&pack.key)).unwrap();
+        let dec = zstd::stream::read::Decoder::new(file).unwrap();
+        pages.extend(backup_core::xor_pack::page_numbers(dec, pack.pages).unwrap());
+    }
+    pages
 }
 
 #[test]
@@ -76,7 +77,7 @@ fn lock_byte_page_over_one_gibibyte() {
     p.run_ok(&["backup"]);
     let second = newest(&p);
     assert_eq!(second.entry.pages.as_ref().unwrap().chain_depth, 1);
-    let changed = pages_stored(&second, &first);
+    let changed = pages_stored(&p, &second, &first);
     assert!(
         changed.iter().any(|&n| n < LOCK_PAGE) && changed.iter().any(|&n| n > LOCK_PAGE),
         "the second run stored no pages on one side of the lock-byte page: {changed:?}"

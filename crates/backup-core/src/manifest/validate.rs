@@ -437,6 +437,7 @@ fn template() -> Value {
                     index: "k".into(),
                     index_sha256: digest(),
                     index_at: 0,
+                    xor: false,
                 }],
                 hashes_sha256: Some(digest()),
                 runs: vec![Run::from((0, 1, 0, 0))].into(),

@@ -52,7 +52,8 @@ pub const CHECKPOINT_EVERY: u64 = 16;
 const CHECKPOINTS_KEPT: usize = 2;
 
 const FORMAT: &str = "sqlite-backup/checkpoint";
-const VERSION: u32 = 3;
+// 4: entries may list packs of XOR deltas, which older readers would misread.
+const VERSION: u32 = 4;
 const SUFFIX: &str = ".checkpoint";
 
 /// The link that claims the place after the manifest whose bytes hash to

@@ -23,12 +23,14 @@ use crate::incremental;
 use crate::incremental::{Decision, PackWriter, PageHash};
 use crate::intent;
 use crate::manifest::{Entry, SealedFacts};
+use crate::mirror::Mirror;
 use crate::naming;
 use crate::page_map::{self, PageMap};
 use crate::sink::{Sink, SinkError};
 use crate::snapshot::{PageStream, SnapshotStats};
 use crate::verify::{self, Checks, DbReport};
 use crate::wal_frames;
+use crate::xor_pack;
 
 use super::wal_hint;
 
@@ -99,6 +101,11 @@ struct Chain<'a> {
     previous_runs: Vec<page_map::Run>,
     /// Which pages to store: all of them for a full base.
     changed: Option<Vec<bool>>,
+    /// Storing XOR deltas against the local image: the previous snapshot's
+    /// XOR packs this run folds into its own (indexes into its packs).
+    xor: Option<Vec<usize>>,
+    /// Pages of the previous snapshot's image (0 for a full base).
+    previous_pages: u64,
     index_key: String,
     base: String,
 }
@@ -112,8 +119,19 @@ impl Chain<'_> {
 /// A chain being written in pass 2.
 struct Progress<'a> {
     packs: PackWriter<'a>,
-    map: page_map::Builder,
+    /// The page map of a chain of plain packs.
+    map: Option<page_map::Builder>,
+    /// The deltas of a chain of XOR packs.
+    xor: Option<Deltas>,
     failed: Option<SinkError>,
+}
+
+/// An XOR chain's run in pass 2: the packs it folds, read page by page
+/// alongside the snapshot, and a page of scratch for each.
+struct Deltas {
+    folded: Vec<xor_pack::Reader>,
+    delta: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 /// Pass 1's result: every page's hash, and the check of the same snapshot.
@@ -168,6 +186,11 @@ pub(super) fn backup_incremental(
     let now = Timestamp::now();
     let mut errors = Vec::new();
     let mut seal = open_seal(db, &cold, targets, run_id, &mut errors);
+    let mut mirror = opts.page_cache.as_deref().and_then(|dir| {
+        Mirror::open(dir, &db.label, stream.page_size())
+            .inspect_err(|e| warn!("label={}: no local image for XOR deltas: {e}", db.label))
+            .ok()
+    });
     let mut chains = decide_chains(
         db,
         &artifacts,
@@ -177,15 +200,20 @@ pub(super) fn backup_incremental(
         &hashed.hashes,
         stream.page_size(),
         now,
+        &mut mirror,
         &mut errors,
     );
-    let mut progress: Vec<Progress<'_>> = chains.iter_mut().map(Progress::new).collect();
+    let mut progress: Vec<Progress<'_>> = chains
+        .iter_mut()
+        .map(|c| Progress::new(c, stream.page_size()))
+        .collect();
     let (copied, sealed) = store_pages(
         &stream,
         &hashed,
         &chains,
         &mut progress,
         seal.as_mut().map(|(_, fan)| fan),
+        mirror.as_ref(),
         opts,
     );
     if let Err(e) = copied {
@@ -253,12 +281,44 @@ fn decide_chains<'a>(
     hashes: &[PageHash],
     page_size: u64,
     now: Timestamp,
+    mirror: &mut Option<Mirror>,
     errors: &mut Vec<BackupError>,
 ) -> Vec<Chain<'a>> {
-    let mut chains = Vec::new();
+    let mut newest = Vec::new();
     for a in artifacts {
         let sink = targets[a.target].sink.as_ref();
-        match decide_chain(db, a, sink, opts, run_id, hashes, page_size, now) {
+        match incremental::previous(sink, db) {
+            Ok(previous) => newest.push((a, sink, previous)),
+            Err(e) => errors.push(sink_error(&a.sink, e)),
+        }
+    }
+    // Before any chain reads the local image, bring it to what the sinks
+    // published: the last run's pages, if its manifest made it.
+    if let Some(m) = mirror.as_mut() {
+        let published: Vec<&str> = newest
+            .iter()
+            .filter_map(|(_, _, p)| p.as_ref()?.pages.as_ref()?.hashes_sha256.as_deref())
+            .collect();
+        if let Err(e) = m.settle(&published) {
+            warn!("label={}: cannot update the local image: {e}", db.label);
+            *mirror = None;
+        }
+    }
+    let mut chains = Vec::new();
+    for (a, sink, previous) in newest {
+        let decided = decide_chain(
+            db,
+            a,
+            sink,
+            previous,
+            opts,
+            run_id,
+            hashes,
+            page_size,
+            now,
+            mirror.as_ref(),
+        );
+        match decided {
             Ok(chain) => chains.push(chain),
             Err(e) => errors.push(sink_error(&a.sink, e)),
         }
@@ -276,22 +336,66 @@ fn store_pages(
     chains: &[Chain<'_>],
     progress: &mut [Progress<'_>],
     seal: Option<&mut FanOut>,
+    mirror: Option<&Mirror>,
     opts: &RunOpts<'_>,
 ) -> (io::Result<()>, Option<io::Result<(String, u64)>>) {
+    let total = hashed.hashes.len() as u64;
+    let sparse = if seal.is_some() {
+        None
+    } else {
+        sparse_pages(chains, total)
+    };
+    // The new image goes to the local one by way of a staging file, whole
+    // when every page is read.
+    let mut staging = mirror.filter(|_| !chains.is_empty()).and_then(|m| {
+        m.stage(sparse.is_none())
+            .inspect_err(|e| warn!("cannot stage the local image for XOR deltas: {e}"))
+            .ok()
+    });
+    let mut previous = Vec::new();
     let mut pages = |i: u64, page: Option<&[u8]>| {
         let hash = &hashed.hashes[i as usize];
+        // The page's previous version, for the chains storing its delta.
+        let xor_changed = chains
+            .iter()
+            .any(|c| c.xor.is_some() && c.stores(i) && i < c.previous_pages);
+        let prev = match (mirror, page) {
+            (Some(m), Some(p)) if xor_changed => {
+                previous.resize(p.len(), 0);
+                m.read(i, &mut previous)?;
+                Some(previous.as_slice())
+            }
+            _ => None,
+        };
         for (chain, p) in chains.iter().zip(progress.iter_mut()) {
-            p.add(chain, i, page, hash);
+            p.add(chain, i, page, hash, prev);
+        }
+        // A failed write only costs a later run a full base: without its
+        // staged image the local one stays at the previous snapshot.
+        if let (Some(s), Some(p)) = (staging.as_mut(), page)
+            && (sparse.is_none() || chains.iter().any(|c| c.stores(i)))
+            && let Err(e) = s.page(i, p)
+        {
+            warn!("cannot stage the local image for XOR deltas: {e}");
+            staging = None;
         }
         Ok(())
     };
+    let staged = |copied: io::Result<()>, staging: Option<crate::mirror::Staging>| {
+        if let Some(s) = staging
+            && copied.is_ok()
+            && let Err(e) = s.finish(&hashed.hashes_sha256, total)
+        {
+            warn!("cannot stage the local image for XOR deltas: {e}");
+        }
+        copied
+    };
     let Some(fan) = seal else {
-        let total = hashed.hashes.len() as u64;
-        let copied = match sparse_pages(chains, total) {
-            Some(wanted) => read_sparse(stream, &wanted, total, opts.observer, &mut pages),
+        let copied = match &sparse {
+            Some(wanted) => read_sparse(stream, wanted, total, opts.observer, &mut pages),
             None => for_each_page(stream, opts.observer, |i, page| pages(i, Some(page))),
         };
-        return (copied, None);
+        return (staged(copied, staging), None);
     };
     let mut copied = Ok(());
     let sealed = compress_into(fan, &opts.compression, None, opts.observer, |out| {
@@ -306,7 +410,7 @@ fn store_pages(
         });
         seal_failed.map_or(Ok(()), Err)
     });
-    (copied, Some(sealed))
+    (staged(copied, staging), Some(sealed))
 }
 
 /// The pages some chain stores, when they are few enough that looking each
@@ -560,13 +664,14 @@ fn decide_chain<'a>(
     db: &Database,
     a: &'a PlannedArtifact,
     sink: &'a dyn Sink,
+    previous: Option<Entry>,
     opts: &RunOpts<'_>,
     run_id: &str,
     hashes: &[PageHash],
     page_size: u64,
     now: Timestamp,
+    mirror: Option<&Mirror>,
 ) -> Result<Chain<'a>, SinkError> {
-    let previous = incremental::previous(sink, db)?;
     let cached = |p: &Entry| {
         let dir = opts.page_cache.as_deref()?;
         incremental::cached_hashes(dir, &a.sink, p)
@@ -588,38 +693,67 @@ fn decide_chain<'a>(
         now,
         &opts.incremental,
     );
+    let previous_pages = previous.as_ref().map_or(0, |p| p.page_count);
     // Building on the previous snapshot needs its runs, decoded once.
-    let (previous, previous_runs, changed) = match (decision, previous) {
-        (Decision::Incremental(mut changed), Some(p)) => {
+    let (previous, previous_runs, changed, xor) = match (decision, previous) {
+        (Decision::Incremental(changed), Some(p)) => 'built: {
             let map = p.pages.expect("an incremental snapshot has a map");
-            let runs = map
-                .check(p.page_count)
-                .and_then(|()| map.runs.list().map(|r| r.into_owned()));
-            match runs {
-                Ok(runs) => {
-                    let folded = compaction::fold(&runs, map.packs.len(), &mut changed, page_size);
-                    if folded.packs > 0 {
+            if let Err(why) = map.check(p.page_count) {
+                info!(
+                    "label={} sink={}: full base (previous page map: {why})",
+                    db.label, a.sink
+                );
+                break 'built (None, Vec::new(), None, None);
+            }
+            let prev_hashes = prev_hashes.as_deref().unwrap_or_default();
+            match xor_unready(mirror, &changed, prev_hashes, p.page_count) {
+                None => {
+                    let new = changed.iter().filter(|c| **c).count() as u64;
+                    let settled = compaction::settled_pages(page_size);
+                    let folded = compaction::fold_xor(&map.packs, new, settled);
+                    if !folded.is_empty() {
                         info!(
-                            "packs folded label={} sink={} packs={} pages={}",
-                            db.label, a.sink, folded.packs, folded.pages
+                            "packs folded label={} sink={} packs={} deltas={}",
+                            db.label,
+                            a.sink,
+                            folded.len(),
+                            folded.iter().map(|&i| map.packs[i].pages).sum::<u64>()
                         );
                     }
-                    (Some(map), runs, Some(changed))
+                    (Some(map), Vec::new(), Some(changed), Some(folded))
                 }
-                Err(why) => {
-                    info!(
-                        "label={} sink={}: full base (previous page map: {why})",
-                        db.label, a.sink
-                    );
-                    (None, Vec::new(), None)
+                Some(why) if map.has_xor() => {
+                    info!("label={} sink={}: full base ({why})", db.label, a.sink);
+                    (None, Vec::new(), None, None)
                 }
+                Some(_) => match map.runs.list().map(|r| r.into_owned()) {
+                    Ok(runs) => {
+                        let mut changed = changed;
+                        let folded =
+                            compaction::fold(&runs, map.packs.len(), &mut changed, page_size);
+                        if folded.packs > 0 {
+                            info!(
+                                "packs folded label={} sink={} packs={} pages={}",
+                                db.label, a.sink, folded.packs, folded.pages
+                            );
+                        }
+                        (Some(map), runs, Some(changed), None)
+                    }
+                    Err(why) => {
+                        info!(
+                            "label={} sink={}: full base (previous page map: {why})",
+                            db.label, a.sink
+                        );
+                        (None, Vec::new(), None, None)
+                    }
+                },
             }
         }
         (Decision::Full(why), _) => {
             info!("label={} sink={}: full base ({why})", db.label, a.sink);
-            (None, Vec::new(), None)
+            (None, Vec::new(), None, None)
         }
-        (Decision::Incremental(_), None) => (None, Vec::new(), None),
+        (Decision::Incremental(_), None) => (None, Vec::new(), None, None),
     };
     let stem = match a.key.rfind(".db") {
         Some(i) => &a.key[..i],
@@ -628,9 +762,14 @@ fn decide_chain<'a>(
     let suffix = run_id.rsplit('-').next().unwrap_or(run_id);
     let base = format!("{stem}-{suffix}");
     let index_key = format!("{base}.pageidx");
-    let stores = changed
-        .as_ref()
-        .map_or(hashes.len(), |c| c.iter().filter(|c| **c).count()) as u64;
+    let folded_deltas: u64 = match (&xor, &previous) {
+        (Some(folded), Some(m)) => folded.iter().map(|&i| m.packs[i].pages).sum(),
+        _ => 0,
+    };
+    let stores = folded_deltas
+        + changed
+            .as_ref()
+            .map_or(hashes.len(), |c| c.iter().filter(|c| **c).count()) as u64;
     let packs = (stores * page_size).div_ceil(incremental::PACK_RAW_BYTES) + 1;
     let mut keys = vec![index_key.clone(), naming::sidecar_key(&index_key)];
     keys.extend((0..packs as usize).map(|n| PackWriter::pack_key(&base, n)));
@@ -647,21 +786,77 @@ fn decide_chain<'a>(
         previous,
         previous_runs,
         changed,
+        xor,
+        previous_pages,
         index_key,
         base,
     })
 }
 
+/// Why this chain cannot store XOR deltas against the local image: none, an
+/// image that shrank (a delta needs its page's whole history), or a page
+/// it changes whose local copy is not the previous snapshot's.
+fn xor_unready(
+    mirror: Option<&Mirror>,
+    changed: &[bool],
+    prev_hashes: &[PageHash],
+    prev_pages: u64,
+) -> Option<String> {
+    let Some(mirror) = mirror else {
+        return Some("no local image of the previous snapshot".into());
+    };
+    if (changed.len() as u64) < prev_pages {
+        return Some(format!(
+            "the image shrank from {prev_pages} to {} pages",
+            changed.len()
+        ));
+    }
+    let mut buf = Vec::new();
+    for (i, _) in changed.iter().enumerate().filter(|(_, c)| **c) {
+        let Some(hash) = prev_hashes.get(i).filter(|_| (i as u64) < prev_pages) else {
+            continue;
+        };
+        buf.resize(mirror.page_size() as usize, 0);
+        match mirror.matches(i as u64, hash, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(format!(
+                    "the local image's page {i} is not the previous snapshot's"
+                ));
+            }
+            Err(e) => return Some(format!("cannot read the local image: {e}")),
+        }
+    }
+    None
+}
+
 impl<'a> Progress<'a> {
-    fn new(chain: &mut Chain<'a>) -> Self {
+    fn new(chain: &mut Chain<'a>, page_size: u64) -> Self {
         // Packs are always zstd at its default level: they are read page by
         // page on restore, whatever the configured artifact format.
-        let packs = PackWriter::new(
-            chain.sink,
-            &chain.base,
-            &chain.index_key,
-            zstd::DEFAULT_COMPRESSION_LEVEL,
-        );
+        let level = zstd::DEFAULT_COMPRESSION_LEVEL;
+        if let (Some(folded), Some(m)) = (&chain.xor, &chain.previous) {
+            let mut failed = None;
+            let folded = folded
+                .iter()
+                .filter_map(|&i| {
+                    xor_pack::Reader::open(chain.sink, &m.packs[i])
+                        .map_err(|p| failed.get_or_insert(fold_error(p)))
+                        .ok()
+                })
+                .collect();
+            return Self {
+                packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key, level),
+                map: None,
+                xor: Some(Deltas {
+                    folded,
+                    delta: vec![0; page_size as usize],
+                    scratch: vec![0; page_size as usize],
+                }),
+                failed,
+            };
+        }
+        let packs = PackWriter::new(chain.sink, &chain.base, &chain.index_key, level);
         let map = match &chain.previous {
             Some(m) => {
                 page_map::Builder::on(std::mem::take(&mut chain.previous_runs), m.packs.len())
@@ -670,24 +865,40 @@ impl<'a> Progress<'a> {
         };
         Self {
             packs,
-            map,
+            map: Some(map),
+            xor: None,
             failed: None,
         }
     }
 
-    /// Record page `page_no`; `page` is `None` only for a page this chain
-    /// does not store.
-    fn add(&mut self, chain: &Chain<'_>, page_no: u64, page: Option<&[u8]>, hash: &PageHash) {
+    /// Record page `page_no`; `page` is `None` only for a page no chain
+    /// stores, and `previous` its previous version when an XOR chain
+    /// stores it.
+    fn add(
+        &mut self,
+        chain: &Chain<'_>,
+        page_no: u64,
+        page: Option<&[u8]>,
+        hash: &PageHash,
+        previous: Option<&[u8]>,
+    ) {
         if self.failed.is_some() {
             return;
         }
+        if let Some(d) = &mut self.xor {
+            if let Err(e) = d.add(chain, page_no, page, hash, previous, &mut self.packs) {
+                self.failed = Some(e);
+            }
+            return;
+        }
+        let map = self.map.as_mut().expect("a plain chain has a map");
         if !chain.stores(page_no) {
-            self.map.unchanged(page_no);
+            map.unchanged(page_no);
             return;
         }
         let page = page.expect("a page a chain stores is read");
         match self.packs.add(page, hash) {
-            Ok((pack, at)) => self.map.stored(page_no, pack, at),
+            Ok((pack, at)) => map.stored(page_no, pack, at),
             Err(e) => self.failed = Some(e),
         }
     }
@@ -705,6 +916,9 @@ impl<'a> Progress<'a> {
         let a = chain.artifact;
         if let Some(e) = self.failed {
             return Err(e);
+        }
+        if let Some(d) = self.xor {
+            d.finish()?;
         }
         let (new_packs, index) = self.packs.finish()?;
         info!(
@@ -726,8 +940,25 @@ impl<'a> Progress<'a> {
             Some(m) => (m.chain_depth + 1, m.chain_started, m.packs.clone()),
             None => (0, stats.taken_at, Vec::new()),
         };
-        packs.extend(new_packs);
-        let (runs, packs) = self.map.finish(packs);
+        let (runs, packs) = match (self.map, &chain.previous, &chain.xor) {
+            (Some(map), _, _) => {
+                packs.extend(new_packs);
+                map.finish(packs)
+            }
+            // An XOR run leaves the runs as they were, drops the packs it
+            // folded and adds its own after them.
+            (None, Some(m), Some(folded)) => {
+                let mut kept: Vec<_> = std::mem::take(&mut packs)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !folded.contains(i))
+                    .map(|(_, p)| p)
+                    .collect();
+                kept.extend(new_packs);
+                (m.runs.clone(), kept)
+            }
+            _ => unreachable!("an XOR chain builds on a previous snapshot"),
+        };
         let map = PageMap {
             chain_depth,
             chain_started,
@@ -760,6 +991,69 @@ impl<'a> Progress<'a> {
             facts: SealedFacts::default(),
         };
         Ok((map, stored))
+    }
+}
+
+impl Deltas {
+    /// Store page `page_no`'s delta: its XOR with its previous version when
+    /// this chain stores it, XORed with the deltas of the packs it folds.
+    /// A page with no delta, or whose deltas cancel out, stores nothing.
+    fn add(
+        &mut self,
+        chain: &Chain<'_>,
+        page_no: u64,
+        page: Option<&[u8]>,
+        hash: &PageHash,
+        previous: Option<&[u8]>,
+        packs: &mut PackWriter<'_>,
+    ) -> Result<(), SinkError> {
+        let changed = chain.stores(page_no);
+        let folded = self.folded.iter().any(|r| r.peek() == Some(page_no));
+        if !changed && !folded {
+            return Ok(());
+        }
+        if changed {
+            self.delta
+                .copy_from_slice(page.expect("a page a chain stores is read"));
+            if page_no < chain.previous_pages {
+                let previous = previous.expect("read for the chains that store its delta");
+                xor_pack::xor_into(&mut self.delta, previous);
+            }
+        } else {
+            self.delta.fill(0);
+        }
+        for r in &mut self.folded {
+            if r.peek() == Some(page_no) {
+                r.read(&mut self.scratch).map_err(fold_error)?;
+                xor_pack::xor_into(&mut self.delta, &self.scratch);
+            }
+        }
+        if self.delta.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        packs.add_delta(page_no, &self.delta, hash)
+    }
+
+    /// Check the folded packs: each read to its end, every byte as stored.
+    fn finish(self) -> Result<(), SinkError> {
+        for r in self.folded {
+            if let Some(page) = r.peek() {
+                return Err(fold_error(incremental::PackProblem {
+                    key: r.key().to_string(),
+                    reason: format!("holds a delta of page {page}, past the image's end"),
+                }));
+            }
+            r.finish().map_err(fold_error)?;
+        }
+        Ok(())
+    }
+}
+
+fn fold_error(p: incremental::PackProblem) -> SinkError {
+    SinkError::Remote {
+        op: "fold",
+        key: p.key,
+        message: p.reason,
     }
 }
 
