@@ -1,7 +1,7 @@
 //! Packs of XOR deltas.
 //!
 //! A run that has the previous snapshot's pages at hand (a local copy of
-//! its image, [`crate::mirror`]) stores each changed page as its XOR with
+//! its image in the state folder) stores each changed page as its XOR with
 //! the page's previous version. Most of a changed page is unchanged, so the
 //! delta is mostly zeros and compresses to a few percent of the page: on a
 //! table updated at random, 8,938 bytes for 104 pages that take 130,827
