@@ -8,6 +8,7 @@ mod large;
 mod remote;
 mod wal_hint;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use backup_core::digest::Sha256;
@@ -208,6 +209,80 @@ fn a_missing_or_damaged_pack_is_named_and_restore_walks_back() {
             "{damage}: walked back to the snapshot that does not need it"
         );
         std::fs::write(&pack, original).unwrap();
+    }
+}
+
+/// The runs after a base store XOR deltas against the local image of the
+/// previous snapshot; a local image lost, edited, or left at an image no
+/// sink published makes the next run a new base (never a wrong delta), and
+/// the run after it stores deltas again. Every snapshot restores exactly.
+#[test]
+fn the_local_image_is_checked_and_a_bad_one_costs_a_new_base() {
+    require_tool("sqlite3");
+    let p = Project::new();
+    p.demo_db("app.db", 2_000_000);
+    p.write_config(CONFIG);
+    let image = p.join(".sqlite-backup-state/page-hashes/app.image");
+    let mut taken: Vec<(Listed, String)> = Vec::new();
+    let run = |taken: &mut Vec<(Listed, String)>, n: usize, table: &str| -> String {
+        sql(
+            &p,
+            &format!("UPDATE {table} SET created_at = 'run {n}' WHERE id % 37 = {n};"),
+        );
+        let out = p.run_ok(&["backup"]);
+        let l = newest(&p);
+        taken.push((l.clone(), dump(&p, &p.join("app.db"))));
+        out
+    };
+    let depth = |l: &Listed| l.entry.pages.as_ref().unwrap().chain_depth;
+    run(&mut taken, 0, "tasks");
+    run(&mut taken, 1, "tasks");
+    let (second, _) = taken.last().unwrap().clone();
+    assert_eq!(depth(&second), 1);
+    let map = second.entry.pages.as_ref().unwrap();
+    assert!(map.has_xor(), "{map:?}");
+    let mode = std::fs::metadata(&image).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The image is the first snapshot's (applied when the second run
+    // started); the second's pages wait beside it for the next run.
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().len(),
+        taken[0].0.entry.db_size
+    );
+    let staged = std::fs::read_to_string(image.with_extension("image.staged")).unwrap();
+    assert!(
+        staged.contains(map.hashes_sha256.as_deref().unwrap()),
+        "{staged}"
+    );
+
+    // With the image gone, the staged pages land in an empty copy: pages
+    // the last run did not stage no longer match, so a run that changes
+    // them is a new base.
+    std::fs::remove_file(&image).unwrap();
+    let out = run(&mut taken, 2, "thought_records");
+    assert!(out.contains("full base ("), "{out}");
+    assert_eq!(depth(&taken[2].0), 0);
+    run(&mut taken, 3, "tasks");
+    assert_eq!(depth(&taken[3].0), 1);
+
+    // One byte of every page of the image, as a stray write would leave it;
+    // the next run changes pages the last one did not stage.
+    let mut bytes = std::fs::read(&image).unwrap();
+    for page in bytes.chunks_mut(4096) {
+        page[100] ^= 1;
+    }
+    std::fs::write(&image, &bytes).unwrap();
+    let out = run(&mut taken, 4, "thought_records");
+    assert!(out.contains("is not the previous snapshot's"), "{out}");
+    assert_eq!(depth(&taken[4].0), 0);
+    run(&mut taken, 5, "thought_records");
+    assert_eq!(depth(&taken[5].0), 1);
+
+    for (n, (l, want)) in taken.iter().enumerate() {
+        let to = p.join(&format!("restored-{n}.db"));
+        let out = restore_id(&p, &l.run_id, &to);
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert_eq!(&dump(&p, &to), want, "snapshot {n}");
     }
 }
 
