@@ -213,9 +213,9 @@ fn a_missing_or_damaged_pack_is_named_and_restore_walks_back() {
 }
 
 /// The runs after a base store XOR deltas against the local image of the
-/// previous snapshot; a local image lost, edited, or left at an image no
-/// sink published makes the next run a new base (never a wrong delta), and
-/// the run after it stores deltas again. Every snapshot restores exactly.
+/// previous snapshot; a local image lost or edited makes the next run that
+/// touches a mismatched page a new base (never a wrong delta), and the run
+/// after it stores deltas again. Every snapshot restores exactly.
 #[test]
 fn the_local_image_is_checked_and_a_bad_one_costs_a_new_base() {
     require_tool("sqlite3");
