@@ -42,7 +42,13 @@
 //!   -- --ignored --nocapture
 //! ```
 //! `SOAK_MB` (default 200) and `SOAK_SECONDS` (default 600, each tool's
-//! window) change the size and the length.
+//! window) change the size and the length. `SOAK_TOGETHER=1` runs both
+//! tools at once, each with its own copy and writer, so an hour-long window
+//! takes an hour. `SOAK_PRUNE=1m` has our daemon prune every minute under
+//! the policy "every snapshot of the last 10 minutes, one a minute for the
+//! hour" (`hot_days = 0`, `warm_days = 0`, `keep_within = "10m"`,
+//! `keep_minutely = 60`), so "stored at the end" of an hour-long window is
+//! what that policy keeps; Litestream keeps its defaults.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -707,6 +713,8 @@ fn daemon_beside_litestream() {
     let mb: u64 = env_or("SOAK_MB", 200);
     let window = Duration::from_secs(env_or("SOAK_SECONDS", 600));
     let litestream = litestream();
+    let prune: Option<String> = std::env::var("SOAK_PRUNE").ok();
+    let together = std::env::var_os("SOAK_TOGETHER").is_some();
 
     let template = Project::new();
     let source = demo_db(
@@ -714,177 +722,26 @@ fn daemon_beside_litestream() {
         "template.db",
         mb,
         &format!(
-            "; each tool gets {} s on a fresh copy, writer 100 commits/s",
-            window.as_secs()
+            "; each tool gets {} s on a fresh copy, writer 100 commits/s{}{}",
+            window.as_secs(),
+            if together { ", both at once" } else { ", one after the other" },
+            prune.as_deref().map_or(String::new(), |every| format!(
+                "; ours prunes every {every} (hot_days = 0, warm_days = 0, keep_within = \"10m\", keep_minutely = 60)"
+            ))
         ),
     );
 
-    // Ours: the daemon at a 1 s interval, incremental.
-    let ours = {
-        let p = Project::new();
-        let db = p.join("app.db");
-        std::fs::copy(&source, &db).unwrap();
-        p.write_config(
-            "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n\
-             [snapshot]\nincremental = true\n",
-        );
-        let log = p.join("daemon.log");
-        let writer = Writer::start_updating(&db, 100).expect("writer");
-        let mut daemon = Daemon(
-            p.command(&["daemon", "--interval", "1s"])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn the daemon"),
-        );
-        let mut folder = Folder::new(p.backups(), our_point);
-        let mut watched = watch(
-            "sqlite-backup",
-            &mut daemon.0,
-            &mut folder,
-            &db,
-            window,
-            &log,
-        );
-        let status = stop(&mut daemon.0);
-        let stats = writer.stop();
-        assert!(status.success(), "daemon exit {status:?}");
-        assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
-        let text = std::fs::read_to_string(&log).unwrap();
-        let runs = text
-            .lines()
-            .filter(|l| l.contains("backup phase end"))
-            .count();
-        let failed = text
-            .lines()
-            .filter(|l| l.contains("backup phase end") && !l.contains("failed=0"))
-            .count();
-        // Runs that read every page, by the minute they did (the log's
-        // lines start with their time).
-        let mut hashed = 0;
-        for m in &mut watched.minutes {
-            m.full_reads = Some(0);
-        }
-        for l in text.lines().filter(|l| l.contains("pages hashed")) {
-            hashed += 1;
-            if !l.contains("read=all") {
-                continue;
-            }
-            let at: Timestamp = l.split_whitespace().next().unwrap().parse().unwrap();
-            let minute =
-                (at.duration_since(watched.started).as_secs_f64() / 60.0).max(0.0) as usize;
-            let last = watched.minutes.len() - 1;
-            *watched.minutes[minute.min(last)]
-                .full_reads
-                .as_mut()
-                .unwrap() += 1;
-        }
-        let full: usize = watched.minutes.iter().filter_map(|m| m.full_reads).sum();
-        println!(
-            "\nsqlite-backup: {runs} runs ended, {failed} with a failure; {} of {hashed} read only the pages the WAL named, {full} read every page",
-            hashed - full
-        );
-        let complaints: Vec<String> = text
-            .lines()
-            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
-            // The test's own stop.
-            .filter(|l| !l.contains("received SIGTERM"))
-            .map(str::to_string)
-            .collect();
-
-        let catalog = p.catalog();
-        let newest = catalog
-            .iter()
-            .max_by_key(|l| l.entry.snapshot_at)
-            .expect("a snapshot");
-        let to = p.join("restored.db");
-        let t = Instant::now();
-        let out = p.run(&[
-            "restore",
-            "app",
-            "--id",
-            &newest.run_id,
-            "--to",
-            to.to_str().unwrap(),
-        ]);
-        let seconds = t.elapsed().as_secs_f64();
-        assert!(out.status.success(), "{}", output_text(&out));
-        let restored = check_restored(&to, seconds, newest.entry.snapshot_at, &stats);
-        assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
-        assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
-        Row {
-            watched,
-            restored,
-            commits: stats.commits.len(),
-            writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
-            complaints,
-        }
-    };
-
-    // Litestream: `replicate` to a folder, syncing every second.
-    let theirs = {
-        let p = Project::new();
-        let db = p.join("app.db");
-        std::fs::copy(&source, &db).unwrap();
-        let replica = p.join("replica");
-        let config = p.join("litestream.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 1s\n",
-                db.display(),
-                replica.display()
-            ),
+    let (ours, theirs) = if together {
+        std::thread::scope(|s| {
+            let ours = s.spawn(|| ours_row(&source, window, prune.as_deref()));
+            let theirs = s.spawn(|| litestream_row(&litestream, &source, window));
+            (ours.join().unwrap(), theirs.join().unwrap())
+        })
+    } else {
+        (
+            ours_row(&source, window, prune.as_deref()),
+            litestream_row(&litestream, &source, window),
         )
-        .unwrap();
-        let log = p.join("litestream.log");
-        let writer = Writer::start_updating(&db, 100).expect("writer");
-        let mut child = Daemon(
-            Command::new(&litestream)
-                .args(["replicate", "-config"])
-                .arg(&config)
-                .current_dir(p.path())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn litestream"),
-        );
-        let mut folder = Folder::new(replica.clone(), litestream_point);
-        let watched = watch("Litestream", &mut child.0, &mut folder, &db, window, &log);
-        let status = stop(&mut child.0);
-        let stats = writer.stop();
-        assert!(status.success(), "litestream exit {status:?}");
-        assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
-        let text = std::fs::read_to_string(&log).unwrap();
-        let complaints: Vec<String> = text
-            .lines()
-            .filter(|l| l.contains("level=ERROR") || l.contains("level=WARN"))
-            .map(str::to_string)
-            .collect();
-
-        // The newest point: what the replica holds once it has stopped
-        // (it may sync once more on the way out).
-        folder.scan(f64::INFINITY);
-        let point = folder.newest.expect("a restorable point");
-        let to = p.join("restored.db");
-        let t = Instant::now();
-        let out = Command::new(&litestream)
-            .args(["restore", "-config"])
-            .arg(&config)
-            .arg("-o")
-            .arg(&to)
-            .arg(&db)
-            .output()
-            .expect("run litestream restore");
-        let seconds = t.elapsed().as_secs_f64();
-        assert!(out.status.success(), "{}", output_text(&out));
-        Row {
-            watched,
-            restored: check_restored(&to, seconds, point, &stats),
-            commits: stats.commits.len(),
-            writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
-            complaints,
-        }
     };
 
     report(&ours, &theirs);
@@ -896,6 +753,184 @@ fn daemon_beside_litestream() {
         );
     }
     assert_eq!(ours.restored.missing, 0);
+}
+
+/// Our daemon at a 1 s interval, incremental, for `window` on a fresh copy
+/// of `source`; with `prune`, also `--prune-every` under a policy that
+/// keeps every snapshot of the last 10 minutes and one a minute for the hour.
+fn ours_row(source: &Path, window: Duration, prune: Option<&str>) -> Row {
+    let p = Project::new();
+    let db = p.join("app.db");
+    std::fs::copy(source, &db).unwrap();
+    let mut config =
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n\
+         [snapshot]\nincremental = true\n"
+            .to_string();
+    let mut args = vec!["daemon", "--interval", "1s"];
+    if let Some(every) = prune {
+        config.push_str(
+            "\n[retention]\nhot_days = 0\nwarm_days = 0\nkeep_within = \"10m\"\nkeep_minutely = 60\n",
+        );
+        args.extend(["--prune-every", every]);
+    }
+    p.write_config(&config);
+    let log = p.join("daemon.log");
+    let writer = Writer::start_updating(&db, 100).expect("writer");
+    let mut daemon = Daemon(
+        p.command(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn the daemon"),
+    );
+    let mut folder = Folder::new(p.backups(), our_point);
+    let mut watched = watch(
+        "sqlite-backup",
+        &mut daemon.0,
+        &mut folder,
+        &db,
+        window,
+        &log,
+    );
+    let status = stop(&mut daemon.0);
+    let stats = writer.stop();
+    assert!(status.success(), "daemon exit {status:?}");
+    assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let runs = text
+        .lines()
+        .filter(|l| l.contains("backup phase end"))
+        .count();
+    let failed = text
+        .lines()
+        .filter(|l| l.contains("backup phase end") && !l.contains("failed=0"))
+        .count();
+    // Runs that read every page, by the minute they did (the log's
+    // lines start with their time).
+    let mut hashed = 0;
+    for m in &mut watched.minutes {
+        m.full_reads = Some(0);
+    }
+    for l in text.lines().filter(|l| l.contains("pages hashed")) {
+        hashed += 1;
+        if !l.contains("read=all") {
+            continue;
+        }
+        let at: Timestamp = l.split_whitespace().next().unwrap().parse().unwrap();
+        let minute = (at.duration_since(watched.started).as_secs_f64() / 60.0).max(0.0) as usize;
+        let last = watched.minutes.len() - 1;
+        *watched.minutes[minute.min(last)]
+            .full_reads
+            .as_mut()
+            .unwrap() += 1;
+    }
+    let full: usize = watched.minutes.iter().filter_map(|m| m.full_reads).sum();
+    println!(
+        "\nsqlite-backup: {runs} runs ended, {failed} with a failure; {} of {hashed} read only the pages the WAL named, {full} read every page",
+        hashed - full
+    );
+    let complaints: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        // The test's own stop.
+        .filter(|l| !l.contains("received SIGTERM"))
+        .map(str::to_string)
+        .collect();
+
+    let catalog = p.catalog();
+    let newest = catalog
+        .iter()
+        .max_by_key(|l| l.entry.snapshot_at)
+        .expect("a snapshot");
+    let to = p.join("restored.db");
+    let t = Instant::now();
+    let out = p.run(&[
+        "restore",
+        "app",
+        "--id",
+        &newest.run_id,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    let seconds = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let restored = check_restored(&to, seconds, newest.entry.snapshot_at, &stats);
+    assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
+    assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
+    Row {
+        watched,
+        restored,
+        commits: stats.commits.len(),
+        writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
+        complaints,
+    }
+}
+
+/// Litestream `replicate` to a folder, syncing every second, for `window`
+/// on a fresh copy of `source`, with its default retention.
+fn litestream_row(litestream: &Path, source: &Path, window: Duration) -> Row {
+    let p = Project::new();
+    let db = p.join("app.db");
+    std::fs::copy(source, &db).unwrap();
+    let replica = p.join("replica");
+    let config = p.join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 1s\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let log = p.join("litestream.log");
+    let writer = Writer::start_updating(&db, 100).expect("writer");
+    let mut child = Daemon(
+        Command::new(litestream)
+            .args(["replicate", "-config"])
+            .arg(&config)
+            .current_dir(p.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn litestream"),
+    );
+    let mut folder = Folder::new(replica.clone(), litestream_point);
+    let watched = watch("Litestream", &mut child.0, &mut folder, &db, window, &log);
+    let status = stop(&mut child.0);
+    let stats = writer.stop();
+    assert!(status.success(), "litestream exit {status:?}");
+    assert!(stats.errors.is_empty(), "writer errors: {:?}", stats.errors);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let complaints: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("level=ERROR") || l.contains("level=WARN"))
+        .map(str::to_string)
+        .collect();
+
+    // The newest point: what the replica holds once it has stopped
+    // (it may sync once more on the way out).
+    folder.scan(f64::INFINITY);
+    let point = folder.newest.expect("a restorable point");
+    let to = p.join("restored.db");
+    let t = Instant::now();
+    let out = Command::new(litestream)
+        .args(["restore", "-config"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&to)
+        .arg(&db)
+        .output()
+        .expect("run litestream restore");
+    let seconds = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", output_text(&out));
+    Row {
+        watched,
+        restored: check_restored(&to, seconds, point, &stats),
+        commits: stats.commits.len(),
+        writer_p99_ms: stats.percentile(0.99).as_secs_f64() * 1000.0,
+        complaints,
+    }
 }
 
 fn report(ours: &Row, theirs: &Row) {

@@ -181,17 +181,27 @@ fn a_missing_or_damaged_pack_is_named_and_restore_walks_back() {
             .iter()
             .any(|x| x.key == own)
     );
+    // Runs after a base store XOR deltas: a damaged delta must be named,
+    // never applied as a different page.
+    assert!(map.packs.last().unwrap().xor, "{map:?}");
     let pack = p.backups().join(&own);
 
-    for damage in ["flip", "delete"] {
+    // A byte of the page list (the first zstd frame), of the deltas, and
+    // the last one.
+    for damage in ["flip 8", "flip middle", "flip last", "delete"] {
         let original = std::fs::read(&pack).unwrap();
-        if damage == "flip" {
-            let mut b = original.clone();
-            let i = b.len() / 2;
-            b[i] ^= 0x40;
-            std::fs::write(&pack, b).unwrap();
-        } else {
-            std::fs::remove_file(&pack).unwrap();
+        let mut b = original.clone();
+        match damage {
+            "delete" => std::fs::remove_file(&pack).unwrap(),
+            _ => {
+                let i = match damage {
+                    "flip 8" => 8,
+                    "flip middle" => b.len() / 2,
+                    _ => b.len() - 1,
+                };
+                b[i] ^= 0x40;
+                std::fs::write(&pack, b).unwrap();
+            }
         }
         let out = p.run(&["verify", "--catalog", "--deep"]);
         let text = output_text(&out);

@@ -207,7 +207,7 @@ mod tests {
             }
             let refs: Vec<PackRef> = ids.iter().map(|&id| pack_ref(id)).collect();
             let (runs, kept) = b.finish(refs);
-            self.runs = runs.list().unwrap().into_owned();
+            self.runs = runs.list(pages).unwrap().into_owned();
             self.refs = kept.iter().map(|p| p.pages as usize).collect();
             self.most_refs = self.most_refs.max(self.refs.len());
             folded

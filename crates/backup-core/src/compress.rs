@@ -232,6 +232,23 @@ impl Compression {
     }
 }
 
+/// A whole zstd payload read from a sink, refused when it decodes to more
+/// than `cap` bytes: nothing read from a sink is trusted, and a few KiB of
+/// zstd can claim gigabytes (`zstd::decode_all` has no limit).
+pub fn zstd_decode_capped(bytes: &[u8], cap: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)?
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("decodes to more than the {cap} bytes it can hold"),
+        ));
+    }
+    Ok(out)
+}
+
 /// Input bytes per zstd worker job (see the encoder).
 const ZSTD_JOB: u32 = 2 << 20;
 
@@ -390,6 +407,16 @@ mod tests {
                 .unwrap();
             assert_eq!(back, data, "{format:?}");
         }
+    }
+
+    #[test]
+    fn a_capped_decode_refuses_a_payload_that_claims_more() {
+        let zeros = zstd::encode_all(&[0u8; 1 << 20][..], 19).unwrap();
+        assert!(zeros.len() < 200, "a small object");
+        assert_eq!(zstd_decode_capped(&zeros, 1 << 20).unwrap().len(), 1 << 20);
+        let err = zstd_decode_capped(&zeros, (1 << 20) - 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(zstd_decode_capped(b"not zstd", 100).is_err());
     }
 
     #[test]

@@ -176,6 +176,15 @@ pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash
         error,
     };
     map.check(entry.page_count).map_err(bad_map)?;
+    // Hashes each index must hold: as far as its packs of this map reach.
+    // Only that prefix is decoded, so memory follows this map, not what
+    // the index (written for an older, maybe larger image) claims.
+    let mut needed: HashMap<&str, u64> = HashMap::new();
+    for p in &map.packs {
+        let end = p.index_at.saturating_add(p.pages);
+        let n = needed.entry(p.index.as_str()).or_default();
+        *n = (*n).max(end);
+    }
     let mut indexes: HashMap<&str, Vec<u8>> = HashMap::new();
     for p in &map.packs {
         if !indexes.contains_key(p.index.as_str()) {
@@ -187,14 +196,22 @@ pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash
             if Sha256::hex_of(&bytes) != p.index_sha256 {
                 return Err(damaged("SHA-256 differs from the manifest's".into()));
             }
-            let raw = zstd::decode_all(bytes.as_slice()).map_err(|e| damaged(e.to_string()))?;
-            if raw.len() % HASH_LEN != 0 {
-                return Err(damaged("length is not a multiple of the hash size".into()));
+            let want = needed[p.index.as_str()].saturating_mul(HASH_LEN as u64);
+            let mut raw = Vec::new();
+            zstd::stream::read::Decoder::new(bytes.as_slice())
+                .and_then(|d| d.take(want).read_to_end(&mut raw))
+                .map_err(|e| damaged(e.to_string()))?;
+            if (raw.len() as u64) < want {
+                return Err(damaged(format!(
+                    "holds {} page hashes, its packs need {}",
+                    raw.len() / HASH_LEN,
+                    want / HASH_LEN as u64
+                )));
             }
             indexes.insert(p.index.as_str(), raw);
         }
     }
-    let runs = map.runs.list().map_err(bad_map)?;
+    let runs = map.runs.list(entry.page_count).map_err(bad_map)?;
     let mut out = Vec::with_capacity(entry.page_count as usize);
     for &Run {
         count, pack, at, ..
@@ -506,7 +523,7 @@ pub(crate) fn reassemble(
     let page_size = entry.page_size as usize;
     out.set_len(entry.page_count * entry.page_size)?;
     // Per pack: (offset in pack, count, first image page), in pack order.
-    let runs = match map.runs.list() {
+    let runs = match map.runs.list(entry.page_count) {
         Ok(runs) => runs,
         Err(e) => {
             return Ok(Err(PackProblem {

@@ -108,14 +108,18 @@ enum Repr {
 const PACKED_PREFIX: &str = "zstd+base64:";
 const PACKED_RECORD: usize = 20;
 const VARINT_PREFIX: &str = "zstd+varint+base64:";
+/// The most bytes one run takes in either packed form: 20 fixed, or three
+/// varints of at most 10 + 5 + 10.
+const MAX_RECORD: u64 = 25;
 
 impl Runs {
     /// Up to this many runs are written as arrays.
     pub const INLINE: usize = 64;
 
-    /// The runs, decoded if stored packed; a damaged encoding is an error,
-    /// never a different map.
-    pub fn list(&self) -> Result<Cow<'_, [Run]>, PageMapError> {
+    /// The runs of an image of at most `pages` pages, decoded if stored
+    /// packed; a damaged encoding is an error, never a different map. Every
+    /// run holds a page, so `pages` bounds what the decoding may allocate.
+    pub fn list(&self, pages: u64) -> Result<Cow<'_, [Run]>, PageMapError> {
         use base64::Engine;
         let text = match &self.0 {
             Repr::List(runs) => return Ok(runs.as_slice().into()),
@@ -134,7 +138,9 @@ impl Runs {
         let packed = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| bad("not base64"))?;
-        let raw = zstd::decode_all(packed.as_slice()).map_err(|_| bad("not zstd"))?;
+        let cap = pages.saturating_add(1).saturating_mul(MAX_RECORD);
+        let raw = crate::compress::zstd_decode_capped(&packed, cap)
+            .map_err(|_| bad("not zstd, or more runs than pages"))?;
         let runs = if varint {
             decode_varints(&raw)?
         } else {
@@ -158,6 +164,9 @@ fn numbered(parts: impl IntoIterator<Item = (u64, u32, u64)>) -> Result<Vec<Run>
     let mut first = 0u64;
     let mut runs = Vec::new();
     for (count, pack, at) in parts {
+        if count == 0 {
+            return Err(PageMapError::Encoding("an empty run"));
+        }
         runs.push(Run {
             first,
             count,
@@ -351,7 +360,7 @@ impl PageMap {
     /// packs, a prefix of them) and point inside their plain packs.
     pub fn check(&self, page_count: u64) -> Result<(), PageMapError> {
         let mut next = 0;
-        for r in self.runs.list()?.iter() {
+        for r in self.runs.list(page_count)?.iter() {
             if r.first != next {
                 return Err(PageMapError::Gap {
                     found: r.first,
@@ -496,7 +505,10 @@ mod tests {
         let short = serde_json::to_string_pretty(&map(3)).unwrap();
         assert!(short.contains("\"runs\": [\n"), "{short}");
         let back = serde_json::from_str::<PageMap>(&short).unwrap();
-        assert_eq!(back.runs.list().unwrap().as_ref(), runs(3).as_slice());
+        assert_eq!(
+            back.runs.list(u64::MAX).unwrap().as_ref(),
+            runs(3).as_slice()
+        );
 
         let pretty_arrays = serde_json::to_string_pretty(&runs(20_000)).unwrap().len();
         let text = serde_json::to_string_pretty(&map(20_000)).unwrap();
@@ -507,7 +519,10 @@ mod tests {
             text.len()
         );
         let back = serde_json::from_str::<PageMap>(&text).unwrap();
-        assert_eq!(back.runs.list().unwrap().as_ref(), runs(20_000).as_slice());
+        assert_eq!(
+            back.runs.list(u64::MAX).unwrap().as_ref(),
+            runs(20_000).as_slice()
+        );
         assert_eq!(back, map(20_000));
         assert_eq!(back.runs.version(), 3);
 
@@ -518,7 +533,7 @@ mod tests {
             text.replace("zstd+varint+base64:", "zstd+base64:"),
         ] {
             let m = serde_json::from_str::<PageMap>(&damaged).unwrap();
-            assert!(m.runs.list().is_err());
+            assert!(m.runs.list(u64::MAX).is_err());
             assert!(m.check(40_000).is_err());
         }
     }
@@ -570,10 +585,10 @@ mod tests {
     fn scattered_maps_pack_small_and_the_first_packed_form_still_reads() {
         let runs = scattered();
         let old = fixed(&runs);
-        assert_eq!(old.list().unwrap().as_ref(), runs.as_slice());
+        assert_eq!(old.list(u64::MAX).unwrap().as_ref(), runs.as_slice());
         assert_eq!(old.version(), 1);
         let new = Runs::from(runs.clone());
-        assert_eq!(new.list().unwrap().as_ref(), runs.as_slice());
+        assert_eq!(new.list(u64::MAX).unwrap().as_ref(), runs.as_slice());
         let size = |r: &Runs| serde_json::to_string(r).unwrap().len();
         // Measured: 7,381 runs, 29,886 bytes packed the first way, 11,445
         // this way (2.6x smaller).
@@ -601,7 +616,7 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(packed);
         let runs = Runs(Repr::Packed(format!("{VARINT_PREFIX}{b64}")));
         assert_eq!(
-            runs.list().unwrap_err(),
+            runs.list(u64::MAX).unwrap_err(),
             PageMapError::Encoding("a run starts outside its pack")
         );
         // Cut inside a varint.
@@ -611,8 +626,43 @@ mod tests {
                 .encode(zstd::encode_all(&[0x80u8][..], 3).unwrap())
         )));
         assert_eq!(
-            runs.list().unwrap_err(),
+            runs.list(u64::MAX).unwrap_err(),
             PageMapError::Encoding("truncated")
+        );
+    }
+
+    fn packed_varints(runs: &[(u64, u32, i64)]) -> Runs {
+        use base64::Engine;
+        use integer_encoding::VarIntWriter;
+        let mut raw = Vec::new();
+        for v in runs {
+            raw.write_varint(v.0).unwrap();
+            raw.write_varint(v.1).unwrap();
+            raw.write_varint(v.2).unwrap();
+        }
+        let packed = zstd::encode_all(raw.as_slice(), 19).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(packed);
+        Runs(Repr::Packed(format!("{VARINT_PREFIX}{b64}")))
+    }
+
+    #[test]
+    fn runs_that_cannot_fit_the_image_are_refused_before_they_are_decoded() {
+        // 100,000 one-page runs compress to a few hundred bytes; an image
+        // of 1,000 pages cannot have them, and a manifest that says so is
+        // refused before its runs fill memory.
+        let many = packed_varints(&vec![(1, 0, 0); 100_000]);
+        assert!(matches!(&many.0, Repr::Packed(t) if t.len() < 1_000));
+        assert_eq!(many.list(100_000).unwrap().len(), 100_000);
+        assert_eq!(
+            many.list(1_000).unwrap_err(),
+            PageMapError::Encoding("not zstd, or more runs than pages")
+        );
+        // A run of no pages is damage, not a way around that bound.
+        assert_eq!(
+            packed_varints(&[(2, 0, 0), (0, 0, 0)])
+                .list(10)
+                .unwrap_err(),
+            PageMapError::Encoding("an empty run")
         );
     }
 
@@ -641,7 +691,7 @@ mod tests {
     fn runs_of(b: Builder, packs: u64) -> (Vec<Run>, Vec<String>) {
         let (runs, kept) = b.finish((0..packs).map(pack).collect());
         let keys = kept.into_iter().map(|p| p.key).collect();
-        (runs.list().unwrap().into_owned(), keys)
+        (runs.list(u64::MAX).unwrap().into_owned(), keys)
     }
 
     #[test]

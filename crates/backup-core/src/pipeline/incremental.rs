@@ -726,7 +726,7 @@ fn decide_chain<'a>(
                     info!("label={} sink={}: full base ({why})", db.label, a.sink);
                     (None, Vec::new(), None, None)
                 }
-                Some(_) => match map.runs.list().map(|r| r.into_owned()) {
+                Some(_) => match map.runs.list(p.page_count).map(|r| r.into_owned()) {
                     Ok(runs) => {
                         let mut changed = changed;
                         let folded =
