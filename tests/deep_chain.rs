@@ -4,8 +4,9 @@
 //! run. Prints the run time after 10 runs and at the end, `list` at the
 //! end, the newest snapshot's manifest size and packs, and a restore of the
 //! newest snapshot (at the chain's depth) from each sink beside a restore
-//! of a full artifact of the same database. Asserts only that every step
-//! succeeds and the restores are exact.
+//! of a full artifact of the same database, and restores of three older
+//! snapshots (a quarter, half and three quarters in). Asserts only that
+//! every step succeeds and the restores are exact.
 //!
 //! ```text
 //! cargo build --release -p backup-cli
@@ -221,6 +222,14 @@ fn a_chain_thousands_of_runs_deep() {
     )
     .map(|m| m.len())
     .unwrap_or(0);
+    // Snapshots across the history (older chains included) restore
+    // exactly, not only the newest.
+    let mut older = Vec::new();
+    for k in 1..4 {
+        let l = &catalog[runs * k / 4];
+        let name = format!("older-{k}.db");
+        older.push((l.clone(), restore(&remote, &p, l, "local", &name)));
+    }
     let deep_local = restore(&remote, &p, &newest, "local", "deep-local.db");
     let deep_azure = restore(&remote, &p, &newest, "azure", "deep-azure.db");
 
@@ -240,6 +249,10 @@ fn a_chain_thousands_of_runs_deep() {
 
     let early = median(took[1..11.min(runs)].to_vec());
     let late = median(took[runs.saturating_sub(10)..].to_vec());
+    // A hundred runs each side: ten runs at 200 ms are two seconds, which
+    // any other process on the machine can sway.
+    let early_100 = median(took[1..101.min(runs)].to_vec());
+    let late_100 = median(took[runs.saturating_sub(100)..].to_vec());
     let s = |d: Duration| d.as_secs_f64();
     println!(
         "\n{runs} runs in {:.0} s over a {:.1} MB database; newest at chain depth {}\n",
@@ -254,6 +267,18 @@ fn a_chain_thousands_of_runs_deep() {
         s(late)
     );
     println!("| later ÷ earlier | {:.2}× |", s(late) / s(early));
+    println!(
+        "| run time, median of runs 2-101 (s) | {:.3} |",
+        s(early_100)
+    );
+    println!(
+        "| run time, median of the last 100 runs (s) | {:.3} |",
+        s(late_100)
+    );
+    println!(
+        "| later ÷ earlier, 100 runs each | {:.2}× |",
+        s(late_100) / s(early_100)
+    );
     println!(
         "| `list --json` after {runs} runs (s, {} rows) | {:.3} |",
         listed.len(),
@@ -271,6 +296,14 @@ fn a_chain_thousands_of_runs_deep() {
             s(deep),
             s(full),
             s(deep) / s(full)
+        );
+    }
+    for (l, took) in &older {
+        println!(
+            "| restore of run {} (depth {}) from local, exact (s) | {:.2} |",
+            l.run_id,
+            l.entry.pages.as_ref().map_or(0, |m| m.chain_depth),
+            s(*took)
         );
     }
     if std::env::var_os("DEEP_KEEP").is_some() {

@@ -265,9 +265,9 @@ fn the_local_image_is_checked_and_a_bad_one_costs_a_new_base() {
         "{staged}"
     );
 
-    // With the image gone, the staged pages land in an empty copy: pages
-    // the last run did not stage no longer match, so a run that changes
-    // them is a new base.
+    // With the image gone, the staged pages have nothing to apply to and
+    // are dropped: no page of the new, empty copy matches, so the next
+    // run is a new base.
     std::fs::remove_file(&image).unwrap();
     let out = run(&mut taken, 2, "thought_records");
     assert!(out.contains("full base ("), "{out}");

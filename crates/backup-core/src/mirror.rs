@@ -28,6 +28,9 @@ pub(crate) struct Mirror {
     file: File,
     page_size: u64,
     path: PathBuf,
+    /// The copy was missing when opened: staged changed pages have nothing
+    /// to apply to.
+    created: bool,
 }
 
 fn private(path: &Path, truncate: bool) -> io::Result<File> {
@@ -53,10 +56,12 @@ impl Mirror {
     pub fn open(dir: &Path, label: &str, page_size: u64) -> io::Result<Self> {
         crate::fsutil::create_dir_all_mode(dir, 0o700)?;
         let path = dir.join(format!("{label}.image"));
+        let created = !path.exists();
         Ok(Self {
             file: private(&path, false)?,
             page_size,
             path,
+            created,
         })
     }
 
@@ -92,7 +97,8 @@ impl Mirror {
         let (whole, pages) = (beside(&self.path, "next"), beside(&self.path, "log"));
         let staged = std::fs::read_to_string(&marker).ok();
         let fields: Vec<&str> = staged.as_deref().unwrap_or("").split_whitespace().collect();
-        let applies = matches!(fields.as_slice(), [_, digest, _] if published.contains(digest));
+        let applies = matches!(fields.as_slice(), [kind, digest, _]
+            if published.contains(digest) && (*kind == "image" || !self.created));
         if applies {
             let count: u64 = fields[2]
                 .parse()
@@ -172,5 +178,61 @@ impl Staging {
             format!("{kind} {digest} {pages}\n").as_bytes(),
             0o600,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = 512;
+
+    fn stage_pages(m: &Mirror, pages: &[(u64, u8)], digest: &str, count: u64) {
+        let mut s = m.stage(false).unwrap();
+        for &(n, byte) in pages {
+            s.page(n, &[byte; PAGE as usize]).unwrap();
+        }
+        s.finish(digest, count).unwrap();
+    }
+
+    #[test]
+    fn staged_pages_apply_only_onto_the_copy_they_were_diffed_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mirror::open(dir.path(), "app", PAGE).unwrap();
+        let mut s = m.stage(true).unwrap();
+        for n in 0..4 {
+            s.page(n, &[1; PAGE as usize]).unwrap();
+        }
+        s.finish("d1", 4).unwrap();
+        m.settle(&["d1"]).unwrap();
+        stage_pages(&m, &[(2, 7)], "d2", 4);
+
+        // Not published: dropped, the copy stays at d1.
+        let mut m = Mirror::open(dir.path(), "app", PAGE).unwrap();
+        m.settle(&["other"]).unwrap();
+        let mut buf = vec![0u8; PAGE as usize];
+        m.read(2, &mut buf).unwrap();
+        assert_eq!(buf[0], 1);
+
+        stage_pages(&m, &[(2, 7)], "d2", 4);
+        let mut m = Mirror::open(dir.path(), "app", PAGE).unwrap();
+        m.settle(&["d2"]).unwrap();
+        m.read(2, &mut buf).unwrap();
+        assert_eq!(buf[0], 7);
+
+        // The copy lost: the changed pages alone are not an image, so they
+        // are dropped rather than written into an empty file.
+        stage_pages(&m, &[(3, 9)], "d3", 4);
+        std::fs::remove_file(dir.path().join("app.image")).unwrap();
+        let mut m = Mirror::open(dir.path(), "app", PAGE).unwrap();
+        m.settle(&["d3"]).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("app.image"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(!dir.path().join("app.image.log").exists());
+        assert!(!dir.path().join("app.image.staged").exists());
     }
 }
