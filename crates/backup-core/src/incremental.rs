@@ -278,19 +278,46 @@ fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
 
 /// Keep `hashes` (a new snapshot's, in page order) as the cache for the
 /// next run of `label` to `sink`: a private file, replaced atomically.
+///
+/// The cache it replaces becomes the previous one only when it is of
+/// `previous` (the page-hash digest of the snapshot this run builds on,
+/// the sink's newest): after a failed run the cache is of a snapshot the
+/// catalog never listed, and a second failed run must not rotate the
+/// newest listed snapshot's hashes away (an XOR chain cannot read them
+/// back from the sink, so losing them costs a new base).
 pub(crate) fn cache_hashes(
     dir: &Path,
     sink: &str,
     label: &str,
     hashes: &[PageHash],
+    previous: Option<&str>,
 ) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
     let file = cache_file(dir, sink, label);
-    match std::fs::rename(&file, previous_cache(&file)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    let rotate = match previous {
+        // A new base: whatever the sink's newest is, it is not this run's.
+        None => true,
+        Some(digest) => file_sha256(&file)?.is_some_and(|d| d == digest),
+    };
+    if rotate {
+        match std::fs::rename(&file, previous_cache(&file)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     crate::fsutil::atomic_write_mode(&file, hashes.as_flattened(), 0o600)
+}
+
+/// SHA-256 of a cache file (the digest of the hashes it holds), `None`
+/// when there is none.
+fn file_sha256(file: &Path) -> io::Result<Option<String>> {
+    let f = match std::fs::File::open(file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        f => f?,
+    };
+    let mut r = HashingReader::new(f);
+    io::copy(&mut r, &mut io::sink())?;
+    Ok(Some(r.finish().0))
 }
 
 /// What a run stores for one sink.

@@ -249,4 +249,26 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+
+    // Two runs in a row fail at their manifest, each after caching the
+    // hashes of a snapshot the catalog never lists: the newest listed
+    // one's hashes survive both, so the next run continues its chain.
+    let failing = Backups::builder()
+        .sink(backup_core::sink::faults::fail_on(
+            sink.clone(),
+            backup_core::sink::faults::Op::Put,
+            "manifests/",
+        ))
+        .page_cache(&cache)
+        .build();
+    for (n, rows) in [(700, 800), (900, 1000)] {
+        touch(&app, n, rows, "failed");
+        assert!(failing.backup(&app).is_err());
+        assert_eq!(newest(&b).run_id, fourth.run_id);
+    }
+    touch(&app, 1100, 1200, "e");
+    b.backup(&app).unwrap();
+    let fifth = newest(&b);
+    assert_eq!(fifth.entry.pages.as_ref().unwrap().chain_depth, 2);
+    restores_exactly(&b, &app, &fifth, &dir.path().join("r4.db"));
 }

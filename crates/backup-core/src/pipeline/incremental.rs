@@ -971,7 +971,16 @@ impl<'a> Progress<'a> {
         // digest matches the newest manifest's, so one for a snapshot that
         // never made it into the catalog is simply not used.
         if let Some(dir) = &opts.page_cache
-            && let Err(e) = incremental::cache_hashes(dir, &a.sink, label, &hashed.hashes)
+            && let Err(e) = incremental::cache_hashes(
+                dir,
+                &a.sink,
+                label,
+                &hashed.hashes,
+                chain
+                    .previous
+                    .as_ref()
+                    .and_then(|m| m.hashes_sha256.as_deref()),
+            )
         {
             warn!(
                 "sink {}: cannot cache page hashes in {}: {e}",
