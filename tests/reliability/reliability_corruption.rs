@@ -201,7 +201,7 @@ fn the_cli_rejects_damaged_artifacts_and_manifests() {
     let sink = backup_local::LocalSink::new("local", &dir, backup_core::sink::Placement::Local);
     let newest = manifest::read_all(&sink).unwrap().0.pop().unwrap();
     let text = String::from_utf8(get_bytes(&sink, &newest.key).unwrap()).unwrap();
-    let at = text.find("\"size\": ").unwrap() + 8;
+    let at = text.find("\"size\":").unwrap() + 7;
     let mut altered = text.into_bytes();
     altered[at] = if altered[at] == b'9' {
         b'1'

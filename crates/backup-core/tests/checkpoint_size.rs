@@ -26,7 +26,9 @@ fn a_deep_chain_checkpoint_names_each_pack_once_and_reads_as_the_manifests_do() 
     }
 
     let key = view::checkpoint_keys(&sink).unwrap().pop().unwrap();
-    let text = String::from_utf8(get_bytes(&sink, &key).unwrap()).unwrap();
+    // Stored zstd-compressed.
+    let json = zstd::decode_all(get_bytes(&sink, &key).unwrap().as_slice()).unwrap();
+    let text = String::from_utf8(json).unwrap();
     let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
     let packs = stored["state"]["packs"].as_array().unwrap();
     let live = stored["state"]["live"].as_array().unwrap();

@@ -91,9 +91,14 @@ fn check(sink: &dyn Sink, depth: ArtifactCheck, anchors: Option<&AnchorLog>) -> 
 }
 
 /// Edit a manifest and reseal its sidecar, as someone covering their
-/// tracks would: what is left to catch it is the chain (or the anchor).
+/// tracks would: what is left to catch it is the chain (or the anchor). A
+/// checkpoint is stored back as plain JSON, as earlier versions wrote them.
 fn edit(sink: &MemorySink, key: &str, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value = serde_json::from_slice(&get_bytes(sink, key).unwrap()).unwrap();
+    let mut bytes = get_bytes(sink, key).unwrap();
+    if key.ends_with(".checkpoint") {
+        bytes = zstd::decode_all(bytes.as_slice()).unwrap();
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     f(&mut v);
     let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
     bytes.push(b'\n');
@@ -851,6 +856,8 @@ fn readers_start_from_the_newest_checkpoint_and_see_what_a_replay_sees() {
     prune_one(&sink, 3 * every + 5, 2);
     let keys = view::checkpoint_keys(&sink).unwrap();
     assert_eq!(keys.len(), 2, "older checkpoints are deleted: {keys:?}");
+    let stored = get_bytes(&sink, keys.last().unwrap()).unwrap();
+    assert!(stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "zstd");
     let v = view::view(&sink).unwrap();
     assert_eq!(v.checkpoint.as_deref(), keys.last().map(String::as_str));
     assert_eq!(v.since_checkpoint, 6);

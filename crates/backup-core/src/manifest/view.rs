@@ -55,6 +55,13 @@ const FORMAT: &str = "sqlite-backup/checkpoint";
 // 4: entries may list packs of XOR deltas, which older readers would misread.
 const VERSION: u32 = 4;
 const SUFFIX: &str = ".checkpoint";
+/// Checkpoints are zstd-compressed JSON (4.8× smaller: field names and
+/// paths repeat in every entry), read by their magic number, so the plain
+/// JSON ones written before still read.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The most a checkpoint's JSON may be per compressed byte; measured ratios
+/// are about 5.
+const MAX_RATIO: u64 = 200;
 
 /// The link that claims the place after the manifest whose bytes hash to
 /// `previous` (`None`: the first manifest of the sink).
@@ -415,7 +422,18 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
     if sidecar.sha256 != Sha256::hex_of(&bytes) {
         return Err(malformed("SHA-256 does not match its sidecar".into()));
     }
-    let c: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+    let c: Checkpoint = if bytes.starts_with(&ZSTD_MAGIC) {
+        // Parsed as it is decoded, so memory follows the state it holds;
+        // past the cap the JSON ends early and is malformed.
+        let cap = (bytes.len() as u64).saturating_mul(MAX_RATIO);
+        let decoder = zstd::stream::read::Decoder::new(bytes.as_slice())
+            .map_err(|e| malformed(e.to_string()))?;
+        serde_json::from_reader(std::io::Read::take(decoder, cap))
+    } else {
+        // Written before checkpoints were compressed.
+        serde_json::from_slice(&bytes)
+    }
+    .map_err(|e| malformed(e.to_string()))?;
     if c.format != FORMAT || c.version > VERSION {
         return Err(malformed(format!(
             "format {:?} version {} is not one this tool reads",
@@ -699,7 +717,8 @@ pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u6
         state: state.clone(),
     };
     let key = checkpoint_key(&c.run_id);
-    let bytes = serde_json::to_vec(&c).expect("a checkpoint serializes");
+    let json = serde_json::to_vec(&c).expect("a checkpoint serializes");
+    let bytes = zstd::encode_all(json.as_slice(), 3).expect("compressing in memory");
     let sidecar = Sidecar::new(Sha256::hex_of(&bytes), naming::file_name(&key)).render();
     // Sidecar first: a checkpoint without a matching sidecar is not used.
     let stored = sink
