@@ -108,8 +108,12 @@ pub struct State {
     /// at a thousand entries).
     pub live: Vec<Arc<Live>>,
     /// Pruned incremental snapshots with objects that are neither freed nor
-    /// needed by a live snapshot (see [`State::apply`]).
-    pub released: Vec<Released>,
+    /// needed by a live snapshot (see [`State::apply`]). Shared like `live`:
+    /// with XOR deltas a pruned snapshot's page index waits out
+    /// `pack_grace` (a day at one run a second is tens of thousands of
+    /// them), and copying each one's page map with every kept view grew a
+    /// daemon's CPU and memory minute by minute.
+    pub released: Vec<Arc<Released>>,
     /// Objects freed by pack collection that a released snapshot names.
     pub collected: BTreeSet<String>,
 }
@@ -131,6 +135,7 @@ impl State {
         let pruned: BTreeSet<&str> = m.pruned.iter().map(|p| p.key.as_str()).collect();
         for r in &mut self.released {
             if pruned.contains(r.entry.key.as_str()) {
+                let r = Arc::make_mut(r);
                 r.pruned_at = r.pruned_at.max(m.finished_at);
             }
         }
@@ -141,9 +146,11 @@ impl State {
         self.released.extend(
             gone.into_iter()
                 .filter(|l| l.entry.pages.is_some())
-                .map(|l| Released {
-                    pruned_at: m.finished_at,
-                    entry: Arc::unwrap_or_clone(l).entry,
+                .map(|l| {
+                    Arc::new(Released {
+                        pruned_at: m.finished_at,
+                        entry: Arc::unwrap_or_clone(l).entry,
+                    })
                 }),
         );
         self.collected.extend(m.collected.iter().cloned());
@@ -198,7 +205,7 @@ impl State {
             Arc::make_mut(theirs).entry = like(&mine.entry, &theirs.entry);
         }
         for (mine, theirs) in self.released.iter().zip(replay.released.iter_mut()) {
-            theirs.entry = like(&mine.entry, &theirs.entry);
+            Arc::make_mut(theirs).entry = like(&mine.entry, &theirs.entry);
         }
         *self == replay
     }
@@ -333,7 +340,7 @@ mod compact {
             .released
             .iter()
             .map(|r| {
-                let mut r = r.clone();
+                let mut r = Released::clone(r);
                 let ids = intern(&mut r.entry, &mut packs, &mut seen);
                 drop_runs(&mut r.entry);
                 (r, ids)
@@ -373,7 +380,7 @@ mod compact {
         for (mut r, ids) in c.released {
             restore(&mut r.entry, &ids, &c.packs).map_err(bad)?;
             elided(&mut r.entry, None);
-            state.released.push(r);
+            state.released.push(Arc::new(r));
         }
         Ok(state)
     }
