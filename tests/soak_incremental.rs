@@ -291,18 +291,26 @@ fn daemon_in_incremental_mode_under_a_writer() {
     // The newest snapshot restores and holds every commit acknowledged
     // before it was taken.
     let newest = catalog.last().unwrap();
+    let (to, _) = restore_run(&p, &newest.run_id);
+    assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
+    assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
+}
+
+/// `restore app --id <run_id>` into `restored.db`: its path and the
+/// restore's wall time in seconds.
+fn restore_run(p: &Project, run_id: &str) -> (PathBuf, f64) {
     let to = p.join("restored.db");
+    let t = Instant::now();
     let out = p.run(&[
         "restore",
         "app",
         "--id",
-        &newest.run_id,
+        run_id,
         "--to",
         to.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", output_text(&out));
-    assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
-    assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
+    (to, t.elapsed().as_secs_f64())
 }
 
 /// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
@@ -842,18 +850,7 @@ fn ours_row(source: &Path, window: Duration, prune: Option<&str>) -> Row {
         .iter()
         .max_by_key(|l| l.entry.snapshot_at)
         .expect("a snapshot");
-    let to = p.join("restored.db");
-    let t = Instant::now();
-    let out = p.run(&[
-        "restore",
-        "app",
-        "--id",
-        &newest.run_id,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    let seconds = t.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", output_text(&out));
+    let (to, seconds) = restore_run(&p, &newest.run_id);
     let restored = check_restored(&to, seconds, newest.entry.snapshot_at, &stats);
     assert_image(&newest.entry, &std::fs::read(&to).unwrap(), "newest");
     assert_snapshot_point(&to, newest.entry.snapshot_at, &stats);
