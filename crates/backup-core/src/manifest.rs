@@ -15,7 +15,7 @@
 //! of the same sink (`previous`), so a deleted or altered manifest breaks the
 //! chain visibly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -240,9 +240,19 @@ impl Entry {
     /// naming it and that index's sidecar. Intent records, pack collection,
     /// `verify --catalog` and the tests all ask this one place.
     pub fn objects(&self) -> Vec<Needed> {
+        Entry::objects_of([self])
+    }
+
+    /// [`Entry::objects`] of several entries together, each object once.
+    /// The snapshots of one chain name the same packs (a chain of depth d
+    /// names d²/2 packs in all), so a pack's index and sidecar are worked
+    /// out once, and a seen key costs one hash lookup.
+    pub fn objects_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Needed> {
         let mut out: Vec<Needed> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut add = |key: &str, role, size| {
-            if !out.iter().any(|n| n.key == key) {
+            if !seen.contains(key) {
+                seen.insert(key.to_string());
                 out.push(Needed {
                     key: key.to_string(),
                     role,
@@ -250,17 +260,22 @@ impl Entry {
                 });
             }
         };
-        let own = if self.pages.is_some() {
-            Role::PageIndex
-        } else {
-            Role::Artifact
-        };
-        add(&self.key, own, Some(self.size));
-        add(&self.sidecar_key, Role::Sidecar, None);
-        for p in self.pages.iter().flat_map(|m| &m.packs) {
-            add(&p.key, Role::Pack, Some(p.size));
-            add(&p.index, Role::PageIndex, None);
-            add(&crate::naming::sidecar_key(&p.index), Role::Sidecar, None);
+        let mut indexes: HashSet<&str> = HashSet::new();
+        for e in entries {
+            let own = if e.pages.is_some() {
+                Role::PageIndex
+            } else {
+                Role::Artifact
+            };
+            add(&e.key, own, Some(e.size));
+            add(&e.sidecar_key, Role::Sidecar, None);
+            for p in e.pages.iter().flat_map(|m| &m.packs) {
+                add(&p.key, Role::Pack, Some(p.size));
+                add(&p.index, Role::PageIndex, None);
+                if indexes.insert(&p.index) {
+                    add(&crate::naming::sidecar_key(&p.index), Role::Sidecar, None);
+                }
+            }
         }
         out
     }

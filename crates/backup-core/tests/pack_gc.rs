@@ -272,3 +272,98 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
     assert_eq!(fifth.entry.pages.as_ref().unwrap().chain_depth, 2);
     restores_exactly(&b, &app, &fifth, &dir.path().join("r4.db"));
 }
+
+/// Checkpoints before version 5 stored the pruned snapshots whole; they
+/// read as the objects those snapshots release, as a replay has them.
+#[test]
+fn a_checkpoint_of_pruned_snapshots_whole_reads_as_what_they_release() {
+    use backup_core::digest::Sidecar;
+    use backup_core::manifest::view;
+    use backup_core::sink::get_bytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = db(dir.path());
+    let sink = MemorySink::new("local");
+    let b = Backups::new(sink.clone());
+    b.backup(&app).unwrap();
+    let base = newest(&b);
+    touch(&app, 100, 400, "b");
+    b.backup(&app).unwrap();
+    let second = newest(&b);
+    touch(&app, 100, 400, "c");
+    b.backup(&app).unwrap();
+    let policy = Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_last: 1,
+        ..Retention::default()
+    };
+    let sinks: Vec<&dyn Sink> = b.sinks().collect();
+    let report = prune::apply(&prune::plan(&sinks, &[], Timestamp::now(), &policy), &sinks);
+    assert_eq!(report.deleted_count(), 2, "{report:?}");
+
+    let key = view::checkpoint_whole(&sink).unwrap().unwrap();
+    let now = view::read_checkpoint(&sink, &key).unwrap();
+    let own_pack = pack_keys(&second)
+        .difference(&pack_keys(&base))
+        .next()
+        .cloned()
+        .unwrap();
+    let waiting: BTreeSet<&String> = now.state.released.keys().collect();
+    assert!(waiting.contains(&own_pack), "{waiting:?}");
+    assert!(waiting.contains(&second.entry.key));
+    assert!(
+        !waiting.contains(&base.entry.key),
+        "the kept snapshot still needs the base's index"
+    );
+
+    // The same checkpoint as version 4 wrote it.
+    let json = zstd::decode_all(get_bytes(&sink, &key).unwrap().as_slice()).unwrap();
+    let mut v4: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    v4["version"] = 4.into();
+    let state = v4["state"].as_object_mut().unwrap();
+    state.remove("released_objects");
+    let mut released = Vec::new();
+    for (l, pruned_at) in [
+        (&base, "2026-01-01T00:00:00Z"),
+        (&second, "2026-01-02T00:00:00Z"),
+    ] {
+        let mut entry = serde_json::to_value(&l.entry).unwrap();
+        let packs = std::mem::take(&mut entry["pages"]["packs"]);
+        let table = state["packs"].as_array_mut().unwrap();
+        let ids: Vec<usize> = packs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                table.push(p.clone());
+                table.len() - 1
+            })
+            .collect();
+        entry["pages"]["packs"] = serde_json::json!([]);
+        released.push(serde_json::json!([{"pruned_at": pruned_at, "entry": entry}, ids]));
+    }
+    state.insert("released".into(), released.into());
+    // What collection had freed is not waited for again.
+    state.insert(
+        "collected".into(),
+        serde_json::json!([&second.entry.sidecar_key]),
+    );
+    let bytes = serde_json::to_vec(&v4).unwrap();
+    sink.put(&key, &bytes).unwrap();
+    let name = key.rsplit('/').next().unwrap();
+    let sidecar = Sidecar::new(Sha256::hex_of(&bytes), name).render();
+    sink.put(&format!("{key}.sha256"), sidecar.as_bytes())
+        .unwrap();
+
+    let old = view::read_checkpoint(&sink, &key).unwrap();
+    let keys: BTreeSet<&String> = old.state.released.keys().collect();
+    let mut expected = waiting.clone();
+    assert!(expected.remove(&second.entry.sidecar_key));
+    assert_eq!(keys, expected);
+    assert_eq!(
+        old.state.released[&own_pack].at,
+        "2026-01-02T00:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    assert_eq!(old.state.live, now.state.live);
+}

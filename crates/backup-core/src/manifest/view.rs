@@ -22,7 +22,7 @@
 //! A checkpoint is a summary that `verify --catalog` replays and compares;
 //! it is never the only record of anything: the manifests stay.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -53,7 +53,8 @@ const CHECKPOINTS_KEPT: usize = 2;
 
 const FORMAT: &str = "sqlite-backup/checkpoint";
 // 4: entries may list packs of XOR deltas, which older readers would misread.
-const VERSION: u32 = 4;
+// 5: released objects instead of pruned snapshots (see `compact`).
+const VERSION: u32 = 5;
 const SUFFIX: &str = ".checkpoint";
 /// Checkpoints are zstd-compressed JSON (4.8× smaller: field names and
 /// paths repeat in every entry), read by their magic number, so the plain
@@ -89,17 +90,18 @@ pub struct Live {
     pub entry: Entry,
 }
 
-/// A pruned incremental snapshot whose objects may still need freeing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An object of pruned incremental snapshots that no listed snapshot
+/// needs and no pack collection has freed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Released {
-    /// When the (last) manifest pruning it finished.
-    pub pruned_at: Timestamp,
-    /// The entry.
-    pub entry: Entry,
+    /// When the manifest pruning the last snapshot that needed it finished.
+    pub at: Timestamp,
+    /// Its size as recorded (0 where not).
+    pub size: u64,
 }
 
 /// What the manifests up to one of them add up to.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     /// Entries no manifest pruned, in manifest order. Shared, not owned:
     /// a long-lived process keeps its view ([`memo`]) and hands out copies
@@ -107,21 +109,21 @@ pub struct State {
     /// cost what the catalog's history weighs (most of a daemon's run time
     /// at a thousand entries).
     pub live: Vec<Arc<Live>>,
-    /// Pruned incremental snapshots with objects that are neither freed nor
-    /// needed by a live snapshot (see [`State::apply`]). Shared like `live`:
-    /// with XOR deltas a pruned snapshot's page index waits out
-    /// `pack_grace` (a day at one run a second is tens of thousands of
-    /// them), and copying each one's page map with every kept view grew a
-    /// daemon's CPU and memory minute by minute.
-    pub released: Vec<Arc<Released>>,
-    /// Objects freed by pack collection that a released snapshot names.
-    pub collected: BTreeSet<String>,
+    /// What pack collection waits to free, by object key. Only the objects
+    /// are kept, not the pruned snapshots: those wait out `pack_grace` (a
+    /// day at one run a second is tens of thousands of them), and a state
+    /// carrying each one's page map grew a daemon's CPU, memory and
+    /// checkpoints minute by minute in the one-hour soak.
+    pub released: BTreeMap<String, Released>,
 }
 
 impl State {
     /// The state after manifest `m`. A pure function of the state and the
     /// manifest, so a checkpoint and a replay from the first manifest agree
     /// exactly, which is what `verify --catalog` compares.
+    ///
+    /// A snapshot pruned twice (two prunes at once) releases its objects at
+    /// the first: a run that chose it read the catalog before that manifest.
     pub fn apply(&mut self, m: &Manifest) {
         self.live.extend(m.entries.iter().map(|e| {
             Arc::new(Live {
@@ -133,91 +135,100 @@ impl State {
             return;
         }
         let pruned: BTreeSet<&str> = m.pruned.iter().map(|p| p.key.as_str()).collect();
-        for r in &mut self.released {
-            if pruned.contains(r.entry.key.as_str()) {
-                let r = Arc::make_mut(r);
-                r.pruned_at = r.pruned_at.max(m.finished_at);
-            }
-        }
         let (gone, kept): (Vec<Arc<Live>>, Vec<Arc<Live>>) = std::mem::take(&mut self.live)
             .into_iter()
             .partition(|l| pruned.contains(l.entry.key.as_str()));
         self.live = kept;
-        self.released.extend(
-            gone.into_iter()
-                .filter(|l| l.entry.pages.is_some())
-                .map(|l| {
-                    Arc::new(Released {
-                        pruned_at: m.finished_at,
-                        entry: Arc::unwrap_or_clone(l).entry,
-                    })
-                }),
-        );
-        self.collected.extend(m.collected.iter().cloned());
-        self.settle();
+        let gone = gone.iter().map(|l| &l.entry).filter(|e| e.pages.is_some());
+        let released = Entry::objects_of(gone);
+        let any_released = !released.is_empty();
+        for n in released {
+            self.release(n.key, m.finished_at, n.size.unwrap_or(0));
+        }
+        for key in &m.collected {
+            self.released.remove(key);
+        }
+        if any_released {
+            self.drop_needed();
+        }
     }
 
-    /// Forget what can no longer matter: a released snapshot whose every
-    /// object is freed or needed by a live snapshot (the live one carries
-    /// those objects itself and releases them later), and freed objects no
-    /// released snapshot names. Pack collection decides the same either way.
-    fn settle(&mut self) {
-        let needed: BTreeSet<String> = self
-            .live
-            .iter()
-            .filter(|l| l.entry.pages.is_some())
-            .flat_map(|l| l.entry.objects())
+    fn release(&mut self, key: String, at: Timestamp, size: u64) {
+        let r = self.released.entry(key).or_insert(Released { at, size });
+        r.at = r.at.max(at);
+        r.size = r.size.max(size);
+    }
+
+    /// Forget released objects a listed snapshot needs: that snapshot
+    /// releases them again when it is pruned.
+    fn drop_needed(&mut self) {
+        let needed = self.needed();
+        self.released.retain(|key, _| !needed.contains(key));
+    }
+
+    /// The object keys listed incremental snapshots need.
+    pub fn needed(&self) -> HashSet<String> {
+        let live = self.live.iter().map(|l| &l.entry);
+        Entry::objects_of(live.filter(|e| e.pages.is_some()))
+            .into_iter()
             .map(|n| n.key)
-            .collect();
-        let collected = &self.collected;
-        self.released.retain(|r| {
-            r.entry
-                .objects()
-                .iter()
-                .any(|n| !needed.contains(&n.key) && !collected.contains(&n.key))
-        });
-        let named: BTreeSet<String> = self
-            .released
-            .iter()
-            .flat_map(|r| r.entry.objects())
-            .map(|n| n.key)
-            .collect();
-        self.collected.retain(|k| named.contains(k));
+            .collect()
+    }
+
+    /// The state a checkpoint written before version 5 describes: the
+    /// pruned snapshots whole, and the objects collection freed.
+    fn from_pruned_snapshots(
+        live: Vec<Arc<Live>>,
+        pruned: Vec<PrunedSnapshot>,
+        collected: &BTreeSet<String>,
+    ) -> State {
+        let mut state = State {
+            live,
+            released: BTreeMap::new(),
+        };
+        for p in pruned {
+            for n in p.entry.objects() {
+                if !collected.contains(&n.key) {
+                    state.release(n.key, p.pruned_at, n.size.unwrap_or(0));
+                }
+            }
+        }
+        state.drop_needed();
+        state
     }
 
     /// Whether this state (a checkpoint's) is `replay`'s, page-map runs
     /// aside where this one left them in their manifests.
     pub fn matches_replay(&self, replay: &State) -> bool {
-        fn like(mine: &Entry, theirs: &Entry) -> Entry {
-            let mut e = theirs.clone();
-            if let (Some(m), Some(t)) = (&mine.pages, e.pages.as_mut())
+        if self.live.len() != replay.live.len() || self.released != replay.released {
+            return false;
+        }
+        self.live.iter().zip(&replay.live).all(|(mine, theirs)| {
+            let mut e = theirs.entry.clone();
+            if let (Some(m), Some(t)) = (&mine.entry.pages, e.pages.as_mut())
                 && let Some(run_id) = m.runs.manifest()
             {
                 t.runs = Runs::in_manifest(run_id.map(str::to_string));
             }
-            e
-        }
-        if self.live.len() != replay.live.len() || self.released.len() != replay.released.len() {
-            return false;
-        }
-        let mut replay = replay.clone();
-        for (mine, theirs) in self.live.iter().zip(replay.live.iter_mut()) {
-            Arc::make_mut(theirs).entry = like(&mine.entry, &theirs.entry);
-        }
-        for (mine, theirs) in self.released.iter().zip(replay.released.iter_mut()) {
-            Arc::make_mut(theirs).entry = like(&mine.entry, &theirs.entry);
-        }
-        *self == replay
+            mine.run_id == theirs.run_id && mine.entry == e
+        })
     }
 
-    /// Every object key a listed or released snapshot names.
+    /// Every object key a listed snapshot names or collection waits to free.
     pub fn named_keys(&self) -> BTreeSet<String> {
-        let live = self.live.iter().map(|l| &l.entry);
-        live.chain(self.released.iter().map(|r| &r.entry))
-            .flat_map(Entry::objects)
+        let live = Entry::objects_of(self.live.iter().map(|l| &l.entry));
+        live.into_iter()
             .map(|n| n.key)
+            .chain(self.released.keys().cloned())
             .collect()
     }
+}
+
+/// A pruned snapshot as checkpoints before version 5 stored it.
+#[derive(Debug, Clone, Deserialize)]
+struct PrunedSnapshot {
+    pruned_at: Timestamp,
+    entry: Entry,
 }
 
 /// A stored checkpoint.
@@ -245,19 +256,20 @@ pub struct Checkpoint {
 /// A state as stored in a checkpoint: the page maps' pack references in
 /// one table, each entry naming its packs by position (version 2: the
 /// snapshots of a chain name many of the same packs, so storing them per
-/// entry grows with the square of the chain's depth), and no page-map runs
+/// entry grows with the square of the chain's depth), no page-map runs
 /// (version 3: fragmented runs are most of an entry, 6.5 of 7.5 MB at a
-/// thousand entries, and every run read the whole checkpoint). Runs read
-/// from a version 3 checkpoint are [`Runs::in_manifest`]: [`load_runs`]
-/// reads them from the entry's manifest when a snapshot is read or built
-/// on. Version 1 (whole entries) and 2 still read.
+/// thousand entries, and every run read the whole checkpoint), and the
+/// released objects rather than the pruned snapshots (version 5). Runs read
+/// from a checkpoint are [`Runs::in_manifest`]: [`load_runs`] reads them
+/// from the entry's manifest when a snapshot is read or built on. Versions
+/// 1 (whole entries) to 4 still read.
 mod compact {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Live, Released, State};
+    use super::{Live, PrunedSnapshot, Released, State};
     use crate::manifest::Entry;
     use crate::page_map::{PackRef, Runs};
 
@@ -266,11 +278,26 @@ mod compact {
     struct Compact {
         packs: Vec<PackRef>,
         live: Vec<(Live, Vec<u32>)>,
-        released: Vec<(Released, Vec<u32>)>,
+        /// Version 5.
+        #[serde(default)]
+        released_objects: BTreeMap<String, Released>,
+        /// Versions 2 to 4: pruned snapshots whole ...
+        #[serde(default, skip_serializing)]
+        released: Vec<(PrunedSnapshot, Vec<u32>)>,
+        /// ... and the objects collection freed.
+        #[serde(default, skip_serializing)]
         collected: BTreeSet<String>,
         /// The entries' runs are in their manifests (version 3).
         #[serde(default)]
         runs_in_manifests: bool,
+    }
+
+    /// Version 1.
+    #[derive(Deserialize)]
+    struct Whole {
+        live: Vec<Arc<Live>>,
+        released: Vec<PrunedSnapshot>,
+        collected: BTreeSet<String>,
     }
 
     /// Store no runs: an empty list stands in, [`Compact::runs_in_manifests`] says so.
@@ -284,7 +311,7 @@ mod compact {
     #[serde(untagged)]
     enum Stored {
         Compact(Compact),
-        Whole(State),
+        Whole(Whole),
     }
 
     /// Move `entry`'s pack references into `table`; their positions.
@@ -336,21 +363,12 @@ mod compact {
                 (l, ids)
             })
             .collect();
-        let released = state
-            .released
-            .iter()
-            .map(|r| {
-                let mut r = Released::clone(r);
-                let ids = intern(&mut r.entry, &mut packs, &mut seen);
-                drop_runs(&mut r.entry);
-                (r, ids)
-            })
-            .collect();
         Compact {
             packs,
             live,
-            released,
-            collected: state.collected.clone(),
+            released_objects: state.released.clone(),
+            released: Vec::new(),
+            collected: BTreeSet::new(),
             runs_in_manifests: true,
         }
         .serialize(s)
@@ -358,31 +376,36 @@ mod compact {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<State, D::Error> {
         let c = match Stored::deserialize(d)? {
-            Stored::Whole(state) => return Ok(state),
+            Stored::Whole(w) => {
+                return Ok(State::from_pruned_snapshots(
+                    w.live,
+                    w.released,
+                    &w.collected,
+                ));
+            }
             Stored::Compact(c) => c,
         };
         let bad = serde::de::Error::custom;
-        let mut state = State {
-            collected: c.collected,
-            ..State::default()
-        };
-        let elided = |entry: &mut Entry, run_id: Option<&str>| {
-            if let Some(map) = entry.pages.as_mut().filter(|_| c.runs_in_manifests) {
-                map.runs = Runs::in_manifest(run_id.map(str::to_string));
-            }
-        };
+        let mut live = Vec::with_capacity(c.live.len());
         for (mut l, ids) in c.live {
             restore(&mut l.entry, &ids, &c.packs).map_err(bad)?;
-            elided(&mut l.entry, Some(&l.run_id));
-            state.live.push(Arc::new(l));
+            if let Some(map) = l.entry.pages.as_mut().filter(|_| c.runs_in_manifests) {
+                map.runs = Runs::in_manifest(Some(l.run_id.clone()));
+            }
+            live.push(Arc::new(l));
         }
-        // Pruned snapshots are only ever collected (by their objects).
+        if c.released.is_empty() {
+            return Ok(State {
+                live,
+                released: c.released_objects,
+            });
+        }
+        let mut pruned = Vec::with_capacity(c.released.len());
         for (mut r, ids) in c.released {
             restore(&mut r.entry, &ids, &c.packs).map_err(bad)?;
-            elided(&mut r.entry, None);
-            state.released.push(Arc::new(r));
+            pruned.push(r);
         }
-        Ok(state)
+        Ok(State::from_pruned_snapshots(live, pruned, &c.collected))
     }
 }
 

@@ -17,12 +17,10 @@
 //! objects no listed snapshot needs, which the next one deletes again (a
 //! missing object is not an error).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::manifest::Entry;
 use crate::manifest::view::State;
 use crate::sink::Sink;
 
@@ -62,43 +60,23 @@ impl Garbage {
     }
 }
 
-/// The objects of an incremental snapshot ([`Entry::objects`]), with their
-/// sizes where recorded (0 where not).
-fn objects(e: &Entry) -> Vec<(String, u64)> {
-    e.objects()
-        .into_iter()
-        .map(|n| (n.key, n.size.unwrap_or(0)))
-        .collect()
-}
-
-/// Sort the objects of pruned incremental snapshots into ready and waiting.
-/// A pure function of the catalog's state, the clock and the grace period.
+/// Sort the objects pruned incremental snapshots released into ready and
+/// waiting. A pure function of the catalog's state, the clock and the grace
+/// period.
 pub fn find(state: &State, now: Timestamp, grace: Duration) -> Garbage {
-    let needed: BTreeSet<String> = state
-        .live
-        .iter()
-        .filter(|l| l.entry.pages.is_some())
-        .flat_map(|l| objects(&l.entry))
-        .map(|(k, _)| k)
-        .collect();
-    let mut unneeded: BTreeMap<String, Unneeded> = BTreeMap::new();
-    for r in &state.released {
-        for (key, size) in objects(&r.entry) {
-            if needed.contains(&key) || state.collected.contains(&key) {
-                continue;
-            }
-            let u = unneeded.entry(key.clone()).or_insert(Unneeded {
-                key,
-                size,
-                released: r.pruned_at,
-            });
-            u.released = u.released.max(r.pruned_at);
-            u.size = u.size.max(size);
-        }
-    }
+    // A snapshot listed after the prune may still need an object (a backup
+    // that built on a pruned snapshot within the grace period).
+    let needed = state.needed();
     let grace = jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
-    let (ready, waiting) = unneeded
-        .into_values()
+    let (ready, waiting) = state
+        .released
+        .iter()
+        .filter(|(key, _)| !needed.contains(*key))
+        .map(|(key, r)| Unneeded {
+            key: key.clone(),
+            size: r.size,
+            released: r.at,
+        })
         .partition(|u| now.duration_since(u.released) >= grace);
     Garbage { ready, waiting }
 }
