@@ -5,8 +5,11 @@
 //! end, the newest snapshot's manifest size and packs, and a restore of the
 //! newest snapshot (at the chain's depth) from each sink beside a restore
 //! of a full artifact of the same database, and restores of three older
-//! snapshots (a quarter, half and three quarters in). Asserts only that
-//! every step succeeds and the restores are exact.
+//! snapshots (a quarter, half and three quarters in). With `DEEP_DAEMON`,
+//! also the daemon's CPU per run early and late, and the store's own time
+//! for a small GET and an empty listing before and after the runs, since
+//! a store that slows down as it fills (Azurite does) slows every run.
+//! Asserts only that every step succeeds and the restores are exact.
 //!
 //! ```text
 //! cargo build --release -p backup-cli
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use backup_core::manifest::Listed;
+use backup_core::sink::{Sink, get_bytes};
+use backup_testkit::process::cpu_seconds;
 use backup_testkit::remote::Remote;
 use backup_testkit::testkit::{Project, assert_image, require_tool};
 
@@ -65,14 +70,37 @@ fn restore(remote: &Remote, p: &Project, l: &Listed, from: &str, name: &str) -> 
     took
 }
 
+/// Median milliseconds of a small GET and of listing an empty folder from
+/// the store itself, without our tool: a store whose own requests slow down
+/// as it fills makes every run slower whatever the runs do.
+fn store_latency(sink: &dyn Sink) -> (f64, f64) {
+    sink.put("probe/small", b"0123456789").unwrap();
+    let mut get = Vec::new();
+    let mut list = Vec::new();
+    for _ in 0..50 {
+        get.push(
+            timed(|| {
+                get_bytes(sink, "probe/small")
+                    .map(|_| String::new())
+                    .unwrap()
+            })
+            .0,
+        );
+        list.push(timed(|| sink.list("probe-empty").map(|_| String::new()).unwrap()).0);
+    }
+    let ms = |v: Vec<Duration>| median(v).as_secs_f64() * 1e3;
+    (ms(get), ms(list))
+}
+
+/// Each run's time, and for a daemon its CPU seconds per run over runs
+/// 2-101 and over the last 100.
+struct Taken {
+    took: Vec<Duration>,
+    cpu_per_run: Option<(f64, f64)>,
+}
+
 /// A few rows changed before each run, one CLI process a run.
-fn one_shot_runs(
-    remote: &Remote,
-    p: &Project,
-    app: &Connection,
-    rows: i64,
-    runs: usize,
-) -> Vec<Duration> {
+fn one_shot_runs(remote: &Remote, p: &Project, app: &Connection, rows: i64, runs: usize) -> Taken {
     let mut took = Vec::with_capacity(runs);
     for round in 0..runs as i64 {
         for k in 0..3 {
@@ -92,7 +120,10 @@ fn one_shot_runs(
             eprintln!("{} runs", round + 1);
         }
     }
-    took
+    Taken {
+        took,
+        cpu_per_run: None,
+    }
 }
 
 /// `daemon --interval <interval>` while the application changes a few rows
@@ -105,7 +136,7 @@ fn daemon_runs(
     rows: i64,
     runs: usize,
     interval: &str,
-) -> Vec<Duration> {
+) -> Taken {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (stop, db) = (stop.clone(), db.to_path_buf());
@@ -133,6 +164,9 @@ fn daemon_runs(
     let mut took = Vec::with_capacity(runs);
     let mut begun = None;
     let mut log = Vec::new();
+    // CPU at the ends of runs 1, 101, runs - 100 and runs.
+    let marks = [1, 101.min(runs), runs.saturating_sub(100).max(1), runs];
+    let mut cpu = Vec::new();
     for line in BufReader::new(daemon.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         assert!(!line.contains("ERROR"), "{line}\n{}", log.join("\n"));
@@ -141,6 +175,9 @@ fn daemon_runs(
         } else if line.contains("backup phase end") {
             assert!(line.contains("ok=1 failed=0"), "{line}");
             took.push(begun.take().expect("a run that started").elapsed());
+            for _ in marks.iter().filter(|&&m| m == took.len()) {
+                cpu.push(cpu_seconds(daemon.id()));
+            }
             if took.len() % 1_000 == 0 {
                 eprintln!("{} runs", took.len());
             }
@@ -170,7 +207,11 @@ fn daemon_runs(
         "the daemon stopped early:\n{}",
         log.join("\n")
     );
-    took
+    let per_run = |a: usize, b: usize| (cpu[b] - cpu[a]) / (marks[b] - marks[a]).max(1) as f64;
+    Taken {
+        took,
+        cpu_per_run: Some((per_run(0, 1), per_run(2, 3))),
+    }
 }
 
 #[test]
@@ -191,8 +232,9 @@ fn a_chain_thousands_of_runs_deep() {
     app.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
         .unwrap();
 
+    let store_before = store_latency(&remote.sink());
     let started = Instant::now();
-    let took = match std::env::var("DEEP_DAEMON") {
+    let Taken { took, cpu_per_run } = match std::env::var("DEEP_DAEMON") {
         Ok(interval) => {
             drop(app);
             daemon_runs(&remote, &p, &db, rows, runs, &interval)
@@ -200,6 +242,7 @@ fn a_chain_thousands_of_runs_deep() {
         Err(_) => one_shot_runs(&remote, &p, &app, rows, runs),
     };
     eprintln!("{runs} runs in {:.0?}", started.elapsed());
+    let store_after = store_latency(&remote.sink());
     let (list_took, list) = timed(|| remote.run_ok(&p, &["list", "--json"]));
     let listed: Vec<serde_json::Value> = serde_json::from_str(
         list.lines()
@@ -278,6 +321,28 @@ fn a_chain_thousands_of_runs_deep() {
     println!(
         "| later ÷ earlier, 100 runs each | {:.2}× |",
         s(late_100) / s(early_100)
+    );
+    if let Some((early, late)) = cpu_per_run {
+        println!(
+            "| daemon CPU per run, runs 2-101 / last 100 (ms) | {:.1} / {:.1} ({:.2}×) |",
+            early * 1e3,
+            late * 1e3,
+            late / early
+        );
+    }
+    println!(
+        "| {} alone: small GET, empty listing, before the runs (ms) | {:.2} / {:.2} |",
+        remote.name(),
+        store_before.0,
+        store_before.1
+    );
+    println!(
+        "| {} alone: small GET, empty listing, after them (ms) | {:.2} / {:.2} ({:.1}× / {:.1}×) |",
+        remote.name(),
+        store_after.0,
+        store_after.1,
+        store_after.0 / store_before.0,
+        store_after.1 / store_before.1
     );
     println!(
         "| `list --json` after {runs} runs (s, {} rows) | {:.3} |",

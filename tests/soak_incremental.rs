@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 use backup_core::manifest::Manifest;
 use backup_testkit::demo::Writer;
 use backup_testkit::ops_support::sqlite_backup;
+use backup_testkit::process::{cpu_seconds, peak_rss_mib};
 use backup_testkit::testkit::{
     Project, assert_image, assert_snapshot_point, output_text, require_tool,
 };
@@ -70,28 +71,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// User + system CPU seconds of a process and all its threads so far.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / ticks_per_second
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// `key=value` from a log line.
@@ -142,7 +121,6 @@ fn daemon_in_incremental_mode_under_a_writer() {
     let mb: u64 = env_or("SOAK_MB", 200);
     let runs: usize = env_or("SOAK_RUNS", 11);
     let interval: String = env_or("SOAK_INTERVAL", "1m".to_string());
-    let ticks = clock_ticks();
 
     let p = Project::new();
     let db = demo_db(&p, "app.db", mb, "");
@@ -204,7 +182,7 @@ fn daemon_in_incremental_mode_under_a_writer() {
                 stored_bytes,
                 ms,
                 published,
-                cpu: cpu_seconds(pid, ticks),
+                cpu: cpu_seconds(pid),
             });
         }
     }
@@ -311,16 +289,6 @@ fn restore_run(p: &Project, run_id: &str) -> (PathBuf, f64) {
     ]);
     assert!(out.status.success(), "{}", output_text(&out));
     (to, t.elapsed().as_secs_f64())
-}
-
-/// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// The version of Litestream the comparison pins.
@@ -566,7 +534,6 @@ fn watch(
     log: &Path,
 ) -> Watched {
     let pid = child.id();
-    let ticks = clock_ticks();
     let start = Instant::now();
     let started = Timestamp::now();
     let window_s = window.as_secs_f64();
@@ -602,7 +569,7 @@ fn watch(
         }
         let end = t >= window_s;
         while closed < minutes.len() && (end || t >= (closed + 1) as f64 * 60.0) {
-            let cpu = cpu_seconds(pid, ticks);
+            let cpu = cpu_seconds(pid);
             minutes[closed].cpu = cpu - cpu_before;
             minutes[closed].wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
             cpu_before = cpu;
@@ -612,7 +579,7 @@ fn watch(
             break;
         }
     }
-    let cpu = cpu_seconds(pid, ticks);
+    let cpu = cpu_seconds(pid);
     let rss = peak_rss_mib(pid);
     let last = minutes.len() - 1;
     for (i, m) in minutes.iter_mut().enumerate() {

@@ -91,7 +91,17 @@ fn a_process_that_keeps_views_reads_the_checkpoint_once() {
     let store = MemorySink::new("local");
     let (read, written) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (r, w) = (read.clone(), written.clone());
+    let (checkpoint_lists, pending_lists) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (cl, pl) = (checkpoint_lists.clone(), pending_lists.clone());
     let spy = Hooked::new(store.clone()).with_hook(move |op, key, _| {
+        if op == Op::List {
+            match key.trim_end_matches('/') {
+                CHECKPOINT_DIR => cl.fetch_add(1, Ordering::SeqCst),
+                "manifests/pending" => pl.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
+        }
         if key.starts_with(CHECKPOINT_DIR) && key.ends_with(".checkpoint") {
             match op {
                 Op::Get => r.fetch_add(1, Ordering::SeqCst),
@@ -122,6 +132,16 @@ fn a_process_that_keeps_views_reads_the_checkpoint_once() {
         "{written} written"
     );
     assert_eq!(read, 0, "a run read a checkpoint although it kept the view");
+    // Leftovers of interrupted runs are looked for when the process starts
+    // and then every few minutes, not every run: checkpoints are listed by
+    // the first run's reads and when one is written, and the one listing a
+    // run is of this run's own intent records.
+    let (cl, pl) = (
+        checkpoint_lists.load(Ordering::SeqCst),
+        pending_lists.load(Ordering::SeqCst),
+    );
+    assert!(cl <= written + 3, "checkpoints listed {cl} times");
+    assert!(pl <= RUNS + 1, "intent records listed {pl} times");
 
     // What it kept is what every manifest says.
     let kept = view::view(&spy).unwrap();

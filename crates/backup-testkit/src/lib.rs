@@ -10,6 +10,7 @@ pub mod azurite;
 pub mod faults;
 pub mod moto;
 pub mod ops_support;
+pub mod process;
 pub mod remote;
 pub mod restore_support;
 pub mod server;

@@ -174,7 +174,7 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
 
 /// `view` (read just before appending, with no race lost) moved past the
 /// appended manifest: stored as a checkpoint when
-/// [`view::CHECKPOINT_EVERY`] manifests have been appended since the last
+/// [`view::checkpoint_every`] manifests have been appended since the last
 /// one (or there is none yet), and kept in memory for the next read (see
 /// [`view::memo`]). Only a view read whole is used: a checkpoint past an
 /// unreadable manifest would hide it, and pack collection would no longer
@@ -186,7 +186,7 @@ fn after_append(
     tip: &Tip,
     link: String,
 ) {
-    let due = view.since_checkpoint + 1 >= view::CHECKPOINT_EVERY;
+    let due = view.since_checkpoint + 1 >= view::checkpoint_every(view.state.live.len());
     if !view.problems.is_empty() || !(due || view::memo::enabled()) {
         return;
     }

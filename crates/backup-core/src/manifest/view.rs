@@ -1,10 +1,10 @@
 //! Reading a sink's catalog at a cost that does not grow with its history.
 //!
 //! The catalog is the chain of manifests; what readers need of it is its
-//! **state**: the entries still listed, and for pack collection the pruned
-//! incremental snapshots whose objects are not freed yet. Replaying every
+//! **state**: the entries still listed, and for pack collection the objects
+//! pruned incremental snapshots released that are not freed yet. Replaying every
 //! manifest gives that state, but a sink receives a manifest per run (86,400
-//! a day at one run a second), so every so often ([`CHECKPOINT_EVERY`]
+//! a day at one run a second), so every so often ([`checkpoint_every`]
 //! appends, and `catalog repair`) a writer stores a **checkpoint**: the
 //! state as of one manifest, named by that manifest's run id and SHA-256.
 //!
@@ -44,8 +44,24 @@ pub(crate) const LINK_DIR: &str = "manifests/chain";
 /// readers of manifests (older versions too) skip them.
 pub const CHECKPOINT_DIR: &str = "manifests/checkpoints";
 
-/// Appends between checkpoints: a reader follows at most this many links.
+/// Appends between checkpoints of a small catalog: a reader follows at
+/// most this many links (see [`checkpoint_every`]).
 pub const CHECKPOINT_EVERY: u64 = 16;
+
+/// Appends between checkpoints of a state listing `live` entries: more as
+/// the catalog grows, so that checkpoints cost the same per append whatever
+/// its size (a checkpoint costs what it lists; at 10,000 entries one every
+/// 16 appends was 125 kB written per run). A reader then follows up to
+/// `live / 128` links, a few dozen at ten thousand entries.
+///
+/// ```
+/// use backup_core::manifest::view::checkpoint_every;
+/// assert_eq!(checkpoint_every(700), 16);
+/// assert_eq!(checkpoint_every(10_000), 78);
+/// ```
+pub fn checkpoint_every(live: usize) -> u64 {
+    CHECKPOINT_EVERY.max(live as u64 / 128)
+}
 
 /// Checkpoints kept; older ones are deleted after a new one is stored (a
 /// reader that finds the newest unreadable falls back to the one before).

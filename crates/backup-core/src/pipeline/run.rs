@@ -172,8 +172,11 @@ fn unlist_uploads(target: &Target, outcomes: &mut [Outcome], e: AppendError) {
 /// space for a while.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Whether `sink` is due for a sweep of partial uploads: always in a
-/// process that does not keep views, else once per [`SWEEP_EVERY`].
+/// Whether `sink` is due for a sweep of partial uploads and of the objects
+/// of interrupted runs: always in a process that does not keep views, else
+/// once per [`SWEEP_EVERY`]. Intent records wait [`intent::GRACE`] (a day)
+/// before they are acted on, and listing them and the checkpoints cost two
+/// requests a run.
 fn sweep_due(sink: &dyn crate::sink::Sink) -> bool {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -197,11 +200,8 @@ fn sweep_due(sink: &dyn crate::sink::Sink) -> bool {
 }
 
 fn clean_leftovers(targets: &[Target], scratch: &Path) {
-    for t in targets {
-        let swept = match sweep_due(t.sink.as_ref()) {
-            true => t.sink.clean_incomplete(),
-            false => Ok(0),
-        };
+    for t in targets.iter().filter(|t| sweep_due(t.sink.as_ref())) {
+        let swept = t.sink.clean_incomplete();
         match swept {
             Ok(0) => {}
             Ok(n) => info!(
