@@ -282,3 +282,44 @@ fn the_daemon_refuses_a_bad_prune_interval() {
     assert!(err.contains("--prune-every"), "{err}");
     assert!(p.catalog().is_empty(), "nothing runs on a bad flag");
 }
+
+/// A reader that leaves early (`list | head -1`) is no failure: the command
+/// ends quietly with its own exit code, and a backup whose summary nobody
+/// reads is still made whole.
+#[test]
+fn a_closed_stdout_ends_commands_quietly_and_loses_no_backup() {
+    let (p, before) = backed_up(2);
+    let closed = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = p
+            .command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        out.status.code()
+    };
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["status"],
+        &["prune", "--dry-run"],
+        &["schedule", "print", "--systemd"],
+        &["--help"],
+    ] {
+        assert_eq!(closed(args), Some(0), "{args:?}");
+    }
+    assert_eq!(closed(&["backup"]), Some(0));
+    assert_eq!(
+        p.catalog().len(),
+        before.len() + 1,
+        "the backup was not made"
+    );
+    p.assert_restores_exactly(&p.catalog()[0]);
+}

@@ -3,6 +3,27 @@
 //! it formats results and turns errors into exit codes (0 ok, 1 failed,
 //! 2 bad usage or config).
 
+/// `print!` that drops what a closed stdout cannot take. Rust ignores
+/// SIGPIPE, so `print!` into a pipe whose reader left (`list | head -1`)
+/// panics; a reader that has seen enough is no failure of the command,
+/// which goes on to its own end and exit code (a backup is not abandoned
+/// because its summary's reader left).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` as [`out!`] is `print!`.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod alerts;
 mod args;
 mod cmd;

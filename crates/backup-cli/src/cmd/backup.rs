@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
     };
     print_report(&report);
     if let Some(name) = signal.get() {
-        println!(
+        outln!(
             "Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept."
         );
         return Ok(Exit::Failed);
@@ -81,14 +81,14 @@ fn on_signal(cancel: Arc<AtomicBool>) -> Result<Arc<OnceLock<&'static str>>> {
 }
 
 fn print_plan(plan: &Plan, config: &Config) {
-    println!("Dry run: nothing was snapshotted or written.");
-    println!("Run {} would write:", plan.run_id);
+    outln!("Dry run: nothing was snapshotted or written.");
+    outln!("Run {} would write:", plan.run_id);
     let targets = settings::targets(config).unwrap_or_default();
     for item in &plan.items {
         match &item.action {
-            Action::Skip(reason) => println!("  {}: skip ({reason})", item.database.label),
+            Action::Skip(reason) => outln!("  {}: skip ({reason})", item.database.label),
             Action::Backup(arts) => {
-                println!(
+                outln!(
                     "  {} <- {}",
                     item.database.label,
                     item.database.path.display()
@@ -98,8 +98,8 @@ fn print_plan(plan: &Plan, config: &Config) {
                         .get(a.target)
                         .map(|t| t.sink.location())
                         .unwrap_or_default();
-                    println!("    {:<6} {}/{}", a.sink, loc.trim_end_matches('/'), a.key);
-                    println!(
+                    outln!("    {:<6} {}/{}", a.sink, loc.trim_end_matches('/'), a.key);
+                    outln!(
                         "    {:<6} {}/{}",
                         "",
                         loc.trim_end_matches('/'),
@@ -109,7 +109,7 @@ fn print_plan(plan: &Plan, config: &Config) {
             }
         }
     }
-    println!(
+    outln!(
         "Expected objects: {} (artifact + sidecar per sink and database, a manifest and its sidecar per sink)",
         plan.expected_objects()
     );
@@ -140,8 +140,8 @@ fn print_report(report: &RunReport) {
             detail,
         ]);
     }
-    print!("{t}");
-    println!(
+    out!("{t}");
+    outln!(
         "Run {}: {} ok, {} failed, objects written {}/{} expected.",
         report.run_id,
         report.ok_count(),
@@ -151,6 +151,6 @@ fn print_report(report: &RunReport) {
     );
     for m in &report.manifests {
         let (sink, head) = (&m.sink, &m.head);
-        println!("Catalog head ({sink}): {head}");
+        outln!("Catalog head ({sink}): {head}");
     }
 }

@@ -31,27 +31,27 @@ fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
             .with_context(|| format!("reading the catalog of sink {name}"))?;
         if !plan.blocking.is_empty() {
             failed = true;
-            println!("Sink {name}: not repaired; these problems need a person, not a re-link:");
+            outln!("Sink {name}: not repaired; these problems need a person, not a re-link:");
             for p in &plan.blocking {
-                println!("  - {p}");
+                outln!("  - {p}");
             }
             continue;
         }
         if !plan.needed() {
-            println!("Sink {name}: one chain, nothing to repair.");
+            outln!("Sink {name}: one chain, nothing to repair.");
             continue;
         }
         let verb = if args.dry_run { "would" } else { "will" };
         for (link, key) in &plan.unfinished {
-            println!("Sink {name}: {verb} store {key}, committed by {link} but never stored");
+            outln!("Sink {name}: {verb} store {key}, committed by {link} but never stored");
         }
         if !plan.relink.is_empty() {
-            println!(
+            outln!(
                 "Sink {name}: {verb} append a repair manifest re-linking {} manifest(s), oldest first:",
                 plan.relink.len()
             );
             for r in &plan.relink {
-                println!(
+                outln!(
                     "  {}  sha256 {}…  ({})",
                     shown(&r.key),
                     prefix(&r.sha256, 16),
@@ -63,11 +63,12 @@ fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
             continue;
         }
         match repair::apply(sink.as_ref(), jiff::Timestamp::now()) {
-            Ok(Some(a)) => println!(
+            Ok(Some(a)) => outln!(
                 "Sink {name}: appended {} (new head {}); every manifest kept.",
-                a.key, a.sha256
+                a.key,
+                a.sha256
             ),
-            Ok(None) => println!("Sink {name}: unfinished links stored; nothing to re-link."),
+            Ok(None) => outln!("Sink {name}: unfinished links stored; nothing to re-link."),
             Err(e) => {
                 failed = true;
                 eprintln!("error: sink {name}: repair failed: {e}");
@@ -75,7 +76,7 @@ fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
         }
     }
     if args.dry_run {
-        println!("Dry run: nothing was written.");
+        outln!("Dry run: nothing was written.");
     }
     Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
@@ -86,7 +87,7 @@ fn head(cli: &Cli) -> Result<Exit> {
     for sink in settings::sinks(&config)? {
         let head = manifest::head(sink.as_ref())
             .with_context(|| format!("reading the catalog of sink {}", sink.name()))?;
-        println!("{} {}", sink.name(), head.as_deref().unwrap_or("-"));
+        outln!("{} {}", sink.name(), head.as_deref().unwrap_or("-"));
     }
     Ok(Exit::Ok)
 }
@@ -148,7 +149,7 @@ fn anchor(cli: &Cli, args: &AnchorArgs) -> Result<Exit> {
     let lines = anchor::append(&args.append, &heads, jiff::Timestamp::now())
         .with_context(|| format!("appending to {}", args.append.display()))?;
     for l in &lines {
-        println!("{l}");
+        outln!("{l}");
     }
     eprintln!(
         "Appended {} line(s) to {}. Keep that file away from the backups.",
@@ -217,7 +218,7 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     if let Some(path) = &args.anchor {
         print_anchor_notes(path, bad_lines, &unknown);
     }
-    println!(
+    outln!(
         "\n{}",
         if ok {
             "Catalog ok."
@@ -246,7 +247,7 @@ fn print_json(
                 Err(e) => serde_json::json!({"ok": false, "sink": name, "error": e}),
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "ok": ok,
@@ -265,7 +266,7 @@ fn print_json(
 
 /// The table of sinks, then each sink's problems.
 fn print_reports(results: &[SinkResult], artifacts: ArtifactCheck, args: &VerifyArgs) {
-    println!(
+    outln!(
         "Catalog check: hash chain{}{}",
         match artifacts {
             ArtifactCheck::Deep => ", every artifact re-hashed (--deep)",
@@ -323,14 +324,14 @@ fn print_reports(results: &[SinkResult], artifacts: ArtifactCheck, args: &Verify
             ]),
         }
     }
-    print!("{t}");
+    out!("{t}");
     for (name, r) in results {
         if let Ok(Report {
             copy_of: Some(origin),
             ..
         }) = r
         {
-            println!(
+            outln!(
                 "Sink {name} holds a copy of sink {}'s catalog (field `sink` of its first manifest): manifests recording {0} are its own.",
                 shown(origin)
             );
@@ -339,20 +340,20 @@ fn print_reports(results: &[SinkResult], artifacts: ArtifactCheck, args: &Verify
     for (name, r) in results {
         match r {
             Ok(r) if !r.ok() => {
-                println!("\nSink {name} ({}):", r.location);
+                outln!("\nSink {name} ({}):", r.location);
                 for p in &r.problems {
-                    println!("  - {p}");
+                    outln!("  - {p}");
                 }
             }
             Ok(_) => {}
-            Err(e) => println!("\nSink {name}: cannot read the catalog: {e}"),
+            Err(e) => outln!("\nSink {name}: cannot read the catalog: {e}"),
         }
     }
 }
 
 fn print_anchor_notes(path: &Path, bad_lines: &[BadLine], unknown: &[&str]) {
     for b in bad_lines {
-        println!(
+        outln!(
             "\nAnchor file {} line {}: {} ({:?})",
             path.display(),
             b.line,
@@ -361,7 +362,7 @@ fn print_anchor_notes(path: &Path, bad_lines: &[BadLine], unknown: &[&str]) {
         );
     }
     for s in unknown {
-        println!(
+        outln!(
             "\nNote: anchor file {} names sink {s:?}, which is not configured.",
             path.display()
         );

@@ -50,32 +50,32 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
     if let Err(e) = conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
         && let Some(obstacle) = snapshot::obstacle(&args.db_path, &e)
     {
-        println!("{}", args.db_path.display());
-        println!("NOT CHECKED: {obstacle}");
+        outln!("{}", args.db_path.display());
+        outln!("NOT CHECKED: {obstacle}");
         return Ok(Exit::Failed);
     }
     let report = verify::check_connection(&conn, &checks);
     let what = level.to_string();
-    println!(
+    outln!(
         "{}{}",
         args.db_path.display(),
         db.map(|d| format!(" (database {})", d.label))
             .unwrap_or_default()
     );
     if let Some(f) = &report.facts {
-        println!("  {} pages of {} bytes", f.page_count, f.page_size);
+        outln!("  {} pages of {} bytes", f.page_count, f.page_size);
         for (t, n) in &f.row_counts {
-            println!("  table {t}: {n} rows");
+            outln!("  table {t}: {n} rows");
         }
     }
     for p in &report.problems {
-        println!("  FAIL  {p}");
+        outln!("  FAIL  {p}");
     }
     if report.ok() {
-        println!("OK: {what} is `ok`, no foreign key violations");
+        outln!("OK: {what} is `ok`, no foreign key violations");
         Ok(Exit::Ok)
     } else {
-        println!(
+        outln!(
             "CORRUPT: restore from a backup (`sqlite-backup restore LABEL`); do not repair in place"
         );
         Ok(Exit::Failed)

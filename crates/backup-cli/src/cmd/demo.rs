@@ -31,7 +31,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     let db_path = args.dir.join("app.db");
     let config_path = args.dir.join("sqlite-backup.toml");
     if !db_path.exists() {
-        println!(
+        outln!(
             "Creating a {} MB demo database in WAL mode: {}",
             args.size_mb,
             db_path.display()
@@ -44,7 +44,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     }
     let config = settings::load_config(&config_path)?;
 
-    println!("Starting an application writer (200 commits/s) and backing up while it runs…");
+    outln!("Starting an application writer (200 commits/s) and backing up while it runs…");
     let writer = demo::Writer::start(&db_path, 200).context("starting the writer")?;
     let (_, report) = crate::jobs::backup::run_backup(
         &config,
@@ -59,7 +59,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         bail!("the demo backup failed: {:?}", report.outcomes[0].errors);
     }
     let entry = &report.outcomes[0].written[0].1;
-    println!(
+    outln!(
         "Backed up {} ({} pages) into {} while the writer committed {} transactions (p99 {:?}).",
         entry.source,
         entry.page_count,
@@ -68,7 +68,7 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         stats.percentile(0.99)
     );
 
-    println!(
+    outln!(
         "Verifying the new backup from the catalog (sidecar, decompression, integrity_check, tables, checks)…"
     );
     let backups = settings::backups(&config)?;
@@ -83,18 +83,18 @@ pub fn run(_cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         &checks,
     )?;
     for p in v.all_problems() {
-        println!("  FAIL {p}");
+        outln!("  FAIL {p}");
     }
     if !v.ok() {
         return Ok(Exit::Failed);
     }
-    println!(
+    outln!(
         "OK: backup verified; {} backup(s) of `demo` in the catalog.",
         listed.len()
     );
-    println!();
-    println!("Next: cd {} && sqlite-backup list", args.dir.display());
-    println!(
+    outln!();
+    outln!("Next: cd {} && sqlite-backup list", args.dir.display());
+    outln!(
         "      sha256sum -c {}.sha256   (from {})",
         backup_core::naming::file_name(&entry.key),
         config.local.root.display()

@@ -57,8 +57,8 @@ fn print_report(report: &DrillReport) {
             ]);
         }
     }
-    print!("{t}");
-    println!(
+    out!("{t}");
+    outln!(
         "Drill {}: {}; the live databases were not opened.",
         report.drill_id,
         if report.ok() {

@@ -123,9 +123,9 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if all.is_empty() {
-        println!("No backups recorded yet. Run `sqlite-backup backup`.");
+        outln!("No backups recorded yet. Run `sqlite-backup backup`.");
     } else {
         let several = sources.len() > 1;
         let mut headers = vec!["LABEL"];
@@ -170,7 +170,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
             ]);
             t.row(row);
         }
-        print!("{t}");
+        out!("{t}");
     }
     Ok(if problems.is_empty() {
         Exit::Ok

@@ -16,10 +16,10 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     let sinks = settings::sinks(&config)?;
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
     let plan = plan(&config, &refs, &labels);
-    print!("{}", plan_table(&plan));
+    out!("{}", plan_table(&plan));
     if args.dry_run {
-        print!("{}", packs_preview(&plan, &refs));
-        println!("Dry run: nothing was deleted.");
+        out!("{}", packs_preview(&plan, &refs));
+        outln!("Dry run: nothing was deleted.");
         return Ok(if plan.skipped.is_empty() {
             Exit::Ok
         } else {
@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
         });
     }
     let report = prune::apply(&plan, &refs);
-    print!("{}", report_text(&report));
+    out!("{}", report_text(&report));
     record(&config, &plan, &report);
     Ok(if report.ok() && plan.skipped.is_empty() {
         Exit::Ok

@@ -30,7 +30,7 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     let page = render(&config, &catalog, &problems, &state, Timestamp::now());
     backup_core::fsutil::atomic_write_mode(&args.html, page.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", args.html.display()))?;
-    println!("Report written to {}", args.html.display());
+    outln!("Report written to {}", args.html.display());
     Ok(Exit::Ok)
 }
 

@@ -52,8 +52,8 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     };
     if let Some(p) = &outcome.post_restore {
         match &p.error {
-            None => println!("post_restore: ok"),
-            Some(e) => println!("post_restore FAILED: {e}"),
+            None => outln!("post_restore: ok"),
+            Some(e) => outln!("post_restore FAILED: {e}"),
         }
     }
     print_outcome(&plan, &outcome, &printer, started);
@@ -122,18 +122,18 @@ fn dry_run(
     database_post_restore: Option<&str>,
 ) -> Result<Exit> {
     if plan.refused() {
-        println!("A restore would be REFUSED now: the database is in use (see above).");
+        outln!("A restore would be REFUSED now: the database is in use (see above).");
     }
     match restore::dry_run(plan, refs, printer) {
         Ok(d) => {
-            println!(
+            outln!(
                 "Dry run: candidates were downloaded and verified in {} (now removed); \
                  nothing beside {} was touched.",
                 d.scratch_dir.display(),
                 plan.target.display()
             );
             let c = &plan.candidates[d.chosen];
-            println!(
+            outln!(
                 "A restore would place snapshot {} ({}, taken {}){}.",
                 c.listed.run_id,
                 c.listed.entry.key,
@@ -159,8 +159,8 @@ fn dry_run(
 /// what was lost or forced, and how to swap back.
 fn print_outcome(plan: &Plan, outcome: &restore::Outcome, printer: &Printer, started: Instant) {
     let c = &outcome.restored;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} {} from snapshot {} (sink {}, {}, taken {}, {} old) in {}.",
         if outcome.ok() {
             "Restored"
@@ -175,7 +175,7 @@ fn print_outcome(plan: &Plan, outcome: &restore::Outcome, printer: &Printer, sta
         age(c.listed.entry.snapshot_at, printer.now),
         duration::human(started.elapsed()),
     );
-    println!(
+    outln!(
         "  timings: verify {}, place {}, re-check {}{}",
         duration::human(outcome.timings.verify),
         duration::human(outcome.timings.place),
@@ -190,24 +190,24 @@ fn print_outcome(plan: &Plan, outcome: &restore::Outcome, printer: &Printer, sta
         }
     );
     if let Some(loss) = outcome.total_loss(plan) {
-        println!(
+        outln!(
             "  walked back {} candidate(s) past the newest one: {loss}",
             outcome.rejected.len()
         );
     }
     if !outcome.forced_past.is_empty() {
-        println!(
+        outln!(
             "  WARNING: forced past {} process(es) still using the old file; restart them so they open the restored one",
             outcome.forced_past.len()
         );
     }
     if let Some(b) = &outcome.broken {
-        println!("  previous database kept at {}", b.display());
+        outln!("  previous database kept at {}", b.display());
         print_swap_back(outcome, b);
     }
     if !outcome.recheck.ok() {
         for p in &outcome.recheck.problems {
-            println!("  re-check FAILED: {p}");
+            outln!("  re-check FAILED: {p}");
         }
     }
 }
@@ -233,7 +233,7 @@ fn print_swap_back(outcome: &restore::Outcome, broken: &Path) {
     for (side, kept) in &outcome.moved {
         lines.push(mv(kept, side));
     }
-    println!("  to swap back, with the application stopped, run:");
+    outln!("  to swap back, with the application stopped, run:");
     let mut out = std::io::stdout().lock();
     for l in lines {
         let _ = out.write_all(b"    ");
@@ -259,7 +259,7 @@ fn sh_quote(p: &Path) -> Vec<u8> {
 
 fn fail(e: RestoreError) -> Result<Exit> {
     if let RestoreError::NonePassed { rejected, .. } = &e {
-        println!(
+        outln!(
             "No candidate passed ({} tried); nothing was changed.",
             rejected.len()
         );
@@ -323,7 +323,7 @@ impl Observer for Printer {
     fn step(&self, step: &Step<'_>) {
         match step {
             Step::CleanedLeftover { path } => {
-                println!(
+                outln!(
                     "Removed a leftover of an interrupted restore: {}",
                     path.display()
                 )
@@ -333,14 +333,14 @@ impl Observer for Printer {
                     if *forced {
                         tracing::warn!("--force: restoring although {h}");
                     }
-                    println!("In use: {h}");
+                    outln!("In use: {h}");
                 }
             }
             Step::Verifying {
                 index,
                 candidate,
                 into,
-            } => println!(
+            } => outln!(
                 "[{}/{}] verifying {} (sink {}, taken {}) into {}",
                 index + 1,
                 self.total,
@@ -351,44 +351,44 @@ impl Observer for Printer {
             ),
             Step::Rejected { problems, .. } => {
                 for p in *problems {
-                    println!("      REJECTED: {p}");
+                    outln!("      REJECTED: {p}");
                 }
             }
-            Step::WalkBack { to } => println!(
+            Step::WalkBack { to } => outln!(
                 "      walking back to {} (sink {}, {}): {}",
                 to.listed.run_id,
                 to.listed.sink,
                 self.tier(to),
                 to.loss.as_ref().map(|l| l.to_string()).unwrap_or_default()
             ),
-            Step::Accepted { report, .. } => println!("      ok: {}", passed(report)),
-            Step::KeptAside { from, to, how } => println!(
+            Step::Accepted { report, .. } => outln!("      ok: {}", passed(report)),
+            Step::KeptAside { from, to, how } => outln!(
                 "Kept the live database aside: {} -> {} ({how})",
                 from.display(),
                 to.display()
             ),
             Step::SideFileMoved { from, to } => {
-                println!("Moved aside {} -> {}", from.display(), to.display())
+                outln!("Moved aside {} -> {}", from.display(), to.display())
             }
-            Step::SideFileRemoved { path } => println!("Removed {}", path.display()),
-            Step::Placed { path } => println!(
+            Step::SideFileRemoved { path } => outln!("Removed {}", path.display()),
+            Step::Placed { path } => outln!(
                 "Placed the verified snapshot at {} (fsync file, rename, fsync folder)",
                 path.display()
             ),
             Step::Rechecked { report } => {
                 if report.ok() {
-                    println!("Re-checked the placed file: integrity_check ok");
+                    outln!("Re-checked the placed file: integrity_check ok");
                 } else {
-                    println!("Re-check of the placed file FAILED");
+                    outln!("Re-check of the placed file FAILED");
                 }
             }
-            Step::PostRestoreStarted => println!("Running post_restore…"),
+            Step::PostRestoreStarted => outln!("Running post_restore…"),
         }
     }
 }
 
 fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Option<&str>) {
-    println!(
+    outln!(
         "{}restore {} -> {}{}",
         if dry_run { "Dry run: " } else { "" },
         plan.label,
@@ -400,13 +400,13 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
         }
     );
     if let Some(link) = &plan.link {
-        println!(
+        outln!(
             "  {} is a symlink: restoring the file it points to, {} (the link is kept)",
             link.display(),
             plan.target.display()
         );
     }
-    println!(
+    outln!(
         "Selection: {}; {} candidate(s), tried newest first:",
         plan.selector,
         plan.candidates.len()
@@ -420,15 +420,15 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
         .collect();
     theirs.dedup();
     for source in theirs {
-        println!(
+        outln!(
             "Source: {source}: ANOTHER machine's or file's database (this config's is {own}), \
              chosen with --source"
         );
     }
     for (i, c) in plan.candidates.iter().enumerate() {
-        println!("  {}. {}", i + 1, p.describe(c));
+        outln!("  {}. {}", i + 1, p.describe(c));
         if let Some(loss) = &c.loss {
-            println!("     step back from {}: {loss}", loss.from_run);
+            outln!("     step back from {}: {loss}", loss.from_run);
         }
     }
     let mut checks = vec![
@@ -444,12 +444,12 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
         ));
     }
     checks.extend(plan.checks.queries.iter().map(|q| format!("check `{q}`")));
-    println!("Checks: {}", checks.join("; "));
+    outln!("Checks: {}", checks.join("; "));
     if plan.holders.is_empty() {
-        println!("In use: no other process has it open or locked");
+        outln!("In use: no other process has it open or locked");
     } else {
         for h in &plan.holders {
-            println!(
+            outln!(
                 "In use: {h}{}",
                 if plan.force {
                     " (--force: restoring anyway)"
@@ -466,14 +466,14 @@ fn print_plan(plan: &Plan, p: &Printer, dry_run: bool, post_restore_command: Opt
 }
 
 fn print_moves(plan: &Plan, post_restore_command: Option<&str>) {
-    println!("Moves:");
-    println!(
+    outln!("Moves:");
+    outln!(
         "  decompress + verify into {} (beside the target)",
         plan.scratch.display()
     );
     if let Some(b) = &plan.broken {
         if plan.target_exists {
-            println!(
+            outln!(
                 "  keep {} as {} (hard link; never deleted)",
                 plan.target.display(),
                 b.display()
@@ -482,24 +482,24 @@ fn print_moves(plan: &Plan, post_restore_command: Option<&str>) {
         for s in &plan.side_files {
             let name = s.to_string_lossy();
             if name.ends_with("-shm") {
-                println!("  remove {} (rebuilt by SQLite)", s.display());
+                outln!("  remove {} (rebuilt by SQLite)", s.display());
             } else {
                 let suffix = if name.ends_with("-wal") {
                     "-wal"
                 } else {
                     "-journal"
                 };
-                println!("  move {} -> {}{suffix}", s.display(), b.display());
+                outln!("  move {} -> {}{suffix}", s.display(), b.display());
             }
         }
     }
-    println!(
+    outln!(
         "  rename {} -> {} (fsync file, rename, fsync folder), then integrity_check it",
         plan.scratch.display(),
         plan.target.display()
     );
     if let Some(cmd) = post_restore_command {
-        println!("  run post_restore: sh -c {cmd:?}");
+        outln!("  run post_restore: sh -c {cmd:?}");
     }
 }
 

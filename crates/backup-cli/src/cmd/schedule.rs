@@ -85,9 +85,9 @@ pub fn run(cli: &Cli, cmd: &ScheduleCommand) -> Result<Exit> {
         drill_every: config.drill.map(|d| d.every),
     };
     if args.systemd {
-        print!("{}", systemd(&job));
+        out!("{}", systemd(&job));
     } else {
-        print!("{}", launchd(&job));
+        out!("{}", launchd(&job));
     }
     Ok(Exit::Ok)
 }

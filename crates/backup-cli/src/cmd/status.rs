@@ -113,7 +113,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
             "databases": databases,
             "permission_warnings": permissions,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&config, &rows, now);
     }
@@ -209,7 +209,7 @@ fn own_catalog(config: &Config) -> Result<(Vec<Listed>, Vec<String>)> {
 
 fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
     if rows.is_empty() {
-        println!("No databases configured in {}.", config.file.display());
+        outln!("No databases configured in {}.", config.file.display());
         return;
     }
     let mut t = Table::new(&[
@@ -241,10 +241,10 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
                 }),
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     for r in rows {
         if let Some(d) = &r.disagreement {
-            println!("note: {}: {d}", r.label);
+            outln!("note: {}: {d}", r.label);
         }
         print_drill(r, now);
     }
@@ -259,20 +259,20 @@ fn print_table(config: &Config, rows: &[Row<'_>], now: Timestamp) {
         [with(Health::Never), with(Health::Stale)].concat(),
     );
     if failing.is_empty() && old.is_empty() {
-        println!(
+        outln!(
             "All {} databases have a backup newer than {} h.",
             rows.len(),
             config.max_age_hours
         );
     }
     if !failing.is_empty() {
-        println!(
+        outln!(
             "UNHEALTHY: the latest backup run failed for {}.",
             failing.join(", ")
         );
     }
     if !old.is_empty() {
-        println!(
+        outln!(
             "UNHEALTHY: no backup newer than {} h for {} (max_age_hours in {}).",
             config.max_age_hours,
             old.join(", "),
@@ -298,13 +298,13 @@ fn print_drill(r: &Row<'_>, now: Timestamp) {
             })
             .collect();
         match drill.error() {
-            None => println!(
+            None => outln!(
                 "drill: {}: passed {} ago ({})",
                 r.label,
                 age(drill.at, now),
                 rto.join(", ")
             ),
-            Some(e) => println!(
+            Some(e) => outln!(
                 "drill: {}: FAILED {} ago ({} in a row): {e}",
                 r.label,
                 age(drill.at, now),

@@ -89,7 +89,7 @@ fn verify_latest(
 
 fn print_json(subject: &str, report: &ArtifactReport, key_problem: bool) -> Result<()> {
     let problems: Vec<&Problem> = report.all_problems().collect();
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "artifact": subject,
@@ -107,15 +107,15 @@ fn print_json(subject: &str, report: &ArtifactReport, key_problem: bool) -> Resu
 }
 
 fn print_text(subject: &str, report: &ArtifactReport, key_problem: bool) {
-    println!("{subject}");
-    println!(
+    outln!("{subject}");
+    outln!(
         "  artifact  {} ({}), sha256 {}",
         size(report.size),
         report.size,
         report.sha256
     );
     if report.db_size > 0 {
-        println!(
+        outln!(
             "  database  {} decompressed, sha256 {}",
             size(report.db_size),
             report.db_sha256
@@ -123,13 +123,13 @@ fn print_text(subject: &str, report: &ArtifactReport, key_problem: bool) {
     }
     if let Some(f) = &report.db.facts {
         for (t, n) in &f.row_counts {
-            println!("  table     {t}: {n} rows");
+            outln!("  table     {t}: {n} rows");
         }
     }
     for p in report.all_problems() {
-        println!("  FAIL      {p}");
+        outln!("  FAIL      {p}");
     }
-    println!(
+    outln!(
         "{}",
         if key_problem {
             "NOT CHECKED: the identity or passphrase given cannot open this backup (see above); it is not called corrupt"
