@@ -77,3 +77,47 @@ fn dry_run_plan() {
         redact(&String::from_utf8_lossy(&out.stdout), &p)
     );
 }
+
+/// Log lines are colored on a terminal, never with NO_COLOR or `--color
+/// never`, and into a pipe only with `--color always`.
+#[test]
+fn no_color_and_color_choose_whether_log_lines_are_colored() {
+    let p = Project::new();
+    p.demo_db("app.db", 100_000);
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n");
+    let bin = backup_testkit::testkit::binary();
+    let config = p.config();
+    // `script` gives the command a terminal, as an operator's shell does.
+    let on_terminal = |no_color: Option<&str>, flag: &str| {
+        let line = format!(
+            "{} --config '{}' {flag} backup",
+            bin.display(),
+            config.display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).contains("\x1b[")
+    };
+    assert!(on_terminal(None, ""), "a terminal gets colors");
+    assert!(on_terminal(Some(""), ""), "an empty NO_COLOR is unset");
+    assert!(!on_terminal(Some("1"), ""), "NO_COLOR=1 on a terminal");
+    assert!(!on_terminal(None, "--color never"));
+    assert!(on_terminal(Some("1"), "--color always"));
+
+    let piped = |flag: &[&str]| {
+        let out = p.run(&[flag, &["backup"]].concat());
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).contains("\x1b[")
+    };
+    assert!(!piped(&[]), "a pipe gets no colors");
+    assert!(piped(&["--color", "always"]));
+}

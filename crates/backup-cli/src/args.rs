@@ -18,6 +18,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SQLITE_BACKUP_CONFIG",
         default_value = "sqlite-backup.toml",
         value_name = "FILE"
@@ -25,17 +26,35 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
     pub log_format: LogFormat,
 
+    /// When log lines on stderr are colored: auto colors a terminal unless
+    /// NO_COLOR is set (https://no-color.org).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = Color::Auto
+    )]
+    pub color: Color,
+
     /// Only warnings and errors on stderr; no progress bars.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     pub quiet: bool,
 
     /// Also append log lines (same format, same level) to this file.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SQLITE_BACKUP_LOG_FILE",
         value_name = "FILE"
     )]
@@ -46,6 +65,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SQLITE_BACKUP_IDENTITY_FILE",
         value_name = "FILE"
     )]
@@ -63,6 +83,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// When to color.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless NO_COLOR is set to anything but an empty string.
+    Auto,
+    /// Always, even into a pipe or file.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// The subcommands.

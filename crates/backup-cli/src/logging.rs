@@ -17,18 +17,18 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::args::LogFormat;
+use crate::args::{Color, LogFormat};
 use crate::progress;
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Install the global subscriber.
-pub fn init(format: LogFormat, quiet: bool, log_file: Option<&Path>) -> Result<()> {
+pub fn init(format: LogFormat, color: Color, quiet: bool, log_file: Option<&Path>) -> Result<()> {
     let filter = |default: &str| {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
     };
     let mut layers: Vec<BoxedLayer> = vec![
-        layer(format, StderrWriter, true)
+        layer(format, StderrWriter, colored(color))
             .with_filter(filter(if quiet { "warn" } else { "info" }))
             .boxed(),
     ];
@@ -59,10 +59,22 @@ where
     let base = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false)
-        .with_ansi(ansi && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => base.boxed(),
         LogFormat::Json => base.json().flatten_event(true).boxed(),
+    }
+}
+
+/// Whether stderr's lines are colored.
+fn colored(color: Color) -> bool {
+    match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        }
     }
 }
 

@@ -57,7 +57,12 @@ pub enum Exit {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    if let Err(e) = logging::init(cli.log_format, cli.quiet, cli.log_file.as_deref()) {
+    if let Err(e) = logging::init(
+        cli.log_format,
+        cli.color,
+        cli.quiet,
+        cli.log_file.as_deref(),
+    ) {
         eprintln!("error: {e:#}");
         return ExitCode::from(Exit::Usage as u8);
     }
