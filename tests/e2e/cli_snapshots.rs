@@ -121,3 +121,19 @@ fn no_color_and_color_choose_whether_log_lines_are_colored() {
     assert!(!piped(&[]), "a pipe gets no colors");
     assert!(piped(&["--color", "always"]));
 }
+
+/// A file that is not there is a usage error (exit 2) for every command
+/// that takes one, with the path named.
+#[test]
+fn a_missing_input_file_is_a_usage_error_everywhere() {
+    let p = Project::new();
+    for args in [&["verify", "missing.db.zst"][..], &["check", "missing.db"]] {
+        let out = p.run(args);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("{} is not a file", args[1])),
+            "{text}"
+        );
+    }
+}

@@ -76,6 +76,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parse the command line, with the linked SQLite's version and fast
+    /// paths in `--version` (known only at run time).
+    pub fn parse_with_build() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let version = format!(
+            "{} with {}",
+            env!("CARGO_PKG_VERSION"),
+            backup_core::sqlite::build()
+        );
+        // Once per process; clap takes `&'static str` without its `string` feature.
+        let version: &'static str = Box::leak(version.into_boxed_str());
+        let matches = Cli::command().version(version).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -310,7 +327,7 @@ pub struct DrillArgs {
     /// Only these databases (repeatable). Default: all.
     #[arg(long = "label", short = 'l', value_name = "LABEL")]
     pub labels: Vec<String>,
-    /// Only this sink (`local`, `cold`, `azure`). Default: every sink.
+    /// Only this sink (`local`, `cold`, `azure`, `s3`). Default: every sink.
     #[arg(long, value_name = "SINK")]
     pub from: Option<String>,
     /// Another machine's or file's snapshots of the label, as `list

@@ -42,8 +42,6 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// How a command ended, as an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -56,7 +54,7 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_with_build();
     if let Err(e) = logging::init(
         cli.log_format,
         cli.color,

@@ -7,7 +7,15 @@ fn version_and_help_work() {
     let bin = env!("CARGO_BIN_EXE_sqlite-backup");
     let out = Command::new(bin).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sqlite-backup "));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.starts_with("sqlite-backup "), "{version}");
+    // What a bug report needs: the linked SQLite and whether this build has
+    // the fast paths (this workspace compiles them in).
+    assert!(
+        version.contains(&format!("SQLite {}", backup_core::sqlite::build().version))
+            && version.contains("sqlite_dbpage: yes, snapshots: yes"),
+        "{version}"
+    );
     let out = Command::new(bin)
         .arg("backup")
         .arg("--help")

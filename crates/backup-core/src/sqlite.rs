@@ -109,3 +109,40 @@ fn path_bytes(path: &Path) -> std::borrow::Cow<'_, [u8]> {
         std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
     }
 }
+
+/// What the SQLite this crate is linked with can do, for `--version` and
+/// bug reports: the fast paths fall back quietly when it cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// `sqlite_version()`.
+    pub version: String,
+    /// `sqlite_dbpage`: WAL databases stream their pages, no scratch copy.
+    pub dbpage: bool,
+    /// `SQLITE_ENABLE_SNAPSHOT`: the post-backup check reads the same
+    /// snapshot, and runs read only the pages the WAL names.
+    pub snapshot: bool,
+}
+
+/// The linked SQLite's [`Build`].
+pub fn build() -> Build {
+    let conn = Connection::open_in_memory().ok();
+    Build {
+        version: rusqlite::version().to_string(),
+        dbpage: conn.as_ref().is_some_and(crate::snapshot::has_dbpage),
+        snapshot: cfg!(sqlite_snapshot),
+    }
+}
+
+impl std::fmt::Display for Build {
+    /// `SQLite 3.50.2 (sqlite_dbpage: yes, snapshots: yes)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no (slower fallback)" };
+        write!(
+            f,
+            "SQLite {} (sqlite_dbpage: {}, snapshots: {})",
+            self.version,
+            yes(self.dbpage),
+            yes(self.snapshot)
+        )
+    }
+}

@@ -152,6 +152,10 @@ fn verify_file(
     identities: Option<backup_core::encryption::Identities>,
     scratch: &Path,
 ) -> Result<ArtifactReport> {
+    // As `check` does: a missing input is a usage error, not a bad backup.
+    if !path.is_file() {
+        return Err(UsageError(format!("{} is not a file", path.display())).into());
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
