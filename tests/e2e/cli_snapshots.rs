@@ -137,3 +137,71 @@ fn a_missing_input_file_is_a_usage_error_everywhere() {
         );
     }
 }
+
+/// `completions bash` completes commands and each command's own options in
+/// a real bash; `man DIR` writes a page per command that `man` renders.
+#[test]
+fn completions_and_man_pages_work_in_the_real_tools() {
+    let p = Project::new();
+    let script = p.join("sqlite-backup.bash");
+    std::fs::write(&script, p.run_ok(&["completions", "bash"])).unwrap();
+    let complete = |words: &str| {
+        let line = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _sqlite_backup sqlite-backup \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             complete -p sqlite-backup >&2; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("sqlite-backup re"), "restore report");
+    assert_eq!(complete("sqlite-backup restore --f"), "--from --force");
+    // No zsh or fish here to run them in: they name the commands and options.
+    let zsh = p.run_ok(&["completions", "zsh"]);
+    assert!(
+        zsh.contains("#compdef sqlite-backup") && zsh.contains("'--from=[Only consider this sink")
+    );
+    let fish = p.run_ok(&["completions", "fish"]);
+    assert!(fish.contains("__fish_sqlite_backup_using_subcommand restore\" -l from"));
+
+    let dir = p.join("man pages ü");
+    p.run_ok(&["man", dir.to_str().unwrap()]);
+    for cmd in [
+        "backup",
+        "list",
+        "verify",
+        "check",
+        "restore",
+        "prune",
+        "status",
+        "drill",
+        "report",
+        "daemon",
+        "schedule",
+        "catalog",
+        "demo",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            dir.join(format!("sqlite-backup-{cmd}.1")).is_file(),
+            "{cmd}"
+        );
+    }
+    let out = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.join("sqlite-backup-restore.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "200")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(page.contains("never destroying the live file"), "{page}");
+    assert!(page.contains("--dry-run"), "{page}");
+}

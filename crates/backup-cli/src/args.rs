@@ -177,6 +177,32 @@ pub enum Command {
         after_help = "Example:\n  sqlite-backup demo            # writes ./sqlite-backup-demo/\n  cd sqlite-backup-demo && sqlite-backup list"
     )]
     Demo(DemoArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup completions bash > /etc/bash_completion.d/sqlite-backup\n  sqlite-backup completions zsh > \"${fpath[1]}/_sqlite-backup\"\n  sqlite-backup completions fish > ~/.config/fish/completions/sqlite-backup.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Write the man pages (one per command) into a folder.
+    #[command(
+        after_help = "Example:\n  sqlite-backup man /usr/local/share/man/man1 && man sqlite-backup-restore"
+    )]
+    Man(ManArgs),
+}
+
+/// `completions` arguments.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man` arguments.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write `sqlite-backup.1`, `sqlite-backup-backup.1`, … into
+    /// (created if missing).
+    pub dir: PathBuf,
 }
 
 /// `report` arguments.

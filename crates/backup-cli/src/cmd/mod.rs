@@ -5,6 +5,7 @@ mod catalog;
 mod check;
 mod daemon;
 mod demo;
+mod docs;
 mod drill;
 mod list;
 mod prune;
@@ -35,5 +36,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         Command::Catalog(a) => catalog::run(cli, a),
         Command::Drill(a) => drill::run(cli, a),
         Command::Report(a) => report::run(cli, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }
