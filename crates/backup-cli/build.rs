@@ -16,7 +16,11 @@ fn main() {
     let flags = std::env::var("LIBSQLITE3_FLAGS").unwrap_or_default();
     let missing: Vec<&str> = NEEDED
         .into_iter()
-        .filter(|n| !flags.split_whitespace().any(|f| f.trim_start_matches("-D") == *n))
+        .filter(|n| {
+            !flags
+                .split_whitespace()
+                .any(|f| f.trim_start_matches("-D") == *n)
+        })
         .collect();
     if missing.is_empty() || std::env::var_os("SQLITE_BACKUP_ALLOW_SLOW_SQLITE").is_some() {
         return;

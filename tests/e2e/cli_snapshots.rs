@@ -205,3 +205,42 @@ fn completions_and_man_pages_work_in_the_real_tools() {
     assert!(page.contains("never destroying the live file"), "{page}");
     assert!(page.contains("--dry-run"), "{page}");
 }
+
+/// `backup --json` and `backup --dry-run --json`: one object a script can
+/// read, whose keys and digests are the files' own.
+#[test]
+fn backup_json_describes_the_run_and_the_plan() {
+    let p = Project::new();
+    p.demo_db("app.db", 200_000);
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n");
+    let mut s = settings();
+    s.add_filter(r"[0-9a-f]{64}", "[SHA256]");
+    s.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
+    s.add_filter(r#""size": \d+"#, r#""size": [BYTES]"#);
+    let _g = s.bind_to_scope();
+    let stdout = |args: &[&str]| {
+        let out = p.run(args);
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let plan = stdout(&["backup", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(v["databases"][0]["action"], "backup");
+    assert!(p.catalog().is_empty(), "a dry run wrote something");
+    insta::assert_snapshot!("backup_dry_run_json", redact(&plan, &p));
+
+    let run = stdout(&["backup", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_eq!((v["ok"].as_u64(), v["failed"].as_u64()), (Some(1), Some(0)));
+    let copy = &v["databases"][0]["copies"][0];
+    let file = p.backups().join(copy["key"].as_str().unwrap());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(copy["size"].as_u64(), Some(bytes.len() as u64));
+    assert_eq!(
+        copy["sha256"].as_str().unwrap(),
+        backup_core::digest::Sha256::hex_of(&bytes)
+    );
+    assert_eq!(v["run_id"], p.catalog()[0].run_id.as_str());
+    insta::assert_snapshot!("backup_json", redact(&run, &p));
+}

@@ -118,7 +118,7 @@ pub enum Color {
 pub enum Command {
     /// Back up databases now.
     #[command(
-        after_help = "Examples:\n  sqlite-backup backup\n  sqlite-backup backup --label mission-control --label costs\n  sqlite-backup backup --tag premigrate          before a destructive migration\n  sqlite-backup backup --tag phase1 --tier cold  a phase seal, also copied off-host\n  sqlite-backup backup --dry-run                 print planned paths; no snapshot, no upload\n\nEach database is snapshotted once (one read transaction; writers keep going),\ncompressed and hashed in one pass, sent to every sink, checked, and recorded in\na manifest written last. A missing source file is a warning, not a failure."
+        after_help = "Examples:\n  sqlite-backup backup\n  sqlite-backup backup --label mission-control --label costs\n  sqlite-backup backup --tag premigrate          before a destructive migration\n  sqlite-backup backup --tag phase1 --tier cold  a phase seal, also copied off-host\n  sqlite-backup backup --dry-run                 print planned paths; no snapshot, no upload\n  sqlite-backup backup --json | jq .failed       for scripts\n\nEach database is snapshotted once (one read transaction; writers keep going),\ncompressed and hashed in one pass, sent to every sink, checked, and recorded in\na manifest written last. A missing source file is a warning, not a failure."
     )]
     Backup(BackupArgs),
     /// List backups recorded in the catalogs, newest first.
@@ -228,6 +228,10 @@ pub struct BackupArgs {
     /// Print the planned artifact paths; take no snapshot, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Machine-readable output: the run's (or the plan's) result as one
+    /// JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Extra tier for a backup.

@@ -37,14 +37,30 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<Exit> {
         },
     )?;
     let Some(report) = report else {
-        print_plan(&plan, &config);
+        match args.json {
+            true => outln!(
+                "{}",
+                serde_json::to_string_pretty(&plan_json(&plan, &config))?
+            ),
+            false => print_plan(&plan, &config),
+        }
         return Ok(Exit::Ok);
     };
-    print_report(&report);
-    if let Some(name) = signal.get() {
+    let interrupted = signal.get().copied();
+    if args.json {
         outln!(
-            "Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept."
+            "{}",
+            serde_json::to_string_pretty(&report_json(&report, interrupted))?
         );
+    } else {
+        print_report(&report);
+    }
+    if let Some(name) = interrupted {
+        if !args.json {
+            outln!(
+                "Interrupted by {name}: the database in flight was abandoned, nothing incomplete was kept."
+            );
+        }
         return Ok(Exit::Failed);
     }
     Ok(if report.failed_count() > 0 {
@@ -153,4 +169,84 @@ fn print_report(report: &RunReport) {
         let (sink, head) = (&m.sink, &m.head);
         outln!("Catalog head ({sink}): {head}");
     }
+}
+
+/// `backup --dry-run --json`.
+fn plan_json(plan: &Plan, config: &Config) -> serde_json::Value {
+    let targets = settings::targets(config).unwrap_or_default();
+    let databases: Vec<serde_json::Value> = plan
+        .items
+        .iter()
+        .map(|item| match &item.action {
+            Action::Skip(reason) => serde_json::json!({
+                "label": item.database.label,
+                "action": "skip",
+                "reason": reason,
+            }),
+            Action::Backup(arts) => serde_json::json!({
+                "label": item.database.label,
+                "action": "backup",
+                "path": item.database.path,
+                "artifacts": arts.iter().map(|a| serde_json::json!({
+                    "sink": a.sink,
+                    "location": targets.get(a.target).map(|t| t.sink.location()),
+                    "key": a.key,
+                    "sidecar_key": a.sidecar_key,
+                })).collect::<Vec<_>>(),
+            }),
+        })
+        .collect();
+    serde_json::json!({
+        "dry_run": true,
+        "run_id": plan.run_id,
+        "databases": databases,
+        "expected_objects": plan.expected_objects(),
+    })
+}
+
+/// `backup --json`: what `print_report` shows, with each copy's key and
+/// digests.
+fn report_json(report: &RunReport, interrupted: Option<&str>) -> serde_json::Value {
+    let databases: Vec<serde_json::Value> = report
+        .outcomes
+        .iter()
+        .map(|o| {
+            let result = if o.skipped.is_some() {
+                "skipped"
+            } else if o.failed() {
+                "failed"
+            } else {
+                "ok"
+            };
+            serde_json::json!({
+                "label": o.label,
+                "result": result,
+                "skipped": o.skipped,
+                "errors": o.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "copies": o.written.iter().map(|(sink, e)| serde_json::json!({
+                    "sink": sink,
+                    "key": e.key,
+                    "size": e.size,
+                    "sha256": e.sha256,
+                    "db_sha256": e.db_sha256,
+                    "snapshot_at": e.snapshot_at,
+                    "incremental": e.pages.is_some(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": report.run_id,
+        "ok": report.ok_count(),
+        "failed": report.failed_count(),
+        "interrupted_by": interrupted,
+        "objects_written": report.written_objects,
+        "objects_expected": report.expected_objects,
+        "databases": databases,
+        "manifests": report.manifests.iter().map(|m| serde_json::json!({
+            "sink": m.sink,
+            "key": m.key,
+            "head": m.head,
+        })).collect::<Vec<_>>(),
+    })
 }
