@@ -323,3 +323,58 @@ fn a_closed_stdout_ends_commands_quietly_and_loses_no_backup() {
     );
     p.assert_restores_exactly(&p.catalog()[0]);
 }
+
+/// `prune --json`: the plan as one object a script reads, and after a real
+/// prune the keys each sink deleted, which are exactly the files gone.
+#[test]
+fn prune_json_lists_the_plan_and_what_was_deleted() {
+    let (p, before) = backed_up(3);
+    let stdout = |args: &[&str]| {
+        let out = p.run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let dry = stdout(&["prune", "--dry-run", "--json"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        (dry["keep"].as_u64(), dry["delete"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(dry["snapshots"].as_array().unwrap().len(), 3);
+    assert!(dry["sinks"].is_null());
+    assert_eq!(p.catalog().len(), 3, "a dry run deleted something");
+
+    let done = stdout(&["prune", "--json"]);
+    assert_eq!(done["dry_run"], false);
+    let mut deleted: Vec<&str> = done["sinks"][0]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    deleted.sort();
+    let mut expected: Vec<&str> = before[1..].iter().map(|l| l.entry.key.as_str()).collect();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for key in deleted {
+        assert!(!p.backups().join(key).exists(), "{key}");
+    }
+
+    // The table's headings and times read as every other table's.
+    let (p, _) = backed_up(2);
+    let table = p.run_ok(&["prune", "--dry-run"]);
+    assert!(
+        table.contains("LABEL") && table.contains("SNAPSHOT"),
+        "{table}"
+    );
+    let t = p.catalog()[0]
+        .entry
+        .snapshot_at
+        .strftime("%Y-%m-%d %H:%M:%SZ")
+        .to_string();
+    assert!(table.contains(&t), "{t} in {table}");
+}

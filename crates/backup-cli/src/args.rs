@@ -335,6 +335,10 @@ pub struct PruneArgs {
     /// Print the keep/delete table; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Machine-readable output: the plan and what each sink did, as one
+    /// JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status` arguments.

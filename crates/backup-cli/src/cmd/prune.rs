@@ -6,7 +6,7 @@ use backup_core::sink::Sink;
 
 use crate::Exit;
 use crate::args::{Cli, PruneArgs};
-use crate::output::{Table, size};
+use crate::output::{Table, size, time};
 use crate::settings;
 
 pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
@@ -16,10 +16,17 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     let sinks = settings::sinks(&config)?;
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
     let plan = plan(&config, &refs, &labels);
-    out!("{}", plan_table(&plan));
+    if !args.json {
+        out!("{}", plan_table(&plan));
+    }
     if args.dry_run {
-        out!("{}", packs_preview(&plan, &refs));
-        outln!("Dry run: nothing was deleted.");
+        match args.json {
+            true => outln!("{}", serde_json::to_string_pretty(&json(&plan, None))?),
+            false => {
+                out!("{}", packs_preview(&plan, &refs));
+                outln!("Dry run: nothing was deleted.");
+            }
+        }
         return Ok(if plan.skipped.is_empty() {
             Exit::Ok
         } else {
@@ -27,7 +34,13 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
         });
     }
     let report = prune::apply(&plan, &refs);
-    out!("{}", report_text(&report));
+    match args.json {
+        true => outln!(
+            "{}",
+            serde_json::to_string_pretty(&json(&plan, Some(&report)))?
+        ),
+        false => out!("{}", report_text(&report)),
+    }
     record(&config, &plan, &report);
     Ok(if report.ok() && plan.skipped.is_empty() {
         Exit::Ok
@@ -119,23 +132,14 @@ fn record(config: &backup_config::Config, plan: &PrunePlan, report: &PruneReport
 /// The `--dry-run` table: every snapshot, what happens to it and why.
 fn plan_table(plan: &PrunePlan) -> String {
     let mut t = Table::new(&[
-        "label",
-        "sink",
-        "snapshot (UTC)",
-        "tag",
-        "size",
-        "action",
-        "reason",
+        "LABEL", "SINK", "SNAPSHOT", "TAG", "SIZE", "ACTION", "REASON",
     ]);
     t.align_right(4);
     for i in &plan.items {
         t.row(vec![
             i.entry.label.clone(),
             i.sink.clone(),
-            i.entry
-                .snapshot_at
-                .strftime("%Y-%m-%d %H:%M:%S")
-                .to_string(),
+            time(i.entry.snapshot_at),
             i.entry.tag.clone().unwrap_or_else(|| "-".into()),
             size(i.entry.size),
             i.decision.action().to_string(),
@@ -233,4 +237,55 @@ fn report_text(report: &PruneReport) -> String {
         }
     }
     out
+}
+
+/// `prune --json`: the plan (every snapshot, its action and reason) and,
+/// unless a dry run, what each sink did.
+fn json(plan: &PrunePlan, report: Option<&PruneReport>) -> serde_json::Value {
+    let snapshots: Vec<serde_json::Value> = plan
+        .items
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "label": i.entry.label,
+                "sink": i.sink,
+                "run_id": i.run_id,
+                "key": i.entry.key,
+                "snapshot_at": i.entry.snapshot_at,
+                "tag": i.entry.tag,
+                "size": i.entry.size,
+                "action": i.decision.action().to_string(),
+                "reason": i.decision.reason.to_string(),
+            })
+        })
+        .collect();
+    let sinks = report.map(|r| {
+        r.sinks
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "sink": s.sink,
+                    "deleted": s.deleted.iter().map(|p| &p.key).collect::<Vec<_>>(),
+                    "bytes": s.bytes,
+                    "manifest": s.manifest.as_ref().map(|(key, _)| key),
+                    "packs_freed": s.packs.deleted,
+                    "packs_bytes": s.packs.bytes,
+                    "packs_waiting": s.packs.waiting,
+                    "errors": s.errors.iter().chain(&s.packs.errors).collect::<Vec<_>>(),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    serde_json::json!({
+        "dry_run": report.is_none(),
+        "keep": plan.keep_count(),
+        "delete": plan.delete_count(),
+        "bytes_freed": plan.reclaimed_bytes(),
+        "snapshots": snapshots,
+        "skipped_sinks": plan.skipped.iter().map(|s| serde_json::json!({
+            "sink": s.sink,
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
+        "sinks": sinks,
+    })
 }
