@@ -644,3 +644,45 @@ fn every_time_list_prints_round_trips_through_restore_at() {
     }
     eprintln!("{same_second} of 5 snapshots shared their second with a newer one");
 }
+
+/// `restore --json`: stdout is one JSON object (the steps go to stderr),
+/// naming what was placed, what was rejected and why, and where the
+/// previous database went; a dry run and a restore that finds nothing good
+/// say so the same way.
+#[test]
+fn restore_json_reports_the_walk_back_and_keeps_stdout_for_json() {
+    let (f, good, bad) = two_backups();
+    flip_byte(&f.artifact(&bad), 100);
+    let json = |extra: &[&str]| {
+        let out = restore(&f, &[&["--json"], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", text(&out)));
+        (out.status.code(), v, stderr)
+    };
+
+    let (code, dry, stderr) = json(&["--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["would_restore"]["db_sha256"], good.db_sha256.as_str());
+    assert!(stderr.contains("REJECTED"), "the steps go to stderr:\n{stderr}");
+
+    let (code, done, _) = json(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(done["ok"], true);
+    assert_eq!(done["restored"]["db_sha256"], good.db_sha256.as_str());
+    assert_eq!(done["rejected"][0]["db_sha256"], bad.db_sha256.as_str());
+    let problems = done["rejected"][0]["problems"].to_string();
+    assert!(problems.contains("does not match the sidecar"), "{problems}");
+    let kept = std::path::PathBuf::from(done["previous_kept_at"].as_str().unwrap());
+    assert!(kept.is_file(), "{}", kept.display());
+    assert_eq!(sha_of(&f.db), good.db_sha256);
+
+    let run = f.run_of(&good);
+    f.replace_artifact(&run, &corrupt_index_page(&f.db_bytes(&good)));
+    let (code, failed, _) = json(&[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(failed["ok"], false);
+    assert!(failed["restored"].is_null());
+    assert_eq!(failed["rejected"].as_array().unwrap().len(), 2, "{failed}");
+}

@@ -138,7 +138,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Restore a database from its newest good backup, never destroying the live file.
     #[command(
-        after_help = "Examples:\n  sqlite-backup restore mission-control --dry-run     print the plan, change nothing\n  sqlite-backup restore mission-control               newest backup that passes every check\n  sqlite-backup restore colibri --tag r75             newest backup tagged r75\n  sqlite-backup restore colibri --date 2026-04-16     newest backup of that UTC day\n  sqlite-backup restore app --to /tmp/app-copy.db     restore a copy elsewhere\n  sqlite-backup restore app --source web-1            on a new host: web-1's database\n\nEach candidate is downloaded, its digest checked, decompressed beside the\ntarget and fully verified; a failing candidate makes the restore walk back to\nthe next older one (hot, warm, then cold), saying what each step loses. The live\ndatabase is moved aside as <name>.broken-YYYYMMDD-HHMMSS, never deleted."
+        after_help = "Examples:\n  sqlite-backup restore mission-control --dry-run     print the plan, change nothing\n  sqlite-backup restore mission-control               newest backup that passes every check\n  sqlite-backup restore colibri --tag r75             newest backup tagged r75\n  sqlite-backup restore colibri --date 2026-04-16     newest backup of that UTC day\n  sqlite-backup restore app --to /tmp/app-copy.db     restore a copy elsewhere\n  sqlite-backup restore app --source web-1            on a new host: web-1's database\n  sqlite-backup restore app --json | jq .restored.run_id\n\nEach candidate is downloaded, its digest checked, decompressed beside the\ntarget and fully verified; a failing candidate makes the restore walk back to\nthe next older one (hot, warm, then cold), saying what each step loses. The live\ndatabase is moved aside as <name>.broken-YYYYMMDD-HHMMSS, never deleted."
     )]
     Restore(RestoreArgs),
     /// Delete backups the retention policy no longer keeps.
@@ -324,6 +324,10 @@ pub struct RestoreArgs {
     /// alone. Default: this machine's own database file only.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
+    /// Machine-readable output: the result as one JSON object on stdout;
+    /// the steps, as they happen, go to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `prune` arguments.

@@ -8,20 +8,22 @@
 /// panics; a reader that has seen enough is no failure of the command,
 /// which goes on to its own end and exit code (a backup is not abandoned
 /// because its summary's reader left).
+/// While a command's `--json` owns stdout ([`output::json_owns_stdout`]),
+/// its text for people goes to stderr instead.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        let _ = match $crate::output::human_on_stderr() {
+            true => write!(std::io::stderr(), $($arg)*),
+            false => write!(std::io::stdout(), $($arg)*),
+        };
     }};
 }
 
 /// `println!` as [`out!`] is `print!`.
 macro_rules! outln {
     () => { out!("\n") };
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
 }
 
 mod alerts;

@@ -1,6 +1,29 @@
 //! Formatting for people: sizes, ages, aligned tables.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use jiff::{SignedDuration, Timestamp};
+
+static HUMAN_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// From now on stdout carries only the JSON [`json`] prints: a command
+/// whose steps are reported as they happen (`restore`) still shows them,
+/// on stderr.
+pub fn json_owns_stdout() {
+    HUMAN_ON_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// Whether `out!` writes to stderr.
+pub fn human_on_stderr() -> bool {
+    HUMAN_ON_STDERR.load(Ordering::Relaxed)
+}
+
+/// `value`, pretty, on stdout (a closed stdout is dropped, as `out!` does).
+pub fn json(value: &serde_json::Value) {
+    use std::io::Write as _;
+    let text = serde_json::to_string_pretty(value).expect("a JSON value serializes");
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
 
 /// `1.2 MiB`.
 pub fn size(bytes: u64) -> String {

@@ -22,6 +22,9 @@ use crate::output::{age, size, time};
 use crate::settings::{self, UsageError};
 
 pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
+    if args.json {
+        crate::output::json_owns_stdout();
+    }
     let config = settings::load_config(&cli.config)?;
     let Planned {
         plan,
@@ -43,12 +46,18 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
     let started = Instant::now();
 
     if args.dry_run {
-        return dry_run(&plan, &refs, &printer, database_post_restore.as_deref());
+        return dry_run(
+            &plan,
+            &refs,
+            &printer,
+            database_post_restore.as_deref(),
+            args.json,
+        );
     }
 
     let outcome = match restore::execute(&plan, &refs, &printer) {
         Ok(o) => o,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e, args.json.then_some(&plan)),
     };
     if let Some(p) = &outcome.post_restore {
         match &p.error {
@@ -57,7 +66,57 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<Exit> {
         }
     }
     print_outcome(&plan, &outcome, &printer, started);
+    if args.json {
+        crate::output::json(&outcome_json(&plan, &outcome));
+    }
     Ok(if outcome.ok() { Exit::Ok } else { Exit::Failed })
+}
+
+fn candidate_json(c: &Candidate) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": c.listed.run_id,
+        "sink": c.listed.sink,
+        "key": c.listed.entry.key,
+        "snapshot_at": c.listed.entry.snapshot_at,
+        "tag": c.listed.entry.tag,
+        "db_sha256": c.listed.entry.db_sha256,
+    })
+}
+
+fn rejected_json(rejected: &[restore::Rejection]) -> Vec<serde_json::Value> {
+    rejected
+        .iter()
+        .map(|r| {
+            let mut c = candidate_json(&r.candidate);
+            c["problems"] = serde_json::json!(r.problems);
+            c
+        })
+        .collect()
+}
+
+/// `restore --json`: what was placed, what was rejected on the way, where
+/// the previous database went.
+fn outcome_json(plan: &Plan, outcome: &restore::Outcome) -> serde_json::Value {
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    serde_json::json!({
+        "ok": outcome.ok(),
+        "label": plan.label,
+        "target": outcome.target,
+        "restored": candidate_json(&outcome.restored),
+        "rejected": rejected_json(&outcome.rejected),
+        "previous_kept_at": outcome.broken,
+        "side_files_moved": outcome.moved.iter().map(|(from, to)| serde_json::json!({"from": from, "to": to})).collect::<Vec<_>>(),
+        "recheck_ok": outcome.recheck.ok(),
+        "recheck_problems": outcome.recheck.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "post_restore": outcome.post_restore.as_ref().map(|p| serde_json::json!({"error": p.error.as_ref().map(|e| e.to_string())})),
+        "forced_past": outcome.forced_past.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        "seconds": {
+            "verify": secs(outcome.timings.verify),
+            "place": secs(outcome.timings.place),
+            "recheck": secs(outcome.timings.recheck),
+            "post_restore": secs(outcome.timings.post_restore),
+        },
+    })
 }
 
 /// A restore resolved from flags and config.
@@ -120,6 +179,7 @@ fn dry_run(
     refs: &[&dyn Sink],
     printer: &Printer,
     database_post_restore: Option<&str>,
+    json: bool,
 ) -> Result<Exit> {
     if plan.refused() {
         outln!("A restore would be REFUSED now: the database is in use (see above).");
@@ -145,13 +205,24 @@ fn dry_run(
                 }
             );
             print_moves(plan, database_post_restore);
+            if json {
+                crate::output::json(&serde_json::json!({
+                    "dry_run": true,
+                    "ok": !plan.refused(),
+                    "label": plan.label,
+                    "target": plan.target,
+                    "refused_in_use": plan.refused(),
+                    "would_restore": candidate_json(c),
+                    "rejected": rejected_json(&d.rejected),
+                }));
+            }
             Ok(if plan.refused() {
                 Exit::Failed
             } else {
                 Exit::Ok
             })
         }
-        Err(e) => fail(e),
+        Err(e) => fail(e, json.then_some(plan)),
     }
 }
 
@@ -234,7 +305,11 @@ fn print_swap_back(outcome: &restore::Outcome, broken: &Path) {
         lines.push(mv(kept, side));
     }
     outln!("  to swap back, with the application stopped, run:");
-    let mut out = std::io::stdout().lock();
+    // Bytes, not text (paths need not be UTF-8), where `out!` writes.
+    let mut out: Box<dyn Write> = match crate::output::human_on_stderr() {
+        true => Box::new(std::io::stderr().lock()),
+        false => Box::new(std::io::stdout().lock()),
+    };
     for l in lines {
         let _ = out.write_all(b"    ");
         let _ = out.write_all(&l);
@@ -257,12 +332,28 @@ fn sh_quote(p: &Path) -> Vec<u8> {
     out
 }
 
-fn fail(e: RestoreError) -> Result<Exit> {
+/// A restore that placed nothing; with `--json` (its plan given), the
+/// failure as JSON on stdout too.
+fn fail(e: RestoreError, json: Option<&Plan>) -> Result<Exit> {
     if let RestoreError::NonePassed { rejected, .. } = &e {
         outln!(
             "No candidate passed ({} tried); nothing was changed.",
             rejected.len()
         );
+    }
+    if let Some(plan) = json {
+        let rejected = match &e {
+            RestoreError::NonePassed { rejected, .. } => rejected_json(rejected),
+            _ => Vec::new(),
+        };
+        crate::output::json(&serde_json::json!({
+            "ok": false,
+            "label": plan.label,
+            "target": plan.target,
+            "restored": null,
+            "error": e.to_string(),
+            "rejected": rejected,
+        }));
     }
     // The wrong key is a bad invocation (exit 2); no key at all, like a
     // failed restore, exits 1 naming what is missing.
