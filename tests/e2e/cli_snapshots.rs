@@ -244,3 +244,59 @@ fn backup_json_describes_the_run_and_the_plan() {
     assert_eq!(v["run_id"], p.catalog()[0].run_id.as_str());
     insta::assert_snapshot!("backup_json", redact(&run, &p));
 }
+
+/// `drill --json`, `check --json` and `catalog head --json`: one object
+/// each, whose facts are the files' own, and a corrupt database is `ok:
+/// false` with exit 1.
+#[test]
+fn drill_check_and_catalog_head_speak_json() {
+    let p = Project::new();
+    let db = p.demo_db("app.db", 300_000);
+    p.write_config("[[database]]\nlabel = \"app\"\npath = \"app.db\"\n");
+    p.run_ok(&["backup"]);
+    p.run_ok(&["backup"]);
+    let json = |args: &[&str]| {
+        let out = p.run(args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", output_text(&out)));
+        (out.status.code(), v)
+    };
+
+    let (code, drill) = json(&["drill", "--json"]);
+    assert_eq!((code, &drill["ok"]), (Some(0), &serde_json::json!(true)));
+    let drilled = &drill["databases"][0]["sinks"][0]["snapshots"];
+    let listed: Vec<String> = p.catalog().iter().map(|l| l.run_id.clone()).collect();
+    assert!(!drilled.as_array().unwrap().is_empty());
+    for d in drilled.as_array().unwrap() {
+        assert!(
+            listed.contains(&d["run_id"].as_str().unwrap().to_string()),
+            "{d}"
+        );
+        assert!(d["error"].is_null(), "{d}");
+    }
+
+    let (code, check) = json(&["check", db.to_str().unwrap(), "--json"]);
+    assert_eq!((code, &check["ok"]), (Some(0), &serde_json::json!(true)));
+    assert_eq!(check["label"], "app");
+    let pages = std::fs::metadata(&db).unwrap().len() / check["page_size"].as_u64().unwrap();
+    assert_eq!(check["page_count"].as_u64(), Some(pages));
+
+    let (_, heads) = json(&["catalog", "head", "--json"]);
+    let newest = p.catalog().into_iter().map(|l| l.run_id).max().unwrap();
+    let manifest = std::fs::read(p.backups().join(format!("manifests/{newest}.json"))).unwrap();
+    assert_eq!(heads["heads"][0]["sink"], "local");
+    assert_eq!(
+        heads["heads"][0]["head"],
+        backup_core::digest::Sha256::hex_of(&manifest).as_str()
+    );
+
+    let bad = p.join("bad.db");
+    std::fs::write(
+        &bad,
+        backup_testkit::restore_support::corrupt_index_page(&std::fs::read(&db).unwrap()),
+    )
+    .unwrap();
+    let (code, check) = json(&["check", bad.to_str().unwrap(), "--json"]);
+    assert_eq!((code, &check["ok"]), (Some(1), &serde_json::json!(false)));
+    assert!(!check["problems"].as_array().unwrap().is_empty(), "{check}");
+}

@@ -665,7 +665,10 @@ fn restore_json_reports_the_walk_back_and_keeps_stdout_for_json() {
     assert_eq!(code, Some(0));
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["would_restore"]["db_sha256"], good.db_sha256.as_str());
-    assert!(stderr.contains("REJECTED"), "the steps go to stderr:\n{stderr}");
+    assert!(
+        stderr.contains("REJECTED"),
+        "the steps go to stderr:\n{stderr}"
+    );
 
     let (code, done, _) = json(&[]);
     assert_eq!(code, Some(0));
@@ -673,7 +676,10 @@ fn restore_json_reports_the_walk_back_and_keeps_stdout_for_json() {
     assert_eq!(done["restored"]["db_sha256"], good.db_sha256.as_str());
     assert_eq!(done["rejected"][0]["db_sha256"], bad.db_sha256.as_str());
     let problems = done["rejected"][0]["problems"].to_string();
-    assert!(problems.contains("does not match the sidecar"), "{problems}");
+    assert!(
+        problems.contains("does not match the sidecar"),
+        "{problems}"
+    );
     let kept = std::path::PathBuf::from(done["previous_kept_at"].as_str().unwrap());
     assert!(kept.is_file(), "{}", kept.display());
     assert_eq!(sha_of(&f.db), good.db_sha256);

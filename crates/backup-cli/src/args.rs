@@ -373,6 +373,10 @@ pub struct DrillArgs {
     /// alone. Default: this machine's own database file only.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
+    /// Machine-readable output: per database and sink, each snapshot
+    /// drilled, its restore time and result, as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `daemon` arguments.
@@ -418,7 +422,7 @@ pub struct SchedulePrintArgs {
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Print the chain head (SHA-256 of the newest manifest) of every sink.
-    Head,
+    Head(HeadArgs),
     /// Append a line (time, sink, head) per sink to an append-only file you keep elsewhere.
     Anchor(AnchorArgs),
     /// Bring a forked chain back to one chain; keeps every manifest.
@@ -426,6 +430,14 @@ pub enum CatalogCommand {
         after_help = "Examples:\n  sqlite-backup catalog repair --dry-run   show what would be re-linked\n  sqlite-backup catalog repair\n\nFor catalogs that forked before appends were serialised (two runs at once named\nthe same previous manifest). Nothing is deleted or rewritten: one repair manifest\nis appended whose `relinked` field lists every manifest off the chain, oldest\nfirst, with its SHA-256; `verify --catalog` then reaches them through it.\nAny other problem (altered or deleted manifests, broken sidecars) is refused."
     )]
     Repair(RepairArgs),
+}
+
+/// `catalog head` arguments.
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    /// Machine-readable output: `{"heads": [{"sink", "head"}]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `catalog repair` arguments.
@@ -452,6 +464,9 @@ pub struct CheckArgs {
     /// Run quick_check instead of the full integrity_check.
     #[arg(long)]
     pub quick: bool,
+    /// Machine-readable output: the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `demo` arguments.

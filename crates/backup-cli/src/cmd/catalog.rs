@@ -8,13 +8,13 @@ use backup_core::catalog::{self, ArtifactCheck, Options, Report, repair};
 use backup_core::manifest::{self, prefix, shown, shown_message};
 
 use crate::Exit;
-use crate::args::{AnchorArgs, CatalogCommand, Cli, RepairArgs, VerifyArgs};
+use crate::args::{AnchorArgs, CatalogCommand, Cli, HeadArgs, RepairArgs, VerifyArgs};
 use crate::output::{Table, size};
 use crate::settings::{self, UsageError};
 
 pub fn run(cli: &Cli, args: &CatalogCommand) -> Result<Exit> {
     match args {
-        CatalogCommand::Head => head(cli),
+        CatalogCommand::Head(a) => head(cli, a),
         CatalogCommand::Anchor(a) => anchor(cli, a),
         CatalogCommand::Repair(a) => repair(cli, a),
     }
@@ -82,12 +82,19 @@ fn repair(cli: &Cli, args: &RepairArgs) -> Result<Exit> {
 }
 
 /// `<sink> <head>` per sink; `-` for a sink without manifests.
-fn head(cli: &Cli) -> Result<Exit> {
+fn head(cli: &Cli, args: &HeadArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
+    let mut heads = Vec::new();
     for sink in settings::sinks(&config)? {
         let head = manifest::head(sink.as_ref())
             .with_context(|| format!("reading the catalog of sink {}", sink.name()))?;
-        outln!("{} {}", sink.name(), head.as_deref().unwrap_or("-"));
+        match args.json {
+            true => heads.push(serde_json::json!({"sink": sink.name(), "head": head})),
+            false => outln!("{} {}", sink.name(), head.as_deref().unwrap_or("-")),
+        }
+    }
+    if args.json {
+        crate::output::json(&serde_json::json!({ "heads": heads }));
     }
     Ok(Exit::Ok)
 }

@@ -50,11 +50,33 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<Exit> {
     if let Err(e) = conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
         && let Some(obstacle) = snapshot::obstacle(&args.db_path, &e)
     {
-        outln!("{}", args.db_path.display());
-        outln!("NOT CHECKED: {obstacle}");
+        match args.json {
+            true => crate::output::json(&serde_json::json!({
+                "path": args.db_path,
+                "ok": false,
+                "not_checked": obstacle.to_string(),
+            })),
+            false => {
+                outln!("{}", args.db_path.display());
+                outln!("NOT CHECKED: {obstacle}");
+            }
+        }
         return Ok(Exit::Failed);
     }
     let report = verify::check_connection(&conn, &checks);
+    if args.json {
+        crate::output::json(&serde_json::json!({
+            "path": args.db_path,
+            "label": db.as_ref().map(|d| &d.label),
+            "check": level.to_string(),
+            "ok": report.ok(),
+            "page_count": report.facts.as_ref().map(|f| f.page_count),
+            "page_size": report.facts.as_ref().map(|f| f.page_size),
+            "row_counts": report.facts.as_ref().map(|f| &f.row_counts),
+            "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        }));
+        return Ok(if report.ok() { Exit::Ok } else { Exit::Failed });
+    }
     let what = level.to_string();
     outln!(
         "{}{}",

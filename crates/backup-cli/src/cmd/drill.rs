@@ -24,8 +24,43 @@ pub fn run(cli: &Cli, args: &DrillArgs) -> Result<Exit> {
         &source,
         identities,
     )?;
-    print_report(&report);
+    match args.json {
+        true => crate::output::json(&json(&report)),
+        false => print_report(&report),
+    }
     Ok(if report.ok() { Exit::Ok } else { Exit::Failed })
+}
+
+/// `drill --json`: per database and sink, each snapshot drilled, its
+/// restore time and result.
+fn json(report: &DrillReport) -> serde_json::Value {
+    let databases: Vec<serde_json::Value> = report
+        .databases
+        .iter()
+        .map(|(label, sinks)| {
+            serde_json::json!({
+                "label": label,
+                "ok": !sinks.is_empty() && sinks.iter().all(|s| s.ok()),
+                "sinks": sinks.iter().map(|s| serde_json::json!({
+                    "sink": s.sink,
+                    "ok": s.ok(),
+                    "rto_seconds": s.rto().map(|d| d.as_secs_f64()),
+                    "snapshots": s.drilled.iter().map(|d| serde_json::json!({
+                        "run_id": d.listed.run_id,
+                        "key": d.listed.entry.key,
+                        "newest": d.newest,
+                        "seconds": d.elapsed.as_secs_f64(),
+                        "error": d.result.as_ref().err().map(|e| e.to_string()),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "drill_id": report.drill_id,
+        "ok": report.ok(),
+        "databases": databases,
+    })
 }
 
 fn print_report(report: &DrillReport) {
