@@ -378,3 +378,42 @@ fn prune_json_lists_the_plan_and_what_was_deleted() {
         .to_string();
     assert!(table.contains(&t), "{t} in {table}");
 }
+
+/// `--label` repeats on `list` and `prune` as on `backup` and `drill`.
+#[test]
+fn label_repeats_on_list_and_prune() {
+    let p = Project::new();
+    for name in ["a", "b", "c"] {
+        p.demo_db(&format!("{name}.db"), 100_000);
+    }
+    p.write_config(
+        "[[database]]\nlabel = \"a\"\npath = \"a.db\"\n\n[[database]]\nlabel = \"b\"\npath = \"b.db\"\n\n\
+         [[database]]\nlabel = \"c\"\npath = \"c.db\"\n\n[retention]\nhot_days = 0\nwarm_days = 0\n",
+    );
+    p.run_ok(&["backup"]);
+    p.run_ok(&["backup"]);
+    let labels = |args: &[&str]| {
+        let out = p.run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut l: Vec<String> = rows
+            .iter()
+            .map(|r| r["label"].as_str().unwrap().to_string())
+            .collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    assert_eq!(
+        labels(&["list", "--json", "-l", "a", "--label", "c"]),
+        ["a", "c"]
+    );
+    p.run_ok(&["prune", "--label", "a", "--label", "b"]);
+    let left: Vec<String> = p.catalog().iter().map(|l| l.entry.label.clone()).collect();
+    let count = |label: &str| left.iter().filter(|l| *l == label).count();
+    assert_eq!((count("a"), count("b"), count("c")), (1, 1, 2), "{left:?}");
+}

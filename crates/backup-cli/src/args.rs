@@ -244,9 +244,9 @@ pub enum TierArg {
 /// `list` arguments.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only this database.
-    #[arg(long, short = 'l')]
-    pub label: Option<String>,
+    /// Only these databases (repeatable). Default: all.
+    #[arg(long = "label", short = 'l', value_name = "LABEL")]
+    pub labels: Vec<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -333,9 +333,9 @@ pub struct RestoreArgs {
 /// `prune` arguments.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Only this database.
-    #[arg(long, short = 'l')]
-    pub label: Option<String>,
+    /// Only these databases (repeatable). Default: all.
+    #[arg(long = "label", short = 'l', value_name = "LABEL")]
+    pub labels: Vec<String>,
     /// Print the keep/delete table; delete nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -82,12 +82,10 @@ fn keep_sources(all: &mut Vec<Listed>, config: &Config, args: &ListArgs, quiet: 
 
 pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
-    if let Some(l) = &args.label {
-        settings::select(&config, std::slice::from_ref(l))?;
-    }
+    settings::select(&config, &args.labels)?;
     let (mut all, problems) = settings::backups(&config)?.list();
-    if let Some(l) = &args.label {
-        all.retain(|x| &x.entry.label == l);
+    if !args.labels.is_empty() {
+        all.retain(|x| args.labels.contains(&x.entry.label));
     }
     for p in &problems {
         tracing::warn!("{p}");

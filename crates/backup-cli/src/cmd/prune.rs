@@ -11,7 +11,7 @@ use crate::settings;
 
 pub fn run(cli: &Cli, args: &PruneArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
-    let labels: Vec<String> = args.label.iter().cloned().collect();
+    let labels = args.labels.clone();
     settings::select(&config, &labels)?;
     let sinks = settings::sinks(&config)?;
     let refs: Vec<&dyn Sink> = sinks.iter().map(|s| s.as_ref()).collect();
