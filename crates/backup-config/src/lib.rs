@@ -239,6 +239,24 @@ struct RawMetrics {
 pub use backup_core::duration::parse as parse_duration;
 
 /// [`parse_duration`], refusing zero.
+/// For serde's "unknown field `incremntal`, expected one of `label`, …"
+/// (or "unknown variant"): the expected name closest to the one written,
+/// when it is close enough to be a typo.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (written, expected) = rest.split_once('`')?;
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (strsim::damerau_levenshtein(written, name), name))
+        .min()?;
+    // Two edits, or fewer for short names: past that it is another key.
+    (best.0 <= 2.min(written.len() / 3).max(1)).then(|| format!("did you mean `{}`?", best.1))
+}
+
 fn parse_every(text: &str) -> Option<std::time::Duration> {
     parse_duration(text).filter(|d| !d.is_zero())
 }
@@ -516,7 +534,10 @@ impl Source<'_> {
     fn raw_config(&self) -> Result<RawConfig, ConfigError> {
         toml::from_str(self.text).map_err(|e| {
             let message = e.message().trim().to_string();
-            let hint = if message.contains("unknown field") {
+            let spelling = did_you_mean(&message);
+            let hint = if let Some(hint) = &spelling {
+                Some(hint.as_str())
+            } else if message.contains("unknown field") {
                 Some("check the spelling; the README's config reference lists every key")
             } else if message.contains("unknown variant") {
                 Some("use one of the values listed above")
@@ -1041,6 +1062,19 @@ mod tests {
         let e = parse("[compression]\nformat = \"zstd\"\nlevle = 3\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("levle"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `level`?"), "{e}");
+        let e =
+            parse("[[database]]\nlabel = \"a\"\npath = \"a.db\"\nincremntal = true\n").unwrap_err();
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("did you mean `incremental`?"),
+            "{e}"
+        );
+        let e = parse("[compression]\nformat = \"zstdd\"\n").unwrap_err();
+        assert_eq!(e.hint.as_deref(), Some("did you mean `zstd`?"), "{e}");
+        // Nothing close: the general hint.
+        let e = parse("[compression]\nspeed = 3\n").unwrap_err();
+        assert!(e.hint.unwrap().contains("check the spelling"));
     }
 
     #[test]
