@@ -14,6 +14,7 @@ mod ops_e2e;
 mod paths;
 mod perms;
 mod prune_cli;
+mod readme;
 mod report;
 mod restore;
 mod s3_cli;
