@@ -300,3 +300,25 @@ fn drill_check_and_catalog_head_speak_json() {
     assert_eq!((code, &check["ok"]), (Some(1), &serde_json::json!(false)));
     assert!(!check["problems"].as_array().unwrap().is_empty(), "{check}");
 }
+
+/// A health check of a config with no database fails as bad usage (2),
+/// never passes.
+#[test]
+fn status_of_no_database_is_a_usage_error() {
+    let p = Project::new();
+    p.write_config("[local]\nroot = \"data/backups\"\n");
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["status", "--offline"],
+    ] {
+        let out = p.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            output_text(&out)
+        );
+        assert!(output_text(&out).contains("configures no [[database]]"));
+    }
+}

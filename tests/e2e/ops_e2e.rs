@@ -498,9 +498,12 @@ fn status_metrics_and_report_call_a_failed_latest_run_failing() {
     let o = run(&config, &["status"]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("FAILING"), "{}", stdout(&o));
+    // The textfile states the failure; `healthy` is a scrape's (it would
+    // freeze in a file).
     let metrics = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
     assert!(
-        metrics.contains("sqlite_backup_healthy{database=\"app\"} 0"),
+        metrics.contains("sqlite_backup_last_attempt_success{database=\"app\"} 0")
+            && metrics.contains("sqlite_backup_consecutive_failures{database=\"app\"} 1"),
         "{metrics}"
     );
     let page = dir.path().join("report.html");

@@ -27,16 +27,37 @@ fn seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 
+/// Who reads the text. A textfile is read long after it is written, and
+/// not rewritten at all once runs stop, so it carries no value that depends
+/// on when it was written (an age, or health that turns stale with time):
+/// those would freeze exactly when an alert should fire. A scrape of the
+/// daemon's endpoint computes them at its own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// `[metrics] textfile`.
+    Textfile,
+    /// `GET /metrics`.
+    Scrape,
+}
+
 /// The metrics of every configured database, as Prometheus text.
-pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
+pub fn render(config: &Config, state: &State, now: Timestamp, reader: Reader) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
+    let scrape = reader == Reader::Scrape;
     metrics::with_local_recorder(&recorder, || {
         describe();
+        let sqlite = backup_core::sqlite::build().version;
+        gauge!("sqlite_backup_build_info", "version" => env!("CARGO_PKG_VERSION"), "sqlite" => sqlite)
+            .set(1.0);
         for d in &config.databases {
+            gauge!("sqlite_backup_max_age_seconds", "database" => d.database.label.clone())
+                .set(f64::from(config.max_age_hours) * 3600.0);
             let label = d.database.label.clone();
             let Some(db) = state.databases.get(&label) else {
                 // Known but never run: its failure count is known (zero).
-                gauge!("sqlite_backup_healthy", "database" => label.clone()).set(0.0);
+                if scrape {
+                    gauge!("sqlite_backup_healthy", "database" => label.clone()).set(0.0);
+                }
                 gauge!("sqlite_backup_consecutive_failures", "database" => label).set(0.0);
                 continue;
             };
@@ -47,11 +68,13 @@ pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
                 config.max_age_hours,
                 now,
             );
-            gauge!("sqlite_backup_healthy", "database" => l()).set(if h == Health::Ok {
-                1.0
-            } else {
-                0.0
-            });
+            if scrape {
+                gauge!("sqlite_backup_healthy", "database" => l()).set(if h == Health::Ok {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
             gauge!("sqlite_backup_consecutive_failures", "database" => l())
                 .set(f64::from(db.consecutive_failures));
             gauge!("sqlite_backup_drill_consecutive_failures", "database" => l())
@@ -74,8 +97,10 @@ pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
                 let ls = || [("database", l()), ("sink", sink.clone())];
                 if let Some(at) = s.last_success {
                     gauge!("sqlite_backup_last_success_timestamp_seconds", &ls()).set(seconds(at));
-                    gauge!("sqlite_backup_newest_backup_age_seconds", &ls())
-                        .set(now.duration_since(at).as_secs_f64().max(0.0));
+                    if scrape {
+                        gauge!("sqlite_backup_newest_backup_age_seconds", &ls())
+                            .set(now.duration_since(at).as_secs_f64().max(0.0));
+                    }
                     gauge!("sqlite_backup_stored_bytes", &ls()).set(s.stored_bytes as f64);
                 }
                 counter!("sqlite_backup_pruned_artifacts_total", &ls()).absolute(s.pruned_total);
@@ -96,7 +121,45 @@ pub fn render(config: &Config, state: &State, now: Timestamp) -> String {
             }
         }
     });
-    recorder.handle().render()
+    in_name_order(&recorder.handle().render())
+}
+
+/// The exporter renders families in hash order: sorted by name (and each
+/// family's samples by their labels), the text diffs cleanly and reads the
+/// same from one write to the next.
+fn in_name_order(text: &str) -> String {
+    let mut families: Vec<Vec<&str>> = text
+        .split("\n\n")
+        .map(|block| block.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>())
+        .filter(|lines| !lines.is_empty())
+        .collect();
+    for lines in &mut families {
+        let samples = lines
+            .iter()
+            .position(|l| !l.starts_with('#'))
+            .unwrap_or(lines.len());
+        lines[samples..].sort_unstable();
+    }
+    let name = |lines: &Vec<&str>| {
+        let first = lines[0];
+        match first.strip_prefix("# ") {
+            Some(rest) => rest
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+            None => first
+                .split(['{', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    };
+    families.sort_by_cached_key(name);
+    families
+        .iter()
+        .map(|lines| lines.join("\n") + "\n\n")
+        .collect()
 }
 
 fn describe() {
@@ -109,7 +172,17 @@ fn describe() {
     g(
         "sqlite_backup_newest_backup_age_seconds",
         Unit::Seconds,
-        "Age of the newest backup in this sink.",
+        "Age of the newest backup in this sink, at scrape time (the daemon's endpoint only).",
+    );
+    g(
+        "sqlite_backup_max_age_seconds",
+        Unit::Seconds,
+        "max_age_hours of the config, in seconds: alert when time() - last success exceeds it.",
+    );
+    g(
+        "sqlite_backup_build_info",
+        Unit::Count,
+        "Always 1; the labels name this tool's version and the linked SQLite's.",
     );
     g(
         "sqlite_backup_stored_bytes",
@@ -139,7 +212,7 @@ fn describe() {
     g(
         "sqlite_backup_healthy",
         Unit::Count,
-        "1 when the database is healthy as `status` says (latest attempt succeeded, newest backup within max_age_hours), else 0.",
+        "1 when the database is healthy as `status` says (latest attempt succeeded, newest backup within max_age_hours), else 0; at scrape time (the daemon's endpoint only).",
     );
     g(
         "sqlite_backup_consecutive_failures",
@@ -180,7 +253,7 @@ pub fn write_textfile(config: &Config, state: &State) {
     let Some(path) = &config.metrics.textfile else {
         return;
     };
-    let text = render(config, state, Timestamp::now());
+    let text = render(config, state, Timestamp::now(), Reader::Textfile);
     // node_exporter's textfile collector reads the file as its own user: a
     // rewrite keeps the mode and group the operator gave the file (metrics
     // hold no database content), else `[metrics] mode`, else 0644.
@@ -210,7 +283,7 @@ fn render_current(config: &Config) -> String {
     if let Some(p) = problem {
         warn!("metrics: {p}");
     }
-    render(config, &state, Timestamp::now())
+    render(config, &state, Timestamp::now(), Reader::Scrape)
 }
 
 /// Serve `GET /metrics` on `addr` until the runtime stops. `config` is the
@@ -314,7 +387,7 @@ mod tests {
             },
             3,
         );
-        let text = render(&config, &state, t(100));
+        let text = render(&config, &state, t(100), Reader::Scrape);
         for line in [
             "# TYPE sqlite_backup_last_success_timestamp_seconds gauge",
             "sqlite_backup_last_success_timestamp_seconds{database=\"app\",sink=\"local\"} 1800000000",
@@ -334,6 +407,41 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+        assert!(
+            text.contains("sqlite_backup_healthy{database=\"app\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sqlite_backup_max_age_seconds{database=\"app\"} 93600"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("sqlite_backup_build_info{") && l.ends_with("} 1")),
+            "{text}"
+        );
+
+        // The textfile: the same timestamps and counters, no value that
+        // depends on when it was written.
+        let file = render(&config, &state, t(100), Reader::Textfile);
+        for frozen in [
+            "sqlite_backup_newest_backup_age_seconds",
+            "sqlite_backup_healthy",
+        ] {
+            assert!(!file.contains(frozen), "{frozen} in the textfile:\n{file}");
+        }
+        assert_eq!(file, render(&config, &state, t(100_000), Reader::Textfile));
+        assert!(file.contains(
+            "sqlite_backup_last_success_timestamp_seconds{database=\"app\",sink=\"local\"} 1800000000"
+        ));
+
+        let families: Vec<&str> = file
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert!(families.is_sorted(), "{families:?}");
+
         // Classic format only: no OpenMetrics end marker or types.
         assert!(!text.contains("# EOF"), "{text}");
         for l in text.lines().filter(|l| l.starts_with("# TYPE")) {

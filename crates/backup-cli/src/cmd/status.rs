@@ -24,6 +24,14 @@ use crate::settings;
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
+    // A health check of nothing must not pass.
+    if config.databases.is_empty() {
+        return Err(settings::UsageError(format!(
+            "{} configures no [[database]]: there is no backup health to report",
+            config.file.display()
+        ))
+        .into());
+    }
     if args.reset_failures {
         reset(&config)?;
     }
