@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need
-# (sqlite3, zstd, gzip, coreutils, age, rclone, man-db, bsdutils' script, promtool
+# (sqlite3, zstd, gzip, coreutils, age, rclone, man-db, bsdutils' script, jq, promtool
 # and chromium from Debian; Azurite from npm, pinned in package-lock.json; moto's
 # S3 server and boto3 from PyPI, pinned here, in .venv-moto), then runs every
 # test of the workspace.
@@ -10,14 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in sqlite3 zstd gzip gunzip sha256sum age age-keygen rclone man script; do
+for tool in sqlite3 zstd gzip gunzip sha256sum age age-keygen rclone man script jq; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "Installing missing tools: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils age rclone man-db bsdutils >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils age rclone man-db bsdutils jq >/dev/null
 fi
 
 # promtool checks the metrics output (Debian package `prometheus`).

@@ -512,3 +512,68 @@ fn status_metrics_and_report_call_a_failed_latest_run_failing() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains(">failing<"), "the report agrees");
 }
+
+/// JSON logs carry their values as fields, so `jq` selects one database's
+/// lines, a failure's error and a restore's steps; the text format reads as
+/// before (`snapshot done label=app pages=…`).
+#[test]
+fn json_logs_answer_jq_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("app.db"));
+    small_db(&dir.path().join("costs.db"));
+    std::fs::write(dir.path().join("broken.db"), "not a database\n".repeat(100)).unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[[database]]\nlabel = \"costs\"\npath = \"costs.db\"\n\n\
+         [[database]]\nlabel = \"broken\"\npath = \"broken.db\"\n",
+    );
+    let o = run(&config, &["--log-format", "json", "backup"]);
+    assert_eq!(code(&o), 1, "broken fails: {}", stderr(&o));
+    let logs = dir.path().join("backup.jsonl");
+    std::fs::write(&logs, stderr(&o)).unwrap();
+    let jq = |filter: &str| {
+        let out = std::process::Command::new("jq")
+            .args(["-r", filter])
+            .arg(&logs)
+            .output()
+            .expect("jq (Debian package jq)");
+        assert!(
+            out.status.success(),
+            "jq {filter}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let app = jq(r#"select(.label == "app") | .message"#);
+    assert!(app.lines().any(|m| m == "snapshot done"), "{app}");
+    assert!(app.lines().any(|m| m == "upload done"), "{app}");
+    let bytes = jq(r#"select(.label == "app" and .message == "upload done") | .bytes"#);
+    assert!(bytes.trim().parse::<u64>().unwrap() > 0, "{bytes}");
+    assert_eq!(
+        jq(r#"select(.label == "costs") | .label"#).lines().count(),
+        2,
+        "snapshot and upload"
+    );
+    let error = jq(r#"select(.level == "ERROR" and .label == "broken") | .error"#);
+    assert!(!error.trim().is_empty() && error != "null\n", "{error}");
+    // The README's queries.
+    let uploads = jq(r#"select(.message == "upload done") | "\(.label) \(.sink) \(.bytes)""#);
+    assert_eq!(uploads.lines().count(), 2, "{uploads}");
+    assert!(
+        uploads
+            .lines()
+            .all(|l| l.split(' ').nth(2).unwrap().parse::<u64>().is_ok())
+    );
+    let failures = jq(r#"select(.level == "ERROR") | {"label": .label, "error": .error} | tostring"#);
+    assert!(failures.contains(r#""label":"broken""#), "{failures}");
+    let end = jq(r#"select(.message == "backup phase end") | "\(.ok) \(.failed)""#);
+    assert_eq!(end.trim(), "2 1");
+
+    // The text format keeps `key=value` after the message.
+    let o = run(&config, &["backup", "--label", "app"]);
+    assert!(
+        stderr(&o).contains("snapshot done label=app pages="),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -269,7 +269,7 @@ pub fn write_textfile(config: &Config, state: &State) {
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| fsutil::atomic_write_owned(path, text.as_bytes(), mode, group));
     match result {
-        Ok(()) => info!("metrics written file={}", path.display()),
+        Ok(()) => info!(file = %path.display(), "metrics written"),
         Err(e) => warn!("writing the metrics file {}: {e}", path.display()),
     }
 }

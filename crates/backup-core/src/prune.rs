@@ -390,7 +390,7 @@ fn prune_sink(plan: &PrunePlan, sink: &dyn Sink, items: &[&PlanItem], sr: &mut S
     let now = plan.now.max(Timestamp::now());
     sr.packs = packs::collect(sink, now, plan.policy.pack_grace);
     for e in sr.errors.iter().chain(&sr.packs.errors) {
-        tracing::error!("prune failed sink={name}: {e}");
+        tracing::error!(sink = %name, error = %e, "prune failed");
     }
 }
 
@@ -447,7 +447,7 @@ fn record_pruned(sink: &dyn Sink, started: Timestamp, sr: &mut SinkReport) {
     });
     match written {
         Ok((key, head)) => {
-            info!("manifest written sink={name} key={key} head={head}");
+            info!(sink = %name, key = %key, head = %head, "manifest written");
             sr.manifest = Some((key, head));
         }
         Err(e) => {

@@ -267,7 +267,7 @@ async fn drill_in_thread(
     });
     match drilled.await {
         Ok(Ok(report)) => {
-            info!("drill done id={} ok={}", report.drill_id, report.ok());
+            info!(id = %report.drill_id, ok = report.ok(), "drill done");
             report.ok()
         }
         Ok(Err(e)) => {

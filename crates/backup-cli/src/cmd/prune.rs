@@ -88,11 +88,12 @@ pub fn prune_logged(config: &backup_config::Config) -> Result<bool> {
     }
     let ok = report.ok() && plan.skipped.is_empty();
     tracing::info!(
-        "prune done kept={} deleted={} packs_freed={} bytes_freed={} ok={ok}",
-        plan.keep_count(),
-        report.deleted_count(),
-        report.collected_count(),
-        report.bytes(),
+        kept = plan.keep_count(),
+        deleted = report.deleted_count(),
+        packs_freed = report.collected_count(),
+        bytes_freed = report.bytes(),
+        ok,
+        "prune done"
     );
     Ok(ok)
 }

@@ -128,10 +128,13 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
     for (label, event) in &events {
         match event {
             Event::Alert { failures, error } => error!(
-                "alert label={label} failures={failures}: backup failed {failures} runs in a row: {error}"
+                label = %label,
+                failures,
+                error = %error,
+                "alert: backup failed {failures} runs in a row"
             ),
             Event::Recovery { failures } => {
-                info!("recovery label={label} failures={failures}: backup succeeded again")
+                info!(label = %label, failures, "recovery: backup succeeded again")
             }
         }
         let notice = alerts::Notice {

@@ -54,7 +54,7 @@ pub fn run_drill(
     }
     let _lock = crate::lock::take_run_lock(config)?;
     let drill_id = format!("drill-{}", Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
-    info!("drill start id={drill_id} databases={}", databases.len());
+    info!(id = %drill_id, databases = databases.len(), "drill start");
     // One read of every sink's catalog for all databases.
     let (catalog, problems) = backups.list();
     for p in &problems {
@@ -80,24 +80,27 @@ pub fn run_drill(
         let sinks = drill::run(&catalog, &d.database, &refs, &options);
         if sinks.is_empty() {
             match backup_core::source::select(&catalog, &d.database, source) {
-                Err(e) => error!("drill label={label}: {e}"),
-                Ok(_) => {
-                    error!("drill label={label}: no backup of it is listed in any sink drilled")
-                }
+                Err(e) => error!(label = %label, error = %e, "drill failed"),
+                Ok(_) => error!(
+                    label = %label,
+                    "drill failed: no backup of it is listed in any sink drilled"
+                ),
             }
         }
         for s in &sinks {
             match s.errors().map(|e| e.to_string()).collect::<Vec<_>>() {
                 errors if errors.is_empty() => info!(
-                    "drill ok label={label} sink={} snapshots={} rto_ms={}",
-                    s.sink,
-                    s.drilled.len(),
-                    s.rto().map_or(0, |d| d.as_millis())
+                    label = %label,
+                    sink = %s.sink,
+                    snapshots = s.drilled.len(),
+                    rto_ms = s.rto().map_or(0, |d| d.as_millis() as u64),
+                    "drill ok"
                 ),
                 errors => error!(
-                    "drill FAILED label={label} sink={}: {}",
-                    s.sink,
-                    errors.join("; ")
+                    label = %label,
+                    sink = %s.sink,
+                    error = %errors.join("; "),
+                    "drill FAILED"
                 ),
             }
         }
@@ -156,11 +159,16 @@ fn record(config: &Config, report: &DrillReport) {
     for (label, event) in &events {
         match event {
             Event::Alert { failures, error } => error!(
-                "alert label={label} drill_failures={failures}: restore drill failed {failures} times in a row: {error}"
+                label = %label,
+                drill_failures = failures,
+                error = %error,
+                "alert: restore drill failed {failures} times in a row"
             ),
             Event::Recovery { failures } => {
                 info!(
-                    "recovery label={label} drill_failures={failures}: restore drill passed again"
+                    label = %label,
+                    drill_failures = failures,
+                    "recovery: restore drill passed again"
                 )
             }
         }

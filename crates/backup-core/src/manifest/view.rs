@@ -775,10 +775,12 @@ pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u6
         return;
     }
     info!(
-        "checkpoint written sink={} key={key} manifests={manifests} live={} bytes={}",
-        sink.name(),
-        state.live.len(),
-        bytes.len()
+        sink = sink.name(),
+        key = %key,
+        manifests,
+        live = state.live.len(),
+        bytes = bytes.len(),
+        "checkpoint written"
     );
     let old = match checkpoint_keys(sink) {
         Ok(keys) => keys,

@@ -125,12 +125,12 @@ pub(super) fn finish_uploads(
         match commit_upload(sink, a, w, size, &sha256) {
             Ok(()) => {
                 info!(
-                    "upload done label={} sink={} key={} bytes={} ms={}",
-                    db.label,
-                    a.sink,
-                    a.key,
-                    size,
-                    started.elapsed().as_millis()
+                    label = %db.label,
+                    sink = %a.sink,
+                    key = %a.key,
+                    bytes = size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "upload done"
                 );
                 let stored = Stored {
                     key: a.key.clone(),

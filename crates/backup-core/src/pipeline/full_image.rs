@@ -65,11 +65,11 @@ pub(super) fn backup_streams(
         }
     };
     info!(
-        "snapshot done label={} pages={} bytes={} ms={}",
-        db.label,
-        produced.stats.page_count,
-        produced.db_size,
-        produced.stats.elapsed.as_millis()
+        label = %db.label,
+        pages = produced.stats.page_count,
+        bytes = produced.db_size,
+        ms = produced.stats.elapsed.as_millis() as u64,
+        "snapshot done"
     );
     if !produced.report.ok() {
         fan.abort();

@@ -175,20 +175,20 @@ pub(super) fn backup_incremental(
     // them all), so it also takes the whole check and image SHA-256.
     let hashed = hash_and_check(&stream, db, opts, !cold.is_empty())?;
     info!(
-        "pages hashed label={} pages={} read={} ms={}",
-        db.label,
-        hashed.hashes.len(),
-        hashed
+        label = %db.label,
+        pages = hashed.hashes.len(),
+        read = %hashed
             .read_from_wal
             .map_or("all".to_string(), |n| format!("{n} (named by the WAL)")),
-        started.elapsed().as_millis()
+        ms = started.elapsed().as_millis() as u64,
+        "pages hashed"
     );
     let now = Timestamp::now();
     let mut errors = Vec::new();
     let mut seal = open_seal(db, &cold, targets, run_id, &mut errors);
     let mut mirror = opts.page_cache.as_deref().and_then(|dir| {
         Mirror::open(dir, &db.label, stream.page_size())
-            .inspect_err(|e| warn!("label={}: no local image for XOR deltas: {e}", db.label))
+            .inspect_err(|e| warn!(label = %db.label, "no local image for XOR deltas: {e}"))
             .ok()
     });
     let mut chains = decide_chains(
@@ -300,7 +300,7 @@ fn decide_chains<'a>(
             .filter_map(|(_, _, p)| p.as_ref()?.pages.as_ref()?.hashes_sha256.as_deref())
             .collect();
         if let Err(e) = m.settle(&published) {
-            warn!("label={}: cannot update the local image: {e}", db.label);
+            warn!(label = %db.label, "cannot update the local image: {e}");
             *mirror = None;
         }
     }
@@ -477,12 +477,12 @@ fn commit_chains(
             .commit(chain, hashed, stats, opts, &db.label)
             .map(|(map, stored)| {
                 info!(
-                    "incremental done label={} sink={} depth={} stored_bytes={} ms={}",
-                    db.label,
-                    chain.artifact.sink,
-                    map.chain_depth,
-                    map.stored_bytes,
-                    started.elapsed().as_millis()
+                    label = %db.label,
+                    sink = %chain.artifact.sink,
+                    depth = map.chain_depth,
+                    stored_bytes = map.stored_bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "incremental done"
                 );
                 let stored = Stored {
                     facts: clear.clone(),
@@ -700,8 +700,9 @@ fn decide_chain<'a>(
             let map = p.pages.expect("an incremental snapshot has a map");
             if let Err(why) = map.check(p.page_count) {
                 info!(
-                    "label={} sink={}: full base (previous page map: {why})",
-                    db.label, a.sink
+                    label = %db.label,
+                    sink = %a.sink,
+                    "full base (previous page map: {why})"
                 );
                 break 'built (None, Vec::new(), None, None);
             }
@@ -713,17 +714,17 @@ fn decide_chain<'a>(
                     let folded = compaction::fold_xor(&map.packs, new, settled);
                     if !folded.is_empty() {
                         info!(
-                            "packs folded label={} sink={} packs={} deltas={}",
-                            db.label,
-                            a.sink,
-                            folded.len(),
-                            folded.iter().map(|&i| map.packs[i].pages).sum::<u64>()
+                            label = %db.label,
+                            sink = %a.sink,
+                            packs = folded.len(),
+                            deltas = folded.iter().map(|&i| map.packs[i].pages).sum::<u64>(),
+                            "packs folded"
                         );
                     }
                     (Some(map), Vec::new(), Some(changed), Some(folded))
                 }
                 Some(why) if map.has_xor() => {
-                    info!("label={} sink={}: full base ({why})", db.label, a.sink);
+                    info!(label = %db.label, sink = %a.sink, "full base ({why})");
                     (None, Vec::new(), None, None)
                 }
                 Some(_) => match map.runs.list(p.page_count).map(|r| r.into_owned()) {
@@ -741,8 +742,9 @@ fn decide_chain<'a>(
                     }
                     Err(why) => {
                         info!(
-                            "label={} sink={}: full base (previous page map: {why})",
-                            db.label, a.sink
+                            label = %db.label,
+                            sink = %a.sink,
+                            "full base (previous page map: {why})"
                         );
                         (None, Vec::new(), None, None)
                     }
@@ -750,7 +752,7 @@ fn decide_chain<'a>(
             }
         }
         (Decision::Full(why), _) => {
-            info!("label={} sink={}: full base ({why})", db.label, a.sink);
+            info!(label = %db.label, sink = %a.sink, "full base ({why})");
             (None, Vec::new(), None, None)
         }
         (Decision::Incremental(_), None) => (None, Vec::new(), None, None),

@@ -25,9 +25,9 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
         observer,
     };
     info!(
-        "backup phase start run={} databases={}",
-        plan.run_id,
-        plan.items.len()
+        run = %plan.run_id,
+        databases = plan.items.len(),
+        "backup phase start"
     );
     clean_leftovers(targets, &opts.scratch_dir);
     let mut outcomes: Vec<Outcome> = plan
@@ -47,16 +47,15 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
         manifests,
     };
     info!(
-        "backup phase end ok={} failed={} skipped={} objects={}/{}",
-        report.ok_count(),
-        report.failed_count(),
-        report
+        ok = report.ok_count(),
+        failed = report.failed_count(),
+        skipped = report
             .outcomes
             .iter()
             .filter(|o| o.skipped.is_some())
             .count(),
-        report.written_objects,
-        report.expected_objects
+        objects = %format_args!("{}/{}", report.written_objects, report.expected_objects),
+        "backup phase end"
     );
     report
 }
@@ -67,7 +66,7 @@ fn run_item(plan: &Plan, item: &PlanItem, opts: &RunOpts<'_>) -> Outcome {
     let label = item.database.label.clone();
     let outcome = match &item.action {
         _ if opts.observer.cancelled() => {
-            warn!("not starting label={label}: run cancelled");
+            warn!(label = %label, "not starting: run cancelled");
             Outcome {
                 label,
                 skipped: Some(INTERRUPTED.into()),
@@ -76,7 +75,7 @@ fn run_item(plan: &Plan, item: &PlanItem, opts: &RunOpts<'_>) -> Outcome {
             }
         }
         Action::Skip(reason) => {
-            warn!("skipping label={label}: {reason}");
+            warn!(label = %label, "skipping: {reason}");
             Outcome {
                 label,
                 skipped: Some(reason.clone()),
@@ -94,7 +93,7 @@ fn run_item(plan: &Plan, item: &PlanItem, opts: &RunOpts<'_>) -> Outcome {
         ),
     };
     for e in &outcome.errors {
-        tracing::error!("backup failed label={}: {e}", outcome.label);
+        tracing::error!(label = %outcome.label, error = %e, "backup failed");
     }
     outcome
 }
@@ -124,7 +123,7 @@ fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten
             vec![],
         ) {
             Ok((key, head)) => {
-                info!("manifest written sink={sink_name} key={key} head={head}");
+                info!(sink = %sink_name, key = %key, head = %head, "manifest written");
                 manifests.push(ManifestWritten {
                     sink: sink_name.to_string(),
                     key,

@@ -75,7 +75,7 @@ pub(super) fn known(
     at: Timestamp,
 ) -> Read {
     let verified = |why: &str| {
-        info!("wal hint label={label}: reading and checking every page ({why})");
+        info!(label, "wal hint: reading and checking every page ({why})");
         Read::Verified
     };
     let (json, bin) = files(dir, label);
@@ -94,7 +94,7 @@ pub(super) fn known(
         return verified("the database file was replaced");
     }
     let rescan = |why: &str| {
-        info!("wal hint label={label}: reading every page ({why})");
+        info!(label, "wal hint: reading every page ({why})");
         Read::Rescan {
             full_read_at: state.full_read_at,
         }

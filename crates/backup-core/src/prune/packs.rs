@@ -129,7 +129,7 @@ pub fn collect(sink: &dyn Sink, now: Timestamp, grace: Duration) -> Collected {
     for u in &garbage.ready {
         match sink.delete(&u.key) {
             Ok(()) => {
-                tracing::info!("collected sink={} key={}", sink.name(), u.key);
+                tracing::info!(sink = sink.name(), key = %u.key, "collected");
                 out.deleted.push(u.key.clone());
                 out.bytes += u.size;
             }
