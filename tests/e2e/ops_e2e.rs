@@ -564,7 +564,8 @@ fn json_logs_answer_jq_queries() {
             .lines()
             .all(|l| l.split(' ').nth(2).unwrap().parse::<u64>().is_ok())
     );
-    let failures = jq(r#"select(.level == "ERROR") | {"label": .label, "error": .error} | tostring"#);
+    let failures =
+        jq(r#"select(.level == "ERROR") | {"label": .label, "error": .error} | tostring"#);
     assert!(failures.contains(r#""label":"broken""#), "{failures}");
     let end = jq(r#"select(.message == "backup phase end") | "\(.ok) \(.failed)""#);
     assert_eq!(end.trim(), "2 1");
@@ -575,5 +576,51 @@ fn json_logs_answer_jq_queries() {
         stderr(&o).contains("snapshot done label=app pages="),
         "{}",
         stderr(&o)
+    );
+}
+
+/// logrotate's default moves the log file away and expects a new one: the
+/// daemon's next lines go to a new file at the path, not into the rotated
+/// one, with no signal needed.
+#[test]
+fn a_rotated_log_file_is_reopened_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("app.db"));
+    let config = write_config(
+        dir.path(),
+        "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n",
+    );
+    let log = dir.path().join("logs/sqlite-backup.log");
+    let mut cmd = sqlite_backup();
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["daemon", "--interval", "1s"]);
+    let mut daemon = Running::spawn(cmd);
+    let run_of = |line: &str| {
+        line.split("run=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let first = run_of(&daemon.wait_for("backup phase start", Duration::from_secs(60)));
+    daemon.wait_for("backup phase end", Duration::from_secs(60));
+    let rotated = dir.path().join("logs/sqlite-backup.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let second = run_of(&daemon.wait_for_next("backup phase start", Duration::from_secs(60)));
+    daemon.wait_for_next("backup phase end", Duration::from_secs(60));
+    daemon.signal("TERM");
+    let (code, out) = daemon.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).expect("a new log file at the path");
+    assert!(old.contains(&first) && !old.contains(&second), "{old}");
+    assert!(
+        new.contains(&format!("backup phase start run={second}")),
+        "{new}"
     );
 }

@@ -37,13 +37,10 @@ pub fn init(format: LogFormat, color: Color, quiet: bool, log_file: Option<&Path
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the log folder {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = LogFile::open(path)
             .with_context(|| format!("opening the log file {}", path.display()))?;
         layers.push(
-            layer(format, Mutex::new(file), false)
+            layer(format, file, false)
                 .with_filter(filter("info"))
                 .boxed(),
         );
@@ -75,6 +72,62 @@ fn colored(color: Color) -> bool {
             std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
                 && std::io::IsTerminal::is_terminal(&std::io::stderr())
         }
+    }
+}
+
+/// The `--log-file`, reopened when it was moved away: logrotate's default
+/// (rename, then a new file) needs no `postrotate` signal, and a daemon's
+/// lines go on into the file at the path, not into the rotated one. A
+/// `stat` per line is the cost, for a few lines a run.
+struct LogFile {
+    path: std::path::PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(Self::append(path)?),
+        })
+    }
+
+    fn append(path: &Path) -> io::Result<std::fs::File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Whether the open file is still the one at the path.
+    fn current(&self, file: &std::fs::File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.path), file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.ino() == open.ino() && at_path.dev() == open.dev(),
+            _ => false,
+        }
+    }
+}
+
+/// One line's writer: the file, reopened first if it was rotated.
+struct LogLine<'a>(std::sync::MutexGuard<'a, std::fs::File>);
+
+impl Write for LogLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogFile {
+    type Writer = LogLine<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.current(&file)
+            && let Ok(fresh) = Self::append(&self.path)
+        {
+            *file = fresh;
+        }
+        LogLine(file)
     }
 }
 

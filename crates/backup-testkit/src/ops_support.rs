@@ -141,6 +141,11 @@ impl Running {
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
+        self.wait_for_next(needle, timeout)
+    }
+
+    /// [`Running::wait_for`] a line not seen yet.
+    pub fn wait_for_next(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
