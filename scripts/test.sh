@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils age rclone man-db bsdutils jq >/dev/null
 fi
 
+# systemd-analyze checks the printed units (Debian package `systemd`; no
+# systemd needs to run).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "Installing systemd-analyze (systemd)…"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+
 # promtool checks the metrics output (Debian package `prometheus`).
 if ! command -v promtool >/dev/null 2>&1; then
   echo "Installing promtool (prometheus)…"

@@ -624,3 +624,119 @@ fn a_rotated_log_file_is_reopened_at_its_path() {
         "{new}"
     );
 }
+
+/// Every file a backup, a drill and a prune write lies inside the unit's
+/// `ReadWritePaths=` (or its private /tmp): under `ProtectSystem=strict`
+/// nothing else is writable.
+fn files_changed_since(dir: &Path, since: std::time::SystemTime, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            files_changed_since(&path, since, out);
+        } else if meta.modified().unwrap() >= since {
+            out.push(path);
+        }
+    }
+}
+
+/// The printed systemd unit is hardened (`systemd-analyze security` ≤ 3.0,
+/// 9.6 before), `systemd-analyze verify` accepts it, and the folders it
+/// lets the service write are all a real backup, drill and prune write.
+#[test]
+fn the_systemd_unit_is_hardened_and_writes_only_where_the_config_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("srv data")).unwrap();
+    small_db(&root.join("srv data/app.db"));
+    let config = write_config(
+        root,
+        "state_dir = \"state\"\n[[database]]\nlabel = \"app\"\npath = \"srv data/app.db\"\n\n\
+         [local]\nroot = \"backups\"\n\n[metrics]\ntextfile = \"prom/sb.prom\"\n\n\
+         [retention]\nhot_days = 0\nwarm_days = 0\n",
+    );
+    let log = root.join("logs/sb.log");
+    let o = sqlite_backup()
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["schedule", "print", "--systemd", "--user", "sqlite-backup"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    let part = |from: &str, to: Option<&str>| {
+        let start = text.find(from).unwrap() + from.len();
+        let end = to.map_or(text.len(), |t| text.find(t).unwrap());
+        text[start..end].to_string()
+    };
+    let units = root.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let service = units.join("sqlite-backup.service");
+    let timer = units.join("sqlite-backup.timer");
+    std::fs::write(
+        &service,
+        part(
+            "# ---- sqlite-backup.service ----\n",
+            Some("# ---- sqlite-backup.timer"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(&timer, part("# ---- sqlite-backup.timer ----\n", None)).unwrap();
+    let analyze = |args: &[&str], file: &Path| {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(args)
+            .arg(file)
+            .output()
+            .expect("systemd-analyze (Debian package systemd)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, verified) = analyze(&["verify"], &service);
+    assert!(ok, "{verified}");
+    assert!(analyze(&["verify"], &timer).0);
+    let (_, security) = analyze(&["security", "--offline=true"], &service);
+    let score: f64 = security
+        .lines()
+        .find_map(|l| l.split("exposure level for sqlite-backup.service: ").nth(1))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{security}"));
+    assert!(score <= 3.0, "exposure {score}:\n{security}");
+
+    let line = part("ReadWritePaths=", Some("\nProtectSystem="));
+    let writable: Vec<PathBuf> = line
+        .split(" -")
+        .map(|p| PathBuf::from(p.trim_start_matches('-').trim_matches('"')))
+        .collect();
+    assert!(writable.iter().any(|p| p.ends_with("srv data")), "{line}");
+    let since = std::time::SystemTime::now() - Duration::from_secs(1);
+    for args in [&["backup"][..], &["backup"], &["drill"], &["prune"]] {
+        let o = sqlite_backup()
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-file")
+            .arg(&log)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+    }
+    let mut changed = Vec::new();
+    files_changed_since(root, since, &mut changed);
+    let outside: Vec<&PathBuf> = changed
+        .iter()
+        .filter(|f| !f.starts_with(&units) && f.as_path() != config.as_path())
+        .filter(|f| !writable.iter().any(|w| f.starts_with(w)))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "written outside ReadWritePaths={line}: {outside:?}"
+    );
+    assert!(changed.iter().any(|f| f.starts_with(root.join("backups"))));
+    assert!(changed.iter().any(|f| f.starts_with(root.join("prom"))));
+}

@@ -416,6 +416,11 @@ pub struct SchedulePrintArgs {
     /// Interval between runs.
     #[arg(long, default_value = "4h")]
     pub interval: String,
+    /// systemd: the account the service runs as (one that may read the
+    /// databases and write their folders, as the application's own user
+    /// can). Without it the unit runs as root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 /// `catalog` subcommands.
