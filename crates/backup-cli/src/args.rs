@@ -399,6 +399,9 @@ pub struct DaemonArgs {
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Print a systemd service + timer pair or a launchd plist.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup schedule print --systemd --user app            every 4h, as the account `app`\n  sqlite-backup schedule print --systemd --user app --interval 1s   continuous: one daemon service\n  sqlite-backup schedule print --launchd --interval 1h\n\nThe systemd service is sandboxed: read-only except the folders the config writes\n(ReadWritePaths), no privileges; check it with `systemd-analyze security`."
+    )]
     Print(SchedulePrintArgs),
 }
 
@@ -427,8 +430,14 @@ pub struct SchedulePrintArgs {
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Print the chain head (SHA-256 of the newest manifest) of every sink.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup catalog head\n  sqlite-backup catalog head --json | jq -r '.heads[] | \"\\(.sink) \\(.head)\"'"
+    )]
     Head(HeadArgs),
     /// Append a line (time, sink, head) per sink to an append-only file you keep elsewhere.
+    #[command(
+        after_help = "Example:\n  sqlite-backup catalog anchor --append /mnt/offsite/sqlite-backup.anchors\n\nRefused when a chain does not verify or no longer holds what the file anchored\nbefore; `verify --catalog --anchor FILE` later proves nothing was rewritten."
+    )]
     Anchor(AnchorArgs),
     /// Bring a forked chain back to one chain; keeps every manifest.
     #[command(

@@ -65,3 +65,39 @@ fn the_shipped_binary_depends_on_no_test_code() {
         test_code.join("\n")
     );
 }
+
+/// Every command's help teaches by example.
+#[test]
+fn every_command_has_examples_in_its_help() {
+    let bin = env!("CARGO_BIN_EXE_sqlite-backup");
+    for cmd in [
+        "backup",
+        "list",
+        "verify",
+        "check",
+        "restore",
+        "prune",
+        "status",
+        "drill",
+        "report",
+        "daemon",
+        "schedule print",
+        "catalog head",
+        "catalog anchor",
+        "catalog repair",
+        "demo",
+        "completions",
+        "man",
+    ] {
+        let out = Command::new(bin)
+            .args(cmd.split(' '))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("\nExample"),
+            "`{cmd} --help` has no example:\n{help}"
+        );
+    }
+}
