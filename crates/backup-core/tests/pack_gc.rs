@@ -55,22 +55,63 @@ fn restores_exactly(b: &Backups, d: &Database, l: &Listed, to: &Path) {
     );
 }
 
-#[test]
-fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
+/// A base and two snapshots that rewrite the same rows, so the second
+/// one's own pack is superseded by the third's.
+struct ThreeSnapshots {
+    dir: tempfile::TempDir,
+    app: Database,
+    sink: MemorySink,
+    b: Backups,
+    base: Listed,
+    second: Listed,
+    third: Listed,
+}
+
+fn three_snapshots() -> ThreeSnapshots {
     let dir = tempfile::tempdir().unwrap();
     let app = db(dir.path());
     let sink = MemorySink::new("local");
     let b = Backups::new(sink.clone());
-
     b.backup(&app).unwrap();
     let base = newest(&b);
     touch(&app, 100, 400, "b");
     b.backup(&app).unwrap();
     let second = newest(&b);
-    // The same rows again: the second snapshot's own pack is superseded.
     touch(&app, 100, 400, "c");
     b.backup(&app).unwrap();
     let third = newest(&b);
+    ThreeSnapshots {
+        dir,
+        app,
+        sink,
+        b,
+        base,
+        second,
+        third,
+    }
+}
+
+/// Keeps only the newest snapshot.
+fn keep_last_one() -> Retention {
+    Retention {
+        hot_days: 0,
+        warm_days: 0,
+        keep_last: 1,
+        ..Retention::default()
+    }
+}
+
+#[test]
+fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
+    let ThreeSnapshots {
+        dir,
+        app,
+        sink,
+        b,
+        base,
+        second,
+        third,
+    } = three_snapshots();
 
     let own_pack: BTreeSet<String> = pack_keys(&second)
         .difference(&pack_keys(&base))
@@ -87,12 +128,7 @@ fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
         "the third still needs the base's pack for the pages nobody touched"
     );
 
-    let policy = Retention {
-        hot_days: 0,
-        warm_days: 0,
-        keep_last: 1,
-        ..Retention::default()
-    };
+    let policy = keep_last_one();
     let sinks: Vec<&dyn Sink> = b.sinks().collect();
     let now = Timestamp::now();
     let plan = prune::plan(&sinks, &[], now, &policy);
@@ -281,25 +317,18 @@ fn a_checkpoint_of_pruned_snapshots_whole_reads_as_what_they_release() {
     use backup_core::manifest::view;
     use backup_core::sink::get_bytes;
 
-    let dir = tempfile::tempdir().unwrap();
-    let app = db(dir.path());
-    let sink = MemorySink::new("local");
-    let b = Backups::new(sink.clone());
-    b.backup(&app).unwrap();
-    let base = newest(&b);
-    touch(&app, 100, 400, "b");
-    b.backup(&app).unwrap();
-    let second = newest(&b);
-    touch(&app, 100, 400, "c");
-    b.backup(&app).unwrap();
-    let policy = Retention {
-        hot_days: 0,
-        warm_days: 0,
-        keep_last: 1,
-        ..Retention::default()
-    };
+    let ThreeSnapshots {
+        sink,
+        b,
+        base,
+        second,
+        ..
+    } = three_snapshots();
     let sinks: Vec<&dyn Sink> = b.sinks().collect();
-    let report = prune::apply(&prune::plan(&sinks, &[], Timestamp::now(), &policy), &sinks);
+    let report = prune::apply(
+        &prune::plan(&sinks, &[], Timestamp::now(), &keep_last_one()),
+        &sinks,
+    );
     assert_eq!(report.deleted_count(), 2, "{report:?}");
 
     let key = view::checkpoint_whole(&sink).unwrap().unwrap();

@@ -229,6 +229,22 @@ SystemCallErrorNumber=EPERM
     s
 }
 
+/// The `[Service]` settings both kinds of unit share.
+fn service_settings(job: &Job) -> String {
+    format!(
+        "\
+# SIGTERM stops cleanly: the database in flight is abandoned (nothing
+# incomplete is kept), the state file is written, exit 0.
+KillSignal=SIGTERM
+TimeoutStopSec=2min
+Nice=10
+IOSchedulingClass=best-effort
+IOSchedulingPriority=7
+{}",
+        hardening(job)
+    )
+}
+
 /// systemd units, as one text with install instructions: a `oneshot`
 /// service and its timer, or for an interval under a minute (continuous
 /// protection) one long-running `daemon` service.
@@ -253,7 +269,7 @@ pub fn systemd(job: &Job) -> String {
         .join(" ");
     let config = job.config.display();
     let drill = drill_line(job);
-    let hardening = hardening(job);
+    let service = service_settings(job);
     let mut s = String::new();
     if continuous {
         let _ = write!(
@@ -277,14 +293,7 @@ Type=simple
 ExecStart={exec}
 Restart=on-failure
 RestartSec=5s
-# SIGTERM stops cleanly: the database in flight is abandoned (nothing
-# incomplete is kept), the state file is written, exit 0.
-KillSignal=SIGTERM
-TimeoutStopSec=2min
-Nice=10
-IOSchedulingClass=best-effort
-IOSchedulingPriority=7
-{hardening}
+{service}
 [Install]
 WantedBy=multi-user.target
 "
@@ -311,14 +320,7 @@ After=network-online.target
 [Service]
 Type=oneshot
 ExecStart={exec}
-# SIGTERM stops cleanly: the database in flight is abandoned (nothing
-# incomplete is kept), the state file is written, exit 0.
-KillSignal=SIGTERM
-TimeoutStopSec=2min
-Nice=10
-IOSchedulingClass=best-effort
-IOSchedulingPriority=7
-{hardening}
+{service}
 # ---- {NAME}.timer ----
 [Unit]
 Description=sqlite-backup every {every}
