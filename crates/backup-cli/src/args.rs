@@ -36,7 +36,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// When log lines on stderr are colored: auto colors a terminal unless
-    /// NO_COLOR is set (https://no-color.org).
+    /// NO_COLOR is set (see no-color.org).
     #[arg(
         long,
         global = true,
