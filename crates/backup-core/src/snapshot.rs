@@ -396,12 +396,6 @@ impl std::fmt::Debug for PageStream {
     }
 }
 
-/// True when this SQLite build has the `sqlite_dbpage` virtual table.
-pub(crate) fn has_dbpage(conn: &Connection) -> bool {
-    conn.prepare("SELECT data FROM sqlite_dbpage WHERE pgno = 1")
-        .is_ok()
-}
-
 impl PageStream {
     /// Pin a read transaction on `source` and learn its size. `Ok(None)` when
     /// the fast path does not apply: the database is not in WAL mode (see the
@@ -417,7 +411,7 @@ impl PageStream {
         if !mode.eq_ignore_ascii_case("wal") {
             return Ok(None);
         }
-        if !has_dbpage(&conn) {
+        if !crate::sqlite::has_dbpage(&conn) {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::warn!(

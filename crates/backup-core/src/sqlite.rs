@@ -123,12 +123,18 @@ pub struct Build {
     pub snapshot: bool,
 }
 
+/// True when this SQLite build has the `sqlite_dbpage` virtual table.
+pub(crate) fn has_dbpage(conn: &Connection) -> bool {
+    conn.prepare("SELECT data FROM sqlite_dbpage WHERE pgno = 1")
+        .is_ok()
+}
+
 /// The linked SQLite's [`Build`].
 pub fn build() -> Build {
     let conn = Connection::open_in_memory().ok();
     Build {
         version: rusqlite::version().to_string(),
-        dbpage: conn.as_ref().is_some_and(crate::snapshot::has_dbpage),
+        dbpage: conn.as_ref().is_some_and(has_dbpage),
         snapshot: cfg!(sqlite_snapshot),
     }
 }
