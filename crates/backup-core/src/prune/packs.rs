@@ -65,13 +65,22 @@ impl Garbage {
 /// period.
 pub fn find(state: &State, now: Timestamp, grace: Duration) -> Garbage {
     // A snapshot listed after the prune may still need an object (a backup
-    // that built on a pruned snapshot within the grace period).
-    let needed = state.needed();
+    // that built on a pruned snapshot within the grace period). And what
+    // was read from the sink is not trusted: a key that a listed snapshot
+    // of any kind names, or that is part of the catalog, is never a pack
+    // to free, whatever a (forged) checkpoint says.
+    let listed: std::collections::HashSet<String> =
+        crate::manifest::Entry::objects_of(state.live.iter().map(|l| &l.entry))
+            .into_iter()
+            .map(|n| n.key)
+            .collect();
     let grace = jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
     let (ready, waiting) = state
         .released
         .iter()
-        .filter(|(key, _)| !needed.contains(*key))
+        .filter(|(key, _)| {
+            !listed.contains(*key) && !key.starts_with(crate::manifest::MANIFEST_DIR)
+        })
         .map(|(key, r)| Unneeded {
             key: key.clone(),
             size: r.size,
@@ -162,4 +171,45 @@ pub fn collect(sink: &dyn Sink, now: Timestamp, grace: Duration) -> Collected {
             .push(format!("writing the collection manifest: {e}")),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::view::Released;
+
+    /// A checkpoint that says a catalog object or a listed snapshot's own
+    /// artifact was released does not get either freed.
+    #[test]
+    fn only_released_objects_outside_the_catalog_and_the_listed_are_freed() {
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut state = State::default();
+        for key in [
+            "manifests/20260101T000000Z-aaaa.json",
+            "app-1.pack",
+            "app-2.pack",
+        ] {
+            state.released.insert(key.into(), Released { at, size: 1 });
+        }
+        let mut live = crate::manifest::view::Live {
+            run_id: "20260101T000000Z-bbbb".into(),
+            entry: serde_json::from_value(serde_json::json!({
+                "label": "app", "key": "app-2.pack", "sidecar_key": "app-2.pack.sha256",
+                "compression": "zstd", "size": 1, "sha256": "00", "db_size": 1,
+                "db_sha256": "00", "page_size": 4096, "page_count": 1, "schema_sha256": "00",
+                "row_counts": {}, "snapshot_at": "2026-01-01T00:00:00Z", "snapshot_ms": 1,
+                "verified_with": "quick_check", "source": "app.db"
+            }))
+            .unwrap(),
+        };
+        live.entry.pages = None;
+        state.live.push(std::sync::Arc::new(live));
+        let g = find(
+            &state,
+            at + jiff::SignedDuration::from_hours(48),
+            Duration::from_secs(60),
+        );
+        let ready: Vec<&str> = g.ready.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(ready, ["app-1.pack"], "{g:?}");
+    }
 }
