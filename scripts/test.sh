@@ -10,14 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in sqlite3 zstd gzip gunzip sha256sum age age-keygen rclone man script jq; do
+for tool in sqlite3 zstd gzip gunzip sha256sum age age-keygen rclone man script jq faketime; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "Installing missing tools: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils age rclone man-db bsdutils jq >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 zstd gzip coreutils age rclone man-db bsdutils jq faketime >/dev/null
 fi
 
 # systemd-analyze checks the printed units (Debian package `systemd`; no

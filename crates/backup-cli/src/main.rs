@@ -28,8 +28,10 @@ macro_rules! outln {
 
 mod alerts;
 mod args;
+mod charts;
 mod cmd;
 mod health;
+mod history;
 mod interval;
 mod jobs;
 mod lock;

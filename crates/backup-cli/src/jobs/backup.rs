@@ -11,6 +11,7 @@ use backup_core::pipeline::{Plan, RunReport};
 use tracing::{error, info, warn};
 
 use crate::alerts;
+use crate::history;
 use crate::output::joined;
 use crate::progress::CliObserver;
 use crate::settings;
@@ -113,6 +114,23 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
                 .map_or(0, |d| d.as_millis() as u64),
             db_size: o.written.first().map(|(_, e)| e.db_size),
         };
+        let first = o.written.first().map(|(_, e)| e);
+        // A database skipped for not existing yet did not run.
+        if first.is_some() || run.error.is_some() {
+            history::append(
+                &config.state_dir,
+                &o.label,
+                &[history::Line::Run(history::Run {
+                    run: report.run_id.clone(),
+                    at: now,
+                    ms: run.duration_ms,
+                    error: run.error.clone(),
+                    snapshot_at: first.map(|e| e.snapshot_at),
+                    kind: first.map(history::Kind::of),
+                    stored: first.map_or(0, history::stored_bytes),
+                })],
+            );
+        }
         let db = state.database(&o.label);
         if let Some(event) = db.record(&run, threshold) {
             events.push((o.label.clone(), event));

@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use crate::alerts;
+use crate::history;
 use crate::settings::{self, UsageError};
 use crate::state::{self, Event, State};
 
@@ -150,6 +151,15 @@ fn record(config: &Config, report: &DrillReport) {
     let mut events = Vec::new();
     for (label, sinks) in &report.databases {
         let run = to_state(&report.drill_id, sinks);
+        history::append(
+            &config.state_dir,
+            label,
+            &[history::Line::Drill(history::Drill {
+                at: run.at,
+                ok: run.error().is_none(),
+                rto_ms: run.sinks.iter().filter_map(|s| s.rto_ms).max(),
+            })],
+        );
         if let Some(event) = state.database(label).record_drill(run, threshold) {
             events.push((label.clone(), event));
         }
