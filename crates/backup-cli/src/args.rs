@@ -1,7 +1,7 @@
 //! Command-line arguments as typed (the "low-level" stage). `settings.rs`
 //! resolves them with the config file into what the engine runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "sqlite-backup",
     version,
-    after_help = "Examples:\n  sqlite-backup demo                          try it: back up a demo database, no setup\n  sqlite-backup backup                        back up every configured database\n  sqlite-backup backup --label app --tag r75  one database, tagged with its round\n  sqlite-backup list                          what backups exist, per database\n  sqlite-backup verify --latest app           full check of the newest backup\n  sqlite-backup restore app --dry-run         show the restore plan, change nothing\n\nConfig: --config, else $SQLITE_BACKUP_CONFIG, else ./sqlite-backup.toml.\nExit codes: 0 success, 1 a database failed or corruption was found, 2 bad usage or config."
+    after_help = "Examples:\n  sqlite-backup demo                          try it: back up a demo database, no setup\n  sqlite-backup backup                        back up every configured database\n  sqlite-backup backup --label app --tag r75  one database, tagged with its round\n  sqlite-backup list                          what backups exist, per database\n  sqlite-backup verify --latest app           full check of the newest backup\n  sqlite-backup restore app --dry-run         show the restore plan, change nothing\n\nConfig: --config, else $SQLITE_BACKUP_CONFIG, else ./sqlite-backup.toml, else /etc/sqlite-backup.toml.\nExit codes: 0 success, 1 a database failed or corruption was found, 2 bad usage or config."
 )]
 pub struct Cli {
     /// Config file.
@@ -89,7 +89,41 @@ impl Cli {
         // Once per process; clap takes `&'static str` without its `string` feature.
         let version: &'static str = Box::leak(version.into_boxed_str());
         let matches = Cli::command().version(version).get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if config_defaulted(&matches) {
+            cli.config = discover(&cli.config, Path::new(SYSTEM_CONFIG));
+        }
+        cli
+    }
+}
+
+/// The config a package installs, used when neither `--config` nor
+/// `$SQLITE_BACKUP_CONFIG` names one and the working folder has none.
+pub const SYSTEM_CONFIG: &str = "/etc/sqlite-backup.toml";
+
+/// Whether `--config` took its default at every level of the command line
+/// (a global option can be given after any subcommand).
+fn config_defaulted(matches: &clap::ArgMatches) -> bool {
+    let mut m = Some(matches);
+    while let Some(level) = m {
+        if level
+            .value_source("config")
+            .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+        {
+            return false;
+        }
+        m = level.subcommand().map(|(_, sub)| sub);
+    }
+    true
+}
+
+/// `default` (`./sqlite-backup.toml`) when it exists, else `system` when that
+/// exists, else `default` again, so that errors name the file people expect.
+fn discover(default: &Path, system: &Path) -> PathBuf {
+    if !default.exists() && system.is_file() {
+        system.to_path_buf()
+    } else {
+        default.to_path_buf()
     }
 }
 
@@ -492,4 +526,49 @@ pub struct DemoArgs {
     /// Approximate size of the demo database in MB.
     #[arg(long, default_value_t = 20)]
     pub size_mb: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_system_config_is_the_last_resort() {
+        let dir = tempfile::tempdir().unwrap();
+        let (local, system) = (
+            dir.path().join("sqlite-backup.toml"),
+            dir.path().join("etc.toml"),
+        );
+        assert_eq!(discover(&local, &system), local, "neither exists");
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(discover(&local, &system), system);
+        std::fs::write(&local, "").unwrap();
+        assert_eq!(
+            discover(&local, &system),
+            local,
+            "the working folder's first"
+        );
+    }
+
+    #[test]
+    fn a_config_given_anywhere_is_not_a_default() {
+        let defaulted = |args: &[&str]| {
+            config_defaulted(&Cli::command().get_matches_from(args.iter().copied()))
+        };
+        assert!(defaulted(&["sqlite-backup", "status"]));
+        assert!(!defaulted(&[
+            "sqlite-backup",
+            "--config",
+            "a.toml",
+            "status"
+        ]));
+        assert!(!defaulted(&[
+            "sqlite-backup",
+            "status",
+            "--config",
+            "a.toml"
+        ]));
+        assert!(Cli::try_parse_from(["sqlite-backup", "status"]).is_ok());
+    }
 }
