@@ -1,12 +1,13 @@
-//! The README's config reference is a file users copy whole: it must load
-//! as it stands, every key where the reference says it belongs.
+//! The book's config reference (docs/src/config.md) is a file users copy
+//! whole: it must load as it stands, every key where the reference says it
+//! belongs.
 
 use backup_testkit::testkit::Project;
 
 /// The first ```toml block after `heading`.
-fn toml_block(readme: &str, heading: &str) -> String {
-    let from = readme.find(heading).expect("the heading");
-    let rest = &readme[from..];
+fn toml_block(page: &str, heading: &str) -> String {
+    let from = page.find(heading).expect("the heading");
+    let rest = &page[from..];
     let start = rest.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let end = rest[start..].find("```").expect("its end");
     rest[start..start + end].to_string()
@@ -14,9 +15,9 @@ fn toml_block(readme: &str, heading: &str) -> String {
 
 #[test]
 fn the_config_reference_loads_as_one_file() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let text = toml_block(&readme, "## Config reference");
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/config.md"))
+        .unwrap();
+    let text = toml_block(&page, "# Config reference");
     let p = Project::new();
     std::fs::write(p.config(), &text).unwrap();
     let config = backup_config::Config::load(&p.config()).unwrap_or_else(|e| panic!("{e}"));

@@ -3,8 +3,8 @@
 //! Chromium without console errors.
 //!
 //! `a_simulated_day_…` runs a real day of backups under `faketime` (every
-//! command at its own simulated time). It also makes the README's picture:
-//! `REPORT_PNG=$PWD/docs/report.png cargo test --test e2e simulated_day`.
+//! command at its own simulated time). It also makes the book's picture:
+//! `REPORT_PNG=$PWD/docs/src/report.png cargo test --test e2e simulated_day`.
 
 use std::path::Path;
 use std::process::{Command, Output};
