@@ -304,6 +304,7 @@ fn thousand_runs(root: &Path) {
         mem.put(&sidecar_key, format!("{sha256}  {key}\n").as_bytes())
             .unwrap();
         let entry = backup_core::manifest::Entry {
+            adopted: None,
             label: "app".into(),
             tag: None,
             key,

@@ -2,6 +2,7 @@
 //! real tools and, for Azure, a real Azurite. One test binary (one link) for
 //! all of them; the timing-sensitive reliability suites keep their own.
 
+mod adopt;
 mod azure_cli;
 mod backup;
 mod catalog;

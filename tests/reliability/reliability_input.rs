@@ -222,6 +222,7 @@ proptest! {
 
 fn sample_manifest() -> Vec<u8> {
     let entry = backup_core::manifest::Entry {
+        adopted: None,
         label: "app".into(),
         tag: Some("r75".into()),
         key: "app-r75-20261123-130812.db.zst".into(),

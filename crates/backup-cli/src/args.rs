@@ -478,6 +478,45 @@ pub enum CatalogCommand {
         after_help = "Examples:\n  sqlite-backup catalog repair --dry-run   show what would be re-linked\n  sqlite-backup catalog repair\n\nFor catalogs that forked before appends were serialised (two runs at once named\nthe same previous manifest). Nothing is deleted or rewritten: one repair manifest\nis appended whose `relinked` field lists every manifest off the chain, oldest\nfirst, with its SHA-256; `verify --catalog` then reaches them through it.\nAny other problem (altered or deleted manifests, broken sidecars) is refused."
     )]
     Repair(RepairArgs),
+    /// Record backups other tools made (the Azure script's, the Colibri runbook's, or any
+    /// naming) in the catalog, where they lie, after checking each.
+    #[command(
+        after_help = "Examples:\n  sqlite-backup catalog adopt --dry-run                 what would be adopted, and why not\n  sqlite-backup catalog adopt                           both built-in layouts, every sink\n  sqlite-backup catalog adopt --layout azure-script --sink azure\n  sqlite-backup catalog adopt --pattern 'old/{label}_{yyyymmdd}_{time}{ext}'\n  sqlite-backup catalog adopt --pattern 'dumps/nightly.db.gz' --label app\n\nLayouts:\n  azure-script  sqlite/{date}/{label}.db.gz with a .sha256 sidecar (the 4-hourly script;\n                {date}/{label}.db.gz below the Azure sink's default prefix sqlite)\n  colibri       {label}-{tag}-{yyyymmdd}.db and {label}-{yyyymmdd}.db (the Colibri runbook)\n\nEach candidate must match its sidecar (when it has one), decompress, pass\nintegrity_check and foreign_key_check, and hold the database's required_tables and\nchecks; a candidate that fails is listed with the reason and not adopted (exit 1).\nNothing is moved, renamed or rewritten; a .sha256 sidecar is written beside a backup\nthat has none. Adopting twice adopts nothing twice. Adopted backups are kept by\n`prune` unless [retention] adopted = \"policy\"."
+    )]
+    Adopt(AdoptArgs),
+}
+
+/// A built-in layout of `catalog adopt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdoptLayout {
+    /// `sqlite/{date}/{label}{ext}` with `.sha256` sidecars (also below the prefix `sqlite`).
+    AzureScript,
+    /// `{label}-{tag}-{yyyymmdd}{ext}` and `{label}-{yyyymmdd}{ext}`.
+    Colibri,
+}
+
+/// `catalog adopt` arguments.
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// A built-in layout (repeatable). Without --layout or --pattern: both.
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub layout: Vec<AdoptLayout>,
+    /// Any other naming, in the template syntax of artifact names: {label} {tag} {date}
+    /// {yyyymmdd} {time} {run} {ext} (repeatable; the first that fits a key names it).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub pattern: Vec<String>,
+    /// Adopt backups whose name gives no configured label (or no label) as this database's.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// Only this sink (default: every configured one).
+    #[arg(long, value_name = "NAME")]
+    pub sink: Option<String>,
+    /// Show what would be adopted, rejected or skipped, and why; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output: `{"sinks": [{"sink", "manifest", "found": [...]}]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `catalog head` arguments.

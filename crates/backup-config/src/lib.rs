@@ -104,6 +104,7 @@ struct RetentionOverride {
     keep_monthly: Option<u32>,
     #[serde(default, deserialize_with = "backup_core::duration::de_opt")]
     keep_within: Option<std::time::Duration>,
+    adopted: Option<backup_core::retention::AdoptedRetention>,
 }
 
 impl RetentionOverride {
@@ -121,6 +122,7 @@ impl RetentionOverride {
             keep_within: self.keep_within.or(base.keep_within),
             // Packs are collected per sink, under the global setting.
             pack_grace: base.pack_grace,
+            adopted: self.adopted.unwrap_or(base.adopted),
         }
     }
 }

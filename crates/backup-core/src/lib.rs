@@ -45,6 +45,7 @@
 //! `libsqlite3-sys` with the embedding application: Cargo links only one.
 #![warn(missing_docs)]
 
+pub mod adopt;
 pub mod anchor;
 mod backups;
 pub mod catalog;

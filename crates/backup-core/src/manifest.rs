@@ -190,6 +190,10 @@ pub struct Entry {
     /// of the reassembled image. Absent for a self-contained artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages: Option<crate::page_map::PageMap>,
+    /// For a backup another tool made, recorded in place by `catalog adopt`
+    /// ([`crate::adopt`]): where its time came from. Absent for our own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<crate::adopt::Adopted>,
 }
 
 /// What an encrypted entry keeps sealed.
@@ -731,6 +735,7 @@ pub fn listed(sink: &dyn Sink, stored: &[Stored]) -> Vec<Listed> {
 #[cfg(test)]
 pub(crate) fn sample_entry() -> Entry {
     Entry {
+        adopted: None,
         label: "mission-control".into(),
         tag: Some("r75".into()),
         key: "mission-control-r75-20260416-130812.db.zst".into(),

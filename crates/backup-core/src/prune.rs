@@ -239,12 +239,22 @@ fn decide(
             .push(i);
     }
     for ((label, _), idx) in groups {
+        let policy = policy_for(label);
         let group: Vec<Backup> = idx.iter().map(|&i| backups[i].clone()).collect();
         for (i, d) in idx
             .into_iter()
-            .zip(retention::evaluate(&group, now, &policy_for(label)))
+            .zip(retention::evaluate(&group, now, &policy))
         {
-            decisions[i] = Some(d);
+            let keep_adopted = listed[i].entry.adopted.is_some()
+                && policy.adopted == retention::AdoptedRetention::Keep;
+            decisions[i] = Some(if keep_adopted && !d.keep {
+                Decision {
+                    keep: true,
+                    reason: Reason::Adopted,
+                }
+            } else {
+                d
+            });
         }
     }
     decisions

@@ -1176,6 +1176,7 @@ mod tests {
             placement: Placement::Local,
             run_id: run.into(),
             entry: Entry {
+                adopted: None,
                 label: "app".into(),
                 tag: tag.map(Into::into),
                 key: format!("app-{run}.db.zst"),

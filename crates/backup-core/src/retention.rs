@@ -123,6 +123,20 @@ pub struct Retention {
     /// pack never finds it gone. See [`crate::prune`].
     #[serde(deserialize_with = "crate::duration::de")]
     pub pack_grace: Duration,
+    /// What happens to backups `catalog adopt` recorded: kept whatever the
+    /// rules say (the default), or thinned by them like our own.
+    pub adopted: AdoptedRetention,
+}
+
+/// `[retention] adopted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdoptedRetention {
+    /// Never deleted by `prune`.
+    #[default]
+    Keep,
+    /// Under the retention rules, as our own backups are.
+    Policy,
 }
 
 /// Default [`Retention::pack_grace`].
@@ -142,6 +156,7 @@ impl Default for Retention {
             keep_monthly: 0,
             keep_within: None,
             pack_grace: PACK_GRACE,
+            adopted: AdoptedRetention::Keep,
         }
     }
 }
@@ -296,6 +311,9 @@ pub enum Reason {
     /// (an overwriting name template), so deleting this one would delete it.
     /// Set by [`crate::prune`], never by [`evaluate`].
     SharedArtifact,
+    /// Kept: a backup another tool made, adopted into the catalog, while
+    /// `adopted = "keep"`. Set by [`crate::prune`].
+    Adopted,
     /// Deleted: a newer snapshot holds the same seal.
     ColdDuplicate {
         /// Seal name.
@@ -347,6 +365,7 @@ impl fmt::Display for Reason {
             Self::Count { rule, bucket } if bucket.is_empty() => write!(f, "{}", rule.key()),
             Self::Count { rule, bucket } => write!(f, "{}: newest of {bucket}", rule.key()),
             Self::NewestVerified { label } => write!(f, "newest verified backup of {label}"),
+            Self::Adopted => write!(f, "adopted: kept while [retention] adopted = \"keep\""),
             Self::SharedArtifact => {
                 write!(f, "shares its artifact with a kept snapshot (same key)")
             }

@@ -156,6 +156,12 @@ pub trait Sink: Send + Sync + fmt::Debug {
     fn clean_incomplete(&self) -> Result<usize, SinkError> {
         Ok(0)
     }
+    /// When the object was last written, where the sink knows (`catalog
+    /// adopt` dates a backup whose name has no date by it); `None` when
+    /// absent or unknown.
+    fn modified(&self, _key: &str) -> Result<Option<jiff::Timestamp>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// Read a whole small object (sidecar, manifest) into memory.

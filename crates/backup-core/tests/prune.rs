@@ -54,6 +54,7 @@ fn store(sink: &dyn Sink, label: &str, at: Timestamp, tag: Option<&str>, key: &s
     sink.put(&sidecar_key, format!("{sha}  {key}\n").as_bytes())
         .unwrap();
     let entry = Entry {
+        adopted: None,
         label: label.into(),
         tag: tag.map(str::to_string),
         key: key.into(),

@@ -78,6 +78,7 @@ fn entry(sink: &dyn Sink, i: usize, incremental: bool) -> Entry {
         }
     });
     Entry {
+        adopted: None,
         label: "app".into(),
         tag: Some("r75".into()),
         sidecar_key: naming::sidecar_key(&key),

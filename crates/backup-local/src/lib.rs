@@ -347,6 +347,14 @@ impl Sink for LocalSink {
         }
     }
 
+    fn modified(&self, key: &str) -> Result<Option<jiff::Timestamp>, SinkError> {
+        match fs::metadata(self.path_of(key)?).and_then(|m| m.modified()) {
+            Ok(t) => Ok(jiff::Timestamp::try_from(t).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io("stat", key)(e)),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         let prefix = prefix.trim_end_matches('/');
         let start = if prefix.is_empty() {

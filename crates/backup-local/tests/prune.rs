@@ -40,6 +40,7 @@ fn backup(sink: &dyn Sink, at: Timestamp, tag: Option<&str>) {
     let sidecar_key = format!("{key}.sha256");
     sink.put(&sidecar_key, b"digest").unwrap();
     let entry = Entry {
+        adopted: None,
         label: "app".into(),
         tag: tag.map(str::to_string),
         key,

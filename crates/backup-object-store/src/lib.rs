@@ -373,6 +373,24 @@ impl Sink for ObjectStoreSink {
             .or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })
     }
 
+    fn modified(&self, key: &str) -> Result<Option<jiff::Timestamp>, SinkError> {
+        let path = self.path(key)?;
+        let store = self.store.clone();
+        let on_err = self.map("head", key);
+        self.runtime
+            .run("head", key, async move {
+                match store.head(&path).await {
+                    Ok(meta) => Ok(jiff::Timestamp::from_millisecond(
+                        meta.last_modified.timestamp_millis(),
+                    )
+                    .ok()),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(on_err(e)),
+                }
+            })
+            .or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         let folder = prefix.trim_matches('/');
         let root = if folder.is_empty() {

@@ -17,6 +17,7 @@ pub fn run(cli: &Cli, args: &CatalogCommand) -> Result<Exit> {
         CatalogCommand::Head(a) => head(cli, a),
         CatalogCommand::Anchor(a) => anchor(cli, a),
         CatalogCommand::Repair(a) => repair(cli, a),
+        CatalogCommand::Adopt(a) => super::adopt::run(cli, a),
     }
 }
 

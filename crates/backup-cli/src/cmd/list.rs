@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use backup_config::Config;
+use backup_core::adopt::TimeFrom;
 use backup_core::manifest::Listed;
 use backup_core::sink::Placement;
 use backup_core::source::{self, Source};
@@ -50,8 +51,17 @@ fn stored_bytes(l: &Listed) -> u64 {
         .map_or(l.entry.size, |m| m.stored_bytes)
 }
 
-/// `full`, or `incr N` at chain depth N.
+/// `full`, `incr N` at chain depth N, or `adopted, <where its time came
+/// from>` for a backup another tool made.
 fn kind(l: &Listed) -> String {
+    if let Some(a) = &l.entry.adopted {
+        return match a.time_from {
+            TimeFrom::Name => "adopted, time from name",
+            TimeFrom::NameDate => "adopted, date from name",
+            TimeFrom::Modified => "adopted, time from mtime",
+        }
+        .into();
+    }
     match chain_depth(l) {
         0 => "full".into(),
         n => format!("incr {n}"),
@@ -113,7 +123,16 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "verified_with": l.entry.verified_with,
                     "row_counts": l.entry.row_counts,
                     "encrypted_to": l.entry.encrypted_to,
-                    "kind": if chain_depth(l) > 0 { "incremental" } else { "full" },
+                    "kind": if l.entry.adopted.is_some() {
+                        "adopted"
+                    } else if chain_depth(l) > 0 {
+                        "incremental"
+                    } else {
+                        "full"
+                    },
+                    "adopted": l.entry.adopted.as_ref().map(|a| serde_json::json!({
+                        "time_from": a.time_from,
+                    })),
                     "stored_bytes": stored_bytes(l),
                     "chain_depth": chain_depth(l),
                     "source": source_of(l),
@@ -169,6 +188,18 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
             t.row(row);
         }
         out!("{t}");
+        let dated = |l: &&Listed| {
+            l.entry
+                .adopted
+                .as_ref()
+                .is_some_and(|a| a.time_from == TimeFrom::NameDate)
+        };
+        if all.iter().any(|l| dated(&l)) {
+            outln!(
+                "note: a backup adopted with only a date in its name (date from name) is shown at \
+                 00:00 UTC that day; it may hold any time of that day, so its time is a lower bound."
+            );
+        }
     }
     Ok(if problems.is_empty() {
         Exit::Ok

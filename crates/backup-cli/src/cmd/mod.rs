@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its parsed args and returns an exit.
 
+mod adopt;
 mod backup;
 mod catalog;
 mod check;

@@ -42,6 +42,7 @@ fn artifact(sink: &dyn Sink, i: usize) -> Entry {
     )
     .unwrap();
     Entry {
+        adopted: None,
         label: "app".into(),
         tag: None,
         key,

@@ -404,6 +404,7 @@ fn template() -> Value {
         previous_run_id: Some("r".into()),
         previous_fields: [("run_id".to_string(), "0".repeat(FIELD_DIGEST_LEN))].into(),
         entries: vec![Entry {
+            adopted: None,
             label: "l".into(),
             tag: Some("t".into()),
             key: "k".into(),

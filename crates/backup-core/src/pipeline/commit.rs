@@ -54,6 +54,7 @@ pub(super) fn new_entry(
 ) -> Entry {
     let source = crate::source::Source::local(db);
     Entry {
+        adopted: None,
         label: db.label.clone(),
         tag: opts.tag.clone(),
         key: stored.key,

@@ -230,6 +230,9 @@ impl<S: Sink> Sink for Hooked<S> {
     fn clean_incomplete(&self) -> Result<usize, SinkError> {
         self.inner.clean_incomplete()
     }
+    fn modified(&self, key: &str) -> Result<Option<jiff::Timestamp>, SinkError> {
+        self.inner.modified(key)
+    }
 }
 
 /// A sink with a fixed byte budget shared by every write: a disk that fills
