@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time};
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use crate::catalog::append::{self, AppendError, Appended, Draft};
 use crate::compress::{Compression, Format};
 use crate::database::{CheckLevel, Database};
 use crate::digest::Sidecar;
 use crate::manifest::{self, Entry};
+pub use crate::manifest::{Adopted, TimeFrom};
 use crate::naming;
 use crate::sink::{Sink, SinkError};
 use crate::verify::{self, Checks, Expected};
@@ -41,40 +41,6 @@ pub const AZURE_SCRIPT: &[&str] = &["{date}/{label}{ext}", "sqlite/{date}/{label
 /// The Colibri runbook's copies in `data/backups`, tagged with the round
 /// (`r75`) or the event (`premigrate`), or not at all.
 pub const COLIBRI: &[&str] = &["{label}-{tag}-{yyyymmdd}{ext}", "{label}-{yyyymmdd}{ext}"];
-
-/// Where an adopted backup's time came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFrom {
-    /// A date and a time of day in its name.
-    Name,
-    /// Only a date in its name: 00:00 UTC that day, a lower bound of what
-    /// it holds (the Azure script overwrote one blob per day all day).
-    NameDate,
-    /// The object's modification time: its name has no date.
-    Modified,
-}
-
-impl TimeFrom {
-    /// For people: `time from name`.
-    pub fn describe(self) -> &'static str {
-        match self {
-            TimeFrom::Name => "time from name",
-            TimeFrom::NameDate => "date from name, a lower bound",
-            TimeFrom::Modified => "time from modification time",
-        }
-    }
-}
-
-/// What the catalog records of an adopted backup beyond a normal entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Adopted {
-    /// Where `snapshot_at` came from.
-    pub time_from: TimeFrom,
-    /// The sidecar adopt wrote because the backup had none.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub wrote_sidecar: bool,
-}
 
 /// A template that cannot find backups.
 #[derive(Debug, thiserror::Error)]

@@ -193,7 +193,42 @@ pub struct Entry {
     /// For a backup another tool made, recorded in place by `catalog adopt`
     /// ([`crate::adopt`]): where its time came from. Absent for our own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopted: Option<crate::adopt::Adopted>,
+    pub adopted: Option<Adopted>,
+}
+
+/// Where an adopted backup's time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFrom {
+    /// A date and a time of day in its name.
+    Name,
+    /// Only a date in its name: 00:00 UTC that day, a lower bound of what
+    /// it holds (the Azure script overwrote one blob per day all day).
+    NameDate,
+    /// The object's modification time: its name has no date.
+    Modified,
+}
+
+impl TimeFrom {
+    /// For people: `time from name`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TimeFrom::Name => "time from name",
+            TimeFrom::NameDate => "date from name, a lower bound",
+            TimeFrom::Modified => "time from modification time",
+        }
+    }
+}
+
+/// What the catalog records of a backup another tool made, adopted by
+/// `catalog adopt` ([`crate::adopt`]), beyond a normal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    /// Where `snapshot_at` came from.
+    pub time_from: TimeFrom,
+    /// The sidecar adopt wrote because the backup had none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wrote_sidecar: bool,
 }
 
 /// What an encrypted entry keeps sealed.
