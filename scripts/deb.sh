@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# The Debian package, from one release build:
-#   bash scripts/deb.sh                  -> target/debian/sqlite-backup_<version>_<arch>.deb
+# The Debian package, from one release build (in target/package, apart from the test build):
+#   bash scripts/deb.sh                  -> target/package/debian/sqlite-backup_<version>_<arch>.deb
+#   bash scripts/deb.sh --prepare        only cargo-deb and the release build (CI starts this
+#                                        early, in the background, while the tests run)
 #   bash scripts/deb.sh --install-check  also installs it with dpkg (as root), checks what the
 #                                        installed paths do, and removes and purges it again (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/package}"
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if ! command -v cargo-deb >/dev/null 2>&1; then
   echo "Installing cargo-deb…"
   cargo install cargo-deb --locked --version 3.8.0
 fi
+cargo build --release --locked -p backup-cli
+[ "${1:-}" = "--prepare" ] && exit 0
+
 # cargo-deb computes the package's library dependencies with dpkg-shlibdeps.
 if ! command -v dpkg-shlibdeps >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
 fi
 
-cargo build --release --locked -p backup-cli
-bin=target/release/sqlite-backup
-assets=target/release/deb-assets
+bin="$CARGO_TARGET_DIR/release/sqlite-backup"
+# cargo-deb reads asset paths that start with target/release from the real target folder.
+assets="$CARGO_TARGET_DIR/release/deb-assets"
 rm -rf "$assets"
 mkdir -p "$assets/man"
 "$bin" man "$assets/man"
@@ -39,7 +45,7 @@ for unit in sqlite-backup.service sqlite-backup.timer; do
   fi
 done
 cargo deb -p backup-cli --no-build --locked
-deb=$(ls -t target/debian/sqlite-backup_*.deb | head -1)
+deb=$(ls -t "$CARGO_TARGET_DIR"/debian/sqlite-backup_*.deb | head -1)
 echo "Built $deb ($(du -h "$deb" | cut -f1))"
 
 [ "${1:-}" = "--install-check" ] || exit 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The book in docs/ (mdBook): installs mdbook when missing, builds docs/book/ and fails on any
+# The book in docs/ (mdBook): installs mdbook when missing (only that with --install-only), builds docs/book/ and fails on any
 # warning or error mdbook prints, on a page in docs/src/ that SUMMARY.md does not list, and on a
 # link or image inside the book whose file or #anchor does not exist.
 set -euo pipefail
@@ -11,6 +11,8 @@ if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
   # Without the `serve` and `watch` features (a local web server, file watching): `build` only.
   cargo install mdbook --locked --version "$MDBOOK_VERSION" --no-default-features --features search
 fi
+# `--install-only`: CI installs it early, in the background, while the tests run.
+[ "${1:-}" = "--install-only" ] && exit 0
 
 # Every page in docs/src/ is in the book.
 for page in docs/src/*.md; do

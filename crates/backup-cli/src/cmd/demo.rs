@@ -11,7 +11,7 @@ use crate::Exit;
 use crate::args::{Cli, DemoArgs};
 use crate::settings;
 
-const CONFIG: &str = r#"# sqlite-backup demo config: see the README's config reference.
+const CONFIG: &str = r#"# sqlite-backup demo config: see the config reference (docs/src/config.md).
 [[database]]
 label = "demo"
 path = "app.db"
