@@ -65,7 +65,7 @@ fn the_colibri_copies_are_adopted_by_their_names_and_a_hot_journal_is_not() {
     );
     let before = snapshot_of(&backups);
 
-    let dry = p.run(&["catalog", "adopt", "--dry-run"]);
+    let dry = p.run(&["catalog", "adopt", "--dry-run", "--layout", "colibri"]);
     let text = output_text(&dry);
     assert_eq!(dry.status.code(), Some(1), "a rejected candidate: {text}");
     assert!(text.contains("would adopt 3, rejected 1"), "{text}");
@@ -75,7 +75,7 @@ fn the_colibri_copies_are_adopted_by_their_names_and_a_hot_journal_is_not() {
     );
     assert_eq!(snapshot_of(&backups), before, "a dry run writes nothing");
 
-    let run = p.run(&["catalog", "adopt"]);
+    let run = p.run(&["catalog", "adopt", "--layout", "colibri"]);
     let text = output_text(&run);
     assert_eq!(run.status.code(), Some(1), "{text}");
     assert!(text.contains("adopted 3, rejected 1"), "{text}");
@@ -204,7 +204,18 @@ fn the_azure_script_container_is_adopted_and_its_bad_blobs_are_named() {
     p.write_config(&format!("{config}{}", az.section("")));
     let keys_before = sink.list("").unwrap();
 
-    let dry = az.run(&p, &["catalog", "adopt", "--dry-run", "--sink", "azure"]);
+    let dry = az.run(
+        &p,
+        &[
+            "catalog",
+            "adopt",
+            "--dry-run",
+            "--layout",
+            "azure-script",
+            "--sink",
+            "azure",
+        ],
+    );
     let text = output_text(&dry);
     assert_eq!(dry.status.code(), Some(1), "{text}");
     assert!(text.contains("would adopt 10, rejected 2"), "{text}");
@@ -221,7 +232,17 @@ fn the_azure_script_container_is_adopted_and_its_bad_blobs_are_named() {
         "a dry run writes nothing"
     );
 
-    let run = az.run(&p, &["catalog", "adopt", "--sink", "azure"]);
+    let run = az.run(
+        &p,
+        &[
+            "catalog",
+            "adopt",
+            "--layout",
+            "azure-script",
+            "--sink",
+            "azure",
+        ],
+    );
     let text = output_text(&run);
     assert!(text.contains("adopted 10, rejected 2"), "{text}");
     let listed = az.listed();

@@ -540,7 +540,9 @@ impl Source<'_> {
             let hint = if let Some(hint) = &spelling {
                 Some(hint.as_str())
             } else if message.contains("unknown field") {
-                Some("check the spelling; the config reference (docs/src/config.md) lists every key")
+                Some(
+                    "check the spelling; the config reference (docs/src/config.md) lists every key",
+                )
             } else if message.contains("unknown variant") {
                 Some("use one of the values listed above")
             } else {
