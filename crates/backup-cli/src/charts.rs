@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::history::{Drill, Kind, Run};
@@ -255,8 +257,45 @@ fn svg(title: &str, caption: &str, draw: impl FnOnce(&Area<'_>) -> Drawn) -> Fig
     }
 }
 
-fn caption_of(title: &str) -> (&str, u32) {
-    (title, 15)
+/// What every chart shares: its title, margins and label areas, and time
+/// along x.
+fn frame<'a, 'b, Y>(
+    root: &'a Area<'b>,
+    title: &str,
+    window: &Window,
+    y: Y,
+) -> Result<
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y::CoordDescType>>,
+    DrawingAreaErrorKind<std::io::Error>,
+>
+where
+    Y: AsRangedCoord<Value = f64>,
+{
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 15))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(window.range(), y)
+}
+
+/// The time axis below, and a value axis in `unit` at the left.
+fn axes<'a, 'b, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    window: &Window,
+    unit: &str,
+) -> Drawn
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_labels(7)
+        .x_label_formatter(&|x| window.tick(*x))
+        .y_label_formatter(&|y| format!("{}", Short(*y)))
+        .x_desc(window.axis())
+        .y_desc(unit)
+        .draw()
 }
 
 /// Runs over the window: ok runs above, failures below, gaps shaded.
@@ -304,12 +343,7 @@ pub fn timeline(runs: &[&Run], window: &Window) -> Figure {
         window,
     );
     svg(title, &caption, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_of(title))
-            .margin(8)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(window.range(), -0.75f64..1.75f64)?;
+        let mut chart = frame(root, title, window, -0.75f64..1.75f64)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -399,20 +433,8 @@ pub fn stored(runs: &[&Run], window: &Window) -> Figure {
     let (unit, div) = byte_unit(max);
     let (lo, hi) = ((min / div / 2.0).max(1e-3), max / div * 12.0);
     svg(title, &caption, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_of(title))
-            .margin(8)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(window.range(), (lo..hi).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_labels(7)
-            .x_label_formatter(&|x| window.tick(*x))
-            .y_label_formatter(&|y| format!("{}", Short(*y)))
-            .x_desc(window.axis())
-            .y_desc(format!("{unit} (log scale)"))
-            .draw()?;
+        let mut chart = frame(root, title, window, (lo..hi).log_scale())?;
+        axes(&mut chart, window, &format!("{unit} (log scale)"))?;
         for (kind, color, name) in [
             (Kind::Base, BASE, "full base"),
             (Kind::Incremental, INCREMENTAL, "incremental"),
@@ -463,20 +485,8 @@ pub fn duration(runs: &[&Run], window: &Window) -> Figure {
     let max = marks.iter().map(|m| m.y).fold(0.0, f64::max).max(0.001);
     let (unit, div) = time_unit(max);
     svg(title, &caption, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_of(title))
-            .margin(8)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(window.range(), 0f64..max / div * HEADROOM)?;
-        chart
-            .configure_mesh()
-            .x_labels(7)
-            .x_label_formatter(&|x| window.tick(*x))
-            .y_label_formatter(&|y| format!("{}", Short(*y)))
-            .x_desc(window.axis())
-            .y_desc(unit)
-            .draw()?;
+        let mut chart = frame(root, title, window, 0f64..max / div * HEADROOM)?;
+        axes(&mut chart, window, unit)?;
         chart
             .draw_series(
                 marks
@@ -527,20 +537,8 @@ pub fn lag(runs: &[&Run], window: &Window, max_age_hours: u32) -> Figure {
         .map(|(t, s)| (window.x(*t), s / div))
         .collect();
     svg(title, &caption, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_of(title))
-            .margin(8)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(window.range(), 0f64..top / div * HEADROOM)?;
-        chart
-            .configure_mesh()
-            .x_labels(7)
-            .x_label_formatter(&|x| window.tick(*x))
-            .y_label_formatter(&|y| format!("{}", Short(*y)))
-            .x_desc(window.axis())
-            .y_desc(format!("{unit} behind"))
-            .draw()?;
+        let mut chart = frame(root, title, window, 0f64..top / div * HEADROOM)?;
+        axes(&mut chart, window, &format!("{unit} behind"))?;
         chart
             .draw_series(LineSeries::new(line, BASE.stroke_width(2)))?
             .label("recovery point")
@@ -585,20 +583,8 @@ pub fn drill_rto(drills: &[&Drill], window: &Window) -> Figure {
         .max(0.001);
     let (unit, div) = time_unit(max);
     svg(title, &caption, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_of(title))
-            .margin(8)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(window.range(), 0f64..max / div * HEADROOM)?;
-        chart
-            .configure_mesh()
-            .x_labels(7)
-            .x_label_formatter(&|x| window.tick(*x))
-            .y_label_formatter(&|y| format!("{}", Short(*y)))
-            .x_desc(window.axis())
-            .y_desc(unit)
-            .draw()?;
+        let mut chart = frame(root, title, window, 0f64..max / div * HEADROOM)?;
+        axes(&mut chart, window, unit)?;
         let at = |d: &Drill| (window.x(d.at), d.rto_ms.unwrap_or(0) as f64 / 1000.0 / div);
         chart
             .draw_series(
@@ -624,7 +610,9 @@ pub fn drill_rto(drills: &[&Drill], window: &Window) -> Figure {
     })
 }
 
-fn legend<'a, X, Y>(chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>) -> Drawn
+fn legend<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+) -> Drawn
 where
     X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
     Y: plotters::coord::ranged1d::Ranged,
