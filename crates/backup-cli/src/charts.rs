@@ -36,7 +36,10 @@ const INCREMENTAL: RGBColor = RGBColor(110, 160, 235);
 const SELF_CONTAINED: RGBColor = RGBColor(120, 120, 120);
 const LIMIT: RGBColor = RGBColor(179, 38, 30);
 
-type Drawn = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+type DrawError = DrawingAreaErrorKind<std::io::Error>;
+type Drawn = Result<(), DrawError>;
+/// A chart with time along x.
+type Chart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 /// One chart: the SVG and the sentence that describes it.
@@ -264,10 +267,7 @@ fn frame<'a, 'b, Y>(
     title: &str,
     window: &Window,
     y: Y,
-) -> Result<
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y::CoordDescType>>,
-    DrawingAreaErrorKind<std::io::Error>,
->
+) -> Result<Chart<'a, 'b, Y::CoordDescType>, DrawError>
 where
     Y: AsRangedCoord<Value = f64>,
 {
@@ -280,11 +280,7 @@ where
 }
 
 /// The time axis below, and a value axis in `unit` at the left.
-fn axes<'a, 'b, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
-    window: &Window,
-    unit: &str,
-) -> Drawn
+fn axes<'a, 'b, Y>(chart: &mut Chart<'a, 'b, Y>, window: &Window, unit: &str) -> Drawn
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
