@@ -126,6 +126,9 @@ fn the_colibri_copies_are_adopted_by_their_names_and_a_hot_journal_is_not() {
     ]);
     assert_eq!(rows(&out, "rounds").trim(), "ok\nr74,r75");
     p.run_ok(&["verify", "--catalog", "--deep"]);
+    // A drill restores the newest and one older adopted copy with every check.
+    let drill = p.run_ok(&["drill", "--json"]);
+    assert!(drill.contains("colibri-"), "{drill}");
 
     let again = p.run(&["catalog", "adopt"]);
     let text = output_text(&again);
@@ -151,6 +154,44 @@ fn the_colibri_copies_are_adopted_by_their_names_and_a_hot_journal_is_not() {
         after.len(),
         "prune --dry-run deletes nothing"
     );
+
+    // A name without a date is dated by the file's modification time; a
+    // name of a database the config does not have is skipped, unless
+    // --label says whose it is.
+    std::fs::create_dir_all(backups.join("manual")).unwrap();
+    copy("manual/colibri.db");
+    copy("ledger-r1-20260417.db");
+    let mixed = p.run(&[
+        "catalog",
+        "adopt",
+        "--layout",
+        "colibri",
+        "--pattern",
+        "manual/{label}{ext}",
+    ]);
+    let text = output_text(&mixed);
+    assert!(
+        text.contains("adopted 1, rejected 1, skipped 1, already in the catalog 3"),
+        "{text}"
+    );
+    let manual = text
+        .lines()
+        .find(|l| l.contains("manual/colibri.db"))
+        .unwrap();
+    assert!(manual.contains("time from modification time"), "{manual}");
+    let ledger = text.lines().find(|l| l.contains("ledger-r1")).unwrap();
+    assert!(
+        ledger.starts_with("skipped") && ledger.contains("which the config does not have"),
+        "{ledger}"
+    );
+    let labelled = p.run(&[
+        "catalog", "adopt", "--layout", "colibri", "--label", "colibri",
+    ]);
+    let text = output_text(&labelled);
+    assert!(text.contains("adopted 1, rejected 1, skipped 0"), "{text}");
+    let list = p.run_ok(&["list"]);
+    assert!(list.contains("adopted, time from mtime"), "{list}");
+    assert!(list.contains("ledger-r1-20260417.db"), "{list}");
 }
 
 #[test]
@@ -253,6 +294,7 @@ fn the_azure_script_container_is_adopted_and_its_bad_blobs_are_named() {
         assert!(list.contains(&format!("{day} 00:00:00Z")), "{list}");
     }
 
+    az.run_ok(&p, &["verify", "--catalog", "--deep"]);
     let out = p.join("restored.db");
     az.run_ok(
         &p,
