@@ -79,7 +79,9 @@ pub fn find(state: &State, now: Timestamp, grace: Duration) -> Garbage {
         .released
         .iter()
         .filter(|(key, _)| {
-            !listed.contains(*key) && !key.starts_with(crate::manifest::MANIFEST_DIR)
+            is_pack_object(key)
+                && !listed.contains(*key)
+                && !key.starts_with(crate::manifest::MANIFEST_DIR)
         })
         .map(|(key, r)| Unneeded {
             key: key.clone(),
@@ -88,6 +90,16 @@ pub fn find(state: &State, now: Timestamp, grace: Duration) -> Garbage {
         })
         .partition(|u| now.duration_since(u.released) >= grace);
     Garbage { ready, waiting }
+}
+
+/// Whether `key` is named as the objects pruned incremental snapshots
+/// release are (a pack, a page index, an index's sidecar). Anything else,
+/// a full artifact or a file another tool left beside our backups, is
+/// never freed here, whatever a checkpoint says was released.
+fn is_pack_object(key: &str) -> bool {
+    [".pack", ".pageidx", ".pageidx.sha256"]
+        .iter()
+        .any(|suffix| key.ends_with(suffix))
 }
 
 /// What [`collect`] did in one sink.
@@ -178,8 +190,9 @@ mod tests {
     use super::*;
     use crate::manifest::view::Released;
 
-    /// A checkpoint that says a catalog object or a listed snapshot's own
-    /// artifact was released does not get either freed.
+    /// A checkpoint that says a catalog object, a listed snapshot's own
+    /// artifact or a file not named as a pack was released does not get
+    /// any of them freed.
     #[test]
     fn only_released_objects_outside_the_catalog_and_the_listed_are_freed() {
         let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
@@ -188,6 +201,9 @@ mod tests {
             "manifests/20260101T000000Z-aaaa.json",
             "app-1.pack",
             "app-2.pack",
+            "app-1.pageidx.sha256",
+            "colibri-r74-20260415.db",
+            "app-20260101.db.zst",
         ] {
             state.released.insert(key.into(), Released { at, size: 1 });
         }
@@ -210,6 +226,6 @@ mod tests {
             Duration::from_secs(60),
         );
         let ready: Vec<&str> = g.ready.iter().map(|u| u.key.as_str()).collect();
-        assert_eq!(ready, ["app-1.pack"], "{g:?}");
+        assert_eq!(ready, ["app-1.pack", "app-1.pageidx.sha256"], "{g:?}");
     }
 }
