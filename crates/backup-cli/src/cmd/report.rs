@@ -142,7 +142,7 @@ fn render(
                                         td { (time(l.entry.snapshot_at)) }
                                         td { (l.entry.tag.as_deref().unwrap_or("-")) }
                                         td { (l.sink) }
-                                        td { (kind_name(history::Kind::of(&l.entry))) }
+                                        td { (if l.entry.adopted.is_some() { "adopted" } else { kind_name(history::Kind::of(&l.entry)) }) }
                                         td.num { (size(history::stored_bytes(&l.entry))) }
                                         td.num { (size(l.entry.db_size)) }
                                         td { (l.entry.verified_with.to_string()) }
