@@ -6,8 +6,9 @@
 //! - leftovers (`.partial-<pid>` files, scratch in `data/backups/.tmp`) are
 //!   removed by the next run, and the next run succeeds.
 //!
-//! The delays spread over the whole run, so kills land in every phase; the
-//! phase reached is read from the log markers the killed process printed.
+//! The delays spread over the whole run; a phase no random kill reached is
+//! then reached by killing a run on the log line that starts it. The phase
+//! reached is read from the log markers the killed process printed.
 //!
 //! Incremental mode (`[snapshot] incremental = true`), with a writer
 //! committing meanwhile and runs now and then that are not killed, so chains
@@ -79,22 +80,27 @@ fn check_catalog(p: &Project, seen: &mut BTreeSet<(String, String)>) -> usize {
     n
 }
 
-/// Seeded kill moments: at random over a whole run for the planned kills,
-/// then, while a wanted phase was missed (some last a few milliseconds),
-/// aimed at the boundary between the kills that landed before that phase
-/// and those that landed after it, give or take 4 ms of spawn jitter.
-/// Phases are named so that they sort in run order.
+/// Which phases kills must reach, and the log line each phase starts with.
+/// Planned kills land at seeded random moments over a whole run; a phase
+/// they all missed (some last a millisecond or two) is then reached by
+/// killing a run as soon as it prints that phase's line: an event, not a
+/// guessed delay, so a loaded machine only costs attempts where the run
+/// ends before the kill arrives. Phases are named so that they sort in run
+/// order; `markers` go from the last phase to the first.
 struct Aim {
     wanted: &'static [&'static str],
-    landed: Vec<(Duration, &'static str)>,
+    markers: &'static [(&'static str, &'static str)],
     phases: BTreeMap<&'static str, u32>,
 }
 
 impl Aim {
-    fn new(wanted: &'static [&'static str]) -> Self {
+    fn new(
+        wanted: &'static [&'static str],
+        markers: &'static [(&'static str, &'static str)],
+    ) -> Self {
         Self {
             wanted,
-            landed: Vec::new(),
+            markers,
             phases: BTreeMap::new(),
         }
     }
@@ -103,39 +109,38 @@ impl Aim {
         self.wanted.iter().any(|w| !self.phases.contains_key(w))
     }
 
-    /// How long to let the next run go; `full` is how long an uninterrupted
-    /// run takes.
-    fn delay(&self, rng: &mut Rng, extra: bool, full: Duration) -> Duration {
-        let boundary = |w: &str| {
-            let before = self
-                .landed
-                .iter()
-                .filter(|(_, p)| *p < w)
-                .map(|(d, _)| *d)
-                .max()?;
-            let after = self
-                .landed
-                .iter()
-                .filter(|(_, p)| *p > w)
-                .map(|(d, _)| *d)
-                .min()?;
-            Some((before + after) / 2)
-        };
-        let aim = self
+    /// The furthest phase a killed run's log reached.
+    fn phase(&self, log: &str) -> &'static str {
+        faults::furthest_phase(log, self.markers)
+    }
+
+    /// Run `args` once: killed at a random moment of `full` (how long an
+    /// uninterrupted run takes), or, when `extra` and a wanted phase is still
+    /// missing, the moment that phase's line appears.
+    fn attempt(
+        &self,
+        p: &Project,
+        args: &[&str],
+        rng: &mut Rng,
+        extra: bool,
+        full: Duration,
+    ) -> Output {
+        let missing = self
             .wanted
             .iter()
-            .find(|w| extra && !self.phases.contains_key(**w))
-            .and_then(|w| boundary(w));
-        match aim {
-            Some(b) => (b + Duration::from_micros(rng.below(8_001)))
-                .saturating_sub(Duration::from_millis(4)),
-            None => Duration::from_micros(rng.below(full.as_micros() as u64 * 11 / 10 + 1)),
+            .find(|w| extra && !self.phases.contains_key(**w));
+        let line = missing.and_then(|w| self.markers.iter().find(|(_, ph)| ph == w));
+        match line {
+            Some((line, _)) => kill_after_line(p, args, line, Some(Duration::ZERO)).0,
+            None => {
+                let delay = rng.below(full.as_micros() as u64 * 11 / 10 + 1);
+                kill_after(p, args, Duration::from_micros(delay))
+            }
         }
     }
 
-    fn landed(&mut self, delay: Duration, phase: &'static str) {
+    fn landed(&mut self, phase: &'static str) {
         *self.phases.entry(phase).or_default() += 1;
-        self.landed.push((delay, phase));
     }
 
     fn assert_all_landed(&self, seed: u64) {
@@ -229,19 +234,14 @@ fn kill_after_line(
     (out, tail)
 }
 
-/// The furthest phase marker a (killed) run printed.
-fn phase(log: &str) -> &'static str {
-    faults::furthest_phase(
-        log,
-        &[
-            ("backup phase end", "5 finished"),
-            ("manifest written", "4 manifests"),
-            ("upload done", "3 sidecars+manifest"),
-            ("snapshot done", "2 stream+check"),
-            ("backup phase start", "1 snapshot"),
-        ],
-    )
-}
+/// Log lines that start each phase of a (killed) run.
+const PHASE_MARKERS: &[(&str, &str)] = &[
+    ("backup phase end", "5 finished"),
+    ("manifest written", "4 manifests"),
+    ("upload done", "3 sidecars+manifest"),
+    ("snapshot done", "2 stream+check"),
+    ("backup phase start", "1 snapshot"),
+];
 
 fn kill_runs(kills: u32, default_seed: u64) {
     let seed = faults::seed("kill -9", default_seed);
@@ -260,14 +260,22 @@ fn kill_runs(kills: u32, default_seed: u64) {
     let mut seen = BTreeSet::new();
     let mut completions = 1;
     let mut leftovers_seen = 0;
-    let mut aim = Aim::new(&["1 snapshot", "2 stream+check", "3 sidecars+manifest"]);
+    let mut aim = Aim::new(
+        &["1 snapshot", "2 stream+check", "3 sidecars+manifest"],
+        PHASE_MARKERS,
+    );
     let mut i = 0;
     while i < kills || (kills >= 30 && aim.missing() && i < 3 * kills) {
-        let delay = aim.delay(&mut rng, i >= kills, full);
-        let out = kill_after(&p, &["backup", "--tier", "cold"], delay);
-        let ph = phase(&output_text(&out));
-        aim.landed(delay, ph);
-        eprintln!("kill {i}: after {delay:?}, phase {ph}");
+        let out = aim.attempt(
+            &p,
+            &["backup", "--tier", "cold"],
+            &mut rng,
+            i >= kills,
+            full,
+        );
+        let ph = aim.phase(&output_text(&out));
+        aim.landed(ph);
+        eprintln!("kill {i}: phase {ph}");
 
         // The catalog never shows anything incomplete, and `list` works.
         let listed = check_catalog(&p, &mut seen);
@@ -359,22 +367,22 @@ const INCREMENTAL_PHASES: &[&str] = &[
     "5 manifest written",
 ];
 
+/// Log lines that start each phase of an incremental run.
+const INCREMENTAL_MARKERS: &[(&str, &str)] = &[
+    ("manifest written", "5 manifest written"),
+    ("incremental done", "4 writing the manifest"),
+    ("packs written", "3 writing the index"),
+    ("pages hashed", "2 writing packs"),
+    ("backup phase start", "1 hashing pages"),
+];
+
 /// The furthest phase an incremental run reached (`6 exited` when it ended
 /// before the kill).
 fn incremental_phase(out: &Output) -> &'static str {
     if out.status.code().is_some() {
         return "6 exited";
     }
-    faults::furthest_phase(
-        &output_text(out),
-        &[
-            ("manifest written", "5 manifest written"),
-            ("incremental done", "4 writing the manifest"),
-            ("packs written", "3 writing the index"),
-            ("pages hashed", "2 writing packs"),
-            ("backup phase start", "1 hashing pages"),
-        ],
-    )
+    faults::furthest_phase(&output_text(out), INCREMENTAL_MARKERS)
 }
 
 fn local_sink(p: &Project) -> LocalSink {
@@ -550,7 +558,7 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
     let mut depths = vec![0];
     let mut reclaimed = 0;
     let mut acted_on = 0;
-    let mut aim = Aim::new(INCREMENTAL_PHASES);
+    let mut aim = Aim::new(INCREMENTAL_PHASES, INCREMENTAL_MARKERS);
     // Runs (killed or not) that read only the pages the WAL named: the
     // writer keeps its connection open, so most runs after the first do.
     let mut hinted = 0;
@@ -558,11 +566,10 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
     // not as a kill.
     let (mut i, mut killed) = (0, 0);
     // Runs that read only what the WAL named are short, and the window
-    // after the manifest is a millisecond or two: aiming at it on a loaded
-    // machine can take many attempts, each ending as soon as it lands.
+    // after the manifest is a millisecond or two: a kill sent on its line
+    // can still arrive after the run ended, so a few attempts may be needed.
     while (killed < kills || (kills >= 30 && aim.missing())) && i < 6 * kills {
-        let delay = aim.delay(&mut rng, killed >= kills, full);
-        let out = kill_after(&p, &["backup"], delay);
+        let out = aim.attempt(&p, &["backup"], &mut rng, killed >= kills, full);
         let ph = incremental_phase(&out);
         hinted += usize::from(output_text(&out).contains("named by the WAL"));
         if ph == "6 exited" {
@@ -571,8 +578,8 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
         } else {
             killed += 1;
         }
-        aim.landed(delay, ph);
-        eprintln!("incremental attempt {i}: after {delay:?}, phase {ph}");
+        aim.landed(ph);
+        eprintln!("incremental attempt {i}: phase {ph}");
         check_listed_snapshots(&p, &mut restored);
 
         // Now and then (seeded) a run that is not killed, so chains grow.
