@@ -328,3 +328,70 @@ fn the_azure_script_container_is_adopted_and_its_bad_blobs_are_named() {
         "{text}"
     );
 }
+
+/// Two adoptions that examined the same folder before either recorded (two
+/// hosts sharing it): the second records nothing, and says the catalog
+/// already names what it found.
+#[test]
+fn a_second_adoption_racing_the_first_records_nothing_twice() {
+    use backup_core::adopt::{self, Options, Outcome, Pattern};
+    use backup_core::{CheckLevel, Database};
+    use backup_local::LocalSink;
+
+    require_tool("sqlite3");
+    let p = Project::new();
+    let backups = p.backups();
+    std::fs::create_dir_all(&backups).unwrap();
+    let live = p.join("colibri.db");
+    for (name, round) in [("colibri-r1-20260415.db", 1), ("colibri-r2-20260416.db", 2)] {
+        sh(
+            p.path(),
+            &format!(
+                "sqlite3 '{}' \"CREATE TABLE IF NOT EXISTS rounds(id INTEGER PRIMARY KEY); INSERT INTO rounds VALUES ({round});\" \".backup '{}'\"",
+                live.display(),
+                backups.join(name).display()
+            ),
+        );
+    }
+    let databases = vec![Database::new("colibri", &live)];
+    let options = || Options {
+        patterns: adopt::COLIBRI
+            .iter()
+            .map(|t| Pattern::new(t, &["colibri"]).unwrap())
+            .collect(),
+        databases: &databases,
+        label: None,
+        level: CheckLevel::IntegrityCheck,
+        scratch: p.join("scratch"),
+    };
+    let sink = LocalSink::new(
+        "local",
+        backups.clone(),
+        backup_core::sink::Placement::Local,
+    );
+    let mut first = adopt::examine(&sink, &options()).unwrap();
+    let mut second = adopt::examine(&sink, &options()).unwrap();
+    let adoptable = |f: &[adopt::Found]| {
+        f.iter()
+            .filter(|f| matches!(f.outcome, Outcome::Adopt(_)))
+            .count()
+    };
+    assert_eq!((adoptable(&first), adoptable(&second)), (2, 2));
+
+    assert!(
+        adopt::record(&sink, &mut first, jiff::Timestamp::now())
+            .unwrap()
+            .is_some()
+    );
+    let again = adopt::record(&sink, &mut second, jiff::Timestamp::now()).unwrap();
+    assert!(again.is_none(), "recorded twice: {again:?}");
+    assert!(
+        second.iter().all(|f| f.outcome == Outcome::Known),
+        "{second:?}"
+    );
+    let keys: Vec<String> = backup_testkit::testkit::committed(&sink)
+        .into_iter()
+        .map(|l| l.entry.key)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}

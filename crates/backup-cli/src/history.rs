@@ -88,16 +88,12 @@ impl Run {
             error: None,
             snapshot_at: Some(entry.snapshot_at),
             kind: Some(Kind::of(entry)),
-            stored: stored_bytes(entry),
+            stored: entry.stored_bytes(),
         }
     }
 }
 
 /// Bytes a snapshot added: its new packs and index, or its whole artifact.
-pub fn stored_bytes(entry: &Entry) -> u64 {
-    entry.pages.as_ref().map_or(entry.size, |p| p.stored_bytes)
-}
-
 /// One restore drill of one database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drill {

@@ -236,7 +236,9 @@ pub enum Outcome {
     Adopt(Box<Entry>),
     /// A backup of a configured database that failed a check: why.
     Reject(String),
-    /// Not taken: why (a label no database has, already in the catalog).
+    /// Already in the catalog: nothing to do.
+    Known,
+    /// Not taken: why (a label no database has, no label at all).
     Skip(String),
 }
 
@@ -296,17 +298,7 @@ fn is_companion(key: &str) -> bool {
 /// nothing. Keys the catalog already names are reported as skipped, so a
 /// second adoption adopts nothing.
 pub fn examine(sink: &dyn Sink, options: &Options<'_>) -> Result<Vec<Found>, AdoptError> {
-    let (listed, problems) = manifest::view::collect(&[sink]);
-    if !problems.is_empty() {
-        return Err(AdoptError::Catalog {
-            sink: sink.name().to_string(),
-            problems: problems.join("; "),
-        });
-    }
-    let known: HashSet<String> = Entry::objects_of(listed.iter().map(|l| &l.entry))
-        .into_iter()
-        .map(|n| n.key)
-        .collect();
+    let known = known_keys(sink)?;
     let mut prefixes: Vec<&str> = options
         .patterns
         .iter()
@@ -324,36 +316,47 @@ pub fn examine(sink: &dyn Sink, options: &Options<'_>) -> Result<Vec<Found>, Ado
     }
     keys.sort();
     keys.dedup();
+    // Companions (sidecar, journal, WAL) are looked up here, not asked for.
+    let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
     std::fs::create_dir_all(&options.scratch).map_err(|source| AdoptError::Scratch {
         path: options.scratch.display().to_string(),
         source,
     })?;
     let mut found = Vec::new();
-    for key in keys.into_iter().filter(|k| !is_companion(k)) {
+    for key in keys.iter().filter(|k| !is_companion(k)) {
         let Some((pattern, named)) = name(&options.patterns, &key) else {
             continue;
         };
         let database = resolve(&named, options);
         let label = database.map(|d| d.label.clone()).or(named.label.clone());
         let mut f = Found {
-            key: key.clone(),
+            key: key.to_string(),
             pattern: pattern.template.clone(),
             label,
             tag: named.tag.clone(),
             time: named.time,
             outcome: Outcome::Skip(String::new()),
         };
-        f.outcome = if known.contains(&key) {
-            Outcome::Skip("already in the catalog".into())
+        f.outcome = if known.contains(key) {
+            Outcome::Known
         } else if let Some(db) = database {
             if f.time.is_none() {
-                f.time = sink.modified(&key)?.map(|t| (t, TimeFrom::Modified));
+                f.time = sink.modified(key)?.map(|t| (t, TimeFrom::Modified));
             }
             match f.time {
                 None => Outcome::Reject(
                     "its name has no date and the sink gives no modification time".into(),
                 ),
-                Some((at, time_from)) => check(sink, &key, &named, db, at, time_from, options)?,
+                Some((at, time_from)) => {
+                    let candidate = Candidate {
+                        key,
+                        named: &named,
+                        db,
+                        at,
+                        time_from,
+                    };
+                    check(sink, &candidate, &listed, options)?
+                }
             }
         } else {
             Outcome::Skip(match &named.label {
@@ -369,6 +372,21 @@ pub fn examine(sink: &dyn Sink, options: &Options<'_>) -> Result<Vec<Found>, Ado
     Ok(found)
 }
 
+/// Every key the catalog of `sink` names.
+fn known_keys(sink: &dyn Sink) -> Result<HashSet<String>, AdoptError> {
+    let (listed, problems) = manifest::view::collect(&[sink]);
+    if !problems.is_empty() {
+        return Err(AdoptError::Catalog {
+            sink: sink.name().to_string(),
+            problems: problems.join("; "),
+        });
+    }
+    Ok(Entry::objects_of(listed.iter().map(|l| &l.entry))
+        .into_iter()
+        .map(|n| n.key)
+        .collect())
+}
+
 /// The prefix up to its last `/`: the folder to list.
 fn folder_of(prefix: &str) -> &str {
     prefix.rfind('/').map_or("", |i| &prefix[..i])
@@ -382,23 +400,33 @@ fn resolve<'a>(named: &Named, options: &Options<'a>) -> Option<&'a Database> {
     }
 }
 
+/// A key named as a backup of a configured database, with its time.
+struct Candidate<'a> {
+    key: &'a str,
+    named: &'a Named,
+    db: &'a Database,
+    at: Timestamp,
+    time_from: TimeFrom,
+}
+
 /// Check one candidate as `verify` checks a backup: the sidecar when there
 /// is one, no hot journal or WAL beside a plain copy, a clean decompression,
 /// and the database's checks.
 fn check(
     sink: &dyn Sink,
-    key: &str,
-    named: &Named,
-    db: &Database,
-    at: Timestamp,
-    time_from: TimeFrom,
+    c: &Candidate<'_>,
+    listed: &HashSet<&str>,
     options: &Options<'_>,
 ) -> Result<Outcome, AdoptError> {
+    let (key, named, db) = (c.key, c.named, c.db);
     for (suffix, what) in [
         ("-journal", "a hot rollback journal"),
         ("-wal", "a write-ahead log"),
     ] {
         let beside = format!("{key}{suffix}");
+        if !listed.contains(beside.as_str()) {
+            continue;
+        }
         if let Some(n) = sink.size(&beside)?.filter(|&n| n > 0) {
             return Ok(Outcome::Reject(format!(
                 "{what} stands beside it ({beside}, {n} bytes): the copy may miss or half-hold \
@@ -407,17 +435,21 @@ fn check(
         }
     }
     let sidecar_key = naming::sidecar_key(key);
-    let sidecar = match verify::read_sidecar(sink, &sidecar_key)? {
-        Ok(s) if s.file_name != naming::file_name(key) => {
+    let sidecar = match listed
+        .contains(sidecar_key.as_str())
+        .then(|| verify::read_sidecar(sink, &sidecar_key))
+        .transpose()?
+    {
+        None => None,
+        Some(Ok(s)) if s.file_name != naming::file_name(key) => {
             return Ok(Outcome::Reject(format!(
                 "its sidecar {sidecar_key} names {:?}, not {:?}",
                 s.file_name,
                 naming::file_name(key)
             )));
         }
-        Ok(s) => Some(s.sha256),
-        Err(_) if sink.size(&sidecar_key)?.is_none() => None,
-        Err(p) => return Ok(Outcome::Reject(p.to_string())),
+        Some(Ok(s)) => Some(s.sha256),
+        Some(Err(p)) => return Ok(Outcome::Reject(p.to_string())),
     };
     let scratch = scratch_file(&options.scratch, key);
     let checks = Checks::for_database(db, options.level);
@@ -457,7 +489,7 @@ fn check(
         page_count: facts.page_count,
         schema_sha256: facts.schema_sha256,
         row_counts: facts.row_counts,
-        snapshot_at: at,
+        snapshot_at: c.at,
         snapshot_ms: 0,
         verified_with: options.level,
         source: source.path,
@@ -467,7 +499,7 @@ fn check(
         sealed: None,
         pages: None,
         adopted: Some(Adopted {
-            time_from,
+            time_from: c.time_from,
             wrote_sidecar: sidecar.is_none(),
         }),
     })))
@@ -483,19 +515,31 @@ fn scratch_file(dir: &Path, key: &str) -> PathBuf {
 
 /// Record what [`examine`] found adoptable in `sink`: a sidecar beside each
 /// that had none, then one manifest naming them all. Nothing when there is
-/// nothing to adopt.
+/// nothing to adopt. What the catalog names by now becomes
+/// [`Outcome::Known`] in `found`.
 pub fn record(
     sink: &dyn Sink,
-    found: &[Found],
+    found: &mut [Found],
     now: Timestamp,
 ) -> Result<Option<Appended>, AdoptError> {
-    let entries: Vec<Entry> = found
-        .iter()
-        .filter_map(|f| match &f.outcome {
-            Outcome::Adopt(e) => Some((**e).clone()),
-            _ => None,
-        })
-        .collect();
+    if !found.iter().any(|f| matches!(f.outcome, Outcome::Adopt(_))) {
+        return Ok(None);
+    }
+    // Checking took a while: another adoption (from another host sharing
+    // the sink: the CLI holds the run lock against this host's) may have
+    // recorded some of these meanwhile. What is left is the moment between
+    // this read and the append.
+    let known = known_keys(sink)?;
+    let mut entries = Vec::new();
+    for f in found.iter_mut() {
+        if let Outcome::Adopt(e) = &f.outcome {
+            if known.contains(&e.key) {
+                f.outcome = Outcome::Known;
+            } else {
+                entries.push((**e).clone());
+            }
+        }
+    }
     if entries.is_empty() {
         return Ok(None);
     }

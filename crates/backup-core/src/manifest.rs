@@ -268,6 +268,12 @@ pub struct Needed {
 }
 
 impl Entry {
+    /// What this snapshot added to the sink: its artifact, or the packs an
+    /// incremental run wrote (shared ones count where they were written).
+    pub fn stored_bytes(&self) -> u64 {
+        self.pages.as_ref().map_or(self.size, |p| p.stored_bytes)
+    }
+
     /// Whether the artifact is encrypted.
     pub fn is_encrypted(&self) -> bool {
         !self.encrypted_to.is_empty() || self.sealed.is_some()

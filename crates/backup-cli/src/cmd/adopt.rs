@@ -43,11 +43,17 @@ pub fn run(cli: &Cli, args: &AdoptArgs) -> Result<Exit> {
         level: CheckLevel::IntegrityCheck,
         scratch: settings::scratch_dir(&config),
     };
+    // Two adoptions at once would both record what they found.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(crate::lock::take_run_lock(&config)?)
+    };
     let mut rejected = 0;
     let mut report = Vec::new();
     for sink in &sinks {
         let name = sink.name();
-        let found = adopt::examine(sink.as_ref(), &options)
+        let mut found = adopt::examine(sink.as_ref(), &options)
             .with_context(|| format!("looking for backups to adopt in sink {name}"))?;
         rejected += found
             .iter()
@@ -56,7 +62,7 @@ pub fn run(cli: &Cli, args: &AdoptArgs) -> Result<Exit> {
         let manifest = if args.dry_run {
             None
         } else {
-            adopt::record(sink.as_ref(), &found, jiff::Timestamp::now())
+            adopt::record(sink.as_ref(), &mut found, jiff::Timestamp::now())
                 .with_context(|| format!("recording the adopted backups in sink {name}"))?
                 .map(|a| a.run_id)
         };
@@ -107,17 +113,14 @@ fn verdict(outcome: &Outcome, dry_run: bool) -> (&'static str, String) {
         ),
         Outcome::Reject(why) => ("REJECTED", why.clone()),
         Outcome::Skip(why) => ("skipped", why.clone()),
+        Outcome::Known => ("known", "already in the catalog".into()),
     }
 }
 
 fn print(sink: &str, found: &[Found], dry_run: bool, manifest: Option<&str>) {
-    let already = found
-        .iter()
-        .filter(|f| matches!(&f.outcome, Outcome::Skip(w) if w == "already in the catalog"))
-        .count();
     let shown: Vec<&Found> = found
         .iter()
-        .filter(|f| !matches!(&f.outcome, Outcome::Skip(w) if w == "already in the catalog"))
+        .filter(|f| f.outcome != Outcome::Known)
         .collect();
     if !shown.is_empty() {
         let mut t = Table::new(&[
@@ -147,7 +150,8 @@ fn print(sink: &str, found: &[Found], dry_run: bool, manifest: Option<&str>) {
     let count = |what: fn(&Outcome) -> bool| found.iter().filter(|f| what(&f.outcome)).count();
     let adopted = count(|o| matches!(o, Outcome::Adopt(_)));
     let rejected = count(|o| matches!(o, Outcome::Reject(_)));
-    let skipped = count(|o| matches!(o, Outcome::Skip(_))) - already;
+    let skipped = count(|o| matches!(o, Outcome::Skip(_)));
+    let already = count(|o| *o == Outcome::Known);
     let verb = if dry_run { "would adopt" } else { "adopted" };
     outln!(
         "Sink {sink}: {verb} {adopted}, rejected {rejected}, skipped {skipped}, already in the catalog {already}{}",
@@ -158,8 +162,9 @@ fn print(sink: &str, found: &[Found], dry_run: bool, manifest: Option<&str>) {
 fn to_json(f: &Found) -> serde_json::Value {
     let (result, reason) = match &f.outcome {
         Outcome::Adopt(_) => ("adopt", None),
-        Outcome::Reject(why) => ("reject", Some(why)),
-        Outcome::Skip(why) => ("skip", Some(why)),
+        Outcome::Reject(why) => ("reject", Some(why.as_str())),
+        Outcome::Skip(why) => ("skip", Some(why.as_str())),
+        Outcome::Known => ("skip", Some("already in the catalog")),
     };
     serde_json::json!({
         "key": f.key,

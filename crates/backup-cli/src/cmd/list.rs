@@ -44,13 +44,6 @@ fn chain_depth(l: &Listed) -> u32 {
 
 /// What this snapshot added to the sink: an incremental one shares the
 /// packs of those before it.
-fn stored_bytes(l: &Listed) -> u64 {
-    l.entry
-        .pages
-        .as_ref()
-        .map_or(l.entry.size, |m| m.stored_bytes)
-}
-
 /// `full`, `incr N` at chain depth N, or `adopted, <where its time came
 /// from>` for a backup another tool made.
 fn kind(l: &Listed) -> String {
@@ -133,7 +126,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                     "adopted": l.entry.adopted.as_ref().map(|a| serde_json::json!({
                         "time_from": a.time_from,
                     })),
-                    "stored_bytes": stored_bytes(l),
+                    "stored_bytes": l.entry.stored_bytes(),
                     "chain_depth": chain_depth(l),
                     "source": source_of(l),
                     "host": l.entry.host,
@@ -175,7 +168,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<Exit> {
                 tier(l, config.retention.hot_days, now),
                 l.sink.clone(),
                 kind(l),
-                size(stored_bytes(l)),
+                size(l.entry.stored_bytes()),
                 l.entry.verified_with.to_string(),
                 if l.entry.encrypted_to.is_empty() {
                     "-".into()

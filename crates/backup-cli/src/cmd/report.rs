@@ -121,7 +121,7 @@ fn render(
                             td { (health(newest.copied(), s, config.max_age_hours, now)) }
                             td { (newest.map_or("never".into(), |l| time(l.entry.snapshot_at))) }
                             td { (newest.map_or("-".into(), |l| age(l.entry.snapshot_at, now))) }
-                            td.num { (newest.map_or("-".into(), |l| size(history::stored_bytes(&l.entry)))) }
+                            td.num { (newest.map_or("-".into(), |l| size(l.entry.stored_bytes()))) }
                             td { (sinks_of(by_label.get(label), newest.copied())) }
                             td.num { (s.consecutive_failures) }
                             td { (drill(s)) }
@@ -143,7 +143,7 @@ fn render(
                                         td { (l.entry.tag.as_deref().unwrap_or("-")) }
                                         td { (l.sink) }
                                         td { (if l.entry.adopted.is_some() { "adopted" } else { kind_name(history::Kind::of(&l.entry)) }) }
-                                        td.num { (size(history::stored_bytes(&l.entry))) }
+                                        td.num { (size(l.entry.stored_bytes())) }
                                         td.num { (size(l.entry.db_size)) }
                                         td { (l.entry.verified_with.to_string()) }
                                         td { (l.entry.key) }

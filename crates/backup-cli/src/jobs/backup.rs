@@ -127,7 +127,7 @@ fn record_run(config: &Config, report: &RunReport, observer: &CliObserver) {
                     error: run.error.clone(),
                     snapshot_at: first.map(|e| e.snapshot_at),
                     kind: first.map(history::Kind::of),
-                    stored: first.map_or(0, history::stored_bytes),
+                    stored: first.map_or(0, backup_core::manifest::Entry::stored_bytes),
                 })],
             );
         }
