@@ -50,16 +50,16 @@ const EVENTS: [(&str, u64); 4] = [
 
 /// The furthest phase marker a (killed) prune printed.
 fn phase(log: &str) -> &'static str {
-    faults::furthest_phase(
-        log,
-        &[
-            ("prune phase end", "4 finished"),
-            ("collected sink=", "3 freeing packs"),
-            ("manifest written", "2 recorded"),
-            ("prune phase start", "1 recording"),
-        ],
-    )
+    faults::furthest_phase(log, PHASE_MARKERS)
 }
+
+/// The line that starts each phase, from the last phase to the first.
+const PHASE_MARKERS: &[(&str, &str)] = &[
+    ("prune phase end", "4 finished"),
+    ("collected sink=", "3 freeing packs"),
+    ("manifest written", "2 recorded"),
+    ("prune phase start", "1 recording"),
+];
 
 /// Rewrite a block of neighbouring rows: a few pages of their own, so a
 /// later change to the same block supersedes this one's pack.
@@ -130,7 +130,15 @@ fn kill_prunes(kills: u32, default_seed: u64) {
     let mut phases: BTreeMap<&str, u32> = BTreeMap::new();
     let wanted = ["1 recording", "2 recorded", "3 freeing packs"];
     let mut i = 0;
-    while i < kills {
+    // After the planned kills, a phase none reached (freeing packs lasts a
+    // few milliseconds) is aimed at by killing on the line that starts it;
+    // such a kill can still arrive after the run ended, hence the budget.
+    let missing = |phases: &BTreeMap<&str, u32>| {
+        wanted
+            .into_iter()
+            .find(|w| kills >= 30 && !phases.contains_key(w))
+    };
+    while i < kills || (missing(&phases).is_some() && i < 4 * kills) {
         // Something to prune: snapshots whose blocks overlap.
         for _ in 0..2 {
             change(&p, &mut rng);
@@ -165,13 +173,19 @@ fn kill_prunes(kills: u32, default_seed: u64) {
             }
         });
         let mut log = String::new();
-        let how = if i % 2 == 0 {
+        let aimed = missing(&phases).filter(|_| i >= kills).map(|w| {
+            let marker = PHASE_MARKERS.iter().find(|(_, ph)| *ph == w).unwrap().0;
+            (marker, 1)
+        });
+        let how = if i % 2 == 0 && aimed.is_none() {
             let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * 11 / 10 + 1));
             std::thread::sleep(delay);
             format!("after {delay:?}")
         } else {
-            let (marker, nth) = EVENTS[rng.below(EVENTS.len() as u64) as usize];
-            let nth = 1 + rng.below(nth) as usize;
+            let (marker, nth) = aimed.unwrap_or_else(|| {
+                let (marker, nth) = EVENTS[rng.below(EVENTS.len() as u64) as usize];
+                (marker, 1 + rng.below(nth) as usize)
+            });
             let mut seen = 0;
             for line in lines.iter() {
                 seen += usize::from(line.contains(marker));

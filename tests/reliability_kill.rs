@@ -131,7 +131,7 @@ impl Aim {
             .find(|w| extra && !self.phases.contains_key(**w));
         let line = missing.and_then(|w| self.markers.iter().find(|(_, ph)| ph == w));
         match line {
-            Some((line, _)) => kill_after_line(p, args, line, Some(Duration::ZERO)).0,
+            Some((line, _)) => kill_after_line(p, args, &[line], Some(Duration::ZERO)).0,
             None => {
                 let delay = rng.below(full.as_micros() as u64 * 11 / 10 + 1);
                 kill_after(p, args, Duration::from_micros(delay))
@@ -168,14 +168,14 @@ fn kill_after(p: &Project, args: &[&str], delay: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Run `args`; once the run logs a line containing `trigger`, kill it
-/// `delay` later unless it has ended by then (no delay: let it finish).
-/// Returns the output and, when the trigger came, how long after it the
-/// run's log ended.
+/// Run `args`; once the run has logged lines containing each of `triggers`
+/// in turn, kill it `delay` later unless it has ended by then (no delay:
+/// let it finish). Returns the output and, when the last trigger came, how
+/// long after it the run's log ended.
 fn kill_after_line(
     p: &Project,
     args: &[&str],
-    trigger: &str,
+    triggers: &[&str],
     delay: Option<Duration>,
 ) -> (Output, Option<Duration>) {
     use std::io::{BufRead, BufReader, Read};
@@ -188,16 +188,22 @@ fn kill_after_line(
         .unwrap();
     let (events, events_rx) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    let trigger = trigger.to_owned();
-    // The reader sends the trigger's moment once, then the log's end.
+    let mut pending: Vec<String> = triggers.iter().rev().map(|t| t.to_string()).collect();
+    // The reader sends the last trigger's moment once, then the log's end.
     let reader = std::thread::spawn(move || {
         let mut text = Vec::new();
         let mut triggered = false;
         for line in stderr.split(b'\n') {
             let line = line.unwrap();
-            if !triggered && String::from_utf8_lossy(&line).contains(&trigger) {
-                triggered = true;
-                let _ = events.send(Instant::now());
+            if pending
+                .last()
+                .is_some_and(|t| String::from_utf8_lossy(&line).contains(t.as_str()))
+            {
+                pending.pop();
+                if pending.is_empty() {
+                    triggered = true;
+                    let _ = events.send(Instant::now());
+                }
             }
             text.extend_from_slice(&line);
             text.push(b'\n');
@@ -695,13 +701,27 @@ fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
         attempts += 1;
         change();
         let delay = (kills_here < 2).then(|| fold_tail.mul_f64(rng.below(1_100) as f64 / 1_000.0));
-        let (out, after_fold) = kill_after_line(&p, &["backup"], "packs folded", delay);
+        // Past half the kills all in one phase, the next kill goes by event
+        // instead, whatever the timing: as the fold is decided (while it
+        // writes packs), or once its packs are written.
+        let one_phase = (killed_folds.len() == 1
+            && killed_folds.values().sum::<usize>() >= KILLED_FOLDS / 2)
+            .then(|| killed_folds.contains_key("2 writing packs"));
+        let (triggers, delay): (&[&str], _) = match (one_phase, delay) {
+            (Some(true), Some(_)) => (&["packs folded", "packs written"], Some(Duration::ZERO)),
+            (Some(false), Some(_)) => (&["packs folded"], Some(Duration::ZERO)),
+            _ => (&["packs folded"], delay),
+        };
+        let (out, after_fold) = kill_after_line(&p, &["backup"], triggers, delay);
         let ph = incremental_phase(&out);
         if ph == "6 exited" {
             assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
             if let Some(tail) = after_fold {
                 completed_folds += 1;
-                fold_tail = tail;
+                // A tail timed from the fold's decision only.
+                if triggers.len() == 1 {
+                    fold_tail = tail;
+                }
             }
             kills_here = 0;
         } else {

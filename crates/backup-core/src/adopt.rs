@@ -324,7 +324,7 @@ pub fn examine(sink: &dyn Sink, options: &Options<'_>) -> Result<Vec<Found>, Ado
     })?;
     let mut found = Vec::new();
     for key in keys.iter().filter(|k| !is_companion(k)) {
-        let Some((pattern, named)) = name(&options.patterns, &key) else {
+        let Some((pattern, named)) = name(&options.patterns, key) else {
             continue;
         };
         let database = resolve(&named, options);

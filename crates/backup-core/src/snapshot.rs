@@ -765,13 +765,13 @@ mod tests {
         let src = dir.path().join("app.db");
         demo::create(&src, 2_000_000, 7).unwrap();
         let writer = demo::Writer::start(&src, 0).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        writer.wait_for_commits(1);
         let stream = PageStream::open(&src)
             .unwrap()
             .expect("WAL + sqlite_dbpage");
         let pinned = count(stream.connection());
         // Let the writer commit while the snapshot is pinned.
-        std::thread::sleep(Duration::from_millis(100));
+        writer.wait_for_commits(2);
         let mut image = Vec::new();
         let mut calls = 0;
         let n = stream
@@ -820,7 +820,7 @@ mod tests {
         let writer = demo::Writer::start(&src, 0).unwrap();
         let stream = PageStream::open(&src).unwrap().unwrap();
         let pinned = count(stream.connection());
-        std::thread::sleep(Duration::from_millis(100));
+        writer.wait_for_commits(2);
         let twin = stream.twin().unwrap().expect("a snapshot to share");
         let stats = writer.stop();
         assert!(!stats.commits.is_empty());

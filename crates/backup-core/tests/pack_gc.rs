@@ -139,6 +139,8 @@ fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
     // Phase one only: recorded, nothing of theirs deleted yet.
     assert_eq!(report.collected_count(), 0);
     assert!(report.sinks[0].packs.waiting > 0);
+    // Grace counts from the prune's manifest, written after `now`.
+    let ready = report.sinks[0].packs.next_ready.expect("a release time");
     for key in own_pack.iter().chain(&base_pack) {
         assert!(sink.size(key).unwrap().is_some(), "{key} is still there");
     }
@@ -153,7 +155,8 @@ fn packs_of_pruned_snapshots_go_only_when_unneeded_and_past_the_grace_period() {
 
     // Past it, the second snapshot's pack and index go; the base's pack and
     // index stay because the third snapshot still needs them.
-    let late = now + grace + SignedDuration::from_secs(1);
+    assert!(ready >= now + grace, "{ready} is before {now} + grace");
+    let late = ready + SignedDuration::from_secs(1);
     let report = prune::apply(&prune::plan(&sinks, &[], late, &policy), &sinks);
     assert!(report.ok(), "{report:?}");
     let collected: BTreeSet<String> = report.sinks[0].packs.deleted.iter().cloned().collect();

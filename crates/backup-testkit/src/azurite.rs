@@ -259,14 +259,13 @@ impl Azurite {
         };
         // Azurite accepts connections a moment before it answers them; on a
         // busy machine (many servers starting at once) the first request can
-        // be cut. A few tries, each after the last one failed.
-        let mut attempt = 0;
+        // be cut. Tries for up to 30 s, each after the last one failed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let status = loop {
-            attempt += 1;
             match send_once() {
                 Ok(status) => break status,
-                Err(e) if attempt >= 5 => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(200 * attempt)),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         };
         match status.as_u16() {

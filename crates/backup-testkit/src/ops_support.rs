@@ -49,9 +49,7 @@ impl Webhook {
         let sink = received.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Some(r) = handle(stream) {
-                    sink.lock().unwrap().push(r);
-                }
+                handle(stream, &sink);
             }
         });
         Self { port, received }
@@ -68,7 +66,9 @@ impl Webhook {
     }
 }
 
-fn handle(stream: TcpStream) -> Option<Received> {
+/// Read one request and record it, then answer: a sender that has its
+/// answer finds the request already in [`Webhook::received`].
+fn handle(stream: TcpStream, received: &Mutex<Vec<Received>>) -> Option<()> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -94,13 +94,14 @@ fn handle(stream: TcpStream) -> Option<Received> {
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).ok()?;
+    received.lock().unwrap().push(Received {
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
     let mut stream = stream;
     let _ =
         stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-    Some(Received {
-        path,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Some(())
 }
 
 /// A running child whose stderr lines are collected as they come.
@@ -192,7 +193,9 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+        // The process has exited: its stderr closes once the reader has
+        // every line, however loaded the machine.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(60)) {
             self.seen.push(l);
         }
         (status.code(), self.seen.join("\n"))
