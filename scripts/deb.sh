@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The Debian package, from one release build (in target/package, apart from the test build):
-#   bash scripts/deb.sh                  -> target/package/debian/sqlite-backup_<version>_<arch>.deb
-#   bash scripts/deb.sh --prepare        only cargo-deb and the release build (CI starts this
-#                                        early, in the background, while the tests run)
+# The Debian package, from the release build the test suite ran on (scripts/test.sh):
+#   bash scripts/deb.sh                  -> target/debian/sqlite-backup_<version>_<arch>.deb
+#   bash scripts/deb.sh --tools-only     only installs cargo-deb (CI does this in the background
+#                                        while the tests run)
 #   bash scripts/deb.sh --install-check  also installs it with dpkg (as root), checks what the
 #                                        installed paths do, and removes and purges it again (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/package}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if ! command -v cargo-deb >/dev/null 2>&1; then
   echo "Installing cargo-deb…"
   cargo install cargo-deb --locked --version 3.8.0
 fi
+[ "${1:-}" = "--tools-only" ] && exit 0
+# The binary alone, without the test-only features `cargo test` unifies in: only the
+# workspace crates those features touch are compiled again.
 cargo build --release --locked -p backup-cli
-[ "${1:-}" = "--prepare" ] && exit 0
 
 # cargo-deb computes the package's library dependencies with dpkg-shlibdeps.
 if ! command -v dpkg-shlibdeps >/dev/null 2>&1; then

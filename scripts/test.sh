@@ -61,12 +61,14 @@ if [ ! -x .venv-moto/bin/moto_server ] || [ ! -x .venv-moto/bin/python ]; then
 fi
 
 # `cargo test` builds the binary and the examples too (with the test
-# features, so nothing is compiled twice).
-cargo test --workspace --no-fail-fast "$@"
+# features, so nothing is compiled twice). The suite runs on the release
+# build: the binary users run, and the one build the Debian package is made
+# from in CI (scripts/deb.sh). For quick local iteration, `cargo test`.
+cargo test --release --workspace --no-fail-fast "$@"
 
 # One runnable example per way into the library; each asserts its outcome
 # and exits non-zero when it does not hold.
 for example in backup_to_folder restore_latest custom_sink progress_and_cancel in_async_service; do
   echo "example $example:"
-  cargo run --quiet --example "$example"
+  cargo run --release --quiet --example "$example"
 done
