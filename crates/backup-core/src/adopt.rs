@@ -555,13 +555,8 @@ pub fn record(
     let appended = append::append(
         sink,
         Draft {
-            run_id: manifest::new_run_id(now),
-            started_at: now,
-            finished_at: Timestamp::now(),
             entries,
-            pruned: vec![],
-            collected: vec![],
-            relinked: vec![],
+            ..Draft::new(manifest::new_run_id(now), now)
         },
     )?;
     Ok(Some(appended))

@@ -65,6 +65,22 @@ pub struct Draft {
     pub relinked: Vec<Relinked>,
 }
 
+impl Draft {
+    /// A run started at `started_at` and finished now that recorded
+    /// nothing yet: fill in what it did with struct update syntax.
+    pub fn new(run_id: String, started_at: Timestamp) -> Self {
+        Self {
+            run_id,
+            started_at,
+            finished_at: Timestamp::now(),
+            entries: vec![],
+            pruned: vec![],
+            collected: vec![],
+            relinked: vec![],
+        }
+    }
+}
+
 /// An appended manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {

@@ -150,13 +150,8 @@ pub fn apply(sink: &dyn Sink, now: Timestamp) -> Result<Option<Appended>, Repair
     let appended = append::append(
         sink,
         Draft {
-            run_id: manifest::new_run_id(now),
-            started_at: now,
-            finished_at: Timestamp::now(),
-            entries: vec![],
-            pruned: vec![],
-            collected: vec![],
             relinked: plan.relink,
+            ..Draft::new(manifest::new_run_id(now), now)
         },
     )?;
     crate::manifest::view::checkpoint_whole(sink)?;

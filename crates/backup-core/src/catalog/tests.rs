@@ -949,3 +949,28 @@ fn a_checkpoint_or_link_that_fails_its_seal_is_not_used() {
     let v = view::view(&sink).unwrap();
     assert_eq!((v.checkpoint, v.state.live.len()), (None, heads.len()));
 }
+
+/// A checkpoint written in version 1's form (whole entries, no pack table)
+/// still reads, to the same live entries.
+#[test]
+fn a_version_one_checkpoint_still_reads() {
+    let (sink, _) = chain(4);
+    let key = crate::manifest::view::checkpoint_whole(&sink)
+        .unwrap()
+        .expect("a checkpoint");
+    let current = crate::manifest::view::read_checkpoint(&sink, &key).unwrap();
+    edit(&sink, &key, |v| {
+        let live: Vec<serde_json::Value> = v["state"]["live"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| pair[0].clone())
+            .collect();
+        v["version"] = 1.into();
+        v["state"] = serde_json::json!({ "live": live, "released": [], "collected": [] });
+    });
+    let old = crate::manifest::view::read_checkpoint(&sink, &key).unwrap();
+    assert_eq!(old.version, 1);
+    assert_eq!(old.state.live.len(), 4);
+    assert_eq!(old.state.live, current.state.live);
+}

@@ -164,13 +164,8 @@ pub fn collect(sink: &dyn Sink, now: Timestamp, grace: Duration) -> Collected {
         crate::catalog::append::append(
             sink,
             crate::catalog::append::Draft {
-                run_id,
-                started_at: started,
-                finished_at: Timestamp::now(),
-                entries: vec![],
-                pruned: vec![],
                 collected: out.deleted.clone(),
-                relinked: vec![],
+                ..crate::catalog::append::Draft::new(run_id, started)
             },
         )
     });
