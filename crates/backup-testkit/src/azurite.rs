@@ -212,10 +212,8 @@ impl Azurite {
         let key = b64
             .decode(backup_azure::AZURITE_ACCOUNT_KEY)
             .expect("the emulator key is base64");
-        use hmac::{KeyInit, Mac};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
-        mac.update(to_sign.as_bytes());
-        let sig = b64.encode(mac.finalize().into_bytes());
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+        let sig = b64.encode(aws_lc_rs::hmac::sign(&key, to_sign.as_bytes()).as_ref());
         // Base64's three URL-unsafe characters.
         let sig = sig
             .replace('+', "%2B")
