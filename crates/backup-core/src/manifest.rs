@@ -39,32 +39,23 @@ pub const FORMAT: &str = "sqlite-backup/manifest";
 /// schema checks only (`verified_with: "schema"`; see [`version_for`]);
 /// version 3, page maps packed as varints ([`Runs`](crate::page_map::Runs));
 /// version 4, packs of XOR deltas ([`crate::xor_pack`]), which a reader that
-/// does not know them would restore as a wrong image. A manifest that needs
-/// none of these is still written as version 1, so older
+/// does not know them would restore as a wrong image; version 5, a page
+/// map's packs in groups that share an index (`pack_groups`). A manifest
+/// that needs none of these is still written as version 1, so older
 /// readers keep reading it.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
-/// The lowest version that describes `entries`.
+/// The lowest version that describes `entries`: every page map is written
+/// with its packs grouped (version 5, which holds what versions 2 to 4
+/// added); a manifest of full artifacts only is version 1.
 pub fn version_for(entries: &[Entry]) -> u32 {
-    let page_digest_only = entries.iter().any(|e| {
-        e.pages.is_some()
-            && ((e.sealed.is_none() && e.db_sha256.is_empty())
-                || e.verified_with == CheckLevel::Schema)
-    });
-    let runs = entries
-        .iter()
-        .filter_map(|e| e.pages.as_ref())
-        .map(|p| p.runs.version())
-        .max()
-        .unwrap_or(1);
-    let xor = entries
-        .iter()
-        .any(|e| e.pages.as_ref().is_some_and(|p| p.has_xor()));
-    if xor {
-        return 4;
+    if entries.iter().any(|e| e.pages.is_some()) {
+        5
+    } else {
+        1
     }
-    runs.max(if page_digest_only { 2 } else { 1 })
 }
+
 /// Folder of manifests inside a sink.
 pub const MANIFEST_DIR: &str = "manifests";
 

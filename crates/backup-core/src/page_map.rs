@@ -1,6 +1,7 @@
 //! The page map: where every page of an incremental-mode snapshot lives. It
 //! is part of the stored manifest format, so its serialised form stays
-//! stable (runs as `[first, count, pack, at]` arrays, or packed when long).
+//! stable (runs as `[first, count, pack, at]` arrays, or packed when long;
+//! packs in groups that share an index, see `stored`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,8 +9,12 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Where every page of an incremental-mode snapshot lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+mod stored;
+
+/// Where every page of an incremental-mode snapshot lives. Stored with its
+/// packs grouped by page-hash index (manifest version 5).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "stored::Reading")]
 pub struct PageMap {
     /// 0 for a full base, else the number of snapshots since it.
     pub chain_depth: u32,
@@ -21,7 +26,6 @@ pub struct PageMap {
     pub packs: Vec<PackRef>,
     /// SHA-256 of the image's page hashes in page order ([`hashes_digest`](crate::incremental::hashes_digest)):
     /// a cached copy of them is used only when it matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashes_sha256: Option<String>,
     /// Pages `first..first+count` are pages `at..at+count` of `packs[pack]`;
     /// in page order, covering the whole image. Stored packed when long, and
@@ -150,7 +154,8 @@ impl Runs {
     }
 
     /// The manifest version that can read these runs.
-    pub(crate) fn version(&self) -> u32 {
+    #[cfg(test)]
+    fn version(&self) -> u32 {
         match &self.0 {
             Repr::Packed(text) if text.starts_with(VARINT_PREFIX) => 3,
             _ => 1,

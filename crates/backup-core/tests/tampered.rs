@@ -429,27 +429,27 @@ fn each_bad_field_is_named() {
             "entries[0].pages.hashes_sha256",
         ),
         (
-            "/entries/0/pages/packs/0/size",
+            "/entries/0/pages/pack_groups/0/packs/0/1",
             u64::MAX.into(),
             "entries[0].pages.packs[0].size",
         ),
         (
-            "/entries/0/pages/packs/0/sha256",
+            "/entries/0/pages/pack_groups/0/packs/0/2",
             "".into(),
             "entries[0].pages.packs[0].sha256",
         ),
         (
-            "/entries/0/pages/packs/0/pages",
+            "/entries/0/pages/pack_groups/0/packs/0/3",
             u64::MAX.into(),
             "entries[0].pages.packs[0].pages",
         ),
         (
-            "/entries/0/pages/packs/0/index_sha256",
+            "/entries/0/pages/pack_groups/0/index_sha256",
             long.clone().into(),
             "entries[0].pages.packs[0].index_sha256",
         ),
         (
-            "/entries/0/pages/packs/0/index_at",
+            "/entries/0/pages/pack_groups/0/packs/0/4",
             u64::MAX.into(),
             "entries[0].pages.packs[0].index_at",
         ),
@@ -468,14 +468,25 @@ fn each_bad_field_is_named() {
             "entries[0].row_counts",
         ),
         (
-            "/entries/0/pages/packs/0/sha256",
+            "/entries/0/pages/pack_groups/0/packs/0/2",
             Value::Bool(true),
-            "entries[0].pages.packs[0].sha256",
+            "entries[0].pages.pack_groups[0].packs[0][2]",
         ),
         (
             "/entries/0/pages/runs",
             serde_json::json!([[0, 1, -3, 0]]),
             "entries[0].pages.runs[0][2]",
+        ),
+        (
+            "/entries/0/pages/pack_groups/0/packs/0",
+            serde_json::json!([".000.pack", 1, "0"]),
+            "entries[0].pages.pack_groups[0].packs[0]",
+        ),
+        // Both the grouped packs and the list they replaced.
+        (
+            "/entries/0/pages/packs",
+            serde_json::json!([]),
+            "entries[0].pages",
         ),
         ("/entries/0/db_size", Value::Null, "entries[0].db_size"),
         (
@@ -495,11 +506,17 @@ fn each_bad_field_is_named() {
         let mut v: Value = serde_json::from_slice(&get_bytes(&sink, &key).unwrap()).unwrap();
         // Insert, as optional fields the writer leaves out may be absent.
         let (parent, name) = pointer.rsplit_once('/').unwrap();
-        let parent = v.pointer_mut(parent).unwrap().as_object_mut().unwrap();
-        if *value == *REMOVE {
-            parent.remove(name);
-        } else {
-            parent.insert(name.to_string(), value.clone());
+        match v.pointer_mut(parent).unwrap() {
+            // A pack's fields are a tuple: `[name, size, sha256, pages, index_at]`.
+            Value::Array(items) => items[name.parse::<usize>().unwrap()] = value.clone(),
+            parent => {
+                let parent = parent.as_object_mut().unwrap();
+                if *value == *REMOVE {
+                    parent.remove(name);
+                } else {
+                    parent.insert(name.to_string(), value.clone());
+                }
+            }
         }
         let bytes = serde_json::to_vec_pretty(&v).unwrap();
         put_with_sidecar(&sink, &key, &bytes);

@@ -369,14 +369,19 @@ fn descend(
             None
         }
         (Value::Array(t), Value::Array(s)) if !t.is_empty() => {
-            let child_ptr = format!("{ptr}/0");
+            // The template's lists hold one item; a longer array is a tuple
+            // (a page-map run, a grouped pack), tried place by place.
+            let tuple = t.len() > 1;
             for (i, sv) in s.iter().enumerate() {
+                let at = if tuple { i } else { 0 };
+                let tv = t.get(at)?;
+                let child_ptr = format!("{ptr}/{at}");
                 *doc.pointer_mut(&child_ptr)? = sv.clone();
                 let ok = parses(doc);
-                *doc.pointer_mut(&child_ptr)? = t[0].clone();
+                *doc.pointer_mut(&child_ptr)? = tv.clone();
                 if !ok {
                     let here = format!("{path}[{i}]");
-                    return descend(doc, &child_ptr, &here, &t[0], sv)
+                    return descend(doc, &child_ptr, &here, tv, sv)
                         .or_else(|| Some((here, Some(sv.clone()))));
                 }
             }

@@ -70,7 +70,9 @@ const CHECKPOINTS_KEPT: usize = 2;
 const FORMAT: &str = "sqlite-backup/checkpoint";
 // 4: entries may list packs of XOR deltas, which older readers would misread.
 // 5: released objects instead of pruned snapshots (see `compact`).
-const VERSION: u32 = 5;
+// 6: entries' page maps in the grouped form of manifest version 5 (their
+//    packs are in the checkpoint's table; older readers would not parse them).
+const VERSION: u32 = 6;
 const SUFFIX: &str = ".checkpoint";
 /// Checkpoints are zstd-compressed JSON (4.8× smaller: field names and
 /// paths repeat in every entry), read by their magic number, so the plain
