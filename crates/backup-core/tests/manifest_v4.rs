@@ -2,12 +2,12 @@
 //! each. A chain whose newest manifest has that form still lists, restores
 //! and verifies, and the next run builds on it.
 
+use backup_core::Backups;
 use backup_core::catalog::append::link_key;
 use backup_core::catalog::{self, Options};
 use backup_core::digest::{Sha256, Sidecar};
 use backup_core::manifest::{self, Manifest};
 use backup_core::sink::{MemorySink, Sink, get_bytes};
-use backup_core::{Backups, Database};
 
 fn value(c: &rusqlite::Connection) -> String {
     c.query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
@@ -59,17 +59,7 @@ fn rewrite_tip_as_version_4(sink: &MemorySink) -> String {
 #[test]
 fn a_chain_grows_on_a_manifest_that_lists_its_packs_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-         INSERT INTO t(v) SELECT printf('%.200c', 'a') FROM n;",
-    )
-    .unwrap();
-    let mut db = Database::new("app", &path);
-    db.incremental = true;
+    let (db, c) = backup_testkit::testkit::incremental_app(dir.path());
     let sink = MemorySink::new("local");
     Backups::new(sink.clone()).backup(&db).unwrap();
     c.execute("UPDATE t SET v = 'b' WHERE id < 50", []).unwrap();
@@ -98,7 +88,7 @@ fn a_chain_grows_on_a_manifest_that_lists_its_packs_one_by_one() {
 
     let report = catalog::verify(&sink, &Options::default(), None).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
-    for (l, want) in listed.iter().zip(["c", "b", &"a".repeat(200)]) {
+    for (l, want) in listed.iter().zip(["c", "b", &"a".repeat(300)]) {
         let to = dir.path().join(format!("{}.db", l.run_id));
         backups.restore(&db).id(&l.run_id).to(&to).run().unwrap();
         let r = rusqlite::Connection::open(&to).unwrap();
