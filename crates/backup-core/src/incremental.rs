@@ -265,19 +265,12 @@ fn previous_cache(file: &Path) -> std::path::PathBuf {
 
 fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
     let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
-    let bytes = std::fs::read(file).ok()?;
-    if bytes.len() as u64 != entry.page_count * HASH_LEN as u64 {
-        return None;
-    }
-    let hashes: Vec<PageHash> = bytes
-        .chunks_exact(HASH_LEN)
-        .map(|c| c.try_into().expect("HASH_LEN bytes"))
-        .collect();
-    (&hashes_digest(&hashes) == want).then_some(hashes)
+    crate::hash_file::read(file, entry.page_count, want)
 }
 
-/// Keep `hashes` (a new snapshot's, in page order) as the cache for the
-/// next run of `label` to `sink`: a private file, replaced atomically.
+/// Keep `hashes` (a new snapshot's, in page order, whose digest is
+/// `digest`) as the cache for the next run of `label` to `sink`: a private
+/// file, replaced atomically.
 ///
 /// The cache it replaces becomes the previous one only when it is of
 /// `previous` (the page-hash digest of the snapshot this run builds on,
@@ -290,6 +283,7 @@ pub(crate) fn cache_hashes(
     sink: &str,
     label: &str,
     hashes: &[PageHash],
+    digest: &str,
     previous: Option<&str>,
 ) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
@@ -297,27 +291,15 @@ pub(crate) fn cache_hashes(
     let rotate = match previous {
         // A new base: whatever the sink's newest is, it is not this run's.
         None => true,
-        Some(digest) => file_sha256(&file)?.is_some_and(|d| d == digest),
+        Some(previous) => crate::hash_file::digest(&file)?.is_some_and(|d| d == previous),
     };
     if rotate {
-        match std::fs::rename(&file, previous_cache(&file)) {
+        match crate::hash_file::rename(&file, &previous_cache(&file)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
-    crate::fsutil::atomic_write_mode(&file, hashes.as_flattened(), 0o600)
-}
-
-/// SHA-256 of a cache file (the digest of the hashes it holds), `None`
-/// when there is none.
-fn file_sha256(file: &Path) -> io::Result<Option<String>> {
-    let f = match std::fs::File::open(file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        f => f?,
-    };
-    let mut r = HashingReader::new(f);
-    io::copy(&mut r, &mut io::sink())?;
-    Ok(Some(r.finish().0))
+    crate::hash_file::write(&file, hashes, digest)
 }
 
 /// What a run stores for one sink.

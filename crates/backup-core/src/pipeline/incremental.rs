@@ -978,6 +978,7 @@ impl<'a> Progress<'a> {
                 &a.sink,
                 label,
                 &hashed.hashes,
+                &hashed.hashes_sha256,
                 chain
                     .previous
                     .as_ref()

@@ -14,7 +14,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::incremental::{self, HASH_LEN, PageHash};
+use crate::hash_file;
+use crate::incremental::PageHash;
 use crate::wal_frames::{self, Changes, Mark};
 
 /// A run reads and checks every page (`quick_check` included) at least this
@@ -104,16 +105,9 @@ pub(super) fn known(
         Ok(Changes::Unknown(why)) => return rescan(&why),
         Err(e) => return rescan(&format!("reading the WAL: {e}")),
     };
-    let hashes: Vec<PageHash> = match std::fs::read(&bin) {
-        Ok(b) if b.len() as u64 == state.page_count * HASH_LEN as u64 => b
-            .chunks_exact(HASH_LEN)
-            .map(|c| c.try_into().expect("HASH_LEN bytes"))
-            .collect(),
-        _ => return rescan("its page hashes are missing or torn"),
+    let Some(hashes) = hash_file::read(&bin, state.page_count, &state.hashes_sha256) else {
+        return rescan("its page hashes are missing, torn or not of its image");
     };
-    if incremental::hashes_digest(&hashes) != state.hashes_sha256 {
-        return rescan("its page hashes do not match their digest");
-    }
     // A page past the previous end that no frame names would be hashed from
     // nothing: SQLite writes every new page through the WAL, so that is
     // never the case, but a doubt means a full read.
@@ -150,7 +144,7 @@ pub(super) fn remember(
         full_read_at,
     };
     let written = crate::fsutil::create_dir_all_mode(dir, 0o700)
-        .and_then(|()| crate::fsutil::atomic_write_mode(&bin, hashes.as_flattened(), 0o600))
+        .and_then(|()| hash_file::write(&bin, hashes, hashes_sha256))
         .and_then(|()| {
             let bytes = serde_json::to_vec(&state).expect("the state serializes");
             crate::fsutil::atomic_write_mode(&json, &bytes, 0o600)
