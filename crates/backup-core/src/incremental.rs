@@ -40,6 +40,8 @@ use crate::page_map::{PackRef, PageMapError, Run};
 use crate::sink::{Sink, SinkError};
 use crate::source::Source;
 
+pub mod hash_file;
+
 /// Raw page bytes per pack before it is closed and a new one started.
 pub const PACK_RAW_BYTES: u64 = 8 << 20;
 /// Bytes of each page hash (BLAKE3, truncated to 128 bits).
@@ -265,7 +267,7 @@ fn previous_cache(file: &Path) -> std::path::PathBuf {
 
 fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
     let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
-    crate::hash_file::read(file, entry.page_count, want)
+    hash_file::read(file, entry.page_count, want)
 }
 
 /// Keep `hashes` (a new snapshot's, in page order, whose digest is
@@ -291,15 +293,15 @@ pub(crate) fn cache_hashes(
     let rotate = match previous {
         // A new base: whatever the sink's newest is, it is not this run's.
         None => true,
-        Some(previous) => crate::hash_file::digest(&file)?.is_some_and(|d| d == previous),
+        Some(previous) => hash_file::digest(&file)?.is_some_and(|d| d == previous),
     };
     if rotate {
-        match crate::hash_file::rename(&file, &previous_cache(&file)) {
+        match hash_file::rename(&file, &previous_cache(&file)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
-    crate::hash_file::write(&file, hashes, digest)
+    hash_file::write(&file, hashes, digest)
 }
 
 /// What a run stores for one sink.

@@ -58,7 +58,6 @@ pub mod duration;
 pub mod encryption;
 mod error;
 pub mod fsutil;
-pub mod hash_file;
 pub mod incremental;
 pub mod intent;
 pub mod inuse;

@@ -66,7 +66,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<Exit> {
     let config = settings::load_config(&cli.config)?;
     if !args.once {
         // Each run reads back the page hashes the run before wrote.
-        backup_core::hash_file::keep_in_memory();
+        backup_core::incremental::hash_file::keep_in_memory();
     }
     let _daemon_lock = if args.once {
         None

@@ -14,8 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::hash_file;
-use crate::incremental::PageHash;
+use crate::incremental::{PageHash, hash_file};
 use crate::wal_frames::{self, Changes, Mark};
 
 /// A run reads and checks every page (`quick_check` included) at least this

@@ -16,8 +16,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::{HASH_LEN, PageHash, hashes_digest};
 use crate::digest::HashingReader;
-use crate::incremental::{HASH_LEN, PageHash, hashes_digest};
 
 /// The most hash bytes kept; past it, what is kept is dropped (the files are
 /// then read, as without keeping): 4 MiB of hashes per 1 GiB of 4 KiB pages.
