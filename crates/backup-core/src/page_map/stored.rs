@@ -3,7 +3,7 @@
 //!
 //! Every manifest of a chain lists every pack its image needs, so the list
 //! is most of a manifest (35 packs: 10.5 of 13.2 kB at one run a second on a
-//! 200 MB database), and a manifest is written twice (its chain claim and
+//! 186 MB database), and a manifest is written twice (its chain claim and
 //! its copy). Listed one by one, each pack repeats its index's key and
 //! SHA-256 and its own key's stem; a group says them once and each pack is
 //! `[name, size, sha256, pages, index_at]`, where the key is the group's
