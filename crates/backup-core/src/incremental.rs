@@ -227,11 +227,7 @@ pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash
             key: p.index.clone(),
             reason: format!("too short for {}", p.key),
         })?;
-        out.extend(slice.chunks_exact(HASH_LEN).map(|c| {
-            let mut h = [0u8; HASH_LEN];
-            h.copy_from_slice(c);
-            h
-        }));
+        out.extend_from_slice(slice.as_chunks::<HASH_LEN>().0);
     }
     Ok(out)
 }

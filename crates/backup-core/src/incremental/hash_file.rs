@@ -89,8 +89,7 @@ fn remember(path: &Path, hashes: &[PageHash], digest: &str) {
         .find(|k| k.digest == digest)
         .map(|k| k.hashes.clone());
     let hashes = shared.unwrap_or_else(|| {
-        let total: usize = distinct_bytes(map);
-        if total + hashes.len() * HASH_LEN > MAX_KEPT_BYTES {
+        if distinct_bytes(map) + hashes.len() * HASH_LEN > MAX_KEPT_BYTES {
             map.clear();
         }
         hashes.into()
@@ -107,17 +106,13 @@ fn remember(path: &Path, hashes: &[PageHash], digest: &str) {
     }
 }
 
+/// Entries of one digest share their hashes (see [`remember`]).
 fn distinct_bytes(map: &HashMap<PathBuf, Kept>) -> usize {
-    let mut seen: Vec<*const PageHash> = Vec::new();
-    let mut total = 0;
-    for k in map.values() {
-        let p = k.hashes.as_ptr();
-        if !seen.contains(&p) {
-            seen.push(p);
-            total += k.hashes.len() * HASH_LEN;
-        }
-    }
-    total
+    let mut seen = std::collections::HashSet::new();
+    map.values()
+        .filter(|k| seen.insert(k.digest.as_str()))
+        .map(|k| k.hashes.len() * HASH_LEN)
+        .sum()
 }
 
 /// Write `hashes` (whose [`hashes_digest`] is `digest`) to `path`: a private
@@ -138,11 +133,8 @@ pub(crate) fn read(path: &Path, pages: u64, digest: &str) -> Option<Vec<PageHash
     if bytes.len() as u64 != pages * HASH_LEN as u64 {
         return None;
     }
-    let hashes: Vec<PageHash> = bytes
-        .chunks_exact(HASH_LEN)
-        .map(|c| c.try_into().expect("HASH_LEN bytes"))
-        .collect();
-    (hashes_digest(&hashes) == digest).then_some(hashes)
+    let hashes = bytes.as_chunks::<HASH_LEN>().0;
+    (hashes_digest(hashes) == digest).then(|| hashes.to_vec())
 }
 
 /// The digest of the hashes in `path` (the SHA-256 of its bytes), `None`
