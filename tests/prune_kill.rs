@@ -90,7 +90,7 @@ fn check(p: &Project, n: u32, restore: bool) -> usize {
             continue;
         }
         let to = p.join(&format!("reassembled-{n}-{}.db", l.run_id));
-        let image = incremental::reassemble_to(&sink, &l.entry, &to)
+        let image = incremental::reassemble_to(&sink, &l.entry, &to, None)
             .unwrap()
             .unwrap_or_else(|e| panic!("snapshot {} cannot be reassembled: {e:?}", l.run_id));
         assert_eq!(image.mismatch(&l.entry), None);

@@ -295,19 +295,3 @@ fn the_local_image_is_checked_and_a_bad_one_costs_a_new_base() {
         assert_eq!(&dump(&p, &to), want, "snapshot {n}");
     }
 }
-
-#[test]
-fn incremental_with_encryption_is_refused_at_load() {
-    let p = Project::new();
-    p.demo_db("app.db", 200_000);
-    p.write_config(&format!(
-        "{CONFIG}\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n"
-    ));
-    let out = p.run(&["backup"]);
-    assert!(!out.status.success());
-    assert!(
-        output_text(&out).contains("incremental snapshots cannot be encrypted"),
-        "{}",
-        output_text(&out)
-    );
-}

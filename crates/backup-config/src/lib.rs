@@ -739,11 +739,6 @@ impl Source<'_> {
         match e {
             // Same text as for `[retention]`: the line says which database.
             DatabaseError::Retention { source, .. } => self.retention_error(at, &source),
-            e @ DatabaseError::EncryptedIncremental { .. } => self.err(
-                Some(at),
-                e.to_string(),
-                Some("turn off `incremental` for this database or its [encryption]"),
-            ),
             e => self.err(Some(at), e.to_string(), None),
         }
     }

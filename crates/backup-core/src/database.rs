@@ -135,8 +135,7 @@ impl Database {
 
 impl Database {
     /// Refuse settings the engine cannot honour: an empty path, a
-    /// contradictory retention, incremental snapshots of an encrypted
-    /// database. The label is checked by [`validate_label`].
+    /// contradictory retention. The label is checked by [`validate_label`].
     pub fn validate(&self) -> Result<(), DatabaseError> {
         let label = || self.label.clone();
         if self.path.to_str().is_some_and(|p| p.trim().is_empty()) {
@@ -148,11 +147,6 @@ impl Database {
                 label: label(),
                 source,
             })?;
-        if self.incremental && self.encryption.is_some() {
-            // Page hashes of plaintext would be readable next to the
-            // ciphertext; until they are keyed, refuse the combination.
-            return Err(DatabaseError::EncryptedIncremental { label: label() });
-        }
         Ok(())
     }
 }
@@ -173,12 +167,6 @@ pub enum DatabaseError {
         label: String,
         /// The contradiction.
         source: RetentionError,
-    },
-    /// Incremental snapshots were asked of an encrypted database.
-    #[error("database {label:?}: incremental snapshots cannot be encrypted yet")]
-    EncryptedIncremental {
-        /// The database's label.
-        label: String,
     },
 }
 

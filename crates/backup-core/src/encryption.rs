@@ -189,6 +189,16 @@ impl Recipients {
         Ok(Box::new(AgeWriter(self.encryptor()?.wrap_output(out)?)))
     }
 
+    /// Encrypt `plaintext` into one binary age file (a pack or page index
+    /// of a sealed chain: at most a pack's bytes in memory).
+    pub fn seal_bytes(&self, plaintext: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(plaintext.len() + 512);
+        let mut w = self.encryptor()?.wrap_output(&mut out)?;
+        w.write_all(plaintext)?;
+        w.finish()?;
+        Ok(out)
+    }
+
     /// Encrypt a small value into ASCII-armored text (for manifest fields).
     pub fn seal(&self, plaintext: &[u8]) -> io::Result<String> {
         let mut armored =

@@ -35,6 +35,7 @@ use jiff::Timestamp;
 use crate::compress::{Compression, Format};
 use crate::database::Database;
 use crate::digest::{HashingReader, Sha256};
+use crate::encryption::{Identities, Recipients};
 use crate::manifest::Entry;
 use crate::page_map::{PackRef, PageMapError, Run};
 use crate::sink::{Sink, SinkError};
@@ -107,6 +108,15 @@ pub(crate) enum IndexError {
         #[source]
         error: PageMapError,
     },
+    /// A sealed chain's page hashes are never read back from the sink: the
+    /// host that backs up holds no key that opens them.
+    #[error(
+        "{key} is sealed: its page hashes are kept only in the local cache of the host that wrote it"
+    )]
+    Sealed {
+        /// The snapshot's key.
+        key: String,
+    },
     /// The index does not match its recorded digest or is malformed.
     #[error("page-hash index {key}: {reason}")]
     Damaged {
@@ -164,6 +174,11 @@ pub(crate) fn load_hashes(sink: &dyn Sink, entry: &Entry) -> Result<Vec<PageHash
         key: entry.key.clone(),
         reason: "not an incremental-mode snapshot".into(),
     })?;
+    if entry.is_encrypted() {
+        return Err(IndexError::Sealed {
+            key: entry.key.clone(),
+        });
+    }
     if map.has_xor() {
         // Its index holds the hashes of the pages its deltas changed, not
         // of every page: they are kept only in the local cache.
@@ -252,7 +267,7 @@ fn cache_file(dir: &Path, sink: &str, label: &str) -> std::path::PathBuf {
 /// page index a snapshot's packs name, on every run.
 pub fn cached_hashes(dir: &Path, sink: &str, entry: &Entry) -> Option<Vec<PageHash>> {
     let file = cache_file(dir, sink, &entry.label);
-    cached_in(&file, entry).or_else(|| cached_in(&previous_cache(&file), entry))
+    cached_in(dir, &file, entry).or_else(|| cached_in(dir, &previous_cache(&file), entry))
 }
 
 /// The cache before the newest run's: a run killed before its manifest
@@ -261,9 +276,73 @@ fn previous_cache(file: &Path) -> std::path::PathBuf {
     file.with_extension("pagehashes.prev")
 }
 
-fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
+fn cached_in(dir: &Path, file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
     let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
-    hash_file::read(file, entry.page_count, want)
+    let sealed = entry.is_encrypted();
+    hash_file::read_if(file, entry.page_count, |digest| {
+        recorded_digest(dir, digest, sealed).is_some_and(|r| r == *want)
+    })
+}
+
+/// What the manifest of a snapshot whose page hashes have `digest` records
+/// in the clear: the digest itself, or for a sealed chain its
+/// [`sealed_tag`]; `None` when the tag's key cannot be had.
+pub(crate) fn recorded_digest(dir: &Path, digest: &str, sealed: bool) -> Option<String> {
+    if !sealed {
+        return Some(digest.to_string());
+    }
+    sealed_tag(dir, digest)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "cannot use the sealed chains' tag key in {}: {e}",
+                dir.display()
+            )
+        })
+        .ok()
+}
+
+/// The key file of [`sealed_tag`], in the page-hash cache folder.
+const TAG_KEY: &str = "sealed-tag.key";
+
+/// What a sealed chain's manifest shows of its page-hash digest: the digest
+/// keyed (BLAKE3) with a secret only this host holds, made on first use in
+/// `dir`. An unkeyed digest of the page hashes would let anyone with a
+/// guess of the whole database confirm it; the keyed one lets only the host
+/// that wrote the snapshot match its cached hashes to it. A lost key costs
+/// a new full base, as a lost cache does.
+pub(crate) fn sealed_tag(dir: &Path, digest: &str) -> io::Result<String> {
+    let key = tag_key(dir)?;
+    Ok(blake3::keyed_hash(&key, digest.as_bytes())
+        .to_hex()
+        .to_string())
+}
+
+fn tag_key(dir: &Path) -> io::Result<[u8; 32]> {
+    let path = dir.join(TAG_KEY);
+    let read = |path: &Path| -> io::Result<[u8; 32]> {
+        std::fs::read(path)?.try_into().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte key", path.display()),
+            )
+        })
+    };
+    match read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    crate::fsutil::create_dir_all_mode(dir, 0o700)?;
+    let key: [u8; 32] = rand::random();
+    // A private temporary file linked into place, never over another: two
+    // runs making the key at once both use the first one linked.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&key)?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => Ok(key),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) => Err(e.error),
+    }
 }
 
 /// Keep `hashes` (a new snapshot's, in page order, whose digest is
@@ -271,25 +350,28 @@ fn cached_in(file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
 /// file, replaced atomically.
 ///
 /// The cache it replaces becomes the previous one only when it is of
-/// `previous` (the page-hash digest of the snapshot this run builds on,
-/// the sink's newest): after a failed run the cache is of a snapshot the
-/// catalog never listed, and a second failed run must not rotate the
-/// newest listed snapshot's hashes away (an XOR chain cannot read them
-/// back from the sink, so losing them costs a new base).
+/// `previous` (what the manifest of the snapshot this run builds on, the
+/// sink's newest, records of its page hashes, see [`recorded_digest`]):
+/// after a failed run the cache is of a snapshot the catalog never listed,
+/// and a second failed run must not rotate the newest listed snapshot's
+/// hashes away (an XOR or sealed chain cannot read them back from the sink,
+/// so losing them costs a new base).
 pub(crate) fn cache_hashes(
     dir: &Path,
     sink: &str,
     label: &str,
     hashes: &[PageHash],
     digest: &str,
-    previous: Option<&str>,
+    previous: Option<(&str, bool)>,
 ) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
     let file = cache_file(dir, sink, label);
     let rotate = match previous {
         // A new base: whatever the sink's newest is, it is not this run's.
         None => true,
-        Some(previous) => hash_file::digest(&file)?.is_some_and(|d| d == previous),
+        Some((previous, sealed)) => hash_file::digest(&file)?
+            .and_then(|d| recorded_digest(dir, &d, sealed))
+            .is_some_and(|d| d == previous),
     };
     if rotate {
         match hash_file::rename(&file, &previous_cache(&file)) {
@@ -310,13 +392,15 @@ pub enum Decision {
 }
 
 /// Decide, from the previous snapshot and its page hashes, what this run
-/// stores. A pure function of its inputs.
+/// stores. A pure function of its inputs; `sealed_to` is the fingerprints
+/// of the recipients this run seals to (empty: not sealed).
 pub(crate) fn decide(
     previous: Option<(&Entry, &[PageHash])>,
     page_size: u64,
     hashes: &[PageHash],
     now: Timestamp,
     policy: &Policy,
+    sealed_to: &[String],
 ) -> Decision {
     let Some((prev, prev_hashes)) = previous else {
         return Decision::Full("no earlier incremental-mode snapshot on this sink".into());
@@ -324,6 +408,16 @@ pub(crate) fn decide(
     let Some(map) = &prev.pages else {
         return Decision::Full("the newest snapshot is a full artifact".into());
     };
+    if prev.encrypted_to != sealed_to {
+        return Decision::Full(
+            match (prev.encrypted_to.is_empty(), sealed_to.is_empty()) {
+                (true, _) => "the newest snapshot is not sealed; this chain is",
+                (_, true) => "the newest snapshot is sealed; this chain is not",
+                _ => "the recipients changed: a chain sealed to the new ones starts",
+            }
+            .into(),
+        );
+    }
     if prev.page_size != page_size {
         return Decision::Full(format!(
             "page size changed ({} → {page_size})",
@@ -365,6 +459,8 @@ pub(crate) struct PackWriter<'a> {
     level: i32,
     /// Writing XOR packs: the page numbers of the current pack's deltas.
     xor: Option<Vec<u64>>,
+    /// A sealed chain: each pack and the index is one age file.
+    seal: Option<Recipients>,
 }
 
 impl<'a> PackWriter<'a> {
@@ -379,6 +475,15 @@ impl<'a> PackWriter<'a> {
             hashes: Vec::new(),
             level,
             xor: None,
+            seal: None,
+        }
+    }
+
+    /// Seal every pack and the index to `recipients`.
+    pub fn sealed_to(self, recipients: Option<Recipients>) -> Self {
+        Self {
+            seal: recipients,
+            ..self
         }
     }
 
@@ -446,6 +551,9 @@ impl<'a> PackWriter<'a> {
             list.clear();
             bytes.splice(0..0, header);
         }
+        if let Some(r) = &self.seal {
+            bytes = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
+        }
         let key = Self::pack_key(&self.base, self.packs.len());
         self.sink.put(&key, &bytes)?;
         let index_at = self.packs.iter().map(|p| p.pages).sum();
@@ -467,8 +575,13 @@ impl<'a> PackWriter<'a> {
     /// `index_sha256` through [`Self::finish`]'s result).
     pub fn finish(mut self) -> Result<(Vec<PackRef>, Vec<u8>), SinkError> {
         self.close()?;
-        let index = zstd::encode_all(self.hashes.as_slice(), self.level)
+        let mut index = zstd::encode_all(self.hashes.as_slice(), self.level)
             .map_err(|e| io_sink(&self.index_key, e))?;
+        if let Some(r) = &self.seal {
+            index = r
+                .seal_bytes(&index)
+                .map_err(|e| io_sink(&self.index_key, e))?;
+        }
         let sha = Sha256::hex_of(&index);
         for p in &mut self.packs {
             p.index_sha256 = sha.clone();
@@ -489,12 +602,14 @@ pub use crate::page_map::PackProblem;
 
 /// Reassemble `entry`'s image into `out` (a new, empty file): every pack
 /// the page map needs is read once, in order, with one page in memory at a
-/// time, checked against its recorded size and SHA-256. Returns the image's
-/// digests, or the first pack found missing or damaged.
+/// time, checked against its recorded size and SHA-256, and opened with
+/// `keys` when the chain is sealed. Returns the image's digests, or the
+/// first pack found missing or damaged.
 pub(crate) fn reassemble(
     sink: &dyn Sink,
     entry: &Entry,
     out: &std::fs::File,
+    keys: Option<&Identities>,
 ) -> io::Result<Result<Reassembled, PackProblem>> {
     // An entry read from a checkpoint has its runs in its manifest.
     let loaded;
@@ -555,7 +670,8 @@ pub(crate) fn reassemble(
         |i, page| {
             let (pack, spans) = &work[i];
             let p = &map.packs[*pack as usize];
-            read_pack(sink, p, spans, entry.page_size, page, out)
+            let keys = keys.filter(|_| entry.is_encrypted());
+            read_pack(sink, p, spans, entry.page_size, page, out, keys)
         },
         page_size,
     );
@@ -740,6 +856,7 @@ fn read_pack(
     page_size: u64,
     page: &mut [u8],
     out: &std::fs::File,
+    keys: Option<&Identities>,
 ) -> io::Result<Result<(), PackProblem>> {
     let problem = |reason: String| PackProblem {
         key: p.key.clone(),
@@ -752,7 +869,14 @@ fn read_pack(
     };
     let mut hashing = HashingReader::new(input);
     let decoded = (|| -> io::Result<()> {
-        let mut dec = Compression::new(Format::Zstd).decoder(Box::new(&mut hashing))?;
+        let stored: Box<dyn Read + Send + '_> = Box::new(&mut hashing);
+        let plain = match keys {
+            Some(keys) => keys
+                .decrypt(stored, &[])
+                .map_err(|e| io::Error::other(format!("cannot decrypt it: {e}")))?,
+            None => stored,
+        };
+        let mut dec = Compression::new(Format::Zstd).decoder(plain)?;
         let mut pos = 0u64;
         for &(at, count, first) in spans {
             while pos < at {
@@ -780,7 +904,7 @@ fn read_pack(
         ))));
     }
     if let Err(e) = decoded.and(drained.map(|_| ())) {
-        return Ok(Err(problem(format!("cannot decompress it: {e}"))));
+        return Ok(Err(problem(format!("cannot read its pages: {e}"))));
     }
     Ok(Ok(()))
 }
@@ -793,6 +917,7 @@ pub fn reassemble_to(
     sink: &dyn Sink,
     entry: &Entry,
     path: &Path,
+    keys: Option<&Identities>,
 ) -> io::Result<Result<Reassembled, PackProblem>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -800,5 +925,5 @@ pub fn reassemble_to(
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    reassemble(sink, entry, &file)
+    reassemble(sink, entry, &file, keys)
 }

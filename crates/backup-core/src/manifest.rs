@@ -231,6 +231,11 @@ pub(crate) struct SealedFacts {
     pub schema_sha256: String,
     /// Row counts of the required tables.
     pub row_counts: BTreeMap<String, u64>,
+    /// A sealed incremental snapshot's page-hash digest (in the clear its
+    /// page map has only a tag keyed by the backup host, see
+    /// `incremental::sealed_tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_sha256: Option<String>,
 }
 
 /// What an object is to the manifest entry that needs it.
@@ -337,10 +342,15 @@ impl Entry {
             .map_err(|e| crate::encryption::OpenError::Damaged(e.to_string()))?;
         validate::sealed_facts(&facts)
             .map_err(|e| crate::encryption::OpenError::Damaged(e.to_string()))?;
+        let mut pages = self.pages.clone();
+        if let (Some(map), Some(digest)) = (pages.as_mut(), facts.pages_sha256) {
+            map.hashes_sha256 = Some(digest);
+        }
         Ok(Entry {
             db_sha256: facts.db_sha256,
             schema_sha256: facts.schema_sha256,
             row_counts: facts.row_counts,
+            pages,
             ..self.clone()
         })
     }

@@ -126,15 +126,25 @@ pub(crate) fn write(path: &Path, hashes: &[PageHash], digest: &str) -> io::Resul
 /// The `pages` hashes in `path`, if their digest is `digest`; `None` when
 /// the file is missing, torn, or of another image.
 pub(crate) fn read(path: &Path, pages: u64, digest: &str) -> Option<Vec<PageHash>> {
+    read_if(path, pages, |d| d == digest)
+}
+
+/// [`read`], with the digest accepted by `accept` (a sealed chain's
+/// manifest records it keyed).
+pub(crate) fn read_if(
+    path: &Path,
+    pages: u64,
+    accept: impl Fn(&str) -> bool,
+) -> Option<Vec<PageHash>> {
     if let Some((d, hashes)) = recall(path) {
-        return (d == digest && hashes.len() as u64 == pages).then(|| hashes.to_vec());
+        return (hashes.len() as u64 == pages && accept(&d)).then(|| hashes.to_vec());
     }
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() as u64 != pages * HASH_LEN as u64 {
         return None;
     }
     let hashes = bytes.as_chunks::<HASH_LEN>().0;
-    (hashes_digest(hashes) == digest).then(|| hashes.to_vec())
+    accept(&hashes_digest(hashes)).then(|| hashes.to_vec())
 }
 
 /// The digest of the hashes in `path` (the SHA-256 of its bytes), `None`

@@ -286,7 +286,13 @@ fn page_map(at: &str, map: &PageMap) -> Checked {
 /// Check the facts an encrypted entry keeps sealed, once opened: whoever
 /// has a recipient's public key can seal anything.
 pub(crate) fn sealed_facts(facts: &SealedFacts) -> Checked {
-    sha256("sealed.db_sha256", &facts.db_sha256)?;
+    // A run that read only the pages the WAL named has no image SHA-256.
+    if let Some(pages) = &facts.pages_sha256 {
+        sha256("sealed.pages_sha256", pages)?;
+    }
+    if !(facts.pages_sha256.is_some() && facts.db_sha256.is_empty()) {
+        sha256("sealed.db_sha256", &facts.db_sha256)?;
+    }
     sha256("sealed.schema_sha256", &facts.schema_sha256)?;
     row_counts("sealed.row_counts", &facts.row_counts)
 }

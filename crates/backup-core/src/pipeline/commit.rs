@@ -102,6 +102,7 @@ pub(super) fn finish_uploads(
         db_sha256: produced.db_sha256.clone(),
         schema_sha256: facts.schema_sha256.clone(),
         row_counts: facts.row_counts.clone(),
+        pages_sha256: None,
     };
     let recorded = match ManifestFacts::new(db, clear) {
         Ok(recorded) => recorded,
@@ -162,15 +163,15 @@ pub(super) fn finish_uploads(
 
 /// What the content digests and row counts look like in the manifest: in
 /// the clear, or sealed to the artifact's recipients.
-struct ManifestFacts {
+pub(super) struct ManifestFacts {
     /// Emptied when sealed.
-    clear: SealedFacts,
-    encrypted_to: Vec<String>,
-    sealed: Option<String>,
+    pub(super) clear: SealedFacts,
+    pub(super) encrypted_to: Vec<String>,
+    pub(super) sealed: Option<String>,
 }
 
 impl ManifestFacts {
-    fn new(db: &Database, clear: SealedFacts) -> std::io::Result<Self> {
+    pub(super) fn new(db: &Database, clear: SealedFacts) -> std::io::Result<Self> {
         let Some(r) = &db.encryption else {
             return Ok(Self {
                 clear,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use super::commit::{Produced, Stored, finish_uploads, new_entry};
+use super::commit::{ManifestFacts, Produced, Stored, finish_uploads, new_entry};
 use super::fan_out::{Cancellable, FanOut, compress_into, open_fan};
 use super::full_image::backup_streams;
 use super::report::Written;
@@ -108,6 +108,8 @@ struct Chain<'a> {
     previous_pages: u64,
     index_key: String,
     base: String,
+    /// A sealed chain's recipients: packs and index are age files.
+    seal: Option<crate::encryption::Recipients>,
 }
 
 impl Chain<'_> {
@@ -186,7 +188,13 @@ pub(super) fn backup_incremental(
     let now = Timestamp::now();
     let mut errors = Vec::new();
     let mut seal = open_seal(db, &cold, targets, run_id, &mut errors);
-    let mut mirror = opts.page_cache.as_deref().and_then(|dir| {
+    // XOR deltas are folded by reading earlier packs back, which a sealed
+    // chain's host cannot: it stores whole pages.
+    let local_image = opts
+        .page_cache
+        .as_deref()
+        .filter(|_| db.encryption.is_none());
+    let mut mirror = local_image.and_then(|dir| {
         Mirror::open(dir, &db.label, stream.page_size())
             .inspect_err(|e| warn!(label = %db.label, "no local image for XOR deltas: {e}"))
             .ok()
@@ -212,7 +220,7 @@ pub(super) fn backup_incremental(
         &hashed,
         &chains,
         &mut progress,
-        seal.as_mut().map(|(_, fan)| fan),
+        seal.as_mut().map(|(_, fan)| (fan, db.encryption.as_ref())),
         mirror.as_ref(),
         opts,
     );
@@ -327,15 +335,16 @@ fn decide_chains<'a>(
 }
 
 /// Pass 2, on the same pinned snapshot: each sink's new pages into its
-/// packs, and its page map. The seal's compressor is fed the same pages;
-/// a seal that fails stops being fed, and the chains carry on. Returns how
-/// reading the snapshot went and, with a seal, how compressing it went.
+/// packs, and its page map. The seal's compressor (and encryptor, when the
+/// database has recipients) is fed the same pages; a seal that fails stops
+/// being fed, and the chains carry on. Returns how reading the snapshot
+/// went and, with a seal, how compressing it went.
 fn store_pages(
     stream: &PageStream,
     hashed: &Hashed,
     chains: &[Chain<'_>],
     progress: &mut [Progress<'_>],
-    seal: Option<&mut FanOut>,
+    seal: Option<(&mut FanOut, Option<&crate::encryption::Recipients>)>,
     mirror: Option<&Mirror>,
     opts: &RunOpts<'_>,
 ) -> (io::Result<()>, Option<io::Result<(String, u64)>>) {
@@ -390,7 +399,7 @@ fn store_pages(
         }
         copied
     };
-    let Some(fan) = seal else {
+    let Some((fan, encryption)) = seal else {
         let copied = match &sparse {
             Some(wanted) => read_sparse(stream, wanted, total, opts.observer, &mut pages),
             None => for_each_page(stream, opts.observer, |i, page| pages(i, Some(page))),
@@ -398,7 +407,7 @@ fn store_pages(
         return (staged(copied, staging), None);
     };
     let mut copied = Ok(());
-    let sealed = compress_into(fan, &opts.compression, None, opts.observer, |out| {
+    let sealed = compress_into(fan, &opts.compression, encryption, opts.observer, |out| {
         let mut seal_failed = None;
         copied = for_each_page(stream, opts.observer, |i, page| {
             if seal_failed.is_none()
@@ -470,6 +479,23 @@ fn commit_chains(
         db_sha256: hashed.db_sha256.clone(),
         schema_sha256: facts.schema_sha256,
         row_counts: facts.row_counts,
+        // In the clear, a chain's page map holds this digest itself.
+        pages_sha256: db
+            .encryption
+            .is_some()
+            .then(|| hashed.hashes_sha256.clone()),
+    };
+    let recorded = match ManifestFacts::new(db, clear) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            for chain in chains {
+                errors.push(sink_error(
+                    &chain.artifact.sink,
+                    format!("sealing the manifest facts: {e}"),
+                ));
+            }
+            return (written, errors);
+        }
     };
     let source_mode = fsutil::mode_of(&db.path).ok();
     for (chain, p) in chains.iter().zip(progress) {
@@ -485,12 +511,14 @@ fn commit_chains(
                     "incremental done"
                 );
                 let stored = Stored {
-                    facts: clear.clone(),
+                    facts: recorded.clear.clone(),
                     ..stored
                 };
                 Entry {
                     pages: Some(map),
                     verified_with: hashed.checked_with,
+                    encrypted_to: recorded.encrypted_to.clone(),
+                    sealed: recorded.sealed.clone(),
                     ..new_entry(db, opts, stats, source_mode, stored)
                 }
             });
@@ -692,6 +720,7 @@ fn decide_chain<'a>(
         hashes,
         now,
         &opts.incremental,
+        db.encryption.as_ref().map_or(&[][..], |r| r.fingerprints()),
     );
     let previous_pages = previous.as_ref().map_or(0, |p| p.page_count);
     // Building on the previous snapshot needs its runs, decoded once.
@@ -792,6 +821,7 @@ fn decide_chain<'a>(
         previous_pages,
         index_key,
         base,
+        seal: db.encryption.clone(),
     })
 }
 
@@ -848,7 +878,8 @@ impl<'a> Progress<'a> {
                 })
                 .collect();
             return Self {
-                packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key, level),
+                packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key, level)
+                    .sealed_to(chain.seal.clone()),
                 map: None,
                 xor: Some(Deltas {
                     folded,
@@ -858,7 +889,8 @@ impl<'a> Progress<'a> {
                 failed,
             };
         }
-        let packs = PackWriter::new(chain.sink, &chain.base, &chain.index_key, level);
+        let packs = PackWriter::new(chain.sink, &chain.base, &chain.index_key, level)
+            .sealed_to(chain.seal.clone());
         let map = match &chain.previous {
             Some(m) => {
                 page_map::Builder::on(std::mem::take(&mut chain.previous_runs), m.packs.len())
@@ -961,12 +993,19 @@ impl<'a> Progress<'a> {
             }
             _ => unreachable!("an XOR chain builds on a previous snapshot"),
         };
+        // A sealed chain shows only a tag its host keys (and the sealed
+        // facts hold the digest): no unkeyed hash of plaintext on a sink.
+        let sealed = chain.seal.is_some();
+        let hashes_sha256 = match &opts.page_cache {
+            Some(dir) => incremental::recorded_digest(dir, &hashed.hashes_sha256, sealed),
+            None => (!sealed).then(|| hashed.hashes_sha256.clone()),
+        };
         let map = PageMap {
             chain_depth,
             chain_started,
             stored_bytes,
             packs,
-            hashes_sha256: Some(hashed.hashes_sha256.clone()),
+            hashes_sha256,
             runs,
         };
         // Written before the manifest: a cache is trusted only when its
@@ -982,7 +1021,8 @@ impl<'a> Progress<'a> {
                 chain
                     .previous
                     .as_ref()
-                    .and_then(|m| m.hashes_sha256.as_deref()),
+                    .and_then(|m| m.hashes_sha256.as_deref())
+                    .map(|d| (d, sealed)),
             )
         {
             warn!(

@@ -249,9 +249,7 @@ fn backup_one(
         errors: vec![],
     };
     // Only cold-only targets: nothing to chain, one classic image.
-    let incremental = db.incremental
-        && db.encryption.is_none()
-        && artifacts.iter().any(|a| !targets[a.target].cold_only);
+    let incremental = db.incremental && artifacts.iter().any(|a| !targets[a.target].cold_only);
     let result = if incremental {
         backup_incremental(db, artifacts, targets, opts, run_id)
     } else {
