@@ -42,6 +42,7 @@ use crate::sink::{Sink, SinkError};
 use crate::source::Source;
 
 pub mod hash_file;
+pub(crate) mod local_packs;
 
 /// Raw page bytes per pack before it is closed and a new one started.
 pub const PACK_RAW_BYTES: u64 = 8 << 20;
@@ -461,6 +462,8 @@ pub(crate) struct PackWriter<'a> {
     xor: Option<Vec<u64>>,
     /// A sealed chain: each pack and the index is one age file.
     seal: Option<Recipients>,
+    /// Where a sealed chain keeps the plaintext of its XOR packs.
+    keep_plain: Option<local_packs::LocalPacks>,
 }
 
 impl<'a> PackWriter<'a> {
@@ -476,13 +479,20 @@ impl<'a> PackWriter<'a> {
             level,
             xor: None,
             seal: None,
+            keep_plain: None,
         }
     }
 
-    /// Seal every pack and the index to `recipients`.
-    pub fn sealed_to(self, recipients: Option<Recipients>) -> Self {
+    /// Seal every pack and the index to `recipients`; keep the plaintext
+    /// of XOR packs in `local` for later folds.
+    pub(crate) fn sealed_to(
+        self,
+        recipients: Option<Recipients>,
+        local: Option<local_packs::LocalPacks>,
+    ) -> Self {
         Self {
             seal: recipients,
+            keep_plain: local,
             ..self
         }
     }
@@ -551,10 +561,16 @@ impl<'a> PackWriter<'a> {
             list.clear();
             bytes.splice(0..0, header);
         }
+        let key = Self::pack_key(&self.base, self.packs.len());
         if let Some(r) = &self.seal {
+            if let (true, Some(local)) = (xor, &self.keep_plain)
+                && let Err(e) = local.keep(&key, &bytes)
+            {
+                // Costs a full base when the pack is to be folded.
+                tracing::warn!("cannot keep the plaintext of {key} for later folds: {e}");
+            }
             bytes = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
         }
-        let key = Self::pack_key(&self.base, self.packs.len());
         self.sink.put(&key, &bytes)?;
         let index_at = self.packs.iter().map(|p| p.pages).sum();
         self.packs.push(PackRef {
@@ -684,7 +700,7 @@ pub(crate) fn reassemble(
     let locks: Vec<std::sync::Mutex<()>> = (0..64).map(|_| Default::default()).collect();
     let deltas = in_parallel(
         xor.len(),
-        |i, page| apply_xor(sink, xor[i], entry, page, out, &locks),
+        |i, page| apply_xor(sink, xor[i], entry, page, out, &locks, keys),
         page_size,
     );
     if let Err(problem) = deltas? {
@@ -815,8 +831,10 @@ fn apply_xor(
     delta: &mut [u8],
     out: &std::fs::File,
     locks: &[std::sync::Mutex<()>],
+    keys: Option<&Identities>,
 ) -> io::Result<Result<(), PackProblem>> {
-    let mut reader = match crate::xor_pack::Reader::open(sink, p) {
+    let keys = keys.filter(|_| entry.is_encrypted());
+    let mut reader = match crate::xor_pack::Reader::open(sink, p, keys) {
         Ok(r) => r,
         Err(problem) => return Ok(Err(problem)),
     };

@@ -21,10 +21,13 @@
 //! holds the deltas, one page size each, in that order.
 
 use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use integer_encoding::{VarIntReader, VarIntWriter};
 
 use crate::digest::HashingReader;
+use crate::encryption::Identities;
 use crate::page_map::{PackProblem, PackRef};
 use crate::sink::Sink;
 
@@ -75,35 +78,84 @@ pub fn page_numbers(mut r: impl Read, expected: u64) -> io::Result<Vec<u64>> {
     Ok(pages)
 }
 
-type Decoder = zstd::stream::read::Decoder<'static, BufReader<HashingReader<Box<dyn Read + Send>>>>;
+/// The stored bytes, hashed as they are read. Shared, so that
+/// [`Reader::finish`] can drain and hash them to their end once the
+/// decoders in front of it (age, zstd) have stopped, wherever they stopped.
+#[derive(Clone)]
+struct Stored(Arc<Mutex<HashingReader<Box<dyn Read + Send>>>>);
+
+impl Read for Stored {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).read(buf)
+    }
+}
+
+type Decoder = zstd::stream::read::Decoder<'static, BufReader<Box<dyn Read + Send>>>;
+
+/// Where a [`Reader`]'s bytes come from, and what they must hash to.
+enum Source {
+    /// The pack in its sink: the manifest's size and SHA-256.
+    Sink,
+    /// The backup host's own plaintext copy of a pack it sealed (see
+    /// `incremental::LocalPacks`): the SHA-256 recorded beside it.
+    Local { sha256: String },
+}
 
 /// The deltas of one XOR pack, read in page order, its stored bytes checked
 /// by [`Reader::finish`].
 pub(crate) struct Reader {
     pack: PackRef,
+    source: Source,
+    stored: Stored,
     pages: Vec<u64>,
     next: usize,
     dec: Decoder,
 }
 
 impl Reader {
-    /// Open `p` and read its page numbers.
-    pub fn open(sink: &dyn Sink, p: &PackRef) -> Result<Self, PackProblem> {
-        let problem = |reason: String| PackProblem {
-            key: p.key.clone(),
-            reason,
-        };
+    /// Open `p` in `sink` (sealed packs with `keys`) and read its page
+    /// numbers.
+    pub fn open(
+        sink: &dyn Sink,
+        p: &PackRef,
+        keys: Option<&Identities>,
+    ) -> Result<Self, PackProblem> {
         let input = match sink.get(&p.key) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() => return Err(problem("missing".into())),
-            Err(e) => return Err(problem(format!("cannot read it: {e}"))),
+            Err(e) if e.is_not_found() => return Err(problem(p, "missing".into())),
+            Err(e) => return Err(problem(p, format!("cannot read it: {e}"))),
         };
-        let hashing = HashingReader::new(input);
+        Self::from(input, p, keys, Source::Sink)
+    }
+
+    /// Open the plaintext copy of `p` at `path`, which must hash to
+    /// `sha256`.
+    pub fn open_local(path: &Path, p: &PackRef, sha256: String) -> Result<Self, PackProblem> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| problem(p, format!("its local copy {}: {e}", path.display())))?;
+        Self::from(Box::new(file), p, None, Source::Local { sha256 })
+    }
+
+    fn from(
+        input: Box<dyn Read + Send>,
+        p: &PackRef,
+        keys: Option<&Identities>,
+        source: Source,
+    ) -> Result<Self, PackProblem> {
+        let stored = Stored(Arc::new(Mutex::new(HashingReader::new(input))));
+        let plain: Box<dyn Read + Send> = match keys {
+            Some(keys) => keys
+                .decrypt(Box::new(stored.clone()), &[])
+                .map_err(|e| problem(p, format!("cannot decrypt it: {e}")))?,
+            None => Box::new(stored.clone()),
+        };
         let mut dec =
-            zstd::stream::read::Decoder::new(hashing).map_err(|e| problem(e.to_string()))?;
-        let pages = page_numbers(&mut dec, p.pages).map_err(|e| problem(e.to_string()))?;
+            zstd::stream::read::Decoder::new(plain).map_err(|e| problem(p, e.to_string()))?;
+        let pages = page_numbers(&mut dec, p.pages).map_err(|e| problem(p, e.to_string()))?;
         Ok(Self {
             pack: p.clone(),
+            source,
+            stored,
             pages,
             next: 0,
             dec,
@@ -128,21 +180,16 @@ impl Reader {
     /// Read the next delta into `buf` (one page); its page number.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<u64, PackProblem> {
         let page = self.peek().expect("a delta left");
-        self.dec.read_exact(buf).map_err(|e| PackProblem {
-            key: self.pack.key.clone(),
-            reason: format!("cannot decompress it: {e}"),
-        })?;
+        self.dec
+            .read_exact(buf)
+            .map_err(|e| problem(&self.pack, format!("cannot decompress it: {e}")))?;
         self.next += 1;
         Ok(page)
     }
 
-    /// Check every stored byte against the manifest's size and SHA-256,
-    /// and that nothing follows the deltas.
+    /// Check every stored byte against the manifest's size and SHA-256
+    /// (or a local copy's SHA-256), and that nothing follows the deltas.
     pub fn finish(mut self) -> Result<(), PackProblem> {
-        let problem = |reason: String| PackProblem {
-            key: self.pack.key.clone(),
-            reason,
-        };
         let trailing = if self.next == self.pages.len() {
             let mut one = [0u8; 1];
             match self.dec.read(&mut one) {
@@ -153,19 +200,36 @@ impl Reader {
         } else {
             None
         };
-        let mut hashing = self.dec.finish().into_inner();
-        let drained = io::copy(&mut hashing, &mut io::sink());
+        drop(self.dec);
+        let mut stored = self.stored.0.lock().unwrap_or_else(|e| e.into_inner());
+        let drained = io::copy(&mut *stored, &mut io::sink());
+        let hashing = std::mem::replace(&mut *stored, HashingReader::new(Box::new(io::empty())));
         let (sha, size) = hashing.finish();
-        if size != self.pack.size || sha != self.pack.sha256 {
-            return Err(problem(format!(
-                "stored bytes differ from the manifest's ({size} bytes, SHA-256 {sha}; expected {} bytes, {})",
-                self.pack.size, self.pack.sha256
-            )));
+        let differs = match &self.source {
+            Source::Sink => (size != self.pack.size || sha != self.pack.sha256).then(|| {
+                format!(
+                    "stored bytes differ from the manifest's ({size} bytes, SHA-256 {sha}; expected {} bytes, {})",
+                    self.pack.size, self.pack.sha256
+                )
+            }),
+            Source::Local { sha256 } => (sha != *sha256).then(|| {
+                format!("its local copy differs from what was written (SHA-256 {sha}, expected {sha256})")
+            }),
+        };
+        if let Some(why) = differs {
+            return Err(problem(&self.pack, why));
         }
         if let Err(e) = drained {
-            return Err(problem(format!("cannot read it: {e}")));
+            return Err(problem(&self.pack, format!("cannot read it: {e}")));
         }
-        trailing.map_or(Ok(()), |t| Err(problem(t)))
+        trailing.map_or(Ok(()), |t| Err(problem(&self.pack, t)))
+    }
+}
+
+fn problem(p: &PackRef, reason: String) -> PackProblem {
+    PackProblem {
+        key: p.key.clone(),
+        reason,
     }
 }
 
@@ -189,7 +253,7 @@ mod tests {
     }
 
     fn read_all(sink: &MemorySink, p: &PackRef) -> Result<Vec<(u64, u8)>, PackProblem> {
-        let mut r = Reader::open(sink, p)?;
+        let mut r = Reader::open(sink, p, None)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; PAGE];
         while r.peek().is_some() {

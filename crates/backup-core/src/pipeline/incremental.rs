@@ -20,6 +20,7 @@ use crate::database::{CheckLevel, Database};
 use crate::digest::{Sha256, Sidecar};
 use crate::fsutil;
 use crate::incremental;
+use crate::incremental::local_packs::LocalPacks;
 use crate::incremental::{Decision, PackWriter, PageHash};
 use crate::intent;
 use crate::manifest::{Entry, SealedFacts};
@@ -110,6 +111,9 @@ struct Chain<'a> {
     base: String,
     /// A sealed chain's recipients: packs and index are age files.
     seal: Option<crate::encryption::Recipients>,
+    /// A sealed chain's plaintext copies of its XOR packs, which its folds
+    /// read (it cannot open the sealed ones).
+    local: Option<LocalPacks>,
 }
 
 impl Chain<'_> {
@@ -188,13 +192,7 @@ pub(super) fn backup_incremental(
     let now = Timestamp::now();
     let mut errors = Vec::new();
     let mut seal = open_seal(db, &cold, targets, run_id, &mut errors);
-    // XOR deltas are folded by reading earlier packs back, which a sealed
-    // chain's host cannot: it stores whole pages.
-    let local_image = opts
-        .page_cache
-        .as_deref()
-        .filter(|_| db.encryption.is_none());
-    let mut mirror = local_image.and_then(|dir| {
+    let mut mirror = opts.page_cache.as_deref().and_then(|dir| {
         Mirror::open(dir, &db.label, stream.page_size())
             .inspect_err(|e| warn!(label = %db.label, "no local image for XOR deltas: {e}"))
             .ok()
@@ -390,10 +388,18 @@ fn store_pages(
         }
         Ok(())
     };
+    // Staged under what the manifests will record (a sealed chain's tag),
+    // which is what the next run finds published.
+    let sealed = chains.iter().any(|c| c.seal.is_some());
+    let recorded = opts
+        .page_cache
+        .as_deref()
+        .and_then(|dir| incremental::recorded_digest(dir, &hashed.hashes_sha256, sealed));
     let staged = |copied: io::Result<()>, staging: Option<crate::mirror::Staging>| {
         if let Some(s) = staging
+            && let Some(recorded) = &recorded
             && copied.is_ok()
-            && let Err(e) = s.finish(&hashed.hashes_sha256, total)
+            && let Err(e) = s.finish(recorded, total)
         {
             warn!("cannot stage the local image for XOR deltas: {e}");
         }
@@ -704,6 +710,11 @@ fn decide_chain<'a>(
         let dir = opts.page_cache.as_deref()?;
         incremental::cached_hashes(dir, &a.sink, p)
     };
+    let local = opts
+        .page_cache
+        .as_deref()
+        .filter(|_| db.encryption.is_some())
+        .map(|dir| LocalPacks::new(dir, &a.sink, &db.label));
     let prev_hashes = match &previous {
         Some(p) => match cached(p).map_or_else(|| incremental::load_hashes(sink, p), Ok) {
             Ok(h) => Some(h),
@@ -741,6 +752,18 @@ fn decide_chain<'a>(
                     let new = changed.iter().filter(|c| **c).count() as u64;
                     let settled = compaction::settled_pages(page_size);
                     let folded = compaction::fold_xor(&map.packs, new, settled);
+                    let lost = local
+                        .as_ref()
+                        .and_then(|l| folded.iter().map(|&i| &map.packs[i]).find(|p| !l.has(p)));
+                    if let Some(p) = lost {
+                        info!(
+                            label = %db.label,
+                            sink = %a.sink,
+                            "full base (no local copy of sealed pack {} to fold)",
+                            p.key
+                        );
+                        break 'built (None, Vec::new(), None, None);
+                    }
                     if !folded.is_empty() {
                         info!(
                             label = %db.label,
@@ -786,6 +809,21 @@ fn decide_chain<'a>(
         }
         (Decision::Incremental(_), None) => (None, Vec::new(), None, None),
     };
+    if let Some(l) = &local {
+        // Copies of packs the sink's newest snapshot can still fold, and
+        // nothing else (a full base folds nothing).
+        let settled = compaction::settled_pages(page_size);
+        let foldable = previous
+            .iter()
+            .flat_map(|m| &m.packs)
+            .filter(|p| p.xor && p.pages < settled);
+        if let Err(e) = l.retain(foldable) {
+            warn!(
+                "sink {}: cannot remove local copies of sealed packs: {e}",
+                a.sink
+            );
+        }
+    }
     let stem = match a.key.rfind(".db") {
         Some(i) => &a.key[..i],
         None => a.key.as_str(),
@@ -822,6 +860,7 @@ fn decide_chain<'a>(
         index_key,
         base,
         seal: db.encryption.clone(),
+        local,
     })
 }
 
@@ -872,14 +911,17 @@ impl<'a> Progress<'a> {
             let folded = folded
                 .iter()
                 .filter_map(|&i| {
-                    xor_pack::Reader::open(chain.sink, &m.packs[i])
-                        .map_err(|p| failed.get_or_insert(fold_error(p)))
-                        .ok()
+                    match &chain.local {
+                        Some(local) => local.open(&m.packs[i]),
+                        None => xor_pack::Reader::open(chain.sink, &m.packs[i], None),
+                    }
+                    .map_err(|p| failed.get_or_insert(fold_error(p)))
+                    .ok()
                 })
                 .collect();
             return Self {
                 packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key, level)
-                    .sealed_to(chain.seal.clone()),
+                    .sealed_to(chain.seal.clone(), chain.local.clone()),
                 map: None,
                 xor: Some(Deltas {
                     folded,
@@ -890,7 +932,7 @@ impl<'a> Progress<'a> {
             };
         }
         let packs = PackWriter::new(chain.sink, &chain.base, &chain.index_key, level)
-            .sealed_to(chain.seal.clone());
+            .sealed_to(chain.seal.clone(), None);
         let map = match &chain.previous {
             Some(m) => {
                 page_map::Builder::on(std::mem::take(&mut chain.previous_runs), m.packs.len())

@@ -1,0 +1,141 @@
+//! The plaintext of the XOR packs a sealed chain's host wrote and may fold
+//! again. A run folds small XOR packs by XORing their deltas into its own
+//! (see [`crate::compaction::fold_xor`]), but the host cannot read its
+//! sealed packs back: it holds no key that opens them. So it keeps, in its
+//! state folder (private, as the page hashes are), the compressed plaintext
+//! of each XOR pack it seals, until the pack settles or leaves the chain.
+//! Each copy is checked against the SHA-256 written beside it; a missing or
+//! damaged copy costs a new full base, as a lost page-hash cache does.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Sha256;
+use crate::page_map::{PackProblem, PackRef};
+use crate::xor_pack;
+
+/// One sink's copies for one database.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalPacks {
+    dir: PathBuf,
+}
+
+impl LocalPacks {
+    /// The copies of `label`'s chain on `sink`, below the page-hash cache.
+    pub fn new(cache: &Path, sink: &str, label: &str) -> Self {
+        Self {
+            dir: cache.join("sealed-packs").join(format!("{sink}.{label}")),
+        }
+    }
+
+    /// A file name per key: keys may hold folders, and two keys may share a
+    /// last part.
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(&Sha256::hex_of(key.as_bytes())[..32])
+    }
+
+    fn digest_path(&self, key: &str) -> PathBuf {
+        self.path(key).with_extension("sha256")
+    }
+
+    /// Keep `plain`, the bytes of pack `key` before they were sealed.
+    pub fn keep(&self, key: &str, plain: &[u8]) -> io::Result<()> {
+        crate::fsutil::create_dir_all_mode(&self.dir, 0o700)?;
+        crate::fsutil::atomic_write_mode(&self.path(key), plain, 0o600)?;
+        crate::fsutil::atomic_write_mode(
+            &self.digest_path(key),
+            Sha256::hex_of(plain).as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Whether `p` has a copy (its check comes when it is read).
+    pub fn has(&self, p: &PackRef) -> bool {
+        self.path(&p.key).is_file() && self.digest_path(&p.key).is_file()
+    }
+
+    /// A reader of `p`'s deltas from its copy.
+    pub fn open(&self, p: &PackRef) -> Result<xor_pack::Reader, PackProblem> {
+        let sha256 =
+            std::fs::read_to_string(self.digest_path(&p.key)).map_err(|e| PackProblem {
+                key: p.key.clone(),
+                reason: format!("the digest of its local copy: {e}"),
+            })?;
+        xor_pack::Reader::open_local(&self.path(&p.key), p, sha256.trim().to_string())
+    }
+
+    /// Remove every copy but those of `keep`: the packs the sink's newest
+    /// snapshot may still fold. A copy of a pack written by a run that
+    /// never made it into the catalog goes too.
+    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a PackRef>) -> io::Result<()> {
+        let names: std::collections::HashSet<PathBuf> = keep
+            .into_iter()
+            .flat_map(|p| [self.path(&p.key), self.digest_path(&p.key)])
+            .collect();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if !names.contains(&path) {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(key: &str) -> PackRef {
+        PackRef {
+            key: key.into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            pages: 1,
+            index: "i".into(),
+            index_sha256: "0".repeat(64),
+            index_at: 0,
+            xor: true,
+        }
+    }
+
+    #[test]
+    fn copies_are_private_checked_and_only_the_kept_ones_stay() {
+        let cache = tempfile::tempdir().unwrap();
+        let local = LocalPacks::new(cache.path(), "azure", "app");
+        let (a, b) = (
+            pack("2026-12-07/app-1.000.pack"),
+            pack("2026-12-08/app-1.000.pack"),
+        );
+        local.keep(&a.key, b"plaintext a").unwrap();
+        local.keep(&b.key, b"plaintext b").unwrap();
+        assert!(local.has(&a) && local.has(&b));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(local.path(&a.key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Edited behind the host's back: named when read to its end.
+        std::fs::write(local.path(&a.key), b"plaintext A").unwrap();
+        let e = match local.open(&a) {
+            Err(e) => e,
+            Ok(r) => r.finish().unwrap_err(),
+        };
+        assert_eq!(e.key, a.key);
+
+        local.retain([&b]).unwrap();
+        assert!(!local.has(&a) && local.has(&b));
+        local.retain([]).unwrap();
+        assert!(!local.has(&b));
+        assert_eq!(std::fs::read_dir(&local.dir).unwrap().count(), 0);
+    }
+}
