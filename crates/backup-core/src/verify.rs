@@ -795,6 +795,18 @@ fn verify_pages(
         path: scratch.display().to_string(),
         source,
     };
+    // An entry read from a checkpoint has its runs in its manifest, which
+    // holds the entry as stored: load them before its facts are opened.
+    let mut loaded = entry.clone();
+    if let Err(e) = crate::manifest::view::load_runs(sink, &mut loaded) {
+        problems.push(Problem::Pack {
+            key: entry.key.clone(),
+            error: e.to_string(),
+        });
+        report.problems = problems;
+        return Ok(report);
+    }
+    let entry = &loaded;
     let opened;
     let (entry, keys) = match (entry.is_encrypted(), checks.identities.as_ref()) {
         (false, _) => (entry, None),

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Rebuild a database image from an incremental chain with nothing but
+`age`, `zstd` and this script: no sqlite-backup needed.
+
+    rebuild-image.py MANIFEST KEY FOLDER OUT [IDENTITY]
+
+MANIFEST is a manifest file (`manifests/<run id>.json`), KEY the entry's key
+(its `.pageidx`), FOLDER where the objects are (a local backup folder, or a
+download of the bucket's keys), OUT the image to write. IDENTITY is the age
+identity file of a sealed chain (every pack an age file); leave it out for a
+plain one. The layout is in docs/src/encryption.md and incremental.md.
+"""
+
+import base64
+import json
+import subprocess
+import sys
+
+
+def plain(path, identity):
+    """A pack's bytes after age (if sealed) and zstd (every frame)."""
+    data = open(path, "rb").read()
+    if identity:
+        data = subprocess.run(["age", "-d", "-i", identity], input=data,
+                              capture_output=True, check=True).stdout
+    return subprocess.run(["zstd", "-d", "-c"], input=data,
+                          capture_output=True, check=True).stdout
+
+
+def varints(data, at=0):
+    """LEB128 varints from `data[at:]`, with where each one ends."""
+    value, shift = 0, 0
+    while at < len(data):
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            yield value, at
+            value, shift = 0, 0
+
+
+def runs(stored):
+    """[first, count, pack, at] runs, from the manifest's arrays or from the
+    packed "zstd+varint+base64:" form (count, pack, zigzag skip per run)."""
+    if isinstance(stored, list):
+        return stored
+    raw = base64.b64decode(stored.removeprefix("zstd+varint+base64:"))
+    raw = subprocess.run(["zstd", "-d", "-c"], input=raw,
+                         capture_output=True, check=True).stdout
+    values = [v for v, _ in varints(raw)]
+    out, first, ends = [], 0, {}
+    for count, pack, zz in zip(values[0::3], values[1::3], values[2::3]):
+        at = ends.get(pack, 0) + ((zz >> 1) ^ -(zz & 1))
+        ends[pack] = at + count
+        out.append([first, count, pack, at])
+        first += count
+    return out
+
+
+def main(manifest, key, folder, out, identity=None):
+    entry = next(e for e in json.load(open(manifest))["entries"] if e["key"] == key)
+    size, pages = entry["page_size"], entry["pages"]
+    packs = [dict(key=g["prefix"] + name, xor=g.get("xor", False))
+             for g in pages["pack_groups"] for name, *_ in g["packs"]]
+    image = bytearray(size * entry["page_count"])
+    spans = {}
+    for first, count, pack, at in runs(pages["runs"]):
+        spans.setdefault(pack, []).append((first, count, at))
+    for pack, its in spans.items():  # each pack read once
+        data = plain(f"{folder}/{packs[pack]['key']}", identity)
+        for first, count, at in its:
+            image[first * size:(first + count) * size] = data[at * size:(at + count) * size]
+    # XOR packs: the deltas' page numbers (a count, the first page, then
+    # steps), then one page-sized delta each, XORed into the image.
+    for p in (p for p in packs if p["xor"]):
+        data = plain(f"{folder}/{p['key']}", identity)
+        numbers = varints(data)
+        n, body = next(numbers)
+        page_numbers = []
+        for i in range(n):
+            step, body = next(numbers)
+            page_numbers.append(step if i == 0 else page_numbers[-1] + step)
+        for i, page in enumerate(page_numbers):
+            delta = data[body + i * size:body + (i + 1) * size]
+            o = page * size
+            mixed = int.from_bytes(image[o:o + size], "little") ^ int.from_bytes(delta, "little")
+            image[o:o + size] = mixed.to_bytes(size, "little")
+    open(out, "wb").write(image)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
