@@ -25,6 +25,7 @@
 //! `SQLITE_BACKUP_KILLS=300 cargo test --test reliability_kill -- --ignored`
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ use backup_core::verify::{self, Checks};
 use backup_local::LocalSink;
 use backup_testkit::demo::{Rng, Writer};
 use backup_testkit::faults::{self, all_files, temp_files};
-use backup_testkit::testkit::{Project, output_text};
+use backup_testkit::testkit::{Project, output_text, sh};
 
 fn sinks(p: &Project) -> Vec<LocalSink> {
     vec![
@@ -424,7 +425,11 @@ fn map(l: &Listed) -> &PageMap {
 /// After a kill: `list --json` shows exactly the catalog, `verify --catalog
 /// --deep` passes, and every snapshot not restored before restores to
 /// exactly its image. Returns how many are listed.
-fn check_listed_snapshots(p: &Project, restored: &mut BTreeSet<String>) -> usize {
+fn check_listed_snapshots(
+    p: &Project,
+    restored: &mut BTreeSet<String>,
+    identity: Option<&Path>,
+) -> usize {
     let (_, listed) = catalog(p);
     let out = p.run(&["list", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
@@ -441,7 +446,7 @@ fn check_listed_snapshots(p: &Project, restored: &mut BTreeSet<String>) -> usize
         if !restored.insert(l.run_id.clone()) {
             continue;
         }
-        p.assert_restores_exactly(l);
+        p.assert_restores_exactly_with(l, identity);
     }
     listed.len()
 }
@@ -544,15 +549,24 @@ fn reclaim_a_day_later(p: &Project) -> usize {
     removed
 }
 
-fn kill_incremental_runs(kills: u32, default_seed: u64) {
+/// `sealed`: with `[encryption]`, so every pack and index is an age file.
+fn kill_incremental_runs(kills: u32, default_seed: u64, sealed: bool) {
     let started = Instant::now();
     let seed = faults::seed("kill -9 incremental", default_seed);
     let mut rng = Rng::new(seed);
     let p = Project::new();
     let db = p.demo_db("app.db", 2_000_000);
-    p.write_config(&format!(
+    let mut config = format!(
         "[[database]]\nlabel = \"app\"\npath = \"app.db\"\nrequired_tables = [\"tasks\"]\n\n[snapshot]\nincremental = true\nmax_chain = {MAX_CHAIN}\n"
-    ));
+    );
+    let key = p.join("key.txt");
+    let identity = sealed.then(|| {
+        sh(p.path(), "age-keygen -o key.txt 2>/dev/null");
+        let public = sh(p.path(), "age-keygen -y key.txt");
+        config += &format!("\n[encryption]\nrecipients = [\"{}\"]\n", public.trim());
+        key.as_path()
+    });
+    p.write_config(&config);
     let writer = Writer::start(&db, 200).unwrap();
     let t0 = Instant::now();
     p.run_ok(&["backup"]);
@@ -586,7 +600,7 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
         }
         aim.landed(ph);
         eprintln!("incremental attempt {i}: phase {ph}");
-        check_listed_snapshots(&p, &mut restored);
+        check_listed_snapshots(&p, &mut restored, identity);
 
         // Now and then (seeded) a run that is not killed, so chains grow.
         if rng.below(3) == 0 || killed >= kills {
@@ -614,7 +628,7 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
         }
         i += 1;
     }
-    let listed = check_listed_snapshots(&p, &mut restored);
+    let listed = check_listed_snapshots(&p, &mut restored, identity);
     let w = writer.stop();
     assert!(w.errors.is_empty(), "the writer failed: {:?}", w.errors[0]);
     eprintln!(
@@ -639,7 +653,14 @@ fn kill_incremental_runs(kills: u32, default_seed: u64) {
 
 #[test]
 fn kill_9_of_incremental_runs_never_lists_a_broken_snapshot() {
-    kill_incremental_runs(32, 20261124);
+    kill_incremental_runs(32, 20261124, false);
+}
+
+/// The same for a sealed chain: kills while packs are sealed and stored,
+/// and while the host keeps its plaintext copies of XOR packs.
+#[test]
+fn kill_9_of_sealed_incremental_runs_never_lists_a_broken_snapshot() {
+    kill_incremental_runs(32, 20261207, true);
 }
 
 #[test]
@@ -649,7 +670,7 @@ fn kill_9_of_incremental_runs_soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    kill_incremental_runs(kills, 1);
+    kill_incremental_runs(kills, 1, false);
 }
 
 /// kill -9 of runs that fold earlier packs into their own (pack
@@ -728,7 +749,7 @@ fn kill_9_of_runs_that_fold_packs_never_lists_a_broken_snapshot() {
             *killed_folds.entry(ph).or_default() += 1;
             kills_here += 1;
         }
-        check_listed_snapshots(&p, &mut restored);
+        check_listed_snapshots(&p, &mut restored, None);
     }
     let (_, listed) = catalog(&p);
     let depth = map(newest(&listed)).chain_depth;

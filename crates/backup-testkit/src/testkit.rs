@@ -143,18 +143,35 @@ impl Project {
     /// succeed and give exactly its image ([`assert_image`]); the restored
     /// file is removed again.
     pub fn assert_restores_exactly(&self, l: &Listed) {
+        self.assert_restores_exactly_with(l, None);
+    }
+
+    /// [`Self::assert_restores_exactly`], with `--identity identity` for a
+    /// sealed snapshot, checked against its opened facts.
+    pub fn assert_restores_exactly_with(&self, l: &Listed, identity: Option<&Path>) {
         let to = self.join(&format!("restored-{}.db", l.run_id));
-        let out = self.run(&[
+        let mut args = vec![
             "restore",
             &l.entry.label,
             "--id",
             &l.run_id,
             "--to",
             to.to_str().expect("UTF-8 test path"),
-        ]);
+        ];
+        if let Some(key) = identity {
+            args.extend(["--identity", key.to_str().expect("UTF-8 test path")]);
+        }
+        let out = self.run(&args);
         assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
         let bytes = std::fs::read(&to).expect("restored file");
-        assert_image(&l.entry, &bytes, &l.run_id);
+        let entry = match identity {
+            Some(key) => {
+                let keys = backup_core::encryption::Identities::read_file(key).expect("identity");
+                l.entry.opened(&keys).expect("the sealed facts open")
+            }
+            None => l.entry.clone(),
+        };
+        assert_image(&entry, &bytes, &l.run_id);
         std::fs::remove_file(&to).expect("remove the restored file");
     }
 
