@@ -1,5 +1,6 @@
 //! `sqlite-backup prune` end to end on the local tier.
 
+use backup_core::encryption::Identities;
 use backup_core::manifest::Listed;
 use backup_testkit::testkit::Project;
 
@@ -74,15 +75,34 @@ fn each_database_follows_its_own_retention() {
 
 #[test]
 fn incremental_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
+    incremental_packs_are_freed(false);
+}
+
+/// The same on a sealed chain: its folds read the host's plaintext copies
+/// of its XOR packs, and prune and collection need no key.
+#[test]
+fn sealed_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
+    incremental_packs_are_freed(true);
+}
+
+fn incremental_packs_are_freed(sealed: bool) {
     use backup_core::digest::Sha256;
     use backup_testkit::testkit::{output_text, require_tool, sh};
     require_tool("sqlite3");
     let p = Project::new();
     p.demo_db("app.db", 2_000_000);
+    let encryption = if sealed {
+        require_tool("age-keygen");
+        sh(p.path(), "age-keygen -o key.txt 2>/dev/null");
+        let public = sh(p.path(), "age-keygen -y key.txt");
+        format!("\n[encryption]\nrecipients = [\"{}\"]\n", public.trim())
+    } else {
+        String::new()
+    };
     let config = |grace: &str| {
         format!(
             "[[database]]\nlabel = \"app\"\npath = \"app.db\"\n\n[snapshot]\nincremental = true\n\n\
-             [retention]\nhot_days = 0\nwarm_days = 0\nkeep_last = 1\n{grace}"
+             [retention]\nhot_days = 0\nwarm_days = 0\nkeep_last = 1\n{grace}{encryption}"
         )
     };
     p.write_config(&config(""));
@@ -166,14 +186,41 @@ fn incremental_packs_are_freed_after_pack_grace_and_kept_snapshots_restore() {
     }
     p.run_ok(&["verify", "--catalog", "--deep"]);
     let to = p.join("restored.db");
-    let out = p.run(&["restore", "app", "--to", to.to_str().unwrap()]);
+    let mut restore = vec!["restore", "app", "--to", to.to_str().unwrap()];
+    let newest = if sealed {
+        restore.extend(["--identity", "key.txt"]);
+        let keys = Identities::read_file(&p.join("key.txt")).unwrap();
+        all[0].entry.opened(&keys).unwrap()
+    } else {
+        all[0].entry.clone()
+    };
+    let out = p.run(&restore);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         Sha256::hex_of(&std::fs::read(&to).unwrap()),
-        all[0].entry.db_sha256
+        newest.db_sha256
     );
     let again = p.run_ok(&["prune"]);
     assert!(again.contains("nothing to prune"), "{again}");
+    if sealed {
+        // Plaintext copies stay only for the packs the newest snapshot can
+        // still fold: those a run folded go at the start of the next run
+        // (here one with nothing to store), once the fold is listed.
+        p.run_ok(&["backup"]);
+        let map = newest.pages.as_ref().unwrap();
+        let settled = backup_core::compaction::settled_pages(newest.page_size);
+        let foldable = map.packs.iter().filter(|x| x.xor && x.pages < settled);
+        let copies =
+            std::fs::read_dir(p.join(".sqlite-backup-state/page-hashes/sealed-packs/local.app"))
+                .unwrap()
+                .count();
+        assert_eq!(
+            copies,
+            2 * foldable.count(),
+            "a copy and its SHA-256 per pack"
+        );
+        assert!(copies > 0);
+    }
 }
 
 #[test]
