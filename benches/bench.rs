@@ -11,7 +11,9 @@
 //! our backups (zstd and gzip), our restore verification and a whole restore.
 //! Then incremental mode: a full base, runs after 1% of the rows changed and
 //! after no change, and a restore at chain depth 100 against a restore of a
-//! full artifact of the same database. Then it runs our backup and
+//! full artifact of the same database; beside the plain chain, a sealed one
+//! (the same config plus `[encryption]`) backs up the same changes and is
+//! restored at the same depth. Then it runs our backup and
 //! `sqlite3 .backup` under a writer committing 1,000 transactions per second.
 //! It prints markdown tables for the README.
 
@@ -167,7 +169,11 @@ fn median_of(mut all: Vec<Measured>) -> Measured {
 /// [`median`] of runs that also store bytes: the median run by wall time and
 /// the median of the bytes stored.
 fn median_stored(runs: usize, mut once: impl FnMut() -> (Measured, u64)) -> (Measured, u64) {
-    let (all, mut bytes): (Vec<Measured>, Vec<u64>) = (0..runs).map(|_| once()).unzip();
+    median_stored_of((0..runs).map(|_| once()).collect())
+}
+
+fn median_stored_of(all: Vec<(Measured, u64)>) -> (Measured, u64) {
+    let (all, mut bytes): (Vec<Measured>, Vec<u64>) = all.into_iter().unzip();
     bytes.sort_unstable();
     (median_of(all), bytes[bytes.len() / 2])
 }
@@ -580,17 +586,46 @@ fn main() {
         (m, newest(&cli, &incr_cfg).stored)
     });
     add(INCR_BASE, m, Some(stored));
+    // The same chain sealed to the age key above. Its own state folder, so
+    // that neither chain reads the other's page-hash cache or WAL hint.
+    let sealed_root = work.join("backups-incremental-age");
+    let sealed_cfg = work.join("bench-incremental-age.toml");
+    std::fs::write(
+        &sealed_cfg,
+        std::fs::read_to_string(&incr_cfg)
+            .expect("incremental config")
+            .replace(&q_toml(&incr_root), &q_toml(&sealed_root))
+            .replace(
+                &q_toml(&work.join("state-zstd")),
+                &q_toml(&work.join("state-sealed")),
+            )
+            + &format!("[encryption]\nrecipients = [{public:?}]\n"),
+    )
+    .expect("writing the sealed incremental config");
+    let (m, stored) = median_stored(runs, || {
+        remove(&sealed_root);
+        let m = backup(&sealed_cfg);
+        (m, newest(&cli, &sealed_cfg).stored)
+    });
+    add(SEALED_BASE, m, Some(stored));
+    let stored_run = |cfg: &Path| (backup(cfg), newest(&cli, cfg).stored);
     let mut rng = demo::Rng::new(args.seed);
-    for (name, tables) in [
-        (INCR_ALL, &demo::TABLES[..]),
-        (INCR_TASKS, &demo::TABLES[..1]),
+    for (name, sealed_name, tables) in [
+        (INCR_ALL, SEALED_ALL, &demo::TABLES[..]),
+        (INCR_TASKS, SEALED_TASKS, &demo::TABLES[..1]),
     ] {
-        let (m, stored) = median_stored(runs, || {
-            update_random_rows(&db, &mut rng, tables, 0.01);
-            let m = backup(&incr_cfg);
-            (m, newest(&cli, &incr_cfg).stored)
-        });
+        // Both chains back up each changed database, so they see the same
+        // change.
+        let (plain, sealed): (Vec<_>, Vec<_>) = (0..runs)
+            .map(|_| {
+                update_random_rows(&db, &mut rng, tables, 0.01);
+                (stored_run(&incr_cfg), stored_run(&sealed_cfg))
+            })
+            .unzip();
+        let (m, stored) = median_stored_of(plain);
         add(name, m, Some(stored));
+        let (m, stored) = median_stored_of(sealed);
+        add(sealed_name, m, Some(stored));
     }
     let (m, stored) = median_stored(runs, || {
         let m = backup(&incr_cfg);
@@ -614,25 +649,36 @@ fn main() {
 
     let mut notes = Vec::new();
     if args.chain_depth > 0 {
-        // A chain of its own: a base, then only small changes.
+        // Chains of their own, plain and sealed side by side: a base, then
+        // only small changes.
         let started = Instant::now();
-        remove(&incr_root);
-        assert!(backup(&incr_cfg).ok, "incremental base failed");
-        let mut snap = newest(&cli, &incr_cfg);
+        let chains = [(&incr_cfg, &incr_root), (&sealed_cfg, &sealed_root)];
+        let mut snaps = chains.map(|(cfg, root)| {
+            remove(root);
+            assert!(backup(cfg).ok, "incremental base failed: {}", cfg.display());
+            newest(&cli, cfg)
+        });
         let mut built = 0;
-        while snap.depth < u64::from(args.chain_depth) {
+        while snaps[0].depth < u64::from(args.chain_depth) {
             update_random_rows(&db, &mut rng, &demo::TABLES, CHAIN_CHANGE);
-            assert!(backup(&incr_cfg).ok, "incremental backup failed");
-            let next = newest(&cli, &incr_cfg);
-            assert_eq!(next.depth, snap.depth + 1, "the chain restarted");
-            snap = next;
+            for ((cfg, _), snap) in chains.iter().zip(&mut snaps) {
+                assert!(
+                    backup(cfg).ok,
+                    "incremental backup failed: {}",
+                    cfg.display()
+                );
+                let next = newest(&cli, cfg);
+                assert_eq!(next.depth, snap.depth + 1, "{} restarted", cfg.display());
+                *snap = next;
+            }
             built += 1;
         }
+        let [snap, sealed_snap] = snaps;
         let took = started.elapsed().as_secs_f64();
         notes.push(format!(
-            "Chain for the depth-{} restore: a full base, then {built} incremental runs, each \
-             after {}% of the rows of every table were updated at random; built in {took:.0} s \
-             ({:.2} s per change + run).",
+            "Chains for the depth-{} restores (plain and sealed, side by side): a full base, \
+             then {built} incremental runs, each after {}% of the rows of every table were \
+             updated at random; built in {took:.0} s ({:.2} s per change + both runs).",
             args.chain_depth,
             CHAIN_CHANGE * 100.0,
             took / f64::from(built + 1),
@@ -641,24 +687,34 @@ fn main() {
         let full_root = work.join("backups-zstd-backup");
         remove(&full_root);
         assert!(backup(&zstd_cfg).ok, "full backup failed");
-        let restore = |cfg: &Path, id: Option<&str>| {
+        let restore = |cfg: &Path, id: Option<&str>, identity: Option<&Path>| {
             fresh(&out);
             let mut c = Command::new(&cli);
-            c.arg("--config")
-                .arg(cfg)
-                .args(["--quiet", "restore", "bench"]);
+            c.arg("--config").arg(cfg);
+            if let Some(key) = identity {
+                c.arg("--identity").arg(key);
+            }
+            c.args(["--quiet", "restore", "bench"]);
             if let Some(id) = id {
                 c.args(["--id", id]);
             }
             measure(c.arg("--to").arg(out.join("restored.db")), None)
         };
-        // Alternated, so both see the same machine load.
-        let (chain, full): (Vec<Measured>, Vec<Measured>) = (0..runs)
-            .map(|_| (restore(&incr_cfg, Some(&snap.id)), restore(&zstd_cfg, None)))
-            .unzip();
+        // Alternated, so all three see the same machine load.
+        let (mut chain, mut sealed, mut full) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            chain.push(restore(&incr_cfg, Some(&snap.id), None));
+            sealed.push(restore(&sealed_cfg, Some(&sealed_snap.id), Some(&key)));
+            full.push(restore(&zstd_cfg, None, None));
+        }
         add(
             &format!("{INCR_RESTORE} {}", args.chain_depth),
             median_of(chain),
+            Some(db_bytes),
+        );
+        add(
+            &format!("{SEALED_RESTORE} {}", args.chain_depth),
+            median_of(sealed),
             Some(db_bytes),
         );
         add(FULL_RESTORE, median_of(full), Some(db_bytes));
@@ -713,6 +769,14 @@ const INCR_HINT: &str =
     "ours, incremental: nothing changed, application connection open (WAL names the pages)";
 const INCR_RESTORE: &str = "ours, incremental: restore --id at chain depth";
 const FULL_RESTORE: &str = "ours: restore --to of a full artifact of that same database";
+/// The sealed chain's rows: names that do not start with the plain ones',
+/// which `find` matches by prefix.
+const SEALED_BASE: &str = "ours, incremental sealed (age): full base";
+const SEALED_ALL: &str =
+    "ours, incremental sealed (age): after 1% of the rows of every table changed";
+const SEALED_TASKS: &str = "ours, incremental sealed (age): after 1% of `tasks` rows changed";
+const SEALED_RESTORE: &str =
+    "ours, incremental sealed (age): restore --id --identity at chain depth";
 /// Fraction of the rows changed between the runs that build the chain for
 /// the depth restore: small, as between minutely runs.
 const CHAIN_CHANGE: f64 = 0.0002;
@@ -1069,6 +1133,33 @@ fn print_report(
             "×",
         );
     }
+    // The issue's bound on sealing: each pair backed up the same change.
+    target(
+        "sealed ÷ plain incremental full base: wall",
+        ratio(secs(find(SEALED_BASE)), secs(find(INCR_BASE))),
+        "(context)",
+        |_| true,
+        "×",
+    );
+    for (plain, sealed, what) in [
+        (INCR_ALL, SEALED_ALL, "every table"),
+        (INCR_TASKS, SEALED_TASKS, "`tasks`"),
+    ] {
+        target(
+            &format!("sealed ÷ plain incremental run after 1% changed ({what}): wall"),
+            ratio(secs(find(sealed)), secs(find(plain))),
+            "≤ 1.15×",
+            |v| v <= 1.15,
+            "×",
+        );
+        target(
+            &format!("sealed ÷ plain incremental run after 1% changed ({what}): stored bytes"),
+            ratio(output(sealed), output(plain)),
+            "≤ 1.15×",
+            |v| v <= 1.15,
+            "×",
+        );
+    }
     target(
         "nothing changed: wall ÷ zstd backup",
         ratio(secs(find(INCR_SAME)), ours_zstd),
@@ -1092,6 +1183,13 @@ fn print_report(
         ratio(secs(find(INCR_RESTORE)), secs(find(FULL_RESTORE))),
         "≤ 1.3×",
         |v| v <= 1.3,
+        "×",
+    );
+    target(
+        "sealed ÷ plain restore at the same chain depth",
+        ratio(secs(find(SEALED_RESTORE)), secs(find(INCR_RESTORE))),
+        "(context)",
+        |_| true,
         "×",
     );
     target(

@@ -945,3 +945,90 @@ pub fn reassemble_to(
         .open(path)?;
     reassemble(sink, entry, &file, keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page_map::PageMap;
+
+    fn chain_entry(encrypted_to: &[&str]) -> Entry {
+        let mut e = crate::manifest::sample_entry();
+        e.page_count = 4;
+        e.encrypted_to = encrypted_to.iter().map(|s| s.to_string()).collect();
+        e.pages = Some(PageMap {
+            chain_depth: 1,
+            chain_started: e.snapshot_at,
+            stored_bytes: 1,
+            packs: Vec::new(),
+            hashes_sha256: None,
+            runs: Vec::new().into(),
+        });
+        e
+    }
+
+    #[test]
+    fn a_chain_continues_only_under_the_recipients_it_is_sealed_to() {
+        let prev = chain_entry(&["aaaaaaaaaaaa"]);
+        let hashes = vec![[1u8; HASH_LEN]; 4];
+        let mut next = hashes.clone();
+        next[2] = [2; HASH_LEN];
+        let decide_with = |prev: &Entry, sealed_to: &[String]| {
+            decide(
+                Some((prev, &hashes)),
+                4096,
+                &next,
+                prev.snapshot_at,
+                &Policy::default(),
+                sealed_to,
+            )
+        };
+        let same = vec!["aaaaaaaaaaaa".to_string()];
+        assert_eq!(
+            decide_with(&prev, &same),
+            Decision::Incremental(vec![false, false, true, false])
+        );
+        let why = |d: Decision| match d {
+            Decision::Full(why) => why,
+            d => panic!("a new base, not {d:?}"),
+        };
+        let rotated = vec!["bbbbbbbbbbbb".to_string()];
+        assert!(why(decide_with(&prev, &rotated)).contains("recipients changed"));
+        assert!(why(decide_with(&prev, &[])).contains("sealed; this chain is not"));
+        let plain = chain_entry(&[]);
+        assert!(why(decide_with(&plain, &same)).contains("not sealed; this chain is"));
+    }
+
+    #[test]
+    fn the_sealed_tag_is_keyed_by_a_private_key_of_this_host_only() {
+        let digest = "0".repeat(64);
+        let host = tempfile::tempdir().unwrap();
+        let tag = sealed_tag(host.path(), &digest).unwrap();
+        assert_eq!(sealed_tag(host.path(), &digest).unwrap(), tag, "stable");
+        assert_ne!(tag, digest);
+        assert_ne!(sealed_tag(host.path(), &"1".repeat(64)).unwrap(), tag);
+        use std::os::unix::fs::PermissionsExt;
+        let key = host.path().join(TAG_KEY);
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Another host (or this one after losing its key) tags differently:
+        // its cache never matches, and a new base follows.
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(sealed_tag(other.path(), &digest).unwrap(), tag);
+        std::fs::write(&key, b"short").unwrap();
+        assert!(sealed_tag(host.path(), &digest).is_err());
+        assert_eq!(recorded_digest(host.path(), &digest, false), Some(digest));
+    }
+
+    #[test]
+    fn hosts_making_the_key_at_once_agree_on_one() {
+        let host = tempfile::tempdir().unwrap();
+        let digest = "0".repeat(64);
+        let tags: Vec<String> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| sealed_tag(host.path(), &digest).unwrap()))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(tags.iter().all(|t| *t == tags[0]), "{tags:?}");
+    }
+}
