@@ -57,6 +57,8 @@ pub struct Policy {
     /// A chain older than this (since its full base) gets a new base.
     pub full_every: Duration,
     /// A chain this many snapshots deep (base excluded) gets a new base.
+    /// Restores stay fast at any depth (compaction, and the bytes rule in
+    /// [`decide`]), so the default is a day of one run a second.
     pub max_chain: u32,
 }
 
@@ -64,7 +66,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             full_every: Duration::from_secs(24 * 3600),
-            max_chain: 1440,
+            max_chain: 86_400,
         }
     }
 }
@@ -427,6 +429,17 @@ pub(crate) fn decide(
     }
     if map.chain_depth >= policy.max_chain {
         return Decision::Full(format!("chain reached {} snapshots", map.chain_depth));
+    }
+    // A restore reads every pack the image needs: once they hold half as
+    // much again as the base, a new base costs less than what every later
+    // restore (and the chain's storage) would.
+    if let Some(base) = map.base_bytes {
+        let needed: u64 = map.packs.iter().map(|p| p.size).sum();
+        if needed > base.saturating_add(base / 2) {
+            return Decision::Full(format!(
+                "the packs the image needs hold {needed} bytes, 1.5x its base's {base}"
+            ));
+        }
     }
     let age = now.duration_since(map.chain_started);
     if age.as_secs_f64() >= policy.full_every.as_secs_f64() {
@@ -959,6 +972,7 @@ mod tests {
             chain_depth: 1,
             chain_started: e.snapshot_at,
             stored_bytes: 1,
+            base_bytes: None,
             packs: Vec::new(),
             hashes_sha256: None,
             runs: Vec::new().into(),
@@ -996,6 +1010,46 @@ mod tests {
         assert!(why(decide_with(&prev, &[])).contains("sealed; this chain is not"));
         let plain = chain_entry(&[]);
         assert!(why(decide_with(&plain, &same)).contains("not sealed; this chain is"));
+    }
+
+    #[test]
+    fn a_chain_whose_packs_outgrow_its_base_by_half_takes_a_new_base() {
+        let pack = |size| PackRef {
+            key: format!("p{size}"),
+            size,
+            sha256: "0".repeat(64),
+            pages: 1,
+            index: "i".into(),
+            index_sha256: "0".repeat(64),
+            index_at: 0,
+            xor: true,
+        };
+        let hashes = vec![[1u8; HASH_LEN]; 4];
+        let decide_on = |packs: Vec<PackRef>, base_bytes| {
+            let mut prev = chain_entry(&[]);
+            let map = prev.pages.as_mut().unwrap();
+            map.packs = packs;
+            map.base_bytes = base_bytes;
+            decide(
+                Some((&prev, &hashes)),
+                4096,
+                &hashes,
+                prev.snapshot_at,
+                &Policy::default(),
+                &[],
+            )
+        };
+        let continues = Decision::Incremental(vec![false; 4]);
+        assert_eq!(
+            decide_on(vec![pack(1000), pack(500)], Some(1000)),
+            continues
+        );
+        assert!(matches!(
+            decide_on(vec![pack(1000), pack(501)], Some(1000)),
+            Decision::Full(why) if why.contains("1.5x its base")
+        ));
+        // Maps from before the base's size was recorded: depth and age only.
+        assert_eq!(decide_on(vec![pack(1000), pack(9000)], None), continues);
     }
 
     #[test]

@@ -293,6 +293,7 @@ mod tests {
                 chain_depth: 0,
                 chain_started: t,
                 stored_bytes: 1,
+                base_bytes: None,
                 hashes_sha256: None,
                 packs: vec![PackRef {
                     key: keys[2].clone(),

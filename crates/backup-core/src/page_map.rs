@@ -22,6 +22,9 @@ pub struct PageMap {
     pub chain_started: Timestamp,
     /// Bytes this snapshot stored (its new packs and its index).
     pub stored_bytes: u64,
+    /// Bytes the chain's full base stored; `None` in maps written before
+    /// it was recorded.
+    pub base_bytes: Option<u64>,
     /// Every pack the image needs, its own and earlier ones.
     pub packs: Vec<PackRef>,
     /// SHA-256 of the image's page hashes in page order ([`hashes_digest`](crate::incremental::hashes_digest)):
@@ -503,6 +506,7 @@ mod tests {
             chain_depth: 3,
             chain_started: Timestamp::UNIX_EPOCH,
             stored_bytes: 1,
+            base_bytes: None,
             packs: vec![],
             hashes_sha256: None,
             runs: runs(n).into(),

@@ -25,11 +25,13 @@ fn database(dir: &std::path::Path, name: &str, host: &str) -> (Database, Connect
     let app = Connection::open(&path).unwrap();
     app.execute_batch(
         // Enough pages that one inserted row is a small change (past half
-        // the pages changed, a run starts a new base).
+        // the pages changed, a run starts a new base), and rows that do not
+        // compress to nothing (once the packs a chain needs outweigh its
+        // base by half, a run starts a new base too).
         "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
          CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
-         INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;",
+         INSERT INTO t(v) SELECT hex(randomblob(150)) FROM n;",
     )
     .unwrap();
     let mut d = Database::new("app", path).require_tables(["t"]).host(host);

@@ -63,6 +63,7 @@ fn entry(sink: &dyn Sink, i: usize, incremental: bool) -> Entry {
             chain_depth: 1,
             chain_started: t(0),
             stored_bytes: body.len() as u64,
+            base_bytes: None,
             packs: vec![PackRef {
                 key: pack,
                 size: body.len() as u64,

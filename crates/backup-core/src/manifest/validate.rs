@@ -259,6 +259,9 @@ fn page_map(at: &str, map: &PageMap) -> Checked {
         MAX_BYTES,
         "larger than any snapshot",
     )?;
+    if let Some(b) = map.base_bytes {
+        at_most(f("base_bytes"), b, MAX_BYTES, "larger than any snapshot")?;
+    }
     if let Some(h) = &map.hashes_sha256 {
         sha256(f("hashes_sha256"), h)?;
     }
@@ -441,6 +444,7 @@ fn template() -> Value {
                 chain_depth: 0,
                 chain_started: t,
                 stored_bytes: 1,
+                base_bytes: Some(1),
                 packs: vec![PackRef {
                     key: "p".into(),
                     size: 1,

@@ -27,6 +27,8 @@ struct Writing<'a> {
     chain_depth: u32,
     chain_started: Timestamp,
     stored_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_bytes: Option<u64>,
     pack_groups: Vec<Group>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hashes_sha256: &'a Option<String>,
@@ -38,6 +40,8 @@ pub(super) struct Reading {
     chain_depth: u32,
     chain_started: Timestamp,
     stored_bytes: u64,
+    #[serde(default)]
+    base_bytes: Option<u64>,
     /// Before version 5.
     #[serde(default)]
     packs: Option<Vec<PackRef>>,
@@ -128,6 +132,7 @@ impl Serialize for PageMap {
             chain_depth: self.chain_depth,
             chain_started: self.chain_started,
             stored_bytes: self.stored_bytes,
+            base_bytes: self.base_bytes,
             pack_groups: group(&self.packs),
             hashes_sha256: &self.hashes_sha256,
             runs: &self.runs,
@@ -150,6 +155,7 @@ impl TryFrom<Reading> for PageMap {
             chain_depth: r.chain_depth,
             chain_started: r.chain_started,
             stored_bytes: r.stored_bytes,
+            base_bytes: r.base_bytes,
             packs,
             hashes_sha256: r.hashes_sha256,
             runs: r.runs,
@@ -179,6 +185,7 @@ mod tests {
             chain_depth: 3,
             chain_started: "2026-12-07T12:00:00Z".parse().unwrap(),
             stored_bytes: 9,
+            base_bytes: Some(9),
             packs,
             hashes_sha256: None,
             runs: Vec::new().into(),

@@ -1042,10 +1042,15 @@ impl<'a> Progress<'a> {
             Some(dir) => incremental::recorded_digest(dir, &hashed.hashes_sha256, sealed),
             None => (!sealed).then(|| hashed.hashes_sha256.clone()),
         };
+        let base_bytes = match &chain.previous {
+            Some(m) => m.base_bytes,
+            None => Some(stored_bytes),
+        };
         let map = PageMap {
             chain_depth,
             chain_started,
             stored_bytes,
+            base_bytes,
             packs,
             hashes_sha256,
             runs,
