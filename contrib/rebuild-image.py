@@ -13,6 +13,7 @@ plain one. The layout is in docs/src/encryption.md and incremental.md.
 
 import base64
 import json
+import struct
 import subprocess
 import sys
 
@@ -41,18 +42,25 @@ def varints(data, at=0):
 
 
 def runs(stored):
-    """[first, count, pack, at] runs, from the manifest's arrays or from the
-    packed "zstd+varint+base64:" form (count, pack, zigzag skip per run)."""
+    """[first, count, pack, at] runs, from the manifest's arrays or from a
+    packed form: "zstd+varint+base64:" (count, pack, zigzag skip per run) or
+    the older "zstd+base64:" (count u64, pack u32, at u64, little-endian)."""
     if isinstance(stored, list):
         return stored
-    raw = base64.b64decode(stored.removeprefix("zstd+varint+base64:"))
-    raw = subprocess.run(["zstd", "-d", "-c"], input=raw,
+    form, _, text = stored.partition("base64:")
+    raw = subprocess.run(["zstd", "-d", "-c"], input=base64.b64decode(text),
                          capture_output=True, check=True).stdout
-    values = [v for v, _ in varints(raw)]
-    out, first, ends = [], 0, {}
-    for count, pack, zz in zip(values[0::3], values[1::3], values[2::3]):
-        at = ends.get(pack, 0) + ((zz >> 1) ^ -(zz & 1))
-        ends[pack] = at + count
+    if form == "zstd+varint+":
+        values = [v for v, _ in varints(raw)]
+        parts, ends = [], {}
+        for count, pack, zz in zip(values[0::3], values[1::3], values[2::3]):
+            at = ends.get(pack, 0) + ((zz >> 1) ^ -(zz & 1))
+            ends[pack] = at + count
+            parts.append((count, pack, at))
+    else:
+        parts = [struct.unpack_from("<QIQ", raw, i) for i in range(0, len(raw), 20)]
+    out, first = [], 0
+    for count, pack, at in parts:
         out.append([first, count, pack, at])
         first += count
     return out

@@ -837,3 +837,38 @@ fn new_recipients_start_a_new_full_base_and_list_shows_who_each_snapshot_is_seal
         "{text}"
     );
 }
+
+/// Two passphrases share the fingerprint `passphrase`; a new one must still
+/// start a new chain, or its snapshots would need both to restore.
+#[test]
+fn a_new_passphrase_starts_a_new_chain() {
+    let s = Sealed::new();
+    s.configure("passphrase_env = \"BACKUP_PASSPHRASE\"", "");
+    let run = |pass: &str, args: &[&str]| {
+        let out = s
+            .command(args)
+            .env("BACKUP_PASSPHRASE", pass)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            output_text(&out)
+        );
+        out
+    };
+    run("first passphrase", &["backup"]);
+    s.change(1);
+    let log = output_text(&run("second passphrase", &["backup"]));
+    assert!(log.contains("full base"), "{log}");
+    let listed = run("second passphrase", &["list", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(chain_depths(&rows), [0, 0]);
+    let verified = run("second passphrase", &["verify", "--latest", "app"]);
+    assert!(
+        output_text(&verified).contains("every check passed"),
+        "{}",
+        output_text(&verified)
+    );
+}

@@ -136,7 +136,7 @@ impl Builder {
     }
 
     /// When incremental databases start a new chain with a full base
-    /// (default: after 24 hours or 1,440 snapshots).
+    /// (default: after 24 hours, 86,400 snapshots, or once the packs an image needs hold 1.5× what its base stored).
     pub fn incremental(mut self, policy: crate::incremental::Policy) -> Self {
         self.options.incremental = policy;
         self

@@ -90,6 +90,9 @@ pub struct Recipients(Arc<RecipientsInner>);
 struct RecipientsInner {
     keys: Vec<Box<dyn age::Recipient + Send + Sync>>,
     fingerprints: Vec<String>,
+    /// BLAKE3 of the passphrase in passphrase mode: two passphrases share a
+    /// fingerprint. Kept in memory only (see [`Recipients::tag_context`]).
+    passphrase: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Recipients {
@@ -132,6 +135,7 @@ impl Recipients {
         Ok(Self(Arc::new(RecipientsInner {
             keys: parsed,
             fingerprints,
+            passphrase: None,
         })))
     }
 
@@ -158,10 +162,29 @@ impl Recipients {
     /// Encrypt with a passphrase instead of keys (age's scrypt mode: about
     /// a second of work for each object written or read).
     pub fn passphrase(passphrase: SecretString) -> Self {
+        use age::secrecy::ExposeSecret;
+        let hashed = *blake3::hash(passphrase.expose_secret().as_bytes()).as_bytes();
         Self(Arc::new(RecipientsInner {
             keys: vec![Box::new(age::scrypt::Recipient::new(passphrase))],
             fingerprints: vec![PASSPHRASE.into()],
+            passphrase: Some(hashed),
         }))
+    }
+
+    /// What tells these recipients from others, for a key the backup host
+    /// holds to mix into what it records in the clear (a sealed chain's
+    /// tag): the sorted fingerprints, and in passphrase mode a hash of the
+    /// passphrase, which the fingerprint (`passphrase`) does not tell.
+    /// Never written anywhere as it is.
+    pub(crate) fn tag_context(&self) -> Vec<u8> {
+        let mut fingerprints = self.0.fingerprints.clone();
+        fingerprints.sort();
+        let mut out = fingerprints.join(",").into_bytes();
+        if let Some(p) = &self.0.passphrase {
+            out.push(0);
+            out.extend_from_slice(p);
+        }
+        out
     }
 
     /// Short fingerprints of the recipients (see [`fingerprint`]), or

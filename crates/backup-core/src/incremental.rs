@@ -51,6 +51,10 @@ pub const HASH_LEN: usize = 16;
 /// A page's hash.
 pub(crate) type PageHash = [u8; HASH_LEN];
 
+/// The default `max_chain` before chains recorded their base's size; it
+/// still ends the chains that do not.
+const LEGACY_MAX_CHAIN: u32 = 1440;
+
 /// When an incremental run starts a new chain with a full base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -268,9 +272,21 @@ fn cache_file(dir: &Path, sink: &str, label: &str) -> std::path::PathBuf {
 /// stale, damaged, or written for another snapshot), and the caller reads
 /// them from the sink. The cache saves a remote sink one download of every
 /// page index a snapshot's packs name, on every run.
-pub fn cached_hashes(dir: &Path, sink: &str, entry: &Entry) -> Option<Vec<PageHash>> {
+///
+/// `seal`: the recipients this run seals to. A sealed entry's cache matches
+/// only under the recipients (and passphrase) it was sealed with.
+pub fn cached_hashes(
+    dir: &Path,
+    sink: &str,
+    entry: &Entry,
+    seal: Option<&Recipients>,
+) -> Option<Vec<PageHash>> {
+    if entry.is_encrypted() != seal.is_some() {
+        return None;
+    }
     let file = cache_file(dir, sink, &entry.label);
-    cached_in(dir, &file, entry).or_else(|| cached_in(dir, &previous_cache(&file), entry))
+    cached_in(dir, &file, entry, seal)
+        .or_else(|| cached_in(dir, &previous_cache(&file), entry, seal))
 }
 
 /// The cache before the newest run's: a run killed before its manifest
@@ -279,22 +295,30 @@ fn previous_cache(file: &Path) -> std::path::PathBuf {
     file.with_extension("pagehashes.prev")
 }
 
-fn cached_in(dir: &Path, file: &Path, entry: &Entry) -> Option<Vec<PageHash>> {
+fn cached_in(
+    dir: &Path,
+    file: &Path,
+    entry: &Entry,
+    seal: Option<&Recipients>,
+) -> Option<Vec<PageHash>> {
     let want = entry.pages.as_ref()?.hashes_sha256.as_ref()?;
-    let sealed = entry.is_encrypted();
     hash_file::read_if(file, entry.page_count, |digest| {
-        recorded_digest(dir, digest, sealed).is_some_and(|r| r == *want)
+        recorded_digest(dir, digest, seal).is_some_and(|r| r == *want)
     })
 }
 
 /// What the manifest of a snapshot whose page hashes have `digest` records
-/// in the clear: the digest itself, or for a sealed chain its
+/// in the clear: the digest itself, or for a chain sealed to `seal` its
 /// [`sealed_tag`]; `None` when the tag's key cannot be had.
-pub(crate) fn recorded_digest(dir: &Path, digest: &str, sealed: bool) -> Option<String> {
-    if !sealed {
+pub(crate) fn recorded_digest(
+    dir: &Path,
+    digest: &str,
+    seal: Option<&Recipients>,
+) -> Option<String> {
+    let Some(seal) = seal else {
         return Some(digest.to_string());
-    }
-    sealed_tag(dir, digest)
+    };
+    sealed_tag(dir, digest, &seal.tag_context())
         .inspect_err(|e| {
             tracing::warn!(
                 "cannot use the sealed chains' tag key in {}: {e}",
@@ -308,16 +332,20 @@ pub(crate) fn recorded_digest(dir: &Path, digest: &str, sealed: bool) -> Option<
 const TAG_KEY: &str = "sealed-tag.key";
 
 /// What a sealed chain's manifest shows of its page-hash digest: the digest
-/// keyed (BLAKE3) with a secret only this host holds, made on first use in
-/// `dir`. An unkeyed digest of the page hashes would let anyone with a
-/// guess of the whole database confirm it; the keyed one lets only the host
-/// that wrote the snapshot match its cached hashes to it. A lost key costs
-/// a new full base, as a lost cache does.
-pub(crate) fn sealed_tag(dir: &Path, digest: &str) -> io::Result<String> {
+/// and the sealing's `context` ([`Recipients::tag_context`]) keyed (BLAKE3)
+/// with a secret only this host holds, made on first use in `dir`. An
+/// unkeyed digest of the page hashes would let anyone with a guess of the
+/// whole database confirm it; the keyed one lets only the host that wrote
+/// the snapshot match its cached hashes to it, and only under the same
+/// recipients or passphrase (a new passphrase then starts a new chain). A
+/// lost key costs a new full base, as a lost cache does.
+pub(crate) fn sealed_tag(dir: &Path, digest: &str, context: &[u8]) -> io::Result<String> {
     let key = tag_key(dir)?;
-    Ok(blake3::keyed_hash(&key, digest.as_bytes())
-        .to_hex()
-        .to_string())
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(digest.as_bytes());
+    h.update(&[0]);
+    h.update(context);
+    Ok(h.finalize().to_hex().to_string())
 }
 
 fn tag_key(dir: &Path) -> io::Result<[u8; 32]> {
@@ -330,10 +358,18 @@ fn tag_key(dir: &Path) -> io::Result<[u8; 32]> {
             )
         })
     };
-    match read(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    // A damaged key is replaced: what it tagged no longer matches (one new
+    // base), and the chains after it work again.
+    let damaged = match read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            tracing::warn!(
+                "{e}; making a new one (the next run of each sealed chain is a full base)"
+            );
+            true
+        }
         other => return other,
-    }
+    };
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
     let key: [u8; 32] = rand::random();
     // A private temporary file linked into place, never over another: two
@@ -341,6 +377,10 @@ fn tag_key(dir: &Path) -> io::Result<[u8; 32]> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&key)?;
     tmp.as_file().sync_all()?;
+    if damaged {
+        tmp.persist(&path).map_err(|e| e.error)?;
+        return Ok(key);
+    }
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(key),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => read(&path),
@@ -365,15 +405,16 @@ pub(crate) fn cache_hashes(
     label: &str,
     hashes: &[PageHash],
     digest: &str,
-    previous: Option<(&str, bool)>,
+    previous: Option<&str>,
+    seal: Option<&Recipients>,
 ) -> io::Result<()> {
     crate::fsutil::create_dir_all_mode(dir, 0o700)?;
     let file = cache_file(dir, sink, label);
     let rotate = match previous {
         // A new base: whatever the sink's newest is, it is not this run's.
         None => true,
-        Some((previous, sealed)) => hash_file::digest(&file)?
-            .and_then(|d| recorded_digest(dir, &d, sealed))
+        Some(previous) => hash_file::digest(&file)?
+            .and_then(|d| recorded_digest(dir, &d, seal))
             .is_some_and(|d| d == previous),
     };
     if rotate {
@@ -411,7 +452,12 @@ pub(crate) fn decide(
     let Some(map) = &prev.pages else {
         return Decision::Full("the newest snapshot is a full artifact".into());
     };
-    if prev.encrypted_to != sealed_to {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    if sorted(&prev.encrypted_to) != sorted(sealed_to) {
         return Decision::Full(
             match (prev.encrypted_to.is_empty(), sealed_to.is_empty()) {
                 (true, _) => "the newest snapshot is not sealed; this chain is",
@@ -433,13 +479,21 @@ pub(crate) fn decide(
     // A restore reads every pack the image needs: once they hold half as
     // much again as the base, a new base costs less than what every later
     // restore (and the chain's storage) would.
-    if let Some(base) = map.base_bytes {
-        let needed: u64 = map.packs.iter().map(|p| p.size).sum();
-        if needed > base.saturating_add(base / 2) {
-            return Decision::Full(format!(
-                "the packs the image needs hold {needed} bytes, 1.5x its base's {base}"
-            ));
+    match map.base_bytes {
+        Some(base) => {
+            let needed = map.packs.iter().fold(0u64, |n, p| n.saturating_add(p.size));
+            if needed > base.saturating_add(base / 2) {
+                return Decision::Full(format!(
+                    "the packs the image needs hold {needed} bytes, 1.5x its base's {base}"
+                ));
+            }
         }
+        // A chain begun before the base's size was recorded keeps the
+        // depth limit it began under.
+        None if map.chain_depth >= LEGACY_MAX_CHAIN.min(policy.max_chain) => {
+            return Decision::Full(format!("chain reached {} snapshots", map.chain_depth));
+        }
+        None => {}
     }
     let age = now.duration_since(map.chain_started);
     if age.as_secs_f64() >= policy.full_every.as_secs_f64() {
@@ -576,13 +630,14 @@ impl<'a> PackWriter<'a> {
         }
         let key = Self::pack_key(&self.base, self.packs.len());
         if let Some(r) = &self.seal {
+            let sealed = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
             if let (true, Some(local)) = (xor, &self.keep_plain)
-                && let Err(e) = local.keep(&key, &bytes)
+                && let Err(e) = local.keep(&key, &bytes, &Sha256::hex_of(&sealed))
             {
                 // Costs a full base when the pack is to be folded.
                 tracing::warn!("cannot keep the plaintext of {key} for later folds: {e}");
             }
-            bytes = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
+            bytes = sealed;
         }
         self.sink.put(&key, &bytes)?;
         let index_at = self.packs.iter().map(|p| p.pages).sum();
@@ -1014,16 +1069,7 @@ mod tests {
 
     #[test]
     fn a_chain_whose_packs_outgrow_its_base_by_half_takes_a_new_base() {
-        let pack = |size| PackRef {
-            key: format!("p{size}"),
-            size,
-            sha256: "0".repeat(64),
-            pages: 1,
-            index: "i".into(),
-            index_sha256: "0".repeat(64),
-            index_at: 0,
-            xor: true,
-        };
+        let pack = |size| PackRef::sample_xor(&format!("p{size}"), size);
         let hashes = vec![[1u8; HASH_LEN]; 4];
         let decide_on = |packs: Vec<PackRef>, base_bytes| {
             let mut prev = chain_entry(&[]);
@@ -1055,11 +1101,17 @@ mod tests {
     #[test]
     fn the_sealed_tag_is_keyed_by_a_private_key_of_this_host_only() {
         let digest = "0".repeat(64);
+        let ctx = b"fingerprint";
         let host = tempfile::tempdir().unwrap();
-        let tag = sealed_tag(host.path(), &digest).unwrap();
-        assert_eq!(sealed_tag(host.path(), &digest).unwrap(), tag, "stable");
+        let tag = sealed_tag(host.path(), &digest, ctx).unwrap();
+        assert_eq!(
+            sealed_tag(host.path(), &digest, ctx).unwrap(),
+            tag,
+            "stable"
+        );
         assert_ne!(tag, digest);
-        assert_ne!(sealed_tag(host.path(), &"1".repeat(64)).unwrap(), tag);
+        assert_ne!(sealed_tag(host.path(), &"1".repeat(64), ctx).unwrap(), tag);
+        assert_ne!(sealed_tag(host.path(), &digest, b"other").unwrap(), tag);
         use std::os::unix::fs::PermissionsExt;
         let key = host.path().join(TAG_KEY);
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
@@ -1067,10 +1119,24 @@ mod tests {
         // Another host (or this one after losing its key) tags differently:
         // its cache never matches, and a new base follows.
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(sealed_tag(other.path(), &digest).unwrap(), tag);
+        assert_ne!(sealed_tag(other.path(), &digest, ctx).unwrap(), tag);
+        // A damaged key is replaced once, then tags are stable again.
         std::fs::write(&key, b"short").unwrap();
-        assert!(sealed_tag(host.path(), &digest).is_err());
-        assert_eq!(recorded_digest(host.path(), &digest, false), Some(digest));
+        let again = sealed_tag(host.path(), &digest, ctx).unwrap();
+        assert_ne!(again, tag);
+        assert_eq!(sealed_tag(host.path(), &digest, ctx).unwrap(), again);
+        assert_eq!(
+            recorded_digest(host.path(), &digest, None),
+            Some(digest.clone())
+        );
+        // Two passphrases share the fingerprint `passphrase`, not the tag.
+        let one = Recipients::passphrase("one".to_string().into());
+        let two = Recipients::passphrase("two".to_string().into());
+        assert_eq!(one.fingerprints(), two.fingerprints());
+        assert_ne!(
+            recorded_digest(host.path(), &digest, Some(&one)),
+            recorded_digest(host.path(), &digest, Some(&two))
+        );
     }
 
     #[test]
@@ -1079,7 +1145,7 @@ mod tests {
         let digest = "0".repeat(64);
         let tags: Vec<String> = std::thread::scope(|s| {
             let runs: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| sealed_tag(host.path(), &digest).unwrap()))
+                .map(|_| s.spawn(|| sealed_tag(host.path(), &digest, b"").unwrap()))
                 .collect();
             runs.into_iter().map(|r| r.join().unwrap()).collect()
         });

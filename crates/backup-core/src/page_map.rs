@@ -357,6 +357,23 @@ pub struct PackRef {
     pub xor: bool,
 }
 
+#[cfg(test)]
+impl PackRef {
+    /// An XOR pack `key` of `size` bytes and one delta, for tests.
+    pub(crate) fn sample_xor(key: &str, size: u64) -> Self {
+        Self {
+            key: key.into(),
+            size,
+            sha256: "0".repeat(64),
+            pages: 1,
+            index: "i".into(),
+            index_sha256: "0".repeat(64),
+            index_at: 0,
+            xor: true,
+        }
+    }
+}
+
 impl PageMap {
     /// Whether some pack holds XOR deltas: the runs then describe the image
     /// the deltas apply to, and pages past them start as zeros.

@@ -245,7 +245,7 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
         .build();
     b.backup(&app).unwrap();
     let base = newest(&b);
-    let cached = backup_core::incremental::cached_hashes(&cache, "local", &base.entry)
+    let cached = backup_core::incremental::cached_hashes(&cache, "local", &base.entry, None)
         .expect("the run cached its page hashes");
     assert_eq!(cached.len() as u64, base.entry.page_count);
 
@@ -265,10 +265,16 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
-    assert!(backup_core::incremental::cached_hashes(&cache, "local", &second.entry).is_none());
+    assert!(
+        backup_core::incremental::cached_hashes(&cache, "local", &second.entry, None).is_none()
+    );
     std::fs::write(&file, &bytes[..bytes.len() - 16]).unwrap();
-    assert!(backup_core::incremental::cached_hashes(&cache, "local", &second.entry).is_none());
-    assert!(backup_core::incremental::cached_hashes(&cache, "other", &second.entry).is_none());
+    assert!(
+        backup_core::incremental::cached_hashes(&cache, "local", &second.entry, None).is_none()
+    );
+    assert!(
+        backup_core::incremental::cached_hashes(&cache, "other", &second.entry, None).is_none()
+    );
     // The chain stores XOR deltas, whose page indexes hold only the pages
     // each run changed: without its cache the run cannot learn every
     // page's hash from the sink, so it starts a new base, and rewrites the
@@ -279,7 +285,7 @@ fn page_hash_cache_spares_the_index_and_is_used_only_when_it_matches() {
     let third = newest(&b);
     assert_eq!(third.entry.pages.as_ref().unwrap().chain_depth, 0);
     restores_exactly(&b, &app, &third, &dir.path().join("r2.db"));
-    assert!(backup_core::incremental::cached_hashes(&cache, "local", &third.entry).is_some());
+    assert!(backup_core::incremental::cached_hashes(&cache, "local", &third.entry, None).is_some());
     touch(&app, 500, 600, "d");
     b.backup(&app).unwrap();
     let fourth = newest(&b);

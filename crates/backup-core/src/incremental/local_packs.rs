@@ -4,8 +4,10 @@
 //! sealed packs back: it holds no key that opens them. So it keeps, in its
 //! state folder (private, as the page hashes are), the compressed plaintext
 //! of each XOR pack it seals, until the pack settles or leaves the chain.
-//! Each copy is checked against the SHA-256 written beside it; a missing or
-//! damaged copy costs a new full base, as a lost page-hash cache does.
+//! Beside each copy are its SHA-256 and that of the sealed pack it became:
+//! a copy is used only for that pack and only with every byte as written,
+//! and a missing or damaged one costs a new full base, as a lost page-hash
+//! cache does.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -38,30 +40,48 @@ impl LocalPacks {
         self.path(key).with_extension("sha256")
     }
 
-    /// Keep `plain`, the bytes of pack `key` before they were sealed.
-    pub fn keep(&self, key: &str, plain: &[u8]) -> io::Result<()> {
+    /// Keep `plain`, the bytes of pack `key` before they were sealed into
+    /// the bytes whose SHA-256 is `stored`.
+    pub fn keep(&self, key: &str, plain: &[u8], stored: &str) -> io::Result<()> {
         crate::fsutil::create_dir_all_mode(&self.dir, 0o700)?;
         crate::fsutil::atomic_write_mode(&self.path(key), plain, 0o600)?;
-        crate::fsutil::atomic_write_mode(
-            &self.digest_path(key),
-            Sha256::hex_of(plain).as_bytes(),
-            0o600,
-        )
+        let digests = format!("{} {stored}\n", Sha256::hex_of(plain));
+        crate::fsutil::atomic_write_mode(&self.digest_path(key), digests.as_bytes(), 0o600)
     }
 
-    /// Whether `p` has a copy (its check comes when it is read).
-    pub fn has(&self, p: &PackRef) -> bool {
-        self.path(&p.key).is_file() && self.digest_path(&p.key).is_file()
+    /// The SHA-256 of `p`'s copy as written, if the copy is of exactly the
+    /// pack the manifest names (the stored bytes' SHA-256 it was sealed
+    /// into).
+    fn plain_sha256(&self, p: &PackRef) -> Option<String> {
+        let digests = std::fs::read_to_string(self.digest_path(&p.key)).ok()?;
+        match digests.split_whitespace().collect::<Vec<_>>()[..] {
+            [plain, stored] if stored == p.sha256 => Some(plain.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether `p` has a copy that a fold can use: of this very pack, and
+    /// with every byte as written. Checked before a run decides to fold, so
+    /// a damaged copy costs a new base, never a run that fails again and
+    /// again.
+    pub fn usable(&self, p: &PackRef) -> bool {
+        let Some(want) = self.plain_sha256(p) else {
+            return false;
+        };
+        let Ok(file) = std::fs::File::open(self.path(&p.key)) else {
+            return false;
+        };
+        let mut hashing = crate::digest::HashingReader::new(file);
+        io::copy(&mut hashing, &mut io::sink()).is_ok() && hashing.finish().0 == want
     }
 
     /// A reader of `p`'s deltas from its copy.
     pub fn open(&self, p: &PackRef) -> Result<xor_pack::Reader, PackProblem> {
-        let sha256 =
-            std::fs::read_to_string(self.digest_path(&p.key)).map_err(|e| PackProblem {
-                key: p.key.clone(),
-                reason: format!("the digest of its local copy: {e}"),
-            })?;
-        xor_pack::Reader::open_local(&self.path(&p.key), p, sha256.trim().to_string())
+        let sha256 = self.plain_sha256(p).ok_or_else(|| PackProblem {
+            key: p.key.clone(),
+            reason: "its local copy is missing or of another pack".into(),
+        })?;
+        xor_pack::Reader::open_local(&self.path(&p.key), p, sha256)
     }
 
     /// Remove every copy but those of `keep`: the packs the sink's newest
@@ -94,16 +114,7 @@ mod tests {
     use super::*;
 
     fn pack(key: &str) -> PackRef {
-        PackRef {
-            key: key.into(),
-            size: 1,
-            sha256: "0".repeat(64),
-            pages: 1,
-            index: "i".into(),
-            index_sha256: "0".repeat(64),
-            index_at: 0,
-            xor: true,
-        }
+        PackRef::sample_xor(key, 1)
     }
 
     #[test]
@@ -114,9 +125,15 @@ mod tests {
             pack("2026-12-07/app-1.000.pack"),
             pack("2026-12-08/app-1.000.pack"),
         );
-        local.keep(&a.key, b"plaintext a").unwrap();
-        local.keep(&b.key, b"plaintext b").unwrap();
-        assert!(local.has(&a) && local.has(&b));
+        local.keep(&a.key, b"plaintext a", &a.sha256).unwrap();
+        local.keep(&b.key, b"plaintext b", &b.sha256).unwrap();
+        assert!(local.usable(&a) && local.usable(&b));
+        // A pack of the same key the copy was not sealed into.
+        let resealed = PackRef {
+            sha256: "1".repeat(64),
+            ..a.clone()
+        };
+        assert!(!local.usable(&resealed));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(local.path(&a.key))
             .unwrap()
@@ -124,8 +141,9 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        // Edited behind the host's back: named when read to its end.
+        // Edited behind the host's back: not usable, and named when read.
         std::fs::write(local.path(&a.key), b"plaintext A").unwrap();
+        assert!(!local.usable(&a));
         let e = match local.open(&a) {
             Err(e) => e,
             Ok(r) => r.finish().unwrap_err(),
@@ -133,9 +151,9 @@ mod tests {
         assert_eq!(e.key, a.key);
 
         local.retain([&b]).unwrap();
-        assert!(!local.has(&a) && local.has(&b));
+        assert!(!local.path(&a.key).exists() && local.usable(&b));
         local.retain([]).unwrap();
-        assert!(!local.has(&b));
+        assert!(!local.usable(&b));
         assert_eq!(std::fs::read_dir(&local.dir).unwrap().count(), 0);
     }
 }

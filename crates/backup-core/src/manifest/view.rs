@@ -563,6 +563,12 @@ pub fn load_runs(sink: &dyn Sink, entry: &mut Entry) -> Result<(), CatalogError>
         (Some(m), Some(elided)) => std::mem::replace(&mut m.runs, elided),
         _ => return Err(malformed(&format!("entry {} has no page map", entry.key))),
     };
+    // `base_bytes` only decides when a chain takes a new base, and a
+    // checkpoint written by an older version drops it: the manifest's wins.
+    let base_bytes = found.pages.as_ref().and_then(|m| m.base_bytes);
+    if let Some(m) = found.pages.as_mut() {
+        m.base_bytes = entry.pages.as_ref().and_then(|m| m.base_bytes);
+    }
     if found != *entry {
         return Err(malformed(&format!(
             "entry {} differs from the catalog checkpoint's",
@@ -571,6 +577,7 @@ pub fn load_runs(sink: &dyn Sink, entry: &mut Entry) -> Result<(), CatalogError>
     }
     if let Some(map) = entry.pages.as_mut() {
         map.runs = runs;
+        map.base_bytes = base_bytes;
     }
     Ok(())
 }

@@ -390,11 +390,12 @@ fn store_pages(
     };
     // Staged under what the manifests will record (a sealed chain's tag),
     // which is what the next run finds published.
-    let sealed = chains.iter().any(|c| c.seal.is_some());
+    // Every chain of one database seals alike.
+    let sealing = chains.iter().find_map(|c| c.seal.as_ref());
     let recorded = opts
         .page_cache
         .as_deref()
-        .and_then(|dir| incremental::recorded_digest(dir, &hashed.hashes_sha256, sealed));
+        .and_then(|dir| incremental::recorded_digest(dir, &hashed.hashes_sha256, sealing));
     let staged = |copied: io::Result<()>, staging: Option<crate::mirror::Staging>| {
         if let Some(s) = staging
             && let Some(recorded) = &recorded
@@ -708,13 +709,13 @@ fn decide_chain<'a>(
 ) -> Result<Chain<'a>, SinkError> {
     let cached = |p: &Entry| {
         let dir = opts.page_cache.as_deref()?;
-        incremental::cached_hashes(dir, &a.sink, p)
+        incremental::cached_hashes(dir, &a.sink, p, db.encryption.as_ref())
     };
-    let local = opts
+    let copies = opts
         .page_cache
         .as_deref()
-        .filter(|_| db.encryption.is_some())
         .map(|dir| LocalPacks::new(dir, &a.sink, &db.label));
+    let local = copies.clone().filter(|_| db.encryption.is_some());
     let prev_hashes = match &previous {
         Some(p) => match cached(p).map_or_else(|| incremental::load_hashes(sink, p), Ok) {
             Ok(h) => Some(h),
@@ -754,12 +755,12 @@ fn decide_chain<'a>(
                     let folded = compaction::fold_xor(&map.packs, new, settled);
                     let lost = local
                         .as_ref()
-                        .and_then(|l| folded.iter().map(|&i| &map.packs[i]).find(|p| !l.has(p)));
+                        .and_then(|l| folded.iter().map(|&i| &map.packs[i]).find(|p| !l.usable(p)));
                     if let Some(p) = lost {
                         info!(
                             label = %db.label,
                             sink = %a.sink,
-                            "full base (no local copy of sealed pack {} to fold)",
+                            "full base (no usable local copy of sealed pack {} to fold)",
                             p.key
                         );
                         break 'built (None, Vec::new(), None, None);
@@ -809,12 +810,14 @@ fn decide_chain<'a>(
         }
         (Decision::Incremental(_), None) => (None, Vec::new(), None, None),
     };
-    if let Some(l) = &local {
+    if let Some(l) = &copies {
         // Copies of packs the sink's newest snapshot can still fold, and
-        // nothing else (a full base folds nothing).
+        // nothing else (a full base folds nothing; an unsealed chain reads
+        // its packs back, and plaintext left from a sealed one goes).
         let settled = compaction::settled_pages(page_size);
         let foldable = previous
             .iter()
+            .filter(|_| local.is_some())
             .flat_map(|m| &m.packs)
             .filter(|p| p.xor && p.pages < settled);
         if let Err(e) = l.retain(foldable) {
@@ -1037,10 +1040,10 @@ impl<'a> Progress<'a> {
         };
         // A sealed chain shows only a tag its host keys (and the sealed
         // facts hold the digest): no unkeyed hash of plaintext on a sink.
-        let sealed = chain.seal.is_some();
+        let seal = chain.seal.as_ref();
         let hashes_sha256 = match &opts.page_cache {
-            Some(dir) => incremental::recorded_digest(dir, &hashed.hashes_sha256, sealed),
-            None => (!sealed).then(|| hashed.hashes_sha256.clone()),
+            Some(dir) => incremental::recorded_digest(dir, &hashed.hashes_sha256, seal),
+            None => seal.is_none().then(|| hashed.hashes_sha256.clone()),
         };
         let base_bytes = match &chain.previous {
             Some(m) => m.base_bytes,
@@ -1068,8 +1071,8 @@ impl<'a> Progress<'a> {
                 chain
                     .previous
                     .as_ref()
-                    .and_then(|m| m.hashes_sha256.as_deref())
-                    .map(|d| (d, sealed)),
+                    .and_then(|m| m.hashes_sha256.as_deref()),
+                seal,
             )
         {
             warn!(
