@@ -62,7 +62,7 @@ pub struct Policy {
     pub full_every: Duration,
     /// A chain this many snapshots deep (base excluded) gets a new base.
     /// Restores stay fast at any depth (compaction, and the bytes rule in
-    /// [`decide`]), so the default is a day of one run a second.
+    /// `decide`), so the default is a day of one run a second.
     pub max_chain: u32,
 }
 
