@@ -41,6 +41,45 @@ def varints(data, at=0):
             value, shift = 0, 0
 
 
+def pack_groups(stored):
+    """The packs as (key, xor), from the manifest's groups or from their
+    packed form "zstd+postcard+base64:": postcard's wire format, where an
+    integer is a varint, a string or list is its length then its items, a
+    bool one byte and each SHA-256 its 32 bytes."""
+    if isinstance(stored, list):
+        return [(g["prefix"] + name, g.get("xor", False))
+                for g in stored for name, *_ in g["packs"]]
+    raw = subprocess.run(["zstd", "-d", "-c"],
+                         input=base64.b64decode(stored.partition("base64:")[2]),
+                         capture_output=True, check=True).stdout
+    at = 0
+
+    def number():
+        nonlocal at
+        value, at = next(varints(raw, at))
+        return value
+
+    def text():
+        nonlocal at
+        n = number()
+        at += n
+        return raw[at - n:at].decode()
+
+    packs = []
+    for _ in range(number()):
+        prefix, _index = text(), text()
+        at += 32  # the index's SHA-256
+        xor = raw[at] == 1
+        at += 1
+        for _ in range(number()):
+            name = text()
+            number()  # size
+            at += 32  # SHA-256
+            number(), number()  # pages, index_at
+            packs.append((prefix + name, xor))
+    return packs
+
+
 def runs(stored):
     """[first, count, pack, at] runs, from the manifest's arrays or from a
     packed form: "zstd+varint+base64:" (count, pack, zigzag skip per run) or
@@ -69,8 +108,7 @@ def runs(stored):
 def main(manifest, key, folder, out, identity=None):
     entry = next(e for e in json.load(open(manifest))["entries"] if e["key"] == key)
     size, pages = entry["page_size"], entry["pages"]
-    packs = [dict(key=g["prefix"] + name, xor=g.get("xor", False))
-             for g in pages["pack_groups"] for name, *_ in g["packs"]]
+    packs = [dict(key=key, xor=xor) for key, xor in pack_groups(pages["pack_groups"])]
     image = bytearray(size * entry["page_count"])
     spans = {}
     for first, count, pack, at in runs(pages["runs"]):

@@ -1,7 +1,8 @@
 //! `contrib/rebuild-image.py`, the documented way to rebuild an image from
 //! a chain with only `age`, `zstd` and Python, gives byte for byte what
 //! `restore` writes: for sealed and unsealed chains, packs of whole pages
-//! with runs stored packed (`zstd+varint+base64:`), and XOR deltas.
+//! with runs stored packed (`zstd+varint+base64:`), XOR deltas, and a
+//! long pack list stored packed (`zstd+postcard+base64:`).
 
 use std::path::{Path, PathBuf};
 
@@ -121,6 +122,45 @@ fn chain_rebuilds_by_hand(sealed: bool) {
     let newest = &p.catalog()[0].entry;
     assert!(newest.pages.as_ref().unwrap().has_xor(), "{newest:?}");
     assert_eq!(newest.is_encrypted(), sealed);
+    rebuilt_equals_restored(&p, identity);
+    // Small XOR packs of lower tiers than those (a few rows, then one row
+    // a run) until the map lists more packs than JSON groups hold: its
+    // groups are stored packed (`zstd+postcard+base64:`, version 7).
+    let packed = |p: &Project| p.catalog()[0].entry.pages.as_ref().unwrap().packs_packed();
+    for n in 0..40 {
+        let rows = if n < 3 {
+            "id % 1999 = ?1"
+        } else {
+            "id = 1 + ?1 * 61"
+        };
+        conn.execute(
+            &format!("UPDATE t SET v = hex(randomblob(60)) WHERE {rows}"),
+            [n],
+        )
+        .unwrap();
+        p.run_ok(&["backup"]);
+        if packed(&p) {
+            break;
+        }
+    }
+    assert!(packed(&p), "40 runs and the pack list is still short");
+    let newest = &p.catalog()[0];
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            p.backups()
+                .join(format!("manifests/{}.json", newest.run_id)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["version"], 7);
+    let groups = &manifest["entries"][0]["pages"]["pack_groups"];
+    assert!(
+        groups
+            .as_str()
+            .is_some_and(|g| g.starts_with("zstd+postcard+base64:")),
+        "{groups}"
+    );
     rebuilt_equals_restored(&p, identity);
 }
 

@@ -42,17 +42,25 @@ pub const FORMAT: &str = "sqlite-backup/manifest";
 /// does not know them would restore as a wrong image; version 5, a page
 /// map's packs in groups that share an index (`pack_groups`); version 6,
 /// sealed page maps (packs and indexes age files, the page-hash digest
-/// sealed), which an older reader would call corrupt. A manifest that needs
-/// none of these is still written as version 1, so older readers keep
-/// reading it.
-pub const VERSION: u32 = 6;
+/// sealed), which an older reader would call corrupt; version 7, a long
+/// page map's pack groups packed into one string
+/// ([`crate::page_map::PageMap::packs_packed`]). A
+/// manifest that needs none of these is still written as version 1, so
+/// older readers keep reading it.
+pub const VERSION: u32 = 7;
 
 /// The lowest version that describes `entries`: every page map is written
 /// with its packs grouped (version 5, which holds what versions 2 to 4
 /// added); a manifest of full artifacts only is version 1.
 pub fn version_for(entries: &[Entry]) -> u32 {
     let maps = || entries.iter().filter(|e| e.pages.is_some());
-    if maps().any(Entry::is_encrypted) {
+    if maps().any(|e| {
+        e.pages
+            .as_ref()
+            .is_some_and(crate::page_map::PageMap::packs_packed)
+    }) {
+        7
+    } else if maps().any(Entry::is_encrypted) {
         6
     } else if maps().next().is_some() {
         5

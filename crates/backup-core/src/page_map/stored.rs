@@ -10,6 +10,14 @@
 //! `prefix` followed by `name` (and the index key, `prefix` followed by
 //! `index`). Groups keep the packs' order: runs name packs by position.
 //! Maps written before version 5 (`packs`, one object each) still read.
+//!
+//! A map of more than [`INLINE_PACKS`] packs stores its groups as one
+//! string (manifest version 7): at one run a second a chain lists a settled
+//! XOR pack per few seconds, and as JSON each costs about 260 bytes in every
+//! later manifest and its claim, more than the pack itself over its life.
+//! Written as `"zstd+postcard+base64:…"`: the groups in postcard's wire
+//! format (LEB128 varints, strings and lists prefixed by their length, a
+//! bool as one byte), each SHA-256 as its 32 bytes, then zstd and base64.
 
 use std::ops::Not;
 
@@ -22,6 +30,16 @@ use super::{PackRef, PageMap, Runs};
 /// the stem of their index `<stem>.pageidx`.
 const INDEX_SUFFIX: &str = ".pageidx";
 
+/// Up to this many packs are listed as JSON groups.
+pub const INLINE_PACKS: usize = 8;
+
+const PACKED_PREFIX: &str = "zstd+postcard+base64:";
+
+/// The most bytes packed groups may decode to: far past any real chain
+/// (about 80 bytes a pack), and a bound on what a hostile manifest makes a
+/// reader allocate.
+const MAX_PACKED: u64 = 64 << 20;
+
 #[derive(Serialize)]
 struct Writing<'a> {
     chain_depth: u32,
@@ -29,7 +47,7 @@ struct Writing<'a> {
     stored_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     base_bytes: Option<u64>,
-    pack_groups: Vec<Group>,
+    pack_groups: Groups,
     #[serde(skip_serializing_if = "Option::is_none")]
     hashes_sha256: &'a Option<String>,
     runs: &'a Runs,
@@ -46,10 +64,17 @@ pub(super) struct Reading {
     #[serde(default)]
     packs: Option<Vec<PackRef>>,
     #[serde(default)]
-    pack_groups: Option<Vec<Group>>,
+    pack_groups: Option<Groups>,
     #[serde(default)]
     hashes_sha256: Option<String>,
     runs: Runs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Groups {
+    List(Vec<Group>),
+    Packed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +151,99 @@ fn ungroup(groups: Vec<Group>) -> Vec<PackRef> {
     packs
 }
 
+/// A [`Group`] in the packed form, its digests as bytes.
+#[derive(Serialize, Deserialize)]
+struct PackedGroup {
+    prefix: String,
+    index: String,
+    index_sha256: [u8; 32],
+    xor: bool,
+    packs: Vec<(String, u64, [u8; 32], u64, u64)>,
+}
+
+/// A SHA-256 as its bytes, when hex gives it back exactly (lowercase, 64
+/// digits); a map with any other digest stays JSON.
+fn digest_bytes(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    (hex::encode(out) == hex_digest).then_some(out)
+}
+
+fn pack_groups(groups: &[Group]) -> Option<String> {
+    use base64::Engine;
+    let packed = groups
+        .iter()
+        .map(|g| {
+            Some(PackedGroup {
+                prefix: g.prefix.clone(),
+                index: g.index.clone(),
+                index_sha256: digest_bytes(&g.index_sha256)?,
+                xor: g.xor,
+                packs: g
+                    .packs
+                    .iter()
+                    .map(|(name, size, sha, pages, at)| {
+                        Some((name.clone(), *size, digest_bytes(sha)?, *pages, *at))
+                    })
+                    .collect::<Option<_>>()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let raw = postcard::to_allocvec(&packed).expect("postcard into memory");
+    let zstd = zstd::encode_all(raw.as_slice(), 3).expect("zstd into memory");
+    let text = base64::engine::general_purpose::STANDARD.encode(zstd);
+    Some(format!("{PACKED_PREFIX}{text}"))
+}
+
+fn unpack_groups(text: &str) -> Result<Vec<Group>, &'static str> {
+    use base64::Engine;
+    let b64 = text
+        .strip_prefix(PACKED_PREFIX)
+        .ok_or("pack_groups: unknown encoding")?;
+    let zstd = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "pack_groups: not base64")?;
+    let raw = crate::compress::zstd_decode_capped(&zstd, MAX_PACKED)
+        .map_err(|_| "pack_groups: not zstd, or too long")?;
+    let (packed, rest): (Vec<PackedGroup>, _) =
+        postcard::take_from_bytes(&raw).map_err(|_| "pack_groups: damaged")?;
+    if !rest.is_empty() {
+        return Err("pack_groups: bytes after the groups");
+    }
+    Ok(packed
+        .into_iter()
+        .map(|g| Group {
+            prefix: g.prefix,
+            index: g.index,
+            index_sha256: hex::encode(g.index_sha256),
+            xor: g.xor,
+            packs: g
+                .packs
+                .into_iter()
+                .map(|(name, size, sha, pages, at)| (name, size, hex::encode(sha), pages, at))
+                .collect(),
+        })
+        .collect())
+}
+
+impl PageMap {
+    /// Whether its packs are stored packed (manifest version 7).
+    pub fn packs_packed(&self) -> bool {
+        self.packs.len() > INLINE_PACKS
+            && self.packs.iter().all(|p| {
+                digest_bytes(&p.sha256).is_some() && digest_bytes(&p.index_sha256).is_some()
+            })
+    }
+
+    fn stored_groups(&self) -> Groups {
+        let groups = group(&self.packs);
+        match self.packs_packed().then(|| pack_groups(&groups)).flatten() {
+            Some(text) => Groups::Packed(text),
+            None => Groups::List(groups),
+        }
+    }
+}
+
 impl Serialize for PageMap {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         Writing {
@@ -133,7 +251,7 @@ impl Serialize for PageMap {
             chain_started: self.chain_started,
             stored_bytes: self.stored_bytes,
             base_bytes: self.base_bytes,
-            pack_groups: group(&self.packs),
+            pack_groups: self.stored_groups(),
             hashes_sha256: &self.hashes_sha256,
             runs: &self.runs,
         }
@@ -147,7 +265,8 @@ impl TryFrom<Reading> for PageMap {
     fn try_from(r: Reading) -> Result<Self, Self::Error> {
         let packs = match (r.packs, r.pack_groups) {
             (Some(packs), None) => packs,
-            (None, Some(groups)) => ungroup(groups),
+            (None, Some(Groups::List(groups))) => ungroup(groups),
+            (None, Some(Groups::Packed(text))) => ungroup(unpack_groups(&text)?),
             (None, None) => return Err("missing field `pack_groups`"),
             (Some(_), Some(_)) => return Err("both `packs` and `pack_groups`"),
         };
@@ -254,5 +373,110 @@ mod tests {
         old.as_object_mut().unwrap().remove("packs");
         let e = serde_json::from_value::<PageMap>(old).unwrap_err();
         assert!(e.to_string().contains("pack_groups"), "{e}");
+    }
+
+    /// A chain an hour into one run a second: a 200 MB base's 24 packs and
+    /// 150 settled XOR packs of their own index each.
+    fn long_chain() -> Vec<PackRef> {
+        let base = "app-auto-20261207-172518-819f";
+        let mut packs: Vec<PackRef> = (0..24)
+            .map(|i| {
+                pack(
+                    &format!("{base}.{i:03}.pack"),
+                    &format!("{base}.pageidx"),
+                    i * 2048,
+                    false,
+                )
+            })
+            .collect();
+        for i in 0..150u64 {
+            let stem = format!(
+                "app-auto-20261207-17{:02}{:02}-{i:04x}",
+                25 + i / 60,
+                i % 60
+            );
+            let mut p = pack(
+                &format!("{stem}.000.pack"),
+                &format!("{stem}.pageidx"),
+                0,
+                true,
+            );
+            // Digests as real ones are: no two alike.
+            p.sha256 = crate::digest::Sha256::hex_of(stem.as_bytes());
+            p.index_sha256 = crate::digest::Sha256::hex_of(p.index.as_bytes());
+            p.size = 150_000 + i * 37;
+            p.pages = 1_400 + i;
+            packs.push(p);
+        }
+        packs
+    }
+
+    #[test]
+    fn a_long_pack_list_is_packed_and_reads_back_the_same() {
+        let m = map(long_chain());
+        assert!(m.packs_packed());
+        let json = serde_json::to_vec(&m).unwrap();
+        let text = serde_json::from_slice::<serde_json::Value>(&json).unwrap()["pack_groups"]
+            .as_str()
+            .expect("a string")
+            .to_string();
+        assert!(text.starts_with(PACKED_PREFIX), "{text}");
+        let back: PageMap = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, m);
+        let listed = serde_json::to_vec(&group(&m.packs)).unwrap().len();
+        // Measured: 15,317 of 41,421 bytes.
+        assert!(text.len() * 2 < listed, "{} of {listed} bytes", text.len());
+    }
+
+    #[test]
+    fn short_lists_and_lists_with_unusual_digests_stay_json() {
+        let mut packs = long_chain();
+        packs.truncate(INLINE_PACKS);
+        assert!(!map(packs).packs_packed());
+        let mut packs = long_chain();
+        // Upper-case hex would not read back as written.
+        packs[30].sha256 = packs[30].sha256.to_uppercase();
+        let m = map(packs);
+        assert!(!m.packs_packed());
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(json["pack_groups"].is_array());
+        assert_eq!(serde_json::from_value::<PageMap>(json).unwrap(), m);
+    }
+
+    #[test]
+    fn damaged_packed_groups_are_an_error_never_another_map() {
+        use base64::Engine;
+        let m = map(long_chain());
+        let json = serde_json::to_value(&m).unwrap();
+        let text = json["pack_groups"].as_str().unwrap().to_string();
+        let b64 = text.strip_prefix(PACKED_PREFIX).unwrap();
+        let zstd = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let raw = crate::compress::zstd_decode_capped(&zstd, MAX_PACKED).unwrap();
+        let encode = |raw: &[u8]| {
+            let z = zstd::encode_all(raw, 3).unwrap();
+            format!(
+                "{PACKED_PREFIX}{}",
+                base64::engine::general_purpose::STANDARD.encode(z)
+            )
+        };
+        let mut longer = raw.clone();
+        longer.push(0);
+        for bad in [
+            "zstd+bincode+base64:AAAA".to_string(),
+            format!("{PACKED_PREFIX}!!!"),
+            format!("{PACKED_PREFIX}{}", &b64[..b64.len() / 2]),
+            encode(&raw[..raw.len() - 1]),
+            encode(&raw[..raw.len() / 2]),
+            encode(&longer),
+            // A count of groups far past what the bytes hold.
+            encode(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ] {
+            let mut j = json.clone();
+            j["pack_groups"] = bad.clone().into();
+            let e = serde_json::from_value::<PageMap>(j).unwrap_err();
+            assert!(e.to_string().contains("pack_groups"), "{bad}: {e}");
+        }
     }
 }
