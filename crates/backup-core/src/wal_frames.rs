@@ -13,8 +13,11 @@
 //!
 //! That knowledge is used only when it is proven complete, else the caller
 //! hashes every page ([`Changes::Unknown`] says why):
-//! - the WAL was restarted or truncated since (new salts: SQLite bumps the
-//!   first salt on every restart and draws the second at random);
+//! - the WAL was restarted since (new salts: SQLite adds one to the first
+//!   salt on every restart and draws the second at random), unless it was
+//!   restarted once and the old generation's frames after the mark are
+//!   still in the file, whole, up to a frame that proves they end there
+//!   (see `across_one_restart`);
 //! - the database or the WAL file was replaced (device and inode), or the
 //!   page size differs;
 //! - a frame between the marks fails its salt or its cumulative checksum,
@@ -157,64 +160,210 @@ pub fn changed_between(db: &Path, from: Option<&Mark>, to: Option<&Mark>) -> io:
         return unknown("the page size changed");
     }
     if from.salts != to.salts {
-        return unknown("the WAL was restarted (new salts)");
+        return across_one_restart(db, from, to);
     }
     if to.frames < from.frames {
         return unknown("the WAL holds fewer frames than before");
     }
-    let wal = match File::open(wal_path(db)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return unknown("the WAL file is gone"),
-        Err(e) => return Err(e),
+    // Its header holds `to`'s salts, which are `from`'s.
+    let Some((wal, mut input, big_endian)) = open_wal(db, to)? else {
+        return unknown("the WAL file is gone, replaced, or its header is not the recorded one");
     };
-    if identity_of(&wal)? != to.wal_file {
-        return unknown("the WAL file was replaced");
-    }
-    let mut input = BufReader::with_capacity(1 << 20, &wal);
-    let Some(big_endian) = header_order(&mut input, from)? else {
-        return unknown("the WAL header does not match the recorded one");
-    };
-    let frame_len = FRAME_HEADER + u64::from(to.page_size);
-    input.seek(SeekFrom::Start(
-        WAL_HEADER + u64::from(from.frames) * frame_len,
-    ))?;
-    let mut checksum = from.checksum;
-    let mut header = [0u8; FRAME_HEADER as usize];
-    let mut page = vec![0u8; to.page_size as usize];
-    let mut pages = BTreeSet::new();
-    for n in from.frames + 1..=to.frames {
-        let read = input
-            .read_exact(&mut header)
-            .and_then(|()| input.read_exact(&mut page));
-        if let Err(e) = read {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                return unknown("the WAL is shorter than the snapshot it holds");
-            }
-            return Err(e);
-        }
-        if header[8..16] != to.salts {
-            return Ok(Changes::Unknown(format!("frame {n} has other salts")));
-        }
-        checksum = wal_checksum(checksum, &header[..8], big_endian);
-        checksum = wal_checksum(checksum, &page, big_endian);
-        let stored = [be32(&header[16..20]), be32(&header[20..24])];
-        if stored != checksum {
-            return Ok(Changes::Unknown(format!("frame {n} fails its checksum")));
-        }
-        match be32(&header[..4]) {
-            0 => return Ok(Changes::Unknown(format!("frame {n} names page 0"))),
-            p => pages.insert(u64::from(p) - 1),
-        };
-    }
-    if checksum != to.checksum {
-        return unknown("the frames read end on another checksum than the snapshot's");
+    let scan = Scan::read(&mut input, from, to.page_size, big_endian, Some(to.frames))?;
+    if let Some(why) = scan.short_of(to) {
+        return Ok(Changes::Unknown(why));
     }
     // A restart while the frames were read rewrites the header first.
-    let mut again = BufReader::new(&wal);
-    if header_order(&mut again, from)?.is_none() {
+    if header_order(&mut BufReader::new(&wal), to)?.is_none() {
         return unknown("the WAL was restarted while it was read");
     }
+    Ok(Changes::Pages(scan.pages))
+}
+
+/// The WAL of `db` if it is still the file `mark` names, buffered, with
+/// the checksum byte order its header gives.
+fn open_wal(db: &Path, mark: &Mark) -> io::Result<Option<(File, BufReader<File>, bool)>> {
+    let wal = match File::open(wal_path(db)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if identity_of(&wal)? != mark.wal_file {
+        return Ok(None);
+    }
+    let mut input = BufReader::with_capacity(1 << 20, wal.try_clone()?);
+    let Some(big_endian) = header_order(&mut input, mark)? else {
+        return Ok(None);
+    };
+    Ok(Some((wal, input, big_endian)))
+}
+
+/// When the WAL restarted once between the marks, the changed pages are
+/// those of the old generation's frames after `from` (copied into the
+/// database before the restart) and of the new generation's frames up to
+/// `to`. The new generation overwrites the file from its start, so at one
+/// run a second, with a WAL held long (see `pipeline::held`), the old
+/// frames after the mark are still in place. They count only when that is
+/// proven:
+/// - exactly one restart: SQLite adds one to the first salt on each, and a
+///   WAL made anew (a journal-mode switch) has random salts and checkpoint
+///   sequence 0;
+/// - the old frames read continue the mark's salts and checksum, and end on
+///   a frame of an older generation (other salts). SQLite's own recovery
+///   ends a WAL at its first frame that breaks the chain, so nothing of the
+///   old generation follows; a frame of the new generation there (it has
+///   reached them), the file's end (a truncating checkpoint or a size
+///   limit), or a broken checksum under the old salts leaves a doubt;
+/// - a second read of them gives the same frames: the new generation's
+///   writer was not overwriting them meanwhile.
+fn across_one_restart(db: &Path, from: &Mark, to: &Mark) -> io::Result<Changes> {
+    let unknown = |why: &str| Ok(Changes::Unknown(format!("the WAL was restarted ({why})")));
+    if be32(&to.salts[..4]) != be32(&from.salts[..4]).wrapping_add(1) {
+        return unknown("more than once, or made anew: other salts");
+    }
+    let Some((wal, mut input, big_endian)) = open_wal(db, to)? else {
+        return unknown("and its file is gone, replaced or rewritten");
+    };
+    let mut header = [0u8; WAL_HEADER as usize];
+    input.seek(SeekFrom::Start(0))?;
+    input.read_exact(&mut header)?;
+    if be32(&header[12..16]) == 0 {
+        return unknown("made anew: checkpoint sequence 0");
+    }
+    let seed = wal_checksum([0, 0], &header[..24], big_endian);
+    if seed != [be32(&header[24..28]), be32(&header[28..32])] {
+        return unknown("its header fails its checksum");
+    }
+    let old = Scan::read(&mut input, from, from.page_size, big_endian, None)?;
+    match old.stop {
+        Stop::OtherSalts(salts) if salts != to.salts => {}
+        Stop::OtherSalts(_) => return unknown("the new frames reach the old ones after the mark"),
+        Stop::End => return unknown("the old frames after the mark run to the end of the file"),
+        Stop::Checksum | Stop::PageZero => {
+            return unknown("an old frame after the mark fails its checksum");
+        }
+        Stop::Limit => unreachable!("no limit"),
+    }
+    let start = Mark {
+        frames: 0,
+        checksum: seed,
+        ..*to
+    };
+    let new = Scan::read(
+        &mut input,
+        &start,
+        to.page_size,
+        big_endian,
+        Some(to.frames),
+    )?;
+    if let Some(why) = new.short_of(to) {
+        return Ok(Changes::Unknown(why));
+    }
+    let again = Scan::read(&mut input, from, from.page_size, big_endian, None)?;
+    if (again.frames, &again.pages, &again.stop) != (old.frames, &old.pages, &old.stop) {
+        return unknown("its old frames changed while they were read");
+    }
+    if header_order(&mut BufReader::new(&wal), to)?.is_none() {
+        return unknown("again while it was read");
+    }
+    let mut pages = old.pages;
+    pages.extend(new.pages);
     Ok(Changes::Pages(pages))
+}
+
+/// Why a scan of frames stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    /// It read the frames it was asked for.
+    Limit,
+    /// The file ended (mid-frame or at a frame's start).
+    End,
+    /// A frame of another generation (salts as in its header).
+    OtherSalts([u8; 8]),
+    /// A frame of this generation that does not continue the checksum.
+    Checksum,
+    /// A frame naming page 0, which SQLite never writes.
+    PageZero,
+}
+
+/// The frames of one WAL generation after a mark, read until one does not
+/// continue its salts and checksum, or up to a limit.
+struct Scan {
+    /// Frames read that continue the chain: the last one's number.
+    frames: u32,
+    checksum: [u32; 2],
+    /// The pages those frames name (0-based).
+    pages: BTreeSet<u64>,
+    stop: Stop,
+}
+
+impl Scan {
+    fn read(
+        input: &mut BufReader<File>,
+        after: &Mark,
+        page_size: u32,
+        big_endian: bool,
+        limit: Option<u32>,
+    ) -> io::Result<Self> {
+        let frame_len = FRAME_HEADER + u64::from(page_size);
+        input.seek(SeekFrom::Start(
+            WAL_HEADER + u64::from(after.frames) * frame_len,
+        ))?;
+        let mut scan = Scan {
+            frames: after.frames,
+            checksum: after.checksum,
+            pages: BTreeSet::new(),
+            stop: Stop::Limit,
+        };
+        let mut header = [0u8; FRAME_HEADER as usize];
+        let mut page = vec![0u8; page_size as usize];
+        while limit.is_none_or(|l| scan.frames < l) {
+            let read = input
+                .read_exact(&mut header)
+                .and_then(|()| input.read_exact(&mut page));
+            match read {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    scan.stop = Stop::End;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if header[8..16] != after.salts {
+                scan.stop = Stop::OtherSalts(header[8..16].try_into().expect("8 bytes"));
+                break;
+            }
+            let checksum = wal_checksum(scan.checksum, &header[..8], big_endian);
+            let checksum = wal_checksum(checksum, &page, big_endian);
+            if [be32(&header[16..20]), be32(&header[20..24])] != checksum {
+                scan.stop = Stop::Checksum;
+                break;
+            }
+            let Some(p) = be32(&header[..4]).checked_sub(1) else {
+                scan.stop = Stop::PageZero;
+                break;
+            };
+            scan.pages.insert(u64::from(p));
+            scan.frames += 1;
+            scan.checksum = checksum;
+        }
+        Ok(scan)
+    }
+
+    /// Why these frames are not exactly those up to `to`, if they are not.
+    fn short_of(&self, to: &Mark) -> Option<String> {
+        let n = self.frames + 1;
+        match self.stop {
+            Stop::Limit if self.checksum == to.checksum => None,
+            Stop::Limit => {
+                Some("the frames read end on another checksum than the snapshot's".into())
+            }
+            Stop::End => Some("the WAL is shorter than the snapshot it holds".into()),
+            Stop::OtherSalts(_) => Some(format!("frame {n} has other salts")),
+            Stop::Checksum => Some(format!("frame {n} fails its checksum")),
+            Stop::PageZero => Some(format!("frame {n} names page 0")),
+        }
+    }
 }
 
 fn identity_of(f: &File) -> io::Result<(u64, u64)> {

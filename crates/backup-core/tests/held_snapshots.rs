@@ -1,7 +1,9 @@
 //! A process that keeps each run's snapshot pinned until the next run
 //! (the daemon at a short interval) stops the WAL from restarting between
 //! runs, so runs keep reading only the pages the WAL names; without it, a
-//! checkpoint that completes between runs costs the next run a full read.
+//! checkpoint that completes between runs restarts the WAL, which costs the
+//! next run a full read unless the old frames after its mark are still in
+//! the file (a truncating checkpoint cuts them off).
 //! The tests read what each run logs (`pages hashed … read=…`).
 
 use std::sync::{Arc, Mutex};
@@ -34,10 +36,10 @@ impl Logs {
     }
 }
 
-/// Per round: a write, a checkpoint, another write, then a run. Returns
-/// for each run whether it read only what the WAL named, and checks every
-/// snapshot against the live image.
-fn rounds(backups: &Backups, db: &Database, app: &Connection) -> Vec<bool> {
+/// Per round: a write, a checkpoint (`mode`), another write, then a run.
+/// Returns for each run whether it read only what the WAL named, and
+/// checks every snapshot against the live image.
+fn rounds(backups: &Backups, db: &Database, app: &Connection, mode: &str) -> Vec<bool> {
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -49,7 +51,7 @@ fn rounds(backups: &Backups, db: &Database, app: &Connection) -> Vec<bool> {
         .map(|round| {
             app.execute("UPDATE t SET v = 'a' || v WHERE id = ?1", [round * 300 + 1])
                 .unwrap();
-            app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            app.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
                 .unwrap();
             app.execute("UPDATE t SET v = 'b' || v WHERE id = ?1", [round * 300 + 2])
                 .unwrap();
@@ -96,18 +98,27 @@ fn a_held_snapshot_keeps_runs_reading_only_what_changed() {
             .page_cache(dir.path().join(cache))
     };
 
-    // Nobody holds a snapshot: each checkpoint completes, the next write
-    // restarts the WAL, and every run reads every page.
+    // Nobody holds a snapshot: each checkpoint completes and the next write
+    // restarts the WAL. The old frames after each run's mark are still in
+    // place (the new generation is shorter), so runs still read only what
+    // the frames name...
     let plain = build("plain").build();
-    let from_wal = rounds(&plain, &db, &app);
+    let from_wal = rounds(&plain, &db, &app, "PASSIVE");
+    assert_eq!(from_wal, [false, true, true, true, true, true]);
+    // ... unless a truncating checkpoint cut them off: every run reads
+    // every page.
+    let plain = build("truncated").build();
+    let from_wal = rounds(&plain, &db, &app, "TRUNCATE");
     assert_eq!(from_wal, [false; 6]);
 
     // The previous run's snapshot held: the checkpoint cannot complete, the
-    // WAL is not restarted, and every run after the first reads only what
-    // the WAL names.
+    // WAL is neither truncated nor restarted, and every run after the first
+    // reads only what the WAL names.
     let held = HeldSnapshots::new();
     let holding = build("held").hold_snapshots(held.clone()).build();
-    let from_wal = rounds(&holding, &db, &app);
+    // The checkpoint gives up at once instead of waiting for the reader.
+    app.execute_batch("PRAGMA busy_timeout = 0").unwrap();
+    let from_wal = rounds(&holding, &db, &app, "TRUNCATE");
     assert_eq!(from_wal, [false, true, true, true, true, true]);
     assert_eq!(held.len(), 1);
 }
@@ -134,6 +145,6 @@ fn a_wal_file_grown_once_by_a_burst_does_not_stop_the_hold() {
         .page_cache(dir.path().join("cache"))
         .hold_snapshots(held.clone())
         .build();
-    let from_wal = rounds(&holding, &db, &app);
+    let from_wal = rounds(&holding, &db, &app, "PASSIVE");
     assert_eq!(from_wal, [false, true, true, true, true, true]);
 }

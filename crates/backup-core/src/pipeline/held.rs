@@ -8,8 +8,11 @@
 //! transaction, kept open until the next run has pinned its own, stops
 //! checkpoints from copying past it, so the WAL cannot restart in between.
 //! The price is a WAL that holds one interval's writes more; above
-//! [`MAX_HELD_WAL`] bytes the snapshot is let go, a checkpoint can complete,
-//! and the next run reads every page once.
+//! [`MAX_HELD_WAL`] bytes the snapshot is let go, a checkpoint can complete
+//! and the WAL restarts. The next run still learns what changed when the
+//! old frames after its mark are in place, as they are while the new
+//! generation is shorter than the old one was (see
+//! [`crate::wal_frames::changed_between`]); else it reads every page once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -216,17 +216,16 @@ fn a_restart_a_replaced_file_or_a_mode_switch_is_unknown() {
         other => panic!("expected unknown ({expect}), got {other:?}"),
     };
 
+    // Truncated: the old frames after the mark may have been cut off.
     let (_, _, before) = snapshot(&db);
-    conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-        .unwrap();
     insert(&conn, 1);
-    unknown(verdict(&before), "restarted");
-
-    let (_, _, before) = snapshot(&db);
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     insert(&conn, 2);
-    unknown(verdict(&before), "restarted");
+    unknown(
+        verdict(&before),
+        "restarted (the old frames after the mark run to the end",
+    );
 
     let (_, _, before) = snapshot(&db);
     conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA journal_mode = WAL;")
@@ -273,4 +272,100 @@ fn a_damaged_frame_is_unknown() {
         Changes::Unknown(why) => assert!(why.contains("checksum"), "{why}"),
         other => panic!("{other:?}"),
     }
+}
+
+fn checkpoint(conn: &Connection, mode: &str) {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+        .unwrap();
+}
+
+fn update(conn: &Connection, ids: std::ops::Range<i64>) {
+    for id in ids {
+        conn.execute("UPDATE t SET body = body || 'r' WHERE id = ?1", [id])
+            .unwrap();
+    }
+}
+
+/// A WAL whose first generation is long (hundreds of frames), restarted,
+/// with a few frames of the second generation: where a snapshot is taken.
+fn after_a_long_generation(dir: &Path) -> (std::path::PathBuf, Connection) {
+    let (db, conn) = database(dir);
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
+    update(&conn, 1..200);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 1..3);
+    (db, conn)
+}
+
+#[test]
+fn one_restart_with_the_old_frames_in_place_names_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = after_a_long_generation(dir.path());
+    let (image, _, before) = snapshot(&db);
+    // After the mark: more of this generation (copied into the database
+    // before the restart, so no snapshot of the new one shows them as
+    // frames), then a restart and a few frames of the next.
+    update(&conn, 300..320);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 3..5);
+    let (now, page_size, after) = snapshot(&db);
+    let (from, to) = (before.unwrap(), after.unwrap());
+    assert_ne!(from.salts, to.salts, "the WAL restarted");
+    let diff = differing(&image, &now, page_size);
+    match changed_between(&db, Some(&from), Some(&to)).unwrap() {
+        Changes::Pages(named) => {
+            assert!(diff.is_subset(&named), "{diff:?} vs {named:?}");
+            // Rows 300 to 319 live on pages only the old frames name.
+            assert!(diff.len() > 3, "{diff:?}");
+        }
+        Changes::Unknown(why) => panic!("{why}"),
+    }
+}
+
+#[test]
+fn two_restarts_or_new_frames_over_the_old_ones_are_unknown() {
+    let unknown = |db: &Path, from: Option<Mark>, expect: &str| {
+        let (_, _, after) = snapshot(db);
+        match changed_between(db, from.as_ref(), after.as_ref()).unwrap() {
+            Changes::Unknown(why) => assert!(why.contains(expect), "{why}"),
+            other => panic!("expected unknown ({expect}), got {other:?}"),
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = after_a_long_generation(dir.path());
+    let (_, _, before) = snapshot(&db);
+    update(&conn, 300..302);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 3..4);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 4..5);
+    unknown(&db, before, "more than once");
+
+    // The next generation writes past the mark before the snapshot: the
+    // old frames there are gone.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = after_a_long_generation(dir.path());
+    let (_, _, before) = snapshot(&db);
+    update(&conn, 300..302);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 5..60);
+    unknown(&db, before, "reach the old ones");
+
+    // An old frame after the mark damaged on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = after_a_long_generation(dir.path());
+    let (_, _, before) = snapshot(&db);
+    let from = before.unwrap();
+    update(&conn, 300..302);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 3..4);
+    let at =
+        WAL_HEADER + u64::from(from.frames + 1) * (FRAME_HEADER + u64::from(from.page_size)) + 200;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(wal_path(&db))
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"damage", at))
+        .unwrap();
+    unknown(&db, Some(from), "fails its checksum");
 }
