@@ -322,50 +322,48 @@ fn one_restart_with_the_old_frames_in_place_names_every_change() {
     }
 }
 
-#[test]
-fn two_restarts_or_new_frames_over_the_old_ones_are_unknown() {
-    let unknown = |db: &Path, from: Option<Mark>, expect: &str| {
-        let (_, _, after) = snapshot(db);
-        match changed_between(db, from.as_ref(), after.as_ref()).unwrap() {
-            Changes::Unknown(why) => assert!(why.contains(expect), "{why}"),
-            other => panic!("expected unknown ({expect}), got {other:?}"),
-        }
-    };
-
-    let dir = tempfile::tempdir().unwrap();
-    let (db, conn) = after_a_long_generation(dir.path());
-    let (_, _, before) = snapshot(&db);
-    update(&conn, 300..302);
-    checkpoint(&conn, "RESTART");
-    update(&conn, 3..4);
-    checkpoint(&conn, "RESTART");
-    update(&conn, 4..5);
-    unknown(&db, before, "more than once");
-
-    // The next generation writes past the mark before the snapshot: the
-    // old frames there are gone.
-    let dir = tempfile::tempdir().unwrap();
-    let (db, conn) = after_a_long_generation(dir.path());
-    let (_, _, before) = snapshot(&db);
-    update(&conn, 300..302);
-    checkpoint(&conn, "RESTART");
-    update(&conn, 5..60);
-    unknown(&db, before, "reach the old ones");
-
-    // An old frame after the mark damaged on disk.
+/// A mark in a short generation after a long one, two rows changed after
+/// it, a restart, then `then`: the verdict for a snapshot after that.
+fn across_a_restart(then: impl FnOnce(&Path, &Connection, &Mark)) -> Changes {
     let dir = tempfile::tempdir().unwrap();
     let (db, conn) = after_a_long_generation(dir.path());
     let (_, _, before) = snapshot(&db);
     let from = before.unwrap();
     update(&conn, 300..302);
     checkpoint(&conn, "RESTART");
-    update(&conn, 3..4);
-    let at =
-        WAL_HEADER + u64::from(from.frames + 1) * (FRAME_HEADER + u64::from(from.page_size)) + 200;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(wal_path(&db))
-        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"damage", at))
-        .unwrap();
-    unknown(&db, Some(from), "fails its checksum");
+    then(&db, &conn, &from);
+    let (_, _, after) = snapshot(&db);
+    changed_between(&db, Some(&from), after.as_ref()).unwrap()
+}
+
+#[test]
+fn two_restarts_or_new_frames_over_the_old_ones_are_unknown() {
+    let unknown = |c: Changes, expect: &str| match c {
+        Changes::Unknown(why) => assert!(why.contains(expect), "{why}"),
+        other => panic!("expected unknown ({expect}), got {other:?}"),
+    };
+    let twice = across_a_restart(|_, conn, _| {
+        update(conn, 3..4);
+        checkpoint(conn, "RESTART");
+        update(conn, 4..5);
+    });
+    unknown(twice, "more than once");
+    // The next generation writes past the mark: the old frames there are
+    // gone.
+    unknown(
+        across_a_restart(|_, conn, _| update(conn, 5..60)),
+        "reach the old ones",
+    );
+    // An old frame after the mark damaged on disk.
+    let damaged = across_a_restart(|db, conn, from| {
+        update(conn, 3..4);
+        let frame = FRAME_HEADER + u64::from(from.page_size);
+        let at = WAL_HEADER + u64::from(from.frames + 1) * frame + 200;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(wal_path(db))
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"damage", at))
+            .unwrap();
+    });
+    unknown(damaged, "fails its checksum");
 }
