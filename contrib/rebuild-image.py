@@ -49,8 +49,10 @@ def pack_groups(stored):
     if isinstance(stored, list):
         return [(g["prefix"] + name, g.get("xor", False))
                 for g in stored for name, *_ in g["packs"]]
-    raw = subprocess.run(["zstd", "-d", "-c"],
-                         input=base64.b64decode(stored.partition("base64:")[2]),
+    form, _, text = stored.partition(":")
+    if form != "zstd+postcard+base64":
+        sys.exit(f"pack_groups: unknown form {form!r}")
+    raw = subprocess.run(["zstd", "-d", "-c"], input=base64.b64decode(text),
                          capture_output=True, check=True).stdout
     at = 0
 
@@ -69,6 +71,8 @@ def pack_groups(stored):
     for _ in range(number()):
         prefix, _index = text(), text()
         at += 32  # the index's SHA-256
+        if raw[at] > 1:
+            sys.exit("pack_groups: damaged (a flag that is not 0 or 1)")
         xor = raw[at] == 1
         at += 1
         for _ in range(number()):
@@ -77,6 +81,8 @@ def pack_groups(stored):
             at += 32  # SHA-256
             number(), number()  # pages, index_at
             packs.append((prefix + name, xor))
+    if at != len(raw):
+        sys.exit("pack_groups: damaged (bytes after the groups)")
     return packs
 
 

@@ -209,10 +209,11 @@ fn open_wal(db: &Path, mark: &Mark) -> io::Result<Option<(File, BufReader<File>,
 ///   WAL made anew (a journal-mode switch) has random salts and checkpoint
 ///   sequence 0;
 /// - the old frames read continue the mark's salts and checksum, and end on
-///   a frame of an older generation (other salts). SQLite's own recovery
-///   ends a WAL at its first frame that breaks the chain, so nothing of the
-///   old generation follows; a frame of the new generation there (it has
-///   reached them), the file's end (a truncating checkpoint or a size
+///   a frame of an earlier generation ([`older_generation`]). SQLite's own
+///   recovery ends a WAL at its first frame that breaks the chain, so
+///   nothing of the old generation follows; a frame of the new generation
+///   there (it has reached them), zeroed salts (a transaction's frames
+///   before its commit), the file's end (a truncating checkpoint or a size
 ///   limit), or a broken checksum under the old salts leaves a doubt;
 /// - a second read of them gives the same frames: the new generation's
 ///   writer was not overwriting them meanwhile.
@@ -226,7 +227,11 @@ fn across_one_restart(db: &Path, from: &Mark, to: &Mark) -> io::Result<Changes> 
     };
     let mut header = [0u8; WAL_HEADER as usize];
     input.seek(SeekFrom::Start(0))?;
-    input.read_exact(&mut header)?;
+    match input.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return unknown("and cut short"),
+        Err(e) => return Err(e),
+    }
     if be32(&header[12..16]) == 0 {
         return unknown("made anew: checkpoint sequence 0");
     }
@@ -236,8 +241,15 @@ fn across_one_restart(db: &Path, from: &Mark, to: &Mark) -> io::Result<Changes> 
     }
     let old = Scan::read(&mut input, from, from.page_size, big_endian, None)?;
     match old.stop {
-        Stop::OtherSalts(salts) if salts != to.salts => {}
-        Stop::OtherSalts(_) => return unknown("the new frames reach the old ones after the mark"),
+        Stop::OtherSalts(salts) if older_generation(&salts, &from.salts) => {}
+        Stop::OtherSalts(salts) if salts == to.salts => {
+            return unknown("the new frames reach the old ones after the mark");
+        }
+        Stop::OtherSalts(_) => {
+            return unknown(
+                "the old frames after the mark end on a frame of no earlier generation",
+            );
+        }
         Stop::End => return unknown("the old frames after the mark run to the end of the file"),
         Stop::Checksum | Stop::PageZero => {
             return unknown("an old frame after the mark fails its checksum");
@@ -269,6 +281,22 @@ fn across_one_restart(db: &Path, from: &Mark, to: &Mark) -> io::Result<Changes> 
     let mut pages = old.pages;
     pages.extend(new.pages);
     Ok(Changes::Pages(pages))
+}
+
+/// Restarts back a frame may be from and still count as an earlier
+/// generation of the same WAL (see [`older_generation`]).
+const GENERATIONS_BACK: u32 = 1 << 16;
+
+/// Whether a frame with `salts` can only be from a generation before the
+/// one of `mark`: its first salt a little lower (each restart adds one).
+/// Anything else is not proof that the generation of `mark` ended before
+/// it: zeroed salts are what SQLite writes in a frame of an open
+/// transaction that rewrote a spilled page (they are filled in at commit,
+/// and stay zero after a rollback), and a header read while it was being
+/// written mixes two.
+fn older_generation(salts: &[u8; 8], mark: &[u8; 8]) -> bool {
+    let back = be32(&mark[..4]).wrapping_sub(be32(&salts[..4]));
+    *salts != [0; 8] && (1..=GENERATIONS_BACK).contains(&back)
 }
 
 /// Why a scan of frames stopped.

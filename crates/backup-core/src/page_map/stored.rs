@@ -35,9 +35,11 @@ pub const INLINE_PACKS: usize = 8;
 
 const PACKED_PREFIX: &str = "zstd+postcard+base64:";
 
-/// The most bytes packed groups may decode to: far past any real chain
-/// (about 80 bytes a pack), and a bound on what a hostile manifest makes a
-/// reader allocate.
+/// The most bytes packed groups may decode to, and the most the pack
+/// references of either form may take once each names its keys and hex
+/// digests in full: far past any real chain (about 80 and 250 bytes a
+/// pack), and a bound on what a hostile manifest makes a reader allocate
+/// (a long prefix shared by many packs is copied into each).
 const MAX_PACKED: u64 = 64 << 20;
 
 #[derive(Serialize)]
@@ -70,11 +72,43 @@ pub(super) struct Reading {
     runs: Runs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 enum Groups {
     List(Vec<Group>),
     Packed(String),
+}
+
+/// By hand rather than `untagged`, so a damaged list keeps serde's own
+/// message (which field, what was found) instead of "did not match any
+/// variant".
+impl<'de> Deserialize<'de> for Groups {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Groups;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of pack groups or their packed string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Groups, E> {
+                Ok(Groups::Packed(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Groups, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Groups::List)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// What [`ungroup`] would allocate for `groups`, about.
+fn ungrouped_bytes(groups: &[Group]) -> u64 {
+    let each = |g: &Group| (2 * g.prefix.len() + g.index.len() + 2 * 64 + 64) as u64;
+    groups
+        .iter()
+        .flat_map(|g| g.packs.iter().map(move |p| each(g) + p.0.len() as u64))
+        .fold(0u64, u64::saturating_add)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,8 +299,16 @@ impl TryFrom<Reading> for PageMap {
     fn try_from(r: Reading) -> Result<Self, Self::Error> {
         let packs = match (r.packs, r.pack_groups) {
             (Some(packs), None) => packs,
-            (None, Some(Groups::List(groups))) => ungroup(groups),
-            (None, Some(Groups::Packed(text))) => ungroup(unpack_groups(&text)?),
+            (None, Some(stored)) => {
+                let groups = match stored {
+                    Groups::List(groups) => groups,
+                    Groups::Packed(text) => unpack_groups(&text)?,
+                };
+                if ungrouped_bytes(&groups) > MAX_PACKED {
+                    return Err("pack_groups: more packs or longer keys than any chain has");
+                }
+                ungroup(groups)
+            }
             (None, None) => return Err("missing field `pack_groups`"),
             (Some(_), Some(_)) => return Err("both `packs` and `pack_groups`"),
         };
@@ -478,5 +520,38 @@ mod tests {
             let e = serde_json::from_value::<PageMap>(j).unwrap_err();
             assert!(e.to_string().contains("pack_groups"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_long_prefix_shared_by_many_packs_is_refused_before_it_is_copied() {
+        let group = PackedGroup {
+            prefix: "p".repeat(1 << 20),
+            index: ".pageidx".into(),
+            index_sha256: [7; 32],
+            xor: false,
+            packs: (0..100u64)
+                .map(|i| (String::new(), i, [7; 32], 1, i))
+                .collect(),
+        };
+        let raw = postcard::to_allocvec(&vec![group]).unwrap();
+        let zstd = zstd::encode_all(raw.as_slice(), 3).unwrap();
+        use base64::Engine;
+        let text = format!(
+            "{PACKED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(zstd)
+        );
+        assert!(text.len() < 10_000, "{} bytes", text.len());
+        let mut json = serde_json::to_value(map(long_chain())).unwrap();
+        json["pack_groups"] = text.into();
+        let e = serde_json::from_value::<PageMap>(json).unwrap_err();
+        assert!(e.to_string().contains("longer keys"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_list_says_what_is_wrong() {
+        let mut json = serde_json::to_value(map(long_chain()[..3].to_vec())).unwrap();
+        json["pack_groups"][0]["packs"][0][1] = "big".into();
+        let e = serde_json::from_value::<PageMap>(json).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
     }
 }

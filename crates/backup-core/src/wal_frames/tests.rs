@@ -367,3 +367,53 @@ fn two_restarts_or_new_frames_over_the_old_ones_are_unknown() {
     });
     unknown(damaged, "fails its checksum");
 }
+
+#[test]
+fn only_an_earlier_generation_ends_the_old_frames() {
+    let mark = [0x10, 0, 0, 5, 1, 2, 3, 4];
+    let with = |first: u32, second: u32| {
+        let mut s = [0u8; 8];
+        s[..4].copy_from_slice(&first.to_be_bytes());
+        s[4..].copy_from_slice(&second.to_be_bytes());
+        s
+    };
+    let first = be32(&mark[..4]);
+    assert!(older_generation(&with(first - 1, 99), &mark));
+    assert!(older_generation(&with(first - 300, 99), &mark));
+    // Its own generation, the next one, a random one, zeroed salts.
+    assert!(!older_generation(&with(first, 99), &mark));
+    assert!(!older_generation(&with(first + 1, 99), &mark));
+    assert!(!older_generation(&with(first ^ 0x8000_0000, 99), &mark));
+    assert!(!older_generation(&[0; 8], &mark));
+}
+
+#[test]
+fn an_open_transaction_past_the_mark_never_hides_the_old_frames() {
+    // A second writer's transaction larger than its cache spills frames
+    // past the mark (rewriting a spilled page zeroes the salts of the
+    // frames after it until commit) while the snapshot is taken.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = after_a_long_generation(dir.path());
+    let (image, _, before) = snapshot(&db);
+    update(&conn, 300..340);
+    checkpoint(&conn, "RESTART");
+    update(&conn, 3..4);
+    let big = Connection::open(&db).unwrap();
+    big.execute_batch(
+        "PRAGMA cache_size = 2; BEGIN;
+         UPDATE t SET body = body || 'z';
+         UPDATE t SET body = body || 'y' WHERE id % 2 = 0;",
+    )
+    .unwrap();
+    let (now, page_size, after) = snapshot(&db);
+    let diff = differing(&image, &now, page_size);
+    if let Changes::Pages(named) = changed_between(&db, before.as_ref(), after.as_ref()).unwrap() {
+        assert!(diff.is_subset(&named), "{diff:?} vs {named:?}");
+    }
+    big.execute_batch("ROLLBACK").unwrap();
+    let (now, page_size, later) = snapshot(&db);
+    let diff = differing(&image, &now, page_size);
+    if let Changes::Pages(named) = changed_between(&db, before.as_ref(), later.as_ref()).unwrap() {
+        assert!(diff.is_subset(&named), "{diff:?} vs {named:?}");
+    }
+}
