@@ -448,8 +448,24 @@ impl Manifest {
             key: key.to_string(),
             message,
         };
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| match validate::locate(bytes) {
+        let newer = |version: u32| {
+            malformed(format!(
+                "version {version} is newer than this tool understands ({VERSION})"
+            ))
+        };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            // A newer version may store a field in a form this one cannot
+            // parse: say so rather than name the field.
+            #[derive(Deserialize)]
+            struct Head {
+                version: u32,
+            }
+            if let Ok(head) = serde_json::from_slice::<Head>(bytes)
+                && head.version > VERSION
+            {
+                return newer(head.version);
+            }
+            match validate::locate(bytes) {
                 Some((field, value)) => CatalogError::InvalidField {
                     key: key.to_string(),
                     error: FieldError {
@@ -462,7 +478,8 @@ impl Manifest {
                     },
                 },
                 None => malformed(e.to_string()),
-            })?;
+            }
+        })?;
         if m.format != FORMAT {
             return Err(malformed(format!(
                 "format is {:?}, expected {FORMAT:?}",
@@ -470,10 +487,7 @@ impl Manifest {
             )));
         }
         if m.version > VERSION {
-            return Err(malformed(format!(
-                "version {} is newer than this tool understands ({VERSION})",
-                m.version
-            )));
+            return Err(newer(m.version));
         }
         validate::manifest(&m).map_err(|error| CatalogError::InvalidField {
             key: key.to_string(),
@@ -906,5 +920,9 @@ mod tests {
         // A newer version is refused, not misread.
         v["version"] = (VERSION + 1).into();
         assert!(Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).is_err());
+        // A field in a form this version cannot parse: still "newer".
+        v["entries"] = "a form of the future".into();
+        let e = Manifest::from_bytes("k", &serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("newer than this tool"), "{e}");
     }
 }
