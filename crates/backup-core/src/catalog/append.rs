@@ -212,9 +212,15 @@ fn after_append(
     view.tip = Some(tip.clone());
     view.tip_link = Some(link);
     if due {
-        view::write_checkpoint(sink, &view.state, tip, view.manifests);
+        // A failed checkpoint is tried again at the next due append, not at
+        // every one: it only saves readers time.
         view.since_checkpoint = 0;
-        view.checkpoint = Some(view::checkpoint_key(&tip.run_id));
+        if let Some(segments) =
+            view::write_checkpoint(sink, &view.state, tip, view.manifests, &view.segments)
+        {
+            view.checkpoint = Some(view::checkpoint_key(&tip.run_id));
+            view.segments = segments;
+        }
     }
     view::memo::keep(sink, &view);
 }

@@ -36,6 +36,9 @@ use crate::page_map::Runs;
 use crate::sink::{Sink, SinkError, get_bytes};
 
 pub mod memo;
+pub mod released;
+
+pub use released::Segment;
 
 /// Folder of chain links inside a sink.
 pub(crate) const LINK_DIR: &str = "manifests/chain";
@@ -45,8 +48,11 @@ pub(crate) const LINK_DIR: &str = "manifests/chain";
 pub const CHECKPOINT_DIR: &str = "manifests/checkpoints";
 
 /// Appends between checkpoints of a small catalog: a reader follows at
-/// most this many links (see [`checkpoint_every`]).
-pub const CHECKPOINT_EVERY: u64 = 16;
+/// most this many links (see [`checkpoint_every`]). At 16, the checkpoints
+/// of the hour beside Litestream (660 listed snapshots, about 130 kB each)
+/// cost about as much per append as the manifest itself; at 32, half that,
+/// for a few dozen more small GETs by a process that starts cold.
+pub const CHECKPOINT_EVERY: u64 = 32;
 
 /// Appends between checkpoints of a state listing `live` entries: more as
 /// the catalog grows, so that checkpoints cost the same per append whatever
@@ -56,7 +62,7 @@ pub const CHECKPOINT_EVERY: u64 = 16;
 ///
 /// ```
 /// use backup_core::manifest::view::checkpoint_every;
-/// assert_eq!(checkpoint_every(700), 16);
+/// assert_eq!(checkpoint_every(700), 32);
 /// assert_eq!(checkpoint_every(10_000), 78);
 /// ```
 pub fn checkpoint_every(live: usize) -> u64 {
@@ -72,7 +78,8 @@ const FORMAT: &str = "sqlite-backup/checkpoint";
 // 5: released objects instead of pruned snapshots (see `compact`).
 // 6: entries' page maps in the grouped form of manifest version 5 (their
 //    packs are in the checkpoint's table; older readers would not parse them).
-const VERSION: u32 = 6;
+// 7: released objects in segments beside it (see `released`).
+const VERSION: u32 = 7;
 const SUFFIX: &str = ".checkpoint";
 /// Checkpoints are zstd-compressed JSON (4.8× smaller: field names and
 /// paths repeat in every entry), read by their magic number, so the plain
@@ -269,6 +276,13 @@ pub struct Checkpoint {
     /// once (see `compact` below): the entries of one chain name the same packs.
     #[serde(with = "compact")]
     pub state: State,
+    /// Where its state's released objects are (version 7; before, they
+    /// were inside `state`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_segments: Vec<Segment>,
+    /// The segments as this process read them, to name again unwritten.
+    #[serde(skip)]
+    pub(crate) stored_segments: Vec<released::Stored>,
 }
 
 /// A state as stored in a checkpoint: the page maps' pack references in
@@ -447,6 +461,8 @@ impl From<CheckpointV1> for Checkpoint {
             head_fields: c.head_fields,
             manifests: c.manifests,
             state: c.state,
+            released_segments: Vec::new(),
+            stored_segments: Vec::new(),
         }
     }
 }
@@ -502,7 +518,7 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
     if sidecar.sha256 != Sha256::hex_of(&bytes) {
         return Err(malformed("SHA-256 does not match its sidecar".into()));
     }
-    let c: Checkpoint = if bytes.starts_with(&ZSTD_MAGIC) {
+    let mut c: Checkpoint = if bytes.starts_with(&ZSTD_MAGIC) {
         // Decoded whole, then parsed: serde_json parses a slice several
         // times faster than a reader (which it reads a byte at a time), and
         // every run reads the newest checkpoint. Past the cap the JSON ends
@@ -527,6 +543,17 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
     }
     if checkpoint_key(&c.run_id) != key {
         return Err(malformed(format!("it names run {}", c.run_id)));
+    }
+    if !c.released_segments.is_empty() {
+        if !c.state.released.is_empty() {
+            return Err(malformed(
+                "it lists released objects both inside and in segments".into(),
+            ));
+        }
+        let (objects, stored) =
+            released::load(sink, &c.released_segments)?.map_err(|why| malformed(why))?;
+        c.state.released = objects;
+        c.stored_segments = stored;
     }
     Ok(c)
 }
@@ -613,6 +640,8 @@ pub struct View {
     /// one: its stored copy may be missing (its writer is between claim and
     /// store, or died there), and the next append completes it.
     pub tip_link: Option<String>,
+    /// The released segments of the checkpoint read or written last.
+    pub segments: Vec<released::Stored>,
 }
 
 /// Read `sink`'s catalog: the view this process kept of it, if it opted in
@@ -667,6 +696,7 @@ fn follow(
         manifests: checkpoint.manifests,
         checkpoint: Some(key.to_string()),
         state: checkpoint.state,
+        segments: checkpoint.stored_segments,
         ..View::default()
     };
     Ok(advance(sink, &mut view)?.map(|()| view))
@@ -754,6 +784,7 @@ fn replay(sink: &dyn Sink) -> Result<View, SinkError> {
         checkpoint: None,
         problems,
         tip_link: None,
+        segments: Vec::new(),
     };
     if let Err(why) = advance(sink, &mut view)? {
         // Appends will meet the bad link themselves and say so.
@@ -787,7 +818,7 @@ pub fn checkpoint_whole(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
     let view = replay(sink)?;
     match (&view.tip, view.problems.is_empty()) {
         (Some(tip), true) => {
-            write_checkpoint(sink, &view.state, tip, view.manifests);
+            write_checkpoint(sink, &view.state, tip, view.manifests, &[]);
             Ok(Some(checkpoint_key(&tip.run_id)))
         }
         _ => Ok(None),
@@ -795,10 +826,25 @@ pub fn checkpoint_whole(sink: &dyn Sink) -> Result<Option<String>, SinkError> {
 }
 
 /// Store a checkpoint of `state` as of the manifest `tip` (the
-/// `manifests`-th), then delete the checkpoints before the last few. A
-/// checkpoint only saves readers time, so failures are logged, not
-/// returned.
-pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u64) {
+/// `manifests`-th), its released objects in the segments `known` does not
+/// already hold, then delete the checkpoints before the last few and the
+/// segments neither it nor `known` (the checkpoint before, kept) names.
+/// Returns its segments. A checkpoint only saves readers time, so failures
+/// are logged, not returned.
+pub fn write_checkpoint(
+    sink: &dyn Sink,
+    state: &State,
+    tip: &Tip,
+    manifests: u64,
+    known: &[released::Stored],
+) -> Option<Vec<released::Stored>> {
+    let segments = match released::store(sink, &state.released, known) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("sink {}: storing released segments: {e}", sink.name());
+            return None;
+        }
+    };
     let c = Checkpoint {
         format: FORMAT.into(),
         version: VERSION,
@@ -806,7 +852,12 @@ pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u6
         head: tip.sha256.clone(),
         head_fields: tip.fields.clone(),
         manifests,
-        state: state.clone(),
+        state: State {
+            live: state.live.clone(),
+            released: BTreeMap::new(),
+        },
+        released_segments: released::named(&segments),
+        stored_segments: Vec::new(),
     };
     let key = checkpoint_key(&c.run_id);
     let json = serde_json::to_vec(&c).expect("a checkpoint serializes");
@@ -818,19 +869,24 @@ pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u6
         .and_then(|()| sink.put(&key, &bytes));
     if let Err(e) = stored {
         warn!("sink {}: storing checkpoint {key}: {e}", sink.name());
-        return;
+        return None;
     }
     info!(
         sink = sink.name(),
         key = %key,
         manifests,
         live = state.live.len(),
+        released = state.released.len(),
+        segments = segments.len(),
         bytes = bytes.len(),
         "checkpoint written"
     );
     let old = match checkpoint_keys(sink) {
         Ok(keys) => keys,
-        Err(e) => return warn!("sink {}: listing checkpoints: {e}", sink.name()),
+        Err(e) => {
+            warn!("sink {}: listing checkpoints: {e}", sink.name());
+            return Some(segments);
+        }
     };
     let keep_from = old.len().saturating_sub(CHECKPOINTS_KEPT);
     for k in old[..keep_from].iter().filter(|k| **k < key) {
@@ -840,6 +896,9 @@ pub fn write_checkpoint(sink: &dyn Sink, state: &State, tip: &Tip, manifests: u6
             }
         }
     }
+    let keep: BTreeSet<&str> = segments.iter().chain(known).map(|s| s.key()).collect();
+    released::delete_unnamed(sink, &keep);
+    Some(segments)
 }
 
 /// Every artifact still listed in `sink`'s catalog, newest first.
