@@ -360,7 +360,12 @@ fn a_checkpoint_of_pruned_snapshots_whole_reads_as_what_they_release() {
     let mut v4: serde_json::Value = serde_json::from_slice(&json).unwrap();
     v4["version"] = 4.into();
     // Its released objects are in segments beside it (version 7).
-    assert!(v4.as_object_mut().unwrap().remove("released_segments").is_some());
+    assert!(
+        v4.as_object_mut()
+            .unwrap()
+            .remove("released_segments")
+            .is_some()
+    );
     let state = v4["state"].as_object_mut().unwrap();
     state.remove("released_objects");
     // Page maps listed their packs before manifest version 5 grouped them

@@ -550,10 +550,9 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
                 "it lists released objects both inside and in segments".into(),
             ));
         }
-        let (objects, stored) =
-            released::load(sink, &c.released_segments)?.map_err(|why| malformed(why))?;
-        c.state.released = objects;
-        c.stored_segments = stored;
+        let loaded = released::load(sink, &c.released_segments)?.map_err(malformed)?;
+        c.state.released = loaded.objects;
+        c.stored_segments = loaded.stored;
     }
     Ok(c)
 }
@@ -838,7 +837,13 @@ pub fn write_checkpoint(
     manifests: u64,
     known: &[released::Stored],
 ) -> Option<Vec<released::Stored>> {
-    let segments = match released::store(sink, &state.released, known) {
+    let written = released::present(sink).and_then(|present| {
+        Ok((
+            released::store(sink, &state.released, known, &present)?,
+            present,
+        ))
+    });
+    let (segments, present) = match written {
         Ok(s) => s,
         Err(e) => {
             warn!("sink {}: storing released segments: {e}", sink.name());
@@ -897,7 +902,7 @@ pub fn write_checkpoint(
         }
     }
     let keep: BTreeSet<&str> = segments.iter().chain(known).map(|s| s.key()).collect();
-    released::delete_unnamed(sink, &keep);
+    released::delete_unnamed(sink, &present, &keep);
     Some(segments)
 }
 

@@ -86,20 +86,32 @@ fn hour_prefix(hour: i64) -> String {
     format!("{DIR}/{}-", at.strftime("%Y%m%dT%HZ"))
 }
 
-/// Store the segments of `released` that `known` does not already hold;
-/// what a checkpoint of it names.
+/// The segment keys `sink` holds: one listing, which [`store`] and
+/// [`delete_unnamed`] share.
+pub fn present(sink: &dyn Sink) -> Result<BTreeSet<String>, SinkError> {
+    Ok(sink
+        .list(DIR)?
+        .into_iter()
+        .filter(|k| k.ends_with(SUFFIX))
+        .collect())
+}
+
+/// Store the segments of `released` that `known` does not already hold
+/// and `present` (the sink's listing) still has; what a checkpoint of it
+/// names. A segment another writer deleted is written again, so one
+/// deletion never leaves every later checkpoint of this process unreadable.
 pub fn store(
     sink: &dyn Sink,
     released: &BTreeMap<String, Released>,
     known: &[Stored],
+    present: &BTreeSet<String>,
 ) -> Result<Vec<Stored>, SinkError> {
     let mut out = Vec::new();
     for (hour, objects) in by_hour(released) {
         let fingerprint = fingerprint(&objects);
-        if let Some(s) = known
-            .iter()
-            .find(|s| s.hour == hour && s.fingerprint == fingerprint)
-        {
+        if let Some(s) = known.iter().find(|s| {
+            s.hour == hour && s.fingerprint == fingerprint && present.contains(&s.segment.key)
+        }) {
             out.push(s.clone());
             continue;
         }
@@ -134,14 +146,20 @@ pub fn named(stored: &[Stored]) -> Vec<Segment> {
     stored.iter().map(|s| s.segment.clone()).collect()
 }
 
+/// What [`load`] read: the released objects, and the segments that
+/// hold them.
+pub struct Loaded {
+    /// The released objects of every segment together.
+    pub objects: BTreeMap<String, Released>,
+    /// The segments, to name again while their hours are unchanged.
+    pub stored: Vec<Stored>,
+}
+
 /// Read `segments` (a few at a time) and check each against its name and
 /// SHA-256: the released objects they list together, and what this process
 /// now knows is stored. `Err` says what is wrong; a sink failure other than
 /// a missing object is returned as such.
-pub fn load(
-    sink: &dyn Sink,
-    segments: &[Segment],
-) -> Result<Result<(BTreeMap<String, Released>, Vec<Stored>), String>, SinkError> {
+pub fn load(sink: &dyn Sink, segments: &[Segment]) -> Result<Result<Loaded, String>, SinkError> {
     let mut released = BTreeMap::new();
     for chunk in segments.chunks(PARALLEL) {
         let read: Vec<_> = std::thread::scope(|s| {
@@ -191,7 +209,10 @@ pub fn load(
     } else {
         Vec::new()
     };
-    Ok(Ok((released, stored)))
+    Ok(Ok(Loaded {
+        objects: released,
+        stored,
+    }))
 }
 
 fn read_one(
@@ -227,17 +248,12 @@ fn read_one(
     Ok(Ok(objects))
 }
 
-/// Delete the segments none of `keep` names (those of the checkpoints
-/// still kept). Failures are logged: a leftover segment costs only space.
-pub fn delete_unnamed(sink: &dyn Sink, keep: &BTreeSet<&str>) {
-    let keys = match sink.list(DIR) {
-        Ok(keys) => keys,
-        Err(e) => return warn!("sink {}: listing released segments: {e}", sink.name()),
-    };
-    for key in keys
-        .iter()
-        .filter(|k| k.ends_with(SUFFIX) && !keep.contains(k.as_str()))
-    {
+/// Delete the segments of `present` (listed before this checkpoint's
+/// were stored, so none another writer stores meanwhile) that none of
+/// `keep` names (those of the checkpoints still kept). Failures are
+/// logged: a leftover segment costs only space.
+pub fn delete_unnamed(sink: &dyn Sink, present: &BTreeSet<String>, keep: &BTreeSet<&str>) {
+    for key in present.iter().filter(|k| !keep.contains(k.as_str())) {
         if let Err(e) = sink.delete(key) {
             warn!("sink {}: deleting released segment {key}: {e}", sink.name());
         }
@@ -376,6 +392,16 @@ mod tests {
         let e = view::read_checkpoint(&store, &key).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
         store.put(&first, &good).unwrap();
+        assert_eq!(
+            view::read_checkpoint(&store, &key).unwrap().state.released,
+            state.released
+        );
+        // Deleted behind a writer that knew it: the next checkpoint writes
+        // it again rather than name what is gone.
+        store.delete(&first).unwrap();
+        let again = view::write_checkpoint(&store, &state, &tip(2), 2, &segments).unwrap();
+        assert_eq!(again, segments);
+        let key = view::checkpoint_key(&tip(2).run_id);
         assert_eq!(
             view::read_checkpoint(&store, &key).unwrap().state.released,
             state.released
