@@ -371,6 +371,83 @@ mod tests {
         assert_eq!(read.stored_segments, known);
     }
 
+    /// A checkpoint write stopped after any of its puts (as a kill -9 stops
+    /// it: nothing after that put happens) leaves the checkpoint before it
+    /// whole, segments and all, and names no checkpoint that is not; the
+    /// next write is whole.
+    #[test]
+    fn a_checkpoint_write_stopped_after_any_put_leaves_the_one_before_whole() {
+        let mut first = State::default();
+        release(&mut first, 0, 50);
+        release(&mut first, 60, 50);
+        let mut second = first.clone();
+        release(&mut second, 120, 50);
+        second.released.retain(|_, r| r.at > at(0));
+        // The puts and deletes of a whole write: the new hour's segment (the
+        // middle hour is unchanged, the first is still the older
+        // checkpoint's), the sidecar, the checkpoint.
+        let whole = {
+            let store = MemorySink::new("local");
+            let known = view::write_checkpoint(&store, &first, &tip(1), 1, &[]).unwrap();
+            let ops = Arc::new(AtomicUsize::new(0));
+            let o = ops.clone();
+            let sink = Hooked::new(store).with_hook(move |op, _, _| {
+                if matches!(op, Op::Put | Op::Delete) {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            });
+            view::write_checkpoint(&sink, &second, &tip(2), 2, &known).unwrap();
+            ops.load(Ordering::SeqCst)
+        };
+        assert_eq!(whole, 3);
+        for stop_after in 0..=whole {
+            let store = MemorySink::new("local");
+            let known = view::write_checkpoint(&store, &first, &tip(1), 1, &[]).unwrap();
+            let puts = Arc::new(AtomicUsize::new(0));
+            let p = puts.clone();
+            let sink = Hooked::new(store.clone()).with_hook(move |op, key, _| {
+                if matches!(op, Op::Put | Op::Delete)
+                    && p.fetch_add(1, Ordering::SeqCst) >= stop_after
+                {
+                    return Err(SinkError::NotFound { key: key.into() });
+                }
+                Ok(())
+            });
+            let done = view::write_checkpoint(&sink, &second, &tip(2), 2, &known);
+            let newest = view::checkpoint_keys(&store).unwrap().pop().unwrap();
+            let read = view::read_checkpoint(&store, &newest).unwrap();
+            if newest == view::checkpoint_key(&tip(2).run_id) {
+                assert_eq!(
+                    read.state.released, second.released,
+                    "stopped after {stop_after}"
+                );
+            } else {
+                assert_eq!(
+                    read.state.released, first.released,
+                    "stopped after {stop_after}"
+                );
+                assert!(done.is_none());
+                let older = view::checkpoint_key(&tip(1).run_id);
+                assert_eq!(
+                    view::read_checkpoint(&store, &older)
+                        .unwrap()
+                        .state
+                        .released,
+                    first.released
+                );
+            }
+            let again = view::write_checkpoint(&store, &second, &tip(3), 3, &known).unwrap();
+            let key = view::checkpoint_key(&tip(3).run_id);
+            assert_eq!(
+                view::read_checkpoint(&store, &key).unwrap().state.released,
+                second.released
+            );
+            assert_eq!(again.len(), 2);
+            assert_eq!(done.is_some(), stop_after == whole);
+        }
+    }
+
     #[test]
     fn a_damaged_or_missing_segment_makes_its_checkpoint_unreadable_by_name() {
         let store = MemorySink::new("local");
