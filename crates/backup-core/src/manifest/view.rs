@@ -138,8 +138,10 @@ pub struct State {
     /// are kept, not the pruned snapshots: those wait out `pack_grace` (a
     /// day at one run a second is tens of thousands of them), and a state
     /// carrying each one's page map grew a daemon's CPU, memory and
-    /// checkpoints minute by minute in the one-hour soak.
-    pub released: BTreeMap<String, Released>,
+    /// checkpoints minute by minute in the one-hour soak. Shared, as `live`
+    /// is: a kept view is handed out several times a run, and a day of
+    /// releases is a quarter of a million keys to copy each time.
+    pub released: Arc<BTreeMap<String, Released>>,
 }
 
 impl State {
@@ -170,8 +172,11 @@ impl State {
         for n in released {
             self.release(n.key, m.finished_at, n.size.unwrap_or(0));
         }
-        for key in &m.collected {
-            self.released.remove(key);
+        if !m.collected.is_empty() {
+            let released = Arc::make_mut(&mut self.released);
+            for key in &m.collected {
+                released.remove(key);
+            }
         }
         if any_released {
             self.drop_needed();
@@ -179,7 +184,9 @@ impl State {
     }
 
     fn release(&mut self, key: String, at: Timestamp, size: u64) {
-        let r = self.released.entry(key).or_insert(Released { at, size });
+        let r = Arc::make_mut(&mut self.released)
+            .entry(key)
+            .or_insert(Released { at, size });
         r.at = r.at.max(at);
         r.size = r.size.max(size);
     }
@@ -188,7 +195,7 @@ impl State {
     /// releases them again when it is pruned.
     fn drop_needed(&mut self) {
         let needed = self.needed();
-        self.released.retain(|key, _| !needed.contains(key));
+        Arc::make_mut(&mut self.released).retain(|key, _| !needed.contains(key));
     }
 
     /// The object keys listed incremental snapshots need.
@@ -209,7 +216,7 @@ impl State {
     ) -> State {
         let mut state = State {
             live,
-            released: BTreeMap::new(),
+            released: Default::default(),
         };
         for p in pruned {
             for n in p.entry.objects() {
@@ -391,7 +398,7 @@ mod compact {
         Compact {
             packs,
             live,
-            released_objects: state.released.clone(),
+            released_objects: BTreeMap::clone(&state.released),
             released: Vec::new(),
             collected: BTreeSet::new(),
             runs_in_manifests: true,
@@ -423,7 +430,7 @@ mod compact {
         if c.released.is_empty() {
             return Ok(State {
                 live,
-                released: c.released_objects,
+                released: Arc::new(c.released_objects),
             });
         }
         let mut pruned = Vec::with_capacity(c.released.len());
@@ -551,7 +558,7 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
             ));
         }
         let loaded = released::load(sink, &c.released_segments)?.map_err(malformed)?;
-        c.state.released = loaded.objects;
+        c.state.released = Arc::new(loaded.objects);
         c.stored_segments = loaded.stored;
     }
     Ok(c)
@@ -859,7 +866,7 @@ pub fn write_checkpoint(
         manifests,
         state: State {
             live: state.live.clone(),
-            released: BTreeMap::new(),
+            released: Default::default(),
         },
         released_segments: released::named(&segments),
         stored_segments: Vec::new(),

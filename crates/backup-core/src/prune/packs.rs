@@ -200,7 +200,8 @@ mod tests {
             "colibri-r74-20260415.db",
             "app-20260101.db.zst",
         ] {
-            state.released.insert(key.into(), Released { at, size: 1 });
+            std::sync::Arc::make_mut(&mut state.released)
+                .insert(key.into(), Released { at, size: 1 });
         }
         let mut live = crate::manifest::view::Live {
             run_id: "20260101T000000Z-bbbb".into(),

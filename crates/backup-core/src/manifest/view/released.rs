@@ -292,7 +292,7 @@ mod tests {
         for k in 0..n {
             let salt = (k as i64 * 7919 + minute * 104_729) % 65_536;
             let key = format!("app-auto-{minute:06}-{k:04}-{salt:04x}.pageidx");
-            state.released.insert(
+            Arc::make_mut(&mut state.released).insert(
                 key,
                 Released {
                     at: at(minute),
@@ -331,8 +331,7 @@ mod tests {
         let mut i = 0;
         for minute in (0..30 * 60).step_by(10) {
             release(&mut state, minute, 300);
-            state
-                .released
+            Arc::make_mut(&mut state.released)
                 .retain(|_, r| r.at.duration_since(at(minute)) > -SignedDuration::from_hours(24));
             for _ in 0..2 {
                 i += 1;
@@ -358,7 +357,7 @@ mod tests {
         assert!(waiting[350] >= 12 * waiting[18], "{waiting:?}");
         assert!(mean(late) <= 3.0 * mean(early), "{per_checkpoint:?}");
         // Inside the checkpoint, as before version 7, every one would carry them all.
-        let inline = serde_json::to_vec(&state.released).unwrap();
+        let inline = serde_json::to_vec(&*state.released).unwrap();
         let inline = zstd::encode_all(inline.as_slice(), 3).unwrap().len();
         eprintln!("the same released objects inside a checkpoint: {inline} bytes");
         assert!(mean(late) * 10.0 < inline as f64);
@@ -382,7 +381,7 @@ mod tests {
         release(&mut first, 60, 50);
         let mut second = first.clone();
         release(&mut second, 120, 50);
-        second.released.retain(|_, r| r.at > at(0));
+        Arc::make_mut(&mut second.released).retain(|_, r| r.at > at(0));
         // The puts and deletes of a whole write: the new hour's segment (the
         // middle hour is unchanged, the first is still the older
         // checkpoint's), the sidecar, the checkpoint.
