@@ -154,6 +154,17 @@ fn a_process_that_keeps_views_reads_the_checkpoint_once() {
     assert_eq!(kept.manifests as usize, stored.len());
     assert!(kept.state.matches_replay(&replay));
     assert_eq!(kept.state.live.len(), RUNS + RUNS.div_ceil(3));
+    // Handed out again, it shares what it lists rather than copying it
+    // (a day of released objects is a quarter of a million keys).
+    let again = view::view(&spy).unwrap();
+    assert!(Arc::ptr_eq(&kept.state.released, &again.state.released));
+    assert!(
+        kept.state
+            .live
+            .iter()
+            .zip(&again.state.live)
+            .all(|(a, b)| Arc::ptr_eq(a, b))
+    );
 
     // Emptied behind this process's back (a new bucket under the same
     // name): the next run is a full base in a new catalog.
