@@ -530,12 +530,7 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
         // times faster than a reader (which it reads a byte at a time), and
         // every run reads the newest checkpoint. Past the cap the JSON ends
         // early and is malformed.
-        let cap = (bytes.len() as u64).saturating_mul(MAX_RATIO);
-        let decoder = zstd::stream::read::Decoder::new(bytes.as_slice())
-            .map_err(|e| malformed(e.to_string()))?;
-        let mut json = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, cap), &mut json)
-            .map_err(|e| malformed(e.to_string()))?;
+        let json = decode_capped(&bytes).map_err(|e| malformed(e.to_string()))?;
         parse_checkpoint(&json)
     } else {
         // Written before checkpoints were compressed.
@@ -562,6 +557,17 @@ pub fn read_checkpoint(sink: &dyn Sink, key: &str) -> Result<Checkpoint, Checkpo
         c.stored_segments = loaded.stored;
     }
     Ok(c)
+}
+
+/// Decode zstd-compressed JSON read from a sink, at most [`MAX_RATIO`]
+/// bytes per compressed byte (past it the JSON ends early and is
+/// malformed).
+fn decode_capped(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let cap = (bytes.len() as u64).saturating_mul(MAX_RATIO);
+    let decoder = zstd::stream::read::Decoder::new(bytes)?;
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(decoder, cap), &mut json)?;
+    Ok(json)
 }
 
 /// Read the page-map runs of `entry` (listed under `run_id`) from its

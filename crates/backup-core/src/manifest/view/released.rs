@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{MAX_RATIO, Released};
+use super::{Released, decode_capped};
 use crate::digest::Sha256;
 use crate::sink::{Sink, SinkError, get_bytes};
 
@@ -161,6 +161,7 @@ pub struct Loaded {
 /// a missing object is returned as such.
 pub fn load(sink: &dyn Sink, segments: &[Segment]) -> Result<Result<Loaded, String>, SinkError> {
     let mut released = BTreeMap::new();
+    let mut stored = Vec::new();
     for chunk in segments.chunks(PARALLEL) {
         let read: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
@@ -172,13 +173,24 @@ pub fn load(sink: &dyn Sink, segments: &[Segment]) -> Result<Result<Loaded, Stri
                 .map(|h| h.join().expect("a segment read does not panic"))
                 .collect()
         });
-        for r in read {
+        for (seg, r) in chunk.iter().zip(read) {
             let objects = match r {
                 Ok(Ok(objects)) => objects,
                 Ok(Err(why)) => return Ok(Err(why)),
                 Err(e) if e.is_not_found() => return Ok(Err(format!("a segment is missing: {e}"))),
                 Err(e) => return Err(e),
             };
+            // One hour, named as `store` names it: reused while unchanged.
+            // Anything else is read but never named again unwritten.
+            if let [(hour, group)] = Vec::from_iter(by_hour(&objects)).as_slice()
+                && seg.key.starts_with(&hour_prefix(*hour))
+            {
+                stored.push(Stored {
+                    hour: *hour,
+                    fingerprint: fingerprint(group),
+                    segment: seg.clone(),
+                });
+            }
             for (key, r) in objects {
                 if released.insert(key.clone(), r).is_some() {
                     return Ok(Err(format!("{key} is in two segments")));
@@ -186,29 +198,6 @@ pub fn load(sink: &dyn Sink, segments: &[Segment]) -> Result<Result<Loaded, Stri
             }
         }
     }
-    let stored = by_hour(&released)
-        .into_iter()
-        .map(|(hour, objects)| {
-            let fingerprint = fingerprint(&objects);
-            (hour, fingerprint)
-        })
-        .collect::<Vec<_>>();
-    // Every hour is one segment, so they pair up in order; anything else
-    // was not written by `store` and is read but never reused.
-    let stored = if stored.len() == segments.len() {
-        stored
-            .into_iter()
-            .zip(segments)
-            .filter(|((hour, _), seg)| seg.key.starts_with(&hour_prefix(*hour)))
-            .map(|((hour, fingerprint), seg)| Stored {
-                hour,
-                fingerprint,
-                segment: seg.clone(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     Ok(Ok(Loaded {
         objects: released,
         stored,
@@ -223,14 +212,10 @@ fn read_one(
     if !(seg.key.starts_with(DIR) && seg.key.ends_with(&format!("-{}{SUFFIX}", seg.sha256))) {
         return Ok(bad("its name does not carry its SHA-256"));
     }
-    let bytes = get_bytes(sink, &seg.key)?;
-    let cap = (bytes.len() as u64).saturating_mul(MAX_RATIO);
-    let mut json = Vec::new();
-    let decoded = zstd::stream::read::Decoder::new(bytes.as_slice())
-        .and_then(|d| std::io::Read::read_to_end(&mut std::io::Read::take(d, cap), &mut json));
-    if let Err(e) = decoded {
-        return Ok(bad(&e.to_string()));
-    }
+    let json = match decode_capped(&get_bytes(sink, &seg.key)?) {
+        Ok(json) => json,
+        Err(e) => return Ok(bad(&e.to_string())),
+    };
     if Sha256::hex_of(&json) != seg.sha256 {
         return Ok(bad("SHA-256 does not match"));
     }
