@@ -25,8 +25,12 @@
 //! `DEEP_PRUNE=1m` has the daemon prune every minute under a policy that
 //! keeps every snapshot of the last minute and one a minute for the hour
 //! (the steady state a user's catalog reaches), and `DEEP_REMOTE=s3` uses
-//! moto (127.0.0.1) instead of Azurite.
+//! moto (127.0.0.1) instead of Azurite. `DEEP_REMOTE=azure-counted` (with
+//! `DEEP_DAEMON`) also counts the daemon's requests by kind from Azurite's
+//! own request log, over runs 2-101 and the last 100; that log slows
+//! Azurite, so take run times from a run without it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -97,11 +101,16 @@ fn store_latency(sink: &dyn Sink) -> (f64, f64) {
 }
 
 /// Each run's time, and for a daemon its CPU seconds per run over runs
-/// 2-101 and over the last 100.
+/// 2-101 and over the last 100, and the same for its requests by kind when
+/// they are counted.
 struct Taken {
     took: Vec<Duration>,
     cpu_per_run: Option<(f64, f64)>,
+    requests_per_run: Option<PerKind>,
 }
+
+/// Requests per run by kind: runs 2-101, the last 100.
+type PerKind = BTreeMap<String, (f64, f64)>;
 
 /// A few rows changed before each run, one CLI process a run.
 fn one_shot_runs(remote: &Remote, p: &Project, app: &Connection, rows: i64, runs: usize) -> Taken {
@@ -127,6 +136,7 @@ fn one_shot_runs(remote: &Remote, p: &Project, app: &Connection, rows: i64, runs
     Taken {
         took,
         cpu_per_run: None,
+        requests_per_run: None,
     }
 }
 
@@ -176,6 +186,11 @@ fn daemon_runs(
     // CPU at the ends of runs 1, 101, runs - 100 and runs.
     let marks = [1, 101.min(runs), runs.saturating_sub(100).max(1), runs];
     let mut cpu = Vec::new();
+    let counted = match remote {
+        Remote::Azure(az) => az.requests().cloned(),
+        Remote::S3(_) => None,
+    };
+    let mut requests = Vec::new();
     for line in BufReader::new(daemon.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         assert!(!line.contains("ERROR"), "{line}\n{}", log.join("\n"));
@@ -186,6 +201,7 @@ fn daemon_runs(
             took.push(begun.take().expect("a run that started").elapsed());
             for _ in marks.iter().filter(|&&m| m == took.len()) {
                 cpu.push(cpu_seconds(daemon.id()));
+                requests.extend(counted.as_ref().map(|c| c.snapshot()));
             }
             if took.len() % 1_000 == 0 {
                 eprintln!("{} runs", took.len());
@@ -216,10 +232,24 @@ fn daemon_runs(
         "the daemon stopped early:\n{}",
         log.join("\n")
     );
-    let per_run = |a: usize, b: usize| (cpu[b] - cpu[a]) / (marks[b] - marks[a]).max(1) as f64;
+    let runs_between = |a: usize, b: usize| (marks[b] - marks[a]).max(1) as f64;
+    let per_run = |a: usize, b: usize| (cpu[b] - cpu[a]) / runs_between(a, b);
+    let requests_per_run = (requests.len() == marks.len()).then(|| {
+        let kinds: std::collections::BTreeSet<&String> =
+            requests.iter().flat_map(|r| r.keys()).collect();
+        let between = |k: &String, a: usize, b: usize| {
+            let n = |i: usize| requests[i].get(k).copied().unwrap_or(0) as f64;
+            (n(b) - n(a)) / runs_between(a, b)
+        };
+        kinds
+            .into_iter()
+            .map(|k| (k.clone(), (between(k, 0, 1), between(k, 2, 3))))
+            .collect()
+    });
     Taken {
         took,
         cpu_per_run: Some((per_run(0, 1), per_run(2, 3))),
+        requests_per_run,
     }
 }
 
@@ -231,6 +261,7 @@ fn a_chain_thousands_of_runs_deep() {
     let mb: u64 = env_or("DEEP_MB", 50);
     let remote = match std::env::var("DEEP_REMOTE").as_deref() {
         Ok("s3") => Remote::s3(),
+        Ok("azure-counted") => Remote::azure_counting(),
         _ => Remote::azure(),
     };
     let prune = std::env::var("DEEP_PRUNE").ok();
@@ -252,7 +283,11 @@ fn a_chain_thousands_of_runs_deep() {
 
     let store_before = store_latency(&remote.sink());
     let started = Instant::now();
-    let Taken { took, cpu_per_run } = match std::env::var("DEEP_DAEMON") {
+    let Taken {
+        took,
+        cpu_per_run,
+        requests_per_run,
+    } = match std::env::var("DEEP_DAEMON") {
         Ok(interval) => {
             drop(app);
             daemon_runs(&remote, &p, &db, rows, runs, &interval, prune.as_deref())
@@ -349,6 +384,15 @@ fn a_chain_thousands_of_runs_deep() {
             late * 1e3,
             late / early
         );
+    }
+    if let Some(kinds) = &requests_per_run {
+        let (early, late) = kinds
+            .values()
+            .fold((0.0, 0.0), |(e, l), (a, b)| (e + a, l + b));
+        println!("| requests per run, runs 2-101 / last 100 | {early:.2} / {late:.2} |");
+        for (kind, (a, b)) in kinds {
+            println!("| … `{kind}` | {a:.2} / {b:.2} |");
+        }
     }
     println!(
         "| {} alone: small GET, empty listing, before the runs (ms) | {:.2} / {:.2} |",

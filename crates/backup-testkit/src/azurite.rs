@@ -23,6 +23,9 @@ use object_store::ClientOptions;
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential};
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 
+mod requests;
+pub use requests::RequestCounts;
+
 /// How long Azurite may take to accept connections (it needs about 1 s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,6 +51,7 @@ pub struct Azurite {
     data: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    requests: Option<RequestCounts>,
 }
 
 impl fmt::Debug for Azurite {
@@ -77,6 +81,17 @@ impl Azurite {
     /// Start Azurite on a free port with a fresh data folder and wait until
     /// it accepts connections.
     pub fn start() -> Result<Self, AzuriteError> {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start), counting every request it serves (see
+    /// [`requests`](Self::requests)). Its request log slows it down: for
+    /// counting, not timing.
+    pub fn start_counting() -> Result<Self, AzuriteError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(count: bool) -> Result<Self, AzuriteError> {
         let bin = repo_root().join("node_modules/.bin/azurite-blob");
         if !bin.exists() {
             return fail(format!(
@@ -95,9 +110,23 @@ impl Azurite {
             data,
             port: free_port()?,
             child: None,
+            requests: None,
         };
+        if count {
+            azurite.requests = Some(RequestCounts::listen(&azurite.requests_fifo())?);
+        }
         azurite.launch()?;
         Ok(azurite)
+    }
+
+    /// The requests served so far, when started by
+    /// [`start_counting`](Self::start_counting).
+    pub fn requests(&self) -> Option<&RequestCounts> {
+        self.requests.as_ref()
+    }
+
+    fn requests_fifo(&self) -> PathBuf {
+        self.data.path().join("requests.fifo")
     }
 
     fn log_path(&self) -> PathBuf {
@@ -113,7 +142,11 @@ impl Azurite {
         let log2 = log
             .try_clone()
             .map_err(|e| AzuriteError(format!("cannot open Azurite's log: {e}")))?;
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        if self.requests.is_some() {
+            command.arg("--debug").arg(self.requests_fifo());
+        }
+        let child = command
             .arg("--silent")
             .arg("--disableTelemetry")
             .arg("--skipApiVersionCheck")

@@ -47,6 +47,14 @@ impl Remote {
         Self::Azure(az)
     }
 
+    /// [`azure`](Self::azure) with every request counted
+    /// ([`Azurite::start_counting`]).
+    pub fn azure_counting() -> Self {
+        let az = Azurite::start_counting().unwrap_or_else(|e| panic!("{e}"));
+        az.create_container(ROOT).unwrap_or_else(|e| panic!("{e}"));
+        Self::Azure(az)
+    }
+
     pub fn s3() -> Self {
         let moto = Moto::start().unwrap_or_else(|e| panic!("{e}"));
         moto.create_bucket(ROOT).unwrap_or_else(|e| panic!("{e}"));
