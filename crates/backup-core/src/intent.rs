@@ -57,14 +57,18 @@ pub(crate) fn discard(sink: &dyn Sink, run_id: &str, label: &str) -> Result<(), 
     sink.delete(&key(run_id, label))
 }
 
-/// Remove the records of `run_id` (its manifest is written).
-pub fn clear(sink: &dyn Sink, run_id: &str) -> Result<(), SinkError> {
-    for k in records(sink, false)? {
-        if file_name(&k).starts_with(&format!("{run_id}-")) {
-            sink.delete(&k)?;
-        }
-    }
-    Ok(())
+/// Remove the records of `run_id` for `labels`, the databases it backed
+/// up into this sink (its manifest is written). By key, not by listing the
+/// records: one request a database instead of a listing and a delete each
+/// run, and a record of another run is never touched.
+pub fn clear<'a>(
+    sink: &dyn Sink,
+    run_id: &str,
+    labels: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SinkError> {
+    labels
+        .into_iter()
+        .try_for_each(|label| sink.delete(&key(run_id, label)))
 }
 
 /// Act on every record left by a run that will not finish: delete the keys
@@ -155,10 +159,6 @@ fn records(sink: &dyn Sink, legacy: bool) -> Result<Vec<String>, SinkError> {
     }
     keys.retain(|k| k.ends_with(SUFFIX));
     Ok(keys)
-}
-
-fn file_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
 }
 
 #[cfg(test)]
@@ -335,7 +335,7 @@ mod tests {
             keys: vec![],
         };
         record(&sink, "app", &other).unwrap();
-        clear(&sink, RUN).unwrap();
+        clear(&sink, RUN, ["app", "never-recorded"]).unwrap();
         let left: Vec<String> = records(&sink, false).unwrap();
         assert_eq!(left, [key(&other.run_id, "app")]);
     }

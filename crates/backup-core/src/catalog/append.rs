@@ -168,9 +168,11 @@ pub fn append(sink: &dyn Sink, draft: Draft) -> Result<Appended, AppendError> {
         // "exists" after its first try went through. (Another writer's
         // byte-identical manifest would record the very same thing.)
         let won = claimed == bytes;
-        let next = complete(sink, &link, &claimed)?;
+        let (next, stored) = complete(sink, &link, &claimed)?;
         if won {
             if lost_races == 0 {
+                // Its copy stored, the next append need not check for it.
+                let link = (!stored).then_some(link);
                 after_append(sink, view, &m, &next, link);
             }
             return Ok(Appended {
@@ -200,7 +202,7 @@ fn after_append(
     mut view: view::View,
     appended: &Manifest,
     tip: &Tip,
-    link: String,
+    link: Option<String>,
 ) {
     let due = view.since_checkpoint + 1 >= view::checkpoint_every(view.state.live.len());
     if !view.problems.is_empty() || !(due || view::memo::enabled()) {
@@ -210,7 +212,7 @@ fn after_append(
     view.manifests += 1;
     view.since_checkpoint += 1;
     view.tip = Some(tip.clone());
-    view.tip_link = Some(link);
+    view.tip_link = link;
     if due {
         // A failed checkpoint is tried again at the next due append, not at
         // every one: it only saves readers time.
@@ -226,12 +228,13 @@ fn after_append(
 }
 
 /// Make sure the manifest claimed by `link` (bytes `claimed`) is stored
-/// under its key with its sidecar, and return it as a tip. Idempotent and
+/// under its key with its sidecar, and return it as a tip, and whether
+/// both copies are now stored. Idempotent and
 /// safe to race: both objects are created only if absent, with the bytes the
 /// link fixes. A failure after the claim is logged, not returned: the
 /// manifest is on the chain, and the next append (or `catalog repair`)
 /// completes it.
-fn complete(sink: &dyn Sink, link: &str, claimed: &[u8]) -> Result<Tip, AppendError> {
+fn complete(sink: &dyn Sink, link: &str, claimed: &[u8]) -> Result<(Tip, bool), AppendError> {
     let m = Manifest::from_bytes(link, claimed).map_err(|e| AppendError::BadLink {
         key: link.to_string(),
         message: e.to_string(),
@@ -249,19 +252,20 @@ fn complete(sink: &dyn Sink, link: &str, claimed: &[u8]) -> Result<Tip, AppendEr
         Err(e) if !e.is_already_exists() => Err(e),
         _ => Ok(()),
     });
-    if let Err(e) = stored {
+    if let Err(e) = &stored {
         warn!(
             "sink {}: manifest {key} is on the chain ({link}) but storing its copy failed: {e}; \
              the next append or `sqlite-backup catalog repair` completes it",
             sink.name()
         );
     }
-    Ok(Tip {
+    let tip = Tip {
         run_id: m.run_id,
         fields: manifest::field_digests(claimed),
         sha256,
         key,
-    })
+    };
+    Ok((tip, stored.is_ok()))
 }
 
 /// Links whose manifest copy is missing (a writer died between claiming and

@@ -660,8 +660,8 @@ pub struct View {
 /// ([`memo::remember`]) and the sink still holds its tip, else the newest
 /// usable checkpoint, else every manifest; then the manifests after it.
 pub fn view(sink: &dyn Sink) -> Result<View, SinkError> {
-    if let Some(mut kept) = memo::recall(sink)
-        && advance(sink, &mut kept)?.is_ok()
+    if let Some((mut kept, checked)) = memo::recall(sink)
+        && (checked || advance(sink, &mut kept)?.is_ok())
     {
         memo::keep(sink, &kept);
         return Ok(kept);

@@ -29,6 +29,8 @@ pub fn execute(plan: &Plan, observer: &dyn Observer) -> RunReport {
         databases = plan.items.len(),
         "backup phase start"
     );
+    // Each sink's catalog is checked once a run, not at every read of it.
+    let _reads = crate::manifest::view::memo::Scope::open();
     clean_leftovers(targets, &opts.scratch_dir);
     let mut outcomes: Vec<Outcome> = plan
         .items
@@ -103,7 +105,7 @@ fn run_item(plan: &Plan, item: &PlanItem, opts: &RunOpts<'_>) -> Outcome {
 fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten> {
     let mut manifests = Vec::new();
     let finished_at = Timestamp::now();
-    for target in &plan.targets {
+    for (t, target) in plan.targets.iter().enumerate() {
         let sink_name = target.sink.name();
         let entries: Vec<Entry> = outcomes
             .iter()
@@ -132,11 +134,23 @@ fn write_manifests(plan: &Plan, outcomes: &mut [Outcome]) -> Vec<ManifestWritten
             }
             Err(e) => unlist_uploads(target, outcomes, e),
         }
-        if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id) {
+        if let Err(e) = intent::clear(target.sink.as_ref(), &plan.run_id, labels_into(plan, t)) {
             warn!("sink {sink_name}: removing this run's intent records: {e}");
         }
     }
     manifests
+}
+
+/// The databases the plan backs up into target `t`: those whose intent
+/// records this run wrote there.
+fn labels_into(plan: &Plan, t: usize) -> impl Iterator<Item = &str> {
+    plan.items
+        .iter()
+        .filter(move |i| match &i.action {
+            Action::Backup(artifacts) => artifacts.iter().any(|a| a.target == t),
+            Action::Skip(_) => false,
+        })
+        .map(|i| i.database.label.as_str())
 }
 
 /// Without a manifest nothing of this run counts in `target`'s sink: remove
