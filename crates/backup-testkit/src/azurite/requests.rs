@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use super::AzuriteError;
 
-/// Requests so far, by kind (see [`kind`]).
+/// Requests so far, by kind: the method, then `list <folder>`, `batch`,
+/// `chain` (a chain claim) or the key's last extension, e.g. `PUT chain`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounts(Arc<Mutex<BTreeMap<String, u64>>>);
 
