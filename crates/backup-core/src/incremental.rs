@@ -550,8 +550,8 @@ impl<'a> PackWriter<'a> {
         }
     }
 
-    /// Seal every pack and the index to `recipients`; keep the plaintext
-    /// of XOR packs in `local` for later folds.
+    /// Seal every pack and the index to `recipients`; keep a copy of each
+    /// XOR pack (its plaintext, when sealed) in `local` for later folds.
     pub(crate) fn sealed_to(
         self,
         recipients: Option<Recipients>,
@@ -629,15 +629,24 @@ impl<'a> PackWriter<'a> {
             bytes.splice(0..0, header);
         }
         let key = Self::pack_key(&self.base, self.packs.len());
-        if let Some(r) = &self.seal {
-            let sealed = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
-            if let (true, Some(local)) = (xor, &self.keep_plain)
-                && let Err(e) = local.keep(&key, &bytes, &Sha256::hex_of(&sealed))
-            {
-                // Costs a full base when the pack is to be folded.
-                tracing::warn!("cannot keep the plaintext of {key} for later folds: {e}");
+        let plain = match &self.seal {
+            Some(r) => {
+                let sealed = r.seal_bytes(&bytes).map_err(|e| io_sink(&self.base, e))?;
+                Some(std::mem::replace(&mut bytes, sealed))
             }
-            bytes = sealed;
+            None => None,
+        };
+        if let (true, Some(local)) = (xor, &self.keep_plain) {
+            let kept = local.keep(
+                &key,
+                plain.as_ref().unwrap_or(&bytes),
+                &Sha256::hex_of(&bytes),
+            );
+            if let Err(e) = kept {
+                // A sealed chain's fold then costs a full base; an unsealed
+                // one reads the pack back from the sink.
+                tracing::warn!("cannot keep a copy of {key} for later folds: {e}");
+            }
         }
         self.sink.put(&key, &bytes)?;
         let index_at = self.packs.iter().map(|p| p.pages).sum();

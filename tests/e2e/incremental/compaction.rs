@@ -4,7 +4,9 @@
 //! snapshot needs a bounded number of packs; every snapshot sampled (those
 //! that folded among them) restores exactly from both sinks; and once the
 //! older snapshots are pruned, collection frees the packs folded away while
-//! the newest still restores.
+//! the newest still restores. Folds into Azure read the packs they fold from
+//! the copies the host kept, not back from Azure (counted by Azurite), and
+//! from Azure once those copies are gone.
 
 use rusqlite::Connection;
 
@@ -37,7 +39,11 @@ fn restores_exactly(remote: &Remote, p: &Project, l: &Listed, from: &str, name: 
 #[test]
 fn a_deep_chain_folds_small_packs_and_every_snapshot_restores() {
     require_tool("sqlite3");
-    let remote = Remote::azure();
+    let remote = Remote::azure_counting();
+    let pack_gets = || {
+        let counts = remote.azurite().requests().unwrap().snapshot();
+        counts.get("GET pack").copied().unwrap_or(0)
+    };
     let p = Project::new();
     let db = p.demo_db("app.db", 3_000_000);
     let retention =
@@ -65,7 +71,22 @@ fn a_deep_chain_folds_small_packs_and_every_snapshot_restores() {
         if out.contains("packs folded") {
             folded_at.push(round);
         }
+        // Between two folds (one every FAN_IN runs here), so the next one
+        // folds packs whose copies are gone.
+        if round == RUNS / 2 + FAN_IN / 2 {
+            assert!(!folded_at.is_empty());
+            assert_eq!(pack_gets(), 0, "a fold read a pack back from Azure");
+            // Copies lost (a new state folder): folds read from Azure.
+            let copies = p.join(".sqlite-backup-state/page-hashes/sealed-packs/azure.app");
+            assert!(
+                copies.is_dir() && !walkdir(&copies).is_empty(),
+                "no copies kept in {}",
+                copies.display()
+            );
+            std::fs::remove_dir_all(&copies).unwrap();
+        }
     }
+    assert!(pack_gets() > 0, "no fold after the copies went read Azure");
     let all = catalog(&p);
     assert_eq!(all.len(), RUNS);
     let depths: Vec<u32> = all

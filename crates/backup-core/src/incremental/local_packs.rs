@@ -1,13 +1,17 @@
-//! The plaintext of the XOR packs a sealed chain's host wrote and may fold
-//! again. A run folds small XOR packs by XORing their deltas into its own
-//! (see [`crate::compaction::fold_xor`]), but the host cannot read its
-//! sealed packs back: it holds no key that opens them. So it keeps, in its
-//! state folder (private, as the page hashes are), the compressed plaintext
-//! of each XOR pack it seals, until the pack settles or leaves the chain.
-//! Beside each copy are its SHA-256 and that of the sealed pack it became:
-//! a copy is used only for that pack and only with every byte as written,
-//! and a missing or damaged one costs a new full base, as a lost page-hash
-//! cache does.
+//! Copies of the XOR packs a host wrote and may fold again. A run folds
+//! small XOR packs by XORing their deltas into its own (see
+//! [`crate::compaction::fold_xor`]), but a host cannot read its sealed packs
+//! back: it holds no key that opens them. So it keeps, in its state folder
+//! (private, as the page hashes are), the compressed plaintext of each XOR
+//! pack it seals, until the pack settles or leaves the chain. It does the
+//! same for unsealed packs on an object store, which it could read back but
+//! would pay a GET and the bytes' transfer for, about once a run at one run a
+//! second. Beside each copy are its SHA-256 and that of the pack as stored:
+//! a copy is used only for that pack and only with every byte as written. A
+//! sealed chain with a missing or damaged copy takes a new full base, as a
+//! lost page-hash cache does; an unsealed one reads that pack from the sink.
+//! (The folder is still `sealed-packs/`, as it was named when only sealed
+//! chains kept copies: renaming it would cost those a new base.)
 
 use std::io;
 use std::path::{Path, PathBuf};

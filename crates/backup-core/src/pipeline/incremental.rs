@@ -27,7 +27,7 @@ use crate::manifest::{Entry, SealedFacts};
 use crate::mirror::Mirror;
 use crate::naming;
 use crate::page_map::{self, PageMap};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Placement, Sink, SinkError};
 use crate::snapshot::{PageStream, SnapshotStats};
 use crate::verify::{self, Checks, DbReport};
 use crate::wal_frames;
@@ -111,8 +111,9 @@ struct Chain<'a> {
     base: String,
     /// A sealed chain's recipients: packs and index are age files.
     seal: Option<crate::encryption::Recipients>,
-    /// A sealed chain's plaintext copies of its XOR packs, which its folds
-    /// read (it cannot open the sealed ones).
+    /// Copies of its XOR packs, which its folds read: a sealed chain's
+    /// plaintext (it cannot open the sealed ones), or an unsealed chain's
+    /// on an object store (saving a GET each).
     local: Option<LocalPacks>,
 }
 
@@ -715,7 +716,14 @@ fn decide_chain<'a>(
         .page_cache
         .as_deref()
         .map(|dir| LocalPacks::new(dir, &a.sink, &db.label));
-    let local = copies.clone().filter(|_| db.encryption.is_some());
+    // A sealed chain folds from its copies, as it cannot open its packs; an
+    // unsealed one on an object store from its copies when they check out,
+    // rather than reading back over the network what it wrote a few runs
+    // ago (about a GET a run at one run a second).
+    let sealed = db.encryption.is_some();
+    let local = copies
+        .clone()
+        .filter(|_| sealed || sink.placement() == Placement::Remote);
     let prev_hashes = match &previous {
         Some(p) => match cached(p).map_or_else(|| incremental::load_hashes(sink, p), Ok) {
             Ok(h) => Some(h),
@@ -755,6 +763,7 @@ fn decide_chain<'a>(
                     let folded = compaction::fold_xor(&map.packs, new, settled);
                     let lost = local
                         .as_ref()
+                        .filter(|_| sealed)
                         .and_then(|l| folded.iter().map(|&i| &map.packs[i]).find(|p| !l.usable(p)));
                     if let Some(p) = lost {
                         info!(
@@ -812,8 +821,8 @@ fn decide_chain<'a>(
     };
     if let Some(l) = &copies {
         // Copies of packs the sink's newest snapshot can still fold, and
-        // nothing else (a full base folds nothing; an unsealed chain reads
-        // its packs back, and plaintext left from a sealed one goes).
+        // nothing else (a full base folds nothing; a chain into a local
+        // folder reads its packs back, and copies left from another goes).
         let settled = compaction::settled_pages(page_size);
         let foldable = previous
             .iter()
@@ -821,10 +830,7 @@ fn decide_chain<'a>(
             .flat_map(|m| &m.packs)
             .filter(|p| p.xor && p.pages < settled);
         if let Err(e) = l.retain(foldable) {
-            warn!(
-                "sink {}: cannot remove local copies of sealed packs: {e}",
-                a.sink
-            );
+            warn!("sink {}: cannot remove local copies of packs: {e}", a.sink);
         }
     }
     let stem = match a.key.rfind(".db") {
@@ -914,9 +920,13 @@ impl<'a> Progress<'a> {
             let folded = folded
                 .iter()
                 .filter_map(|&i| {
+                    let p = &m.packs[i];
                     match &chain.local {
-                        Some(local) => local.open(&m.packs[i]),
-                        None => xor_pack::Reader::open(chain.sink, &m.packs[i], None),
+                        Some(local) if chain.seal.is_some() => local.open(p),
+                        // Checked whole before use, as a sealed chain's are
+                        // when it decides to fold.
+                        Some(local) if local.usable(p) => local.open(p),
+                        _ => xor_pack::Reader::open(chain.sink, p, None),
                     }
                     .map_err(|p| failed.get_or_insert(fold_error(p)))
                     .ok()
