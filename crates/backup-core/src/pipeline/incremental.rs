@@ -822,7 +822,7 @@ fn decide_chain<'a>(
     if let Some(l) = &copies {
         // Copies of packs the sink's newest snapshot can still fold, and
         // nothing else (a full base folds nothing; a chain into a local
-        // folder reads its packs back, and copies left from another goes).
+        // folder reads its packs back; copies left from another chain go).
         let settled = compaction::settled_pages(page_size);
         let foldable = previous
             .iter()
