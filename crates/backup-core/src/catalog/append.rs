@@ -208,6 +208,7 @@ fn after_append(
     if !view.problems.is_empty() || !(due || view::memo::enabled()) {
         return;
     }
+    view::memo::forget(sink);
     view.state.apply(appended);
     view.manifests += 1;
     view.since_checkpoint += 1;

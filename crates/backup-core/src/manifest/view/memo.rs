@@ -108,6 +108,15 @@ pub(super) fn recall(sink: &dyn Sink) -> Option<(View, bool)> {
     (view.tip.as_ref().and_then(holds_tip) == Some(true)).then_some((view, false))
 }
 
+/// Drop the kept view of `sink`, if any: the caller is about to advance the
+/// one it holds and keep that instead. Until then the two share their
+/// released objects, and advancing past a prune would copy them all.
+pub(crate) fn forget(sink: &dyn Sink) {
+    if let Some(kept) = memo().as_mut() {
+        kept.remove(&id(sink));
+    }
+}
+
 /// Keep `view` of `sink` (when this process keeps views and it was read
 /// whole), as checked in the open scope. Threads reading at once
 /// may leave the older of their views: that costs the next read a few more
