@@ -912,8 +912,9 @@ fn xor_unready(
 
 impl<'a> Progress<'a> {
     fn new(chain: &mut Chain<'a>, page_size: u64) -> Self {
-        // Packs are always zstd at its default level: they are read page by
-        // page on restore, whatever the configured artifact format.
+        // Packs are always zstd at its default level (XOR packs at their
+        // own): they are read page by page on restore, whatever the
+        // configured artifact format.
         let level = zstd::DEFAULT_COMPRESSION_LEVEL;
         if let (Some(folded), Some(m)) = (&chain.xor, &chain.previous) {
             let mut failed = None;
@@ -933,7 +934,7 @@ impl<'a> Progress<'a> {
                 })
                 .collect();
             return Self {
-                packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key, level)
+                packs: PackWriter::xor(chain.sink, &chain.base, &chain.index_key)
                     .sealed_to(chain.seal.clone(), chain.local.clone()),
                 map: None,
                 xor: Some(Deltas {
