@@ -22,13 +22,14 @@
 //! It is never skipped: when moto is missing, [`Moto::start`] says how to
 //! install it. The process is killed when the value is dropped.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -94,7 +95,11 @@ const SETUP_REQUESTS: &str = "6";
 struct Relay {
     port: u16,
     stopping: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Each open connection's two sockets, by connection number, so that
+    /// [`Relay::stop`] can cut them; a connection leaves when both of its
+    /// directions have ended (a run of thousands of connections would
+    /// otherwise keep every socket open).
+    open: Arc<Mutex<HashMap<u64, Vec<TcpStream>>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -103,10 +108,10 @@ impl Relay {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
         let port = listener.local_addr()?.port();
         let stopping = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let open: Arc<Mutex<HashMap<u64, Vec<TcpStream>>>> = Arc::default();
         let (stop, conns) = (stopping.clone(), open.clone());
         let acceptor = std::thread::spawn(move || {
-            for client in listener.incoming() {
+            for (id, client) in (0u64..).zip(listener.incoming()) {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
@@ -114,13 +119,12 @@ impl Relay {
                 let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, target)) else {
                     continue;
                 };
-                let mut list = conns.lock().unwrap();
-                for s in [&client, &server] {
-                    if let Ok(c) = s.try_clone() {
-                        list.push(c);
-                    }
-                }
-                drop(list);
+                let kept = [&client, &server]
+                    .iter()
+                    .filter_map(|s| s.try_clone().ok())
+                    .collect();
+                conns.lock().unwrap().insert(id, kept);
+                let directions = Arc::new(AtomicUsize::new(2));
                 for (mut from, mut to) in [
                     (client.try_clone(), server.try_clone()),
                     (server.try_clone(), client.try_clone()),
@@ -128,9 +132,13 @@ impl Relay {
                 .into_iter()
                 .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
                 {
+                    let (conns, directions) = (conns.clone(), directions.clone());
                     std::thread::spawn(move || {
                         let _ = io::copy(&mut from, &mut to);
                         let _ = to.shutdown(Shutdown::Write);
+                        if directions.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            conns.lock().unwrap().remove(&id);
+                        }
                     });
                 }
             }
@@ -151,7 +159,7 @@ impl Relay {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        for s in self.open.lock().unwrap().drain(..) {
+        for s in self.open.lock().unwrap().drain().flat_map(|(_, s)| s) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
