@@ -2,7 +2,7 @@
 //! "high-level" stage): sinks, targets, options, selected databases.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use backup_config::{Config, DatabaseConfig};
@@ -69,23 +69,21 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
         template: config.local.template.clone(),
         cold_only: false,
     }];
-    // Building a sink makes no network call, so `--dry-run` stays offline.
-    let remote = |cfg: &dyn backup_object_store::StoreConfig, template: &str, allow_overwrite| {
-        let sink = backup_object_store::ObjectStoreSink::from_config_dyn(cfg)
-            .map_err(|e| UsageError(format!("{e} (in {})", config.file.display())))?;
+    let templates = [
+        (config.azure.as_ref()).map(|a| (&a.template, a.allow_overwrite)),
+        (config.s3.as_ref()).map(|c| (&c.template, c.allow_overwrite)),
+    ];
+    for (sink, (template, allow_overwrite)) in remote_sinks(config)?
+        .into_iter()
+        .zip(templates.into_iter().flatten())
+    {
         let template = backup_core::naming::Template::parse(template, allow_overwrite)
             .map_err(|e| UsageError(e.to_string()))?;
-        Ok::<_, UsageError>(Target {
-            sink: Arc::new(sink),
+        out.push(Target {
+            sink,
             template,
             cold_only: false,
-        })
-    };
-    if let Some(azure) = &config.azure {
-        out.push(remote(azure, &azure.template, azure.allow_overwrite)?);
-    }
-    if let Some(s3) = &config.s3 {
-        out.push(remote(s3, &s3.template, s3.allow_overwrite)?);
+        });
     }
     if let Some(cold) = locals.next() {
         out.push(Target {
@@ -95,6 +93,48 @@ pub fn targets(config: &Config) -> Result<Vec<Target>> {
         });
     }
     Ok(out)
+}
+
+/// The remote sinks built from a config text, kept for the life of the
+/// process: a daemon's runs reuse each sink's client, connection pool and
+/// runtime instead of building them every run (its root certificates
+/// parsed, its threads started and, against a real endpoint, a TLS
+/// handshake made again). An edited config file builds new ones; the
+/// oldest of more than [`KEPT_CONFIGS`] texts are let go.
+static REMOTE_SINKS: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
+/// [`Config::text_sha256`] and the remote sinks built from it.
+type Kept = (String, Vec<Arc<dyn Sink>>);
+
+const KEPT_CONFIGS: usize = 4;
+
+/// The `[azure]` and `[s3]` sinks of `config`, in that order. Building one
+/// makes no network call, so `--dry-run` stays offline.
+fn remote_sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>, UsageError> {
+    if config.azure.is_none() && config.s3.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut kept = REMOTE_SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, sinks)) = kept.iter().find(|(text, _)| *text == config.text_sha256) {
+        return Ok(sinks.clone());
+    }
+    let build = |cfg: &dyn backup_object_store::StoreConfig| {
+        backup_object_store::ObjectStoreSink::from_config_dyn(cfg)
+            .map(|s| Arc::new(s) as Arc<dyn Sink>)
+            .map_err(|e| UsageError(format!("{e} (in {})", config.file.display())))
+    };
+    let mut sinks = Vec::new();
+    if let Some(azure) = &config.azure {
+        sinks.push(build(azure)?);
+    }
+    if let Some(s3) = &config.s3 {
+        sinks.push(build(s3)?);
+    }
+    if kept.len() == KEPT_CONFIGS {
+        kept.remove(0);
+    }
+    kept.push((config.text_sha256.clone(), sinks.clone()));
+    Ok(sinks)
 }
 
 /// Just the sinks.
@@ -294,6 +334,37 @@ fn warn_if_others_can_read(path: &Path) {
              decrypt every backup; run `chmod 600 {}`",
             path.display(),
             shlex::try_quote(&path.to_string_lossy()).unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(config: &str) -> Arc<dyn Sink> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(config, &dir.path().join("sqlite-backup.toml")).unwrap();
+        let targets = targets(&config).unwrap();
+        assert_eq!(targets.len(), 2, "local and azure");
+        targets[1].sink.clone()
+    }
+
+    #[test]
+    fn a_config_keeps_its_remote_sinks_until_its_text_changes() {
+        let a = "[azure]\nuse_emulator = true\ncontainer = \"backups\"\n";
+        let b = "[azure]\nuse_emulator = true\ncontainer = \"backups\"\nprefix = \"other\"\n";
+        let first = remote(a);
+        assert!(
+            Arc::ptr_eq(&first, &remote(a)),
+            "the same text: the same sink"
+        );
+        let changed = remote(b);
+        assert!(!Arc::ptr_eq(&first, &changed), "an edited file: a new sink");
+        assert!(
+            changed.location().contains("other"),
+            "{}",
+            changed.location()
         );
     }
 }

@@ -149,6 +149,9 @@ fn default_after_failures() -> u32 {
 pub struct Config {
     /// The file it came from.
     pub file: PathBuf,
+    /// SHA-256 (hex) of the text it was parsed from: what was built from
+    /// one config can be kept while its file stays the same.
+    pub text_sha256: String,
     /// Databases, in file order.
     pub databases: Vec<DatabaseConfig>,
     /// Compression of new artifacts.
@@ -464,6 +467,7 @@ impl Config {
         let metrics = raw.metrics.map(|m| src.metrics(m)).transpose()?;
         Ok(Config {
             file: file.to_path_buf(),
+            text_sha256: backup_core::digest::Sha256::hex_of(text.as_bytes()),
             databases,
             compression,
             local,
