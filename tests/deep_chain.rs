@@ -41,7 +41,7 @@ use rusqlite::Connection;
 
 use backup_core::manifest::Listed;
 use backup_core::sink::{Sink, get_bytes};
-use backup_testkit::process::cpu_seconds;
+use backup_testkit::process::{KillOnDrop, cpu_seconds};
 use backup_testkit::remote::Remote;
 use backup_testkit::testkit::{Project, assert_image, require_tool};
 
@@ -174,12 +174,14 @@ fn daemon_runs(
     if let Some(every) = prune {
         args.extend(["--prune-every", every]);
     }
-    let mut daemon = remote
-        .command(p, &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the daemon");
+    let mut daemon = KillOnDrop(
+        remote
+            .command(p, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the daemon"),
+    );
     let mut took = Vec::with_capacity(runs);
     let mut begun = None;
     let mut log = Vec::new();

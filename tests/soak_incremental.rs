@@ -60,6 +60,9 @@ use std::time::{Duration, Instant};
 use backup_core::manifest::Manifest;
 use backup_testkit::demo::Writer;
 use backup_testkit::ops_support::sqlite_backup;
+// A tool's process (our daemon, or Litestream), killed if the test fails
+// before stopping it.
+use backup_testkit::process::KillOnDrop as Daemon;
 use backup_testkit::process::{cpu_seconds, peak_rss_mib};
 use backup_testkit::testkit::{
     Project, assert_image, assert_snapshot_point, output_text, require_tool,
@@ -77,19 +80,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// A tool's process (our daemon, or Litestream), killed if the test fails
-/// before stopping it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// What the daemon logged and we sampled for one run.

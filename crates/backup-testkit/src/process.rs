@@ -1,7 +1,9 @@
 //! What a running process costs, read from `/proc` (Linux): the CPU time
-//! and peak memory the soak and the deep chain report.
+//! and peak memory the soak and the deep chain report; and a guard that
+//! stops such a process when its test fails.
 
-use std::process::Command;
+use std::ops::{Deref, DerefMut};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 /// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
@@ -38,4 +40,32 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A child process that is killed (and reaped) if it still runs when this
+/// goes out of scope: a failed assertion must not leave a daemon running
+/// for the rest of the machine's day.
+pub struct KillOnDrop(pub Child);
+
+impl Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
